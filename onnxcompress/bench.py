@@ -1,0 +1,130 @@
+"""ORT CPU latency, measured side by side in alternating rounds on a shared, noisy machine.
+
+ORT's intra-op threads spin-wait, so one busy foreign core makes a model several times slower.
+Every round therefore records how much CPU other processes used (``/proc/stat`` minus our own
+process's time); rounds where they used more than ``max_foreign_cores`` are dropped, and the
+models are alternated round by round so drift hits them equally. Figures are meant as ratios to
+the first model measured in the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxcompress.runtime import DEFAULT_THREADS
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclasses.dataclass
+class Latency:
+    """Latency of one model in milliseconds, over the clean rounds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    rounds_kept: int
+    rounds_dropped: int
+    batch: int
+    threads: int
+
+    @property
+    def clean(self) -> bool:
+        """True when the figures come from rounds on a quiet machine (else from noisy ones)."""
+        return self.rounds_kept > 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {**dataclasses.asdict(self), "clean": self.clean}
+
+
+def measure(
+    sessions: Sequence[ort.InferenceSession],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    batch: int,
+    threads: int = DEFAULT_THREADS,
+    rounds: int = 7,
+    round_seconds: float = 0.3,
+    warmup: int = 3,
+    max_foreign_cores: float = 0.25,
+    max_extra_rounds: int | None = None,
+) -> list[Latency]:
+    """Median latency of each session on its feeds, alternating sessions round by round.
+
+    Dropped rounds are retried up to ``max_extra_rounds`` extra times (default: ``2 * rounds``).
+    """
+    for sess, feed in zip(sessions, feeds):
+        for _ in range(warmup):
+            sess.run(None, dict(feed))
+    runs_per_round = [_runs_for(sess, feed, round_seconds) for sess, feed in zip(sessions, feeds)]
+    extra = 2 * rounds if max_extra_rounds is None else max_extra_rounds
+    clean_rounds: list[list[list[float]]] = []
+    noisy_rounds: list[list[list[float]]] = []
+    while len(clean_rounds) < rounds and len(clean_rounds) + len(noisy_rounds) < rounds + extra:
+        round_samples, foreign = _one_round(sessions, feeds, runs_per_round)
+        (clean_rounds if foreign <= max_foreign_cores else noisy_rounds).append(round_samples)
+    used = clean_rounds or noisy_rounds
+    return [
+        _summarize([t for r in used for t in r[i]], len(clean_rounds), len(noisy_rounds), batch, threads)
+        for i in range(len(sessions))
+    ]
+
+
+def _runs_for(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray], seconds: float) -> int:
+    start = time.perf_counter()
+    sess.run(None, dict(feed))
+    once = max(time.perf_counter() - start, 1e-5)
+    return int(min(max(seconds / once, 3), 200))
+
+
+def _one_round(sessions, feeds, runs_per_round) -> tuple[list[list[float]], float]:
+    busy0, own0, wall0 = _system_busy_ticks(), _own_cpu_seconds(), time.perf_counter()
+    round_samples = []
+    for sess, feed, runs in zip(sessions, feeds, runs_per_round):
+        feed = dict(feed)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            sess.run(None, feed)
+            times.append((time.perf_counter() - start) * 1e3)
+        round_samples.append(times)
+    wall = max(time.perf_counter() - wall0, 1e-6)
+    foreign_seconds = (_system_busy_ticks() - busy0) / CLOCK_TICKS - (_own_cpu_seconds() - own0)
+    return round_samples, max(foreign_seconds, 0.0) / wall
+
+
+def _summarize(samples: list[float], kept: int, dropped: int, batch: int, threads: int) -> Latency:
+    arr = np.asarray(samples)
+    return Latency(
+        median_ms=float(np.median(arr)),
+        p10_ms=float(np.percentile(arr, 10)),
+        p90_ms=float(np.percentile(arr, 90)),
+        runs=int(arr.size),
+        rounds_kept=kept,
+        rounds_dropped=dropped,
+        batch=batch,
+        threads=threads,
+    )
+
+
+def _system_busy_ticks() -> int:
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system

@@ -1,0 +1,36 @@
+"""Structural checks run after every pass: onnx checker, strict shape inference, an ORT session."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+from onnxcompress import io
+
+
+def graph_problems(model: ir.Model) -> list[str]:
+    """What the onnx checker (full check) and strict shape inference reject; empty when valid."""
+    if io.initializer_bytes(model) > io.EXTERNAL_DATA_THRESHOLD:
+        return []  # the checker needs the whole model in one protobuf; ORT still checks it later
+    proto = io.to_proto(model)
+    problems = []
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        problems.append(f"checker: {_first_line(exc)}")
+    if _only_standard_domains(proto):
+        try:
+            onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+            problems.append(f"shape inference: {_first_line(exc)}")
+    return problems
+
+
+def _only_standard_domains(proto: onnx.ModelProto) -> bool:
+    """Strict inference refuses ops it has no schema for (e.g. ORT contrib ops); skip it there."""
+    return all(node.domain in ("", "ai.onnx") for node in proto.graph.node)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

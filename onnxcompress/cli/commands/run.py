@@ -1,0 +1,100 @@
+"""``onnxcompress run``: apply a pipeline of passes, verifying and measuring every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from onnxcompress import io, runtime, spec
+from onnxcompress.cli.app import app, console, err_console
+from onnxcompress.errors import UsageError
+from onnxcompress.pipeline import Measurement, Pipeline
+from onnxcompress.report import Report
+
+
+@app.command("run")
+def run_pipeline(
+    model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the result."),
+    pass_specs: list[str] = typer.Option([], "-p", "--pass", help="PASS[:k=v,...]; repeat, in order."),
+    recipe: Path | None = typer.Option(None, "--recipe", help="TOML recipe of [[pass]] tables (run before -p)."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
+    report_dir: Path | None = typer.Option(None, "--report", help="Write report.json and report.md here."),
+    no_bench: bool = typer.Option(False, "--no-bench", help="Skip the latency measurement."),
+    reject_slower: bool = typer.Option(False, "--reject-slower", help="Roll back a step that makes latency worse."),
+    max_drop: float | None = typer.Option(None, "--max-drop", help="Roll back a lossy step losing more accuracy."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs for the checks (default: synthetic)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
+    threads: int = typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1),
+    batch: int = typer.Option(1, "--batch", min=1),
+) -> None:
+    """Run passes on MODEL and write the result to OUTPUT."""
+    passes = (spec.load_recipe(recipe) if recipe else []) + [spec.parse_pass(s) for s in pass_specs]
+    if not passes:
+        raise UsageError("no passes given: use -p PASS (see `onnxcompress passes`) or --recipe FILE")
+    source = io.load(model)
+    io.check_output_path(output, model)
+    measurement = Measurement(
+        benchmark=not no_bench,
+        threads=threads,
+        batch=batch,
+        input_shapes=runtime.parse_input_shapes(input_shape),
+        feeds=load_npz(inputs) if inputs else None,
+    )
+    reader = open_calibration(calibration, source) if calibration else None
+    pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
+    result = pipeline.run(source, calibration=reader)
+    io.save(result.model, output)
+    if report_dir:
+        write_report(result.report, report_dir)
+    print_report(result.report)
+    console.print(f"wrote {output}")
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of an .npz file by name, or a one-line error."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read as .npz ({exc})") from None
+
+
+def open_calibration(path: Path, model):
+    """The calibration reader for ``path`` (see ``onnxcompress.calibration``)."""
+    from onnxcompress import calibration
+
+    return calibration.open_reader(path, model)
+
+
+def write_report(report: Report, folder: Path) -> None:
+    """Write report.json and report.md into ``folder`` (created if needed)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        report.write_json(folder / "report.json")
+        (folder / "report.md").write_text(report.to_markdown())
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
+
+
+def print_report(report: Report) -> None:
+    """The per-step table on the console."""
+    rows = report.rows()
+    table = Table(*rows[0].keys())
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    for step in report.steps:
+        for note in step.notes:
+            console.print(f"[dim]{step.pass_name}: {note}[/dim]", highlight=False)
+
+
+def _progress():
+    def on_step(event: str, name: str) -> None:
+        if err_console.is_terminal:
+            err_console.print(f"[dim]{event} {name}…[/dim]")
+
+    return on_step

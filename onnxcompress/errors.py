@@ -1,0 +1,25 @@
+"""Errors the user can act on, each mapped to the CLI's exit code.
+
+The CLI prints one line for these (never a traceback): exit 2 for unusable input or options,
+exit 1 for a check that ran and failed.
+"""
+
+from __future__ import annotations
+
+
+class OnnxCompressError(Exception):
+    """Base of every error onnxcompress reports to the user as a single line."""
+
+    exit_code = 2
+
+
+class UsageError(OnnxCompressError):
+    """Unusable input: a bad model file, an unknown pass or option, an unwritable output."""
+
+    exit_code = 2
+
+
+class CheckFailed(OnnxCompressError):
+    """A verification ran and the model failed it (wrong outputs, invalid graph after a pass)."""
+
+    exit_code = 1

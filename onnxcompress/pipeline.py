@@ -1,0 +1,171 @@
+"""Run passes in order and, between them, check, verify and measure — once, for every pass.
+
+Each step: run the pass (timed), check the graph (checker + strict shape inference + an ORT
+session with its optimizer disabled, so ORT cannot hide a malformed rewrite), compare outputs with
+the input model (an *exact* pass that changes them stops the run with an error naming it), record
+stats, benchmark side by side with the input, and roll the step back when it made latency worse
+(``reject_slower``) or broke the accuracy budget (``max_drop``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import bench, checks, fidelity, io, runtime, stats
+from onnxcompress.errors import CheckFailed
+from onnxcompress.passes import CompressionPass
+from onnxcompress.report import Report, StepRecord
+
+StepCallback = Callable[[str, str], None]
+SLOWER_MARGIN = 0.02
+
+
+@dataclasses.dataclass
+class LabelledData:
+    """Inputs with class labels: accuracy is the argmax of the first output against ``labels``."""
+
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray
+
+    def accuracy(self, model: ir.Model, threads: int) -> float:
+        """Top-1 accuracy of ``model`` on this data."""
+        logits = next(iter(runtime.run(model, self.feeds, threads=threads).values()))
+        return float(np.mean(np.argmax(logits.reshape(len(self.labels), -1), axis=1) == self.labels))
+
+
+@dataclasses.dataclass
+class PipelineResult:
+    """The final model and the record of every step."""
+
+    model: ir.Model
+    report: Report
+
+
+@dataclasses.dataclass
+class Measurement:
+    """What the pipeline measures between steps and how."""
+
+    benchmark: bool = True
+    threads: int = runtime.DEFAULT_THREADS
+    batch: int = 1
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    feeds: Mapping[str, np.ndarray] | None = None
+    labelled: LabelledData | None = None
+    rounds: int = 5
+
+
+class Pipeline:
+    """An ordered list of passes plus the checks and measurements between them."""
+
+    def __init__(
+        self,
+        passes: Sequence[CompressionPass],
+        *,
+        measurement: Measurement | None = None,
+        reject_slower: bool = False,
+        max_drop: float | None = None,
+        on_step: StepCallback | None = None,
+    ) -> None:
+        self.passes = list(passes)
+        self.measurement = measurement or Measurement()
+        self.reject_slower = reject_slower
+        self.max_drop = max_drop
+        self.on_step = on_step or (lambda event, name: None)
+
+    def run(self, model: ir.Model, *, calibration: object | None = None) -> PipelineResult:
+        """Apply every pass to ``model`` (in place) and return it with the report."""
+        m = self.measurement
+        feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
+        reference = io.clone(model)
+        expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")
+        self.on_step("measure", "input")
+        baseline = self._record("input", {}, "input", model, 0.0, reference, feeds, expected)
+        steps = [baseline]
+        for pass_ in self.passes:
+            self._bind_calibration(pass_, calibration)
+            self.on_step("run", pass_.name)
+            snapshot = io.clone(model)
+            start = time.perf_counter()
+            model = pass_(model).model
+            seconds = time.perf_counter() - start
+            self._check_structure(pass_, model)
+            self.on_step("measure", pass_.name)
+            previous = snapshot if self.reject_slower else None
+            record = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, previous)
+            record.notes, record.details = list(pass_.notes), dict(pass_.details)
+            self._check_exactness(pass_, record)
+            reason = self._rollback_reason(record, baseline)
+            if reason:
+                model = snapshot
+                record.status = "rolled back"
+                record.notes.append(f"rolled back: {reason}")
+            steps.append(record)
+        return PipelineResult(model, Report(steps))
+
+    def _record(self, name, options, status, model, seconds, reference, feeds, expected, previous=None) -> StepRecord:
+        m = self.measurement
+        st = stats.model_stats(model)
+        got = runtime.run(model, feeds, threads=m.threads, optimization="disable")
+        record = StepRecord(
+            pass_name=name,
+            options=options,
+            status=status,
+            size_bytes=st.size_bytes,
+            params=st.params,
+            nodes=st.nodes,
+            op_histogram=st.op_histogram,
+            seconds=seconds,
+            fidelity=fidelity.compare(expected, got),
+        )
+        if m.labelled is not None:
+            record.accuracy = m.labelled.accuracy(model, m.threads)
+        if m.benchmark:
+            compared = [reference] if status != "input" else []
+            compared += [previous] if previous is not None else []
+            latencies = self._latencies([*compared, model], feeds)
+            record.latency = latencies[-1]
+            record.speedup = latencies[0].median_ms / latencies[-1].median_ms
+            if previous is not None:
+                record.details["step_speedup"] = latencies[-2].median_ms / latencies[-1].median_ms
+        return record
+
+    def _latencies(self, models: list[ir.Model], feeds) -> list[bench.Latency]:
+        """Latency of each model, measured side by side in one run."""
+        m = self.measurement
+        sessions = [runtime.session(x, threads=m.threads) for x in models]
+        return bench.measure(sessions, [feeds] * len(sessions), batch=m.batch, threads=m.threads, rounds=m.rounds)
+
+    @staticmethod
+    def _bind_calibration(pass_: CompressionPass, calibration: object | None) -> None:
+        if pass_.uses_calibration and getattr(pass_, "calibration", None) is None and calibration is not None:
+            pass_.calibration = calibration
+
+    @staticmethod
+    def _check_structure(pass_: CompressionPass, model: ir.Model) -> None:
+        problems = checks.graph_problems(model)
+        if problems:
+            raise CheckFailed(f"pass {pass_.name!r} produced an invalid graph: {problems[0]}")
+
+    @staticmethod
+    def _check_exactness(pass_: CompressionPass, record: StepRecord) -> None:
+        worst = record.fidelity.worst() if record.fidelity else None
+        if pass_.exact and worst is not None and not worst.exact:
+            raise CheckFailed(
+                f"exact pass {pass_.name!r} changed output {worst.name!r}: "
+                f"max abs error {worst.max_abs_err:.3g} > {fidelity.EXACT_RELATIVE_TOLERANCE:g} x scale {worst.scale:.3g}"
+            )
+
+    def _rollback_reason(self, record: StepRecord, baseline: StepRecord) -> str | None:
+        step_speedup = record.details.get("step_speedup")
+        if self.reject_slower and step_speedup is not None and step_speedup < 1.0 - SLOWER_MARGIN:
+            return f"made latency worse ({step_speedup:.2f}x the previous step's speed)"
+        if self.max_drop is not None and record.accuracy is not None and baseline.accuracy is not None:
+            drop = baseline.accuracy - record.accuracy
+            if drop > self.max_drop:
+                return f"accuracy dropped {drop:.4f} > max_drop {self.max_drop}"
+        return None

@@ -1,0 +1,131 @@
+"""Pass specs: ``name:k=v,k=v`` strings and TOML recipes turned into configured passes.
+
+Option values are coerced to the constructor's annotated types; an unknown pass or option is a
+one-line ``UsageError`` that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import REGISTRY, CompressionPass
+
+LIST_SEPARATOR = "|"
+TRUE_WORDS = {"true", "1", "yes", "on"}
+FALSE_WORDS = {"false", "0", "no", "off"}
+
+
+def parse_pass(spec: str) -> CompressionPass:
+    """Build the pass a ``name:k=v,...`` spec describes."""
+    name, _, rest = spec.strip().partition(":")
+    options: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"bad option {item!r} in {spec!r}: expected key=value")
+        options[key.strip()] = value.strip()
+    return build_pass(name.strip(), options)
+
+
+def build_pass(name: str, options: dict[str, Any]) -> CompressionPass:
+    """Build a registered pass from option values (strings are coerced to the option's type)."""
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise UsageError(f"unknown pass {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    params = cls.option_parameters()
+    hints = typing.get_type_hints(cls.__init__)
+    kwargs = {}
+    for key, value in options.items():
+        if key not in params:
+            valid = ", ".join(params) or "none"
+            raise UsageError(f"pass {name!r} has no option {key!r}; options: {valid}")
+        kwargs[key] = coerce(value, hints.get(key, str), f"{name}:{key}") if isinstance(value, str) else value
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"pass {name!r}: {exc}") from None
+
+
+def load_recipe(path: str | Path) -> list[CompressionPass]:
+    """Read a TOML recipe: ``[[pass]]`` tables, each with ``name`` and its options."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"recipe {path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"recipe {path}: not valid TOML ({exc})") from None
+    entries = data.get("pass")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"recipe {path}: expected one or more [[pass]] tables")
+    passes = []
+    for entry in entries:
+        options = {k: _recipe_value(v) for k, v in entry.items() if k != "name"}
+        if "name" not in entry:
+            raise UsageError(f"recipe {path}: a [[pass]] table has no name")
+        passes.append(build_pass(entry["name"], options))
+    return passes
+
+
+def describe_option(param: inspect.Parameter, annotation: Any) -> str:
+    """``name=default (type)`` for `onnxcompress passes`."""
+    default = "" if param.default is inspect.Parameter.empty else f"={param.default!r}"
+    return f"{param.name}{default} ({_type_name(annotation)})"
+
+
+def coerce(text: str, annotation: Any, where: str) -> Any:
+    """Turn a CLI string into a value of ``annotation``'s type, or raise a ``UsageError``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if text.lower() in {"none", "null"} and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(text, arg, where)
+            except UsageError:
+                continue
+        raise UsageError(f"{where}: cannot read {text!r} as {_type_name(annotation)}")
+    if origin is typing.Literal:
+        if text not in [str(a) for a in args]:
+            raise UsageError(f"{where}: {text!r} is not one of {', '.join(map(str, args))}")
+        return next(a for a in args if str(a) == text)
+    if origin in (list, tuple) or annotation in (list, tuple):
+        item = args[0] if args else str
+        items = [coerce(t.strip(), item, where) for t in text.split(LIST_SEPARATOR) if t.strip()]
+        return items if origin is not tuple else tuple(items)
+    if annotation is bool:
+        if text.lower() in TRUE_WORDS:
+            return True
+        if text.lower() in FALSE_WORDS:
+            return False
+        raise UsageError(f"{where}: {text!r} is not a boolean (true/false)")
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise UsageError(f"{where}: {text!r} is not a valid {annotation.__name__}") from None
+    if annotation in (str, Any):
+        return text
+    raise UsageError(f"{where}: this option cannot be set from the command line")
+
+
+def _recipe_value(value: Any) -> Any:
+    return LIST_SEPARATOR.join(map(str, value)) if isinstance(value, list) else (
+        value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    )
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "|".join(map(str, typing.get_args(annotation)))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

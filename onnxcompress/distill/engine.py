@@ -1,0 +1,160 @@
+"""The distillation loop: batches, early stopping on validation, fixed seeds, per-epoch metrics.
+
+It does not reuse ``onnxcompress.models.training.fit``: that loop's loss sees only the model's
+outputs and the labels, while distillation losses also need the batch's inputs (teacher outputs,
+input-gradient maps) and the student's internals (hidden states).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from onnxcompress.distill import strategies
+from onnxcompress.errors import UsageError
+
+Data = tuple[Any, Any]  # (inputs: array/tensor or dict of them, labels: array/tensor or None)
+
+
+@dataclasses.dataclass
+class EpochMetrics:
+    """What one epoch measured."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+
+
+@dataclasses.dataclass
+class DistillResult:
+    """The trained student (best validation epoch restored) and the metrics of every epoch."""
+
+    student: torch.nn.Module
+    history: list[EpochMetrics]
+    best_epoch: int
+
+
+def distill(
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    data: Data,
+    *,
+    strategy: str | strategies.Standard = "standard",
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    val: Data | None = None,
+    patience: int | None = None,
+    weight_decay: float = 1e-4,
+    **strategy_options: Any,
+) -> DistillResult:
+    """Train ``student`` to mimic ``teacher`` on ``data``; stop early when validation loss stalls ``patience`` epochs."""
+    torch.manual_seed(seed)
+    inputs, labels = as_tensors(data)
+    if num_samples(inputs) == 0:
+        raise UsageError("the distillation dataset is empty")
+    loss_of = strategies.build(strategy, teacher, **strategy_options) if isinstance(strategy, str) else strategy
+    probe = take(inputs, torch.arange(min(2, num_samples(inputs))))
+    check_output_shapes(teacher, student, probe)
+    loss_of.prepare(student, probe)
+    optimizer = torch.optim.AdamW([*student.parameters(), *loss_of.parameters()], lr=lr, weight_decay=weight_decay)
+    steps = epochs * -(-num_samples(inputs) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    val_tensors = as_tensors(val) if val is not None else None
+    generator = torch.Generator().manual_seed(seed)
+    history: list[EpochMetrics] = []
+    best = (float("inf"), 0, copy.deepcopy(student.state_dict()))
+    with _progress_bar() as progress:
+        task = progress.add_task("distilling", total=epochs)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            train_loss = _train_epoch(student, loss_of, inputs, labels, batch_size, generator, optimizer, schedule)
+            val_loss, val_acc = evaluate(student, loss_of, *val_tensors, batch_size) if val_tensors else (None, None)
+            history.append(EpochMetrics(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start))
+            progress.update(task, advance=1, description=f"distilling · loss {train_loss:.4f}")
+            score = val_loss if val_loss is not None else train_loss
+            if score < best[0]:
+                best = (score, epoch, copy.deepcopy(student.state_dict()))
+            elif patience is not None and epoch - best[1] >= patience:
+                break
+    student.load_state_dict(best[2])
+    return DistillResult(student.eval(), history, best[1])
+
+
+def evaluate(student, loss_of: strategies.Standard, inputs, labels, batch_size: int) -> tuple[float, float | None]:
+    """Mean output loss against the teacher and, for class labels, top-1 accuracy."""
+    student.eval()
+    total, correct, n = 0.0, 0, num_samples(inputs)
+    with torch.no_grad():
+        for index in torch.arange(n).split(batch_size):
+            x, y = take(inputs, index), None if labels is None else labels[index]
+            out = strategies.forward(student, x)
+            total += float(loss_of.output_loss(out, strategies.forward(loss_of.teacher, x), y)) * len(index)
+            if y is not None and y.dim() == 1:
+                correct += int((out.argmax(dim=1) == y).sum())
+    accuracy = correct / n if labels is not None and labels.dim() == 1 else None
+    return total / n, accuracy
+
+
+def check_output_shapes(teacher: torch.nn.Module, student: torch.nn.Module, inputs) -> None:
+    """Raise a one-line ``UsageError`` when the student's output shape is not the teacher's."""
+    with torch.no_grad():
+        t_shape = tuple(strategies.forward(teacher.eval(), inputs).shape)
+        s_shape = tuple(strategies.forward(student.eval(), inputs).shape)
+    if t_shape != s_shape:
+        raise UsageError(f"student output shape {s_shape} does not match the teacher's {t_shape}")
+
+
+def as_tensors(data: Data) -> tuple[Any, torch.Tensor | None]:
+    """(inputs, labels) as tensors; inputs may be a dict of named tensors."""
+    inputs, labels = data
+    if isinstance(inputs, Mapping):
+        inputs = {k: torch.as_tensor(np.asarray(v)) for k, v in inputs.items()}
+    else:
+        inputs = torch.as_tensor(np.asarray(inputs))
+    return inputs, None if labels is None else torch.as_tensor(np.asarray(labels))
+
+
+def num_samples(inputs) -> int:
+    """Rows in a tensor or in the first of named tensors."""
+    if isinstance(inputs, Mapping):
+        return len(next(iter(inputs.values()))) if inputs else 0
+    return len(inputs)
+
+
+def take(inputs, index: torch.Tensor):
+    """The rows ``index`` of a tensor or of every named tensor."""
+    return {k: v[index] for k, v in inputs.items()} if isinstance(inputs, Mapping) else inputs[index]
+
+
+def _train_epoch(student, loss_of, inputs, labels, batch_size, generator, optimizer, schedule) -> float:
+    student.train()
+    total, n = 0.0, num_samples(inputs)
+    for index in _shuffled_batches(n, batch_size, generator):
+        loss = loss_of.loss(student, take(inputs, index), None if labels is None else labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total += float(loss.detach()) * len(index)
+    return total / n
+
+
+def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    return iter(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def _progress_bar() -> Progress:
+    console = Console(stderr=True)
+    return Progress(console=console, disable=not console.is_terminal, transient=True)

@@ -1,0 +1,90 @@
+"""A tiny distillation run lowers the loss, keeps metrics, stops early; bad input is a one-line error."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from onnxcompress.distill import distill, multi_stage
+from onnxcompress.errors import UsageError
+
+
+def _mlp(hidden: int, seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype(np.float32)
+    teacher = _mlp(64, seed=1).eval()
+    with torch.no_grad():
+        y = teacher(torch.from_numpy(x)).argmax(1).numpy()
+    return teacher, x, y
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options"),
+    [
+        ("standard", {"temperature": 2.0, "alpha": 0.5}),
+        ("reverse_kld", {}),
+        ("hidden", {"student_layers": ["1"], "teacher_layers": ["1"], "hidden_kind": "cosine"}),
+        ("attribution", {"attribution_weight": 1.0}),
+    ],
+)
+def test_every_strategy_lowers_the_training_loss(data, strategy, options):
+    teacher, x, y = data
+    result = distill(teacher, _mlp(8, seed=2), (x, y), strategy=strategy, epochs=6, lr=1e-2, batch_size=32, **options)
+    losses = [m.train_loss for m in result.history]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+def test_embedding_task_without_labels_and_validation_metrics(data):
+    teacher, x, y = data
+    result = distill(teacher, _mlp(8, seed=2), (x, None), kind="cosine", epochs=4, lr=1e-2, val=(x[:32], None))
+    assert result.history[-1].val_loss < result.history[0].val_loss
+    assert result.history[0].val_accuracy is None
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    teacher, x, y = data
+    # lr so large that training diverges after the first epochs: validation stops improving
+    result = distill(teacher, _mlp(8, seed=2), (x, y), epochs=30, lr=5.0, val=(x[:32], y[:32]), patience=2)
+    assert len(result.history) < 30
+    assert result.best_epoch == min(range(len(result.history)), key=lambda i: result.history[i].val_loss) + 1
+    assert 0.0 <= result.history[0].val_accuracy <= 1.0
+
+
+def test_fixed_seed_reproduces_the_run(data):
+    teacher, x, y = data
+    runs = [distill(teacher, _mlp(8, seed=2), (x, y), epochs=2, seed=3).history[-1].train_loss for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_multi_stage_goes_through_the_assistant(data):
+    teacher, x, y = data
+    first, second = multi_stage(teacher, _mlp(24, seed=4), _mlp(8, seed=2), (x, y), epochs=3, lr=1e-2)
+    assert first.history[-1].train_loss < first.history[0].train_loss
+    assert second.history[-1].train_loss < second.history[0].train_loss
+
+
+def test_student_with_another_output_shape_is_refused(data):
+    teacher, x, y = data
+    wrong = nn.Sequential(nn.Linear(8, 4))
+    with pytest.raises(UsageError, match=r"^student output shape \(2, 4\) does not match the teacher's \(2, 3\)$"):
+        distill(teacher, wrong, (x, y), epochs=1)
+
+
+def test_empty_dataset_is_refused(data):
+    teacher, _, _ = data
+    with pytest.raises(UsageError, match="^the distillation dataset is empty$"):
+        distill(teacher, _mlp(8, seed=2), (np.zeros((0, 8), np.float32), np.zeros(0, np.int64)), epochs=1)
+
+
+def test_unknown_strategy_and_option_are_refused(data):
+    teacher, x, y = data
+    with pytest.raises(UsageError, match="unknown distillation strategy 'magic'; available: standard, hidden"):
+        distill(teacher, _mlp(8, seed=2), (x, y), strategy="magic")
+    with pytest.raises(UsageError, match="no layer named 'nope'"):
+        distill(teacher, _mlp(8, seed=2), (x, y), strategy="hidden", student_layers=["nope"], teacher_layers=["1"])

@@ -1,0 +1,164 @@
+"""Calibration data readers: batches of model inputs streamed from arrays, ``.npz`` files or a signature.
+
+A reader is any object with ``input_names: list[str]`` and ``batches() -> Iterator[dict[str, np.ndarray]]``
+that can be iterated again and holds at most one batch in memory. ``NpzReader`` streams each array
+out of the zip member batch by batch instead of loading it whole (``np.load`` on an ``.npz`` reads
+every array completely), so its memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Protocol, runtime_checkable
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import runtime
+from onnxcompress.calibration.validation import validate_reader
+from onnxcompress.errors import UsageError
+
+Batch = dict[str, np.ndarray]
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """What every calibration reader provides: the input names and re-iterable batches."""
+
+    input_names: list[str]
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield one ``{input name: array}`` batch at a time; the first axis is the sample axis."""
+        ...
+
+
+class ArrayReader:
+    """Batches sliced from in-memory arrays keyed by input name (first axis = samples)."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int = 32) -> None:
+        self.arrays = {name: np.asarray(array) for name, array in arrays.items()}
+        self.input_names = list(self.arrays)
+        self.batch_size = _check_batch_size(batch_size)
+        _check_same_sample_count({n: a.shape for n, a in self.arrays.items()})
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield consecutive slices of ``batch_size`` samples."""
+        samples = next(iter(self.arrays.values())).shape[0] if self.arrays else 0
+        for start in range(0, samples, self.batch_size):
+            yield {n: a[start : start + self.batch_size] for n, a in self.arrays.items()}
+
+
+class NpzReader:
+    """Batches streamed from an ``.npz`` file whose keys are the model's input names."""
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 32) -> None:
+        self.path = Path(path)
+        self.batch_size = _check_batch_size(batch_size)
+        self.input_names = list(self._headers())
+        _check_same_sample_count({n: shape for n, (shape, _) in self._headers().items()})
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield ``batch_size`` samples of every array, read from the archive as needed."""
+        headers = self._headers()
+        with zipfile.ZipFile(self.path) as archive:
+            streams = {name: archive.open(name + ".npy") for name in headers}
+            try:
+                for stream in streams.values():
+                    _read_header(stream)
+                samples = next(iter(headers.values()))[0][0] if headers else 0
+                for start in range(0, samples, self.batch_size):
+                    count = min(self.batch_size, samples - start)
+                    yield {n: _read_rows(streams[n], *headers[n], count) for n in headers}
+            finally:
+                for stream in streams.values():
+                    stream.close()
+
+    def _headers(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """``{name: (shape, dtype)}`` of every array, read without loading data."""
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return {
+                    member[: -len(".npy")]: _npy_header(archive, member)
+                    for member in archive.namelist()
+                    if member.endswith(".npy")
+                }
+        except FileNotFoundError:
+            raise UsageError(f"{self.path}: no such file") from None
+        except (zipfile.BadZipFile, ValueError, OSError) as exc:
+            raise UsageError(f"{self.path}: not a readable .npz file ({type(exc).__name__})") from None
+
+
+class SyntheticReader:
+    """Random batches built from the model's signature (for a first look when no data is at hand)."""
+
+    def __init__(self, model: ir.Model, samples: int = 32, batch_size: int = 8, seed: int = 0) -> None:
+        self.model = model
+        self.samples = samples
+        self.batch_size = _check_batch_size(batch_size)
+        self.seed = seed
+        self.input_names = [v.name for v in model.graph.inputs if v.name not in model.graph.initializers]
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield ``samples`` random samples, ``batch_size`` at a time, the same on every pass."""
+        for index, start in enumerate(range(0, self.samples, self.batch_size)):
+            count = min(self.batch_size, self.samples - start)
+            yield runtime.synthetic_inputs(self.model, batch=count, seed=self.seed + index)
+
+
+def open_reader(source: str | os.PathLike, model: ir.Model, batch_size: int = 32) -> Reader:
+    """The reader for ``source`` (an ``.npz`` file or a folder of images), checked against ``model``."""
+    source = Path(source)
+    if source.is_dir():
+        from onnxcompress.calibration.images import ImageFolderReader
+
+        reader: Reader = ImageFolderReader.for_model(source, model, batch_size=batch_size)
+    elif source.suffix == ".npz":
+        reader = NpzReader(source, batch_size=batch_size)
+    elif not source.exists():
+        raise UsageError(f"calibration data {source}: no such file or folder")
+    else:
+        raise UsageError(f"calibration data {source}: expected an .npz file or a folder of images")
+    validate_reader(reader, model)
+    return reader
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    return batch_size
+
+
+def _check_same_sample_count(shapes: Mapping[str, tuple[int, ...]]) -> None:
+    counts = {name: (shape[0] if shape else None) for name, shape in shapes.items()}
+    if None in counts.values():
+        scalar = next(n for n, c in counts.items() if c is None)
+        raise UsageError(f"calibration input {scalar!r} is a scalar; its first axis must be the samples")
+    if len(set(counts.values())) > 1:
+        raise UsageError(f"calibration inputs have different sample counts: {counts}")
+
+
+def _npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
+    with archive.open(member) as stream:
+        shape, fortran_order, dtype = _read_header(stream)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not supported")
+    if fortran_order:
+        raise ValueError("Fortran-ordered arrays are not supported")
+    return tuple(shape), dtype
+
+
+def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Read past a ``.npy`` header, returning (shape, fortran_order, dtype)."""
+    major, _ = np.lib.format.read_magic(stream)
+    if major == 1:
+        return np.lib.format.read_array_header_1_0(stream)
+    return np.lib.format.read_array_header_2_0(stream)
+
+
+def _read_rows(stream: IO[bytes], shape: tuple[int, ...], dtype: np.dtype, count: int) -> np.ndarray:
+    row = int(np.prod(shape[1:], dtype=np.int64))
+    data = stream.read(count * row * dtype.itemsize)
+    return np.frombuffer(data, dtype=dtype).reshape((count, *shape[1:])).copy()

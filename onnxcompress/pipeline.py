@@ -97,7 +97,7 @@ class Pipeline:
             self.on_step("measure", pass_.name)
             previous = snapshot if self.reject_slower else None
             record = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, previous)
-            record.notes, record.details = list(pass_.notes), dict(pass_.details)
+            record.notes, record.details = list(pass_.notes), {**pass_.details, **record.details}
             self._check_exactness(pass_, record)
             reason = self._rollback_reason(record, baseline)
             if reason:

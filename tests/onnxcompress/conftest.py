@@ -1,0 +1,128 @@
+"""Tiny models and test-only passes shared by the core's tests (registered as ``test-*``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import io
+from onnxcompress.passes import CompressionPass
+
+MLP_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[N, 16] x) => (float[N, 4] y) <float[16, 32] w1 = {0.0}, float[32] b1 = {0.0}, float[32, 4] w2 = {0.0}> {
+  h = MatMul(x, w1)
+  hb = Add(h, b1)
+  r = Relu(hb)
+  y = MatMul(r, w2)
+}
+"""
+
+CNN_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+cnn (float[N, 3, 8, 8] x) => (float[N, 10] y) <float[4, 3, 3, 3] w = {0.0}, float[4] b = {0.0}, float[10, 256] fc = {0.0}> {
+  c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+  r = Relu(c)
+  f = Flatten(r)
+  y = Gemm <transB = 1> (f, fc)
+}
+"""
+
+
+def with_random_weights(text: str, seed: int = 0) -> ir.Model:
+    """Parse ONNX text (initializers written as placeholders ``= {0.0}``) and fill them with seeded random values."""
+    rng = np.random.default_rng(seed)
+    declared = onnx.parser.parse_model(text).graph.initializer
+    tensors = [ir.tensor(rng.standard_normal(tuple(t.dims)).astype(np.float32) * 0.3, name=t.name) for t in declared]
+    model = ir.from_onnx_text(text)
+    for tensor in tensors:
+        model.graph.initializers[tensor.name].const_value = tensor
+    return model
+
+
+@pytest.fixture
+def mlp_model() -> ir.Model:
+    """A two-layer MLP with a dynamic batch."""
+    return with_random_weights(MLP_TEXT)
+
+
+@pytest.fixture
+def cnn_model() -> ir.Model:
+    """Conv → Relu → Flatten → Gemm."""
+    return with_random_weights(CNN_TEXT, seed=1)
+
+
+@pytest.fixture
+def mlp_path(tmp_path, mlp_model):
+    """The MLP saved to a file."""
+    return io.save(mlp_model, tmp_path / "mlp.onnx")
+
+
+@pytest.fixture
+def cnn_path(tmp_path, cnn_model):
+    """The CNN saved to a file."""
+    return io.save(cnn_model, tmp_path / "cnn.onnx")
+
+
+class NoOp(CompressionPass):
+    """Change nothing (an exact pass that notes it had nothing to do)."""
+
+    name = "test-noop"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.note("nothing to do")
+        self.details["visited"] = len(model.graph)
+        return ir.passes.PassResult(model, modified=False)
+
+
+class ScaleWeights(CompressionPass):
+    """Multiply every float initializer by ``factor`` (lossy: changes the outputs)."""
+
+    name = "test-scale"
+    exact = False
+
+    def __init__(self, factor: float = 0.5) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for value in model.graph.initializers.values():
+            value.const_value = ir.tensor(value.const_value.numpy() * self.factor, name=value.name)
+        self.note(f"scaled {len(model.graph.initializers)} initializers by {self.factor}")
+        return ir.passes.PassResult(model, modified=True)
+
+
+class WronglyExact(ScaleWeights):
+    """Scale the weights while claiming to be exact (the pipeline must catch it)."""
+
+    name = "test-wrongly-exact"
+    exact = True
+
+
+class SlowDown(CompressionPass):
+    """Append ``depth`` Exp→Log pairs to the first output (lossy only by float rounding, much slower)."""
+
+    name = "test-slowdown"
+    exact = False
+
+    def __init__(self, depth: int = 300) -> None:
+        super().__init__()
+        self.depth = depth
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        output = graph.outputs[0]
+        current = output
+        for _ in range(self.depth):
+            exp = ir.node("Exp", [current])
+            log = ir.node("Log", [exp.outputs[0]])
+            graph.extend([exp, log])
+            current = log.outputs[0]
+        current.shape, current.type = output.shape, output.type
+        name = output.name
+        output.name = f"{name}_before_slowdown"
+        current.name = name
+        graph.outputs[0] = current
+        return ir.passes.PassResult(model, modified=True)

@@ -1,0 +1,76 @@
+"""The pipeline: checks between passes, exactness, rollbacks, calibration binding, the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxcompress import checks, runtime
+from onnxcompress.errors import CheckFailed
+from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
+from onnxcompress.spec import parse_pass
+
+QUICK = Measurement(benchmark=False)
+
+
+def test_exact_pass_keeps_outputs_and_records_notes(mlp_model):
+    result = Pipeline([parse_pass("test-noop")], measurement=QUICK).run(mlp_model)
+    input_step, step = result.report.steps
+    assert (input_step.pass_name, input_step.status) == ("input", "input")
+    assert (step.pass_name, step.status) == ("test-noop", "kept")
+    assert step.fidelity.exact and step.fidelity.max_abs_err == 0.0
+    assert step.notes == ["nothing to do"] and step.details == {"visited": 4}
+    assert step.latency is None and step.speedup is None
+
+
+def test_exact_pass_that_changes_outputs_fails_naming_it(mlp_model):
+    with pytest.raises(CheckFailed, match="exact pass 'test-wrongly-exact' changed output 'y'"):
+        Pipeline([parse_pass("test-wrongly-exact:factor=2")], measurement=QUICK).run(mlp_model)
+
+
+def test_lossy_pass_is_kept_and_its_fidelity_recorded(mlp_model):
+    result = Pipeline([parse_pass("test-scale:factor=0.5")], measurement=QUICK).run(mlp_model)
+    step = result.report.steps[1]
+    assert step.status == "kept" and step.options == {"factor": 0.5}
+    assert not step.fidelity.exact and step.fidelity.cosine > 0.99  # y scales by 0.25: same direction
+    assert not checks.graph_problems(result.model)
+
+
+def test_slower_lossy_step_is_rolled_back_with_reject_slower(mlp_model):
+    measurement = Measurement(rounds=2)
+    result = Pipeline([parse_pass("test-slowdown:depth=300")], measurement=measurement, reject_slower=True).run(mlp_model)
+    step = result.report.steps[1]
+    assert step.status == "rolled back"
+    assert step.details["step_speedup"] < 1.0
+    assert any("made latency worse" in n for n in step.notes)
+    assert len(result.model.graph) == 4  # the snapshot from before the pass came back
+    for level in ("disable", "all"):
+        assert set(runtime.run(result.model, {"x": np.ones((2, 16), np.float32)}, optimization=level)) == {"y"}
+
+
+def test_step_losing_accuracy_beyond_max_drop_is_rolled_back(mlp_model):
+    feeds = {"x": np.random.default_rng(3).standard_normal((32, 16)).astype(np.float32)}
+    labels = np.argmax(runtime.run(mlp_model, feeds)["y"], axis=1)
+    measurement = Measurement(benchmark=False, feeds=feeds, labelled=LabelledData(feeds, labels))
+    result = Pipeline([parse_pass("test-scale:factor=-1")], measurement=measurement, max_drop=0.05).run(mlp_model)
+    base, step = result.report.steps
+    assert base.accuracy == 1.0 and step.accuracy < 0.95
+    assert step.status == "rolled back" and "max_drop" in step.notes[-1]
+    np.testing.assert_array_equal(np.argmax(runtime.run(result.model, feeds)["y"], axis=1), labels)
+
+
+def test_calibration_is_bound_only_to_passes_that_use_it(mlp_model):
+    class Calibrated(type(parse_pass("test-noop"))):
+        uses_calibration = True
+
+    calibrated, plain = Calibrated(), parse_pass("test-noop")
+    Pipeline([calibrated, plain], measurement=QUICK).run(mlp_model, calibration="reader")
+    assert calibrated.calibration == "reader"
+    assert not hasattr(plain, "calibration")
+
+
+def test_benchmarked_steps_carry_latency_and_speedup(mlp_model):
+    result = Pipeline([parse_pass("test-noop")], measurement=Measurement(rounds=2, batch=3)).run(mlp_model)
+    for step in result.report.steps:
+        assert step.latency.median_ms > 0 and step.latency.batch == 3
+        assert step.speedup > 0

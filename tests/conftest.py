@@ -1,0 +1,51 @@
+"""Session-wide fixtures: expensive reference models are built once per test run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+LIGHT_MODELS_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.fixture(scope="session")
+def minilm_onnx(tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 exported to ONNX once per session (opset 17, dynamic batch and sequence)."""
+    from onnxcompress.models import minilm
+
+    return minilm.export_minilm(tmp_path_factory.mktemp("minilm") / "minilm.onnx")
+
+
+@pytest.fixture(scope="session")
+def minilm_feeds() -> dict[str, np.ndarray]:
+    """Eight real corpus sentences tokenized for MiniLM, padded/truncated to 32 tokens."""
+    from onnxcompress.models import corpus, minilm
+
+    return minilm.tokenize(corpus.sentences(8, seed=0), pad_to=32)
+
+
+@pytest.fixture(scope="session")
+def light_models() -> list[Path]:
+    """The small CNNs that ship with onnx's backend tests (AlexNet, ResNet-50, ... with tiny weights)."""
+    return sorted(LIGHT_MODELS_DIR.glob("*.onnx"))
+
+
+@pytest.fixture(scope="session")
+def assert_exact_rewrite():
+    """A checker for graph rewrites: ``check(before, after, feeds=None)`` asserts the rewritten model is
+    valid (``checks.graph_problems``) and reproduces ``before``'s outputs under ORT with its optimizer
+    disabled (so ORT cannot hide a malformed graph) and at ORT_ENABLE_ALL."""
+    from onnxcompress import checks, fidelity, runtime
+
+    def check(before, after, feeds=None) -> None:
+        assert checks.graph_problems(after) == []
+        feeds = feeds if feeds is not None else runtime.synthetic_inputs(before)
+        expected = runtime.run(before, feeds, optimization="disable")
+        for level in ("disable", "all"):
+            result = fidelity.compare(expected, runtime.run(after, feeds, optimization=level))
+            assert result.exact, f"outputs changed at ORT optimization={level}: max abs err {result.max_abs_err:.3g}"
+
+    return check

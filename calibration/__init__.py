@@ -9,8 +9,10 @@ ranges can be saved to a JSON file so calibration runs once.
 from onnxcompress.calibration.activations import expose_tensors, float_tensor_names, stream_activations
 from onnxcompress.calibration.estimators import ESTIMATORS, MSE, Entropy, MinMax, Percentile, make_estimator
 from onnxcompress.calibration.histogram import StreamingHistogram
+from onnxcompress.calibration.images import ImageFolderReader
 from onnxcompress.calibration.ranges import Ranges, estimate_ranges, load_ranges, model_hash, save_ranges
 from onnxcompress.calibration.readers import ArrayReader, NpzReader, Reader, SyntheticReader, open_reader
+from onnxcompress.calibration.text import TextReader
 from onnxcompress.calibration.validation import validate_reader
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "MSE",
     "ArrayReader",
     "Entropy",
+    "ImageFolderReader",
     "MinMax",
     "NpzReader",
     "Percentile",
@@ -25,6 +28,7 @@ __all__ = [
     "Reader",
     "StreamingHistogram",
     "SyntheticReader",
+    "TextReader",
     "estimate_ranges",
     "expose_tensors",
     "float_tensor_names",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,26 @@ class Report:
         """JSON-ready dict."""
         return {"steps": [s.to_dict() for s in self.steps]}
 
+    def to_json(self) -> str:
+        """Strict JSON text: non-finite numbers (an exact pass's inf error, a NaN) become null."""
+        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False, default=_json_default)
+
     def write_json(self, path: str | Path) -> None:
         """Write ``report.json``."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
+        Path(path).write_text(self.to_json())
+
+    def write(self, folder: str | Path, *, plot: bool = True) -> list[Path]:
+        """Write report.json, report.md and (with ``plot``) report.png into ``folder``; return the paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = [folder / "report.json", folder / "report.md"]
+        self.write_json(written[0])
+        written[1].write_text(self.to_markdown())
+        if plot:
+            from onnxcompress.plot import plot_report
+
+            written.append(plot_report(self, folder / "report.png"))
+        return written
 
     def rows(self) -> list[dict[str, str]]:
         """One formatted row per step, shared by the terminal table and the Markdown."""
@@ -85,9 +103,11 @@ class Report:
         headers = list(rows[0]) if rows else []
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(r[h] for h in headers) + " |" for r in rows]
-        for step in self.steps:
-            if step.notes:
-                lines += ["", f"### {step.pass_name}", *[f"- {n}" for n in step.notes]]
+        for index, step in enumerate(self.steps):
+            if step.notes or step.options:
+                options = ", ".join(f"{k}={v}" for k, v in step.options.items())
+                lines += ["", f"### {index}. {step.pass_name}" + (f" ({options})" if options else "")]
+                lines += [f"- {n}" for n in step.notes]
         return "\n".join(lines) + "\n"
 
 
@@ -99,6 +119,7 @@ def _row(step: StepRecord) -> dict[str, str]:
         "params": f"{step.params:,}",
         "nodes": str(step.nodes),
         "latency ms": f"{lat.median_ms:.3f}" if lat else "-",
+        "p10-p90 ms": f"{lat.p10_ms:.3f}-{lat.p90_ms:.3f}" if lat else "-",
         "speedup": f"{step.speedup:.2f}x" if step.speedup else "-",
         "max abs err": f"{step.fidelity.max_abs_err:.2e}" if step.fidelity else "-",
         "cosine": f"{step.fidelity.cosine:.6f}" if step.fidelity else "-",
@@ -107,9 +128,20 @@ def _row(step: StepRecord) -> dict[str, str]:
     }
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/inf float (also numpy scalars) replaced by None, recursively."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, float) and value != value:
-        return None
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
     return str(value)

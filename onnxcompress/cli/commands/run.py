@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from onnxcompress import io, runtime, spec
+from onnxcompress import io, plot, runtime, spec
 from onnxcompress.cli.app import app, console, err_console
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import Measurement, Pipeline
@@ -22,7 +22,7 @@ def run_pipeline(
     pass_specs: list[str] = typer.Option([], "-p", "--pass", help="PASS[:k=v,...]; repeat, in order."),
     recipe: Path | None = typer.Option(None, "--recipe", help="TOML recipe of [[pass]] tables (run before -p)."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
-    report_dir: Path | None = typer.Option(None, "--report", help="Write report.json and report.md here."),
+    report_dir: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and report.png here."),
     no_bench: bool = typer.Option(False, "--no-bench", help="Skip the latency measurement."),
     reject_slower: bool = typer.Option(False, "--reject-slower", help="Roll back a step that makes latency worse."),
     max_drop: float | None = typer.Option(None, "--max-drop", help="Roll back a lossy step losing more accuracy."),
@@ -71,11 +71,9 @@ def open_calibration(path: Path, model):
 
 
 def write_report(report: Report, folder: Path) -> None:
-    """Write report.json and report.md into ``folder`` (created if needed)."""
+    """Write report.json, report.md and, when matplotlib is installed, report.png into ``folder``."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        report.write_json(folder / "report.json")
-        (folder / "report.md").write_text(report.to_markdown())
+        report.write(folder, plot=plot.available())
     except OSError as exc:
         raise UsageError(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
 

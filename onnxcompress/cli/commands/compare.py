@@ -1,0 +1,67 @@
+"""``onnxcompress compare``: several pipelines on one model, the trade-off table, Pareto-best marked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from onnxcompress import compare as compare_lib
+from onnxcompress import io, plot, runtime
+from onnxcompress.cli.app import app, console, status
+from onnxcompress.cli.commands.run import load_npz, open_calibration
+from onnxcompress.errors import UsageError
+from onnxcompress.pipeline import Measurement
+
+
+@app.command("compare")
+def compare(
+    model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
+    recipes: list[str] = typer.Option([], "-r", "--recipe", help="'PASS[:k=v];PASS...' or a .toml recipe; repeat."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs for fidelity (default: synthetic)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
+    plot_out: Path | None = typer.Option(None, "--plot", help="Write the trade-off chart (PNG) here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the outcomes as JSON here."),
+    threads: int = typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1),
+    batch: int = typer.Option(1, "--batch", min=1),
+    rounds: int = typer.Option(5, "--rounds", min=1),
+) -> None:
+    """Run each recipe on MODEL, time all results side by side and mark the Pareto-best."""
+    source = io.load(model)
+    for out in (plot_out, json_out):
+        if out is not None:
+            io.check_output_path(out, model)
+    measurement = Measurement(
+        threads=threads,
+        batch=batch,
+        rounds=rounds,
+        input_shapes=runtime.parse_input_shapes(input_shape),
+        feeds=load_npz(inputs) if inputs else None,
+    )
+    reader = open_calibration(calibration, source) if calibration else None
+    with status(f"running {len(recipes)} recipe(s)"):
+        outcomes = compare_lib.compare_recipes(source, recipes, measurement=measurement, calibration=reader)
+    print_outcomes(outcomes)
+    if plot_out:
+        plot.plot_tradeoff(outcomes, plot_out)
+        console.print(f"wrote {plot_out}")
+    if json_out:
+        _write_json(outcomes, json_out)
+
+
+def print_outcomes(outcomes: list[compare_lib.Outcome]) -> None:
+    """The trade-off table; a star marks the Pareto-best recipes."""
+    table = Table("recipe", "size MB", "median ms", "speedup", "quality", "Pareto")
+    for o in outcomes:
+        table.add_row(o.name, f"{o.size_bytes / 1e6:.3f}", f"{o.latency_ms:.3f}", f"{o.speedup:.2f}x", f"{o.quality:.6f}", "*" if o.pareto else "")
+    console.print(table)
+
+
+def _write_json(outcomes: list[compare_lib.Outcome], path: Path) -> None:
+    try:
+        path.write_text(json.dumps([o.to_dict() for o in outcomes], indent=2))
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,137 @@
+"""Which pipeline to run on a model: its family from the graph, the ops that matter, the CPU.
+
+The rules are short on purpose; each recommended pass carries the reason it was chosen, and a
+pass that is not registered in this installation is left out with a reason instead of suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import re
+import shlex
+from pathlib import Path
+
+import onnx_ir as ir
+
+from onnxcompress import stats
+from onnxcompress.passes import REGISTRY
+
+FAMILIES = ("cnn", "transformer-encoder", "decoder", "mlp", "other")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp", "i8mm")
+DECODER_NAME = re.compile(r"past|present|cache", re.IGNORECASE)
+
+
+@dataclasses.dataclass
+class CpuFeatures:
+    """The CPU facts that decide whether INT8 pays: architecture and its int8 dot-product flags."""
+
+    arch: str
+    flags: frozenset[str]
+
+    @property
+    def int8_level(self) -> str:
+        """"vnni" (int8 dot product), "avx2" (int8 via 16-bit madd), "arm-dot", or "none"."""
+        if self.flags & {"avx512_vnni", "avx_vnni"}:
+            return "vnni"
+        if self.flags & {"asimddp", "i8mm"}:
+            return "arm-dot"
+        if "avx2" in self.flags:
+            return "avx2"
+        return "none"
+
+
+@dataclasses.dataclass
+class Step:
+    """One recommended pass spec and why."""
+
+    spec: str
+    reason: str
+
+
+@dataclasses.dataclass
+class Recommendation:
+    """The family found, the evidence, the CPU, and the ordered steps."""
+
+    family: str
+    evidence: list[str]
+    cpu: CpuFeatures
+    steps: list[Step]
+    skipped: list[str]
+
+    def command(self, model: str | Path, output: str | Path) -> str:
+        """The ``onnxcompress run`` command line for these steps."""
+        passes = " ".join(f"-p {shlex.quote(s.spec)}" for s in self.steps)
+        calibration = " --calibration DATA" if any(s.spec.startswith("quantize-static") for s in self.steps) else ""
+        return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{calibration} --report report"
+
+
+def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuFeatures:
+    """Architecture and flags of this machine (``/proc/cpuinfo``; empty flags when unreadable)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        text = ""
+    match = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
+    return CpuFeatures(platform.machine() or "unknown", frozenset(match.group(1).split()) if match else frozenset())
+
+
+def detect_family(model: ir.Model) -> tuple[str, list[str]]:
+    """The model family and the facts that decided it."""
+    ops = stats.model_stats(model).op_histogram
+    names = [v.name or "" for v in (*model.graph.inputs, *model.graph.outputs)]
+    attention = ops.get("Softmax", 0) and ops.get("MatMul", 0) >= 2
+    if ops.get("Trilu") or any(DECODER_NAME.search(n) for n in names):
+        cache = [n for n in names if DECODER_NAME.search(n)]
+        return "decoder", [f"causal mask (Trilu x{ops.get('Trilu', 0)})" if ops.get("Trilu") else f"key/value cache I/O {cache[:3]}"]
+    if attention:
+        norms = ops.get("LayerNormalization", 0) + ops.get("ReduceMean", 0)
+        return "transformer-encoder", [f"attention: Softmax x{ops['Softmax']}, MatMul x{ops['MatMul']}", f"normalisation ops x{norms}"]
+    if ops.get("Conv"):
+        return "cnn", [f"Conv x{ops['Conv']}"]
+    dense = ops.get("Gemm", 0) + ops.get("MatMul", 0)
+    if dense:
+        return "mlp", [f"dense layers (Gemm/MatMul) x{dense}, no Conv or attention"]
+    return "other", [f"top ops: {', '.join(list(ops)[:5]) or 'none'}"]
+
+
+def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation:
+    """The recommended pipeline for ``model`` on ``cpu`` (this machine by default)."""
+    cpu = cpu or cpu_features()
+    family, evidence = detect_family(model)
+    wanted = plan(family, cpu)
+    steps = [s for s in wanted if s.spec.split(":")[0] in REGISTRY]
+    skipped = [f"{s.spec.split(':')[0]}: not available in this installation" for s in wanted if s not in steps]
+    return Recommendation(family, evidence, cpu, steps, skipped)
+
+
+def plan(family: str, cpu: CpuFeatures) -> list[Step]:
+    """Every step the rules want for ``family`` on ``cpu``, whether or not the pass is installed."""
+    return _exact_steps() + _lossy_steps(family, cpu)
+
+
+def _exact_steps() -> list[Step]:
+    return [
+        Step("fold-constants", "exact: precomputes constant subgraphs so no kernel runs on constants"),
+        Step("cleanup", "exact: removes dead nodes, identities and unused initializers"),
+        Step("fuse", "exact: merges op chains into the fused kernels ORT runs fastest"),
+    ]
+
+
+def _lossy_steps(family: str, cpu: CpuFeatures) -> list[Step]:
+    if cpu.int8_level == "none" and family != "cnn":
+        return []
+    int8 = {
+        "vnni": "the CPU has VNNI int8 dot products (about 4x the fp32 MACs per cycle)",
+        "arm-dot": "the CPU has ARM int8 dot-product instructions",
+        "avx2": "the CPU has AVX2 (int8 runs via 16-bit multiply-add, gains are smaller than with VNNI)",
+        "none": "",
+    }[cpu.int8_level]
+    if family == "cnn":
+        steps = [Step("prune-channels:ratio=0.3", "CNN: removing 30% of conv channels cuts MACs and size; check the accuracy in the report")]
+        if cpu.int8_level != "none":
+            steps.append(Step("quantize-static", f"CNN: static INT8 keeps convolutions in QLinear form; {int8}; needs calibration data"))
+        return steps
+    if family in ("transformer-encoder", "decoder", "mlp"):
+        return [Step("quantize-dynamic", f"{family}: weights dominate (MatMul/Gemm), dynamic INT8 needs no calibration; {int8}")]
+    return []

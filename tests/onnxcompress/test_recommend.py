@@ -1,0 +1,84 @@
+"""Recommendations: the family from the graph, the CPU's int8 support, a sensible pipeline."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import recommend
+from onnxcompress.passes import REGISTRY
+from onnxcompress.recommend import CpuFeatures
+
+ENCODER_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+enc (float[N, 8, 16] x) => (float[N, 8, 16] y) <float[16, 16] wq = {0.0}, float[16, 16] wk = {0.0}, float[16] g = {0.0}> {
+  q = MatMul(x, wq)
+  k = MatMul(x, wk)
+  kt = Transpose <perm = [0, 2, 1]> (k)
+  s = MatMul(q, kt)
+  p = Softmax <axis = -1> (s)
+  a = MatMul(p, x)
+  r = Add(a, x)
+  y = LayerNormalization <axis = -1> (r, g)
+}
+"""
+
+DECODER_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+dec (float[N, 8, 8] s) => (float[N, 8, 8] p) {
+  m = Trilu <upper = 0> (s)
+  p = Softmax <axis = -1> (m)
+}
+"""
+
+VNNI = CpuFeatures("x86_64", frozenset({"avx2", "avx512_vnni"}))
+OLD_X86 = CpuFeatures("x86_64", frozenset({"sse4_2"}))
+
+
+def test_families_are_recognised(cnn_model, mlp_model):
+    assert recommend.detect_family(cnn_model)[0] == "cnn"
+    assert recommend.detect_family(mlp_model)[0] == "mlp"
+    assert recommend.detect_family(ir.from_onnx_text(ENCODER_TEXT))[0] == "transformer-encoder"
+    family, evidence = recommend.detect_family(ir.from_onnx_text(DECODER_TEXT))
+    assert family == "decoder" and "Trilu" in evidence[0]
+
+
+def test_past_key_values_input_means_decoder(mlp_model):
+    mlp_model.graph.inputs[0].name = "past_key_values.0.key"
+    assert recommend.detect_family(mlp_model)[0] == "decoder"
+
+
+def test_cnn_plan_prunes_then_quantizes_statically():
+    specs = [s.spec.split(":")[0] for s in recommend.plan("cnn", VNNI)]
+    assert specs == ["fold-constants", "cleanup", "fuse", "prune-channels", "quantize-static"]
+    assert "VNNI" in recommend.plan("cnn", VNNI)[-1].reason
+
+
+@pytest.mark.parametrize("family", ["transformer-encoder", "decoder", "mlp"])
+def test_weight_heavy_families_get_dynamic_int8_without_pruning(family):
+    specs = [s.spec for s in recommend.plan(family, VNNI)]
+    assert specs[-1] == "quantize-dynamic" and not any(s.startswith("prune") for s in specs)
+
+
+def test_no_int8_on_a_cpu_without_int8_support():
+    assert [s.spec for s in recommend.plan("transformer-encoder", OLD_X86)] == ["fold-constants", "cleanup", "fuse"]
+    assert [s.spec for s in recommend.plan("other", VNNI)] == ["fold-constants", "cleanup", "fuse"]
+
+
+def test_cpu_features_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx_vnni\n")
+    assert recommend.cpu_features(cpuinfo).int8_level == "vnni"
+    cpuinfo.write_text("processor : 0\nFeatures\t: fp asimd asimddp\n")
+    assert recommend.cpu_features(cpuinfo).int8_level == "arm-dot"
+    assert recommend.cpu_features(tmp_path / "missing").int8_level == "none"
+
+
+def test_recommendation_keeps_only_installed_passes_and_builds_the_command(cnn_model):
+    rec = recommend.recommend(cnn_model, VNNI)
+    planned = [s.spec.split(":")[0] for s in recommend.plan("cnn", VNNI)]
+    assert [s.spec.split(":")[0] for s in rec.steps] == [p for p in planned if p in REGISTRY]
+    assert len(rec.steps) + len(rec.skipped) == len(planned)
+    command = rec.command("in.onnx", "out.onnx")
+    assert command.startswith("onnxcompress run in.onnx -o out.onnx -p fold-constants")
+    assert ("--calibration DATA" in command) == ("quantize-static" in REGISTRY)

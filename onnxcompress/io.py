@@ -10,11 +10,15 @@ models whose tensors exceed protobuf's 2 GB limit are saved with external data a
 from __future__ import annotations
 
 import contextlib
+import io as io_module
 import os
 import shutil
 import tempfile
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -25,6 +29,7 @@ SOURCE_KEY = "onnxcompress.source_path"
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 MIN_OPSET = 7
+EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -33,26 +38,71 @@ def load(path: str | os.PathLike) -> ir.Model:
     proto = _read_proto(path)
     _check_model_proto(proto, path)
     _check_external_data(proto, path.parent)
-    model = ir.serde.deserialize_model(proto)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:  # onnx_ir raises several types for malformed graphs
+        raise UsageError(f"{path}: malformed ONNX graph ({_first_line(exc)})") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent.resolve()))
     model.meta[SOURCE_KEY] = str(path.resolve())
     return model
 
 
 def save(model: ir.Model, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically; refuse to overwrite the file it was loaded from."""
+    """Write ``model`` to ``path`` atomically; refuse to overwrite the files it was loaded from."""
     path = Path(path)
-    check_output_path(path, source_path(model))
     external = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    check_output_path(path, source_path(model))
+    for written in (path, external_data_path(path)) if external else (path,):
+        _refuse_overwriting(written, _external_files(model), "external data of the input model")
     _write_atomically(model, path, external)
     return path
 
 
-def check_output_path(path: str | os.PathLike, source: str | os.PathLike | None) -> None:
-    """Raise a ``UsageError`` unless ``path`` can be written and is not the ``source`` model."""
+def external_data_path(path: str | os.PathLike) -> Path:
+    """Where ``save`` puts the tensors of a model too large for one protobuf: next to it."""
     path = Path(path)
-    if source is not None and path.exists() and path.resolve() == Path(source).resolve():
-        raise UsageError(f"refusing to overwrite the input model {path}; choose another output path")
+    return path.with_name(path.name + ".data")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (goldens, JSON, JUnit): all of it or nothing."""
+    path = Path(path)
+    check_output_path(path, None)
+    with _staging_folder(path) as tmpdir:
+        (tmpdir / path.name).write_bytes(data)
+        os.replace(tmpdir / path.name, path)
+    return path
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file by name (never unpickling objects), or a one-line ``UsageError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{path}: cannot read as .npz ({_first_line(exc)})") from None
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as an .npz file, atomically."""
+    buffer = io_module.BytesIO()
+    np.savez(buffer, **arrays)
+    return write_bytes(path, buffer.getvalue())
+
+
+def check_output_path(path: str | os.PathLike, source: str | os.PathLike | None) -> None:
+    """Raise a ``UsageError`` unless ``path`` can be written and is not the ``source`` model.
+
+    "Same file" covers symlinks, hard links and other spellings of the same path.
+    """
+    path = Path(path)
+    if source is not None:
+        _refuse_overwriting(path, [Path(source)], "input model")
     folder = path.parent
     if not folder.is_dir():
         raise UsageError(f"cannot write {path}: folder {folder} does not exist")
@@ -74,8 +124,25 @@ def source_path(model: ir.Model) -> Path | None:
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
-    """Serialize to a ModelProto with every tensor inline (loads external data)."""
-    return ir.serde.serialize_model(model)
+    """Serialize to a ModelProto with every tensor inline (reads external data into it).
+
+    onnx_ir keeps external references when serializing; a proto that still points at files
+    relative to the source folder would break once written elsewhere or handed to ORT as bytes.
+    """
+    proto = ir.serde.serialize_model(model)
+    external = {
+        value.name: value.const_value
+        for graph in model.graphs()
+        for value in graph.initializers.values()
+        if isinstance(value.const_value, ir.ExternalTensor)
+    }
+    for tensor in _external_tensors(proto):
+        if tensor.name not in external:
+            raise UsageError(f"tensor {tensor.name!r}: external data outside initializers is not supported")
+        tensor.raw_data = external[tensor.name].tobytes()
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return proto
 
 
 def clone(model: ir.Model) -> ir.Model:
@@ -120,12 +187,14 @@ def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
     root = folder.resolve()
     for tensor in _external_tensors(proto):
         info = {entry.key: entry.value for entry in tensor.external_data}
+        unknown = sorted(set(info) - EXTERNAL_DATA_KEYS)
+        if unknown:
+            raise UsageError(f"external data of tensor {tensor.name!r} has unknown keys {unknown}")
         location = info.get("location", "")
         target = _resolve_inside(root, location, tensor.name)
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
-        needed = offset + int(length) if length else offset
-        if target.stat().st_size < needed:
+        offset = _non_negative(info.get("offset") or "0", "offset", tensor.name)
+        length = _non_negative(info.get("length") or "0", "length", tensor.name)
+        if target.stat().st_size < offset + length:
             raise UsageError(
                 f"external data file {location!r} for tensor {tensor.name!r} is truncated"
             )
@@ -142,6 +211,33 @@ def _resolve_inside(root: Path, location: str, tensor_name: str) -> Path:
     return target
 
 
+def _non_negative(text: str, key: str, tensor_name: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"external data {key} {text!r} of tensor {tensor_name!r} is not a non-negative integer")
+    return int(text)
+
+
+def _refuse_overwriting(path: Path, protected: list[Path], what: str) -> None:
+    for other in protected:
+        if path.exists() and other.exists() and os.path.samefile(path, other):
+            raise UsageError(f"refusing to overwrite the {what} {other}; choose another output path")
+
+
+def _external_files(model: ir.Model) -> list[Path]:
+    """Files the model's tensors are still read from (writing over them would corrupt the input)."""
+    return sorted({
+        Path(value.const_value.path)
+        for graph in model.graphs()
+        for value in graph.initializers.values()
+        if isinstance(value.const_value, ir.ExternalTensor)
+    })
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def _external_tensors(proto: onnx.ModelProto):
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
@@ -149,20 +245,32 @@ def _external_tensors(proto: onnx.ModelProto):
 
 
 def _write_atomically(model: ir.Model, path: Path, external: bool) -> None:
-    folder = path.parent
-    tmpdir = Path(tempfile.mkdtemp(prefix=".onnxcompress-", dir=folder))
-    try:
+    with _staging_folder(path) as tmpdir:
         staged = tmpdir / path.name
         if external:
-            data_name = path.name + ".data"
+            data_name = external_data_path(path).name
             ir.save(model, staged, external_data=data_name, size_threshold_bytes=1024)
-            os.replace(tmpdir / data_name, folder / data_name)
+            os.replace(tmpdir / data_name, path.parent / data_name)
         else:
             proto = to_proto(model)
             if proto.ByteSize() > PROTOBUF_LIMIT:
                 raise UsageError(f"cannot write {path}: model exceeds 2 GB")
             staged.write_bytes(proto.SerializeToString())
         os.replace(staged, path)
+
+
+@contextlib.contextmanager
+def _staging_folder(path: Path) -> Iterator[Path]:
+    """A temporary folder next to ``path`` (same file system, so the final rename is atomic).
+
+    It is removed whatever happens, so an interrupted write leaves no partial file behind.
+    """
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".onnxcompress-", dir=path.parent))
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        yield tmpdir
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

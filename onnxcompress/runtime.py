@@ -37,7 +37,7 @@ def session(
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # ORT errors are re-raised as one-line UsageErrors; no stderr dump
     try:
         if isinstance(model, ir.Model):
             return _session_from_ir(model, options)

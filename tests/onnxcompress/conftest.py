@@ -126,3 +126,23 @@ class SlowDown(CompressionPass):
         current.name = name
         graph.outputs[0] = current
         return ir.passes.PassResult(model, modified=True)
+
+
+@pytest.fixture
+def verify_models(tmp_path, cnn_model) -> dict:
+    """The CNN as ``ref``, an exact ``copy``, a ``perturbed`` weight, and a conv with ``wrong_channels``.
+
+    The wrong-channel conv has a weight for 2 input channels on a 3-channel input: the onnx checker
+    and strict shape inference accept it; only a session that runs it (or our channel rules) sees it.
+    """
+    paths = {"ref": io.save(cnn_model, tmp_path / "ref.onnx"), "copy": io.save(io.clone(cnn_model), tmp_path / "copy.onnx")}
+    perturbed = io.clone(cnn_model)
+    weight = perturbed.graph.initializers["w"]
+    weight.const_value = ir.tensor(weight.const_value.numpy() + 0.05, name="w")
+    paths["perturbed"] = io.save(perturbed, tmp_path / "perturbed.onnx")
+    wrong = io.clone(cnn_model)
+    wrong_weight = wrong.graph.initializers["w"]
+    wrong_weight.const_value = ir.tensor(np.ones((4, 2, 3, 3), np.float32), name="w")
+    wrong_weight.shape = ir.Shape([4, 2, 3, 3])
+    paths["wrong_channels"] = io.save(wrong, tmp_path / "wrong_channels.onnx")
+    return paths

@@ -1,0 +1,74 @@
+"""Find the first pass of a pipeline that breaks a tolerance.
+
+Passes are applied one after another to a copy of the model, and the model is verified after
+each one against the input model's outputs on the same inputs, stopping at the first failure.
+This runs every pass once (a binary search over prefixes would re-run early passes log n times)
+and names exactly the pass that broke the graph or the numbers, with its verification result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import io, runtime, verify
+from onnxcompress.errors import OnnxCompressError
+from onnxcompress.passes import CompressionPass
+
+
+@dataclasses.dataclass
+class BisectStep:
+    """One pass applied: its verification, or the error the pass raised."""
+
+    pass_name: str
+    result: verify.VerifyResult | None
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """The pass ran and the model still verifies."""
+        return self.result is not None and self.result.passed
+
+
+@dataclasses.dataclass
+class BisectResult:
+    """The steps up to and including the first failing one."""
+
+    steps: list[BisectStep]
+
+    @property
+    def first_failure(self) -> BisectStep | None:
+        """The first pass that broke the model, or None when all passed."""
+        return next((s for s in self.steps if not s.passed), None)
+
+
+def bisect_passes(
+    model: ir.Model,
+    passes: Sequence[CompressionPass],
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    rtol: float = verify.DEFAULT_RTOL,
+    atol: float = verify.DEFAULT_ATOL,
+    threads: int = runtime.DEFAULT_THREADS,
+) -> BisectResult:
+    """Apply ``passes`` in order to a copy of ``model``; stop at the first one that fails to verify."""
+    feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(model)
+    verify.check_feed_names(model, feeds)
+    expected = runtime.run(model, feeds, threads=threads, optimization="disable")
+    working = io.clone(model)
+    steps = []
+    for pass_ in passes:
+        try:
+            working = pass_(working).model
+        except Exception as exc:  # a pass that crashes breaks the pipeline as surely as a wrong rewrite
+            message = str(exc) if isinstance(exc, OnnxCompressError) else f"{type(exc).__name__}: {exc}"
+            steps.append(BisectStep(pass_.name, None, message.strip().splitlines()[0] if message.strip() else message))
+            break
+        result = verify.verify_against(working, feeds, expected, rtol=rtol, atol=atol, threads=threads)
+        steps.append(BisectStep(pass_.name, result))
+        if not result.passed:
+            break
+    return BisectResult(steps)

@@ -1,0 +1,127 @@
+"""``onnxcompress verify``: prove in CI that a model still does its job (exit 0 pass, 1 fail, 2 unusable).
+
+``verify REF CAND`` compares two models, ``verify MODEL --golden G.npz`` compares against stored
+outputs, ``--save-golden`` stores the inputs and reference outputs, ``--bisect RECIPE.toml`` names
+the first pass of a recipe that breaks the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from onnxcompress import io, runtime, spec, verify
+from onnxcompress.bisect import bisect_passes
+from onnxcompress.cli.app import app, console, status
+from onnxcompress.errors import CheckFailed, UsageError
+from onnxcompress.junit import junit_xml
+
+
+@app.command("verify")
+def verify_command(
+    models: list[Path] = typer.Argument(..., help="REFERENCE CANDIDATE, or one MODEL with --golden/--save-golden/--bisect."),
+    golden: Path | None = typer.Option(None, "--golden", help="Compare MODEL with the outputs stored in this .npz."),
+    save_golden: Path | None = typer.Option(None, "--save-golden", help="Store the inputs and reference outputs here."),
+    bisect: Path | None = typer.Option(None, "--bisect", help="TOML recipe: find its first pass that breaks the tolerance."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs by name (default: synthetic)."),
+    ranges: Path | None = typer.Option(None, "--ranges", help="Calibration ranges JSON: synthesize float inputs inside them."),
+    rtol: float = typer.Option(verify.DEFAULT_RTOL, "--rtol", min=0.0),
+    atol: float = typer.Option(verify.DEFAULT_ATOL, "--atol", min=0.0),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
+    junit_out: Path | None = typer.Option(None, "--junit", help="Write JUnit XML (one test case per check and output)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
+    batch: int = typer.Option(1, "--batch", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1),
+) -> None:
+    """Verify structure and outputs of a model against a reference model or a golden file."""
+    _check_arguments(models, golden, save_golden, bisect, inputs)
+    for out in filter(None, (save_golden, json_out, junit_out)):
+        for model_path in models:
+            io.check_output_path(out, model_path)
+    loaded = [io.load(m) for m in models]
+    if golden:
+        feeds, expected = verify.load_golden(golden)
+    else:
+        feeds = io.load_arrays(inputs) if inputs else _synthetic(loaded[0], ranges, input_shape, batch, seed)
+        verify.check_feed_names(loaded[0], feeds)
+        expected = runtime.run(loaded[0], feeds, threads=threads, optimization="disable")
+    if save_golden:
+        verify.save_golden(save_golden, feeds, expected)
+        console.print(f"wrote golden {save_golden} ({len(feeds)} input(s), {len(expected)} output(s))")
+    with status("verifying"):
+        if bisect:
+            result = _bisect(loaded[0], bisect, feeds, rtol, atol, threads)
+        else:
+            candidate = loaded[-1] if (golden or len(loaded) == 2) else loaded[0]
+            result = verify.verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, threads=threads)
+    _print_result(result)
+    if json_out:
+        io.write_bytes(json_out, json.dumps(result.to_dict(), indent=2).encode())
+    if junit_out:
+        io.write_bytes(junit_out, junit_xml(result).encode())
+    if not result.passed:
+        failures = result.failures()
+        raise CheckFailed(f"verification failed ({len(failures)} failure(s)); first: {failures[0]}")
+    console.print("verification passed")
+
+
+def _check_arguments(models, golden, save_golden, bisect, inputs) -> None:
+    if len(models) > 2:
+        raise UsageError(f"verify takes one or two models, got {len(models)}")
+    single = len(models) == 1
+    if golden and not single:
+        raise UsageError("--golden compares ONE model with stored outputs; give one model")
+    if golden and (inputs or save_golden):
+        raise UsageError("--golden already holds the inputs; do not combine it with --inputs or --save-golden")
+    if bisect and not single:
+        raise UsageError("--bisect RECIPE takes one model (the pipeline's input)")
+    if single and not (golden or save_golden or bisect):
+        raise UsageError("give REFERENCE CANDIDATE, or one MODEL with --golden, --save-golden or --bisect")
+
+
+def _synthetic(model, ranges: Path | None, input_shape: list[str], batch: int, seed: int) -> dict[str, np.ndarray]:
+    known = None
+    if ranges:
+        from onnxcompress.calibration import load_ranges
+
+        known = load_ranges(ranges)
+    shapes = runtime.parse_input_shapes(input_shape)
+    return verify.synthesize_inputs(model, known, batch=batch, shapes=shapes, seed=seed)
+
+
+def _bisect(model, recipe: Path, feeds, rtol: float, atol: float, threads: int) -> verify.VerifyResult:
+    outcome = bisect_passes(model, spec.load_recipe(recipe), feeds, rtol=rtol, atol=atol, threads=threads)
+    for step in outcome.steps:
+        console.print(f"{'ok  ' if step.passed else 'FAIL'} {step.pass_name} {step.error}", highlight=False, markup=False)
+    failed = outcome.first_failure
+    if failed is None:
+        console.print(f"all {len(outcome.steps)} pass(es) keep the outputs within rtol={rtol:g} atol={atol:g}")
+        return outcome.steps[-1].result
+    console.print(f"first failing pass: {failed.pass_name}", markup=False)
+    if failed.result is None:
+        check = verify.CheckResult(f"pass {failed.pass_name}", False, failed.error)
+        return verify.VerifyResult([check], [], rtol, atol)
+    failed.result.checks.insert(0, verify.CheckResult(f"pass {failed.pass_name}", False, "first pass after which the model fails verification"))
+    return failed.result
+
+
+def _print_result(result: verify.VerifyResult) -> None:
+    for check in result.checks:
+        console.print(f"{_mark(check.passed)} {check.name}", highlight=False)
+    table = Table("output", "result", "max abs err", "cosine", "SNR dB", "top-1", "min atol", "min rtol")
+    for o in result.outputs:
+        top1 = "" if o.top1_agreement is None else f"{o.top1_agreement:.3f}"
+        table.add_row(o.name, _mark(o.passed), f"{o.max_abs_err:.3g}", f"{o.cosine:.6f}", f"{o.snr_db:.1f}", top1,
+                      f"{o.min_atol:.3g}", f"{o.min_rtol:.3g}")
+    console.print(table)
+    for line in result.failures():
+        console.print(f"FAIL {line}", markup=False, highlight=False)
+
+
+def _mark(passed: bool) -> str:
+    return "pass" if passed else "[red]FAIL[/red]"

@@ -1,0 +1,292 @@
+"""Verify a candidate model against a reference model or a golden file: structure, then numbers.
+
+Checks run in order: onnx checker + strict shape inference (``checks.graph_problems``), our
+per-op channel rules (``shape_rules``), and a session at ``ORT_DISABLE_ALL``; then every output is
+compared with ``atol``/``rtol`` (numpy's ``allclose`` rule), cosine, SNR and, for classifier-like
+outputs, top-1/top-k agreement, along with the smallest tolerance that would have passed.
+
+Unlike ORT's ``compare_bert_results`` (always exits 0) and Polygraphy (no JUnit, and uniform
+[0, 1] inputs that fail calibrated models falsely), inputs are synthesized from the model's
+signature or sampled inside calibrated ranges, and the result maps to exit codes for CI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import checks, fidelity, io, runtime, shape_rules
+from onnxcompress.errors import UsageError
+
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-4
+TOP_K = 5
+INPUT_PREFIX = "input:"
+OUTPUT_PREFIX = "output:"
+Feeds = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """One structural check: its name, whether it passed, and the first problem when it did not."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class OutputResult:
+    """How one output compares: the numbers, where it is worst, and the tolerance that would pass."""
+
+    name: str
+    passed: bool
+    max_abs_err: float
+    cosine: float
+    snr_db: float
+    worst_index: tuple[int, ...] | None
+    min_atol: float
+    min_rtol: float
+    top1_agreement: float | None = None
+    topk_agreement: float | None = None
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    """Everything ``verify`` found; ``passed`` is what the exit code reports."""
+
+    checks: list[CheckResult]
+    outputs: list[OutputResult]
+    rtol: float
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        """Every check and every output passed."""
+        return all(c.passed for c in self.checks) and all(o.passed for o in self.outputs)
+
+    def failures(self) -> list[str]:
+        """One line per failed check or output."""
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed] + [
+            f"output {o.name!r}: {o.detail}" for o in self.outputs if not o.passed
+        ]
+
+    def worst_output(self) -> OutputResult | None:
+        """The output that needs the largest absolute tolerance."""
+        return max(self.outputs, key=lambda o: (not o.passed, o.min_atol), default=None)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (the ``--json`` file)."""
+        return {
+            "passed": self.passed,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "checks": [dataclasses.asdict(c) for c in self.checks],
+            "outputs": [_jsonable(dataclasses.asdict(o)) for o in self.outputs],
+        }
+
+
+def verify_models(
+    reference: ir.Model,
+    candidate: ir.Model,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    threads: int = runtime.DEFAULT_THREADS,
+) -> VerifyResult:
+    """Check ``candidate``'s structure and compare its outputs with ``reference``'s on ``inputs``.
+
+    Inputs default to synthetic ones from the reference's signature. The reference must run
+    (else ``UsageError``); anything wrong with the candidate is a failed check in the result.
+    """
+    feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(reference)
+    check_feed_names(reference, feeds)
+    expected = runtime.run(reference, feeds, threads=threads, optimization="disable")
+    return verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, threads=threads)
+
+
+def verify_against(
+    model: ir.Model,
+    inputs: Mapping[str, np.ndarray],
+    expected: Mapping[str, np.ndarray],
+    *,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    threads: int = runtime.DEFAULT_THREADS,
+) -> VerifyResult:
+    """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden)."""
+    check_feed_names(model, inputs)
+    results = structure_checks(model)
+    actual: Feeds = {}
+    if results[-1].passed:
+        try:
+            actual = runtime.run(model, inputs, threads=threads, optimization="disable")
+        except UsageError as exc:
+            results.append(CheckResult("run (ORT_DISABLE_ALL)", False, str(exc)))
+    outputs = [compare_output(name, ref, actual.get(name), rtol=rtol, atol=atol) for name, ref in expected.items()]
+    return VerifyResult(results, outputs, rtol, atol)
+
+
+def structure_checks(model: ir.Model) -> list[CheckResult]:
+    """Checker + strict inference, channel rules, and an ORT session with its optimizer disabled."""
+    problems = checks.graph_problems(model)
+    rules = shape_rules.shape_problems(model)
+    results = [
+        CheckResult("onnx checker and strict shape inference", not problems, "; ".join(problems)),
+        CheckResult("channel consistency rules", not rules, "; ".join(rules)),
+    ]
+    try:
+        runtime.session(model, optimization="disable")
+        results.append(CheckResult("ORT session (ORT_DISABLE_ALL)", True))
+    except UsageError as exc:
+        results.append(CheckResult("ORT session (ORT_DISABLE_ALL)", False, str(exc)))
+    return results
+
+
+def compare_output(name: str, ref: np.ndarray, cand: np.ndarray | None, *, rtol: float, atol: float) -> OutputResult:
+    """Compare one output under ``|cand - ref| <= atol + rtol * |ref|`` (NaN equals NaN)."""
+    ref = np.asarray(ref)
+    base = fidelity.compare({name: ref}, {name: cand} if cand is not None else {}).outputs[0]
+    if not base.shape_matches:
+        got = "missing" if cand is None else f"shape {tuple(np.shape(cand))}"
+        return OutputResult(name, False, float("inf"), 0.0, float("-inf"), None, float("inf"), float("inf"),
+                            detail=f"{got}, expected shape {ref.shape}")
+    cand = np.asarray(cand)
+    if not np.issubdtype(ref.dtype, np.number) or ref.dtype == np.bool_:
+        equal = bool(np.array_equal(ref, cand))
+        return OutputResult(name, equal, base.max_abs_err, base.cosine, float("inf") if equal else float("-inf"),
+                            None, 0.0 if equal else float("inf"), 0.0 if equal else float("inf"),
+                            detail="" if equal else "values differ")
+    err, magnitude = _errors(ref, cand)
+    excess = err - (atol + rtol * magnitude)
+    passed = bool(excess.size == 0 or excess.max() <= 0)
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(excess)), ref.shape)) if excess.size else None
+    result = OutputResult(
+        name, passed, float(err.max(initial=0.0)), base.cosine, _snr_db(ref, cand), index,
+        min_atol=float(np.max(err - rtol * magnitude, initial=0.0)),
+        min_rtol=_min_rtol(err, magnitude, atol),
+    )
+    if _classifier_like(ref):
+        result.top1_agreement, result.topk_agreement = _topk_agreement(ref, cand)
+    if not passed:
+        result.detail = (
+            f"max abs error {result.max_abs_err:.4g} at index {list(index)} "
+            f"(reference {_item(ref[index])}, candidate {_item(cand[index])}); "
+            f"would pass with atol>={result.min_atol:.4g} or rtol>={result.min_rtol:.4g}"
+        )
+    return result
+
+
+def synthesize_inputs(
+    model: ir.Model,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    *,
+    batch: int = 1,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+) -> Feeds:
+    """In-distribution inputs: the signature's synthetic inputs, float ones resampled inside ``ranges``.
+
+    Calibrated ranges keep a quantized model inside the values it was calibrated for, so a
+    correct model is not failed by inputs it was never meant to see.
+    """
+    feeds = runtime.synthetic_inputs(model, batch=batch, shapes=shapes, seed=seed)
+    rng = np.random.default_rng(seed)
+    for name, array in feeds.items():
+        if name in (ranges or {}) and np.issubdtype(array.dtype, np.floating):
+            lo, hi = ranges[name]
+            feeds[name] = rng.uniform(lo, hi, size=array.shape).astype(array.dtype)
+    return feeds
+
+
+def check_feed_names(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> None:
+    """Raise a ``UsageError`` unless ``feeds`` name exactly the inputs ``model`` needs."""
+    needed = [v.name for v in model.graph.inputs if v.name not in model.graph.initializers]
+    missing = [n for n in needed if n not in feeds]
+    unknown = sorted(set(feeds) - {v.name for v in model.graph.inputs})
+    if missing:
+        raise UsageError(f"inputs lack {missing}; the model takes {needed}")
+    if unknown:
+        raise UsageError(f"inputs {unknown} are not inputs of the model; it takes {needed}")
+
+
+def save_golden(path, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+    """Store the inputs used and the reference outputs in one .npz (``input:NAME``/``output:NAME``)."""
+    arrays = {INPUT_PREFIX + k: np.asarray(v) for k, v in inputs.items()}
+    arrays |= {OUTPUT_PREFIX + k: np.asarray(v) for k, v in outputs.items()}
+    io.save_arrays(path, arrays)
+
+
+def load_golden(path) -> tuple[Feeds, Feeds]:
+    """The inputs and expected outputs a golden file holds."""
+    arrays = io.load_arrays(path)
+    inputs = {k[len(INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
+    outputs = {k[len(OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(OUTPUT_PREFIX)}
+    if not outputs or len(inputs) + len(outputs) != len(arrays):
+        raise UsageError(f"{path}: not a golden file (expected only input:NAME and output:NAME arrays)")
+    return inputs, outputs
+
+
+def _errors(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise absolute error (0 where both agree, inf where non-finite values differ) and |ref|."""
+    r, c = ref.astype(np.float64), cand.astype(np.float64)
+    same = (r == c) | (np.isnan(r) & np.isnan(c))
+    with np.errstate(invalid="ignore"):
+        err = np.where(same, 0.0, np.abs(r - c))
+    err = np.nan_to_num(err, nan=np.inf, posinf=np.inf)
+    return err, np.where(np.isfinite(r), np.abs(r), 0.0)
+
+
+def _min_rtol(err: np.ndarray, magnitude: np.ndarray, atol: float) -> float:
+    over = err > atol
+    if not over.any():
+        return 0.0
+    if (magnitude[over] == 0).any():
+        return float("inf")
+    return float(np.max((err[over] - atol) / magnitude[over]))
+
+
+def _snr_db(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Signal-to-noise ratio of the candidate in dB (inf when identical)."""
+    r, c = ref.astype(np.float64), cand.astype(np.float64)
+    noise = float(np.sum((r - c) ** 2))
+    signal = float(np.sum(r**2))
+    if noise == 0:
+        return float("inf")
+    if not np.isfinite(noise) or signal == 0:
+        return float("-inf")
+    return 10.0 * float(np.log10(signal / noise))
+
+
+def _classifier_like(ref: np.ndarray) -> bool:
+    """[batch, classes] float scores with at least two classes."""
+    return ref.ndim == 2 and ref.shape[1] >= 2 and np.issubdtype(ref.dtype, np.floating)
+
+
+def _topk_agreement(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
+    """Share of rows with the same arg-max, and mean overlap of the top-k classes."""
+    k = min(TOP_K, ref.shape[1])
+    top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))
+    ref_top = np.argsort(-ref, axis=1)[:, :k]
+    cand_top = np.argsort(-cand, axis=1)[:, :k]
+    overlap = [len(set(a) & set(b)) / k for a, b in zip(ref_top, cand_top)]
+    return top1, float(np.mean(overlap))
+
+
+def _item(value) -> str:
+    return f"{value.item():.6g}" if isinstance(value.item(), float) else str(value.item())
+
+
+def _jsonable(record: dict) -> dict:
+    """Non-finite floats as strings (JSON has no inf/NaN), tuples as lists."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, float) and not np.isfinite(value):
+            value = str(value)
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out

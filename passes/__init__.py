@@ -1,5 +1,9 @@
 """Graph passes, one module per family; importing this package registers them all."""
 
 from onnxcompress.passes.base import REGISTRY, CompressionPass
+from onnxcompress.passes.cleanup import Cleanup
+from onnxcompress.passes.folding import FoldConstants
+from onnxcompress.passes.fusion import Fuse
+from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic
 
-__all__ = ["REGISTRY", "CompressionPass"]
+__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "QuantizeDynamic", "QuantizeStatic"]

@@ -1,0 +1,67 @@
+"""Decomposed layer normalisation (ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul[/Add]) →
+``LayerNormalization`` (opset ≥ 17).
+
+Ours rather than onnxscript's ``LayerNormFusion``, which matches only ReduceMean with ``axes`` as an
+input (opset ≥ 18, so none of the opset-17 exports we fuse) and does not check that the scale and
+bias are one value per normalised feature (a ``[1, S, D]`` scale would be silently broadcast
+differently by ``LayerNormalization``).
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnxscript.rewriter import pattern
+
+from onnxcompress.passes.fusion._values import FLOAT_TYPES, constant, last_dim, rank
+
+NAME = "layer-norm"
+MIN_OPSET = 17
+
+
+class LayerNormFusion(pattern.RewriteRuleClassBase):
+    """Match ``(x - mean(x)) / sqrt(var(x) + eps) * scale + bias`` over the last axis."""
+
+    def pattern(self, op, x, epsilon, scale, bias):
+        mean = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
+        deviation = op.Sub(x, mean)
+        squared = pattern.OrValue([op.Pow(deviation, 2.0), op.Mul(deviation, deviation)])
+        variance = op.ReduceMean(squared, _allow_other_inputs=True, _outputs=["variance"])
+        normalized = op.Div(deviation, op.Sqrt(op.Add(variance, epsilon)))
+        return op.Add(op.Mul(normalized, scale), bias)
+
+    def check(self, context, x, epsilon, scale, bias, mean, variance, **_) -> pattern.MatchResult:
+        result = pattern.MatchResult()
+        if x.dtype not in FLOAT_TYPES:
+            return result.fail(f"dtype {x.dtype} is not a float type")
+        if rank(x) is None or not all(_reduces_last_axis(v.producer(), rank(x)) for v in (mean, variance)):
+            return result.fail("the ReduceMeans do not both reduce only the last axis with keepdims")
+        eps = constant(epsilon)
+        if eps is None or eps.size != 1:
+            return result.fail("epsilon is not a constant scalar")
+        features = last_dim(x)
+        for name, value in (("scale", scale), ("bias", bias)):
+            array = constant(value)
+            if features is None or array is None or array.shape != (features,) or array.dtype != x.dtype.numpy():
+                return result.fail(f"{name} is not a constant vector of the last dimension's size")
+        return result
+
+    def rewrite(self, op, x, epsilon, scale, bias, **_):
+        return op.LayerNormalization(x, scale, bias, axis=-1, epsilon=float(constant(epsilon).item()))
+
+
+def _reduces_last_axis(node: ir.Node, x_rank: int) -> bool:
+    """True when a ReduceMean reduces exactly the last axis and keeps dims (attribute or input axes)."""
+    if node.attributes.get_int("keepdims", 1) != 1:
+        return False
+    axes_attr = node.attributes.get("axes")
+    if axes_attr is not None:
+        axes = list(axes_attr.as_ints())
+    else:
+        axes_input = constant(node.inputs[1]) if len(node.inputs) > 1 else None
+        if axes_input is None:
+            return False
+        axes = [int(a) for a in axes_input.ravel()]
+    return len(axes) == 1 and axes[0] in (-1, x_rank - 1)
+
+
+RULES = [LayerNormFusion.rule()]

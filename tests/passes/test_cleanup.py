@@ -1,0 +1,73 @@
+"""cleanup: dead code, identities, duplicates and unused inputs go; the signature stays."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import io
+from onnxcompress.passes import Cleanup
+
+REDUNDANT = """
+<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+g (float[2, 3] x) => (float[2, 3] y, float[2, 3] z) <float[3] a = {1, 2, 3}, float[3] b = {1, 2, 3}, float[3] unused = {0, 0, 0}> {
+    i = Identity(x)
+    p = Add(i, a)
+    q = Add(i, b)
+    dead = Relu(x)
+    r = Add(x, a)
+    s = Add(x, a)
+    y = Mul(p, q)
+    z = Sub(r, s)
+}
+"""
+
+IDENTITY_OUTPUT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2] x) => (float[2] y, float[2] z) {
+    y = Identity(x)
+    z = Relu(x)
+}
+"""
+
+UNUSED_INITIALIZER_INPUTS = """
+<ir_version: 3, opset_import: ["" : 9]>
+g (float[2] x, float[2] w, float[2] spare, float[2] extra) => (float[2] y) <float[2] w = {1, 2}, float[2] spare = {3, 4}> {
+    y = Add(x, w)
+}
+"""
+
+
+def _clean(text: str) -> tuple[ir.Model, ir.Model, Cleanup]:
+    before = ir.from_onnx_text(text)
+    after = io.clone(before)
+    cleanup = Cleanup()
+    cleanup(after)
+    return before, after, cleanup
+
+
+def test_identities_duplicates_and_dead_nodes_go(assert_exact_rewrite):
+    before, after, cleanup = _clean(REDUNDANT)
+    ops = [node.op_type for node in after.graph]
+    assert ops.count("Identity") == 0 and "Relu" not in ops
+    assert ops.count("Add") == 2  # the two duplicate initializers merged, then the two twin Adds
+    assert list(after.graph.initializers) == ["a"]
+    assert "com.example" not in after.opset_imports
+    assert cleanup.details["nodes_removed"] == len(before.graph) - len(after.graph)
+    assert_exact_rewrite(before, after)
+
+
+def test_identity_from_input_to_output_is_kept(assert_exact_rewrite):
+    before, after, _ = _clean(IDENTITY_OUTPUT)
+    assert [v.name for v in after.graph.outputs] == ["y", "z"]
+    assert [node.op_type for node in after.graph] == ["Identity", "Relu"]
+    assert_exact_rewrite(before, after)
+
+
+def test_only_unused_initializer_inputs_are_dropped(assert_exact_rewrite):
+    before, after, _ = _clean(UNUSED_INITIALIZER_INPUTS)
+    assert [v.name for v in after.graph.inputs] == ["x", "w", "extra"]
+    assert list(after.graph.initializers) == ["w"]
+    assert [v.name for v in after.graph.outputs] == ["y"]
+    assert_exact_rewrite(before, after, feeds={n: np.ones((2,), np.float32) for n in ("x", "extra")})
+

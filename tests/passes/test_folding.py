@@ -1,0 +1,111 @@
+"""fold-constants: constant subgraphs, static shape arithmetic, ConstantOfShape within a budget."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+import pytest
+
+from onnxcompress import io
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import FoldConstants
+
+SHAPE_ARITHMETIC = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, 3] x) => (float[3, 2] y) {
+    s = Shape(x)
+    idx = Constant<value = int64[2] {1, 0}>()
+    swapped = Gather(s, idx)
+    y = Reshape(x, swapped)
+}
+"""
+
+CONSTANT_SUBGRAPH = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4] x) => (float[4] y) {
+    a = Constant<value = float[4] {1, 2, 3, 4}>()
+    b = Mul(a, a)
+    c = Add(b, a)
+    y = Add(x, c)
+}
+"""
+
+CONSTANT_OF_SHAPE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 64] x) => (float[N, 64] y) {
+    shape = Constant<value = int64[1] {64}>()
+    ones = ConstantOfShape<value = float[1] {1.5}>(shape)
+    y = Add(x, ones)
+}
+"""
+
+OVERRIDABLE_INITIALIZER = """
+<ir_version: 3, opset_import: ["" : 9]>
+g (float[4] x, float[4] w) => (float[4] y) <float[4] w = {1, 2, 3, 4}> {
+    w2 = Mul(w, w)
+    y = Add(x, w2)
+}
+"""
+
+
+def _ops(model: ir.Model) -> list[str]:
+    return [node.op_type for node in model.graph]
+
+
+def _fold(text: str, **options) -> tuple[ir.Model, ir.Model, FoldConstants]:
+    before = ir.from_onnx_text(text)
+    after = io.clone(before)
+    fold = FoldConstants(**options)
+    fold(after)
+    return before, after, fold
+
+
+def test_static_shape_arithmetic_is_folded(assert_exact_rewrite):
+    before, after, fold = _fold(SHAPE_ARITHMETIC)
+    assert _ops(after) == ["Reshape"]
+    assert fold.details["nodes_folded"] == 3
+    assert_exact_rewrite(before, after)
+
+
+def test_constant_subgraph_becomes_one_initializer(assert_exact_rewrite):
+    before, after, _ = _fold(CONSTANT_SUBGRAPH)
+    assert _ops(after) == ["Add"]
+    assert_exact_rewrite(before, after)
+
+
+def test_constant_of_shape_within_budget_is_folded(assert_exact_rewrite):
+    before, after, _ = _fold(CONSTANT_OF_SHAPE)
+    assert "ConstantOfShape" not in _ops(after)
+    assert_exact_rewrite(before, after)
+
+
+def test_constant_of_shape_over_budget_is_kept(assert_exact_rewrite):
+    before, after, _ = _fold(CONSTANT_OF_SHAPE, max_folded_mb=100 / 2**20)
+    assert "ConstantOfShape" in _ops(after)
+    assert_exact_rewrite(before, after)
+
+
+def test_initializer_that_is_a_graph_input_is_not_folded(assert_exact_rewrite):
+    before, after, _ = _fold(OVERRIDABLE_INITIALIZER)
+    assert _ops(after) == ["Mul", "Add"]
+    assert [v.name for v in after.graph.inputs] == ["x", "w"]
+    assert_exact_rewrite(before, after)
+
+
+def test_negative_budget_is_a_usage_error():
+    with pytest.raises(UsageError, match="max_folded_mb"):
+        _fold(CONSTANT_SUBGRAPH, max_folded_mb=-1.0)
+
+
+def test_light_models_with_constant_weights_fold_only_within_budget(light_models, assert_exact_rewrite):
+    budget_mb = 0.25
+    for path in light_models:
+        before = io.load(path)
+        common.RemoveInitializersFromInputsPass()(before)
+        before.ir_version = 4
+        after = io.clone(before)
+        FoldConstants(max_folded_mb=budget_mb)(after)
+        new = [v for name, v in after.graph.initializers.items() if name not in before.graph.initializers]
+        assert new, f"{path.name}: no ConstantOfShape was folded"
+        assert max(v.const_value.nbytes for v in new) <= budget_mb * 2**20, path.name
+        assert_exact_rewrite(before, after)

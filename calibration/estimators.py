@@ -82,16 +82,26 @@ class Percentile(_HistogramEstimator):
         return self.quantile(1 - fraction), self.quantile(fraction)
 
     def quantile(self, fraction: float) -> float:
-        """The value below which ``fraction`` of the samples lie, to within one bin width."""
+        """The ``fraction`` quantile, interpolated between order statistics as ``np.percentile`` does.
+
+        Each order statistic is placed inside its bin, so the result is within one bin width of NumPy's.
+        """
+        position = fraction * (self.histogram.total - 1)
+        below = math.floor(position)
+        upper = min(below + 1, self.histogram.total - 1)
+        cumulative = np.cumsum(self.histogram.used_counts())
+        low, high = self._order_statistic(below, cumulative), self._order_statistic(upper, cumulative)
+        return low + (high - low) * (position - below)
+
+    def _order_statistic(self, rank: int, cumulative: np.ndarray) -> float:
+        """Estimate of the ``rank``-th smallest value: evenly spaced within its bin (edges clipped to the data)."""
         hist = self.histogram
-        counts = hist.used_counts()
-        position = fraction * (hist.total - 1)
-        cumulative = np.cumsum(counts)
-        index = int(np.searchsorted(cumulative, math.floor(position), side="right"))
-        before = cumulative[index - 1] if index else 0
+        index = int(np.searchsorted(cumulative, rank, side="right"))
+        before = int(cumulative[index - 1]) if index else 0
+        count = int(cumulative[index]) - before
         low = max((hist.first_key + index) * hist.width, hist.minimum)
         high = min((hist.first_key + index + 1) * hist.width, hist.maximum)
-        return float(low + (high - low) * (position - before) / counts[index])
+        return float(low + (high - low) * (rank - before + 0.5) / count)
 
 
 class Entropy(_HistogramEstimator):

@@ -4,5 +4,6 @@ from onnxcompress.passes.base import REGISTRY, CompressionPass
 from onnxcompress.passes.cleanup import Cleanup
 from onnxcompress.passes.folding import FoldConstants
 from onnxcompress.passes.fusion import Fuse
+from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic
 
-__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse"]
+__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "QuantizeDynamic", "QuantizeStatic"]

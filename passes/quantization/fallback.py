@@ -1,0 +1,97 @@
+"""Accuracy-aware fallback: return the most damaging layers to FP32 until a drop budget holds.
+
+Each candidate layer is quantized *alone* and scored by how far the model's outputs move from FP32
+(1 − cosine: continuous, so layers rank even when a small labelled set shows no accuracy change).
+Layers are then kept in FP32 in that order, one at a time, until the budget metric — accuracy
+drop on labelled data, or 1 − cosine when there are no labels — is within ``max_drop``. ORT's
+quantizers have no such loop (its ``qdq_loss_debug`` only reports per-tensor errors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcompress import fidelity, runtime
+from onnxcompress.passes.quantization.ort_bridge import Selection
+
+Quantize = Callable[[Selection], onnx.ModelProto]
+
+
+@dataclasses.dataclass
+class Budget:
+    """How a quantized candidate is judged: its ``drop`` in the budget metric and its output ``damage``."""
+
+    metric: str
+    max_drop: float
+    drop: Callable[[onnx.ModelProto], float]
+    damage: Callable[[onnx.ModelProto], float]
+
+
+@dataclasses.dataclass
+class FallbackResult:
+    """The chosen model, the layers kept in FP32 (most sensitive first) and why."""
+
+    proto: onnx.ModelProto
+    kept_fp32: list[str]
+    sensitivity: dict[str, float]
+    drop: float
+    within_budget: bool
+
+    def reasons(self, metric: str) -> list[str]:
+        """One report line per layer kept in FP32."""
+        return [f"kept {name} in FP32: quantized alone it costs 1 - cosine = {self.sensitivity[name]:.2e}" for name in self.kept_fp32] + (
+            [] if self.within_budget else [f"{metric} drop {self.drop:.4f} still over budget after falling back {len(self.kept_fp32)} layers"]
+        )
+
+
+def output_budget(reference: ir.Model, feeds: Mapping[str, np.ndarray], max_drop: float) -> Budget:
+    """Budget on 1 − cosine of the outputs against FP32 on ``feeds``."""
+    expected = runtime.run(reference, feeds)
+
+    def damage(proto: onnx.ModelProto) -> float:
+        return 1.0 - fidelity.compare(expected, _run(proto, feeds)).cosine
+
+    return Budget("1 - cosine", max_drop, damage, damage)
+
+
+def accuracy_budget(reference: ir.Model, labelled, max_drop: float) -> Budget:
+    """Budget on top-1 accuracy drop on ``labelled`` (an object with ``feeds``, ``labels``, ``accuracy(model, threads)``)."""
+    base = labelled.accuracy(reference, runtime.DEFAULT_THREADS)
+    damage = output_budget(reference, labelled.feeds, max_drop).damage
+
+    def drop(proto: onnx.ModelProto) -> float:
+        return base - labelled.accuracy(ir.serde.deserialize_model(proto), runtime.DEFAULT_THREADS)
+
+    return Budget("accuracy", max_drop, drop, damage)
+
+
+def fall_back(quantize: Quantize, selection: Selection, layers: Sequence[str], budget: Budget, max_layers: int) -> FallbackResult:
+    """Quantize with ``selection``; if over budget, keep the most sensitive ``layers`` in FP32 one by one."""
+    proto = quantize(selection)
+    drop = budget.drop(proto)
+    if drop <= budget.max_drop:
+        return FallbackResult(proto, [], {}, drop, True)
+    sensitivity = layer_sensitivity(quantize, selection, layers, budget)
+    ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)[:max_layers]
+    kept: list[str] = []
+    for name in ranked:
+        kept.append(name)
+        proto = quantize(dataclasses.replace(selection, exclude=[*selection.exclude, *kept]))
+        drop = budget.drop(proto)
+        if drop <= budget.max_drop:
+            break
+    return FallbackResult(proto, kept, sensitivity, drop, drop <= budget.max_drop)
+
+
+def layer_sensitivity(quantize: Quantize, selection: Selection, layers: Sequence[str], budget: Budget) -> dict[str, float]:
+    """Output damage of quantizing each layer alone (everything else FP32)."""
+    return {name: budget.damage(quantize(dataclasses.replace(selection, only=[name]))) for name in layers}
+
+
+def _run(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return runtime.run(ir.serde.deserialize_model(proto), feeds)

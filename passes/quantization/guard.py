@@ -1,0 +1,52 @@
+"""What must hold before quantizing: a float model, not already quantized, at an opset QDQ supports.
+
+ORT's quantizer silently rewrites an older model's opset number without converting its ops (a
+Softmax or Squeeze below opset 13 then means something else): we convert with onnx's version
+converter first, and refuse when that fails, so an invalid model is never written.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+from onnxcompress.errors import UsageError
+
+QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+def quantized_nodes(model: ir.Model) -> list[str]:
+    """Names (or op types) of nodes that show the model is already quantized."""
+    found = []
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        op = node.op_type
+        if op in QUANTIZED_OPS or op.startswith("QLinear") or op.endswith("Integer") or op.endswith("IntegerToFloat"):
+            found.append(node.name or op)
+    return found
+
+
+def refuse_quantized(model: ir.Model) -> None:
+    """Raise a one-line ``UsageError`` when ``model`` already holds quantized ops."""
+    found = quantized_nodes(model)
+    if found:
+        raise UsageError(f"model is already quantized ({len(found)} quantized nodes, e.g. {found[0]!r}); quantize the FP32 model")
+
+
+def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` converted to at least opset 13 (returned unchanged when already there)."""
+    version = default_opset(proto)
+    if version >= QDQ_OPSET:
+        return proto
+    try:
+        converted = onnx.version_converter.convert_version(proto, QDQ_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported adapters
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"per-channel quantization needs opset >= {QDQ_OPSET}; converting from opset {version} failed: {first}") from None
+    return converted
+
+
+def default_opset(proto: onnx.ModelProto) -> int:
+    """The model's version of the default ONNX domain."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)

@@ -1,0 +1,106 @@
+"""ONNX Runtime's quantizers driven in memory, with ranges we calibrated, and the result put back.
+
+We build on ORT's ``QDQQuantizer`` (static) and ``ONNXQuantizer`` in IntegerOps mode (dynamic)
+rather than re-deriving their rules for which ops ORT's CPU kernels fuse; what we change is the
+input to them: ranges from our own estimators (``TensorsData``), a CPU-aware type choice, a proper
+opset conversion, and ``DefaultTensorType`` so graphs holding ORT contrib ops (after ``fuse``) do
+not crash the dynamic quantizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
+
+from onnxcompress.passes.quantization.guard import at_qdq_opset
+from onnxcompress.passes.quantization.target import QuantTarget
+
+# Ops ORT's CPU EP runs in int8 (or drops Q/DQ around) so Conv/MatMul/Gemm chains stay fused.
+STATIC_OP_TYPES = (
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "Relu", "Clip", "Concat", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+    "Sigmoid", "Resize",
+)
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Attention")
+STATIC_EXTRA_OPTIONS = {"ActivationSymmetric": False, "WeightSymmetric": True}
+DYNAMIC_EXTRA_OPTIONS = {"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT}
+Ranges = Mapping[str, tuple[float, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which nodes the quantizer may touch: by op type, minus excluded node names (or only ``only``)."""
+
+    op_types: Sequence[str]
+    exclude: Sequence[str] = ()
+    only: Sequence[str] = ()
+
+
+def with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` at a QDQ-capable opset, with inferred value types (what ORT's quantizers read)."""
+    from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
+
+    return save_and_reload_model_with_shape_infer(at_qdq_opset(proto))
+
+
+def tensors_to_calibrate(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
+    """Float activations read or written by the nodes that will be quantized (ORT's calibrator's choice)."""
+    floats = {v.name for v in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
+              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    weights = {t.name for t in proto.graph.initializer}
+    wanted: dict[str, None] = {}
+    for node in proto.graph.node:
+        if node.op_type in op_types:
+            for name in [*node.input, *node.output]:
+                if name in floats and name not in weights:
+                    wanted[name] = None
+    return list(wanted)
+
+
+def quantize_qdq(proto: onnx.ModelProto, ranges: Ranges, target: QuantTarget, *, per_channel: bool, selection: Selection) -> onnx.ModelProto:
+    """QDQ model of ``proto`` (already through ``with_shapes``) using ``ranges`` for its activations."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    data = {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for name, (lo, hi) in ranges.items()}
+    activation, weight = target.ort_types()
+    quantizer = QDQQuantizer(
+        onnx.ModelProto.FromString(proto.SerializeToString()),
+        per_channel, target.reduce_range, weight, activation,
+        TensorsData(CalibrationMethod.MinMax, data),
+        list(selection.only), list(selection.exclude), list(selection.op_types),
+        dict(STATIC_EXTRA_OPTIONS),
+    )
+    return quantizer.quantize_model()
+
+
+def quantize_integer(proto: onnx.ModelProto, target: QuantTarget, *, per_channel: bool, selection: Selection) -> onnx.ModelProto:
+    """Dynamically quantized model of ``proto`` (already through ``with_shapes``): weights int8, activations at run time."""
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+    from onnxruntime.quantization.quant_utils import QuantizationMode, QuantType
+
+    _, weight = target.ort_types()
+    quantizer = ONNXQuantizer(
+        onnx.ModelProto.FromString(proto.SerializeToString()),
+        per_channel, target.reduce_range, QuantizationMode.IntegerOps, False,
+        weight, QuantType.QUInt8, None,
+        list(selection.only), list(selection.exclude), list(selection.op_types),
+        dict(DYNAMIC_EXTRA_OPTIONS),
+    )
+    return quantizer.quantize_model()
+
+
+def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
+    """Make ``model`` (in place) hold the graph, functions and versions of ``proto`` (sorted, unused initializers dropped); keep its metadata."""
+    new = ir.serde.deserialize_model(proto)
+    model.graph = new.graph
+    model.ir_version = new.ir_version
+    model.functions.clear()
+    model.functions.update(new.functions)
+    TopologicalSortPass()(model)
+    RemoveUnusedNodesPass()(model)

@@ -1,0 +1,103 @@
+"""What static and dynamic quantization share: guards, node selection, fallback, putting the result back, reporting.
+
+Subclasses say which op types they support and how to quantize a selection; this class does the
+rest once: refuse an already-quantized model, name unnamed nodes (ORT selects nodes by name),
+convert to a QDQ-capable opset, quantize (with the accuracy-aware fallback when ``max_drop`` is
+set), and count the Q/DQ pairs ORT's optimizer could not fuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import NameFixPass
+
+from onnxcompress import io, runtime
+from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.quantization import fallback, guard
+from onnxcompress.passes.quantization.ort_bridge import Selection, replace_contents, with_shapes
+from onnxcompress.passes.quantization.selection import fallback_candidates, select
+from onnxcompress.passes.quantization.unfused import unfused_after_ort
+
+
+class QuantizePass(CompressionPass):
+    """Base of the quantization passes (not registered: it has no ``name``)."""
+
+    exact = False
+
+    def __init__(
+        self,
+        *,
+        op_types: list[str] | None,
+        exclude: list[str] | None,
+        max_drop: float | None,
+        max_fallback: int,
+        labelled: object | None,
+        calibration: object | None,
+    ) -> None:
+        super().__init__()
+        self.op_types = op_types
+        self.exclude = exclude
+        self.max_drop = max_drop
+        self.max_fallback = max_fallback
+        self.labelled = labelled
+        self.calibration = calibration
+
+    def supported_op_types(self) -> list[str]:
+        """Op types this kind of quantization can handle."""
+        raise NotImplementedError
+
+    def default_op_types(self) -> list[str]:
+        """Op types quantized when ``op_types`` is not given."""
+        raise NotImplementedError
+
+    def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: Selection) -> fallback.Quantize:
+        """Whatever must run once (e.g. calibration), returning a function quantizing a selection."""
+        raise NotImplementedError
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Quantize ``model`` in place and report what was done."""
+        guard.refuse_quantized(model)
+        NameFixPass()(model)
+        proto = with_shapes(io.to_proto(model))
+        selection = select(proto, self.op_types or self.default_op_types(), self.supported_op_types(), self.exclude)
+        quantize = self.prepare(model, proto, selection)
+        if self.max_drop is None:
+            quantized = quantize(selection)
+        else:
+            quantized = self._fall_back(model, proto, quantize, selection)
+        self._report_unfused(quantized)
+        replace_contents(model, quantized)
+        return ir.passes.PassResult(model, modified=True)
+
+    def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:
+        """Inputs to judge fidelity on: the first calibration batch, else synthetic inputs."""
+        if self.calibration is not None:
+            return next(iter(self.calibration.batches()))
+        return runtime.synthetic_inputs(model)
+
+    def _fall_back(self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection) -> onnx.ModelProto:
+        if self.labelled is not None:
+            budget = fallback.accuracy_budget(model, self.labelled, self.max_drop)
+        else:
+            budget = fallback.output_budget(model, self.evaluation_feeds(model), self.max_drop)
+        result = fallback.fall_back(quantize, selection, fallback_candidates(proto, selection), budget, self.max_fallback)
+        self.details["fallback"] = {
+            "metric": budget.metric, "max_drop": self.max_drop, "drop": result.drop,
+            "within_budget": result.within_budget, "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity,
+        }
+        for line in result.reasons(budget.metric):
+            self.note(line)
+        return result.proto
+
+    def _report_unfused(self, quantized: onnx.ModelProto) -> None:
+        unfused = unfused_after_ort(quantized)
+        self.details["unfused_qdq"] = unfused.to_dict()
+        if unfused.count:
+            layers = ", ".join(f"{n} {op}" for op, n in sorted(unfused.layers.items()))
+            self.note(f"ORT left {unfused.count} layers in FP32 between Q/DQ ({layers}), e.g. {unfused.examples[0]}")
+        else:
+            self.note("ORT fused every quantized layer (no float op left between Q/DQ)")

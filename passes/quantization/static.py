@@ -1,0 +1,77 @@
+"""``quantize-static``: INT8 QDQ with our calibrated activation ranges and CPU-aware types."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+from onnxcompress.passes.quantization import ort_bridge
+from onnxcompress.passes.quantization.fallback import Quantize
+from onnxcompress.passes.quantization.quantize_pass import QuantizePass
+from onnxcompress.passes.quantization.ranges import activation_ranges
+from onnxcompress.passes.quantization.target import resolve_target
+
+
+class QuantizeStatic(QuantizePass):
+    """Static INT8 (QDQ): calibrated activations, per-channel symmetric weights, types chosen from the CPU.
+
+    Built on ORT's ``QDQQuantizer`` (its rules for what the CPU EP fuses), fed ranges from
+    ``onnxcompress.calibration``'s estimators: with ``quantize_static`` itself, entropy gives the
+    same scales as min-max and calibration memory grows with the sample count; ours stream with
+    bounded memory. Defaults to U8 activations / S8 weights on x86 (2.8–3.0x faster than FP32 on a
+    ResNet-style CNN, where ORT's default S8S8 was slower than FP32).
+    """
+
+    name = "quantize-static"
+    uses_calibration = True
+
+    def __init__(
+        self,
+        *,
+        method: str = "minmax",
+        per_channel: bool = True,
+        activation_type: str | None = None,
+        weight_type: str | None = None,
+        reduce_range: bool | None = None,
+        op_types: list[str] | None = None,
+        exclude: list[str] | None = None,
+        ranges_file: str | None = None,
+        max_drop: float | None = None,
+        max_fallback: int = 8,
+        labelled: object | None = None,
+        calibration: object | None = None,
+    ) -> None:
+        super().__init__(
+            op_types=op_types, exclude=exclude, max_drop=max_drop,
+            max_fallback=max_fallback, labelled=labelled, calibration=calibration,
+        )
+        self.method = method
+        self.per_channel = per_channel
+        self.activation_type = activation_type
+        self.weight_type = weight_type
+        self.reduce_range = reduce_range
+        self.ranges_file = ranges_file
+
+    def supported_op_types(self) -> list[str]:
+        """Everything ORT's QDQ quantizer has a rule for."""
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+
+    def default_op_types(self) -> list[str]:
+        """Conv/MatMul/Gemm and the ops around them that keep ORT's integer kernels fused."""
+        return list(ort_bridge.STATIC_OP_TYPES)
+
+    def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> Quantize:
+        """Calibrate (or load) activation ranges once; return the QDQ quantizer of a selection."""
+        target = resolve_target(self.activation_type, self.weight_type, self.reduce_range)
+        names = ort_bridge.tensors_to_calibrate(proto, selection.op_types)
+        run = activation_ranges(model, self.calibration, names, method=self.method, ranges_file=self.ranges_file)
+        self.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
+        self.note(f"{target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
+        self.note(f"ranges of {len(run.ranges)} tensors from {run.source} ({run.seconds:.1f} s, peak +{run.peak_rss_mb:.0f} MB RSS)")
+
+        def quantize(chosen: ort_bridge.Selection) -> onnx.ModelProto:
+            return ort_bridge.quantize_qdq(proto, run.ranges, target, per_channel=self.per_channel, selection=chosen)
+
+        return quantize

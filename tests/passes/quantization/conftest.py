@@ -1,0 +1,71 @@
+"""Small float graphs for the quantization tests, written as ONNX text with seeded weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from onnxcompress.calibration import ArrayReader
+
+CNN_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+cnn (float[N, 3, 8, 8] x) => (float[N, 4] y)
+<float[8, 3, 3, 3] w1 = {0.0}, float[8] b1 = {0.0}, float[8, 8, 3, 3] w2 = {0.0}, float[8] b2 = {0.0}, float[8, 4] wf = {0.0}>
+{
+    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+    r1 = Relu (c1)
+    c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2)
+    a = Add (c2, r1)
+    p = GlobalAveragePool (a)
+    f = Flatten (p)
+    y = MatMul (f, wf)
+}
+"""
+
+MLP_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[N, 16] x) => (float[N, 8] y)
+<float[16, 16] wa = {0.0}, float[16, 8] wb = {0.0}>
+{
+    h = MatMul (x, wa)
+    y = MatMul (h, wb)
+}
+"""
+
+
+def with_weights(text: str, seed: int = 0, scale: float = 0.3) -> ir.Model:
+    """Parse ``text`` and refill every initializer (declared as ``= {0.0}``) with seeded normal values; name every node."""
+    proto = onnx.parser.parse_model(text)
+    rng = np.random.default_rng(seed)
+    for tensor in proto.graph.initializer:
+        shape = tuple(tensor.dims)
+        tensor.CopyFrom(onnx.numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32), tensor.name))
+    for index, node in enumerate(proto.graph.node):
+        node.name = node.name or f"{node.op_type.lower()}_{index}"
+    return ir.serde.deserialize_model(proto)
+
+
+@pytest.fixture
+def cnn() -> ir.Model:
+    """Conv → Relu → Conv → residual Add → GlobalAveragePool → Flatten → MatMul."""
+    return with_weights(CNN_TEXT)
+
+
+@pytest.fixture
+def mlp() -> ir.Model:
+    """Two MatMuls in a row (nodes named matmul_0, matmul_1)."""
+    return with_weights(MLP_TEXT)
+
+
+@pytest.fixture
+def cnn_inputs() -> dict[str, np.ndarray]:
+    """Sixteen seeded inputs for ``cnn``."""
+    return {"x": np.random.default_rng(1).normal(size=(16, 3, 8, 8)).astype(np.float32)}
+
+
+@pytest.fixture
+def cnn_reader(cnn_inputs) -> ArrayReader:
+    """Calibration reader over ``cnn_inputs`` in two batches."""
+    return ArrayReader(cnn_inputs, batch_size=8)

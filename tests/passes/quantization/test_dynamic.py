@@ -1,0 +1,106 @@
+"""quantize-dynamic: after our own ``fuse``, on ORT contrib ops, and what it refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from onnxruntime.quantization import quantize_dynamic
+
+from onnxcompress import checks, fidelity, runtime
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import Fuse, QuantizeDynamic
+
+from .conftest import with_weights
+
+# A transformer feed-forward block written unfused: MatMul + bias Add, LayerNorm by hand, erf GELU.
+FFN_TEXT = """
+<ir_version: 10, opset_import: ["" : 20]>
+ffn (float[N, 6, 16] x) => (float[N, 6, 16] y)
+<float[16, 32] w1 = {0.0}, float[32] b1 = {0.0}, float[32, 16] w2 = {0.0}, float[16] b2 = {0.0}, float[16] g = {0.0}, float[16] beta = {0.0}>
+{
+    m1 = MatMul (x, w1)
+    h = Add (m1, b1)
+    s2 = Constant <value = float {1.4142135}> ()
+    hs = Div (h, s2)
+    e = Erf (hs)
+    one = Constant <value = float {1.0}> ()
+    e1 = Add (e, one)
+    he = Mul (h, e1)
+    half = Constant <value = float {0.5}> ()
+    act = Mul (he, half)
+    m2 = MatMul (act, w2)
+    z = Add (m2, b2)
+    axes = Constant <value = int64[1] {-1}> ()
+    mean = ReduceMean (z, axes)
+    d = Sub (z, mean)
+    two = Constant <value = float {2.0}> ()
+    sq = Pow (d, two)
+    var = ReduceMean (sq, axes)
+    eps = Constant <value = float {1e-5}> ()
+    ve = Add (var, eps)
+    sd = Sqrt (ve)
+    n = Div (d, sd)
+    ng = Mul (n, g)
+    y = Add (ng, beta)
+}
+"""
+
+# What ORT's transformer optimizer leaves: a contrib op (com.microsoft Gelu) feeding a MatMul.
+CONTRIB_TEXT = """
+<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+g (float[N, 16] x) => (float[N, 8] y)
+<float[16, 16] wa = {0.0}, float[16, 8] wb = {0.0}>
+{
+    h = MatMul (x, wa)
+    a = com.microsoft.Gelu (h)
+    m = MatMul (a, wb)
+    y = Relu (m)
+}
+"""
+
+
+def feeds(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(4).normal(size=shape).astype(np.float32)}
+
+
+def test_dynamic_after_our_fuse_quantizes_the_matmuls_and_runs() -> None:
+    model = with_weights(FFN_TEXT)
+    inputs = feeds((2, 6, 16))
+    reference = runtime.run(model, inputs)
+    fuse = Fuse()
+    fuse(model)
+    assert {"LayerNormalization", "Gelu"} <= {n.op_type for n in model.graph}
+    QuantizeDynamic()(model)
+
+    ops = [n.op_type for n in model.graph]
+    assert "MatMul" not in ops and "Gemm" not in ops
+    assert ops.count("DynamicQuantizeLinear") == 2
+    assert checks.graph_problems(model) == []
+    for optimization in ("disable", "all"):
+        assert fidelity.compare(reference, runtime.run(model, inputs, optimization=optimization)).cosine > 0.99
+
+
+def test_dynamic_handles_ort_contrib_ops_where_quantize_dynamic_crashes(tmp_path) -> None:
+    model = with_weights(CONTRIB_TEXT)
+    proto = ir.serde.serialize_model(model)
+    with pytest.raises(RuntimeError, match="Unable to find data type"):
+        quantize_dynamic(proto, tmp_path / "ort.onnx", per_channel=True)
+    inputs = feeds((3, 16))
+    reference = runtime.run(model, inputs)
+    QuantizeDynamic()(model)
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph) == 2
+    for optimization in ("disable", "all"):
+        assert fidelity.compare(reference, runtime.run(model, inputs, optimization=optimization)).cosine > 0.99
+
+
+def test_already_quantized_model_is_refused_in_one_line(mlp) -> None:
+    QuantizeDynamic()(mlp)
+    with pytest.raises(UsageError, match="already quantized") as info:
+        QuantizeDynamic()(mlp)
+    assert "\n" not in str(info.value)
+
+
+def test_unsupported_op_type_is_usage_error(mlp) -> None:
+    with pytest.raises(UsageError, match="op_types"):
+        QuantizeDynamic(op_types=["Softmax"])(mlp)

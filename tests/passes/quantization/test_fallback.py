@@ -1,0 +1,60 @@
+"""Accuracy-aware fallback: the one very sensitive layer goes back to FP32, and the budget holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import checks, runtime
+from onnxcompress.calibration import ArrayReader
+from onnxcompress.passes import QuantizeDynamic, QuantizeStatic
+from onnxcompress.pipeline import LabelledData
+
+from .conftest import MLP_TEXT, with_weights
+
+
+def mlp_with_outlier_in(layer: str) -> ir.Model:
+    """The MLP whose ``layer`` weight has one huge value in row 0: per-tensor INT8 then rounds the rest to zero.
+
+    Fed inputs whose feature 0 is zero, the outlier itself contributes nothing, so FP32 outputs stay
+    ordinary while the quantized layer loses everything else.
+    """
+    model = with_weights(MLP_TEXT)
+    weight = model.graph.initializers[layer]
+    array = weight.const_value.numpy().copy()
+    array[0, 0] = 500.0
+    weight.const_value = ir.tensor(array, name=layer)
+    return model
+
+
+def test_output_budget_returns_the_sensitive_layer_to_fp32() -> None:
+    model = mlp_with_outlier_in("wa")
+    x = np.random.default_rng(5).normal(size=(16, 16)).astype(np.float32)
+    x[:, 0] = 0.0
+    pass_ = QuantizeDynamic(per_channel=False, max_drop=1e-3, calibration=ArrayReader({"x": x}))
+    pass_(model)
+
+    fallback = pass_.details["fallback"]
+    assert fallback["kept_fp32"] == ["matmul_0"]
+    assert fallback["within_budget"] and fallback["drop"] <= 1e-3
+    assert fallback["sensitivity"]["matmul_0"] > fallback["sensitivity"]["matmul_1"]
+    assert [n.op_type for n in model.graph if n.name == "matmul_0"] == ["MatMul"]
+    assert any("matmul_0" in line for line in pass_.notes)
+    assert checks.graph_problems(model) == []
+
+
+def test_no_fallback_when_the_budget_already_holds(mlp) -> None:
+    pass_ = QuantizeDynamic(max_drop=0.5)
+    pass_(mlp)
+    assert pass_.details["fallback"]["kept_fp32"] == []
+
+
+def test_accuracy_budget_on_labelled_data(cnn, cnn_inputs, cnn_reader) -> None:
+    labels = np.argmax(runtime.run(cnn, cnn_inputs)["y"], axis=1)
+    pass_ = QuantizeStatic(calibration=cnn_reader, labelled=LabelledData(cnn_inputs, labels), max_drop=0.0)
+    pass_(cnn)
+    fallback = pass_.details["fallback"]
+    assert fallback["metric"] == "accuracy"
+    assert fallback["within_budget"] == (fallback["drop"] <= 0.0)
+    accuracy = np.mean(np.argmax(runtime.run(cnn, cnn_inputs)["y"], axis=1) == labels)
+    assert (1.0 - accuracy <= 0.0) == fallback["within_budget"]

@@ -84,8 +84,8 @@ class Pipeline:
         reference = io.clone(model)
         expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")
         self.on_step("measure", "input")
-        baseline = self._record("input", {}, "input", model, 0.0, reference, feeds, expected)
-        steps = [baseline]
+        baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected)
+        steps, before = [baseline], expected
         for pass_ in self.passes:
             self._bind_calibration(pass_, calibration)
             self.on_step("run", pass_.name)
@@ -96,18 +96,21 @@ class Pipeline:
             self._check_structure(pass_, model)
             self.on_step("measure", pass_.name)
             previous = snapshot if self.reject_slower else None
-            record = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, previous)
+            record, outputs = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, previous)
             record.notes, record.details = list(pass_.notes), {**pass_.details, **record.details}
-            self._check_exactness(pass_, record)
+            self._check_exactness(pass_, fidelity.compare(before, outputs))
             reason = self._rollback_reason(record, baseline)
             if reason:
                 model = snapshot
                 record.status = "rolled back"
                 record.notes.append(f"rolled back: {reason}")
+            else:
+                before = outputs
             steps.append(record)
         return PipelineResult(model, Report(steps))
 
-    def _record(self, name, options, status, model, seconds, reference, feeds, expected, previous=None) -> StepRecord:
+    def _record(self, name, options, status, model, seconds, reference, feeds, expected, previous=None) -> tuple[StepRecord, runtime.Feeds]:
+        """The step's record (fidelity vs the input) and the model's outputs on ``feeds``."""
         m = self.measurement
         st = stats.model_stats(model)
         got = runtime.run(model, feeds, threads=m.threads, optimization="disable")
@@ -132,7 +135,7 @@ class Pipeline:
             record.speedup = latencies[0].median_ms / latencies[-1].median_ms
             if previous is not None:
                 record.details["step_speedup"] = latencies[-2].median_ms / latencies[-1].median_ms
-        return record
+        return record, got
 
     def _latencies(self, models: list[ir.Model], feeds) -> list[bench.Latency]:
         """Latency of each model, measured side by side in one run."""
@@ -152,8 +155,9 @@ class Pipeline:
             raise CheckFailed(f"pass {pass_.name!r} produced an invalid graph: {problems[0]}")
 
     @staticmethod
-    def _check_exactness(pass_: CompressionPass, record: StepRecord) -> None:
-        worst = record.fidelity.worst() if record.fidelity else None
+    def _check_exactness(pass_: CompressionPass, vs_previous_step: fidelity.Fidelity) -> None:
+        """An exact pass must keep the outputs of the step before it (earlier lossy steps may have moved them)."""
+        worst = vs_previous_step.worst()
         if pass_.exact and worst is not None and not worst.exact:
             raise CheckFailed(
                 f"exact pass {pass_.name!r} changed output {worst.name!r}: "

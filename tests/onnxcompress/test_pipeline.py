@@ -74,3 +74,11 @@ def test_benchmarked_steps_carry_latency_and_speedup(mlp_model):
     for step in result.report.steps:
         assert step.latency.median_ms > 0 and step.latency.batch == 3
         assert step.speedup > 0
+
+
+def test_exact_pass_after_a_lossy_one_is_checked_against_the_step_before(mlp_model):
+    result = Pipeline([parse_pass("test-scale:factor=0.5"), parse_pass("test-noop")], measurement=QUICK).run(mlp_model)
+    assert [s.status for s in result.report.steps] == ["input", "kept", "kept"]
+    assert not result.report.steps[2].fidelity.exact  # still reported against the input
+    with pytest.raises(CheckFailed, match="test-wrongly-exact"):
+        Pipeline([parse_pass("test-scale:factor=0.5"), parse_pass("test-wrongly-exact:factor=0.5")], measurement=QUICK).run(mlp_model)

@@ -1,0 +1,28 @@
+"""``onnxcompress compare``: table with Pareto marks, JSON and PNG outputs, bad recipes exit 2."""
+
+from __future__ import annotations
+
+import json
+
+from onnxcompress.cli import main
+
+
+def test_compare_writes_json_and_plot(mlp_path, tmp_path, capsys):
+    js, png = tmp_path / "c.json", tmp_path / "c.png"
+    args = ["compare", str(mlp_path), "-r", "test-noop", "-r", "test-scale:factor=-1;test-noop", "--rounds", "1", "--threads", "1"]
+    assert main([*args, "--json", str(js), "--plot", str(png)]) == 0
+    records = json.loads(js.read_text())
+    assert [r["name"] for r in records] == ["input", "test-noop", "test-scale:factor=-1;test-noop"]
+    assert records[2]["quality"] < records[0]["quality"] and any(r["pareto"] for r in records[:2])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "Pareto" in capsys.readouterr().out
+
+
+def test_unknown_pass_in_a_recipe_exits_2(mlp_path, capsys):
+    assert main(["compare", str(mlp_path), "-r", "fuse;squash"]) == 2
+    assert "unknown pass 'squash'" in capsys.readouterr().err
+
+
+def test_no_recipe_exits_2(mlp_path, capsys):
+    assert main(["compare", str(mlp_path)]) == 2
+    assert "no recipes given" in capsys.readouterr().err

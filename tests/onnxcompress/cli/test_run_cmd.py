@@ -1,0 +1,65 @@
+"""``onnxcompress run``: passes and recipes, the written model and report, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from onnxcompress import io, runtime
+from onnxcompress.cli import main
+
+
+def test_run_writes_model_and_full_report(mlp_path, tmp_path, capsys):
+    out, report = tmp_path / "out.onnx", tmp_path / "report"
+    code = main(["run", str(mlp_path), "-o", str(out), "-p", "test-noop", "-p", "test-scale:factor=0.5", "--report", str(report), "--threads", "1"])
+    assert code == 0
+    assert sorted(p.name for p in report.iterdir()) == ["report.json", "report.md", "report.png"]
+    steps = json.loads((report / "report.json").read_text())["steps"]
+    assert [s["pass"] for s in steps] == ["input", "test-noop", "test-scale"]
+    assert steps[2]["latency_ms"]["median_ms"] > 0
+    feeds = runtime.synthetic_inputs(io.load(mlp_path))
+    np.testing.assert_allclose(runtime.run(io.load(out), feeds)["y"], runtime.run(io.load(mlp_path), feeds)["y"] * 0.25, rtol=1e-4, atol=1e-5)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_recipe_runs_before_pass_options(mlp_path, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[pass]]\nname = "test-scale"\nfactor = 2.0\n')
+    report = tmp_path / "rep"
+    args = ["run", str(mlp_path), "-o", str(tmp_path / "o.onnx"), "--recipe", str(recipe), "-p", "test-noop", "--no-bench", "--report", str(report)]
+    assert main(args) == 0
+    steps = json.loads((report / "report.json").read_text())["steps"]
+    assert [s["pass"] for s in steps] == ["input", "test-scale", "test-noop"] and steps[1]["latency_ms"] is None
+
+
+def test_recipe_naming_an_unknown_pass_exits_2(mlp_path, tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[pass]]\nname = "squash"\n')
+    out = tmp_path / "o.onnx"
+    assert main(["run", str(mlp_path), "-o", str(out), "--recipe", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown pass 'squash'" in err and "\n" not in err and not out.exists()
+
+
+def test_unwritable_report_folder_exits_2(mlp_path, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", str(mlp_path), "-o", str(tmp_path / "o.onnx"), "-p", "test-noop", "--no-bench", "--report", str(blocker / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write the report" in err and "\n" not in err
+
+
+def test_exact_pass_changing_outputs_exits_1_and_keeps_the_input(mlp_path, tmp_path, capsys):
+    before = mlp_path.read_bytes(), os.stat(mlp_path).st_mtime_ns
+    assert main(["run", str(mlp_path), "-o", str(tmp_path / "o.onnx"), "-p", "test-wrongly-exact", "--no-bench"]) == 1
+    assert "test-wrongly-exact" in capsys.readouterr().err
+    assert (mlp_path.read_bytes(), os.stat(mlp_path).st_mtime_ns) == before
+
+
+def test_no_passes_and_output_over_input_exit_2(mlp_path, capsys):
+    assert main(["run", str(mlp_path), "-o", str(mlp_path.parent / "o.onnx")]) == 2
+    assert main(["run", str(mlp_path), "-o", str(mlp_path), "-p", "test-noop"]) == 2
+    err = capsys.readouterr().err
+    assert "no passes given" in err and "refusing to overwrite" in err

@@ -48,8 +48,8 @@ class OutputResult:
     cosine: float
     snr_db: float
     worst_index: tuple[int, ...] | None
-    min_atol: float
-    min_rtol: float
+    min_atol: float  # smallest atol that passes at the given rtol
+    min_rtol: float  # smallest rtol that passes at the given atol
     top1_agreement: float | None = None
     topk_agreement: float | None = None
     detail: str = ""
@@ -177,7 +177,7 @@ def compare_output(name: str, ref: np.ndarray, cand: np.ndarray | None, *, rtol:
         result.detail = (
             f"max abs error {result.max_abs_err:.4g} at index {list(index)} "
             f"(reference {_item(ref[index])}, candidate {_item(cand[index])}); "
-            f"would pass with atol>={result.min_atol:.4g} or rtol>={result.min_rtol:.4g}"
+            f"would pass with atol>={result.min_atol:.4g} (at rtol {rtol:g}) or rtol>={result.min_rtol:.4g} (at atol {atol:g})"
         )
     return result
 

@@ -146,3 +146,72 @@ def verify_models(tmp_path, cnn_model) -> dict:
     wrong_weight.shape = ir.Shape([4, 2, 3, 3])
     paths["wrong_channels"] = io.save(wrong, tmp_path / "wrong_channels.onnx")
     return paths
+
+
+def _external_model(folder, model: ir.Model, **entries: str):
+    """Save ``model`` with its tensors in ``weights.bin`` and then overwrite external-data entries."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    proto = io.to_proto(model)
+    onnx.save(proto, folder / "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0)
+    proto = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    tensor = next(t for t in _get_all_tensors(proto) if uses_external_data(t))
+    for key, value in entries.items():
+        found = [e for e in tensor.external_data if e.key == key]
+        entry = found[0] if found else tensor.external_data.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, folder / "model.onnx")
+    return folder / "model.onnx", tensor.name
+
+
+@pytest.fixture
+def hostile_models(tmp_path, mlp_model) -> dict:
+    """Bad and hostile model files by case name, each with the one-line error every command must give.
+
+    Messages are templates over ``{path}`` (the model file as given).
+    """
+    cases = {}
+    good = io.to_proto(mlp_model).SerializeToString()
+
+    def add(name: str, path, message: str) -> None:
+        cases[name] = (path, message.replace("{path}", str(path)))
+
+    add("missing", tmp_path / "nope.onnx", "{path}: no such file")
+    (tmp_path / "folder.onnx").mkdir()
+    add("folder", tmp_path / "folder.onnx", "{path}: is a folder, not an ONNX model")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    add("empty", tmp_path / "empty.onnx", "{path}: empty file, not an ONNX model")
+    (tmp_path / "text.onnx").write_text("this is not a model\n")
+    add("text", tmp_path / "text.onnx", "{path}: not an ONNX model or truncated (DecodeError)")
+    (tmp_path / "truncated.onnx").write_bytes(good[: len(good) // 2])
+    add("truncated", tmp_path / "truncated.onnx", "{path}: not an ONNX model or truncated (DecodeError)")
+    tensor_file = tmp_path / "tensor.onnx"
+    tensor_file.write_bytes(onnx.numpy_helper.from_array(np.ones((3, 3), np.float32), "t").SerializeToString())
+    add("tensor-proto", tensor_file, "{path}: not an ONNX model or truncated (DecodeError)")
+    (tmp_path / "no-graph.onnx").write_bytes(onnx.ModelProto(ir_version=8).SerializeToString())
+    add("no-graph", tmp_path / "no-graph.onnx", "{path}: not an ONNX model (no graph or no outputs)")
+    newer = io.to_proto(mlp_model)
+    newer.opset_import[0].version = 99
+    onnx.save(newer, tmp_path / "newer.onnx")
+    add("opset-too-new", tmp_path / "newer.onnx",
+        f"{{path}}: opset 99 is newer than the installed onnx supports ({onnx.defs.onnx_opset_version()})")
+
+    external_cases = {
+        "escape-dotdot": ({"location": "../../etc/passwd"}, "external data location '../../etc/passwd' of tensor '{t}' escapes the model's folder"),
+        "escape-sub": ({"location": "sub/../../x"}, "external data location 'sub/../../x' of tensor '{t}' escapes the model's folder"),
+        "absolute": ({"location": "/etc/passwd"}, "external data location '/etc/passwd' of tensor '{t}' is not a relative path"),
+        "symlink-out": ({"location": "link.bin"}, "external data location 'link.bin' of tensor '{t}' escapes the model's folder"),
+        "missing-data": ({"location": "gone.bin"}, "external data file 'gone.bin' for tensor '{t}' is missing"),
+        "truncated-data": ({"length": "99999999"}, "external data file 'weights.bin' for tensor '{t}' is truncated"),
+        "unknown-key": ({"__class__": "x"}, "external data of tensor '{t}' has unknown keys ['__class__']"),
+        "bad-offset": ({"offset": "-8"}, "external data offset '-8' of tensor '{t}' is not a non-negative integer"),
+    }
+    for name, (entries, message) in external_cases.items():
+        path, tensor_name = _external_model(tmp_path / name, mlp_model, **entries)
+        if name == "symlink-out":
+            outside = tmp_path / "outside.bin"
+            outside.write_bytes((path.parent / "weights.bin").read_bytes())
+            (path.parent / "link.bin").symlink_to(outside)
+        add(name, path, message.format(t=tensor_name))
+    return cases

@@ -1,0 +1,38 @@
+"""Bisection names the first pass that breaks the tolerance, and stops there."""
+
+from __future__ import annotations
+
+from onnxcompress import io, spec
+from onnxcompress.bisect import bisect_passes
+
+
+def test_first_lossy_pass_is_named(cnn_model):
+    passes = [spec.parse_pass("test-noop"), spec.parse_pass("test-scale:factor=0.5"), spec.parse_pass("test-noop")]
+    outcome = bisect_passes(cnn_model, passes)
+    assert [s.pass_name for s in outcome.steps] == ["test-noop", "test-scale"]
+    assert outcome.first_failure.pass_name == "test-scale"
+    assert not outcome.first_failure.result.outputs[0].passed
+
+
+def test_all_passes_kept_within_tolerance(cnn_model):
+    passes = [spec.parse_pass("test-noop"), spec.parse_pass("test-scale:factor=1.0")]
+    outcome = bisect_passes(cnn_model, passes)
+    assert outcome.first_failure is None and len(outcome.steps) == 2
+
+
+def test_the_input_model_is_left_untouched(cnn_model):
+    before = io.to_proto(cnn_model).SerializeToString()
+    bisect_passes(cnn_model, [spec.parse_pass("test-scale:factor=0.5")])
+    assert io.to_proto(cnn_model).SerializeToString() == before
+
+
+def test_a_crashing_pass_is_the_first_failure(cnn_model):
+    class Crash:
+        name = "crash"
+
+        def __call__(self, model):
+            raise RuntimeError("boom\nsecond line")
+
+    outcome = bisect_passes(cnn_model, [spec.parse_pass("test-noop"), Crash()])
+    assert outcome.first_failure.pass_name == "crash"
+    assert outcome.first_failure.error == "RuntimeError: boom"

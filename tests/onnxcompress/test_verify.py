@@ -1,0 +1,106 @@
+"""verify's Python API: structure checks, per-output numbers, goldens, in-distribution inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxcompress import io, runtime, verify
+from onnxcompress.errors import UsageError
+
+
+def test_exact_copy_passes_every_check_and_output(verify_models):
+    result = verify.verify_models(io.load(verify_models["ref"]), io.load(verify_models["copy"]))
+    assert result.passed
+    assert [c.name for c in result.checks] == [
+        "onnx checker and strict shape inference",
+        "channel consistency rules",
+        "ORT session (ORT_DISABLE_ALL)",
+    ]
+    (output,) = result.outputs
+    assert output.max_abs_err == 0.0 and output.snr_db == float("inf") and output.top1_agreement == 1.0
+
+
+def test_perturbed_weight_fails_and_reports_the_tolerance_that_would_pass(verify_models):
+    ref, cand = io.load(verify_models["ref"]), io.load(verify_models["perturbed"])
+    result = verify.verify_models(ref, cand)
+    (output,) = result.outputs
+    assert not result.passed and all(c.passed for c in result.checks)
+    assert "would pass with atol>=" in output.detail and f"index {list(output.worst_index)}" in output.detail
+    rtol, atol = verify.DEFAULT_RTOL, verify.DEFAULT_ATOL
+    assert verify.verify_models(ref, cand, rtol=rtol, atol=output.min_atol * 1.0001).passed
+    assert verify.verify_models(ref, cand, rtol=output.min_rtol * 1.0001, atol=atol).passed
+    assert not verify.verify_models(ref, cand, rtol=rtol, atol=output.min_atol * 0.99).passed
+
+
+def test_wrong_input_channels_fail_the_channel_rule_and_the_run(verify_models):
+    result = verify.verify_models(io.load(verify_models["ref"]), io.load(verify_models["wrong_channels"]))
+    failed = [c.name for c in result.checks if not c.passed]
+    assert failed == ["channel consistency rules", "run (ORT_DISABLE_ALL)"]
+    assert result.outputs[0].detail == "missing, expected shape (1, 10)"
+
+
+def test_compare_output_metrics_on_known_arrays():
+    ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], np.float32)
+    cand = ref.copy()
+    cand[1, 0] = 3.5
+    result = verify.compare_output("y", ref, cand, rtol=0.0, atol=0.1)
+    assert not result.passed and result.worst_index == (1, 0)
+    assert result.max_abs_err == pytest.approx(0.5) and result.min_atol == pytest.approx(0.5)
+    assert result.min_rtol == pytest.approx((0.5 - 0.1) / 3.0)
+    assert result.snr_db == pytest.approx(10 * np.log10(28 / 0.25))
+    assert result.top1_agreement == 1.0 and result.topk_agreement == 1.0
+
+
+def test_nan_matches_nan_but_not_a_number():
+    ref = np.array([np.nan, 1.0], np.float32)
+    assert verify.compare_output("y", ref, ref.copy(), rtol=0, atol=0).passed
+    result = verify.compare_output("y", ref, np.array([0.0, 1.0], np.float32), rtol=1, atol=1)
+    assert not result.passed and result.worst_index == (0,)
+
+
+def test_non_numeric_outputs_compare_exactly():
+    ref = np.array([True, False])
+    assert verify.compare_output("m", ref, ref.copy(), rtol=0, atol=0).passed
+    assert not verify.compare_output("m", ref, ~ref, rtol=1, atol=1).passed
+
+
+def test_golden_round_trip(tmp_path, verify_models):
+    model = io.load(verify_models["ref"])
+    feeds = runtime.synthetic_inputs(model, batch=3)
+    outputs = runtime.run(model, feeds, optimization="disable")
+    verify.save_golden(tmp_path / "g.npz", feeds, outputs)
+    inputs, expected = verify.load_golden(tmp_path / "g.npz")
+    assert inputs.keys() == feeds.keys() and np.array_equal(expected["y"], outputs["y"])
+    assert verify.verify_against(io.load(verify_models["copy"]), inputs, expected).passed
+    assert not verify.verify_against(io.load(verify_models["perturbed"]), inputs, expected).passed
+
+
+def test_an_npz_that_is_not_a_golden_is_refused(tmp_path):
+    io.save_arrays(tmp_path / "plain.npz", {"x": np.zeros(3)})
+    with pytest.raises(UsageError, match="not a golden file"):
+        verify.load_golden(tmp_path / "plain.npz")
+
+
+def test_feed_names_must_match_the_model(verify_models):
+    model = io.load(verify_models["ref"])
+    with pytest.raises(UsageError, match=r"inputs lack \['x'\]"):
+        verify.check_feed_names(model, {})
+    with pytest.raises(UsageError, match=r"inputs \['z'\] are not inputs of the model"):
+        verify.check_feed_names(model, {"x": np.zeros((1, 3, 8, 8), np.float32), "z": np.zeros(1)})
+
+
+def test_synthesized_inputs_stay_inside_calibrated_ranges(verify_models):
+    model = io.load(verify_models["ref"])
+    feeds = verify.synthesize_inputs(model, {"x": (0.25, 0.5)}, batch=4, seed=3)
+    assert feeds["x"].shape == (4, 3, 8, 8) and feeds["x"].dtype == np.float32
+    assert feeds["x"].min() >= 0.25 and feeds["x"].max() <= 0.5
+    assert verify.synthesize_inputs(model, None, seed=3)["x"].min() < 0.0
+
+
+def test_json_form_has_no_non_finite_numbers(verify_models):
+    import json
+
+    result = verify.verify_models(io.load(verify_models["ref"]), io.load(verify_models["wrong_channels"]))
+    document = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert document["passed"] is False and document["outputs"][0]["max_abs_err"] == "inf"

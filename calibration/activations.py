@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common
 
 from onnxcompress import io, runtime
 from onnxcompress.calibration.validation import checked_batches
@@ -39,7 +40,7 @@ def stream_activations(
 
 def expose_tensors(model: ir.Model, tensor_names: Sequence[str]) -> ir.Model:
     """A copy of ``model`` whose graph also outputs the named tensors (the original is untouched)."""
-    copy = io.clone(model)
+    copy = _with_types(io.clone(model))
     graph = copy.graph
     values = _values_by_name(graph)
     unknown = [n for n in tensor_names if n not in values]
@@ -55,12 +56,27 @@ def expose_tensors(model: ir.Model, tensor_names: Sequence[str]) -> ir.Model:
 
 def float_tensor_names(model: ir.Model) -> list[str]:
     """Names of the floating-point activations of the main graph (node outputs), in graph order."""
+    typed = _with_types(io.clone(model)) if _untyped(model) else model
     return [
         value.name
-        for node in model.graph
+        for node in typed.graph
         for value in node.outputs
         if value.name and value.dtype is not None and value.dtype.is_floating_point()
     ]
+
+
+def _untyped(model: ir.Model) -> bool:
+    return any(value.type is None for node in model.graph for value in node.outputs if value.name)
+
+
+def _with_types(model: ir.Model) -> ir.Model:
+    """``model`` with every intermediate value typed (ONNX requires typed graph outputs), in place."""
+    if not _untyped(model):
+        return model
+    try:
+        return ir.passes.common.ShapeInferencePass(strict_mode=False)(model).model
+    except Exception as exc:  # onnx raises InferenceError and others for graphs it cannot type
+        raise UsageError(f"cannot infer the types of the requested tensors: {str(exc).strip().splitlines()[0]}") from None
 
 
 def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:

@@ -18,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import runtime
+from onnxcompress.calibration.images import ImageFolderReader
 from onnxcompress.calibration.validation import validate_reader
 from onnxcompress.errors import UsageError
 
@@ -111,14 +112,12 @@ class SyntheticReader:
 def open_reader(source: str | os.PathLike, model: ir.Model, batch_size: int = 32) -> Reader:
     """The reader for ``source`` (an ``.npz`` file or a folder of images), checked against ``model``."""
     source = Path(source)
+    if not source.exists():
+        raise UsageError(f"calibration data {source}: no such file or folder")
     if source.is_dir():
-        from onnxcompress.calibration.images import ImageFolderReader
-
         reader: Reader = ImageFolderReader.for_model(source, model, batch_size=batch_size)
     elif source.suffix == ".npz":
         reader = NpzReader(source, batch_size=batch_size)
-    elif not source.exists():
-        raise UsageError(f"calibration data {source}: no such file or folder")
     else:
         raise UsageError(f"calibration data {source}: expected an .npz file or a folder of images")
     validate_reader(reader, model)

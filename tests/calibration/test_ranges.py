@@ -1,0 +1,85 @@
+"""estimate_ranges over streamed activations, and the JSON ranges file (round trip, wrong model, bad file)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxcompress.calibration import ArrayReader, Ranges, estimate_ranges, load_ranges, make_estimator, save_ranges
+from onnxcompress.calibration.ranges import model_hash
+from onnxcompress.errors import UsageError
+
+
+@pytest.fixture
+def inputs() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((64, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method, options", [("minmax", {}), ("percentile", {"percentile": 99.0}), ("entropy", {"bins": 128}), ("mse", {})])
+def test_ranges_equal_the_estimator_applied_to_the_numpy_tensors(small_model, small_reference, inputs, method, options):
+    ranges = estimate_ranges(small_model, ArrayReader({"x": inputs}, batch_size=5), ["h", "r"], method, **options)
+    expected = small_reference(inputs)
+    for name in ("h", "r"):
+        estimator = make_estimator(method, **options)
+        estimator.update(expected[name].astype(np.float32))
+        assert ranges[name] == pytest.approx(estimator.range(), abs=1e-6)
+    assert (ranges.method, ranges.options) == (method, options)
+
+
+def test_minmax_ranges_are_the_exact_extremes(small_model, small_reference, inputs):
+    ranges = estimate_ranges(small_model, ArrayReader({"x": inputs}, batch_size=7), ["y"])
+    y = small_reference(inputs)["y"]
+    assert ranges["y"] == pytest.approx((y.min(), y.max()), rel=1e-6)
+
+
+def test_ranges_round_trip_through_a_file(tmp_path, small_model, inputs):
+    ranges = estimate_ranges(small_model, ArrayReader({"x": inputs}), ["h", "y"], "entropy", bins=256)
+    path = save_ranges(ranges, tmp_path / "ranges.json")
+    loaded = load_ranges(path, small_model)
+    assert loaded == ranges
+    assert (loaded.method, loaded.options, loaded.model_hash) == ("entropy", {"bins": 256}, model_hash(small_model))
+    assert not list(tmp_path.glob(".onnxcompress-*"))
+
+
+def test_ranges_of_another_model_are_refused(tmp_path, small_model):
+    path = save_ranges(Ranges({"h": (0.0, 1.0)}, model_hash="0" * 64), tmp_path / "r.json")
+    with pytest.raises(UsageError, match=r"r.json: ranges were estimated for a different model \(graph hash differs\)$"):
+        load_ranges(path, small_model)
+    assert load_ranges(path) == {"h": (0.0, 1.0)}
+
+
+def test_plain_dicts_can_be_saved(tmp_path):
+    path = save_ranges({"t": (-1, 2)}, tmp_path / "plain.json")
+    assert json.loads(path.read_text())["ranges"] == {"t": [-1.0, 2.0]}
+
+
+@pytest.mark.parametrize("content", ["{", '{"ranges": 3}', '{"format": "other", "ranges": {}, "method": "", "options": {}, "model_sha256": ""}'])
+def test_unreadable_ranges_files(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=r"bad.json: not an onnxcompress ranges file$"):
+        load_ranges(path)
+
+
+def test_missing_ranges_file(tmp_path):
+    with pytest.raises(UsageError, match=r"none.json: no such ranges file$"):
+        load_ranges(tmp_path / "none.json")
+
+
+def test_a_tensor_without_finite_values_is_named():
+    model = ir.from_onnx_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N] x) => (float[N] y) { y = Log(x) }
+        """
+    )
+    reader = ArrayReader({"x": np.zeros(3, np.float32)})
+    with pytest.raises(UsageError, match=r"^cannot estimate the range of 'y': no finite values were seen$"):
+        estimate_ranges(model, reader, ["y"], "entropy")
+
+
+def test_all_zero_activations_give_a_zero_range(small_model):
+    assert estimate_ranges(small_model, ArrayReader({"x": np.zeros((2, 4), np.float32)}), ["r"])["r"] == (0.0, 0.0)

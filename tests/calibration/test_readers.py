@@ -1,0 +1,88 @@
+"""Readers: arrays, streamed .npz files and synthetic batches; ``open_reader`` picks and checks one."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxcompress.calibration import ArrayReader, ImageFolderReader, NpzReader, Reader, SyntheticReader, open_reader
+from onnxcompress.errors import UsageError
+
+IMAGE_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+net (float[N, 1, 8, 8] image) => (float[N, 1, 8, 8] out) { out = Relu(image) }
+"""
+
+
+def _concatenated(reader) -> dict[str, np.ndarray]:
+    batches = list(reader.batches())
+    return {name: np.concatenate([b[name] for b in batches]) for name in reader.input_names}
+
+
+def test_array_reader_slices_batches_and_can_be_iterated_again():
+    data = {"a": np.arange(10, dtype=np.float32)[:, None], "b": np.arange(10)}
+    reader = ArrayReader(data, batch_size=4)
+    assert [len(b["a"]) for b in reader.batches()] == [4, 4, 2]
+    assert isinstance(reader, Reader)
+    for _ in range(2):
+        np.testing.assert_array_equal(_concatenated(reader)["b"], data["b"])
+
+
+def test_array_reader_refuses_different_sample_counts():
+    with pytest.raises(UsageError, match=r"^calibration inputs have different sample counts: \{'a': 3, 'b': 2\}$"):
+        ArrayReader({"a": np.zeros(3), "b": np.zeros(2)})
+
+
+def test_npz_reader_streams_the_same_arrays_as_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.standard_normal((37, 3, 4)).astype(np.float32), "ids": rng.integers(0, 9, (37, 5))}
+    for save in (np.savez, np.savez_compressed):
+        path = tmp_path / f"{save.__name__}.npz"
+        save(path, **arrays)
+        reader = NpzReader(path, batch_size=8)
+        assert reader.input_names == ["x", "ids"]
+        assert [len(b["x"]) for b in reader.batches()] == [8, 8, 8, 8, 5]
+        for name, array in _concatenated(reader).items():
+            np.testing.assert_array_equal(array, arrays[name])
+            assert array.dtype == arrays[name].dtype
+
+
+def test_npz_reader_errors(tmp_path):
+    with pytest.raises(UsageError, match="no such file$"):
+        NpzReader(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(UsageError, match=r"junk.npz: not a readable .npz file \(BadZipFile\)$"):
+        NpzReader(tmp_path / "junk.npz")
+
+
+def test_synthetic_reader_follows_the_signature_and_repeats(small_model):
+    reader = SyntheticReader(small_model, samples=10, batch_size=4, seed=1)
+    shapes = [b["x"].shape for b in reader.batches()]
+    assert shapes == [(4, 4), (4, 4), (2, 4)]
+    np.testing.assert_array_equal(_concatenated(reader)["x"], _concatenated(reader)["x"])
+
+
+def test_open_reader_reads_npz_and_checks_it(tmp_path, small_model):
+    np.savez(tmp_path / "good.npz", x=np.ones((3, 4), np.float32))
+    assert isinstance(open_reader(tmp_path / "good.npz", small_model), NpzReader)
+    np.savez(tmp_path / "bad.npz", x=np.ones((3, 5), np.float32))
+    with pytest.raises(UsageError, match=r"^calibration input 'x' has shape \(3, 5\) but the model expects \(N, 4\)$"):
+        open_reader(tmp_path / "bad.npz", small_model)
+
+
+def test_open_reader_reads_an_image_folder(tmp_path):
+    model = ir.from_onnx_text(IMAGE_MODEL)
+    for index in range(3):
+        np.save(tmp_path / f"{index}.npy", np.full((16, 16), index / 4, np.float32))
+    reader = open_reader(tmp_path, model)
+    assert isinstance(reader, ImageFolderReader)
+    assert _concatenated(reader)["image"].shape == (3, 1, 8, 8)
+
+
+def test_open_reader_refuses_other_sources(tmp_path, small_model):
+    with pytest.raises(UsageError, match=r"nothing.npz: no such file or folder$"):
+        open_reader(tmp_path / "nothing.npz", small_model)
+    (tmp_path / "data.csv").write_text("1,2")
+    with pytest.raises(UsageError, match=r"data.csv: expected an .npz file or a folder of images$"):
+        open_reader(tmp_path / "data.csv", small_model)

@@ -1,0 +1,71 @@
+"""What a removal did, per group: its kind, name, removed/kept/frozen counts and why frozen.
+
+Only groups holding weights are reported (spatial and batch axes form groups too, but nothing there
+is a channel). A group's name is its first weight tensor and axis, e.g. ``conv1.weight[0]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, ChannelGraph, Slot, Unit
+
+LINEAR_OPS = ("MatMul", "Gemm")
+
+
+@dataclasses.dataclass
+class GroupInfo:
+    """Static facts about one group of coupled axes."""
+
+    name: str
+    kind: str
+
+
+def is_weight(slot: Slot) -> bool:
+    """A floating-point initializer that cannot be overridden at run time."""
+    value = slot.value
+    return value.const_value is not None and not value.is_graph_input() and value.const_value.dtype.is_floating_point()
+
+
+def group_infos(graph: ChannelGraph) -> dict[int, GroupInfo]:
+    """Name and kind (``heads``, ``neurons`` of linear layers, or conv ``channels``) of every weighted group."""
+    infos: dict[int, GroupInfo] = {}
+    heads: set[int] = set()
+    conv: set[int] = set()
+    for slot in graph.slots():
+        group = graph.group_of(slot)
+        if slot.offset in graph.head_slots:
+            heads.add(group)
+        if is_weight(slot) and not _not_a_channel(graph, slot):
+            if not all(node.op_type in LINEAR_OPS for node, _ in slot.value.uses()):
+                conv.add(group)
+            infos.setdefault(group, GroupInfo(f"{slot.value.name}[{slot.axis}]", "neurons"))
+    for group, info in infos.items():
+        info.kind = "heads" if group in heads else "channels" if group in conv else "neurons"
+    return infos
+
+
+def _not_a_channel(graph: ChannelGraph, slot: Slot) -> bool:
+    """Kernel and other non-channel axes are frozen by their op's rule with ``NOT_A_CHANNEL``."""
+    return graph.frozen.get(slot.offset, "").endswith(NOT_A_CHANNEL)
+
+
+def group_report(
+    graph: ChannelGraph, units: list[Unit], infos: dict[int, GroupInfo], remove: np.ndarray, frozen: list[str | None]
+) -> list[dict]:
+    """One JSON-ready record per weighted group: removed, kept, frozen units and the first reason."""
+    records: dict[int, dict] = {}
+    for unit, removed, reason in zip(units, remove.tolist(), frozen):
+        info = infos.get(unit.group)
+        if info is None:
+            continue
+        record = records.setdefault(
+            unit.group, {"group": info.name, "kind": info.kind, "removed": 0, "kept": 0, "frozen": 0, "reason": None}
+        )
+        record["removed" if removed else "kept"] += 1
+        if reason is not None:
+            record["frozen"] += 1
+            record["reason"] = record["reason"] or reason
+    return list(records.values())

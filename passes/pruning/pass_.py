@@ -1,0 +1,162 @@
+"""``prune-channels``: remove whole filters, neurons and attention heads from any ONNX model.
+
+The pass builds the channel dependency graph (``dependencies``), scores every removable unit
+(``importance``), picks the lowest per group or globally (``selection``), optionally folds what the
+removed units contributed into the consumers (``recovery``), and slices every coupled tensor and
+shape constant at once (``rewrite``). Unlike Torch-Pruning it needs no PyTorch source; unlike
+onnxsim's pruner it follows residual Adds, Concats, Flatten into Gemm and attention heads.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.pruning import importance, recovery
+from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
+from onnxcompress.passes.pruning.flops import model_macs
+from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
+from onnxcompress.passes.pruning.groups import group_infos, group_report
+from onnxcompress.passes.pruning.rewrite import apply_removal
+from onnxcompress.passes.pruning.selection import Constraints, choose
+from onnxcompress.stats import parameter_count
+
+IMPORTANCES = ("magnitude", "activation", "taylor")
+SCOPES = ("local", "global")
+
+
+class PruneChannels(CompressionPass):
+    """Remove whole channels, neurons and attention heads, rewriting every coupled tensor."""
+
+    name = "prune-channels"
+    exact = False
+    uses_calibration = True
+
+    def __init__(
+        self,
+        ratio: float = 0.5,
+        scope: str = "local",
+        importance: str = "magnitude",
+        round_to: int = 1,
+        min_channels: int = 1,
+        exclude: list[str] | None = None,
+        heads: bool = True,
+        ffn: bool = True,
+        layernorm: bool = False,
+        dead_only: bool = False,
+        bias_fold: bool = False,
+        reconstruct: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0 <= ratio < 1:
+            raise UsageError(f"ratio must be in [0, 1), got {ratio}")
+        if importance not in IMPORTANCES:
+            raise UsageError(f"unknown importance {importance!r}; choose one of {', '.join(IMPORTANCES)}")
+        if scope not in SCOPES:
+            raise UsageError(f"unknown scope {scope!r}; choose local or global")
+        if round_to < 1 or min_channels < 1:
+            raise UsageError("round_to and min_channels must be at least 1")
+        self.ratio, self.scope, self.importance = ratio, scope, importance
+        self.round_to, self.min_channels, self.exclude = round_to, min_channels, list(exclude or [])
+        self.heads, self.ffn, self.layernorm, self.dead_only = heads, ffn, layernorm, dead_only
+        self.bias_fold, self.reconstruct = bias_fold, reconstruct
+        self.calibration = None
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if self.ratio == 0 and not self.dead_only:
+            self.note("ratio=0: nothing removed (identity)")
+            return ir.passes.PassResult(model, modified=False)
+        self._check_calibration(model)
+        infer_shapes(model)
+        graph = build_channel_graph(model, layernorm=self.layernorm)
+        _freeze_excluded(graph, model, self.exclude)
+        infos = group_infos(graph)
+        units = [u for u in graph.units() if u.group in infos]
+        frozen = self._frozen_reasons(graph, units, infos)
+        remove = self._choose(graph, units, frozen, model)
+        before = (parameter_count(model), model_macs(model))
+        self.details["groups"] = group_report(graph, units, infos, remove, frozen)
+        if not remove.any():
+            self.note("nothing can be pruned: every channel is frozen or needed (see details.groups)")
+            return ir.passes.PassResult(model, modified=False)
+        chosen = [u for u, r in zip(units, remove) if r]
+        self._recover(model, graph, chosen)
+        apply_removal(model, graph, chosen)
+        self._report(before, (parameter_count(model), model_macs(model)))
+        return ir.passes.PassResult(model, modified=True)
+
+    def _check_calibration(self, model: ir.Model) -> None:
+        needs = self.importance == "activation" or self.bias_fold or self.reconstruct
+        if self.calibration is None:
+            if needs:
+                raise UsageError("importance=activation, bias_fold and reconstruct need calibration data")
+            return
+        from onnxcompress.calibration.validation import validate_reader
+
+        validate_reader(self.calibration, model)
+
+    def _frozen_reasons(self, graph: ChannelGraph, units: list[Unit], infos) -> list[str | None]:
+        reasons = [graph.frozen_reason(u) for u in units]
+        for i, unit in enumerate(units):
+            kind = infos[unit.group].kind
+            if reasons[i] is None and kind == "heads" and not self.heads:
+                reasons[i] = "attention heads not requested (heads=false)"
+            if reasons[i] is None and kind == "neurons" and not self.ffn:
+                reasons[i] = "linear neurons not requested (ffn=false)"
+        return reasons
+
+    def _choose(self, graph: ChannelGraph, units: list[Unit], frozen: list[str | None], model: ir.Model) -> np.ndarray:
+        removable = np.array([r is None for r in frozen], dtype=bool)
+        if self.dead_only:
+            return removable & importance.dead_units(graph, units)
+        scores = importance.normalise(self._scores(graph, units, model), units)
+        limits = Constraints(self.ratio, self.scope, self.round_to, self.min_channels)
+        return choose(units, scores, removable, limits)
+
+    def _scores(self, graph: ChannelGraph, units: list[Unit], model: ir.Model) -> np.ndarray:
+        if self.importance == "activation":
+            return importance.activation_scores(graph, units, model, self.calibration)
+        if self.importance == "taylor":
+            from onnxcompress.passes.pruning.taylor import taylor_scores
+
+            return taylor_scores(graph, units, model, self.calibration)
+        return importance.magnitude_scores(graph, units)
+
+    def _recover(self, model: ir.Model, graph: ChannelGraph, chosen: list[Unit]) -> None:
+        if self.reconstruct:
+            self.note(recovery.reconstruct(model, graph, chosen, self.calibration))
+        elif self.bias_fold:
+            self.note(recovery.fold_into_bias(model, graph, chosen, self.calibration))
+
+    def _report(self, before: tuple[int, int], after: tuple[int, int]) -> None:
+        groups = self.details["groups"]
+        removed = sum(g["removed"] for g in groups)
+        touched = sum(1 for g in groups if g["removed"])
+        self.details.update(params_before=before[0], params_after=after[0], macs_before=before[1], macs_after=after[1])
+        self.note(f"removed {removed} units in {touched} of {len(groups)} groups")
+        self.note(f"params {before[0]:,} -> {after[0]:,}; MACs/sample {before[1]:,} -> {after[1]:,}")
+        for g in groups:
+            if g["frozen"] and not g["removed"]:
+                self.note(f"frozen {g['kind']} {g['group']}: {g['reason']}")
+
+
+def _freeze_excluded(graph: ChannelGraph, model: ir.Model, patterns: list[str]) -> None:
+    """Freeze every axis of nodes and initializers whose name matches one of ``patterns``."""
+    if not patterns:
+        return
+    values = [v for v in model.graph.initializers.values() if _matches(v.name, patterns)]
+    for node in model.graph:
+        if _matches(node.name, patterns):
+            values += [v for v in (*node.inputs, *node.outputs) if v is not None]
+    for value in values:
+        for slot in graph.slots():
+            if slot.value is value:
+                graph.freeze(slot, f"excluded by the user ({value.name!r})")
+
+
+def _matches(name: str | None, patterns: list[str]) -> bool:
+    return bool(name) and any(fnmatch.fnmatchcase(name, p) for p in patterns)

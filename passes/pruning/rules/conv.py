@@ -1,0 +1,94 @@
+"""Conv and ConvTranspose: filters couple to output channels, weight slices to input channels.
+
+Plain convolutions (``group=1``) separate the input-channel group from the output-channel group.
+Depthwise convolutions (``group`` = channels, one filter each) tie input, output, weight and bias
+together and get ``group`` rewritten; other grouped convolutions are refused.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.rules import Refused, Rule
+
+
+def _weight_and_group(node: ir.Node) -> tuple[ir.Value, int]:
+    weight = node.inputs[1]
+    if weight is None or weight.const_value is None or weight.is_graph_input():
+        raise Refused("weight is not a constant")
+    return weight, node.attributes.get_int("group", 1)
+
+
+def _couple_batch(node: ir.Node, c: Coupler) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    if rank(x) and rank(y):
+        c.same(x, 0, y, 0)
+
+
+def _depthwise(weight: ir.Value, group: int) -> bool:
+    """One single-channel filter per group (channel multiplier 1)."""
+    shape = weight.const_value.shape
+    return group > 1 and shape[0] == group and shape[1] == 1
+
+
+class ConvRule(Rule):
+    """Conv: W[o, i/g, k...]; output channel o ↔ W row o ↔ B[o]; input channel i ↔ W[:, i]."""
+
+    ops = ("Conv",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        weight, group = _weight_and_group(node)
+        x, y = node.inputs[0], node.outputs[0]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        _couple_batch(node, c)
+        if group == 1:
+            c.contract(x, 1, weight, 1)
+        elif _depthwise(weight, group):
+            c.same(weight, 0, x, 1)
+            c.handle(weight, 1)
+        else:
+            raise Refused(f"grouped convolution (group={group}) that is not depthwise")
+        c.same(weight, 0, y, 1)
+        if bias is not None:
+            c.same(weight, 0, bias, 0)
+
+    def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
+        _rewrite_group(node, removed)
+
+
+class ConvTransposeRule(Rule):
+    """ConvTranspose: W[i, o/g, k...]; input channel i ↔ W row i, output channel o ↔ W[:, o] ↔ B[o]."""
+
+    ops = ("ConvTranspose",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        weight, group = _weight_and_group(node)
+        if "output_shape" in node.attributes:
+            raise Refused("explicit output_shape")
+        x, y = node.inputs[0], node.outputs[0]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        _couple_batch(node, c)
+        if group == 1:
+            c.contract(x, 1, weight, 0)
+            c.same(weight, 1, y, 1)
+            if bias is not None:
+                c.same(weight, 1, bias, 0)
+        elif _depthwise(weight, group):
+            c.same(weight, 0, x, 1)
+            c.same(weight, 0, y, 1)
+            c.handle(weight, 1)
+            if bias is not None:
+                c.same(weight, 0, bias, 0)
+        else:
+            raise Refused(f"grouped transposed convolution (group={group}) that is not depthwise")
+
+    def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
+        _rewrite_group(node, removed)
+
+
+def _rewrite_group(node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
+    """A depthwise convolution keeps one group per remaining channel."""
+    group = node.attributes.get_int("group", 1)
+    if group > 1:
+        node.attributes["group"] = ir.AttrInt64("group", group - len(removed.get((id(node.outputs[0]), 1), [])))

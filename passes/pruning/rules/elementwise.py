@@ -1,0 +1,95 @@
+"""Elementwise ops: unary activations, broadcasting binary ops, PRelu, Softmax.
+
+Broadcasting is applied exactly as ONNX defines it: operand axes align from the right; an axis of
+size 1 facing a larger one is broadcast (not coupled: a mask or per-tensor constant stays as is),
+any other axis couples with the output's. So a residual Add couples both branches, and a constant
+operand is sliced only when it spans the full channel axis.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.rules import Refused, Rule
+
+UNARY = (
+    "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus",
+    "Softsign", "Mish", "Gelu", "Erf", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil",
+    "Round", "Sign", "Sin", "Cos", "Identity", "Cast", "Not", "IsNaN", "IsInf", "ThresholdedRelu", "Shrink",
+)
+BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual",
+          "Greater", "GreaterOrEqual", "BitShift")
+VARIADIC = ("Sum", "Mean", "Max", "Min", "Where")
+
+
+def couple_broadcast(c: Coupler, operand: ir.Value, y: ir.Value) -> None:
+    """Couple ``operand``'s axes with ``y``'s under numpy broadcasting."""
+    r, ry = rank(operand), rank(y)
+    if operand.shape is None or r > ry:
+        raise Refused("operand rank unknown")
+    for axis in range(r):
+        y_axis = axis + ry - r
+        if operand.shape[axis] == 1 and y.shape[y_axis] != 1:
+            c.handle(operand, axis)
+        else:
+            c.same(operand, axis, y, y_axis)
+
+
+class UnaryRule(Rule):
+    """y = f(x) elementwise (extra inputs such as Clip's bounds must be scalars)."""
+
+    ops = (*UNARY, "Clip", "Dropout")
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        if any(rank(v) for v in node.inputs[1:] if v is not None):
+            raise Refused("non-scalar extra input")
+        if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
+            raise Refused("extra outputs are used")
+        x, y = node.inputs[0], node.outputs[0]
+        if rank(x) != rank(y):
+            raise Refused("rank unknown")
+        for axis in range(rank(x)):
+            c.same(x, axis, y, axis)
+
+
+class BroadcastRule(Rule):
+    """Binary and variadic elementwise ops under broadcasting (Add, Mul, Where, Max...)."""
+
+    ops = (*BINARY, *VARIADIC)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        y = node.outputs[0]
+        for operand in node.inputs:
+            if operand is not None:
+                couple_broadcast(c, operand, y)
+
+
+class PReluRule(Rule):
+    """PRelu: the slope broadcasts against x like a binary op (a per-channel slope is sliced)."""
+
+    ops = ("PRelu",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x, slope = node.inputs
+        y = node.outputs[0]
+        couple_broadcast(c, x, y)
+        couple_broadcast(c, slope, y)
+
+
+class SoftmaxRule(Rule):
+    """Softmax family: every axis but the normalised one(s) (all from ``axis`` before opset 13) couples."""
+
+    ops = ("Softmax", "LogSoftmax", "Hardmax")
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        r = rank(x)
+        opset = node.graph.opset_imports.get("", 13) if node.graph is not None else 13
+        axis = node.attributes.get_int("axis", -1 if opset >= 13 else 1) % max(r, 1)
+        for other in range(r):
+            if other == axis or (opset < 13 and other > axis):
+                c.freeze(x, axis, "normalised axis")
+                c.freeze(y, axis, "normalised axis")
+            else:
+                c.same(x, other, y, other)

@@ -1,0 +1,180 @@
+"""Layout ops: Transpose, Squeeze/Unsqueeze, Shape, and the reshapes (Flatten, Reshape).
+
+A reshape is matched axis group by axis group (equal products, after a common prefix of run-time
+batch/sequence axes). A kept axis couples one-to-one; a merge (Flatten into a linear layer,
+attention head merge) couples outer index c with inner elements [c·S, (c+1)·S); a split (attention
+head split) couples the other way round and freezes the inner axis. Reshape's target-shape entry of
+a changed axis must be a constant (directly, or a constant piece of a Concat built from ``Shape``
+pieces): it is rewritten; otherwise the axis is frozen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.rules import Refused, Rule
+from onnxcompress.passes.pruning.rules.constants import constant, fresh_name, replace_input_with_constant
+
+
+def _axes(node: ir.Node, r: int) -> list[int]:
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        axes = constant(node.inputs[1])
+        if axes is None:
+            raise Refused("axes are not constant")
+        return sorted(int(a) % r for a in axes.ravel())
+    return sorted(a % r for a in node.attributes.get_ints("axes", []))
+
+
+class TransposeRule(Rule):
+    """Output axis i is input axis perm[i]."""
+
+    ops = ("Transpose",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        perm = node.attributes.get_ints("perm", list(reversed(range(rank(x)))))
+        for i, source in enumerate(perm):
+            c.same(x, source, y, i)
+
+
+class SqueezeRule(Rule):
+    """Squeeze/Unsqueeze: the surviving axes couple in order."""
+
+    ops = ("Squeeze", "Unsqueeze")
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        if node.op_type == "Unsqueeze":
+            extra = set(_axes(node, rank(y)))
+            pairs = zip(range(rank(x)), [a for a in range(rank(y)) if a not in extra])
+        else:
+            dropped = set(_axes(node, rank(x))) or {a for a in range(rank(x)) if x.shape[a] == 1}
+            pairs = zip([a for a in range(rank(x)) if a not in dropped], range(rank(y)))
+        for in_axis, out_axis in pairs:
+            c.same(x, in_axis, y, out_axis)
+
+
+class ShapeRule(Rule):
+    """Shape reads the tensor's current dims, so any of them may change."""
+
+    ops = ("Shape",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        for axis in range(rank(node.inputs[0])):
+            c.handle(node.inputs[0], axis)
+
+
+def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
+    """Couple a reshape's axes group by group; return the output axes whose size may change."""
+    if x.shape is None or y.shape is None:
+        raise Refused("shapes unknown")
+    din, dout = list(x.shape), list(y.shape)
+    lead = _dynamic_prefix(din)
+    if lead != _dynamic_prefix(dout) or not all(isinstance(d, int) for d in din[lead:] + dout[lead:]):
+        raise Refused("only a common prefix of run-time axes is supported")
+    for axis in range(lead):
+        c.handle(x, axis)
+        c.handle(y, axis)
+    changing = []
+    for ins, outs in _product_groups(din, dout, lead):
+        ins = [a for a in ins if din[a] != 1]
+        outs = [a for a in outs if dout[a] != 1]
+        if len(ins) == 1 and len(outs) == 1:
+            c.same(x, ins[0], y, outs[0])
+        elif len(ins) == 1 and outs:
+            c.split_heads(x, ins[0], y, outs[0])
+            for inner in outs[1:]:
+                c.freeze(y, inner, "inner axis of a split")
+        elif len(outs) == 1 and ins:
+            c.blocks(x, ins[0], y, outs[0])
+            for inner in ins[1:]:
+                c.freeze(x, inner, "inner axis of a merge")
+        else:
+            continue
+        changing.append(outs[0])
+    return changing
+
+
+def _dynamic_prefix(dims: list) -> int:
+    count = 0
+    while count < len(dims) and not isinstance(dims[count], int):
+        count += 1
+    return count
+
+
+def _product_groups(din: list[int], dout: list[int], start: int) -> list[tuple[list[int], list[int]]]:
+    groups, i, j = [], start, start
+    while i < len(din) and j < len(dout):
+        ins, outs = [i], [j]
+        pin, pout = din[i], dout[j]
+        while pin != pout:
+            if pin < pout:
+                i += 1
+                ins.append(i)
+                pin *= din[i]
+            else:
+                j += 1
+                outs.append(j)
+                pout *= dout[j]
+        groups.append((ins, outs))
+        i, j = i + 1, j + 1
+    return groups
+
+
+class FlattenRule(Rule):
+    """Flatten(axis): a reshape to [prod(dims < axis), prod(dims ≥ axis)]."""
+
+    ops = ("Flatten",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        couple_reshape(c, node.inputs[0], node.outputs[0])
+
+
+class ReshapeRule(Rule):
+    """Reshape: coupled like Flatten; changed target-shape entries must be rewritable constants."""
+
+    ops = ("Reshape",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        for axis in couple_reshape(c, node.inputs[0], node.outputs[0]):
+            if _shape_entry(node, axis) is None:
+                c.freeze(node.outputs[0], axis, "target-shape entry is computed at run time")
+
+    def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
+        y = node.outputs[0]
+        for axis in range(rank(y)):
+            gone = len(removed.get((id(y), axis), []))
+            if gone:
+                _rewrite_shape_entry(node, axis, y.shape[axis] - gone)
+
+
+def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
+    """(node, input index, position) holding the target size of ``axis``, or None if not constant."""
+    shape = node.inputs[1]
+    if constant(shape) is not None:
+        return node, 1, axis
+    concat = shape.producer()
+    if concat is None or concat.op_type != "Concat":
+        return None
+    position = axis
+    for index, piece in enumerate(concat.inputs):
+        length = math.prod(piece.shape) if piece is not None and piece.shape is not None and all(isinstance(d, int) for d in piece.shape) else None
+        if length is None:
+            return None
+        if position < length:
+            return (concat, index, position) if constant(piece) is not None else None
+        position -= length
+    return None
+
+
+def _rewrite_shape_entry(node: ir.Node, axis: int, size: int) -> None:
+    holder, index, position = _shape_entry(node, axis)
+    array = constant(holder.inputs[index]).copy()
+    if array.reshape(-1)[position] == -1:
+        return
+    array.reshape(-1)[position] = size
+    replace_input_with_constant(holder, index, np.asarray(array), fresh_name(holder, f"pruned_shape{index}"))

@@ -1,0 +1,162 @@
+"""Ops that route channels by position: Concat, Split, Slice, Gather on the channel axis.
+
+Each maps output index i to an input index (an offset, a slice start, a gathered index) and, after
+a removal, rewrites the constants that hold those positions (``split`` sizes, ``starts``/``ends``,
+gather indices). Channels a Slice or Gather drops are still removable (nothing reads them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.rules import Refused, Rule
+from onnxcompress.passes.pruning.rules.constants import constant, fresh_name, replace_input_with_constant
+
+Removed = dict[tuple[int, int], list[int]]
+
+
+def _kept_count(removed: Removed, value: ir.Value, axis: int) -> int:
+    return value.shape[axis] - len(removed.get((id(value), axis), []))
+
+
+class ConcatRule(Rule):
+    """Concat: input k's index i is output index offset_k + i on the concat axis."""
+
+    ops = ("Concat",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        y = node.outputs[0]
+        axis = node.attributes.get_int("axis", 0) % max(rank(y), 1)
+        offset = 0
+        for x in node.inputs:
+            if x.shape is None or not isinstance(x.shape[axis], int):
+                raise Refused("input sizes on the concat axis are not static")
+            for other in range(rank(y)):
+                if other == axis:
+                    c.mapped(x, axis, y, axis, offset + np.arange(x.shape[axis]))
+                else:
+                    c.same(x, other, y, other)
+            offset += x.shape[axis]
+
+
+class SplitRule(Rule):
+    """Split: output k's index i is input index offset_k + i; split sizes are rewritten."""
+
+    ops = ("Split",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x = node.inputs[0]
+        axis = node.attributes.get_int("axis", 0) % max(rank(x), 1)
+        offset = 0
+        for y in node.outputs:
+            if y.shape is None or not isinstance(y.shape[axis], int):
+                raise Refused("output sizes on the split axis are not static")
+            for other in range(rank(x)):
+                if other == axis:
+                    c.mapped(y, axis, x, axis, offset + np.arange(y.shape[axis]))
+                else:
+                    c.same(x, other, y, other)
+            offset += y.shape[axis]
+
+    def rewrite(self, node: ir.Node, removed: Removed) -> None:
+        axis = node.attributes.get_int("axis", 0) % rank(node.inputs[0])
+        sizes = np.array([_kept_count(removed, y, axis) for y in node.outputs], dtype=np.int64)
+        node.attributes.pop("num_outputs", None)
+        if node.graph.opset_imports.get("", 13) >= 13:
+            if len(node.inputs) < 2:
+                node.resize_inputs(2)
+            replace_input_with_constant(node, 1, sizes, fresh_name(node, "pruned_split"))
+        else:
+            node.attributes["split"] = ir.AttrInt64s("split", sizes.tolist())
+
+
+class SliceRule(Rule):
+    """Slice with constant parameters; a sliced axis must have step 1."""
+
+    ops = ("Slice",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        for axis in range(rank(x)):
+            params = _slice_params(node, axis)
+            if params is None:
+                c.same(x, axis, y, axis)
+            elif params[1] != 1 or not isinstance(y.shape[axis], int):
+                c.freeze(x, axis, "strided or dynamic slice")
+                c.freeze(y, axis, "strided or dynamic slice")
+            else:
+                c.mapped(y, axis, x, axis, _normalized_start(params[0], x.shape[axis]) + np.arange(y.shape[axis]))
+
+    def rewrite(self, node: ir.Node, removed: Removed) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        starts, ends = constant(node.inputs[1]).copy(), constant(node.inputs[2]).copy()
+        for k, axis in enumerate(_slice_axes(node)):
+            gone = removed.get((id(x), axis), [])
+            if not gone or not isinstance(x.shape[axis], int):
+                continue
+            start = _normalized_start(int(starts[k]), x.shape[axis])
+            starts[k] = start - sum(1 for i in gone if i < start)
+            ends[k] = starts[k] + _kept_count(removed, y, axis)
+        replace_input_with_constant(node, 1, starts, fresh_name(node, "pruned_starts"))
+        replace_input_with_constant(node, 2, ends, fresh_name(node, "pruned_ends"))
+
+
+def _slice_axes(node: ir.Node) -> list[int]:
+    r = rank(node.inputs[0])
+    given = constant(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    count = constant(node.inputs[1]).size
+    return [int(a) % r for a in (given if given is not None else np.arange(count))]
+
+
+def _slice_params(node: ir.Node, axis: int) -> tuple[int, int] | None:
+    """(start, step) when ``axis`` is sliced; None when it is not."""
+    if node.attributes.get("starts") is not None:
+        raise Refused("Slice-1 attributes")
+    if any(constant(v) is None for v in node.inputs[1:] if v is not None):
+        raise Refused("slice parameters are not constant")
+    axes = _slice_axes(node)
+    if axis not in axes:
+        return None
+    k = axes.index(axis)
+    steps = constant(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    return int(constant(node.inputs[1])[k]), 1 if steps is None else int(steps[k])
+
+
+def _normalized_start(start: int, size: int) -> int:
+    return min(max(start + size if start < 0 else start, 0), size)
+
+
+class GatherRule(Rule):
+    """Gather: other axes pass through; constant 1-D indices map the gathered axis (rewritten)."""
+
+    ops = ("Gather",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x, indices = node.inputs
+        y = node.outputs[0]
+        axis = node.attributes.get_int("axis", 0) % max(rank(x), 1)
+        q = rank(indices)
+        for other in range(rank(x)):
+            if other < axis:
+                c.same(x, other, y, other)
+            elif other > axis:
+                c.same(x, other, y, other + q - 1)
+        picked = constant(indices)
+        if picked is not None and picked.ndim == 1 and isinstance(x.shape[axis], int):
+            c.mapped(y, axis, x, axis, np.where(picked < 0, picked + x.shape[axis], picked))
+            c.handle(indices, 0)
+
+    def rewrite(self, node: ir.Node, removed: Removed) -> None:
+        x, indices = node.inputs
+        axis = node.attributes.get_int("axis", 0) % rank(x)
+        gone = removed.get((id(x), axis), [])
+        if not gone:
+            return
+        picked = constant(indices)
+        picked = np.where(picked < 0, picked + x.shape[axis], picked)
+        gone_y = set(removed.get((id(node.outputs[0]), axis), []))
+        new_position = np.cumsum(~np.isin(np.arange(x.shape[axis]), gone)) - 1
+        kept = [int(new_position[p]) for i, p in enumerate(picked.tolist()) if i not in gone_y]
+        replace_input_with_constant(node, 1, np.array(kept, dtype=picked.dtype), fresh_name(node, "pruned_indices"))

@@ -1,0 +1,57 @@
+"""Which units to remove: ratio per group (local) or over all groups (global), then constraints.
+
+Constraints apply per group: at least ``min_channels`` units stay, and the kept count is rounded
+up to a multiple of ``round_to`` (fast kernels like channel counts that are multiples of 8/16).
+Frozen units are never removed and count as kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from onnxcompress.passes.pruning.graph import Unit
+
+
+@dataclasses.dataclass
+class Constraints:
+    """Per-group limits on what may be removed."""
+
+    ratio: float
+    scope: str = "local"
+    round_to: int = 1
+    min_channels: int = 1
+
+
+def choose(units: list[Unit], scores: np.ndarray, removable: np.ndarray, limits: Constraints) -> np.ndarray:
+    """Boolean mask of the units to remove (lowest scores first)."""
+    wanted = _global_wanted(scores, removable, limits.ratio) if limits.scope == "global" else None
+    remove = np.zeros(len(units), dtype=bool)
+    groups = np.array([u.group for u in units])
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        candidates = members[removable[members]]
+        if wanted is None:
+            count = int(math.floor(limits.ratio * len(members)))
+        else:
+            count = int(wanted[candidates].sum())
+        count = _within_limits(len(members), len(candidates), count, limits)
+        remove[candidates[np.argsort(scores[candidates], kind="stable")[:count]]] = True
+    return remove
+
+
+def _global_wanted(scores: np.ndarray, removable: np.ndarray, ratio: float) -> np.ndarray:
+    """The lowest-scoring ``ratio`` of all removable units, over every group at once."""
+    candidates = np.flatnonzero(removable)
+    count = int(math.floor(ratio * len(candidates)))
+    wanted = np.zeros(len(scores), dtype=bool)
+    wanted[candidates[np.argsort(scores[candidates], kind="stable")[:count]]] = True
+    return wanted
+
+
+def _within_limits(total: int, removable: int, count: int, limits: Constraints) -> int:
+    kept = max(total - min(count, removable), limits.min_channels)
+    kept = min(total, math.ceil(kept / limits.round_to) * limits.round_to)
+    return max(0, min(removable, total - kept))

@@ -1,0 +1,337 @@
+"""onnxcompress side by side with the anchor tools, on MiniLM, a ResNet-18-layout net and the digits CNN.
+
+For each model every tool writes its ONNX file; then the input and all results are timed together
+in one alternating ``onnxcompress.bench.measure`` run (ORT CPU, ORT_ENABLE_ALL, 2 threads), so each
+speed-up is a ratio measured under the same machine load. Fidelity is cosine / max abs error of the
+first output against the input model on the same feeds. Writes ``docs/benchmarks.md`` and one PNG
+per model (``docs/benchmarks_<model>.png``). A tool that fails or is missing is a row saying why.
+
+    python tools/compare_anchors.py [--only minilm,resnet18,digits] [--rounds 5] [--out docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxcompress import bench, compare, fidelity, io, plot, recommend, runtime, stats
+from onnxcompress.pipeline import Measurement, Pipeline
+from onnxcompress.spec import parse_pass
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS = 2
+PRUNE_RATIO = 0.3
+VERSIONED = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxslim", "onnxsim", "torch", "torch-pruning")
+
+
+@dataclasses.dataclass
+class Case:
+    """One model under test: its fp32 file, feeds, calibration batches and (for CNNs) the torch module."""
+
+    name: str
+    path: Path
+    feeds: dict[str, np.ndarray]
+    calibration: dict[str, np.ndarray]
+    module: object | None = None
+    example: tuple = ()
+
+
+@dataclasses.dataclass
+class Row:
+    """One tool's result on one case (``error`` set when the tool failed or is unavailable)."""
+
+    family: str
+    tool: str
+    path: Path | None = None
+    seconds: float = 0.0
+    error: str = ""
+    size_bytes: int = 0
+    nodes: int = 0
+    latency: bench.Latency | None = None
+    speedup: float = 0.0
+    cosine: float = 0.0
+    max_abs_err: float = 0.0
+
+
+# ---- the models -------------------------------------------------------------------------------
+
+
+def minilm_case(folder: Path) -> Case:
+    """all-MiniLM-L6-v2, batch 8 × 64 tokens of real sentences."""
+    from onnxcompress.models import corpus, minilm
+
+    path = minilm.export_minilm(folder / "minilm.onnx")
+    feeds = minilm.tokenize(corpus.sentences(8, seed=0), max_length=64, pad_to=64)
+    calib = minilm.tokenize(corpus.sentences(32, seed=1), max_length=64, pad_to=64)
+    return Case("minilm", path, feeds, calib)
+
+
+def resnet18_case(folder: Path) -> Case:
+    """ResNet-18 layout, 1000 classes, 1×3×128×128."""
+    from onnxcompress.models import vision
+
+    return _cnn_case(folder, "resnet18", vision.resnet18_layout(), (3, 128, 128))
+
+
+def digits_case(folder: Path) -> Case:
+    """The demo's digits teacher, 1×1×32×32."""
+    from onnxcompress.models import vision
+
+    return _cnn_case(folder, "digits", vision.digits_resnet(), (1, 32, 32))
+
+
+def _cnn_case(folder: Path, name: str, module, chw: tuple[int, int, int]) -> Case:
+    import torch
+
+    from onnxcompress.models.export import export_onnx
+
+    example = (torch.randn(1, *chw),)
+    path = export_onnx(module, folder / f"{name}.onnx", example, input_names=["input"], output_names=["logits"])
+    rng = np.random.default_rng(0)
+    return Case(name, path, {"input": rng.standard_normal((1, *chw)).astype(np.float32)},
+                {"input": rng.standard_normal((16, *chw)).astype(np.float32)}, module, example)
+
+
+CASES: dict[str, Callable[[Path], Case]] = {"minilm": minilm_case, "resnet18": resnet18_case, "digits": digits_case}
+
+
+# ---- the tools: each writes one ONNX file and returns its path ---------------------------------
+
+
+def ours(specs: str) -> Callable[[Case, Path], Path]:
+    """An onnxcompress pipeline (with its own checks, without its own benchmark)."""
+
+    def run(case: Case, out: Path) -> Path:
+        passes = [parse_pass(s) for s in specs.split(";")]  # an unregistered pass is a one-line UsageError
+        from onnxcompress.calibration import ArrayReader
+
+        reader = ArrayReader(case.calibration, batch_size=8)
+        result = Pipeline(passes, measurement=Measurement(benchmark=False, feeds=case.feeds)).run(io.load(case.path), calibration=reader)
+        return io.save(result.model, out)
+
+    return run
+
+
+def onnxslim_tool(case: Case, out: Path) -> Path:
+    """onnxslim with its defaults."""
+    import onnxslim
+
+    onnx.save(onnxslim.slim(str(case.path)), str(out))
+    return out
+
+
+def onnxsim_tool(case: Case, out: Path) -> Path:
+    """onnx-simplifier with its defaults."""
+    import onnxsim
+
+    model, ok = onnxsim.simplify(onnx.load(str(case.path)))
+    if not ok:
+        raise RuntimeError("onnxsim's own check failed")
+    onnx.save(model, str(out))
+    return out
+
+
+def ort_transformers_tool(case: Case, out: Path) -> Path:
+    """ORT's transformers optimizer (BERT fusions: attention, LayerNorm, Gelu, embeddings)."""
+    from onnxruntime.transformers import optimizer
+
+    optimizer.optimize_model(str(case.path), model_type="bert", num_heads=12, hidden_size=384).save_model_to_file(str(out))
+    return out
+
+
+def ort_quantize_dynamic_tool(case: Case, out: Path) -> Path:
+    """ORT's ``quantize_dynamic`` (int8 weights, per-tensor, defaults)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(case.path), str(out), weight_type=QuantType.QInt8)
+    return out
+
+
+def ort_quantize_static_tool(case: Case, out: Path) -> Path:
+    """ORT's ``quantize_static`` (QDQ, per-channel, min-max) on the same calibration batches as ours."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            n = len(next(iter(case.calibration.values())))
+            self.items = iter([{k: v[i : i + 8] for k, v in case.calibration.items()} for i in range(0, n, 8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(case.path), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True)
+    return out
+
+
+def torch_pruning_tool(case: Case, out: Path) -> Path:
+    """Torch-Pruning's magnitude pruner (L2, 30% of channels, classifier kept), then the same export."""
+    import copy
+
+    import torch
+    import torch_pruning as tp
+
+    from onnxcompress.models.export import export_onnx
+
+    module = copy.deepcopy(case.module)
+    head = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    pruner = tp.pruner.MagnitudePruner(module, case.example, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=PRUNE_RATIO, ignored_layers=head)
+    pruner.step()
+    return export_onnx(module, out, case.example, input_names=["input"], output_names=["logits"])
+
+
+TOOLS: dict[str, list[tuple[str, str, Callable[[Case, Path], Path]]]] = {
+    "minilm": [
+        ("exact", "onnxcompress fold+cleanup+fuse", ours("fold-constants;cleanup;fuse")),
+        ("exact", "onnxslim", onnxslim_tool),
+        ("exact", "onnx-simplifier", onnxsim_tool),
+        ("exact", "ORT transformers optimizer", ort_transformers_tool),
+        ("int8", "onnxcompress fuse+quantize-dynamic", ours("fold-constants;cleanup;fuse;quantize-dynamic")),
+        ("int8", "ORT quantize_dynamic", ort_quantize_dynamic_tool),
+    ],
+    "cnn": [
+        ("exact", "onnxcompress fold+cleanup+fuse", ours("fold-constants;cleanup;fuse")),
+        ("exact", "onnxslim", onnxslim_tool),
+        ("exact", "onnx-simplifier", onnxsim_tool),
+        ("int8", "onnxcompress quantize-static", ours("fold-constants;cleanup;fuse;quantize-static")),
+        ("int8", "ORT quantize_static", ort_quantize_static_tool),
+        ("prune", f"onnxcompress prune-channels {PRUNE_RATIO}", ours(f"fold-constants;cleanup;fuse;prune-channels:ratio={PRUNE_RATIO}")),
+        ("prune", f"Torch-Pruning magnitude {PRUNE_RATIO}", torch_pruning_tool),
+    ],
+}
+
+
+# ---- running and measuring --------------------------------------------------------------------
+
+
+def run_case(case: Case, folder: Path, rounds: int) -> list[Row]:
+    """Every tool on ``case``, then all results measured side by side with the input."""
+    rows = [Row("input", "input (fp32 export)", case.path)]
+    for family, tool, make in TOOLS["minilm" if case.name == "minilm" else "cnn"]:
+        rows.append(_produce(family, tool, make, case, folder / f"{case.name}-{len(rows)}.onnx"))
+    usable = [r for r in rows if not r.error]
+    expected = runtime.run(runtime.session(case.path), case.feeds)
+    for row in usable:
+        _describe(row, case, expected)
+    sessions = [runtime.session(r.path, threads=THREADS) for r in usable]
+    latencies = bench.measure(sessions, [case.feeds] * len(sessions), batch=_batch(case), threads=THREADS, rounds=rounds)
+    for row, latency in zip(usable, latencies):
+        row.latency, row.speedup = latency, latencies[0].median_ms / latency.median_ms
+    return rows
+
+
+def _produce(family: str, tool: str, make, case: Case, out: Path) -> Row:
+    start = time.perf_counter()
+    try:
+        path = make(case, out)
+    except Exception as exc:  # an anchor failing is a result to report, not a reason to stop
+        return Row(family, tool, error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}")
+    return Row(family, tool, Path(path), time.perf_counter() - start)
+
+
+def _describe(row: Row, case: Case, expected: dict[str, np.ndarray]) -> None:
+    model = io.load(row.path)
+    st = stats.model_stats(model)
+    row.size_bytes, row.nodes = row.path.stat().st_size, st.nodes
+    got = runtime.run(model, case.feeds)
+    first = next(iter(expected))
+    fid = fidelity.compare({first: expected[first]}, {first: got.get(first, next(iter(got.values())))})
+    row.cosine, row.max_abs_err = fid.cosine, fid.max_abs_err
+
+
+def _batch(case: Case) -> int:
+    return len(next(iter(case.feeds.values())))
+
+
+# ---- writing docs/benchmarks.md ---------------------------------------------------------------
+
+
+def markdown(results: dict[str, list[Row]], plots: dict[str, Path], seconds: float) -> str:
+    """The whole benchmarks page: machine, versions, one table and one chart per model."""
+    lines = ["# Benchmarks: onnxcompress and the anchor tools, side by side", "",
+             f"Generated by `tools/compare_anchors.py` in {seconds:.0f} s. Latency: ORT CPU EP, ORT_ENABLE_ALL, "
+             f"{THREADS} threads, models alternated round by round in one run; **speedup is the ratio to the fp32 "
+             "input measured in the same run** (rounds where other processes used > 0.25 core are dropped). "
+             "Fidelity: first output against the fp32 input on the same feeds. The CNNs carry seeded, untrained weights "
+             "(fidelity, not accuracy, is the quality axis there).", "", *machine_lines(), ""]
+    for name, rows in results.items():
+        lines += [f"## {name}", "", "| family | tool | size MB | nodes | median ms (p10-p90) | speedup | cosine | max abs err | rounds kept/dropped | tool s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [_table_row(r) for r in rows]
+        lines += ["", f"![{name}]({plots[name].name})", ""] if name in plots else [""]
+    return "\n".join(lines) + "\n"
+
+
+def _table_row(r: Row) -> str:
+    if r.error:
+        return f"| {r.family} | {r.tool} | - | - | - | - | - | - | - | failed: {r.error.replace('|', '/')} |"
+    lat = r.latency
+    return (f"| {r.family} | {r.tool} | {r.size_bytes / 1e6:.2f} | {r.nodes} | {lat.median_ms:.3f} ({lat.p10_ms:.3f}-{lat.p90_ms:.3f}) "
+            f"| {r.speedup:.2f}x | {r.cosine:.6f} | {r.max_abs_err:.2e} | {lat.rounds_kept}/{lat.rounds_dropped} | {r.seconds:.1f} |")
+
+
+def machine_lines() -> list[str]:
+    """CPU model, int8-relevant flags, cores, OS and package versions."""
+    cpu = recommend.cpu_features()
+    model_name = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name")), platform.processor())
+    flags = sorted(cpu.flags & {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+    versions = ", ".join(f"{p} {_version(p)}" for p in VERSIONED)
+    return [f"- Machine: {model_name}, {os.cpu_count()} logical cores, {platform.machine()}, {platform.platform()}",
+            f"- CPU flags that matter: {' '.join(flags) or 'none'} (int8 support: {cpu.int8_level})",
+            f"- Python {platform.python_version()}; {versions}"]
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def tradeoff_plot(name: str, rows: list[Row], folder: Path) -> Path:
+    """Size vs latency for one model, Pareto-best marked (``onnxcompress.plot.plot_tradeoff``)."""
+    outcomes = [compare.Outcome(r.tool, r.size_bytes, r.latency.median_ms, r.cosine, r.speedup) for r in rows if not r.error]
+    compare.mark_pareto(outcomes)
+    return plot.plot_tradeoff(outcomes, folder / f"benchmarks_{name}.png")
+
+
+def main() -> None:
+    """Parse arguments, run the selected cases and write the page."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    selected = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(selected) - set(CASES))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(CASES)}")
+    start = time.perf_counter()
+    results, plots = {}, {}
+    with tempfile.TemporaryDirectory(prefix="anchors-") as tmp:
+        for name in selected:
+            print(f"[{time.perf_counter() - start:6.0f} s] {name}", flush=True)
+            results[name] = run_case(CASES[name](Path(tmp)), Path(tmp), args.rounds)
+            plots[name] = tradeoff_plot(name, results[name], args.out.parent)
+    args.out.write_text(markdown(results, plots, time.perf_counter() - start))
+    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -89,7 +89,7 @@ def _synthetic(model, ranges: Path | None, input_shape: list[str], batch: int, s
     if ranges:
         from onnxcompress.calibration import load_ranges
 
-        known = load_ranges(ranges)
+        known = load_ranges(ranges, model)
     shapes = runtime.parse_input_shapes(input_shape)
     return verify.synthesize_inputs(model, known, batch=batch, shapes=shapes, seed=seed)
 

@@ -1,0 +1,110 @@
+"""``onnxcompress verify`` end to end: exit codes, JUnit/JSON files, goldens, ranges, bisection."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from onnxcompress import io, verify
+from onnxcompress.cli import main
+
+
+def run_cli(argv: list, capsys) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of the CLI run in-process."""
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_exact_copy_exits_0(verify_models, capsys):
+    code, out, err = run_cli(["verify", verify_models["ref"], verify_models["copy"], "--rtol", "0", "--atol", "0"], capsys)
+    assert (code, err) == (0, "") and "verification passed" in out
+
+
+def test_perturbed_weight_exits_1_and_junit_counts_it(verify_models, tmp_path, capsys):
+    junit, report = tmp_path / "v.xml", tmp_path / "v.json"
+    code, out, err = run_cli(["verify", verify_models["ref"], verify_models["perturbed"], "--junit", junit, "--json", report], capsys)
+    assert code == 1 and err.startswith("error: verification failed (1 failure(s)); first: output 'y': max abs error")
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("failures") == "1" and suite.get("tests") == "4"
+    document = json.loads(report.read_text())
+    assert document["passed"] is False and document["outputs"][0]["min_atol"] > verify.DEFAULT_ATOL
+
+
+def test_wrong_input_channel_conv_exits_1(verify_models, tmp_path, capsys):
+    junit = tmp_path / "v.xml"
+    code, out, err = run_cli(["verify", verify_models["ref"], verify_models["wrong_channels"], "--junit", junit], capsys)
+    assert code == 1
+    assert err == (
+        "error: verification failed (3 failure(s)); first: channel consistency rules: "
+        "Conv node '(unnamed)': weight has 2 input channels x group 1 = 2, input has 3\n"
+    )
+    failures = [c for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None]
+    assert len(failures) == 3
+
+
+def test_golden_workflow(verify_models, tmp_path, capsys):
+    golden = tmp_path / "golden.npz"
+    code, out, _ = run_cli(["verify", verify_models["ref"], "--save-golden", golden, "--batch", "4"], capsys)
+    assert code == 0 and "wrote golden" in out
+    inputs, outputs = verify.load_golden(golden)
+    assert inputs["x"].shape == (4, 3, 8, 8) and outputs["y"].shape == (4, 10)
+    assert run_cli(["verify", verify_models["copy"], "--golden", golden], capsys)[0] == 0
+    assert run_cli(["verify", verify_models["perturbed"], "--golden", golden], capsys)[0] == 1
+
+
+def test_inputs_file_is_used(verify_models, tmp_path, capsys):
+    io.save_arrays(tmp_path / "in.npz", {"x": np.zeros((2, 3, 8, 8), np.float32)})
+    golden = tmp_path / "g.npz"
+    code, _, _ = run_cli(["verify", verify_models["ref"], verify_models["copy"], "--inputs", tmp_path / "in.npz", "--save-golden", golden], capsys)
+    assert code == 0 and np.array_equal(verify.load_golden(golden)[0]["x"], np.zeros((2, 3, 8, 8), np.float32))
+
+
+def test_ranges_file_bounds_synthetic_inputs(verify_models, tmp_path, capsys):
+    from onnxcompress.calibration import Ranges, model_hash, save_ranges
+
+    ref = io.load(verify_models["ref"])
+    save_ranges(Ranges({"x": (0.2, 0.4)}, method="minmax", model_hash=model_hash(ref)), tmp_path / "r.json")
+    golden = tmp_path / "g.npz"
+    code, _, _ = run_cli(["verify", verify_models["ref"], "--ranges", tmp_path / "r.json", "--save-golden", golden], capsys)
+    x = verify.load_golden(golden)[0]["x"]
+    assert code == 0 and x.min() >= 0.2 and x.max() <= 0.4
+
+
+def test_bisect_names_the_first_breaking_pass(cnn_path, tmp_path, capsys):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[[pass]]\nname = "test-noop"\n\n[[pass]]\nname = "test-scale"\nfactor = 0.5\n\n[[pass]]\nname = "test-noop"\n')
+    junit = tmp_path / "b.xml"
+    code, out, err = run_cli(["verify", cnn_path, "--bisect", recipe, "--junit", junit], capsys)
+    assert code == 1 and "first failing pass: test-scale" in out
+    assert err.startswith("error: verification failed (2 failure(s)); first: pass test-scale: first pass after which")
+    assert ET.parse(junit).getroot().get("failures") == "2"
+
+
+def test_bisect_all_kept(cnn_path, tmp_path, capsys):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[[pass]]\nname = "test-noop"\n')
+    code, out, _ = run_cli(["verify", cnn_path, "--bisect", recipe], capsys)
+    assert code == 0 and "all 1 pass(es) keep the outputs" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["{r}"], "give REFERENCE CANDIDATE, or one MODEL with --golden, --save-golden or --bisect"),
+        (["{r}", "{r}", "{r}"], "verify takes one or two models, got 3"),
+        (["{r}", "{r}", "--golden", "{g}"], "--golden compares ONE model with stored outputs; give one model"),
+        (["{r}", "--golden", "{g}", "--inputs", "{g}"], "--golden already holds the inputs; do not combine it with --inputs or --save-golden"),
+        (["{r}", "{r}", "--bisect", "{g}"], "--bisect RECIPE takes one model (the pipeline's input)"),
+        (["{r}", "--golden", "{g}"], "{g}: no such file"),
+        (["{r}", "{r}", "--inputs", "{bad}"], "inputs lack ['x']; the model takes ['x']"),
+    ],
+)
+def test_unusable_arguments_exit_2(verify_models, tmp_path, capsys, argv, message):
+    io.save_arrays(tmp_path / "bad.npz", {"z": np.zeros(2)})
+    names = {"r": verify_models["ref"], "g": tmp_path / "missing.npz", "bad": tmp_path / "bad.npz"}
+    code, _, err = run_cli(["verify", *[a.format(**names) for a in argv]], capsys)
+    assert (code, err) == (2, f"error: {message.format(**names)}\n")

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import onnx_ir as ir
 import pytest
 
-from onnxcompress.calibration import ArrayReader, Ranges, estimate_ranges, load_ranges, make_estimator, save_ranges
+from onnxcompress.calibration import (
+    ArrayReader,
+    Ranges,
+    SyntheticReader,
+    estimate_ranges,
+    load_ranges,
+    make_estimator,
+    save_ranges,
+)
 from onnxcompress.calibration.ranges import model_hash
 from onnxcompress.errors import UsageError
 
@@ -83,3 +92,17 @@ def test_a_tensor_without_finite_values_is_named():
 
 def test_all_zero_activations_give_a_zero_range(small_model):
     assert estimate_ranges(small_model, ArrayReader({"x": np.zeros((2, 4), np.float32)}), ["r"])["r"] == (0.0, 0.0)
+
+
+def _peak_bytes(model, samples: int, method: str) -> int:
+    reader = SyntheticReader(model, samples=samples, batch_size=256)
+    tracemalloc.start()
+    estimate_ranges(model, reader, ["h", "r", "y"], method)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_memory_stays_flat_with_ten_times_more_samples(small_model, method):
+    assert _peak_bytes(small_model, 25_600, method) < 1.5 * _peak_bytes(small_model, 2_560, method)

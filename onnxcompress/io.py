@@ -1,10 +1,15 @@
 """Model I/O on onnx_ir: validated loading, atomic saving, never over the input.
 
 Loading checks what ``onnx.load`` lets through (empty or truncated files, random bytes that parse
-as an empty ModelProto, opsets newer than the installed onnx, external data that points outside the
-model's folder) so every command gets the same one-line error. Saving writes to a temporary file
-in the destination folder and renames it into place, so an interrupted write leaves no partial file;
-models whose tensors exceed protobuf's 2 GB limit are saved with external data automatically.
+as an empty ModelProto, opsets newer than the installed onnx, external data whose location escapes
+the model's folder by ``..``, an absolute path or a symlink, unknown external-data keys, missing or
+short data files) before any tensor is read, so every command gets the same one-line error and no
+file outside the model's folder is opened (onnx's CVE-2022-25882 / 2024-27318 / 2025-51480 /
+2026-27489 class). Saving writes to a temporary file in the destination folder and renames it into
+place, so an interrupted write leaves no partial file; it refuses to write over the input model or
+its external data (same path, other spelling, symlink or hard link). Models whose tensors exceed
+protobuf's 2 GB limit are saved with their tensors in ``OUT.onnx.data``, a bare name next to the
+model (the only location this module ever writes).
 """
 
 from __future__ import annotations

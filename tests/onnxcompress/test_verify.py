@@ -40,6 +40,15 @@ def test_wrong_input_channels_fail_the_channel_rule_and_the_run(verify_models):
     assert result.outputs[0].detail == "missing, expected shape (1, 10)"
 
 
+@pytest.mark.parametrize("level", ["disable", "all"])
+def test_ort_loads_the_wrong_channel_conv_and_fails_only_when_running_it(verify_models, level):
+    """Records ORT's behaviour (1.32): the session loads at every level; only running it fails."""
+    model = io.load(verify_models["wrong_channels"])
+    session = runtime.session(model, optimization=level)
+    with pytest.raises(UsageError, match="Input channels C is not equal to kernel channels"):
+        runtime.run(session, runtime.synthetic_inputs(model))
+
+
 def test_compare_output_metrics_on_known_arrays():
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], np.float32)
     cand = ref.copy()

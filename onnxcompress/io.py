@@ -151,7 +151,15 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
 
 
 def clone(model: ir.Model) -> ir.Model:
-    """An independent copy of ``model`` (passes work in place; the pipeline keeps the original)."""
+    """An independent copy of ``model`` (passes work in place; the pipeline keeps the original).
+
+    Above the 2 GB protobuf limit the copy shares tensor data with ``model`` (a proto round trip
+    is impossible there); passes replace tensors rather than write into them, so that is safe.
+    """
+    if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+        copy = model.clone()
+        copy.meta[SOURCE_KEY] = model.meta.get(SOURCE_KEY)
+        return copy
     copy = ir.serde.deserialize_model(to_proto(model))
     copy.meta[SOURCE_KEY] = model.meta.get(SOURCE_KEY)
     return copy

@@ -181,3 +181,13 @@ def test_bad_npz_files(tmp_path, content, message):
     with pytest.raises(UsageError) as raised:
         io.load_arrays(path)
     assert str(raised.value).startswith(message.format(p=path))
+
+
+@pytest.mark.parametrize("threshold", [io.EXTERNAL_DATA_THRESHOLD, 1000])
+def test_clone_is_independent_below_and_above_the_protobuf_limit(mlp_model, monkeypatch, threshold):
+    monkeypatch.setattr(io, "EXTERNAL_DATA_THRESHOLD", threshold)
+    copy = io.clone(mlp_model)
+    copy.graph.remove(copy.graph.node(3), safe=False)
+    copy.graph.initializers["b1"].const_value = ir.tensor(np.zeros(32, np.float32), name="b1")
+    assert len(mlp_model.graph) == 4 and len(copy.graph) == 3
+    assert np.abs(mlp_model.graph.initializers["b1"].const_value.numpy()).sum() > 0

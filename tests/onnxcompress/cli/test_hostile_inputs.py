@@ -106,3 +106,16 @@ def test_console_script_prints_one_line_and_no_traceback(case, hostile_models):
     done = subprocess.run([script, "inspect", str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr == f"error: {message}\n" and "Traceback" not in done.stdout + done.stderr
+
+
+def test_model_over_the_protobuf_limit_goes_through_run_and_verify(tmp_path, mlp_path, monkeypatch, capsys):
+    """The 2 GB limit is lowered so a small model takes the large-model path end to end."""
+    from onnxcompress import io
+
+    monkeypatch.setattr(io, "EXTERNAL_DATA_THRESHOLD", 1000)
+    big = io.save(io.load(mlp_path), tmp_path / "big.onnx")
+    out = tmp_path / "out.onnx"
+    assert run_cli(["run", big, "-o", out, "-p", "cleanup", "--no-bench"], capsys)[0] == 0
+    assert io.external_data_path(out).is_file()
+    code, err = run_cli(["verify", big, out, "--rtol", "0", "--atol", "0"], capsys)
+    assert (code, err) == (0, "")

@@ -83,7 +83,7 @@ def test_output_into_a_missing_folder(tmp_path, mlp_path, capsys):
     assert (code, err) == (2, f"error: cannot write {out}: folder {out.parent} does not exist\n")
 
 
-def test_custom_domain_ops_are_reported_not_crashed(tmp_path, capsys):
+def test_custom_domain_ops_run_only_where_ort_has_a_kernel(tmp_path, capsys):
     from onnx_ir import from_onnx_text
 
     from onnxcompress import io
@@ -96,6 +96,11 @@ def test_custom_domain_ops_are_reported_not_crashed(tmp_path, capsys):
     assert run_cli(["inspect", path], capsys)[0] == 0
     code, err = run_cli(["verify", path, "--save-golden", tmp_path / "g.npz"], capsys)
     assert code == 2 and err.startswith("error: ONNX Runtime cannot load the model: ") and err.count("\n") == 1
+    runnable = io.save(from_onnx_text(text.replace("com.example", "com.microsoft").replace("Frobnicate", "Gelu")), tmp_path / "gelu.onnx")
+    assert run_cli(["verify", runnable, runnable, "--rtol", "0", "--atol", "0"], capsys) == (0, "")
+    out = tmp_path / "gelu.out.onnx"
+    assert run_cli(["run", runnable, "-o", out, "-p", "fold-constants", "-p", "cleanup", "-p", "fuse", "--no-bench"], capsys)[0] == 0
+    assert [(n.domain, n.op_type) for n in io.load(out).graph] == [("com.microsoft", "Gelu")]
 
 
 @pytest.mark.parametrize("case", ["truncated", "escape-dotdot", "symlink-out", "opset-too-new"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from onnxcompress import calibration
 from onnxcompress.errors import UsageError
 
 SAMPLE_SECONDS = 0.02
@@ -38,8 +39,6 @@ class CalibrationRun:
 
 def activation_ranges(model: ir.Model, reader, tensor_names: Sequence[str], *, method: str, ranges_file: str | None) -> CalibrationRun:
     """Ranges of ``tensor_names``: loaded from ``ranges_file`` if it exists, else estimated (and saved there)."""
-    from onnxcompress import calibration
-
     if method not in calibration.ESTIMATORS:
         raise UsageError(f"method must be one of {', '.join(calibration.ESTIMATORS)}, got {method!r}")
     if ranges_file and Path(ranges_file).is_file():

@@ -1,0 +1,323 @@
+"""INT8 quantization benchmark: onnxcompress's passes side by side with ORT's quantizers, in one run.
+
+Models: the digits CNN (trained here, cached under tools/results/tmp/), a ResNet-18-layout net, a
+MobileNetV3-style net (depthwise, hard-swish, squeeze-excite) and all-MiniLM-L6-v2 at sequence 128.
+Anchors: ORT ``quantize_static`` (its defaults: S8S8 per-tensor; and U8S8 per-channel),
+``quantize_dynamic``, and for MiniLM the ORT transformers optimizer + ``quantize_dynamic``
+per-channel. Latency is ORT CPU at ENABLE_ALL, batch 1 and 8, every variant of a model measured
+in the same alternating rounds as its FP32 model (``onnxcompress.bench.measure``).
+
+    python tools/bench_quantization.py [--only digits,resnet18,mobilenet,minilm] [--rounds 5]
+
+Writes docs/bench_quantization.md and tools/results/bench_quantization.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import bench, io, runtime
+from onnxcompress.calibration import ArrayReader
+from onnxcompress.passes import Cleanup, FoldConstants, Fuse, QuantizeDynamic, QuantizeStatic
+from onnxcompress.passes.quantization.unfused import unfused_after_ort
+from onnxcompress.pipeline import LabelledData
+
+ROOT = Path(__file__).resolve().parents[1]
+TMP = ROOT / "tools" / "results" / "tmp"
+JSON_OUT = ROOT / "tools" / "results" / "bench_quantization.json"
+DOC_OUT = ROOT / "docs" / "bench_quantization.md"
+CALIBRATION_SAMPLES = 200
+MINILM_SEQ = 128
+MINILM_SENTENCES = 300
+
+
+@dataclasses.dataclass
+class Case:
+    """One FP32 model, its quantized variants, feeds per batch size, and how to judge a variant."""
+
+    name: str
+    fp32: ir.Model
+    feeds: dict[int, dict[str, np.ndarray]]
+    quality: Callable[[ir.Model], dict]
+    variants: dict[str, ir.Model] = dataclasses.field(default_factory=dict)
+    notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+
+# --- anchors -------------------------------------------------------------------------------------
+
+
+def ort_static(model: ir.Model, calibration: dict[str, np.ndarray], *, u8s8_per_channel: bool) -> ir.Model:
+    """ORT ``quantize_static`` in QDQ: its defaults (S8S8 per-tensor) or U8S8 per-channel."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(ArrayReader(calibration, batch_size=8).batches())
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    options = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "per_channel": True} if u8s8_per_channel else {}
+    return _through_files(model, lambda src, dst: quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, **options))
+
+
+def ort_dynamic(model: ir.Model, *, per_channel: bool) -> ir.Model:
+    """ORT ``quantize_dynamic`` (S8 weights)."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    return _through_files(model, lambda src, dst: quantize_dynamic(src, dst, per_channel=per_channel))
+
+
+def ort_transformers_fused(model: ir.Model) -> ir.Model:
+    """ORT's transformers optimizer (BERT fusions: Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    def optimize(src: str, dst: str) -> None:
+        optimize_model(src, model_type="bert", num_heads=12, hidden_size=384).save_model_to_file(dst)
+
+    return _through_files(model, optimize)
+
+
+def _through_files(model: ir.Model, tool: Callable[[str, str], None]) -> ir.Model:
+    with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        io.save(model, src)
+        tool(str(src), str(dst))
+        return io.load(dst)
+
+
+# --- ours ----------------------------------------------------------------------------------------
+
+
+def ours(case: Case, label: str, model: ir.Model, *passes) -> None:
+    """Apply ``passes`` to a copy of ``model`` and add it as a variant, keeping the passes' notes."""
+    model = io.clone(model)
+    lines = []
+    for pass_ in passes:
+        pass_(model)
+        lines += [f"{pass_.name}: {n}" for n in pass_.notes]
+    case.variants[label] = model
+    case.notes[label] = lines
+
+
+def standard_fusions(model: ir.Model) -> ir.Model:
+    """fold-constants → cleanup → fuse → cleanup on a copy (standard ONNX ops only)."""
+    model = io.clone(model)
+    for pass_ in (FoldConstants(), Cleanup(), Fuse(), Cleanup()):
+        pass_(model)
+    return model
+
+
+# --- cases ---------------------------------------------------------------------------------------
+
+
+def export_cached(name: str, build: Callable[[], object], chw: tuple[int, int, int]) -> ir.Model:
+    """The torch module from ``build`` exported once to tools/results/tmp/<name>.onnx."""
+    path = TMP / f"{name}.onnx"
+    if not path.exists():
+        import torch
+
+        from onnxcompress.models.export import export_onnx
+
+        TMP.mkdir(parents=True, exist_ok=True)
+        export_onnx(build(), path, (torch.zeros(1, *chw),), input_names=["x"], output_names=["logits"])
+    return io.load(path)
+
+
+def trained_digits():
+    """The demo's teacher trained on the digits split (deterministic)."""
+    from onnxcompress.models import digits, training, vision
+
+    split = digits.load_split()
+    module = vision.digits_resnet()
+    training.fit(module, split.x_train, split.y_train, epochs=15, lr=3e-3, batch_size=64, seed=0)
+    return module
+
+
+def digits_case() -> Case:
+    """Digits CNN: accuracy on the test split; fallback judged on labelled held-out training images."""
+    from onnxcompress.models import digits
+
+    split = digits.load_split()
+    fp32 = export_cached("digits_resnet", trained_digits, (1, 32, 32))
+    calibration = {"x": split.x_train[:CALIBRATION_SAMPLES]}
+    test = LabelledData({"x": split.x_test}, split.y_test)
+    held_out = LabelledData({"x": split.x_train[-300:]}, split.y_train[-300:])
+    base = test.accuracy(fp32, runtime.DEFAULT_THREADS)
+
+    def quality(model: ir.Model) -> dict:
+        accuracy = test.accuracy(model, runtime.DEFAULT_THREADS)
+        return {"accuracy": accuracy, "accuracy_drop_points": 100 * (base - accuracy)}
+
+    case = Case("digits CNN (1x32x32)", fp32, _image_feeds(split.x_test), quality)
+    _cnn_variants(case, calibration)
+    ours(case, "onnxcompress static + fallback (max_drop 0.5 pt)", fp32,
+         QuantizeStatic(calibration=ArrayReader(calibration), labelled=held_out, max_drop=0.005))
+    return case
+
+
+def synthetic_cnn_case(name: str, build: Callable[[], object], chw: tuple[int, int, int]) -> Case:
+    """An untrained CNN: top-1 agreement and logit cosine against FP32 on random images."""
+    fp32 = export_cached(name, build, chw)
+    rng = np.random.default_rng(0)
+    calibration = {"x": rng.normal(size=(64, *chw)).astype(np.float32)}
+    evaluation = {"x": rng.normal(size=(64, *chw)).astype(np.float32)}
+    expected = runtime.run(fp32, evaluation)["logits"]
+
+    def quality(model: ir.Model) -> dict:
+        got = runtime.run(model, evaluation)["logits"]
+        return {"top1_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))), **_cosines(expected, got)}
+
+    case = Case(name, fp32, _image_feeds(evaluation["x"]), quality)
+    _cnn_variants(case, calibration)
+    return case
+
+
+def _cnn_variants(case: Case, calibration: dict[str, np.ndarray]) -> None:
+    ours(case, "onnxcompress quantize-static (CPU default)", case.fp32, QuantizeStatic(calibration=ArrayReader(calibration)))
+    case.variants["ORT quantize_static default (S8S8 per-tensor)"] = ort_static(case.fp32, calibration, u8s8_per_channel=False)
+    case.variants["ORT quantize_static U8S8 per-channel"] = ort_static(case.fp32, calibration, u8s8_per_channel=True)
+    case.variants["ORT quantize_dynamic"] = ort_dynamic(case.fp32, per_channel=False)
+
+
+def _image_feeds(images: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+    return {b: {"x": np.ascontiguousarray(images[:b])} for b in (1, 8)}
+
+
+def minilm_case() -> Case:
+    """MiniLM at sequence 128: embedding fidelity on real sentences, latency at batch 1 and 8."""
+    from onnxcompress.models import corpus, minilm
+
+    path = TMP / "minilm.onnx"
+    if not path.exists():
+        TMP.mkdir(parents=True, exist_ok=True)
+        minilm.export_minilm(path)
+    fp32 = io.load(path)
+    tokens = minilm.tokenize(corpus.sentences(MINILM_SENTENCES + 32, seed=0), max_length=MINILM_SEQ, pad_to=MINILM_SEQ)
+    evaluation = {k: v[:MINILM_SENTENCES] for k, v in tokens.items()}
+    calibration = ArrayReader({k: v[MINILM_SENTENCES:] for k, v in tokens.items()}, batch_size=32)
+    expected = _embeddings(fp32, evaluation)
+
+    def quality(model: ir.Model) -> dict:
+        got = _embeddings(model, evaluation)
+        return {**_cosines(expected, got), "nn_agreement": float(np.mean(_neighbours(got) == _neighbours(expected)))}
+
+    case = Case(f"all-MiniLM-L6-v2 (seq {MINILM_SEQ})", fp32, {b: {k: v[:b] for k, v in tokens.items()} for b in (1, 8)}, quality)
+    ort_fused = ort_transformers_fused(fp32)
+    case.variants["ORT quantize_dynamic per-channel"] = ort_dynamic(fp32, per_channel=True)
+    case.variants["ORT transformers optimizer + quantize_dynamic per-channel"] = ort_dynamic(ort_fused, per_channel=True)
+    ours(case, "onnxcompress fold+fuse+cleanup + quantize-dynamic", standard_fusions(fp32), QuantizeDynamic())
+    ours(case, "onnxcompress fold+fuse+cleanup + quantize-dynamic + fallback", standard_fusions(fp32),
+         QuantizeDynamic(calibration=calibration, max_drop=0.004, max_fallback=8))
+    ours(case, "ORT contrib fusions + onnxcompress quantize-dynamic + fallback", ort_fused,
+         QuantizeDynamic(calibration=calibration, max_drop=0.004, max_fallback=8))
+    return case
+
+
+def _embeddings(model: ir.Model, tokens: dict[str, np.ndarray]) -> np.ndarray:
+    sess = runtime.session(model)
+    count = len(next(iter(tokens.values())))
+    return np.concatenate([
+        runtime.run(sess, {k: v[i:i + 16] for k, v in tokens.items()})["sentence_embedding"] for i in range(0, count, 16)
+    ])
+
+
+def _cosines(expected: np.ndarray, got: np.ndarray) -> dict:
+    e, g = expected.reshape(len(expected), -1), got.reshape(len(got), -1)
+    cos = (e * g).sum(1) / (np.linalg.norm(e, axis=1) * np.linalg.norm(g, axis=1))
+    return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
+
+
+def _neighbours(embeddings: np.ndarray) -> np.ndarray:
+    similarity = embeddings @ embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.argmax(1)
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "digits": digits_case,
+    "resnet18": lambda: synthetic_cnn_case("resnet18_layout", lambda: _vision("resnet18_layout", num_classes=1000), (3, 128, 128)),
+    "mobilenet": lambda: synthetic_cnn_case("mobilenetv3_style", lambda: _vision("mobilenetv3_style"), (3, 96, 96)),
+    "minilm": minilm_case,
+}
+
+
+def _vision(factory: str, **kwargs):
+    from onnxcompress.models import vision
+
+    return getattr(vision, factory)(**kwargs)
+
+
+# --- measuring and writing -----------------------------------------------------------------------
+
+
+def measure_case(case: Case, rounds: int) -> list[dict]:
+    """Quality, unfused Q/DQ and batch-1/8 latency (as ratios to FP32 in the same run) of every variant."""
+    models = {"FP32": case.fp32, **case.variants}
+    rows = [{"variant": label, **case.quality(model), "notes": case.notes.get(label, []),
+             "unfused_qdq": unfused_after_ort(io.to_proto(model)).count} for label, model in models.items()]
+    for batch, feeds in case.feeds.items():
+        sessions = [runtime.session(m) for m in models.values()]
+        latencies = bench.measure(sessions, [feeds] * len(sessions), batch=batch, rounds=rounds)
+        for row, latency in zip(rows, latencies):
+            row[f"b{batch}_ms"] = latency.median_ms
+            row[f"b{batch}_ratio"] = latency.median_ms / latencies[0].median_ms
+            row[f"b{batch}_clean_rounds"] = latency.rounds_kept
+    return rows
+
+
+def markdown(results: dict[str, list[dict]], seconds: float) -> str:
+    """The results as a Markdown page."""
+    lines = ["# INT8 quantization: onnxcompress vs ONNX Runtime's quantizers", "",
+             f"Generated by `tools/bench_quantization.py` in {seconds:.0f} s on {platform.processor() or platform.machine()}, "
+             f"ORT CPU EP at ENABLE_ALL, {runtime.DEFAULT_THREADS} threads. Latency ratios are to FP32 measured in the same "
+             "alternating rounds (lower is faster); `clean` = rounds kept on a quiet machine (0 means every round was "
+             "disturbed by other processes and the figures are noisy).", ""]
+    for name, rows in results.items():
+        quality_keys = [k for k in rows[0] if k not in {"variant", "notes", "unfused_qdq"} and not k.startswith("b")]
+        lines += [f"## {name}", "", "| variant | " + " | ".join(quality_keys) + " | unfused Q/DQ | b1 ms | b1 ratio | b8 ms | b8 ratio | clean b1/b8 |",
+                  "|" + " --- |" * (len(quality_keys) + 7)]
+        for r in rows:
+            quality = " | ".join(f"{r[k]:.4f}" for k in quality_keys)
+            lines.append(f"| {r['variant']} | {quality} | {r['unfused_qdq']} | {r['b1_ms']:.2f} | {r['b1_ratio']:.2f} | "
+                         f"{r['b8_ms']:.2f} | {r['b8_ratio']:.2f} | {r['b1_clean_rounds']}/{r['b8_clean_rounds']} |")
+        lines += [""] + [f"- {r['variant']} — {n}" for r in rows for n in r["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the chosen cases and write the JSON and Markdown results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(CASES))
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    results = {}
+    for key in args.only.split(","):
+        case = CASES[key]()
+        results[case.name] = measure_case(case, args.rounds)
+        print(json.dumps({case.name: results[case.name]}, indent=1, default=str), flush=True)
+    write_results(results, time.perf_counter() - start)
+
+
+def write_results(results: dict[str, list[dict]], seconds: float) -> None:
+    """Merge ``results`` into the JSON file (a run with ``--only`` replaces just its models) and rewrite the page."""
+    previous = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {"seconds": 0.0, "results": {}}
+    merged = {**previous["results"], **results}
+    total = previous["seconds"] + seconds
+    JSON_OUT.write_text(json.dumps({"seconds": total, "results": merged}, indent=1) + "\n")
+    DOC_OUT.write_text(markdown(merged, total) + "\n")
+
+
+if __name__ == "__main__":
+    main()

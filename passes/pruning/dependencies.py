@@ -1,22 +1,56 @@
 """Build the channel dependency graph of a model by running every node's rule.
 
-Shape inference runs first (rules need static sizes). Graph inputs and outputs, initializers that
+Shapes are inferred first (rules need static sizes). Graph inputs and outputs, initializers that
 are also graph inputs (overridable at run time), nodes inside subgraphs and nodes without a rule
 freeze every axis they touch, with a reason naming the op and node.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
+
+from onnxcompress import runtime
+from onnxcompress.calibration.activations import expose_tensors
 
 from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, ChannelGraph, Coupler, rank
 from onnxcompress.passes.pruning.rules import RULES, Refused
 
+PROBE_SIZES = (2, 3)
+
 
 def infer_shapes(model: ir.Model) -> None:
-    """Fill in static shapes of intermediate values in place (onnx shape inference, data propagation)."""
+    """Fill in static shapes of intermediate values in place.
+
+    onnx shape inference loses static sizes behind shape arithmetic (a head count behind a
+    ``Concat`` of ``Shape`` pieces and ``Constant`` nodes, a mask built with ``Where``), so the model is
+    also run by ONNX Runtime at two different sizes of its run-time dims: a dim equal in both runs is
+    static. Measured on MiniLM, this is what recovers the head axis (12) onnx leaves symbolic.
+    """
     ShapeInferencePass()(model)
+    probes = [_probe_shapes(model, size) for size in PROBE_SIZES]
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    for name, first in probes[0].items():
+        second = probes[1][name]
+        value = values.get(name)
+        if value is None or len(first) != len(second):
+            continue
+        old = list(value.shape) if value.shape is not None and len(value.shape) == len(first) else [None] * len(first)
+        value.shape = ir.Shape([a if a == b else (d if not isinstance(d, int) else None) for a, b, d in zip(first, second, old)])
+
+
+def _probe_shapes(model: ir.Model, size: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of every node output when every run-time input dim is ``size``."""
+    shapes = {
+        v.name: tuple(d if isinstance(d, int) else size for d in v.shape)
+        for v in model.graph.inputs
+        if v.shape is not None and v.name not in model.graph.initializers
+    }
+    names = [v.name for node in model.graph for v in node.outputs if v.name]
+    feeds = runtime.synthetic_inputs(model, shapes=shapes)
+    results = runtime.run(expose_tensors(model, names), feeds, optimization="disable")
+    return {name: np.shape(array) for name, array in results.items()}
 
 
 def build_channel_graph(model: ir.Model, *, layernorm: bool = False) -> ChannelGraph:

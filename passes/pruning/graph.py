@@ -13,6 +13,7 @@ blocks and attention heads use the same machinery as plain channels.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Iterable, Sequence
 
@@ -82,7 +83,7 @@ class ChannelGraph:
 
     def slot_of(self, element: int) -> Slot:
         """The slot an element belongs to."""
-        return self._ordered[int(np.searchsorted(self._starts, element, side="right")) - 1]
+        return self._ordered[self._index(element)]
 
     def slots(self) -> list[Slot]:
         """Every slot, in creation order."""
@@ -125,7 +126,7 @@ class ChannelGraph:
         return None
 
     def _index(self, element: int) -> int:
-        return int(np.searchsorted(self._starts, element, side="right")) - 1
+        return bisect.bisect_right(self._starts, element) - 1
 
     def _find(self, x: int) -> int:
         parent = self._parent

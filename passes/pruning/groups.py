@@ -12,7 +12,7 @@ import numpy as np
 
 from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, ChannelGraph, Slot, Unit
 
-LINEAR_OPS = ("MatMul", "Gemm")
+CONV_OPS = ("Conv", "ConvTranspose")
 
 
 @dataclasses.dataclass
@@ -39,7 +39,7 @@ def group_infos(graph: ChannelGraph) -> dict[int, GroupInfo]:
         if slot.offset in graph.head_slots:
             heads.add(group)
         if is_weight(slot) and not _not_a_channel(graph, slot):
-            if not all(node.op_type in LINEAR_OPS for node, _ in slot.value.uses()):
+            if any(node.op_type in CONV_OPS for node, _ in slot.value.uses()):
                 conv.add(group)
             infos.setdefault(group, GroupInfo(f"{slot.value.name}[{slot.axis}]", "neurons"))
     for group, info in infos.items():

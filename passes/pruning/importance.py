@@ -17,7 +17,7 @@ from onnxcompress.passes.pruning.groups import is_weight
 
 def slice_norms(array: np.ndarray, axis: int, p: int = 2) -> np.ndarray:
     """The p-norm of every slice of ``array`` along ``axis`` (p=1: L1, p=2: L2)."""
-    moved = np.moveaxis(np.abs(array.astype(np.float64)), axis, 0).reshape(array.shape[axis], -1)
+    moved = np.moveaxis(np.abs(array.astype(np.float32)), axis, 0).reshape(array.shape[axis], -1)
     return moved.sum(axis=1) if p == 1 else np.sqrt((moved**2).sum(axis=1))
 
 

@@ -13,6 +13,7 @@ signature or sampled inside calibrated ranges, and the result maps to exit codes
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -215,14 +216,14 @@ def check_feed_names(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> None:
         raise UsageError(f"inputs {unknown} are not inputs of the model; it takes {needed}")
 
 
-def save_golden(path, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+def save_golden(path: str | os.PathLike, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
     """Store the inputs used and the reference outputs in one .npz (``input:NAME``/``output:NAME``)."""
     arrays = {INPUT_PREFIX + k: np.asarray(v) for k, v in inputs.items()}
     arrays |= {OUTPUT_PREFIX + k: np.asarray(v) for k, v in outputs.items()}
     io.save_arrays(path, arrays)
 
 
-def load_golden(path) -> tuple[Feeds, Feeds]:
+def load_golden(path: str | os.PathLike) -> tuple[Feeds, Feeds]:
     """The inputs and expected outputs a golden file holds."""
     arrays = io.load_arrays(path)
     inputs = {k[len(INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
@@ -278,7 +279,7 @@ def _topk_agreement(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
     return top1, float(np.mean(overlap))
 
 
-def _item(value) -> str:
+def _item(value: np.generic) -> str:
     return f"{value.item():.6g}" if isinstance(value.item(), float) else str(value.item())
 
 

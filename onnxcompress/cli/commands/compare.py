@@ -11,7 +11,7 @@ from rich.table import Table
 from onnxcompress import compare as compare_lib
 from onnxcompress import io, plot, runtime
 from onnxcompress.cli.app import app, console, status
-from onnxcompress.cli.commands.run import load_npz, open_calibration
+from onnxcompress.cli.commands.run import open_calibration
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import Measurement
 
@@ -39,7 +39,7 @@ def compare(
         batch=batch,
         rounds=rounds,
         input_shapes=runtime.parse_input_shapes(input_shape),
-        feeds=load_npz(inputs) if inputs else None,
+        feeds=io.load_arrays(inputs) if inputs else None,
     )
     reader = open_calibration(calibration, source) if calibration else None
     with status(f"running {len(recipes)} recipe(s)"):

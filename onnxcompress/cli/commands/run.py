@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -42,7 +41,7 @@ def run_pipeline(
         threads=threads,
         batch=batch,
         input_shapes=runtime.parse_input_shapes(input_shape),
-        feeds=load_npz(inputs) if inputs else None,
+        feeds=io.load_arrays(inputs) if inputs else None,
     )
     reader = open_calibration(calibration, source) if calibration else None
     pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
@@ -52,15 +51,6 @@ def run_pipeline(
         write_report(result.report, report_dir)
     print_report(result.report)
     console.print(f"wrote {output}")
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Arrays of an .npz file by name, or a one-line error."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read as .npz ({exc})") from None
 
 
 def open_calibration(path: Path, model):

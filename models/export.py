@@ -2,7 +2,11 @@
 
 Two exporter spellings are available because the graphs they produce differ in ways the passes
 must handle: the TorchScript exporter (default; e.g. ``GlobalAveragePool`` + ``Flatten``) and the
-dynamo exporter (``dynamo=True``; e.g. ``ReduceMean`` + ``Reshape``, opset ≥ 18 internally).
+dynamo exporter (``dynamo=True``; e.g. ``ReduceMean`` + ``Reshape``). The dynamo exporter has no
+translations below opset 18 and its down-conversion fails on such graphs, so it exports at
+``max(opset, 18)``. The TorchScript exporter folds eval-mode BatchNorm into the convolutions;
+``keep_batchnorm=True`` keeps the ``Conv → BatchNormalization`` pairs (what fusion passes meet in
+models exported by other tools).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from onnxcompress import io
 
 BATCH_DIM = "batch"
+DYNAMO_MIN_OPSET = 18
 
 
 def export_onnx(
@@ -30,6 +35,7 @@ def export_onnx(
     opset: int = 17,
     dynamo: bool = False,
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    keep_batchnorm: bool = False,
 ) -> Path:
     """Export ``module`` (in eval mode) to ``path`` and return the path.
 
@@ -37,15 +43,35 @@ def export_onnx(
     ``dynamic_axes`` adds further named dynamic axes per input/output name (e.g. a sequence axis).
     """
     axes = _dynamic_axes(input_names, output_names, dynamic_batch, dynamic_axes)
+    names = {"input_names": list(input_names), "output_names": list(output_names), "verbose": False}
     module = module.eval()
     with tempfile.TemporaryDirectory(prefix="onnxcompress-export-") as tmp:
         staged = Path(tmp) / "model.onnx"
         with torch.no_grad():
             if dynamo:
-                _export_dynamo(module, staged, example_inputs, input_names, output_names, axes, opset)
+                _export_dynamo(module, staged, example_inputs, names, axes, opset)
             else:
-                _export_torchscript(module, staged, example_inputs, input_names, output_names, axes, opset)
+                _export_torchscript(module, staged, example_inputs, names, axes, opset, keep_batchnorm)
         return io.save(io.load(staged), path)
+
+
+def _export_torchscript(module, staged: Path, example_inputs, names, axes, opset: int, keep_batchnorm: bool) -> None:
+    """TorchScript exporter; PRESERVE mode skips its eval-mode BatchNorm folding."""
+    training = torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL
+    torch.onnx.export(
+        module, example_inputs, str(staged),
+        dynamic_axes=axes, opset_version=opset, training=training, dynamo=False, **names,
+    )
+
+
+def _export_dynamo(module, staged: Path, example_inputs, names, axes, opset: int) -> None:
+    """Dynamo exporter, at opset 18 or later."""
+    program = torch.onnx.export(
+        module, example_inputs,
+        dynamic_shapes=_dynamo_shapes(names["input_names"], axes),
+        opset_version=max(opset, DYNAMO_MIN_OPSET), dynamo=True, **names,
+    )
+    program.save(str(staged))
 
 
 def _dynamic_axes(
@@ -62,35 +88,10 @@ def _dynamic_axes(
     return axes
 
 
-def _export_torchscript(module, path, example_inputs, input_names, output_names, axes, opset) -> None:
-    torch.onnx.export(
-        module,
-        example_inputs,
-        str(path),
-        input_names=list(input_names),
-        output_names=list(output_names),
-        dynamic_axes=axes,
-        opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,
-    )
-
-
-def _export_dynamo(module, path, example_inputs, input_names, output_names, axes, opset) -> None:
-    """Dynamo export; symbolic dims are declared per input, in positional order."""
+def _dynamo_shapes(input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]]) -> tuple:
+    """The dynamo exporter's ``dynamic_shapes``: one dict per positional input, one Dim per label."""
     dims: dict[str, torch.export.Dim] = {}
-    shapes = tuple(
+    return tuple(
         {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.get(name, {}).items()}
         for name in input_names
     )
-    program = torch.onnx.export(
-        module,
-        example_inputs,
-        input_names=list(input_names),
-        output_names=list(output_names),
-        dynamic_shapes=shapes,
-        opset_version=opset,
-        dynamo=True,
-        optimize=True,
-    )
-    program.save(str(path))

@@ -1,0 +1,82 @@
+"""Reference CNNs as ``torch.nn.Module`` factories, deterministic from a seed, torchvision-free.
+
+Each one exercises graph patterns the passes must handle (see ``blocks``): residual Adds
+(``resnet18_layout``, ``digits_resnet``), depthwise convs, squeeze-excite Muls, hard-swish and a
+Concat (``mobilenetv3_style``), a Flatten + Linear after a spatial map (``flatten_classifier``).
+``digits_resnet`` and ``digits_student`` are the demo's teacher and student for 32×32×1 digits.
+``pool="mean"`` spells global pooling as ReduceMean + Reshape (what the dynamo exporter writes)
+instead of GlobalAveragePool + Flatten.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from onnxcompress.models.blocks import BasicBlock, ClassifierHead, ConcatBranches, ConvBN, InvertedResidual
+from onnxcompress.models.seeding import seeded
+
+RESNET18_WIDTHS = (64, 128, 256, 512)
+
+
+def resnet18_layout(num_classes: int = 1000, in_channels: int = 3, *, pool: str = "global", seed: int = 0) -> nn.Module:
+    """ResNet-18's layout (7×7 stem, max-pool, 4 stages of 2 BasicBlocks, 64→512 channels)."""
+    with seeded(seed):
+        layers: list[nn.Module] = [ConvBN(in_channels, 64, 7, 2), nn.MaxPool2d(3, 2, 1)]
+        cin = 64
+        for stage, width in enumerate(RESNET18_WIDTHS):
+            layers += [BasicBlock(cin, width, 1 if stage == 0 else 2), BasicBlock(width, width)]
+            cin = width
+        layers.append(ClassifierHead(cin, num_classes, pool))
+        return nn.Sequential(*layers).eval()
+
+
+def mobilenetv3_style(num_classes: int = 10, in_channels: int = 3, *, pool: str = "global", seed: int = 0) -> nn.Module:
+    """A small MobileNetV3-like net: hard-swish stem, inverted residuals with squeeze-excite, a Concat."""
+    with seeded(seed):
+        return nn.Sequential(
+            ConvBN(in_channels, 16, 3, 2, act=nn.Hardswish),
+            InvertedResidual(16, 16, 16, squeeze=True),
+            InvertedResidual(16, 64, 24, stride=2, squeeze=False),
+            InvertedResidual(24, 72, 24),
+            ConcatBranches(24, 20),
+            InvertedResidual(40, 120, 48, stride=2),
+            ConvBN(48, 96, 1, act=nn.Hardswish),
+            ClassifierHead(96, num_classes, pool),
+        ).eval()
+
+
+def flatten_classifier(num_classes: int = 10, in_channels: int = 1, input_size: int = 32, *, seed: int = 0) -> nn.Module:
+    """Two strided convs, then Flatten + Linear over the whole ``input_size/4`` spatial map."""
+    if input_size % 4:
+        raise ValueError(f"input_size must be a multiple of 4, got {input_size}")
+    with seeded(seed):
+        side = input_size // 4
+        return nn.Sequential(
+            ConvBN(in_channels, 8, 3, 2),
+            ConvBN(8, 16, 3, 2),
+            nn.Flatten(),
+            nn.Linear(16 * side * side, num_classes),
+        ).eval()
+
+
+def digits_resnet(num_classes: int = 10, width: int = 16, *, pool: str = "global", seed: int = 0) -> nn.Module:
+    """The demo's teacher for 1×32×32 digits: a three-stage ResNet (``width``, 2×, 4× channels)."""
+    with seeded(seed):
+        return nn.Sequential(
+            ConvBN(1, width, 3),
+            BasicBlock(width, width),
+            BasicBlock(width, 2 * width, 2),
+            BasicBlock(2 * width, 4 * width, 2),
+            ClassifierHead(4 * width, num_classes, pool),
+        ).eval()
+
+
+def digits_student(num_classes: int = 10, width: int = 8, *, pool: str = "global", seed: int = 0) -> nn.Module:
+    """The demo's student: three strided conv-bn-relu layers (32→4 pixels) and the same head."""
+    with seeded(seed):
+        return nn.Sequential(
+            ConvBN(1, width, 3, 2),
+            ConvBN(width, 2 * width, 3, 2),
+            ConvBN(2 * width, 4 * width, 3, 2),
+            ClassifierHead(4 * width, num_classes, pool),
+        ).eval()

@@ -1,1 +1,164 @@
-"""placeholder"""
+"""Recovery without training: what the removed channels contributed goes back into the consumers.
+
+Every consumer that contracts a removed channel with a weight (Conv with ``group=1``, Gemm, MatMul
+with a 2-D weight) is written as ``Y = X·W (+ b)`` over its *design matrix* X (Conv: im2col patches,
+rows ordered like the flattened weight). Statistics of X are streamed over the calibration data
+(``calibration.activations.stream_activations``; memory is bounded by the weight size, not the
+sample count):
+
+* ``fold_into_bias``: b += mean(X_removed)·W_removed — the removed channels' mean contribution.
+* ``reconstruct``: least squares re-fit of the kept rows and the bias so that X_kept·W' + b'
+  matches the original X·W (the graph-level analogue of ThiNet / channel-pruning reconstruction),
+  solved from the accumulated normal equations with a small ridge term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
+from onnxcompress.passes.pruning.groups import is_weight
+from onnxcompress.passes.pruning.rewrite import removed_indices
+
+RIDGE = 1e-3
+
+
+@dataclasses.dataclass
+class Consumer:
+    """A weighted op reading removed channels, its weight as a [K, N] matrix and its bias, if any."""
+
+    node: ir.Node
+    x: ir.Value
+    removed_rows: np.ndarray
+    weight: np.ndarray
+    bias: ir.Value | None
+    sum_x: np.ndarray | None = None
+    gram: np.ndarray | None = None
+    rows: int = 0
+
+    def accumulate(self, x: np.ndarray, with_gram: bool) -> None:
+        """Add one batch of the consumer's input to the running statistics."""
+        design = design_matrix(self.node, x)
+        self.sum_x = design.sum(axis=0) + (0 if self.sum_x is None else self.sum_x)
+        if with_gram:
+            augmented = np.hstack([design, np.ones((len(design), 1))])
+            self.gram = augmented.T @ augmented + (0 if self.gram is None else self.gram)
+        self.rows += len(design)
+
+
+def design_matrix(node: ir.Node, x: np.ndarray) -> np.ndarray:
+    """X such that the op computes X·W: im2col patches for Conv, flattened rows otherwise."""
+    x = x.astype(np.float64)
+    if node.op_type != "Conv":
+        return x.reshape(-1, x.shape[-1])
+    weight_shape = node.inputs[1].const_value.shape
+    kernel = tuple(weight_shape[2:])
+    strides = node.attributes.get_ints("strides", [1] * len(kernel))
+    dilations = node.attributes.get_ints("dilations", [1] * len(kernel))
+    pads = node.attributes.get_ints("pads", [0] * 2 * len(kernel))
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + len(kernel)]) for i in range(len(kernel))])
+    window = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations))
+    views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=tuple(range(2, 2 + len(kernel))))
+    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+    views = views[index][(...,) + tuple(slice(None, None, d) for d in dilations)]
+    spatial = len(kernel)
+    order = (0, *range(2, 2 + spatial), 1, *range(2 + spatial, 2 + 2 * spatial))
+    return views.transpose(order).reshape(-1, x.shape[1] * int(np.prod(kernel)))
+
+
+def fold_into_bias(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader) -> str:
+    """Add the removed channels' mean contribution to each consumer's bias; return a report line."""
+    consumers = _collect(model, graph, chosen, reader, with_gram=False)
+    for c in consumers:
+        mean = c.sum_x / max(c.rows, 1)
+        _add_to_bias(c, mean[c.removed_rows] @ c.weight[c.removed_rows])
+    return f"bias folding: {len(consumers)} consumer(s) got the removed channels' mean contribution"
+
+
+def reconstruct(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader) -> str:
+    """Least-squares re-fit of each consumer's kept weight rows and bias; return a report line."""
+    consumers = _collect(model, graph, chosen, reader, with_gram=True)
+    for c in consumers:
+        k = c.weight.shape[0]
+        kept = np.setdiff1d(np.arange(k + 1), c.removed_rows)
+        gram = c.gram / max(c.rows, 1)
+        target = gram[:, :k] @ c.weight
+        lhs = gram[np.ix_(kept, kept)]
+        lhs = lhs + RIDGE * np.trace(lhs) / len(kept) * np.eye(len(kept))
+        solution = np.linalg.solve(lhs, target[kept])
+        fitted = c.weight.copy()
+        fitted[kept[:-1]] = solution[:-1]
+        _set_weight(c, fitted)
+        _add_to_bias(c, solution[-1])
+    return f"reconstruct: re-fitted {len(consumers)} consumer(s) by least squares on calibration data"
+
+
+def _collect(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader, *, with_gram: bool) -> list[Consumer]:
+    from onnxcompress.calibration.activations import stream_activations
+
+    removed, _ = removed_indices(graph, chosen)
+    consumers = [c for x, w in graph.contractions if (c := _consumer(x, w, removed)) is not None]
+    names = list(dict.fromkeys(c.x.name for c in consumers))
+    for batch in stream_activations(model, reader, names) if consumers else ():
+        for c in consumers:
+            c.accumulate(batch[c.x.name], with_gram)
+    return consumers
+
+
+def _consumer(x, w, removed: dict) -> Consumer | None:
+    gone = removed.get((id(x.value), x.axis))
+    if not gone or not is_weight(w) or is_weight(x):
+        return None
+    node = next((n for n, _ in w.value.uses() if x.value in n.inputs), None)
+    array = w.value.const_value.numpy().astype(np.float64)
+    if node is None or node.op_type == "Conv" and node.attributes.get_int("group", 1) != 1:
+        return None
+    if node.op_type == "Conv":
+        per_channel = int(np.prod(array.shape[2:]))
+        rows = (np.asarray(gone)[:, None] * per_channel + np.arange(per_channel)).ravel()
+        return Consumer(node, x.value, rows, array.reshape(array.shape[0], -1).T, _bias(node))
+    if node.op_type == "Gemm" and not node.attributes.get_int("transA", 0):
+        matrix = array.T if node.attributes.get_int("transB", 0) else array
+        return Consumer(node, x.value, np.asarray(gone), matrix, _bias(node))
+    if node.op_type == "MatMul" and array.ndim == 2 and node.inputs[0] is x.value:
+        return Consumer(node, x.value, np.asarray(gone), array, _bias(node))
+    return None
+
+
+def _bias(node: ir.Node) -> ir.Value | None:
+    """The bias the op adds: its own input (Conv, Gemm) or a constant [N] Add right after a MatMul."""
+    if node.op_type in ("Conv", "Gemm"):
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        return bias if bias is not None and is_bias_vector(bias) else None
+    uses = node.outputs[0].uses()
+    if len(uses) == 1 and uses[0][0].op_type == "Add":
+        other = [v for v in uses[0][0].inputs if v is not node.outputs[0]]
+        return other[0] if other and is_bias_vector(other[0]) else None
+    return None
+
+
+def is_bias_vector(value: ir.Value) -> bool:
+    """A 1-D floating-point initializer (that is not an overridable graph input)."""
+    return value.const_value is not None and not value.is_graph_input() and len(value.const_value.shape) == 1
+
+
+def _add_to_bias(c: Consumer, delta: np.ndarray) -> None:
+    if c.bias is None:
+        return
+    current = c.bias.const_value.numpy()
+    c.bias.const_value = ir.tensor((current + delta).astype(current.dtype), name=c.bias.name)
+
+
+def _set_weight(c: Consumer, matrix: np.ndarray) -> None:
+    weight = c.node.inputs[1]
+    original = weight.const_value.numpy()
+    if c.node.op_type == "Conv":
+        array = matrix.T.reshape(original.shape)
+    elif c.node.op_type == "Gemm" and c.node.attributes.get_int("transB", 0):
+        array = matrix.T
+    else:
+        array = matrix
+    weight.const_value = ir.tensor(array.astype(original.dtype), name=weight.name)

@@ -4,6 +4,7 @@ from onnxcompress.passes.base import REGISTRY, CompressionPass
 from onnxcompress.passes.cleanup import Cleanup
 from onnxcompress.passes.folding import FoldConstants
 from onnxcompress.passes.fusion import Fuse
+from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic
 
-__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "QuantizeDynamic", "QuantizeStatic"]
+__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "PruneChannels", "QuantizeDynamic", "QuantizeStatic"]

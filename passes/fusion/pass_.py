@@ -13,9 +13,9 @@ import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
 
 from onnxcompress.passes.base import CompressionPass
-from onnxcompress.passes.fusion import bias_add, conv_bn, gelu, layer_norm
+from onnxcompress.passes.fusion import bias_add, conv_bn, gelu, layer_norm, reshape_dims
 
-FAMILIES = (conv_bn, bias_add, layer_norm, gelu)
+FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims)
 
 
 class Fuse(CompressionPass):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_ir as ir
 import pytest
 
-from onnxcompress import recommend
+from onnxcompress import io, recommend
 from onnxcompress.passes import REGISTRY
 from onnxcompress.recommend import CpuFeatures
 
@@ -82,3 +82,10 @@ def test_recommendation_keeps_only_installed_passes_and_builds_the_command(cnn_m
     command = rec.command("in.onnx", "out.onnx")
     assert command.startswith("onnxcompress run in.onnx -o out.onnx -p fold-constants")
     assert ("--calibration DATA" in command) == ("quantize-static" in REGISTRY)
+
+
+@pytest.mark.slow
+def test_minilm_export_is_a_transformer_encoder(minilm_onnx):
+    rec = recommend.recommend(io.load(minilm_onnx), VNNI)
+    assert rec.family == "transformer-encoder"
+    assert [s.spec for s in recommend.plan(rec.family, VNNI)][-1] == "quantize-dynamic"

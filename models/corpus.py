@@ -59,10 +59,10 @@ def all_sentences() -> tuple[str, ...]:
     return tuple(kept)
 
 
-def source_texts() -> Iterator[str]:
-    """The raw texts, in a fixed order: stdlib docstrings, then licence files."""
-    yield from stdlib_docstrings()
-    yield from license_texts()
+@functools.lru_cache(maxsize=1)
+def source_texts() -> tuple[str, ...]:
+    """The raw texts, in a fixed order: stdlib docstrings, then licence files (read once)."""
+    return (*stdlib_docstrings(), *license_texts())
 
 
 def stdlib_docstrings() -> Iterator[str]:

@@ -1,0 +1,121 @@
+"""The channel dependency graph on small ONNX-text graphs: what couples, what freezes and why."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxcompress import runtime
+from onnxcompress.passes.pruning import PruneChannels
+from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
+from onnxcompress.passes.pruning.groups import group_infos
+
+HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
+
+RESIDUAL_CONCAT = HEADER + """
+g (float[N,3,8,8] x) => (float[N,10] y) {
+  a = Conv<pads=[1,1,1,1]>(x, w1, b1)
+  an = BatchNormalization(a, s1, bb1, m1, var1)
+  ar = Relu(an)
+  c = Conv<pads=[1,1,1,1]>(ar, w2)
+  d = Conv<pads=[1,1,1,1]>(c, w3, b3)
+  r = Add(d, ar)
+  rr = HardSwish(r)
+  dw = Conv<pads=[1,1,1,1], group=8>(rr, wd)
+  se = GlobalAveragePool(dw)
+  gate = Sigmoid(se)
+  scaled = Mul(dw, gate)
+  cat = Concat<axis=1>(scaled, rr)
+  p = GlobalAveragePool(cat)
+  f = Flatten(p)
+  y = Gemm<transB=1>(f, wf, bf)
+}"""
+RESIDUAL_SHAPES = {
+    "w1": (8, 3, 3, 3), "b1": (8,), "s1": (8,), "bb1": (8,), "m1": (8,), "var1": (8,),
+    "w2": (6, 8, 3, 3), "w3": (8, 6, 3, 3), "b3": (8,), "wd": (8, 1, 3, 3), "wf": (10, 16), "bf": (10,),
+}
+
+
+def _groups(model, **options):
+    infer_shapes(model)
+    graph = build_channel_graph(model, **options)
+    infos = group_infos(graph)
+    sizes = {}
+    for unit in graph.units():
+        if unit.group in infos:
+            sizes[infos[unit.group].name] = sizes.get(infos[unit.group].name, 0) + 1
+    return graph, infos, sizes
+
+
+def test_residual_add_depthwise_and_concat_form_one_group(make_model):
+    _, _, sizes = _groups(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES))
+    # conv1 output, both sides of the Add, the depthwise conv, the SE Mul and both Concat halves
+    # share the 8 channels; the inner conv's 6 channels are their own group
+    assert sizes["w1[0]"] == 8
+    assert sizes["w2[0]"] == 6
+    assert "w3[0]" not in sizes
+
+
+def test_removal_rewrites_depthwise_group_and_gemm_columns(make_model, check_pruned):
+    model = make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES)
+    feeds = runtime.synthetic_inputs(model, batch=2)
+    before = runtime.run(model, feeds, optimization="disable")
+    assert PruneChannels(ratio=0.5)(model).modified
+    after = check_pruned(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES), model, feeds)
+    assert after["y"].shape == before["y"].shape
+    depthwise = next(n for n in model.graph if n.op_type == "Conv" and n.attributes.get_int("group", 1) > 1)
+    assert depthwise.attributes.get_int("group") == 4
+    assert model.graph.initializers["wf"].const_value.shape == (10, 8)  # both Concat halves lost 4
+
+
+def test_op_without_rule_freezes_its_channels(make_model):
+    text = HEADER + """
+g (float[N,4,8,8] x) => (float[N,4,8,8] y) {
+  a = Conv(x, w1)
+  b = LpNormalization<axis=1>(a)
+  y = Conv(b, w2)
+}"""
+    model = make_model(text, {"w1": (6, 4, 1, 1), "w2": (4, 6, 1, 1)})
+    pruner = PruneChannels(ratio=0.5)
+    result = pruner(model)
+    assert not result.modified
+    assert any("no pruning rule for LpNormalization" in (g["reason"] or "") for g in pruner.details["groups"])
+    assert any("nothing can be pruned" in n for n in pruner.notes)
+
+
+def test_layernorm_axis_frozen_unless_asked(make_model, check_pruned):
+    text = HEADER + """
+g (float[N,5,8] x) => (float[N,5,4] y) {
+  h = MatMul(x, w1)
+  n = LayerNormalization<axis=-1>(h, g1, be1)
+  y = MatMul(n, w2)
+}"""
+    shapes = {"w1": (8, 6), "g1": (6,), "be1": (6,), "w2": (6, 4)}
+    graph, infos, _ = _groups(make_model(text, shapes), layernorm=False)
+    reasons = {graph.frozen_reason(u) for u in graph.units() if u.group in infos}
+    assert any("LayerNormalization" in (r or "") for r in reasons)
+    model = make_model(text, shapes)
+    feeds = runtime.synthetic_inputs(model, batch=2)
+    pruner = PruneChannels(ratio=0.5, layernorm=True)
+    assert pruner(model).modified
+    check_pruned(make_model(text, shapes), model, feeds)
+    assert model.graph.initializers["g1"].const_value.shape == (3,)
+
+
+def test_split_and_slice_constants_are_rewritten(make_model, check_pruned):
+    text = HEADER + """
+g (float[N,3,8,8] x) => (float[N,2,8,8] y)
+  <int64[2] split = {4, 4}, int64[1] starts = {1}, int64[1] ends = {3}, int64[1] axes = {1}> {
+  a = Conv(x, w1)
+  r = Relu(a)
+  s1, s2 = Split<axis=1>(r, split)
+  t = Slice(s2, starts, ends, axes)
+  c = Concat<axis=1>(s1, t)
+  y = Conv(c, w2)
+}"""
+    shapes = {"w1": (8, 3, 1, 1), "w2": (2, 6, 1, 1)}
+    model = make_model(text, shapes)
+    feeds = runtime.synthetic_inputs(model, batch=2)
+    assert PruneChannels(ratio=0.5)(model).modified
+    check_pruned(make_model(text, shapes), model, feeds)
+    conv = next(n for n in model.graph if n.op_type == "Conv")
+    assert conv.outputs[0].shape[1] < 8

@@ -1,4 +1,4 @@
-"""Elementwise ops: unary activations, broadcasting binary ops, PRelu, Softmax.
+"""Elementwise ops: unary activations, broadcasting binary ops (PRelu included), Softmax.
 
 Broadcasting is applied exactly as ONNX defines it: operand axes align from the right; an axis of
 size 1 facing a larger one is broadcast (not coupled: a mask or per-tensor constant stays as is),
@@ -54,27 +54,15 @@ class UnaryRule(Rule):
 
 
 class BroadcastRule(Rule):
-    """Binary and variadic elementwise ops under broadcasting (Add, Mul, Where, Max...)."""
+    """Binary and variadic elementwise ops under broadcasting (Add, Mul, Where, Max, PRelu's slope...)."""
 
-    ops = (*BINARY, *VARIADIC)
+    ops = (*BINARY, *VARIADIC, "PRelu")
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         y = node.outputs[0]
         for operand in node.inputs:
             if operand is not None:
                 couple_broadcast(c, operand, y)
-
-
-class PReluRule(Rule):
-    """PRelu: the slope broadcasts against x like a binary op (a per-channel slope is sliced)."""
-
-    ops = ("PRelu",)
-
-    def couple(self, node: ir.Node, c: Coupler) -> None:
-        x, slope = node.inputs
-        y = node.outputs[0]
-        couple_broadcast(c, x, y)
-        couple_broadcast(c, slope, y)
 
 
 class SoftmaxRule(Rule):

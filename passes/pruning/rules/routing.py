@@ -21,6 +21,20 @@ def _kept_count(removed: Removed, value: ir.Value, axis: int) -> int:
     return value.shape[axis] - len(removed.get((id(value), axis), []))
 
 
+def _couple_pieces(c: Coupler, pieces: list[ir.Value], whole: ir.Value, axis: int) -> None:
+    """Index i of piece k is index offset_k + i of ``whole`` on ``axis``; other axes pass through."""
+    offset = 0
+    for piece in pieces:
+        if piece.shape is None or not isinstance(piece.shape[axis], int):
+            raise Refused("sizes on the concat/split axis are not static")
+        for other in range(rank(whole)):
+            if other == axis:
+                c.mapped(piece, axis, whole, axis, offset + np.arange(piece.shape[axis]))
+            else:
+                c.same(piece, other, whole, other)
+        offset += piece.shape[axis]
+
+
 class ConcatRule(Rule):
     """Concat: input k's index i is output index offset_k + i on the concat axis."""
 
@@ -28,17 +42,7 @@ class ConcatRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         y = node.outputs[0]
-        axis = node.attributes.get_int("axis", 0) % max(rank(y), 1)
-        offset = 0
-        for x in node.inputs:
-            if x.shape is None or not isinstance(x.shape[axis], int):
-                raise Refused("input sizes on the concat axis are not static")
-            for other in range(rank(y)):
-                if other == axis:
-                    c.mapped(x, axis, y, axis, offset + np.arange(x.shape[axis]))
-                else:
-                    c.same(x, other, y, other)
-            offset += x.shape[axis]
+        _couple_pieces(c, list(node.inputs), y, node.attributes.get_int("axis", 0) % max(rank(y), 1))
 
 
 class SplitRule(Rule):
@@ -48,17 +52,7 @@ class SplitRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x = node.inputs[0]
-        axis = node.attributes.get_int("axis", 0) % max(rank(x), 1)
-        offset = 0
-        for y in node.outputs:
-            if y.shape is None or not isinstance(y.shape[axis], int):
-                raise Refused("output sizes on the split axis are not static")
-            for other in range(rank(x)):
-                if other == axis:
-                    c.mapped(y, axis, x, axis, offset + np.arange(y.shape[axis]))
-                else:
-                    c.same(x, other, y, other)
-            offset += y.shape[axis]
+        _couple_pieces(c, list(node.outputs), x, node.attributes.get_int("axis", 0) % max(rank(x), 1))
 
     def rewrite(self, node: ir.Node, removed: Removed) -> None:
         axis = node.attributes.get_int("axis", 0) % rank(node.inputs[0])

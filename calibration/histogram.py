@@ -56,14 +56,25 @@ class StreamingHistogram:
         return self.counts[: self.used_bins]
 
     def update(self, array: np.ndarray) -> None:
-        """Add the finite values of ``array``."""
-        values = np.asarray(array, dtype=np.float64).ravel()
-        finite = values[np.isfinite(values)]
-        self.nonfinite += values.size - finite.size
-        if finite.size == 0:
+        """Add the finite values of ``array``.
+
+        float32 stays float32 while bins are at most 1 wide: scaling up by a power of two is then exact.
+        """
+        values = np.asarray(array).ravel()
+        if values.dtype not in (np.float32, np.float64):
+            values = values.astype(np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            self.nonfinite += int(values.size - finite.sum())
+            values = values[finite]
+        if values.size == 0:
             return
-        self._extend(float(finite.min()), float(finite.max()))
-        keys = np.floor(np.ldexp(finite, -self.exponent)).astype(np.int64) - self.first_key
+        self._extend(float(values.min()), float(values.max()))
+        if self.exponent > 0:
+            values = values.astype(np.float64, copy=False)
+        scaled = np.floor(np.ldexp(values, -self.exponent))
+        keys = scaled.astype(np.int64)
+        keys -= self.first_key
         self.counts += np.bincount(keys, minlength=self.capacity)
 
     def _extend(self, low: float, high: float) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from onnxcompress.calibration.histogram import StreamingHistogram
 
 EPS = 1e-12
-BLOCK_ELEMENTS = 1 << 19
+BLOCK_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)

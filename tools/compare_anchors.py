@@ -16,6 +16,7 @@ import dataclasses
 import importlib.metadata
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,9 +25,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+import onnx_ir as ir
+
 from onnxcompress import bench, compare, fidelity, io, plot, recommend, runtime, stats
-from onnxcompress.pipeline import Measurement, Pipeline
+from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.spec import parse_pass
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_quantization as quant  # noqa: E402  (the INT8 bench's ORT anchors and trained digits teacher)
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -44,6 +50,7 @@ class Case:
     calibration: dict[str, np.ndarray]
     module: object | None = None
     example: tuple = ()
+    labelled: LabelledData | None = None
 
 
 @dataclasses.dataclass
@@ -61,6 +68,7 @@ class Row:
     speedup: float = 0.0
     cosine: float = 0.0
     max_abs_err: float = 0.0
+    accuracy: float | None = None
 
 
 # ---- the models -------------------------------------------------------------------------------
@@ -84,10 +92,31 @@ def resnet18_case(folder: Path) -> Case:
 
 
 def digits_case(folder: Path) -> Case:
-    """The demo's digits teacher, 1×1×32×32."""
+    """The demo's digits teacher trained on the digits split (1×1×32×32); accuracy on the test split."""
+    from onnxcompress.models import digits
+
+    split = digits.load_split()
+    case = _cnn_case(folder, "digits", trained_digits_cached(), (1, 32, 32))
+    case.feeds, case.calibration = {"input": split.x_test[:1]}, {"input": split.x_train[:64]}
+    case.labelled = LabelledData({"input": split.x_test}, split.y_test)
+    return case
+
+
+def trained_digits_cached():
+    """The INT8 bench's trained digits teacher, its weights cached in tools/results/tmp/ (training is the slow part)."""
+    import torch
+
     from onnxcompress.models import vision
 
-    return _cnn_case(folder, "digits", vision.digits_resnet(), (1, 32, 32))
+    cache = quant.TMP / "digits_resnet_trained.pt"
+    if cache.exists():
+        module = vision.digits_resnet()
+        module.load_state_dict(torch.load(cache))
+        return module.eval()
+    module = quant.trained_digits().eval()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(module.state_dict(), cache)
+    return module
 
 
 def _cnn_case(folder: Path, name: str, module, chw: tuple[int, int, int]) -> Case:
@@ -99,7 +128,7 @@ def _cnn_case(folder: Path, name: str, module, chw: tuple[int, int, int]) -> Cas
     path = export_onnx(module, folder / f"{name}.onnx", example, input_names=["input"], output_names=["logits"])
     rng = np.random.default_rng(0)
     return Case(name, path, {"input": rng.standard_normal((1, *chw)).astype(np.float32)},
-                {"input": rng.standard_normal((16, *chw)).astype(np.float32)}, module, example)
+                {"input": rng.standard_normal((64, *chw)).astype(np.float32)}, module, example)
 
 
 CASES: dict[str, Callable[[Path], Case]] = {"minilm": minilm_case, "resnet18": resnet18_case, "digits": digits_case}
@@ -141,36 +170,13 @@ def onnxsim_tool(case: Case, out: Path) -> Path:
     return out
 
 
-def ort_transformers_tool(case: Case, out: Path) -> Path:
-    """ORT's transformers optimizer (BERT fusions: attention, LayerNorm, Gelu, embeddings)."""
-    from onnxruntime.transformers import optimizer
+def via_ir(transform: Callable[[Case, ir.Model], ir.Model]) -> Callable[[Case, Path], Path]:
+    """A tool from a model-to-model function (the INT8 bench's ORT anchors take and return ``ir.Model``)."""
 
-    optimizer.optimize_model(str(case.path), model_type="bert", num_heads=12, hidden_size=384).save_model_to_file(str(out))
-    return out
+    def run(case: Case, out: Path) -> Path:
+        return io.save(transform(case, io.load(case.path)), out)
 
-
-def ort_quantize_dynamic_tool(case: Case, out: Path) -> Path:
-    """ORT's ``quantize_dynamic`` (int8 weights, per-tensor, defaults)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(case.path), str(out), weight_type=QuantType.QInt8)
-    return out
-
-
-def ort_quantize_static_tool(case: Case, out: Path) -> Path:
-    """ORT's ``quantize_static`` (QDQ, per-channel, min-max) on the same calibration batches as ours."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            n = len(next(iter(case.calibration.values())))
-            self.items = iter([{k: v[i : i + 8] for k, v in case.calibration.items()} for i in range(0, n, 8)])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(case.path), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True)
-    return out
+    return run
 
 
 def torch_pruning_tool(case: Case, out: Path) -> Path:
@@ -194,16 +200,19 @@ TOOLS: dict[str, list[tuple[str, str, Callable[[Case, Path], Path]]]] = {
         ("exact", "onnxcompress fold+cleanup+fuse", ours("fold-constants;cleanup;fuse")),
         ("exact", "onnxslim", onnxslim_tool),
         ("exact", "onnx-simplifier", onnxsim_tool),
-        ("exact", "ORT transformers optimizer", ort_transformers_tool),
+        ("exact", "ORT transformers optimizer", via_ir(lambda case, m: quant.ort_transformers_fused(m))),
         ("int8", "onnxcompress fuse+quantize-dynamic", ours("fold-constants;cleanup;fuse;quantize-dynamic")),
-        ("int8", "ORT quantize_dynamic", ort_quantize_dynamic_tool),
+        ("int8", "ORT quantize_dynamic", via_ir(lambda case, m: quant.ort_dynamic(m, per_channel=False))),
+        ("int8", "ORT transformers optimizer + quantize_dynamic per-channel",
+         via_ir(lambda case, m: quant.ort_dynamic(quant.ort_transformers_fused(m), per_channel=True))),
     ],
     "cnn": [
         ("exact", "onnxcompress fold+cleanup+fuse", ours("fold-constants;cleanup;fuse")),
         ("exact", "onnxslim", onnxslim_tool),
         ("exact", "onnx-simplifier", onnxsim_tool),
         ("int8", "onnxcompress quantize-static", ours("fold-constants;cleanup;fuse;quantize-static")),
-        ("int8", "ORT quantize_static", ort_quantize_static_tool),
+        ("int8", "ORT quantize_static U8S8 per-channel",
+         via_ir(lambda case, m: quant.ort_static(m, case.calibration, u8s8_per_channel=True))),
         ("prune", f"onnxcompress prune-channels {PRUNE_RATIO}", ours(f"fold-constants;cleanup;fuse;prune-channels:ratio={PRUNE_RATIO}")),
         ("prune", f"Torch-Pruning magnitude {PRUNE_RATIO}", torch_pruning_tool),
     ],
@@ -246,6 +255,7 @@ def _describe(row: Row, case: Case, expected: dict[str, np.ndarray]) -> None:
     first = next(iter(expected))
     fid = fidelity.compare({first: expected[first]}, {first: got.get(first, next(iter(got.values())))})
     row.cosine, row.max_abs_err = fid.cosine, fid.max_abs_err
+    row.accuracy = case.labelled.accuracy(model, THREADS) if case.labelled else None
 
 
 def _batch(case: Case) -> int:
@@ -261,11 +271,11 @@ def markdown(results: dict[str, list[Row]], plots: dict[str, Path], seconds: flo
              f"Generated by `tools/compare_anchors.py` in {seconds:.0f} s. Latency: ORT CPU EP, ORT_ENABLE_ALL, "
              f"{THREADS} threads, models alternated round by round in one run; **speedup is the ratio to the fp32 "
              "input measured in the same run** (rounds where other processes used > 0.25 core are dropped). "
-             "Fidelity: first output against the fp32 input on the same feeds. The CNNs carry seeded, untrained weights "
-             "(fidelity, not accuracy, is the quality axis there).", "", *machine_lines(), ""]
+             "Fidelity: first output against the fp32 input on the same feeds. The digits CNN is trained (accuracy on its test split); "
+             "the ResNet-18 layout carries seeded, untrained weights (fidelity is its quality axis).", "", *machine_lines(), ""]
     for name, rows in results.items():
-        lines += [f"## {name}", "", "| family | tool | size MB | nodes | median ms (p10-p90) | speedup | cosine | max abs err | rounds kept/dropped | tool s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {name}", "", "| family | tool | size MB | nodes | median ms (p10-p90) | speedup | cosine | max abs err | accuracy | rounds kept/dropped | tool s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [_table_row(r) for r in rows]
         lines += ["", f"![{name}]({plots[name].name})", ""] if name in plots else [""]
     return "\n".join(lines) + "\n"
@@ -273,10 +283,10 @@ def markdown(results: dict[str, list[Row]], plots: dict[str, Path], seconds: flo
 
 def _table_row(r: Row) -> str:
     if r.error:
-        return f"| {r.family} | {r.tool} | - | - | - | - | - | - | - | failed: {r.error.replace('|', '/')} |"
+        return f"| {r.family} | {r.tool} | - | - | - | - | - | - | - | - | failed: {r.error.replace('|', '/')} |"
     lat = r.latency
     return (f"| {r.family} | {r.tool} | {r.size_bytes / 1e6:.2f} | {r.nodes} | {lat.median_ms:.3f} ({lat.p10_ms:.3f}-{lat.p90_ms:.3f}) "
-            f"| {r.speedup:.2f}x | {r.cosine:.6f} | {r.max_abs_err:.2e} | {lat.rounds_kept}/{lat.rounds_dropped} | {r.seconds:.1f} |")
+            f"| {r.speedup:.2f}x | {r.cosine:.6f} | {r.max_abs_err:.2e} | {'-' if r.accuracy is None else f'{r.accuracy:.4f}'} | {lat.rounds_kept}/{lat.rounds_dropped} | {r.seconds:.1f} |")
 
 
 def machine_lines() -> list[str]:
@@ -306,9 +316,11 @@ def _version(package: str) -> str:
 
 def tradeoff_plot(name: str, rows: list[Row], folder: Path) -> Path:
     """Size vs latency for one model, Pareto-best marked (``onnxcompress.plot.plot_tradeoff``)."""
-    outcomes = [compare.Outcome(r.tool, r.size_bytes, r.latency.median_ms, r.cosine, r.speedup) for r in rows if not r.error]
+    done = [r for r in rows if not r.error]
+    by_accuracy = all(r.accuracy is not None for r in done)
+    outcomes = [compare.Outcome(r.tool, r.size_bytes, r.latency.median_ms, r.accuracy if by_accuracy else r.cosine, r.speedup) for r in done]
     compare.mark_pareto(outcomes)
-    return plot.plot_tradeoff(outcomes, folder / f"benchmarks_{name}.png")
+    return plot.plot_tradeoff(outcomes, folder / f"benchmarks_{name}.png", quality_label="accuracy" if by_accuracy else "cosine")
 
 
 def main() -> None:

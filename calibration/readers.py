@@ -58,8 +58,9 @@ class NpzReader:
     def __init__(self, path: str | os.PathLike, batch_size: int = 32) -> None:
         self.path = Path(path)
         self.batch_size = _check_batch_size(batch_size)
-        self.input_names = list(self._headers())
-        _check_same_sample_count({n: shape for n, (shape, _) in self._headers().items()})
+        headers = self._headers()
+        self.input_names = list(headers)
+        _check_same_sample_count({n: shape for n, (shape, _) in headers.items()})
 
     def batches(self) -> Iterator[Batch]:
         """Yield ``batch_size`` samples of every array, read from the archive as needed."""

@@ -79,3 +79,12 @@ def _peak_bytes(batches: int) -> int:
 
 def test_memory_does_not_grow_with_the_number_of_samples():
     assert _peak_bytes(100) < 1.5 * _peak_bytes(10)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e6], ids=["narrow_bins", "unit", "wide_bins"])
+def test_float32_input_bins_exactly_like_float64(distribution, scale):
+    values = (distribution * scale).astype(np.float32)
+    as_float32 = _filled(values, 9)
+    as_float64 = _filled(values.astype(np.float64), 9)
+    assert as_float32.exponent == as_float64.exponent
+    np.testing.assert_array_equal(as_float32.counts, as_float64.counts)

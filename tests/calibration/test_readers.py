@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -86,3 +88,18 @@ def test_open_reader_refuses_other_sources(tmp_path, small_model):
     (tmp_path / "data.csv").write_text("1,2")
     with pytest.raises(UsageError, match=r"data.csv: expected an .npz file or a folder of images$"):
         open_reader(tmp_path / "data.csv", small_model)
+
+
+def _npz_peak_bytes(folder, samples: int) -> int:
+    path = folder / f"{samples}.npz"
+    np.savez_compressed(path, x=np.zeros((samples, 64, 64), np.float32))
+    tracemalloc.start()
+    for _ in NpzReader(path, batch_size=16).batches():
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_npz_reader_memory_does_not_grow_with_the_file(tmp_path):
+    assert _npz_peak_bytes(tmp_path, 2000) < 1.5 * _npz_peak_bytes(tmp_path, 200)

@@ -54,7 +54,7 @@ def load_encoder(num_layers: int | None = None) -> SentenceEncoder:
 
     ``num_layers`` keeps only the first N of the 6 transformer layers (quick tests, student init).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["HF_HUB_OFFLINE"] = "1"
     from transformers import AutoModel
 
     bert = AutoModel.from_pretrained(str(model_path()), attn_implementation="eager")

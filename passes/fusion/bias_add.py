@@ -15,6 +15,7 @@ from onnxcompress.passes.fusion._values import FLOAT_TYPES, constant, rank, stat
 
 NAME = "bias-add"
 MIN_OPSET = 7
+TRIGGER_OPS = frozenset({"Conv", "MatMul"})
 
 
 class ConvBiasAdd(pattern.RewriteRuleClassBase):

@@ -10,6 +10,7 @@ from onnxscript.rewriter.rules import common as onnxscript_rules
 
 NAME = "conv-batchnorm"
 MIN_OPSET = 9
+TRIGGER_OPS = frozenset({"BatchNormalization"})
 RULES = [
     onnxscript_rules.fuse_batchnorm_into_conv_rule,
     onnxscript_rules.fuse_batchnorm_into_conv_transpose_rule,

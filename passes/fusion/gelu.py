@@ -16,6 +16,7 @@ from onnxcompress.passes.fusion._values import FLOAT_TYPES
 
 NAME = "gelu"
 MIN_OPSET = 20
+TRIGGER_OPS = frozenset({"Erf", "Tanh"})
 SQRT_2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 TANH_CUBIC = 0.044715

@@ -16,6 +16,7 @@ from onnxcompress.passes.fusion._values import FLOAT_TYPES, constant, last_dim, 
 
 NAME = "layer-norm"
 MIN_OPSET = 17
+TRIGGER_OPS = frozenset({"ReduceMean"})
 
 
 class LayerNormFusion(pattern.RewriteRuleClassBase):

@@ -19,6 +19,7 @@ from onnxcompress.passes.fusion._values import constant
 
 NAME = "reshape-dims"
 MIN_OPSET = 5
+TRIGGER_OPS = frozenset({"Concat"})
 COPY_DIM = 0
 
 

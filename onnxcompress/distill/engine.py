@@ -71,7 +71,9 @@ def distill(
     optimizer = torch.optim.AdamW([*student.parameters(), *loss_of.parameters()], lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-num_samples(inputs) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    teacher_out = teacher_outputs(teacher, inputs, batch_size) if loss_of.cache_teacher else None
     val_tensors = as_tensors(val) if val is not None else None
+    val_teacher = teacher_outputs(teacher, val_tensors[0], batch_size) if val_tensors else None
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochMetrics] = []
     best = (float("inf"), 0, copy.deepcopy(student.state_dict()))
@@ -79,8 +81,8 @@ def distill(
         task = progress.add_task("distilling", total=epochs)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            train_loss = _train_epoch(student, loss_of, inputs, labels, batch_size, generator, optimizer, schedule)
-            val_loss, val_acc = evaluate(student, loss_of, *val_tensors, batch_size) if val_tensors else (None, None)
+            train_loss = _train_epoch(student, loss_of, (inputs, labels, teacher_out), batch_size, generator, optimizer, schedule)
+            val_loss, val_acc = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size) if val_tensors else (None, None)
             history.append(EpochMetrics(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start))
             progress.update(task, advance=1, description=f"distilling · loss {train_loss:.4f}")
             score = val_loss if val_loss is not None else train_loss
@@ -92,15 +94,22 @@ def distill(
     return DistillResult(student.eval(), history, best[1])
 
 
-def evaluate(student, loss_of: strategies.Standard, inputs, labels, batch_size: int) -> tuple[float, float | None]:
-    """Mean output loss against the teacher and, for class labels, top-1 accuracy."""
+def teacher_outputs(teacher: torch.nn.Module, inputs, batch_size: int) -> torch.Tensor:
+    """The teacher's outputs for every row, computed once in eval mode."""
+    teacher.eval()
+    with torch.no_grad():
+        return torch.cat([strategies.forward(teacher, take(inputs, i)) for i in torch.arange(num_samples(inputs)).split(batch_size)])
+
+
+def evaluate(student, loss_of: strategies.Standard, inputs, labels, teacher_out, batch_size: int) -> tuple[float, float | None]:
+    """Mean output loss against the teacher's outputs and, for class labels, top-1 accuracy."""
     student.eval()
     total, correct, n = 0.0, 0, num_samples(inputs)
     with torch.no_grad():
         for index in torch.arange(n).split(batch_size):
             x, y = take(inputs, index), None if labels is None else labels[index]
             out = strategies.forward(student, x)
-            total += float(loss_of.output_loss(out, strategies.forward(loss_of.teacher, x), y)) * len(index)
+            total += float(loss_of.output_loss(out, teacher_out[index], y)) * len(index)
             if y is not None and y.dim() == 1:
                 correct += int((out.argmax(dim=1) == y).sum())
     accuracy = correct / n if labels is not None and labels.dim() == 1 else None
@@ -138,11 +147,13 @@ def take(inputs, index: torch.Tensor):
     return {k: v[index] for k, v in inputs.items()} if isinstance(inputs, Mapping) else inputs[index]
 
 
-def _train_epoch(student, loss_of, inputs, labels, batch_size, generator, optimizer, schedule) -> float:
+def _train_epoch(student, loss_of, data, batch_size, generator, optimizer, schedule) -> float:
+    inputs, labels, teacher_out = data
     student.train()
     total, n = 0.0, num_samples(inputs)
     for index in _shuffled_batches(n, batch_size, generator):
-        loss = loss_of.loss(student, take(inputs, index), None if labels is None else labels[index])
+        known = None if teacher_out is None else teacher_out[index]
+        loss = loss_of.loss(student, take(inputs, index), None if labels is None else labels[index], known)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -27,7 +27,13 @@ def forward(module: torch.nn.Module, inputs: Inputs) -> torch.Tensor:
 
 
 class Standard:
-    """Match the teacher's outputs: Hinton's α·soft + (1−α)·hard for logits, a distance for embeddings."""
+    """Match the teacher's outputs: Hinton's α·soft + (1−α)·hard for logits, a distance for embeddings.
+
+    Only the teacher's final outputs are used, so the engine computes them once per dataset
+    (``cache_teacher``) instead of once per epoch: distilling then costs what label-only training does.
+    """
+
+    cache_teacher = True
 
     def __init__(
         self,
@@ -48,10 +54,13 @@ class Standard:
         """Trainable parameters the strategy adds (projections), optimised with the student's."""
         return []
 
-    def loss(self, student: torch.nn.Module, inputs: Inputs, labels: torch.Tensor | None) -> torch.Tensor:
-        """The loss of one batch."""
-        with torch.no_grad():
-            teacher_out = forward(self.teacher, inputs)
+    def loss(
+        self, student: torch.nn.Module, inputs: Inputs, labels: torch.Tensor | None, teacher_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The loss of one batch (``teacher_out``: the teacher's outputs when already known)."""
+        if teacher_out is None:
+            with torch.no_grad():
+                teacher_out = forward(self.teacher, inputs)
         return self.output_loss(forward(student, inputs), teacher_out, labels)
 
     def output_loss(self, student_out: torch.Tensor, teacher_out: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -74,6 +83,8 @@ class ReverseKLD(Standard):
 
 class Hidden(Standard):
     """The standard loss plus alignment of named intermediate layers (``layer_map``: student → teacher index)."""
+
+    cache_teacher = False
 
     def __init__(
         self,
@@ -105,7 +116,7 @@ class Hidden(Standard):
         """The projections' weights."""
         return [p for proj in self.projections.values() for p in proj.parameters()]
 
-    def loss(self, student, inputs, labels):
+    def loss(self, student, inputs, labels, teacher_out=None):
         """Output loss plus ``hidden_weight`` × mean hidden-state distance."""
         with torch.no_grad(), capture(self.teacher, self.teacher_layers) as t_states:
             teacher_out = forward(self.teacher, inputs)
@@ -118,11 +129,13 @@ class Hidden(Standard):
 class Attribution(Standard):
     """The standard loss plus matching the teacher's input-gradient maps (for the teacher's predicted class)."""
 
+    cache_teacher = False
+
     def __init__(self, teacher: torch.nn.Module, *, attribution_weight: float = 10.0, **standard: Any) -> None:
         super().__init__(teacher, **standard)
         self.attribution_weight = attribution_weight
 
-    def loss(self, student, inputs, labels):
+    def loss(self, student, inputs, labels, teacher_out=None):
         """Output loss plus ``attribution_weight`` × squared distance of normalised saliency maps."""
         if isinstance(inputs, Mapping):
             raise UsageError("the attribution strategy needs a single float input tensor (images), not named inputs")

@@ -1,0 +1,57 @@
+"""``onnxcompress demo``: the bundled end-to-end example (teacher → distilled student → pass chain)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from onnxcompress.cli.app import app, console, err_console
+from onnxcompress.cli.commands.run import print_report
+from onnxcompress.errors import UsageError
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the models, test split and reports."),
+    quick: bool = typer.Option(False, "--quick", help="Few epochs and short benchmarks (about a minute)."),
+    pass_specs: list[str] = typer.Option([], "-p", "--pass", help="Replace the pass chain: PASS[:k=v,...], repeat in order."),
+) -> None:
+    """Train a digits CNN teacher, distil a small student, compress it, and report every stage."""
+    demo_module = _load_demo()
+    settings = demo_module.DemoSettings.quick() if quick else demo_module.DemoSettings()
+    if pass_specs:
+        settings.chain = tuple(pass_specs)
+    try:
+        result = demo_module.run_demo(out, settings, log=log_step)
+    except OSError as exc:
+        raise UsageError(f"cannot write the demo into {out}: {exc.strerror or exc}") from None
+    print_report(result.pipeline)
+    console.print(_stage_table(demo_module.stages.stage_rows(result.stages)))
+    for name, ok in result.targets.items():
+        console.print(f"{'[green]met[/green]' if ok else '[red]MISSED[/red]'}: {name}")
+    for skipped in result.skipped_passes:
+        console.print(f"[yellow]pass not installed, skipped: {skipped}[/yellow]")
+    console.print(f"wrote {out}/: teacher.onnx, student.onnx, final.onnx, test.npz, report.json, report.md")
+
+
+def _load_demo():
+    try:
+        from onnxcompress.distill import demo as demo_module
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"the demo needs the torch extra ({exc.name} is missing): pip install 'onnxcompress[torch]'") from None
+    return demo_module
+
+
+def _stage_table(rows: list[dict[str, str]]) -> Table:
+    table = Table(*rows[0].keys(), title="stages (speedup vs the teacher)")
+    for row in rows:
+        table.add_row(*row.values())
+    return table
+
+
+def log_step(message: str) -> None:
+    """A dim progress line on stderr, only on a terminal."""
+    if err_console.is_terminal:
+        err_console.print(f"[dim]{message}…[/dim]")

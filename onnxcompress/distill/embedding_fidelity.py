@@ -1,0 +1,55 @@
+"""How faithfully a student's sentence embeddings reproduce the teacher's, on held-out sentences.
+
+Cosine per sentence says whether each vector points the same way; nearest-neighbour agreement and
+the rank correlation of all pairwise similarities say whether the embedding *space* is the same,
+which is what search and clustering built on the embeddings rely on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+@dataclasses.dataclass
+class EmbeddingFidelity:
+    """Student vs teacher embeddings of the same sentences."""
+
+    mean_cosine: float
+    min_cosine: float
+    neighbour_agreement: float
+    spearman: float
+    sentences: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def compare_embeddings(teacher: np.ndarray, student: np.ndarray) -> EmbeddingFidelity:
+    """Cosine per row, top-1 neighbour agreement, and Spearman ρ of the pairwise cosine similarities."""
+    t, s = _unit_rows(teacher), _unit_rows(student)
+    cosines = np.sum(t * s, axis=1)
+    t_sim, s_sim = t @ t.T, s @ s.T
+    upper = np.triu_indices(len(t), k=1)
+    return EmbeddingFidelity(
+        mean_cosine=float(cosines.mean()),
+        min_cosine=float(cosines.min()),
+        neighbour_agreement=float(np.mean(_nearest(t_sim) == _nearest(s_sim))),
+        spearman=float(spearmanr(t_sim[upper], s_sim[upper]).statistic),
+        sentences=len(t),
+    )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _nearest(similarity: np.ndarray) -> np.ndarray:
+    """Index of each row's most similar other row."""
+    masked = similarity.copy()
+    np.fill_diagonal(masked, -np.inf)
+    return masked.argmax(axis=1)

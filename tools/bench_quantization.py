@@ -72,10 +72,12 @@ def ort_static(model: ir.Model, calibration: dict[str, np.ndarray], *, u8s8_per_
 
 
 def ort_dynamic(model: ir.Model, *, per_channel: bool) -> ir.Model:
-    """ORT ``quantize_dynamic`` (S8 weights)."""
+    """ORT ``quantize_dynamic`` (S8 weights), with the ``DefaultTensorType`` it needs on contrib-op graphs."""
+    import onnx
     from onnxruntime.quantization import quantize_dynamic
 
-    return _through_files(model, lambda src, dst: quantize_dynamic(src, dst, per_channel=per_channel))
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    return _through_files(model, lambda src, dst: quantize_dynamic(src, dst, per_channel=per_channel, extra_options=extra))
 
 
 def ort_transformers_fused(model: ir.Model) -> ir.Model:

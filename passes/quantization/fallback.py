@@ -44,9 +44,13 @@ class FallbackResult:
 
     def reasons(self, metric: str) -> list[str]:
         """One report line per layer kept in FP32."""
-        return [f"kept {name} in FP32: quantized alone it costs 1 - cosine = {self.sensitivity[name]:.2e}" for name in self.kept_fp32] + (
-            [] if self.within_budget else [f"{metric} drop {self.drop:.4f} still over budget after falling back {len(self.kept_fp32)} layers"]
-        )
+        lines = [
+            f"kept {name} in FP32: quantized alone it costs 1 - cosine = {self.sensitivity[name]:.2e}"
+            for name in self.kept_fp32
+        ]
+        if not self.within_budget:
+            lines.append(f"{metric} drop {self.drop:.4f} still over budget after {len(self.kept_fp32)} layers kept in FP32")
+        return lines
 
 
 def output_budget(reference: ir.Model, feeds: Mapping[str, np.ndarray], max_drop: float) -> Budget:

@@ -30,7 +30,9 @@ def refuse_quantized(model: ir.Model) -> None:
     """Raise a one-line ``UsageError`` when ``model`` already holds quantized ops."""
     found = quantized_nodes(model)
     if found:
-        raise UsageError(f"model is already quantized ({len(found)} quantized nodes, e.g. {found[0]!r}); quantize the FP32 model")
+        raise UsageError(
+            f"model is already quantized ({len(found)} quantized nodes, e.g. {found[0]!r}); quantize the FP32 model"
+        )
 
 
 def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -43,7 +45,9 @@ def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported adapters
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"per-channel quantization needs opset >= {QDQ_OPSET}; converting from opset {version} failed: {first}") from None
+        raise UsageError(
+            f"per-channel quantization needs opset >= {QDQ_OPSET}; converting from opset {version} failed: {first}"
+        ) from None
     return converted
 
 

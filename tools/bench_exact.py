@@ -37,7 +37,7 @@ Tool = Callable[[Path, Path], None]
 NODE_COUNT_NOTE = [
     "The `light_*` models are IR 3: every weight is a `ConstantOfShape` of an initializer that is also a",
     "graph input, i.e. an input a caller may override. onnxslim and onnx-simplifier treat those as constants,",
-    "fold them and drop the inputs (VGG-19 grows from 9 KB to 561 MB); our passes keep overridable inputs",
+    "fold them and drop the inputs (VGG-19 grows from 9 KB to 548 MiB); our passes keep overridable inputs",
     "by design, so on these models our node count stays above theirs.",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import pytest
@@ -109,3 +110,21 @@ def test_light_models_with_constant_weights_fold_only_within_budget(light_models
         assert new, f"{path.name}: no ConstantOfShape was folded"
         assert max(v.const_value.nbytes for v in new) <= budget_mb * 2**20, path.name
         assert_exact_rewrite(before, after)
+
+
+SPLIT_TO_SEQUENCE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[6, 2] x, int64 split) => (float[6, 2] y) {
+    two = Constant<value = float {2.0}>()
+    doubled = Mul(x, two)
+    seq = SplitToSequence<axis = 0>(doubled, split)
+    y = ConcatFromSequence<axis = 0>(seq)
+}
+"""
+
+
+def test_a_crashing_onnxscript_evaluator_stops_folding_without_failing(assert_exact_rewrite):
+    before, after, fold = _fold(SPLIT_TO_SEQUENCE)
+    assert any("folding stopped early" in note for note in fold.notes)
+    feeds = {"x": np.arange(12, dtype=np.float32).reshape(6, 2), "split": np.array(2, np.int64)}
+    assert_exact_rewrite(before, after, feeds)

@@ -12,6 +12,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcompress import runtime
+from onnxcompress.errors import UsageError
 from onnxcompress.calibration.activations import expose_tensors
 
 from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, ChannelGraph, Coupler, rank
@@ -29,7 +30,10 @@ def infer_shapes(model: ir.Model) -> None:
     static. Measured on MiniLM, this is what recovers the head axis (12) onnx leaves symbolic.
     """
     ShapeInferencePass()(model)
-    probes = [_probe_shapes(model, size) for size in PROBE_SIZES]
+    try:
+        probes = [_probe_shapes(model, size) for size in PROBE_SIZES]
+    except UsageError:  # no runnable synthetic inputs (unshaped inputs, tiny dynamic images): keep onnx's shapes
+        return
     values = {v.name: v for node in model.graph for v in node.outputs}
     for name, first in probes[0].items():
         second = probes[1][name]
@@ -41,9 +45,9 @@ def infer_shapes(model: ir.Model) -> None:
 
 
 def _probe_shapes(model: ir.Model, size: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of every node output when every run-time input dim is ``size``."""
+    """Shapes of every node output when run-time input dims are ``size`` (batch) or ``size + 14`` (others)."""
     shapes = {
-        v.name: tuple(d if isinstance(d, int) else size for d in v.shape)
+        v.name: tuple(d if isinstance(d, int) else size + (14 if axis else 0) for axis, d in enumerate(v.shape))
         for v in model.graph.inputs
         if v.shape is not None and v.name not in model.graph.initializers
     }

@@ -40,6 +40,8 @@ class Fuse(CompressionPass):
             self.details[family.NAME] = count
             self.note(f"{family.NAME}: {count} fused")
             total += count
+        if total:
+            common.CommonSubexpressionEliminationPass()(model)  # rewrites can leave twin shape chains
         common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=total > 0)
 

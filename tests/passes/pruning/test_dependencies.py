@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from onnxcompress import runtime
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes

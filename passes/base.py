@@ -50,7 +50,7 @@ class CompressionPass(ir.passes.InPlacePass):
     def option_parameters(cls) -> dict[str, inspect.Parameter]:
         """The constructor's keyword options, by name."""
         params = inspect.signature(cls.__init__).parameters
-        return {n: p for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD}
+        return {n: p for n, p in params.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
     def options(self) -> dict[str, Any]:
         """The options this instance was built with (for the report)."""

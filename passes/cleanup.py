@@ -8,6 +8,10 @@ and keeping them is what makes a cleaned IR-3 model still list hundreds of input
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
@@ -23,6 +27,17 @@ class Cleanup(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Run the composed clean-up and record how many nodes, initializers and inputs went."""
         before = _census(model)
+        with _quiet(common.initializer_deduplication.__name__):
+            self._run_common_passes(model)
+        _drop_unused_initializer_inputs(model.graph)
+        common.RemoveUnusedNodesPass()(model)
+        removed = {key: before[key] - after for key, after in _census(model).items()}
+        self.details.update({f"{key}_removed": count for key, count in removed.items()})
+        self.note(", ".join(f"removed {count} {key}" for key, count in removed.items()))
+        return ir.passes.PassResult(model, modified=any(removed.values()))
+
+    @staticmethod
+    def _run_common_passes(model: ir.Model) -> None:
         ir.passes.Sequential(
             common.IdentityEliminationPass(),
             common.CommonSubexpressionEliminationPass(),
@@ -31,12 +46,18 @@ class Cleanup(CompressionPass):
             common.RemoveUnusedFunctionsPass(),
             common.RemoveUnusedOpsetsPass(),
         )(model)
-        _drop_unused_initializer_inputs(model.graph)
-        common.RemoveUnusedNodesPass()(model)
-        removed = {key: before[key] - after for key, after in _census(model).items()}
-        self.details.update({f"{key}_removed": count for key, count in removed.items()})
-        self.note(", ".join(f"removed {count} {key}" for key, count in removed.items()))
-        return ir.passes.PassResult(model, modified=any(removed.values()))
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a dependency's per-initializer warnings (one line per IR-3 input) while it runs."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _drop_unused_initializer_inputs(graph: ir.Graph) -> None:

@@ -29,7 +29,7 @@ from onnxcompress.passes.pruning.selection import Constraints, choose
 from onnxcompress.passes.pruning.untie import untie_weights
 from onnxcompress.stats import parameter_count
 
-IMPORTANCES = ("magnitude", "activation")
+IMPORTANCES = ("magnitude", "activation", "taylor")
 SCOPES = ("local", "global")
 
 
@@ -59,7 +59,7 @@ class PruneChannels(CompressionPass):
         if not 0 <= ratio < 1:
             raise UsageError(f"ratio must be in [0, 1), got {ratio}")
         if importance not in IMPORTANCES:
-            raise UsageError(f"unknown importance {importance!r}; choose one of {', '.join(IMPORTANCES)} (taylor is not built yet)")
+            raise UsageError(f"unknown importance {importance!r}; choose one of {', '.join(IMPORTANCES)}")
         if scope not in SCOPES:
             raise UsageError(f"unknown scope {scope!r}; choose local or global")
         if round_to < 1 or min_channels < 1:
@@ -97,10 +97,10 @@ class PruneChannels(CompressionPass):
         return ir.passes.PassResult(model, modified=True)
 
     def _check_calibration(self, model: ir.Model) -> None:
-        needs = self.importance == "activation" or self.bias_fold or self.reconstruct
+        needs = self.importance != "magnitude" or self.bias_fold or self.reconstruct
         if self.calibration is None:
             if needs:
-                raise UsageError("importance=activation, bias_fold and reconstruct need calibration data")
+                raise UsageError("importance=activation/taylor, bias_fold and reconstruct need calibration data")
             return
         from onnxcompress.calibration.validation import validate_reader
 
@@ -127,6 +127,10 @@ class PruneChannels(CompressionPass):
     def _scores(self, graph: ChannelGraph, units: list[Unit], model: ir.Model) -> np.ndarray:
         if self.importance == "activation":
             return importance.activation_scores(graph, units, model, self.calibration)
+        if self.importance == "taylor":
+            from onnxcompress.passes.pruning.taylor import taylor_scores
+
+            return taylor_scores(graph, units, model, self.calibration)
         return importance.magnitude_scores(graph, units)
 
     def _recover(self, model: ir.Model, graph: ChannelGraph, chosen: list[Unit]) -> None:

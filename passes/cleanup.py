@@ -1,9 +1,10 @@
 """``cleanup``: remove what does not contribute to the outputs, without touching the signature.
 
-Composed from ``onnx_ir.passes.common`` (identity elimination, common subexpressions, duplicate
-initializers by content hash, dead nodes, unused functions and opsets). The one step of our own
-removes initializer-backed graph inputs nothing reads: they are optional inputs of IR < 4 models,
-and keeping them is what makes a cleaned IR-3 model still list hundreds of inputs.
+Composed from ``onnx_ir.passes.common`` (common subexpressions, duplicate initializers by content
+hash, dead nodes, unused functions and opsets). Two steps are ours: identity elimination, because
+onnx_ir's renames ``x`` to ``y`` in ``y = Identity(x)`` even when both are outputs of a subgraph,
+leaving a Scan body with two outputs of one name (3 of the 1,497 node-corpus cases ORT runs broke);
+and removing initializer-backed graph inputs nothing reads, the optional inputs of IR < 4 models.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Cleanup(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Run the composed clean-up and record how many nodes, initializers and inputs went."""
         before = _census(model)
+        _bypass_identities(model.graph)
         with _quiet(common.initializer_deduplication.__name__):
             self._run_common_passes(model)
         _drop_unused_initializer_inputs(model.graph)
@@ -39,7 +41,6 @@ class Cleanup(CompressionPass):
     @staticmethod
     def _run_common_passes(model: ir.Model) -> None:
         ir.passes.Sequential(
-            common.IdentityEliminationPass(),
             common.CommonSubexpressionEliminationPass(),
             common.DeduplicateHashedInitializersPass(),
             common.RemoveUnusedNodesPass(),
@@ -58,6 +59,19 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _bypass_identities(graph: ir.Graph) -> None:
+    """Point readers of ``y = Identity(x)`` at ``x`` (in subgraphs too); identities that produce a
+    graph output stay, so no output is renamed or duplicated."""
+    for node in list(ir.traversal.RecursiveGraphIterator(graph)):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or node.inputs[0] is None:
+            continue
+        output = node.outputs[0]
+        if output.is_graph_output():
+            continue
+        output.replace_all_uses_with(node.inputs[0])
+        node.graph.remove(node, safe=True)
 
 
 def _drop_unused_initializer_inputs(graph: ir.Graph) -> None:

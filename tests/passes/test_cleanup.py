@@ -71,3 +71,21 @@ def test_only_unused_initializer_inputs_are_dropped(assert_exact_rewrite):
     assert [v.name for v in after.graph.outputs] == ["y"]
     assert_exact_rewrite(before, after, feeds={n: np.ones((2,), np.float32) for n in ("x", "extra")})
 
+
+
+SCAN_BODY_IDENTITY_OUTPUT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2] initial, float[3, 2] x) => (float[2] y, float[3, 2] z) {
+    y, z = Scan<num_scan_inputs = 1, body = body (float[2] sum_in, float[2] next) => (float[2] sum_out, float[2] scan_out) {
+        sum_out = Add(sum_in, next)
+        scan_out = Identity(sum_out)
+    }>(initial, x)
+}
+"""
+
+
+def test_identity_between_two_subgraph_outputs_is_kept(assert_exact_rewrite):
+    before, after, _ = _clean(SCAN_BODY_IDENTITY_OUTPUT)
+    body = next(iter(after.graph)).attributes["body"].as_graph()
+    assert [v.name for v in body.outputs] == ["sum_out", "scan_out"]
+    assert_exact_rewrite(before, after)

@@ -10,20 +10,21 @@ from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.pruning.recovery import design_matrix
 
 CALIBRATION_SAMPLES = 64
+IMAGE_SIZE = 8  # the digits' native resolution: 4× cheaper to train than 16×16
 
 
 @pytest.fixture(scope="module")
 def digits_cnn(tmp_path_factory):
-    """A small digits ResNet trained for a few epochs on 16×16 digits, exported to ONNX, and its data."""
+    """A small digits ResNet trained for a few epochs on the 8×8 digits, exported to ONNX, and its data."""
     import torch
 
     from onnxcompress.models import digits, export, training, vision
 
-    split = digits.load_split(size=16)
+    split = digits.load_split(size=IMAGE_SIZE)
     net = vision.digits_resnet(width=8)
     training.fit(net, split.x_train, split.y_train, epochs=4, lr=5e-3, batch_size=64, seed=0)
     path = tmp_path_factory.mktemp("digits") / "digits.onnx"
-    export.export_onnx(net, path, (torch.zeros(1, 1, 16, 16),), input_names=["x"], output_names=["y"])
+    export.export_onnx(net, path, (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),), input_names=["x"], output_names=["y"])
     return io.load(path), split
 
 

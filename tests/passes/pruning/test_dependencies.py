@@ -117,3 +117,21 @@ g (float[N,3,8,8] x) => (float[N,2,8,8] y)
     check_pruned(make_model(text, shapes), model, feeds)
     conv = next(n for n in model.graph if n.op_type == "Conv")
     assert conv.outputs[0].shape[1] < 8
+
+
+def test_exclude_freezes_every_group_the_tensor_touches(make_model):
+    model = make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES)
+    pruner = PruneChannels(ratio=0.5, exclude=["w2"])
+    assert not pruner(model).modified  # w2 reads the residual group and writes the inner one
+    groups = {g["group"]: g for g in pruner.details["groups"]}
+    for name in ("w1[0]", "w2[0]"):
+        assert groups[name]["removed"] == 0
+        assert "excluded by the user ('w2')" in groups[name]["reason"]
+
+
+def test_min_channels_bounds_every_group(make_model):
+    pruner = PruneChannels(ratio=0.9, min_channels=3)
+    assert pruner(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES)).modified
+    groups = {g["group"]: g for g in pruner.details["groups"]}
+    assert groups["w1[0]"]["kept"] == 3
+    assert groups["w2[0]"]["kept"] == 3

@@ -9,6 +9,8 @@ error of its outputs against the input model's.
 
     python tools/bench_exact.py [--only light_vgg19,minilm,resnet18] [--rounds 5]
 
+``--only`` re-measures those models and keeps the other models' results from the last run.
+
 Writes docs/bench_exact.md and tools/results/bench_exact.json.
 """
 
@@ -149,7 +151,10 @@ def check_targets(results: dict[str, dict]) -> list[str]:
         if "nodes" in slim:
             verdict = "met" if ours_row["nodes"] <= slim["nodes"] else "MISSED"
             lines.append(f"- {name}: nodes {ours_row['nodes']} vs onnxslim {slim['nodes']} — {verdict}")
-        verdict = "met" if ours_row["speedup"] >= 1.0 - 0.02 else "MISSED"
+        if ours_row["latency"]["clean"]:
+            verdict = "met" if ours_row["speedup"] >= 1.0 - 0.02 else "MISSED"
+        else:
+            verdict = "not judged: every round was disturbed by other processes"
         lines.append(f"- {name}: ORT latency vs input {ours_row['speedup']:.3f}x — {verdict} (2 % noise margin)")
     if "minilm" in results and "seconds" in results["minilm"].get("onnxslim", {}):
         ours_s, slim_s = results["minilm"]["onnxcompress"]["seconds"], results["minilm"]["onnxslim"]["seconds"]
@@ -191,10 +196,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
+    results = json.loads(JSON_OUT.read_text())["results"] if only and JSON_OUT.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-exact-") as tmp:
         work = Path(tmp)
         models = prepare_models(work, only)
-        results = {name: bench_model(name, path, feeds, work, args.rounds) for name, (path, feeds) in models.items()}
+        results.update({name: bench_model(name, path, feeds, work, args.rounds) for name, (path, feeds) in models.items()})
     targets = check_targets(results)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(), "ort": ort.__version__, "rounds": args.rounds}
     JSON_OUT.write_text(json.dumps({"meta": meta, "results": results, "targets": targets}, indent=1))

@@ -38,18 +38,21 @@ class DemoSettings:
     student_epochs: int = 60
     lr: float = 3e-3
     batch_size: int = 64
-    temperature: float = 4.0
-    alpha: float = 0.7
+    temperature: float = 2.0
+    alpha: float = 0.5
     patience: int = 10
     seed: int = 0
     chain: tuple[str, ...] = DEFAULT_CHAIN
     threads: int = 2
     rounds: int = 7
+    train_samples: int | None = None  # None: the whole training split
+    benchmark_steps: bool = True
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        """A few epochs and short benchmarks: the whole demo in about a minute."""
-        return cls(teacher_width=16, student_width=8, teacher_epochs=4, student_epochs=10, patience=4, rounds=3)
+        """Small models, a subset and short benchmarks: the whole path in about a minute (for tests)."""
+        return cls(teacher_width=8, student_width=4, teacher_epochs=2, student_epochs=3, patience=2, rounds=2,
+                   train_samples=256, benchmark_steps=False)
 
 
 @dataclasses.dataclass
@@ -67,7 +70,7 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
     s = settings or DemoSettings()
     out.mkdir(parents=True, exist_ok=True)
     split = digits.load_split(size=32, seed=s.seed)
-    train, val = _carve_validation(split.x_train, split.y_train, s.seed)
+    train, val = _carve_validation(split.x_train[: s.train_samples], split.y_train[: s.train_samples], s.seed)
     log("training the teacher")
     teacher = vision.digits_resnet(num_classes=10, width=s.teacher_width, seed=s.seed)
     training.fit(teacher, *train, epochs=s.teacher_epochs, lr=s.lr, batch_size=s.batch_size, seed=s.seed, x_val=val[0], y_val=val[1], patience=s.patience)
@@ -85,7 +88,7 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
     test = LabelledData({INPUT: split.x_test}, split.y_test)
     log("running the pass chain on the student")
     chain, skipped = build_chain(s.chain)
-    measurement = Measurement(threads=s.threads, feeds={INPUT: split.x_test[:1]}, labelled=test, rounds=s.rounds)
+    measurement = Measurement(benchmark=s.benchmark_steps, threads=s.threads, feeds={INPUT: split.x_test[:1]}, labelled=test, rounds=s.rounds)
     compressed = Pipeline(chain, measurement=measurement).run(io.load(paths["student"]), calibration=ArrayReader({INPUT: split.x_train}))
     io.save(compressed.model, out / "final.onnx")
     np.savez(out / "test.npz", x=split.x_test, y=split.y_test)

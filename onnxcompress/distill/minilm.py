@@ -35,10 +35,10 @@ class RecipeSettings:
     """Corpus sizes and training knobs; ``quick()`` for tests."""
 
     student_layers: int = 3
-    train_sentences: int = 4000
+    train_sentences: int = 2000
     test_sentences: int = 500
     max_length: int = 64
-    epochs: int = 3
+    epochs: int = 2
     lr: float = 1e-4
     batch_size: int = 32
     seed: int = 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onnxcompress.calibration.text import encode, load_tokenizer
 from onnxcompress.models.export import export_onnx
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -90,9 +91,7 @@ def export_minilm(path: str | os.PathLike, *, num_layers: int | None = None, ops
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer():
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(model_path() / "tokenizer.json"))
+    return load_tokenizer(model_path())
 
 
 def tokenize(sentences: Sequence[str], max_length: int = 128, pad_to: int | None = None) -> dict[str, np.ndarray]:
@@ -103,16 +102,4 @@ def tokenize(sentences: Sequence[str], max_length: int = 128, pad_to: int | None
     """
     if not sentences:
         raise ValueError("tokenize needs at least one sentence")
-    length = min(max_length, pad_to) if pad_to else max_length
-    tokenizer = _tokenizer()
-    tokenizer.enable_truncation(max_length=length)
-    if pad_to:
-        tokenizer.enable_padding(length=pad_to, pad_id=0, pad_token="[PAD]")
-    else:
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-    encodings = tokenizer.encode_batch(list(sentences))
-    return {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-    }
+    return encode(_tokenizer(), sentences, max_length=max_length, pad_to=pad_to)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typing
 
-from rich.table import Table
-
 from onnxcompress.cli.app import app, console
 from onnxcompress.passes import REGISTRY
 from onnxcompress.spec import describe_option
@@ -13,10 +11,9 @@ from onnxcompress.spec import describe_option
 
 @app.command("passes")
 def list_passes() -> None:
-    """List the registered passes and their options."""
-    table = Table("pass", "kind", "what it does", "options")
+    """List the registered passes and their options, one line each."""
     for name, cls in sorted(REGISTRY.items()):
         hints = typing.get_type_hints(cls.__init__)
         options = ", ".join(describe_option(p, hints.get(n, str)) for n, p in cls.option_parameters().items())
-        table.add_row(name, "exact" if cls.exact else "lossy", cls.summary(), options or "-")
-    console.print(table)
+        kind = "exact" if cls.exact else "lossy"
+        console.print(f"{name} [{kind}] {cls.summary()} options: {options or '-'}", markup=False, highlight=False, soft_wrap=True)

@@ -98,6 +98,7 @@ def test_negative_budget_is_a_usage_error():
         _fold(CONSTANT_SUBGRAPH, max_folded_mb=-1.0)
 
 
+@pytest.mark.slow
 def test_light_models_with_constant_weights_fold_only_within_budget(light_models, assert_exact_rewrite):
     budget_mb = 0.25
     for path in light_models:

@@ -18,9 +18,9 @@ import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
 
 from onnxcompress.passes.base import CompressionPass
-from onnxcompress.passes.fusion import bias_add, conv_bn, gelu, layer_norm, reshape_dims
+from onnxcompress.passes.fusion import bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
 
-FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims)
+FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain)
 
 
 class Fuse(CompressionPass):

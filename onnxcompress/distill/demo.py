@@ -24,7 +24,9 @@ from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.report import Report
 
 INPUT, OUTPUT = "image", "logits"
-DEFAULT_CHAIN = ("fold-constants", "cleanup", "fuse", "prune-channels:ratio=0.5", "quantize-static")
+DEFAULT_CHAIN = (
+    "fold-constants", "cleanup", "fuse", "prune-channels:ratio=0.5,bias_fold=true,reconstruct=true", "quantize-static",
+)
 VALIDATION_FRACTION = 0.15
 
 
@@ -45,6 +47,7 @@ class DemoSettings:
     chain: tuple[str, ...] = DEFAULT_CHAIN
     threads: int = 2
     rounds: int = 7
+    max_drop: float = 0.01  # a lossy pass losing more test accuracy than this is rolled back
     train_samples: int | None = None  # None: the whole training split
     benchmark_steps: bool = True
 
@@ -70,18 +73,7 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
     s = settings or DemoSettings()
     out.mkdir(parents=True, exist_ok=True)
     split = digits.load_split(size=32, seed=s.seed)
-    train, val = _carve_validation(split.x_train[: s.train_samples], split.y_train[: s.train_samples], s.seed)
-    log("training the teacher")
-    teacher = vision.digits_resnet(num_classes=10, width=s.teacher_width, seed=s.seed)
-    training.fit(teacher, *train, epochs=s.teacher_epochs, lr=s.lr, batch_size=s.batch_size, seed=s.seed, x_val=val[0], y_val=val[1], patience=s.patience)
-    log("distilling the student")
-    student = distill(
-        teacher, vision.digits_student(num_classes=10, width=s.student_width, seed=s.seed), train, epochs=s.student_epochs, lr=s.lr, batch_size=s.batch_size,
-        seed=s.seed, val=val, patience=s.patience, temperature=s.temperature, alpha=s.alpha,
-    ).student
-    log("training the same student on labels alone")
-    label_only = vision.digits_student(num_classes=10, width=s.student_width, seed=s.seed)
-    training.fit(label_only, *train, epochs=s.student_epochs, lr=s.lr, batch_size=s.batch_size, seed=s.seed, x_val=val[0], y_val=val[1], patience=s.patience)
+    teacher, student, label_only = _train_models(split, s, log)
     sample = (torch.from_numpy(split.x_test[:1]),)
     paths = {name: export(m, out / f"{name}.onnx", sample, input_names=[INPUT], output_names=[OUTPUT]) for name, m in
              [("teacher", teacher), ("student", student), ("student_labels_only", label_only)]}
@@ -89,18 +81,33 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
     log("running the pass chain on the student")
     chain, skipped = build_chain(s.chain)
     measurement = Measurement(benchmark=s.benchmark_steps, threads=s.threads, feeds={INPUT: split.x_test[:1]}, labelled=test, rounds=s.rounds)
-    compressed = Pipeline(chain, measurement=measurement).run(io.load(paths["student"]), calibration=ArrayReader({INPUT: split.x_train}))
+    pipeline = Pipeline(chain, measurement=measurement, max_drop=s.max_drop)
+    compressed = pipeline.run(io.load(paths["student"]), calibration=ArrayReader({INPUT: split.x_train}))
     io.save(compressed.model, out / "final.onnx")
     np.savez(out / "test.npz", x=split.x_test, y=split.y_test)
     log("measuring every stage side by side")
-    table = stages.measure_stages(
-        [stages.Stage("teacher", io.load(paths["teacher"])), stages.Stage("student (labels only)", io.load(paths["student_labels_only"])),
-         stages.Stage("student (distilled)", io.load(paths["student"])), stages.Stage("final (after passes)", compressed.model)],
-        test, threads=s.threads, rounds=s.rounds,
-    )
+    named = [("teacher", io.load(paths["teacher"])), ("student (labels only)", io.load(paths["student_labels_only"])),
+             ("student (distilled)", io.load(paths["student"])), ("final (after passes)", compressed.model)]
+    table = stages.measure_stages([stages.Stage(*n) for n in named], test, threads=s.threads, rounds=s.rounds)
     result = DemoResult(table, compressed.report, _targets(table), skipped)
     _write_reports(result, out)
     return result
+
+
+def _train_models(split: digits.DigitsSplit, s: DemoSettings, log: Callable[[str], None]):
+    """The trained teacher, the distilled student and the same student trained on labels alone."""
+    train, val = _carve_validation(split.x_train[: s.train_samples], split.y_train[: s.train_samples], s.seed)
+    supervised = {"epochs": s.student_epochs, "lr": s.lr, "batch_size": s.batch_size, "seed": s.seed, "patience": s.patience}
+    log("training the teacher")
+    teacher = vision.digits_resnet(num_classes=10, width=s.teacher_width, seed=s.seed)
+    training.fit(teacher, *train, **{**supervised, "epochs": s.teacher_epochs}, x_val=val[0], y_val=val[1])
+    log("distilling the student")
+    student = vision.digits_student(num_classes=10, width=s.student_width, seed=s.seed)
+    distill(teacher, student, train, val=val, temperature=s.temperature, alpha=s.alpha, **supervised)
+    log("training the same student on labels alone")
+    label_only = vision.digits_student(num_classes=10, width=s.student_width, seed=s.seed)
+    training.fit(label_only, *train, **supervised, x_val=val[0], y_val=val[1])
+    return teacher, student, label_only
 
 
 def _carve_validation(x: np.ndarray, y: np.ndarray, seed: int):

@@ -39,6 +39,7 @@ DOC_OUT = ROOT / "docs" / "bench_quantization.md"
 CALIBRATION_SAMPLES = 200
 MINILM_SEQ = 128
 MINILM_SENTENCES = 300
+DIGITS_EPOCHS = 6
 
 
 @dataclasses.dataclass
@@ -142,7 +143,7 @@ def trained_digits():
 
     split = digits.load_split()
     module = vision.digits_resnet()
-    training.fit(module, split.x_train, split.y_train, epochs=15, lr=3e-3, batch_size=64, seed=0)
+    training.fit(module, split.x_train, split.y_train, epochs=DIGITS_EPOCHS, lr=3e-3, batch_size=64, seed=0)
     return module
 
 

@@ -1,7 +1,9 @@
 """What static and dynamic quantization share: guards, node selection, fallback, putting the result back, reporting.
 
 Subclasses say which op types they support and how to quantize a selection; this class does the
-rest once: refuse an already-quantized model, name unnamed nodes (ORT selects nodes by name),
+rest once: refuse an already-quantized model, name unnamed nodes (ORT selects nodes by name), lift
+Constant-node and Identity-of-initializer weights and biases to initializers (exporters emit those for
+folded BatchNorm and shared biases, and ORT then leaves the Convs in FP32 between Q/DQ),
 convert to a QDQ-capable opset, quantize (with the accuracy-aware fallback when ``max_drop`` is
 set), and count the Q/DQ pairs ORT's optimizer could not fuse.
 """
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import NameFixPass
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass
 
 from onnxcompress import io, runtime
 from onnxcompress.passes.base import CompressionPass
@@ -62,6 +64,8 @@ class QuantizePass(CompressionPass):
         """Quantize ``model`` in place and report what was done."""
         guard.refuse_quantized(model)
         NameFixPass()(model)
+        LiftConstantsToInitializersPass()(model)  # ORT fuses a Conv/Gemm only when its bias is an initializer
+        materialize_identity_constants(model)
         proto = with_shapes(io.to_proto(model))
         selection = select(proto, self.op_types or self.default_op_types(), self.supported_op_types(), self.exclude)
         quantize = self.prepare(model, proto, selection)
@@ -101,3 +105,16 @@ class QuantizePass(CompressionPass):
             self.note(f"ORT left {unfused.count} layers in FP32 between Q/DQ ({layers}), e.g. {unfused.examples[0]}")
         else:
             self.note("ORT fused every quantized layer (no float op left between Q/DQ)")
+
+
+def materialize_identity_constants(model: ir.Model) -> None:
+    """Replace ``Identity(initializer)`` by an initializer of its own, so each consumer sees a constant."""
+    graph = model.graph
+    for node in list(graph):
+        source, out = (node.inputs[0] if node.inputs else None), node.outputs[0]
+        if node.op_type != "Identity" or source is None or source.const_value is None or out.is_graph_output():
+            continue
+        copy = ir.Value(name=out.name, shape=source.shape, type=source.type, const_value=source.const_value)
+        out.replace_all_uses_with(copy)
+        graph.remove(node, safe=True)
+        graph.register_initializer(copy)

@@ -11,7 +11,7 @@ from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeStatic
 
-from .conftest import with_weights
+from .conftest import CNN_TEXT, with_weights
 
 LINEAR_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -128,3 +128,16 @@ def test_missing_calibration_and_unknown_method_are_usage_errors(cnn, cnn_reader
         QuantizeStatic()(cnn)
     with pytest.raises(UsageError, match="method"):
         QuantizeStatic(calibration=cnn_reader, method="magic")(cnn)
+
+
+def test_bias_shared_through_identity_still_fuses(cnn_inputs, cnn_reader) -> None:
+    text = CNN_TEXT.replace("c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2)", "b2i = Identity (b1)\n    c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2i)")
+    model = with_weights(text)
+    reference = runtime.run(model, cnn_inputs)["y"]
+    pass_ = QuantizeStatic(calibration=cnn_reader)
+    pass_(model)
+    assert "Identity" not in {n.op_type for n in model.graph}
+    assert pass_.details["unfused_qdq"]["count"] == 0
+    assert checks.graph_problems(model) == []
+    got = runtime.run(model, cnn_inputs, optimization="disable")["y"]
+    assert np.abs(got - reference).max() <= 0.05 * np.abs(reference).max()

@@ -24,7 +24,7 @@ FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain)
 
 
 class Fuse(CompressionPass):
-    """Fuse Conv+BatchNorm, bias Adds, MatMul+Add→Gemm, LayerNorm, GELU and Reshape shape chains."""
+    """Fuse Conv+BatchNorm, bias Adds, MatMul+Add→Gemm, LayerNorm, GELU, Reshape shape and Unsqueeze chains."""
 
     name = "fuse"
     exact = True

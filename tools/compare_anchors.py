@@ -37,6 +37,8 @@ import bench_quantization as quant  # noqa: E402  (the INT8 bench's ORT anchors 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
 PRUNE_RATIO = 0.3
+NOISY_WARNING = ("**Warning: no clean rounds** (other processes used the CPU during every round, see the rounds column): "
+                 "latencies are noisy; re-run on a quiet machine before quoting them.")
 VERSIONED = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxslim", "onnxsim", "torch", "torch-pruning")
 
 
@@ -273,6 +275,8 @@ def markdown(results: dict[str, list[Row]], plots: dict[str, Path], seconds: flo
              "input measured in the same run** (rounds where other processes used > 0.25 core are dropped). "
              "Fidelity: first output against the fp32 input on the same feeds. The digits CNN is trained (accuracy on its test split); "
              "the ResNet-18 layout carries seeded, untrained weights (fidelity is its quality axis).", "", *machine_lines(), ""]
+    if any(r.latency and not r.latency.clean for rows in results.values() for r in rows):
+        lines += [NOISY_WARNING, ""]
     for name, rows in results.items():
         lines += [f"## {name}", "", "| family | tool | size MB | nodes | median ms (p10-p90) | speedup | cosine | max abs err | accuracy | rounds kept/dropped | tool s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]

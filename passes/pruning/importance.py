@@ -1,5 +1,9 @@
 """How much each removable unit matters: magnitude, activations over calibration data, dead units.
 
+Activation importance comes in three flavours, all from one streamed pass over calibration data:
+|W|·‖X‖ (``activation``), mean |a| (``mean_abs``) and 1 − APoZ (``apoz``), each measured on the
+activations that weighted layers (Conv/Gemm/MatMul) read.
+
 Scores are computed per *element* of the channel graph and summed over a unit's elements, so a
 unit's score covers every weight slice it would remove (its filter, the next layer's input slice,
 its BatchNorm vector) — Torch-Pruning's group importance, on the ONNX graph. ``normalise`` divides
@@ -8,10 +12,12 @@ by each group's mean so that ``scope=global`` compares groups of different scale
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
+from onnxcompress.passes.pruning.graph import ChannelGraph, Slot, Unit
 from onnxcompress.passes.pruning.groups import is_weight
 
 
@@ -28,30 +34,96 @@ def magnitude_scores(graph: ChannelGraph, units: list[Unit], p: int = 2) -> np.n
         if is_weight(slot):
             norms = slice_norms(slot.value.const_value.numpy(), slot.axis, p)
             per_element[slot.offset : slot.offset + slot.size] = norms**p
-    return np.array([per_element[u.elements].sum() for u in units]) ** (1.0 / p)
+    return _per_unit(per_element, units) ** (1.0 / p)
 
 
-def activation_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:
-    """|W|·‖X‖ per unit: each contraction's input RMS over calibration data times its weight-slice norm.
+class ChannelStatistics:
+    """Running per-channel sums of one activation over calibration batches (memory: O(channels))."""
 
-    Activations are streamed batch by batch (``calibration.activations.stream_activations``), keeping
-    only a running sum of squares per channel: memory is bounded by the channel counts.
+    def __init__(self, channels: int) -> None:
+        self.abs_sum = np.zeros(channels)
+        self.square_sum = np.zeros(channels)
+        self.zero_count = np.zeros(channels)
+        self.count = 0
+
+    def add(self, batch: np.ndarray, axis: int) -> None:
+        """Accumulate one batch, ``axis`` being the channel axis."""
+        moved = np.moveaxis(batch.astype(np.float64), axis, 0).reshape(self.abs_sum.size, -1)
+        self.abs_sum += np.abs(moved).sum(axis=1)
+        self.square_sum += (moved**2).sum(axis=1)
+        self.zero_count += (moved == 0).sum(axis=1)
+        self.count += moved.shape[1]
+
+    def mean_abs(self) -> np.ndarray:
+        """Mean |a| per channel."""
+        return self.abs_sum / max(self.count, 1)
+
+    def rms(self) -> np.ndarray:
+        """Root mean square ‖X‖ per channel."""
+        return np.sqrt(self.square_sum / max(self.count, 1))
+
+    def apoz(self) -> np.ndarray:
+        """Average percentage of zeros per channel (as a fraction: 1 = always zero)."""
+        return self.zero_count / max(self.count, 1)
+
+
+def _weighted_contractions(graph: ChannelGraph) -> list[tuple[Slot, Slot]]:
+    """(activation, weight) slot pairs of every contraction that reads an activation with a weight."""
+    return [(x, w) for x, w in graph.contractions if is_weight(w) and not is_weight(x)]
+
+
+def channel_statistics(graph: ChannelGraph, model: ir.Model, reader) -> dict[str, ChannelStatistics]:
+    """Per-channel statistics of every activation a weighted contraction reads, keyed by tensor name.
+
+    Activations are streamed batch by batch (``calibration.activations.stream_activations``) into
+    running sums per channel, so memory is bounded by the channel counts, not the sample count.
     """
     from onnxcompress.calibration.activations import stream_activations
 
-    pairs = [(x, w) for x, w in graph.contractions if is_weight(w) and not is_weight(x)]
-    inputs = {x.value.name: x for x, _ in pairs}
-    squares = {name: np.zeros(x.size) for name, x in inputs.items()}
-    counts = dict.fromkeys(inputs, 0)
+    inputs = {x.value.name: x for x, _ in _weighted_contractions(graph)}
+    stats = {name: ChannelStatistics(x.size) for name, x in inputs.items()}
     for batch in stream_activations(model, reader, list(inputs)):
         for name, x in inputs.items():
-            moved = np.moveaxis(batch[name].astype(np.float64), x.axis, 0).reshape(x.size, -1)
-            squares[name] += (moved**2).sum(axis=1)
-            counts[name] += moved.shape[1]
+            stats[name].add(batch[name], x.axis)
+    return stats
+
+
+def activation_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:
+    """|W|·‖X‖ per unit: each contraction's input RMS over calibration data times its weight-slice norm."""
+    stats = channel_statistics(graph, model, reader)
     per_element = np.zeros(graph.element_count)
-    for x, w in pairs:
-        rms = np.sqrt(squares[x.value.name] / max(counts[x.value.name], 1))
+    for x, w in _weighted_contractions(graph):
+        rms = stats[x.value.name].rms()
         per_element[x.offset : x.offset + x.size] += rms * slice_norms(w.value.const_value.numpy(), w.axis)
+    return _per_unit(per_element, units)
+
+
+def mean_abs_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:
+    """Mean |a| per unit: the mean magnitude of its channels wherever a weighted layer reads them."""
+    return _activation_statistic_scores(graph, units, model, reader, ChannelStatistics.mean_abs)
+
+
+def apoz_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:
+    """1 − APoZ per unit (Hu et al. 2016): a channel that is zero more often matters less.
+
+    APoZ counts exact zeros, so it separates channels after ReLU-like activations (ReLU, hard-swish
+    below −3); after activations that are never exactly zero every channel scores the same.
+    """
+    return _activation_statistic_scores(graph, units, model, reader, lambda s: 1.0 - s.apoz())
+
+
+def _activation_statistic_scores(
+    graph: ChannelGraph, units: list[Unit], model: ir.Model, reader, statistic: Callable[[ChannelStatistics], np.ndarray]
+) -> np.ndarray:
+    """Sum over each unit of ``statistic`` of its channels, once per read activation tensor."""
+    stats = channel_statistics(graph, model, reader)
+    per_element = np.zeros(graph.element_count)
+    for x, _ in _weighted_contractions(graph):
+        per_element[x.offset : x.offset + x.size] = statistic(stats[x.value.name])
+    return _per_unit(per_element, units)
+
+
+def _per_unit(per_element: np.ndarray, units: list[Unit]) -> np.ndarray:
     return np.array([per_element[u.elements].sum() for u in units])
 
 

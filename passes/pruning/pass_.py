@@ -31,12 +31,21 @@ from onnxcompress.passes.pruning.selection import Constraints, choose
 from onnxcompress.passes.pruning.untie import untie_weights
 from onnxcompress.stats import parameter_count
 
-IMPORTANCES = ("magnitude", "activation", "taylor")
+IMPORTANCES = ("magnitude", "activation", "mean_abs", "apoz", "taylor")
+CALIBRATED_SCORES = {
+    "activation": importance.activation_scores,
+    "mean_abs": importance.mean_abs_scores,
+    "apoz": importance.apoz_scores,
+}
 SCOPES = ("local", "global")
 
 
 class PruneChannels(CompressionPass):
-    """Remove whole channels, neurons and attention heads, rewriting every coupled tensor."""
+    """Remove whole channels, neurons and attention heads, rewriting every coupled tensor.
+
+    ``importance``: ``magnitude`` (weight L2), ``activation`` (|W|·‖X‖), ``mean_abs`` (mean |a|),
+    ``apoz`` (1 − average percentage of zeros) or ``taylor``; all but ``magnitude`` need calibration.
+    """
 
     name = "prune-channels"
     exact = False
@@ -102,7 +111,7 @@ class PruneChannels(CompressionPass):
         needs = self.importance != "magnitude" or self.bias_fold or self.reconstruct
         if self.calibration is None:
             if needs:
-                raise UsageError("importance=activation/taylor, bias_fold and reconstruct need calibration data")
+                raise UsageError(f"importance={'/'.join(IMPORTANCES[1:])}, bias_fold and reconstruct need calibration data")
             return
         from onnxcompress.calibration.validation import validate_reader
 
@@ -127,8 +136,8 @@ class PruneChannels(CompressionPass):
         return choose(units, scores, removable, limits)
 
     def _scores(self, graph: ChannelGraph, units: list[Unit], model: ir.Model) -> np.ndarray:
-        if self.importance == "activation":
-            return importance.activation_scores(graph, units, model, self.calibration)
+        if self.importance in CALIBRATED_SCORES:
+            return CALIBRATED_SCORES[self.importance](graph, units, model, self.calibration)
         if self.importance == "taylor":
             from onnxcompress.passes.pruning.taylor import taylor_scores
 

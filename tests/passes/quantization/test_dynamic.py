@@ -104,3 +104,27 @@ def test_already_quantized_model_is_refused_in_one_line(mlp) -> None:
 def test_unsupported_op_type_is_usage_error(mlp) -> None:
     with pytest.raises(UsageError, match="op_types"):
         QuantizeDynamic(op_types=["Softmax"])(mlp)
+
+
+GEMM_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 16] x) => (float[N, 8] y)
+<float[8, 16] w = {0.0}, float[8] b = {0.0}>
+{
+    y = Gemm <transB = 1> (x, w, b)
+}
+"""
+
+
+def test_gemm_is_split_so_it_can_be_quantized() -> None:
+    model = with_weights(GEMM_TEXT)
+    inputs = feeds((5, 16))
+    reference = runtime.run(model, inputs)
+    pass_ = QuantizeDynamic()
+    pass_(model)
+    ops = [n.op_type for n in model.graph]
+    assert "Gemm" not in ops and "MatMulInteger" in ops
+    assert any("Gemm split" in line for line in pass_.notes)
+    assert checks.graph_problems(model) == []
+    for optimization in ("disable", "all"):
+        assert fidelity.compare(reference, runtime.run(model, inputs, optimization=optimization)).cosine > 0.99

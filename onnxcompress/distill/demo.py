@@ -36,8 +36,8 @@ class DemoSettings:
 
     teacher_width: int = 64  # batch-1 ORT latency ≥ 1 ms: compute-bound, not runtime overhead
     student_width: int = 16
-    teacher_epochs: int = 6
-    student_epochs: int = 60
+    teacher_epochs: int = 10
+    student_epochs: int = 30
     lr: float = 3e-3
     batch_size: int = 64
     temperature: float = 2.0

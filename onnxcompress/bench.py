@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from onnxcompress.runtime import DEFAULT_THREADS
 
+MAX_RUNS_PER_ROUND = 100_000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -79,10 +80,12 @@ def measure(
 
 
 def _runs_for(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray], seconds: float) -> int:
+    """Runs that fill about ``seconds``: a round must span many clock ticks (10 ms each) for
+    /proc/stat to see another process's CPU use during it, even on a model that takes microseconds."""
     start = time.perf_counter()
     sess.run(None, dict(feed))
     once = max(time.perf_counter() - start, 1e-5)
-    return int(min(max(seconds / once, 3), 200))
+    return int(min(max(seconds / once, 3), MAX_RUNS_PER_ROUND))
 
 
 def _one_round(sessions, feeds, runs_per_round) -> tuple[list[list[float]], float]:

@@ -26,7 +26,7 @@ STATIC_OP_TYPES = (
     "Relu", "Clip", "Concat", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
     "Sigmoid", "Resize",
 )
-DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Attention")
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Attention", "Gather")
 STATIC_EXTRA_OPTIONS = {"ActivationSymmetric": False, "WeightSymmetric": True}
 DYNAMIC_EXTRA_OPTIONS = {"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT}
 Ranges = Mapping[str, tuple[float, float]]

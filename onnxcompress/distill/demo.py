@@ -25,7 +25,7 @@ from onnxcompress.report import Report
 
 INPUT, OUTPUT = "image", "logits"
 DEFAULT_CHAIN = (
-    "fold-constants", "cleanup", "fuse", "prune-channels:ratio=0.5,bias_fold=true,reconstruct=true", "quantize-static",
+    "fold-constants", "cleanup", "fuse", "prune-channels:ratio=0.3,bias_fold=true,reconstruct=true", "quantize-static",
 )
 VALIDATION_FRACTION = 0.15
 
@@ -34,8 +34,8 @@ VALIDATION_FRACTION = 0.15
 class DemoSettings:
     """Training and measuring knobs; ``quick()`` is the reduced run the tests use."""
 
-    teacher_width: int = 64  # batch-1 ORT latency ≥ 1 ms: compute-bound, not runtime overhead
-    student_width: int = 16
+    teacher_width: int = 80  # batch-1 ORT latency ≥ 1 ms: compute-bound, not runtime overhead
+    student_width: int = 24
     teacher_epochs: int = 10
     student_epochs: int = 30
     lr: float = 3e-3

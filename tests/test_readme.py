@@ -1,0 +1,62 @@
+"""The README's Python example runs as written, on a small CNN and calibration data."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import onnxcompress as oc
+from onnxcompress import bench
+
+MEASURE = bench.measure
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+CNN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,8,8] x) => (float[N,4] y) {
+  a = Conv<pads = [1,1,1,1]>(x, w1, b1)
+  r = Relu(a)
+  c = Conv<pads = [1,1,1,1]>(r, w2, b2)
+  s = Relu(c)
+  p = GlobalAveragePool(s)
+  f = Flatten(p)
+  y = Gemm<transB = 1>(f, w3, b3)
+}
+"""
+SHAPES = {"w1": (16, 3, 3, 3), "b1": (16,), "w2": (16, 16, 3, 3), "b2": (16,), "w3": (4, 16), "b3": (4,)}
+
+
+def _python_example() -> str:
+    return re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+
+
+def _write_cnn(path: Path) -> None:
+    proto = onnx.parser.parse_model(CNN)
+    rng = np.random.default_rng(0)
+    proto.graph.initializer.extend(
+        onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+        for name, shape in SHAPES.items()
+    )
+    path.write_bytes(proto.SerializeToString())
+
+
+def _quick_measure(*args, **kwargs):
+    """One short round per model: this test checks the example runs, not how fast."""
+    return MEASURE(*args, **{**kwargs, "rounds": 1, "round_seconds": 0.01, "max_extra_rounds": 0})
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench, "measure", _quick_measure)
+    _write_cnn(tmp_path / "model.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).random((24, 3, 8, 8), dtype=np.float32))
+    exec(compile(_python_example(), str(README), "exec"), {})
+    small = oc.load(tmp_path / "small.onnx")
+    ops = {node.op_type for node in small.graph}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    printed = capsys.readouterr().out
+    for step in ("input", "fold-constants", "cleanup", "fuse", "prune-channels", "quantize-static"):
+        assert step in printed

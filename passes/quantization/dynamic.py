@@ -35,12 +35,13 @@ class QuantizeDynamic(QuantizePass):
         exclude: list[str] | None = None,
         max_drop: float | None = None,
         max_fallback: int = 8,
+        fidelity_output: str | None = None,
         labelled: object | None = None,
         calibration: object | None = None,
     ) -> None:
         super().__init__(
             op_types=op_types, exclude=exclude, max_drop=max_drop,
-            max_fallback=max_fallback, labelled=labelled, calibration=calibration,
+            max_fallback=max_fallback, fidelity_output=fidelity_output, labelled=labelled, calibration=calibration,
         )
         self.per_channel = per_channel
         self.weight_type = weight_type

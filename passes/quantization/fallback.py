@@ -2,9 +2,9 @@
 
 Each candidate layer is quantized *alone* and scored by how far the model's outputs move from FP32
 (1 − cosine: continuous, so layers rank even when a small labelled set shows no accuracy change).
-Layers are then kept in FP32 in that order, one at a time, until the budget metric — accuracy
-drop on labelled data, or 1 − cosine when there are no labels — is within ``max_drop``. ORT's
-quantizers have no such loop (its ``qdq_loss_debug`` only reports per-tensor errors).
+Layers are then kept in FP32 by damage per weight element, one at a time, until the budget
+metric — accuracy drop on labelled data, or 1 − cosine when there are no labels — is within
+``max_drop``. ORT's quantizers have no such loop (its ``qdq_loss_debug`` only reports per-tensor errors).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import fidelity, runtime
+from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.ort_bridge import Selection
 
 Quantize = Callable[[Selection], onnx.ModelProto]
@@ -53,20 +54,33 @@ class FallbackResult:
         return lines
 
 
-def output_budget(reference: ir.Model, feeds: Mapping[str, np.ndarray], max_drop: float) -> Budget:
-    """Budget on 1 − cosine of the outputs against FP32 on ``feeds``."""
+def output_budget(reference: ir.Model, feeds: Mapping[str, np.ndarray], max_drop: float, output: str | None = None) -> Budget:
+    """Budget on 1 − cosine against FP32 on ``feeds``: of ``output`` alone if named, else the worst output.
+
+    Naming the output that matters (e.g. a pooled ``sentence_embedding`` rather than every token of
+    ``last_hidden_state``) stops the fallback keeping layers in FP32 for damage nobody consumes.
+    """
     expected = runtime.run(reference, feeds)
+    if output is not None:
+        expected = {output: _pick(expected, output)}
 
     def damage(proto: onnx.ModelProto) -> float:
-        return 1.0 - fidelity.compare(expected, _run(proto, feeds)).cosine
+        produced = _run(proto, feeds)
+        return 1.0 - fidelity.compare(expected, {name: produced[name] for name in expected}).cosine
 
-    return Budget("1 - cosine", max_drop, damage, damage)
+    return Budget("1 - cosine" if output is None else f"1 - cosine of {output}", max_drop, damage, damage)
 
 
-def accuracy_budget(reference: ir.Model, labelled, max_drop: float) -> Budget:
+def _pick(outputs: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    if name not in outputs:
+        raise UsageError(f"fidelity_output {name!r} is not a model output; outputs are: {', '.join(outputs)}")
+    return outputs[name]
+
+
+def accuracy_budget(reference: ir.Model, labelled, max_drop: float, output: str | None = None) -> Budget:
     """Budget on top-1 accuracy drop on ``labelled`` (an object with ``feeds``, ``labels``, ``accuracy(model, threads)``)."""
     base = labelled.accuracy(reference, runtime.DEFAULT_THREADS)
-    damage = output_budget(reference, labelled.feeds, max_drop).damage
+    damage = output_budget(reference, labelled.feeds, max_drop, output).damage
 
     def drop(proto: onnx.ModelProto) -> float:
         return base - labelled.accuracy(ir.serde.deserialize_model(proto), runtime.DEFAULT_THREADS)
@@ -74,14 +88,20 @@ def accuracy_budget(reference: ir.Model, labelled, max_drop: float) -> Budget:
     return Budget("accuracy", max_drop, drop, damage)
 
 
-def fall_back(quantize: Quantize, selection: Selection, layers: Sequence[str], budget: Budget, max_layers: int) -> FallbackResult:
-    """Quantize with ``selection``; if over budget, keep the most sensitive ``layers`` in FP32 one by one."""
+def fall_back(
+    quantize: Quantize, selection: Selection, costs: Mapping[str, int], budget: Budget, max_layers: int,
+) -> FallbackResult:
+    """Quantize with ``selection``; if over budget, keep layers in FP32 one by one, most damage per cost first.
+
+    ``costs`` maps each candidate layer to what keeping it in FP32 costs (its weight size): a small
+    layer that does a little damage is returned before a large FFN layer that does slightly more.
+    """
     proto = quantize(selection)
     drop = budget.drop(proto)
     if drop <= budget.max_drop:
         return FallbackResult(proto, [], {}, drop, True)
-    sensitivity = layer_sensitivity(quantize, selection, layers, budget)
-    ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)[:max_layers]
+    sensitivity = layer_sensitivity(quantize, selection, list(costs), budget)
+    ranked = sorted(sensitivity, key=lambda name: sensitivity[name] / max(costs[name], 1), reverse=True)[:max_layers]
     kept: list[str] = []
     for name in ranked:
         kept.append(name)

@@ -21,7 +21,7 @@ from onnxcompress import io, runtime
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.quantization import fallback, guard
 from onnxcompress.passes.quantization.ort_bridge import Selection, replace_contents, with_shapes
-from onnxcompress.passes.quantization.selection import fallback_candidates, select
+from onnxcompress.passes.quantization.selection import fallback_candidates, select, weight_sizes
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
 
 
@@ -37,6 +37,7 @@ class QuantizePass(CompressionPass):
         exclude: list[str] | None,
         max_drop: float | None,
         max_fallback: int,
+        fidelity_output: str | None,
         labelled: object | None,
         calibration: object | None,
     ) -> None:
@@ -45,6 +46,7 @@ class QuantizePass(CompressionPass):
         self.exclude = exclude
         self.max_drop = max_drop
         self.max_fallback = max_fallback
+        self.fidelity_output = fidelity_output
         self.labelled = labelled
         self.calibration = calibration
 
@@ -85,10 +87,11 @@ class QuantizePass(CompressionPass):
 
     def _fall_back(self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection) -> onnx.ModelProto:
         if self.labelled is not None:
-            budget = fallback.accuracy_budget(model, self.labelled, self.max_drop)
+            budget = fallback.accuracy_budget(model, self.labelled, self.max_drop, self.fidelity_output)
         else:
-            budget = fallback.output_budget(model, self.evaluation_feeds(model), self.max_drop)
-        result = fallback.fall_back(quantize, selection, fallback_candidates(proto, selection), budget, self.max_fallback)
+            budget = fallback.output_budget(model, self.evaluation_feeds(model), self.max_drop, self.fidelity_output)
+        costs = weight_sizes(proto, fallback_candidates(proto, selection))
+        result = fallback.fall_back(quantize, selection, costs, budget, self.max_fallback)
         self.details["fallback"] = {
             "metric": budget.metric, "max_drop": self.max_drop, "drop": result.drop,
             "within_budget": result.within_budget, "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
 
 from onnxcompress.errors import UsageError
@@ -39,3 +40,10 @@ def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[st
         for node in proto.graph.node
         if node.op_type in WEIGHTED_OPS and node.op_type in selection.op_types and node.name not in selection.exclude
     ]
+
+
+def weight_sizes(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
+    """Elements in each named node's initializer inputs: the cost (in FP32 work) of keeping it unquantized."""
+    sizes = {init.name: int(np.prod(init.dims)) for init in proto.graph.initializer}
+    wanted = set(names)
+    return {node.name: sum(sizes.get(i, 0) for i in node.input) for node in proto.graph.node if node.name in wanted}

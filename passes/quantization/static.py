@@ -38,12 +38,13 @@ class QuantizeStatic(QuantizePass):
         ranges_file: str | None = None,
         max_drop: float | None = None,
         max_fallback: int = 8,
+        fidelity_output: str | None = None,
         labelled: object | None = None,
         calibration: object | None = None,
     ) -> None:
         super().__init__(
             op_types=op_types, exclude=exclude, max_drop=max_drop,
-            max_fallback=max_fallback, labelled=labelled, calibration=calibration,
+            max_fallback=max_fallback, fidelity_output=fidelity_output, labelled=labelled, calibration=calibration,
         )
         self.method = method
         self.per_channel = per_channel

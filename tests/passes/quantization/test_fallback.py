@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 
 from onnxcompress import checks, runtime
 from onnxcompress.calibration import ArrayReader
+from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, QuantizeStatic
 from onnxcompress.pipeline import LabelledData
 
@@ -58,3 +60,52 @@ def test_accuracy_budget_on_labelled_data(cnn, cnn_inputs, cnn_reader) -> None:
     assert fallback["within_budget"] == (fallback["drop"] <= 0.0)
     accuracy = np.mean(np.argmax(runtime.run(cnn, cnn_inputs)["y"], axis=1) == labels)
     assert (1.0 - accuracy <= 0.0) == fallback["within_budget"]
+
+
+TWO_OUTPUTS_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+two (float[N, 16] x) => (float[N, 16] wide, float[N, 8] y)
+<float[16, 16] wa = {0.0}, float[16, 8] wb = {0.0}>
+{
+    wide = MatMul (x, wa)
+    y = MatMul (x, wb)
+}
+"""
+
+
+def two_outputs_with_outlier_in_wa() -> tuple[ir.Model, ArrayReader]:
+    """Two parallel MatMuls, each its own output; only ``wa`` (feeding ``wide``) breaks under per-tensor INT8."""
+    model = with_weights(TWO_OUTPUTS_TEXT)
+    weight = model.graph.initializers["wa"]
+    array = weight.const_value.numpy().copy()
+    array[0, 0] = 500.0
+    weight.const_value = ir.tensor(array, name="wa")
+    x = np.random.default_rng(5).normal(size=(16, 16)).astype(np.float32)
+    x[:, 0] = 0.0
+    return model, ArrayReader({"x": x})
+
+
+def test_budget_judged_on_all_outputs_keeps_the_layer_of_the_other_output() -> None:
+    model, reader = two_outputs_with_outlier_in_wa()
+    pass_ = QuantizeDynamic(per_channel=False, max_drop=1e-3, calibration=reader)
+    pass_(model)
+    assert pass_.details["fallback"]["kept_fp32"] == ["matmul_0"]
+
+
+def test_budget_judged_only_on_the_chosen_output() -> None:
+    model, reader = two_outputs_with_outlier_in_wa()
+    pass_ = QuantizeDynamic(per_channel=False, max_drop=1e-3, fidelity_output="y", calibration=reader)
+    pass_(model)
+    fallback = pass_.details["fallback"]
+    assert fallback["kept_fp32"] == [] and fallback["within_budget"]
+    assert fallback["metric"] == "1 - cosine of y"
+    assert {n.op_type for n in model.graph} >= {"MatMulInteger"}
+    for level in ("disable", "all"):
+        assert set(runtime.run(model, reader.arrays, optimization=level)) == {"wide", "y"}
+    assert checks.graph_problems(model) == []
+
+
+def test_unknown_fidelity_output_is_a_usage_error() -> None:
+    model, reader = two_outputs_with_outlier_in_wa()
+    with pytest.raises(UsageError, match="wide, y"):
+        QuantizeDynamic(max_drop=1e-3, fidelity_output="logits", calibration=reader)(model)

@@ -49,3 +49,20 @@ def assert_exact_rewrite():
             assert result.exact, f"outputs changed at ORT optimization={level}: max abs err {result.max_abs_err:.3g}"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def rewrite_text():
+    """``rewrite(pass_, text) -> (before, after, pass_)``: a model parsed from ONNX text and a copy
+    ``pass_`` rewrote in place, so a test can compare the two and read the pass's details."""
+    import onnx_ir as ir
+
+    from onnxcompress import io
+
+    def rewrite(pass_, text: str):
+        before = ir.from_onnx_text(text)
+        after = io.clone(before)
+        pass_(after)
+        return before, after, pass_
+
+    return rewrite

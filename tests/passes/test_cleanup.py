@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
+import pytest
 
-from onnxcompress import io
 from onnxcompress.passes import Cleanup
 
 REDUNDANT = """
@@ -38,16 +37,14 @@ g (float[2] x, float[2] w, float[2] spare, float[2] extra) => (float[2] y) <floa
 """
 
 
-def _clean(text: str) -> tuple[ir.Model, ir.Model, Cleanup]:
-    before = ir.from_onnx_text(text)
-    after = io.clone(before)
-    cleanup = Cleanup()
-    cleanup(after)
-    return before, after, cleanup
+@pytest.fixture
+def cleaned(rewrite_text):
+    """``cleaned(text) -> (before, after, pass)``: the model parsed from ONNX text, and a cleaned copy."""
+    return lambda text: rewrite_text(Cleanup(), text)
 
 
-def test_identities_duplicates_and_dead_nodes_go(assert_exact_rewrite):
-    before, after, cleanup = _clean(REDUNDANT)
+def test_identities_duplicates_and_dead_nodes_go(assert_exact_rewrite, cleaned):
+    before, after, cleanup = cleaned(REDUNDANT)
     ops = [node.op_type for node in after.graph]
     assert ops.count("Identity") == 0 and "Relu" not in ops
     assert ops.count("Add") == 2  # the two duplicate initializers merged, then the two twin Adds
@@ -57,15 +54,15 @@ def test_identities_duplicates_and_dead_nodes_go(assert_exact_rewrite):
     assert_exact_rewrite(before, after)
 
 
-def test_identity_from_input_to_output_is_kept(assert_exact_rewrite):
-    before, after, _ = _clean(IDENTITY_OUTPUT)
+def test_identity_from_input_to_output_is_kept(assert_exact_rewrite, cleaned):
+    before, after, _ = cleaned(IDENTITY_OUTPUT)
     assert [v.name for v in after.graph.outputs] == ["y", "z"]
     assert [node.op_type for node in after.graph] == ["Identity", "Relu"]
     assert_exact_rewrite(before, after)
 
 
-def test_only_unused_initializer_inputs_are_dropped(assert_exact_rewrite):
-    before, after, _ = _clean(UNUSED_INITIALIZER_INPUTS)
+def test_only_unused_initializer_inputs_are_dropped(assert_exact_rewrite, cleaned):
+    before, after, _ = cleaned(UNUSED_INITIALIZER_INPUTS)
     assert [v.name for v in after.graph.inputs] == ["x", "w", "extra"]
     assert list(after.graph.initializers) == ["w"]
     assert [v.name for v in after.graph.outputs] == ["y"]
@@ -84,8 +81,8 @@ g (float[2] initial, float[3, 2] x) => (float[2] y, float[3, 2] z) {
 """
 
 
-def test_identity_between_two_subgraph_outputs_is_kept(assert_exact_rewrite):
-    before, after, _ = _clean(SCAN_BODY_IDENTITY_OUTPUT)
+def test_identity_between_two_subgraph_outputs_is_kept(assert_exact_rewrite, cleaned):
+    before, after, _ = cleaned(SCAN_BODY_IDENTITY_OUTPUT)
     body = next(iter(after.graph)).attributes["body"].as_graph()
     assert [v.name for v in body.outputs] == ["sum_out", "scan_out"]
     assert_exact_rewrite(before, after)

@@ -53,49 +53,47 @@ def _ops(model: ir.Model) -> list[str]:
     return [node.op_type for node in model.graph]
 
 
-def _fold(text: str, **options) -> tuple[ir.Model, ir.Model, FoldConstants]:
-    before = ir.from_onnx_text(text)
-    after = io.clone(before)
-    fold = FoldConstants(**options)
-    fold(after)
-    return before, after, fold
+@pytest.fixture
+def folded(rewrite_text):
+    """``folded(text, **options) -> (before, after, pass)``: the model from ONNX text and a folded copy."""
+    return lambda text, **options: rewrite_text(FoldConstants(**options), text)
 
 
-def test_static_shape_arithmetic_is_folded(assert_exact_rewrite):
-    before, after, fold = _fold(SHAPE_ARITHMETIC)
+def test_static_shape_arithmetic_is_folded(assert_exact_rewrite, folded):
+    before, after, fold = folded(SHAPE_ARITHMETIC)
     assert _ops(after) == ["Reshape"]
     assert fold.details["nodes_folded"] == 3
     assert_exact_rewrite(before, after)
 
 
-def test_constant_subgraph_becomes_one_initializer(assert_exact_rewrite):
-    before, after, _ = _fold(CONSTANT_SUBGRAPH)
+def test_constant_subgraph_becomes_one_initializer(assert_exact_rewrite, folded):
+    before, after, _ = folded(CONSTANT_SUBGRAPH)
     assert _ops(after) == ["Add"]
     assert_exact_rewrite(before, after)
 
 
-def test_constant_of_shape_within_budget_is_folded(assert_exact_rewrite):
-    before, after, _ = _fold(CONSTANT_OF_SHAPE)
+def test_constant_of_shape_within_budget_is_folded(assert_exact_rewrite, folded):
+    before, after, _ = folded(CONSTANT_OF_SHAPE)
     assert "ConstantOfShape" not in _ops(after)
     assert_exact_rewrite(before, after)
 
 
-def test_constant_of_shape_over_budget_is_kept(assert_exact_rewrite):
-    before, after, _ = _fold(CONSTANT_OF_SHAPE, max_folded_mb=100 / 2**20)
+def test_constant_of_shape_over_budget_is_kept(assert_exact_rewrite, folded):
+    before, after, _ = folded(CONSTANT_OF_SHAPE, max_folded_mb=100 / 2**20)
     assert "ConstantOfShape" in _ops(after)
     assert_exact_rewrite(before, after)
 
 
-def test_initializer_that_is_a_graph_input_is_not_folded(assert_exact_rewrite):
-    before, after, _ = _fold(OVERRIDABLE_INITIALIZER)
+def test_initializer_that_is_a_graph_input_is_not_folded(assert_exact_rewrite, folded):
+    before, after, _ = folded(OVERRIDABLE_INITIALIZER)
     assert _ops(after) == ["Mul", "Add"]
     assert [v.name for v in after.graph.inputs] == ["x", "w"]
     assert_exact_rewrite(before, after)
 
 
-def test_negative_budget_is_a_usage_error():
+def test_negative_budget_is_a_usage_error(folded):
     with pytest.raises(UsageError, match="max_folded_mb"):
-        _fold(CONSTANT_SUBGRAPH, max_folded_mb=-1.0)
+        folded(CONSTANT_SUBGRAPH, max_folded_mb=-1.0)
 
 
 @pytest.mark.slow
@@ -124,8 +122,8 @@ g (float[6, 2] x, int64 split) => (float[6, 2] y) {
 """
 
 
-def test_a_crashing_onnxscript_evaluator_stops_folding_without_failing(assert_exact_rewrite):
-    before, after, fold = _fold(SPLIT_TO_SEQUENCE)
+def test_a_crashing_onnxscript_evaluator_stops_folding_without_failing(assert_exact_rewrite, folded):
+    before, after, fold = folded(SPLIT_TO_SEQUENCE)
     assert any("folding stopped early" in note for note in fold.notes)
     feeds = {"x": np.arange(12, dtype=np.float32).reshape(6, 2), "split": np.array(2, np.int64)}
     assert_exact_rewrite(before, after, feeds)

@@ -58,6 +58,9 @@ class QuantizePass(CompressionPass):
         """Op types quantized when ``op_types`` is not given."""
         raise NotImplementedError
 
+    def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
+        """Exact FP32 rewrites (in place) that let more of ``op_types`` run as integer kernels; none by default."""
+
     def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: Selection) -> fallback.Quantize:
         """Whatever must run once (e.g. calibration), returning a function quantizing a selection."""
         raise NotImplementedError
@@ -68,8 +71,10 @@ class QuantizePass(CompressionPass):
         NameFixPass()(model)
         LiftConstantsToInitializersPass()(model)  # ORT fuses a Conv/Gemm only when its bias is an initializer
         materialize_identity_constants(model)
+        op_types = self.op_types or self.default_op_types()
+        self.prepare_graph(model, op_types)
         proto = with_shapes(io.to_proto(model))
-        selection = select(proto, self.op_types or self.default_op_types(), self.supported_op_types(), self.exclude)
+        selection = select(proto, op_types, self.supported_op_types(), self.exclude)
         quantize = self.prepare(model, proto, selection)
         if self.max_drop is None:
             quantized = quantize(selection)

@@ -7,6 +7,7 @@ import onnx_ir as ir
 
 from onnxcompress.passes.quantization import ort_bridge
 from onnxcompress.passes.quantization.fallback import Quantize
+from onnxcompress.passes.quantization.hard_activations import rewrite_hard_activations
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
 from onnxcompress.passes.quantization.ranges import activation_ranges
 from onnxcompress.passes.quantization.target import resolve_target
@@ -62,6 +63,13 @@ class QuantizeStatic(QuantizePass):
     def default_op_types(self) -> list[str]:
         """Conv/MatMul/Gemm and the ops around them that keep ORT's integer kernels fused."""
         return list(ort_bridge.STATIC_OP_TYPES)
+
+    def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
+        """Fold HardSigmoid/HardSwish after Convs into forms ORT runs in int8 (``hard_activations``)."""
+        counts = rewrite_hard_activations(model, op_types)
+        self.details["hard_activations_rewritten"] = counts
+        if any(counts.values()):
+            self.note("rewrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) + " after Convs into int8-capable Clip/Add/Mul forms")
 
     def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> Quantize:
         """Calibrate (or load) activation ranges once; return the QDQ quantizer of a selection."""

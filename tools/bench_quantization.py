@@ -1,13 +1,13 @@
 """INT8 quantization benchmark: onnxcompress's passes side by side with ORT's quantizers, in one run.
 
 Models: the digits CNN (trained here, cached under tools/results/tmp/), a ResNet-18-layout net, a
-MobileNetV3-style net (depthwise, hard-swish, squeeze-excite) and all-MiniLM-L6-v2 at sequence 128.
+MobileNetV3-style net (depthwise, hard-swish, squeeze-excite; at 96x96 and 224x224) and all-MiniLM-L6-v2 at sequence 128.
 Anchors: ORT ``quantize_static`` (its defaults: S8S8 per-tensor; and U8S8 per-channel),
 ``quantize_dynamic``, and for MiniLM the ORT transformers optimizer + ``quantize_dynamic``
 per-channel. Latency is ORT CPU at ENABLE_ALL, batch 1 and 8, every variant of a model measured
 in the same alternating rounds as its FP32 model (``onnxcompress.bench.measure``).
 
-    python tools/bench_quantization.py [--only digits,resnet18,mobilenet,minilm] [--rounds 5]
+    python tools/bench_quantization.py [--only digits,resnet18,mobilenet,mobilenet224,minilm] [--rounds 5]
 
 Writes docs/bench_quantization.md and tools/results/bench_quantization.json.
 """
@@ -251,6 +251,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "digits": digits_case,
     "resnet18": lambda: synthetic_cnn_case("resnet18_layout", lambda: _vision("resnet18_layout", num_classes=1000), (3, 128, 128)),
     "mobilenet": lambda: synthetic_cnn_case("mobilenetv3_style", lambda: _vision("mobilenetv3_style"), (3, 96, 96)),
+    "mobilenet224": lambda: synthetic_cnn_case("mobilenetv3_style_224", lambda: _vision("mobilenetv3_style"), (3, 224, 224)),
     "minilm": minilm_case,
 }
 

@@ -45,8 +45,11 @@ def rewrite_hard_activations(model: ir.Model, op_types: Sequence[str]) -> dict[s
     counts = dict.fromkeys(rewrites, 0)
     for node in list(model.graph):
         kind = node.op_type if node.domain in ("", "ai.onnx") else None
-        if kind in rewrites and rewrites[kind][1] <= chosen and _foldable_conv(node) is not None:
-            rewrites[kind][0](model.graph, node, _foldable_conv(node))
+        if kind not in rewrites or not rewrites[kind][1] <= chosen:
+            continue
+        conv = _foldable_conv(node)
+        if conv is not None:
+            rewrites[kind][0](model.graph, node, conv)
             counts[kind] += 1
     return counts
 
@@ -70,7 +73,7 @@ def _hard_sigmoid(graph: ir.Graph, node: ir.Node, conv: ir.Node) -> None:
     """``HardSigmoid(Conv(x, W, b))`` → ``Clip(Conv(x, αW, αb + β), 0, 1)``."""
     alpha, beta = (node.attributes.get_float(key, default) for key, default in HARD_SIGMOID_DEFAULTS.items())
     _scale_conv(graph, conv, alpha, beta)
-    clip = ir.node("Clip", [conv.outputs[0], _scalar(graph, 0.0), _scalar(graph, 1.0)], name=f"{node.name}_clip")
+    clip = _node("Clip", [conv.outputs[0], _scalar(graph, 0.0), _scalar(graph, 1.0)], f"{_label(node)}_clip")
     _replace(graph, node, [clip])
 
 
@@ -78,10 +81,16 @@ def _hard_swish(graph: ir.Graph, node: ir.Node, conv: ir.Node) -> None:
     """``HardSwish(Conv(x, W, b))`` → ``z · Clip(z + √6/2, 0, √6)`` with ``z = Conv(x, W/√6, b/√6)``."""
     _scale_conv(graph, conv, 1.0 / SQRT_6, 0.0)
     z = conv.outputs[0]
-    add = ir.node("Add", [z, _scalar(graph, SQRT_6 / 2)], name=f"{node.name}_add")
-    clip = ir.node("Clip", [add.outputs[0], _scalar(graph, 0.0), _scalar(graph, SQRT_6)], name=f"{node.name}_clip")
-    mul = ir.node("Mul", [z, clip.outputs[0]], name=f"{node.name}_mul")
+    label = _label(node)
+    add = _node("Add", [z, _scalar(graph, SQRT_6 / 2)], f"{label}_add")
+    clip = _node("Clip", [add.outputs[0], _scalar(graph, 0.0), _scalar(graph, SQRT_6)], f"{label}_clip")
+    mul = _node("Mul", [z, clip.outputs[0]], f"{label}_mul")
     _replace(graph, node, [add, clip, mul])
+
+
+def _label(node: ir.Node) -> str:
+    """The node's name, else its (graph-unique) output name: the stem for the names of what replaces it."""
+    return node.name or node.outputs[0].name
 
 
 def _bias(conv: ir.Node) -> ir.Value | None:
@@ -92,12 +101,21 @@ def _scale_conv(graph: ir.Graph, conv: ir.Node, scale: float, shift: float) -> N
     """Make ``conv`` compute ``scale · conv + shift`` through new weight and bias initializers (the old may be shared)."""
     weights = constant(conv.inputs[1])
     bias = constant(_bias(conv)) if _bias(conv) is not None else np.zeros(weights.shape[0], np.float32)
-    new_weights = _initializer(graph, f"{conv.name}_weight_scaled", weights * np.float32(scale))
-    new_bias = _initializer(graph, f"{conv.name}_bias_scaled", bias * np.float32(scale) + np.float32(shift))
+    new_weights = _initializer(graph, f"{_label(conv)}_weight_scaled", weights * np.float32(scale))
+    new_bias = _initializer(graph, f"{_label(conv)}_bias_scaled", bias * np.float32(scale) + np.float32(shift))
     if len(conv.inputs) < 3:
         conv.resize_inputs(3)
+    old = conv.inputs[1:3]
     conv.replace_input_with(1, new_weights)
     conv.replace_input_with(2, new_bias)
+    for value in old:
+        if value is not None and not value.uses() and value.name in graph.initializers:
+            del graph.initializers[value.name]
+
+
+def _node(op_type: str, inputs: list[ir.Value], name: str) -> ir.Node:
+    """A standard-domain node whose output is named after it (calibration ranges are keyed by tensor name)."""
+    return ir.node(op_type, inputs, name=name, outputs=[ir.Value(name=f"{name}_output")])
 
 
 def _replace(graph: ir.Graph, old: ir.Node, new: list[ir.Node]) -> None:

@@ -59,6 +59,7 @@ def test_hard_swish_and_hard_sigmoid_after_convs_are_rewritten_exactly(assert_ex
     assert counts == {"HardSigmoid": 1, "HardSwish": 1}
     assert "HardSwish" not in ops(after) and "HardSigmoid" not in ops(after)
     assert [n.name for n in after.graph if n.op_type == "Conv"] == [n.name for n in before.graph if n.op_type == "Conv"]
+    assert "w1" not in after.graph.initializers  # replaced by its scaled copy, not left behind
     assert_exact_rewrite(before, after, feeds())
 
 

@@ -21,10 +21,11 @@ from onnxcompress.passes.quantization.guard import at_qdq_opset
 from onnxcompress.passes.quantization.target import QuantTarget
 
 # Ops ORT's CPU EP runs in int8 (or drops Q/DQ around) so Conv/MatMul/Gemm chains stay fused.
+# Tile has no rule in ORT's quantizer registry (its generic Q/DQ wrapping applies); ORT drops the Q/DQ around it.
 STATIC_OP_TYPES = (
     "Conv", "MatMul", "Gemm", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool",
     "Relu", "Clip", "Concat", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-    "Sigmoid", "Resize",
+    "Sigmoid", "Resize", "Tile",
 )
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Attention", "Gather")
 STATIC_EXTRA_OPTIONS = {"ActivationSymmetric": False, "WeightSymmetric": True}

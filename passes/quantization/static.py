@@ -6,6 +6,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.passes.quantization import ort_bridge
+from onnxcompress.passes.quantization.channel_gate import tile_channel_gates
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.hard_activations import rewrite_hard_activations
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
@@ -55,21 +56,25 @@ class QuantizeStatic(QuantizePass):
         self.ranges_file = ranges_file
 
     def supported_op_types(self) -> list[str]:
-        """Everything ORT's QDQ quantizer has a rule for."""
+        """Everything ORT's QDQ quantizer has a rule for, and our defaults (Tile: Q/DQ that ORT drops)."""
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-        return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+        return sorted(set(QDQRegistry) | set(QLinearOpsRegistry) | set(ort_bridge.STATIC_OP_TYPES))
 
     def default_op_types(self) -> list[str]:
         """Conv/MatMul/Gemm and the ops around them that keep ORT's integer kernels fused."""
         return list(ort_bridge.STATIC_OP_TYPES)
 
     def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
-        """Fold HardSigmoid/HardSwish after Convs into forms ORT runs in int8 (``hard_activations``)."""
+        """Exact rewrites for ORT's int8 kernels: hard activations after Convs (``hard_activations``), channel gates (``channel_gate``)."""
         counts = rewrite_hard_activations(model, op_types)
         self.details["hard_activations_rewritten"] = counts
         if any(counts.values()):
             self.note("rewrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) + " after Convs into int8-capable Clip/Add/Mul forms")
+        tiled = tile_channel_gates(model, op_types)
+        self.details["channel_gates_tiled"] = tiled
+        if tiled:
+            self.note(f"tiled {tiled} per-channel gates to their map's shape (a same-shape int8 Mul instead of a channels-last broadcast)")
 
     def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> Quantize:
         """Calibrate (or load) activation ranges once; return the QDQ quantizer of a selection."""

@@ -115,6 +115,7 @@ def test_quantized_mobilenet_has_no_float_layer_between_qdq_and_keeps_its_predic
     pass_(model)
 
     assert pass_.details["hard_activations_rewritten"] == {"HardSigmoid": 3, "HardSwish": 13}
+    assert pass_.details["channel_gates_tiled"] == 3
     assert pass_.details["unfused_qdq"]["count"] == 0
     assert checks.graph_problems(model) == []
     centred = expected - expected.mean(0)  # the mean logit is shared by every image; judge what varies

@@ -8,6 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.passes.quantization import ort_bridge
+from onnxcompress.passes.quantization.embedding import quantizable_gathers, quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
@@ -56,13 +57,16 @@ class QuantizeDynamic(QuantizePass):
     def default_op_types(self) -> list[str]:
         """MatMul, Gemm and (fused) Attention, where dynamic INT8 pays on CPU, and embedding Gathers.
 
-        Gather tables are stored as INT8 for size (measured on all-MiniLM-L6-v2: 58.7 MB -> 22.9 MB
-        with the same embedding cosine and latency).
+        Gather tables are stored as row-wise INT8 for size (``embedding.py``; all-MiniLM-L6-v2 goes from
+        90 MB to 23 MB at the same latency).
         """
         return list(ort_bridge.DYNAMIC_OP_TYPES)
 
     def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> Quantize:
-        """Split Gemms into MatMul + Add (ORT has no dynamic Gemm); return the IntegerOps quantizer of a selection."""
+        """Store embedding tables row-wise INT8 and split Gemms into MatMul + Add (ORT has no dynamic Gemm), once;
+        return ORT's IntegerOps quantizer of a selection."""
+        if "Gather" in selection.op_types:
+            proto = self._quantize_embeddings(proto, selection)
         if "Gemm" in selection.op_types:
             split = split_gemms(proto, exclude=set(selection.exclude))
             if split:
@@ -72,8 +76,20 @@ class QuantizeDynamic(QuantizePass):
         self.note(f"dynamic {target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
 
         def quantize(chosen: ort_bridge.Selection) -> onnx.ModelProto:
-            as_matmul = [op for op in chosen.op_types if op != "Gemm"] + ["MatMul"] * ("Gemm" in chosen.op_types)
-            chosen = dataclasses.replace(chosen, op_types=list(dict.fromkeys(as_matmul)))
+            for_ort = [op for op in chosen.op_types if op not in ("Gemm", "Gather")] + ["MatMul"] * ("Gemm" in chosen.op_types)
+            if not for_ort:
+                return proto
+            chosen = dataclasses.replace(chosen, op_types=list(dict.fromkeys(for_ort)))
             return ort_bridge.quantize_integer(proto, target, per_channel=self.per_channel, selection=chosen)
 
         return quantize
+
+    def _quantize_embeddings(self, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> onnx.ModelProto:
+        model = ir.serde.deserialize_model(proto)
+        excluded = set(selection.exclude)
+        names = [n.name for n in quantizable_gathers(model.graph) if n.name not in excluded]
+        if not names:
+            return proto
+        quantize_embeddings(model.graph, names)
+        self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
+        return ir.serde.serialize_model(model)

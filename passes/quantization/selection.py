@@ -23,22 +23,33 @@ def select(proto: onnx.ModelProto, op_types: Sequence[str], supported: Sequence[
     unsupported = sorted(set(op_types) - set(supported))
     if unsupported:
         raise UsageError(f"op_types {unsupported} cannot be quantized here; supported: {', '.join(sorted(supported))}")
-    names = [node.name for node in proto.graph.node]
-    excluded: list[str] = []
-    for pattern in exclude or []:
-        matched = fnmatch.filter(names, pattern)
-        if not matched:
-            raise UsageError(f"exclude pattern {pattern!r} matches no node name")
-        excluded.extend(m for m in matched if m not in excluded)
+    excluded = matching_names([node.name for node in proto.graph.node], exclude)
     return Selection(op_types=list(op_types), exclude=excluded)
 
 
+def matching_names(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:
+    """The ``names`` matching any of the ``exclude`` glob ``patterns``; a pattern matching nothing is an error."""
+    matched: list[str] = []
+    for pattern in patterns or []:
+        hits = fnmatch.filter(names, pattern)
+        if not hits:
+            raise UsageError(f"exclude pattern {pattern!r} matches no node name")
+        matched.extend(h for h in hits if h not in matched)
+    return matched
+
+
 def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[str]:
-    """Names of the weighted layers (Conv/MatMul/Gemm/Attention) the selection quantizes."""
+    """Names of the weighted layers (Conv/MatMul/Gemm/Attention with a constant weight) the selection quantizes.
+
+    A MatMul of two activations (attention scores) is not a candidate: no quantizer here touches it,
+    so keeping it "in FP32" would spend the fallback on a no-op.
+    """
+    weights = {init.name for init in proto.graph.initializer}
     return [
         node.name
         for node in proto.graph.node
         if node.op_type in WEIGHTED_OPS and node.op_type in selection.op_types and node.name not in selection.exclude
+        and len(node.input) > 1 and node.input[1] in weights
     ]
 
 

@@ -10,6 +10,8 @@ from onnxcompress import checks, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, QuantizeStatic
+from onnxcompress.passes.quantization import fallback
+from onnxcompress.passes.quantization.ort_bridge import Selection
 from onnxcompress.pipeline import LabelledData
 
 from .conftest import MLP_TEXT, with_weights
@@ -109,3 +111,35 @@ def test_unknown_fidelity_output_is_a_usage_error() -> None:
     model, reader = two_outputs_with_outlier_in_wa()
     with pytest.raises(UsageError, match="wide, y"):
         QuantizeDynamic(max_drop=1e-3, fidelity_output="logits", calibration=reader)(model)
+
+
+def _additive_budget(damage: dict[str, float], max_drop: float) -> tuple[fallback.Quantize, fallback.Budget]:
+    """A fake quantizer whose "model" is the set of quantized layers, and a budget adding their damages."""
+    layers = list(damage)
+
+    def quantize(selection: Selection) -> frozenset[str]:
+        chosen = selection.only or layers
+        return frozenset(name for name in chosen if name not in selection.exclude)
+
+    def total(quantized: frozenset[str]) -> float:
+        return sum(damage[name] for name in quantized)
+
+    return quantize, fallback.Budget("1 - cosine", max_drop, total, total)
+
+
+def test_fallback_keeps_the_most_damage_per_weight_first() -> None:
+    damage = {"ffn": 4e-3, "small": 1e-3, "tiny": 1e-4}
+    costs = {"ffn": 1000, "small": 10, "tiny": 100}
+    quantize, budget = _additive_budget(damage, max_drop=4.2e-3)
+    result = fallback.fall_back(quantize, Selection(op_types=["MatMul"]), costs, budget, max_layers=3)
+    assert result.kept_fp32 == ["small"]
+    assert result.within_budget and result.drop == pytest.approx(4.1e-3)
+    assert result.sensitivity == pytest.approx(damage)
+
+
+def test_fallback_stops_at_max_layers_and_says_it_is_over_budget() -> None:
+    damage = {"a": 1e-3, "b": 1e-3, "c": 1e-3}
+    quantize, budget = _additive_budget(damage, max_drop=0.0)
+    result = fallback.fall_back(quantize, Selection(op_types=["MatMul"]), dict.fromkeys(damage, 10), budget, max_layers=2)
+    assert len(result.kept_fp32) == 2 and not result.within_budget
+    assert "still over budget after 2 layers" in result.reasons("1 - cosine")[-1]

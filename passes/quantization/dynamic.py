@@ -7,12 +7,15 @@ import dataclasses
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.passes.quantization import ort_bridge
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.quantization import ort_bridge, rounding
 from onnxcompress.passes.quantization.embedding import quantizable_gathers, quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
-from onnxcompress.passes.quantization.target import resolve_target
+from onnxcompress.passes.quantization.target import QuantTarget, resolve_target
+
+FULL_QMAX, REDUCED_QMAX = 127, 64  # ORT's symmetric int8 weight range, and its 7-bit range without VNNI
 
 
 class QuantizeDynamic(QuantizePass):
@@ -20,7 +23,8 @@ class QuantizeDynamic(QuantizePass):
 
     Built on ORT's IntegerOps quantizer. ``quantize_dynamic`` itself crashes on graphs holding ORT
     contrib ops ("Unable to find data type for weight_name"); we set its ``DefaultTensorType``.
-    Convs are left alone by default: ConvInteger made a CNN 5–6x slower than FP32.
+    Convs are left alone by default: ConvInteger made a CNN 5–6x slower than FP32. ``gptq`` rounds
+    MatMul weights with error feedback on calibration activations (``rounding.py``) instead of to nearest.
     """
 
     name = "quantize-dynamic"
@@ -34,6 +38,7 @@ class QuantizeDynamic(QuantizePass):
         reduce_range: bool | None = None,
         op_types: list[str] | None = None,
         exclude: list[str] | None = None,
+        gptq: bool = False,
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
@@ -47,6 +52,7 @@ class QuantizeDynamic(QuantizePass):
         self.per_channel = per_channel
         self.weight_type = weight_type
         self.reduce_range = reduce_range
+        self.gptq = gptq
 
     def supported_op_types(self) -> list[str]:
         """Everything ORT's IntegerOps quantizer has a rule for."""
@@ -67,11 +73,13 @@ class QuantizeDynamic(QuantizePass):
         return ORT's IntegerOps quantizer of a selection."""
         if "Gather" in selection.op_types:
             proto = self._quantize_embeddings(proto, selection)
+        target = resolve_target("uint8", self.weight_type, self.reduce_range)
+        if self.gptq:
+            self._round_weights(model, proto, selection, target)
         if "Gemm" in selection.op_types:
             split = split_gemms(proto, exclude=set(selection.exclude))
             if split:
                 self.note(f"{len(split)} Gemm split into MatMul + Add to be quantized (ORT re-fuses the bias)")
-        target = resolve_target("uint8", self.weight_type, self.reduce_range)
         self.details.update(target=target.describe())
         self.note(f"dynamic {target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
 
@@ -93,3 +101,14 @@ class QuantizeDynamic(QuantizePass):
         quantize_embeddings(model.graph, names)
         self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
         return ir.serde.serialize_model(model)
+
+    def _round_weights(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection, target: QuantTarget) -> None:
+        if self.calibration is None:
+            raise UsageError("gptq needs calibration data (--calibration): it weighs rounding errors by the activations")
+        if target.weight_type != "int8":
+            raise UsageError("gptq rounds symmetric int8 weights; drop weight_type=uint8 or gptq")
+        weights = rounding.weights_to_round(proto, selection.exclude) if "MatMul" in selection.op_types else {}
+        moments = rounding.input_second_moments(model, self.calibration, sorted(set(weights.values())))
+        qmax = REDUCED_QMAX if target.reduce_range else FULL_QMAX
+        count = rounding.prerounded_weights(proto, moments, weights, qmax, self.per_channel)
+        self.note(f"{count} MatMul weights rounded with error feedback (GPTQ) on the calibration activations")

@@ -1,0 +1,75 @@
+"""GPTQ rounding: on ORT's own INT8 grid, reproduced exactly by ORT, and closer to FP32 than rounding to nearest."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import io, runtime
+from onnxcompress.calibration import ArrayReader
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import QuantizeDynamic
+from onnxcompress.passes.quantization.rounding import round_with_error_feedback
+
+from .conftest import with_weights
+
+
+def correlated_inputs(seed: int, count: int = 256) -> np.ndarray:
+    """Inputs whose 16 channels mix 4 hidden factors: rounding errors of one channel can be cancelled by others."""
+    mixing = np.random.default_rng(100).normal(size=(4, 16))
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(count, 4)) @ mixing + 0.05 * rng.normal(size=(count, 16))).astype(np.float32)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_rounded_weights_sit_on_the_grid_ort_derives_and_lower_the_output_error(per_channel) -> None:
+    weight = np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)
+    x = correlated_inputs(0)
+    rounded = round_with_error_feedback(weight, x.T.astype(np.float64) @ x, qmax=127, per_channel=per_channel)
+    peaks = np.abs(weight).max(axis=0) if per_channel else np.abs(weight).max()
+    assert np.allclose(np.abs(rounded).max(axis=0) if per_channel else np.abs(rounded).max(), peaks)
+    steps = rounded / (peaks / 127)
+    assert np.allclose(steps, np.round(steps), atol=1e-3) and np.abs(steps).max() <= 127 + 1e-3
+    nearest = np.round(weight / (peaks / 127)) * (peaks / 127)
+    held_out = correlated_inputs(2)
+    assert np.linalg.norm(held_out @ (rounded - weight)) < 0.8 * np.linalg.norm(held_out @ (nearest - weight))
+
+
+def mlp() -> ir.Model:
+    return with_weights("""
+<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[N, 16] x) => (float[N, 8] y)
+<float[16, 32] wa = {0.0}, float[32, 8] wb = {0.0}>
+{
+    h = MatMul (x, wa)
+    r = Relu (h)
+    y = MatMul (r, wb)
+}
+""")
+
+
+def test_quantize_dynamic_with_gptq_keeps_our_integers_and_is_closer_to_fp32() -> None:
+    reference, calibration = mlp(), ArrayReader({"x": correlated_inputs(0)})
+    nearest, gptq = io.clone(reference), io.clone(reference)
+    QuantizeDynamic()(nearest)
+    pass_ = QuantizeDynamic(gptq=True, calibration=calibration)
+    pass_(gptq)
+    assert any("2 MatMul weights rounded" in line for line in pass_.notes)
+    stored = gptq.graph.initializers["wa_quantized"].const_value.numpy().astype(np.float32)
+    scale = gptq.graph.initializers["wa_scale"].const_value.numpy()
+    x = correlated_inputs(0)
+    expected = round_with_error_feedback(reference.graph.initializers["wa"].const_value.numpy(), x.T.astype(np.float64) @ x, 127, True)
+    assert np.allclose(stored * scale, expected, rtol=1e-5, atol=1e-7)
+    feeds = {"x": correlated_inputs(3)}
+    want = runtime.run(reference, feeds)["y"]
+    for level in ("disable", "all"):
+        error = {name: np.linalg.norm(runtime.run(m, feeds, optimization=level)["y"] - want) for name, m in (("n", nearest), ("g", gptq))}
+        assert error["g"] < error["n"]
+
+
+@pytest.mark.parametrize("options, message", [({}, "calibration"), ({"weight_type": "uint8"}, "int8")])
+def test_gptq_needs_calibration_and_int8_weights(options, message) -> None:
+    calibration = {"calibration": ArrayReader({"x": correlated_inputs(0)})} if options else {}
+    with pytest.raises(UsageError, match=message):
+        QuantizeDynamic(gptq=True, **calibration, **options)(mlp())

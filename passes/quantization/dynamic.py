@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -74,8 +75,7 @@ class QuantizeDynamic(QuantizePass):
         if "Gather" in selection.op_types:
             proto = self._quantize_embeddings(proto, selection)
         target = resolve_target("uint8", self.weight_type, self.reduce_range)
-        if self.gptq:
-            self._round_weights(model, proto, selection, target)
+        rounded = self._round_weights(model, proto, selection, target) if self.gptq else {}
         if "Gemm" in selection.op_types:
             split = split_gemms(proto, exclude=set(selection.exclude))
             if split:
@@ -88,7 +88,9 @@ class QuantizeDynamic(QuantizePass):
             if not for_ort:
                 return proto
             chosen = dataclasses.replace(chosen, op_types=list(dict.fromkeys(for_ort)))
-            return ort_bridge.quantize_integer(proto, target, per_channel=self.per_channel, selection=chosen)
+            arrays = {weight: array for weight, (node, array) in rounded.items() if _quantizes(chosen, node)}
+            source = rounding.with_initializers(proto, arrays) if arrays else proto
+            return ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
 
         return quantize
 
@@ -102,13 +104,21 @@ class QuantizeDynamic(QuantizePass):
         self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
         return ir.serde.serialize_model(model)
 
-    def _round_weights(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection, target: QuantTarget) -> None:
+    def _round_weights(
+        self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection, target: QuantTarget,
+    ) -> dict[str, tuple[str, np.ndarray]]:
+        """Weight → (its MatMul, GPTQ-rounded copy); a copy goes in only when a call quantizes its MatMul."""
         if self.calibration is None:
             raise UsageError("gptq needs calibration data (--calibration): it weighs rounding errors by the activations")
         if target.weight_type != "int8":
             raise UsageError("gptq rounds symmetric int8 weights; drop weight_type=uint8 or gptq")
         weights = rounding.weights_to_round(proto, selection.exclude) if "MatMul" in selection.op_types else {}
-        moments = rounding.input_second_moments(model, self.calibration, sorted(set(weights.values())))
+        moments = rounding.input_second_moments(model, self.calibration, sorted({a for _, a in weights.values()}))
         qmax = REDUCED_QMAX if target.reduce_range else FULL_QMAX
-        count = rounding.prerounded_weights(proto, moments, weights, qmax, self.per_channel)
-        self.note(f"{count} MatMul weights rounded with error feedback (GPTQ) on the calibration activations")
+        rounded = rounding.rounded_weights(proto, moments, weights, qmax, self.per_channel)
+        self.note(f"{len(rounded)} MatMul weights rounded with error feedback (GPTQ) on the calibration activations")
+        return {weight: (weights[weight][0], array) for weight, array in rounded.items()}
+
+
+def _quantizes(selection: ort_bridge.Selection, node: str) -> bool:
+    return node not in selection.exclude and (not selection.only or node in selection.only)

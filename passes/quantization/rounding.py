@@ -68,31 +68,35 @@ def _keep_extreme_steps(integers: np.ndarray, weight: np.ndarray, qmax: int, per
         integers[row, column] = np.sign(weight[row, column]) * qmax
 
 
-def prerounded_weights(
-    proto: onnx.ModelProto, moments: Mapping[str, np.ndarray], weights: Mapping[str, str], qmax: int, per_channel: bool,
-) -> int:
-    """Replace (in ``proto``) each weight named in ``weights`` (weight → its activation) by its rounded copy; return how many."""
-    rounded = 0
-    for tensor in proto.graph.initializer:
-        activation = weights.get(tensor.name)
-        if activation is None or activation not in moments:
-            continue
-        array = onnx.numpy_helper.to_array(tensor)
-        tensor.CopyFrom(onnx.numpy_helper.from_array(
-            round_with_error_feedback(array, moments[activation], qmax, per_channel), tensor.name))
-        rounded += 1
-    return rounded
+def rounded_weights(
+    proto: onnx.ModelProto, moments: Mapping[str, np.ndarray], weights: Mapping[str, tuple[str, str]], qmax: int, per_channel: bool,
+) -> dict[str, np.ndarray]:
+    """Each weight of ``weights`` (weight → (node, activation)) rounded with error feedback, by weight name."""
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.name in weights}
+    return {
+        name: round_with_error_feedback(array, moments[weights[name][1]], qmax, per_channel)
+        for name, array in arrays.items() if weights[name][1] in moments
+    }
 
 
-def weights_to_round(proto: onnx.ModelProto, excluded: Sequence[str]) -> dict[str, str]:
-    """Weight → activation name of each MatMul (not excluded) whose weight is a 2-D float initializer used once."""
+def with_initializers(proto: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``proto`` whose named initializers hold ``arrays`` instead."""
+    copy = onnx.ModelProto.FromString(proto.SerializeToString())
+    for tensor in copy.graph.initializer:
+        if tensor.name in arrays:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(arrays[tensor.name], tensor.name))
+    return copy
+
+
+def weights_to_round(proto: onnx.ModelProto, excluded: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Weight → (node, activation) names of each MatMul (not excluded) whose weight is a 2-D float initializer used once."""
     matrices = {t.name for t in proto.graph.initializer if len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT}
     uses: dict[str, int] = {}
     for node in proto.graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
     return {
-        node.input[1]: node.input[0]
+        node.input[1]: (node.name, node.input[0])
         for node in proto.graph.node
         if node.op_type == "MatMul" and node.name not in excluded and node.input[1] in matrices
         and uses[node.input[1]] == 1 and node.input[0] not in matrices

@@ -73,3 +73,15 @@ def test_gptq_needs_calibration_and_int8_weights(options, message) -> None:
     calibration = {"calibration": ArrayReader({"x": correlated_inputs(0)})} if options else {}
     with pytest.raises(UsageError, match=message):
         QuantizeDynamic(gptq=True, **calibration, **options)(mlp())
+
+
+def test_a_layer_the_fallback_keeps_in_fp32_keeps_its_original_weights() -> None:
+    model = mlp()
+    x = correlated_inputs(0)
+    pass_ = QuantizeDynamic(gptq=True, calibration=ArrayReader({"x": x}), max_drop=0.0, max_fallback=1)
+    pass_(model)
+    kept = pass_.details["fallback"]["kept_fp32"]
+    assert len(kept) == 1
+    weight = next(n for n in model.graph if n.name == kept[0]).inputs[1]
+    assert weight.name in ("wa", "wb")
+    assert np.array_equal(weight.const_value.numpy(), mlp().graph.initializers[weight.name].const_value.numpy())

@@ -80,3 +80,21 @@ def digits_student(num_classes: int = 10, width: int = 8, *, pool: str = "global
             ConvBN(2 * width, 4 * width, 3, 2),
             ClassifierHead(4 * width, num_classes, pool),
         ).eval()
+
+
+def with_batch_statistics(module: nn.Module, shape: tuple[int, ...], *, samples: int = 64, seed: int = 0) -> nn.Module:
+    """``module`` (in place, returned in eval mode) with BatchNorm statistics averaged over random inputs of ``shape``.
+
+    With their initial statistics (mean 0, variance 1) the untrained nets' activations shrink layer by
+    layer until every input gets the same logits, so agreement with FP32 would measure nothing.
+    """
+    import torch
+
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.reset_running_stats()
+            layer.momentum = None  # a plain average over the batches seen
+    with seeded(seed), torch.no_grad():
+        module.train()
+        module(torch.randn(samples, *shape))
+    return module.eval()

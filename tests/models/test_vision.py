@@ -95,3 +95,13 @@ def test_bad_options_are_refused():
         vision.digits_student(pool="max")
     with pytest.raises(ValueError):
         vision.flatten_classifier(input_size=30)
+
+
+def test_batch_statistics_make_an_untrained_nets_logits_depend_on_the_input():
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        flat = vision.mobilenetv3_style()(images)
+        module = vision.with_batch_statistics(vision.mobilenetv3_style(), (3, 32, 32))
+        varied = module(images)
+    assert not module.training
+    assert flat.std(dim=0).max() < 1e-3 < varied.std(dim=0).max()

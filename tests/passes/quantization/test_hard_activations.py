@@ -92,15 +92,7 @@ def mobilenet(tmp_path_factory) -> ir.Model:
     from onnxcompress.models import vision
     from onnxcompress.models.export import export_onnx
 
-    module = vision.mobilenetv3_style()
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.BatchNorm2d):
-            layer.momentum = None  # a plain average over the batches seen
-    torch.manual_seed(0)
-    module.train()
-    with torch.no_grad():
-        module(torch.randn(64, 3, 32, 32))
-    module.eval()
+    module = vision.with_batch_statistics(vision.mobilenetv3_style(), (3, 32, 32))
     path = tmp_path_factory.mktemp("mobilenet") / "mobilenet.onnx"
     return io.load(export_onnx(module, path, (torch.zeros(1, 3, 32, 32),), input_names=["x"], output_names=["logits"]))
 

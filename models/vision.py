@@ -45,6 +45,30 @@ def mobilenetv3_style(num_classes: int = 10, in_channels: int = 3, *, pool: str 
         ).eval()
 
 
+# MobileNetV3-Large's bottlenecks: (expanded width, output width, stride, squeeze-excite).
+MOBILENETV3_LARGE_BLOCKS = (
+    (16, 16, 1, False), (64, 24, 2, False), (72, 24, 1, False), (72, 40, 2, True), (120, 40, 1, True),
+    (120, 40, 1, True), (240, 80, 2, False), (200, 80, 1, False), (184, 80, 1, False), (184, 80, 1, False),
+    (480, 112, 1, True), (672, 112, 1, True), (672, 160, 2, True), (960, 160, 1, True), (960, 160, 1, True),
+)
+
+
+def mobilenetv3_large_layout(num_classes: int = 1000, in_channels: int = 3, *, seed: int = 0) -> nn.Module:
+    """MobileNetV3-Large's widths, strides and squeeze-excite placement (3×3 depthwise and hard-swish throughout).
+
+    The size of the mobile backbones OCR and detection models use (16→960 channels, 4.2 M parameters),
+    where ``mobilenetv3_style`` is a toy of at most 120 channels.
+    """
+    with seeded(seed):
+        layers: list[nn.Module] = [ConvBN(in_channels, 16, 3, 2, act=nn.Hardswish)]
+        cin = 16
+        for hidden, cout, stride, squeeze in MOBILENETV3_LARGE_BLOCKS:
+            layers.append(InvertedResidual(cin, hidden, cout, stride, squeeze=squeeze))
+            cin = cout
+        layers += [ConvBN(cin, 960, 1, act=nn.Hardswish), ClassifierHead(960, num_classes)]
+        return nn.Sequential(*layers).eval()
+
+
 def flatten_classifier(num_classes: int = 10, in_channels: int = 1, input_size: int = 32, *, seed: int = 0) -> nn.Module:
     """Two strided convs, then Flatten + Linear over the whole ``input_size/4`` spatial map."""
     if input_size % 4:

@@ -1,13 +1,14 @@
 """INT8 quantization benchmark: onnxcompress's passes side by side with ORT's quantizers, in one run.
 
 Models: the digits CNN (trained here, cached under tools/results/tmp/), a ResNet-18-layout net, a
-MobileNetV3-style net (depthwise, hard-swish, squeeze-excite; at 96x96 and 224x224) and all-MiniLM-L6-v2 at sequence 128.
+MobileNetV3-style toy net (depthwise, hard-swish, squeeze-excite, at most 120 channels; at 96x96 and 224x224),
+MobileNetV3-Large's layout at 224x224 (the size of real mobile backbones) and all-MiniLM-L6-v2 at sequence 128.
 Anchors: ORT ``quantize_static`` (its defaults: S8S8 per-tensor; and U8S8 per-channel),
 ``quantize_dynamic``, and for MiniLM the ORT transformers optimizer + ``quantize_dynamic``
 per-channel. Latency is ORT CPU at ENABLE_ALL, batch 1 and 8, every variant of a model measured
 in the same alternating rounds as its FP32 model (``onnxcompress.bench.measure``).
 
-    python tools/bench_quantization.py [--only digits,resnet18,mobilenet,mobilenet224,minilm] [--rounds 5]
+    python tools/bench_quantization.py [--only digits,resnet18,mobilenet,mobilenet224,mobilenetv3_large,minilm] [--rounds 5]
 
 Writes docs/bench_quantization.md and tools/results/bench_quantization.json.
 """
@@ -37,6 +38,7 @@ TMP = ROOT / "tools" / "results" / "tmp"
 JSON_OUT = ROOT / "tools" / "results" / "bench_quantization.json"
 DOC_OUT = ROOT / "docs" / "bench_quantization.md"
 CALIBRATION_SAMPLES = 200
+CALIBRATION_BATCH = 8  # memory of one calibration batch of activations (all tensors exposed at once)
 MINILM_SEQ = 128
 MINILM_SENTENCES = 250
 MINILM_CALIBRATION = 512
@@ -167,7 +169,7 @@ def digits_case() -> Case:
     case = Case("digits CNN (1x32x32)", fp32, _image_feeds(split.x_test), quality)
     _cnn_variants(case, calibration)
     ours(case, "onnxcompress static + fallback (max_drop 0.5 pt)", fp32,
-         QuantizeStatic(calibration=ArrayReader(calibration), labelled=held_out, max_drop=0.005))
+         QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), labelled=held_out, max_drop=0.005))
     return case
 
 
@@ -189,7 +191,7 @@ def synthetic_cnn_case(name: str, build: Callable[[], object], chw: tuple[int, i
 
 
 def _cnn_variants(case: Case, calibration: dict[str, np.ndarray]) -> None:
-    ours(case, "onnxcompress quantize-static (CPU default)", case.fp32, QuantizeStatic(calibration=ArrayReader(calibration)))
+    ours(case, "onnxcompress quantize-static (CPU default)", case.fp32, QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH)))
     case.variants["ORT quantize_static default (S8S8 per-tensor)"] = ort_static(case.fp32, calibration, u8s8_per_channel=False)
     case.variants["ORT quantize_static U8S8 per-channel"] = ort_static(case.fp32, calibration, u8s8_per_channel=True)
     case.variants["ORT quantize_dynamic"] = ort_dynamic(case.fp32, per_channel=False)
@@ -273,6 +275,8 @@ CASES: dict[str, Callable[[], Case]] = {
     "resnet18": lambda: synthetic_cnn_case("resnet18_layout_bn", lambda: _vision("resnet18_layout", (3, 128, 128), num_classes=1000), (3, 128, 128)),
     "mobilenet": lambda: synthetic_cnn_case("mobilenetv3_style_bn", lambda: _vision("mobilenetv3_style", (3, 96, 96)), (3, 96, 96)),
     "mobilenet224": lambda: synthetic_cnn_case("mobilenetv3_style_224_bn", lambda: _vision("mobilenetv3_style", (3, 224, 224)), (3, 224, 224)),
+    "mobilenetv3_large": lambda: synthetic_cnn_case(
+        "mobilenetv3_large_layout_224", lambda: _vision("mobilenetv3_large_layout", (3, 224, 224)), (3, 224, 224)),
     "minilm": minilm_case,
 }
 

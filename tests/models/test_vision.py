@@ -105,3 +105,12 @@ def test_batch_statistics_make_an_untrained_nets_logits_depend_on_the_input():
         varied = module(images)
     assert not module.training
     assert flat.std(dim=0).max() < 1e-3 < varied.std(dim=0).max()
+
+
+def test_mobilenetv3_large_layout_has_the_backbones_size_and_blocks():
+    module = vision.mobilenetv3_large_layout()
+    assert 3.5e6 < sum(p.numel() for p in module.parameters()) < 4.5e6
+    kinds = Counter(type(m).__name__ for m in module.modules())
+    assert kinds["InvertedResidual"] == len(vision.MOBILENETV3_LARGE_BLOCKS) and kinds["SqueezeExcite"] == 8
+    with torch.no_grad():
+        assert module(torch.zeros(2, 3, 64, 64)).shape == (2, 1000)

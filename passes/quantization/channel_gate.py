@@ -19,6 +19,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcompress.passes.fusion._values import constant
+from onnxcompress.passes.initializers import add_initializer
 
 NEEDS = frozenset({"Mul", "Tile"})
 
@@ -64,9 +65,7 @@ def _channel_and_spatial(value: ir.Value | None) -> tuple[int, int, int] | None:
 def _tile_input(graph: ir.Graph, mul: ir.Node, index: int, repeats: tuple[int, int]) -> None:
     """Insert ``Tile(input, [1, 1, H, W])`` before ``mul`` and feed it in place of that input."""
     name = mul.name or mul.outputs[0].name
-    tensor = ir.tensor(np.array([1, 1, *repeats], np.int64), name=f"{name}_repeats")
-    counts = ir.Value(name=tensor.name, shape=tensor.shape, type=ir.TensorType(ir.DataType.INT64), const_value=tensor)
-    graph.register_initializer(counts)
+    counts = add_initializer(graph, f"{name}_repeats", np.array([1, 1, *repeats], np.int64))
     tile = ir.node("Tile", [mul.inputs[index], counts], name=f"{name}_tile", outputs=[ir.Value(name=f"{name}_tile_output")])
     graph.insert_before(mul, tile)
     mul.replace_input_with(index, tile.outputs[0])

@@ -29,6 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes.fusion._values import constant
+from onnxcompress.passes.initializers import add_initializer
 
 SQRT_6 = math.sqrt(6.0)
 HARD_SIGMOID_DEFAULTS = {"alpha": 0.2, "beta": 0.5}
@@ -105,8 +106,8 @@ def _scale_conv(graph: ir.Graph, conv: ir.Node, scale: float, shift: float) -> N
     """Make ``conv`` compute ``scale · conv + shift`` through new weight and bias initializers (the old may be shared)."""
     weights = constant(conv.inputs[1])
     bias = constant(_bias(conv)) if _bias(conv) is not None else np.zeros(weights.shape[0], np.float32)
-    new_weights = _initializer(graph, f"{_label(conv)}_weight_scaled", weights * np.float32(scale))
-    new_bias = _initializer(graph, f"{_label(conv)}_bias_scaled", bias * np.float32(scale) + np.float32(shift))
+    new_weights = add_initializer(graph, f"{_label(conv)}_weight_scaled", (weights * np.float32(scale)).astype(np.float32))
+    new_bias = add_initializer(graph, f"{_label(conv)}_bias_scaled", (bias * np.float32(scale) + np.float32(shift)).astype(np.float32))
     if len(conv.inputs) < 3:
         conv.resize_inputs(3)
     old = conv.inputs[1:3]
@@ -131,11 +132,4 @@ def _scalar(graph: ir.Graph, value: float) -> ir.Value:
     """A float32 scalar initializer shared by every rewrite in the graph."""
     name = f"hard_activation_{value:.9g}"
     existing = graph.initializers.get(name)
-    return existing if existing is not None else _initializer(graph, name, np.array(value, np.float32))
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    tensor = ir.tensor(array.astype(np.float32), name=name)
-    value = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(ir.DataType.FLOAT), const_value=tensor)
-    graph.register_initializer(value)
-    return value
+    return existing if existing is not None else add_initializer(graph, name, np.array(value, np.float32))

@@ -63,3 +63,23 @@ def test_no_passes_and_output_over_input_exit_2(mlp_path, capsys):
     assert main(["run", str(mlp_path), "-o", str(mlp_path), "-p", "test-noop"]) == 2
     err = capsys.readouterr().err
     assert "no passes given" in err and "refusing to overwrite" in err
+
+
+def test_transformer_int8_recipe_runs_from_the_cli(mlp_path, tmp_path):
+    calibration = tmp_path / "calib.npz"
+    np.savez(calibration, x=np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32))
+    out, report = tmp_path / "int8.onnx", tmp_path / "report"
+    args = ["run", str(mlp_path), "-o", str(out), "-p", "smooth", "-p", "quantize-dynamic:gptq=true",
+            "--calibration", str(calibration), "--no-bench", "--report", str(report)]
+    assert main(args) == 0
+    steps = json.loads((report / "report.json").read_text())["steps"]
+    assert [s["pass"] for s in steps] == ["input", "smooth", "quantize-dynamic"]
+    assert any("GPTQ" in note for note in steps[2]["notes"])
+    assert {n.op_type for n in io.load(out).graph} >= {"MatMulInteger", "Mul"}
+
+
+def test_smooth_without_calibration_exits_2(mlp_path, tmp_path, capsys):
+    out = tmp_path / "o.onnx"
+    assert main(["run", str(mlp_path), "-o", str(out), "-p", "smooth", "--no-bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "calibration" in err and "\n" not in err and not out.exists()

@@ -14,6 +14,7 @@ from onnxcompress.passes.quantization.embedding import quantizable_gathers, quan
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
+from onnxcompress.passes.quantization.selection import matching_names
 from onnxcompress.passes.quantization.target import QuantTarget, resolve_target
 
 FULL_QMAX, REDUCED_QMAX = 127, 64  # ORT's symmetric int8 weight range, and its 7-bit range without VNNI
@@ -69,11 +70,18 @@ class QuantizeDynamic(QuantizePass):
         """
         return list(ort_bridge.DYNAMIC_OP_TYPES)
 
+    def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
+        """Embedding tables (Gathers not excluded) stored row-wise INT8 (``embedding.py``) rather than by ORT, per tensor."""
+        if "Gather" not in op_types:
+            return
+        excluded = set(matching_names([node.name for node in model.graph], self.exclude))
+        names = quantize_embeddings(model.graph, [n.name for n in quantizable_gathers(model.graph) if n.name not in excluded])
+        if names:
+            self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
+
     def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> Quantize:
-        """Store embedding tables row-wise INT8 and split Gemms into MatMul + Add (ORT has no dynamic Gemm), once;
+        """Round weights (``gptq``) and split Gemms into MatMul + Add (ORT has no dynamic Gemm), once;
         return ORT's IntegerOps quantizer of a selection."""
-        if "Gather" in selection.op_types:
-            proto = self._quantize_embeddings(proto, selection)
         target = resolve_target("uint8", self.weight_type, self.reduce_range)
         rounded = self._round_weights(model, proto, selection, target) if self.gptq else {}
         if "Gemm" in selection.op_types:
@@ -93,16 +101,6 @@ class QuantizeDynamic(QuantizePass):
             return ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
 
         return quantize
-
-    def _quantize_embeddings(self, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> onnx.ModelProto:
-        model = ir.serde.deserialize_model(proto)
-        excluded = set(selection.exclude)
-        names = [n.name for n in quantizable_gathers(model.graph) if n.name not in excluded]
-        if not names:
-            return proto
-        quantize_embeddings(model.graph, names)
-        self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
-        return ir.serde.serialize_model(model)
 
     def _round_weights(
         self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection, target: QuantTarget,

@@ -15,3 +15,9 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     value = ir.Value(name=unique, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(value)
     return value
+
+
+def drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Remove ``value`` from the graph's initializers once nothing reads it (a rewrite replaced it)."""
+    if value is not None and not value.uses() and not value.is_graph_input() and value.name in graph.initializers:
+        del graph.initializers[value.name]

@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes.fusion._values import constant
-from onnxcompress.passes.initializers import add_initializer
+from onnxcompress.passes.initializers import add_initializer, drop_if_unused
 
 SQRT_6 = math.sqrt(6.0)
 HARD_SIGMOID_DEFAULTS = {"alpha": 0.2, "beta": 0.5}
@@ -114,8 +114,7 @@ def _scale_conv(graph: ir.Graph, conv: ir.Node, scale: float, shift: float) -> N
     conv.replace_input_with(1, new_weights)
     conv.replace_input_with(2, new_bias)
     for value in old:
-        if value is not None and not value.uses() and value.name in graph.initializers:
-            del graph.initializers[value.name]
+        drop_if_unused(graph, value)
 
 
 def _node(op_type: str, inputs: list[ir.Value], name: str) -> ir.Node:

@@ -26,7 +26,7 @@ import onnx_ir as ir
 from onnxcompress.calibration.activations import stream_activations
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
-from onnxcompress.passes.initializers import add_initializer
+from onnxcompress.passes.initializers import add_initializer, drop_if_unused
 from onnxcompress.passes.quantization.selection import matching_names
 
 SmoothGroups = dict[str, list[ir.Node]]
@@ -113,11 +113,12 @@ def smoothing_scales(activation_peaks: np.ndarray, weight_peaks: np.ndarray, alp
 
 
 def scale_weights(graph: ir.Graph, nodes: Sequence[ir.Node], scales: np.ndarray) -> None:
-    """Give each MatMul a new weight initializer with row ``k`` multiplied by ``scales[k]``."""
+    """Give each MatMul a new weight initializer with row ``k`` multiplied by ``scales[k]`` (the old one goes if unused)."""
     for node in nodes:
         weight = node.inputs[1]
         scaled = weight.const_value.numpy() * scales[:, None]
         node.replace_input_with(1, add_initializer(graph, f"{weight.name}_smoothed", scaled))
+        drop_if_unused(graph, weight)
 
 
 def divide_activation(graph: ir.Graph, nodes: Sequence[ir.Node], inverse: np.ndarray) -> None:

@@ -56,6 +56,7 @@ def test_smoothing_is_exact_and_adds_one_mul_per_activation(assert_exact_rewrite
     shared = next(m for m in muls if m.inputs[0].name == "h")
     assert {user.op_type for user, _ in shared.outputs[0].uses()} == {"MatMul"} and len(shared.outputs[0].uses()) == 2
     assert [user.op_type for user, _ in after.graph.node(0).outputs[0].uses()].count("Add") == 1  # residual untouched
+    assert not {"wq", "wk", "wo"} & set(after.graph.initializers)  # the replaced weights are gone, not doubled
 
 
 def test_smoothing_lowers_the_dynamic_int8_error() -> None:

@@ -42,6 +42,7 @@ class FallbackResult:
     sensitivity: dict[str, float]
     drop: float
     within_budget: bool
+    tried: int = 0
 
     def reasons(self, metric: str) -> list[str]:
         """One report line per layer kept in FP32."""
@@ -50,7 +51,8 @@ class FallbackResult:
             for name in self.kept_fp32
         ]
         if not self.within_budget:
-            lines.append(f"{metric} drop {self.drop:.4f} still over budget after {len(self.kept_fp32)} layers kept in FP32")
+            lines.append(f"{metric} drop {self.drop:.4f} still over budget: {self.tried} layers tried in FP32, "
+                         f"kept the {len(self.kept_fp32)} of the lowest drop")
         return lines
 
 
@@ -93,6 +95,9 @@ def fall_back(
 ) -> FallbackResult:
     """Quantize with ``selection``; if over budget, keep layers in FP32 one by one, most damage per cost first.
 
+    When no prefix of the ranking meets the budget, the one with the lowest drop is returned (on a
+    fragile model, keeping a layer in FP32 can move the metric either way).
+
     ``costs`` maps each candidate layer to what keeping it in FP32 costs (its weight size): a small
     layer that does a little damage is returned before a large FFN layer that does slightly more.
     """
@@ -102,14 +107,16 @@ def fall_back(
         return FallbackResult(proto, [], {}, drop, True)
     sensitivity = layer_sensitivity(quantize, selection, list(costs), budget)
     ranked = sorted(sensitivity, key=lambda name: sensitivity[name] / max(costs[name], 1), reverse=True)[:max_layers]
-    kept: list[str] = []
-    for name in ranked:
-        kept.append(name)
+    best = FallbackResult(proto, [], sensitivity, drop, False, len(ranked))
+    for count in range(1, len(ranked) + 1):
+        kept = ranked[:count]
         proto = quantize(dataclasses.replace(selection, exclude=[*selection.exclude, *kept]))
         drop = budget.drop(proto)
         if drop <= budget.max_drop:
-            break
-    return FallbackResult(proto, kept, sensitivity, drop, drop <= budget.max_drop)
+            return FallbackResult(proto, kept, sensitivity, drop, True, count)
+        if drop < best.drop:
+            best = FallbackResult(proto, kept, sensitivity, drop, False, len(ranked))
+    return best
 
 
 def layer_sensitivity(quantize: Quantize, selection: Selection, layers: Sequence[str], budget: Budget) -> dict[str, float]:

@@ -142,4 +142,20 @@ def test_fallback_stops_at_max_layers_and_says_it_is_over_budget() -> None:
     quantize, budget = _additive_budget(damage, max_drop=0.0)
     result = fallback.fall_back(quantize, Selection(op_types=["MatMul"]), dict.fromkeys(damage, 10), budget, max_layers=2)
     assert len(result.kept_fp32) == 2 and not result.within_budget
-    assert "still over budget after 2 layers" in result.reasons("1 - cosine")[-1]
+    assert "still over budget: 2 layers tried in FP32, kept the 2 of the lowest drop" in result.reasons("1 - cosine")[-1]
+
+
+def test_over_budget_fallback_returns_the_configuration_with_the_lowest_drop() -> None:
+    """A fragile model: keeping "a" alone in FP32 helps, keeping "b" as well makes it worse than nothing kept."""
+    drops = {frozenset("abc"): 0.05, frozenset("bc"): 0.03, frozenset("c"): 0.08, frozenset(): 0.0}
+
+    def quantize(selection: Selection) -> frozenset[str]:
+        return frozenset(selection.only or "abc") - set(selection.exclude)
+
+    def drop(quantized: frozenset[str]) -> float:
+        return drops.get(quantized, 0.01 * len(quantized))
+
+    budget = fallback.Budget("accuracy", 0.01, drop, lambda q: 0.01 * len(q))
+    result = fallback.fall_back(quantize, Selection(op_types=["Conv"]), dict.fromkeys("abc", 1), budget, max_layers=2)
+    assert result.kept_fp32 == ["a"] and not result.within_budget
+    assert result.drop == 0.03 and result.proto == frozenset("bc") and result.tried == 2

@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization import ort_bridge, rounding
-from onnxcompress.passes.quantization.embedding import quantizable_gathers, quantize_embeddings
+from onnxcompress.passes.quantization.embedding import quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
@@ -75,7 +75,7 @@ class QuantizeDynamic(QuantizePass):
         if "Gather" not in op_types:
             return
         excluded = set(matching_names([node.name for node in model.graph], self.exclude))
-        names = quantize_embeddings(model.graph, [n.name for n in quantizable_gathers(model.graph) if n.name not in excluded])
+        names = quantize_embeddings(model.graph, excluded)
         if names:
             self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
 

@@ -40,11 +40,11 @@ def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.round(table / scales).astype(np.int8), scales.astype(np.float32)
 
 
-def quantize_embeddings(graph: ir.Graph, names: Collection[str]) -> list[str]:
-    """Replace the named embedding Gathers (those ``quantizable_gathers`` finds) by row-wise INT8 lookups."""
+def quantize_embeddings(graph: ir.Graph, excluded: Collection[str] = ()) -> list[str]:
+    """Replace every embedding Gather ``quantizable_gathers`` finds, except ``excluded`` names, by row-wise INT8 lookups."""
     done = []
     for node in quantizable_gathers(graph):
-        if node.name in names:
+        if node.name not in excluded:
             _rewrite(graph, node)
             done.append(node.name)
     return done

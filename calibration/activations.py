@@ -84,3 +84,15 @@ def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
     for node in graph:
         values.update((v.name, v) for v in node.outputs if v.name)
     return values
+
+
+def channel_peaks(model: ir.Model, reader, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Largest |value| of each last-axis channel of the named tensors over the calibration data (streamed)."""
+    peaks: dict[str, np.ndarray] = {}
+    for batch in stream_activations(model, reader, names):
+        for name, array in batch.items():
+            peak = np.abs(array.reshape(-1, array.shape[-1])).max(axis=0)
+            peaks[name] = peak if name not in peaks else np.maximum(peaks[name], peak)
+    if not np.all([np.isfinite(p).all() for p in peaks.values()]):
+        raise UsageError("calibration data gives non-finite activations; cannot find channel ranges")
+    return peaks

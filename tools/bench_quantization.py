@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, io, runtime
 from onnxcompress.calibration import ArrayReader
-from onnxcompress.passes import Cleanup, FoldConstants, Fuse, QuantizeDynamic, QuantizeStatic, SmoothActivations
+from onnxcompress.passes import Cleanup, FoldConstants, Fuse, QuantizeDynamic, QuantizeStatic, SmoothActivations, SplitOutlierChannels
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
 from onnxcompress.pipeline import LabelledData
 
@@ -237,11 +237,10 @@ def minilm_case() -> Case:
     fused = standard_fusions(fp32)
     ours(case, "onnxcompress fuse + quantize-dynamic", fused, QuantizeDynamic())
     ours(case, "onnxcompress fuse + smooth + quantize-dynamic", fused, SmoothActivations(calibration=calibration), QuantizeDynamic())
-    ours(case, "onnxcompress fuse + smooth + quantize-dynamic:gptq", fused, SmoothActivations(calibration=calibration),
-         QuantizeDynamic(calibration=calibration, gptq=True))
-    ours(case, "onnxcompress fuse + smooth + quantize-dynamic:gptq + fallback (max_drop 0.001)", fused,
-         SmoothActivations(calibration=calibration),
-         QuantizeDynamic(calibration=calibration, gptq=True, max_drop=0.001, fidelity_output="sentence_embedding"))
+    ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic", fused, SplitOutlierChannels(calibration=calibration),
+         SmoothActivations(calibration=calibration), QuantizeDynamic())
+    ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq", fused, SplitOutlierChannels(calibration=calibration),
+         SmoothActivations(calibration=calibration), QuantizeDynamic(calibration=calibration, gptq=True))
     return case
 
 

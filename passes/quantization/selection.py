@@ -16,6 +16,8 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.ort_bridge import Selection
 
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
+# Nodes a rewrite put on purpose in an FP32 branch (``split-outliers``): never quantized, never smoothed.
+FLOAT_BRANCH_SUFFIX = "/outliers"
 
 
 def select(proto: onnx.ModelProto, op_types: Sequence[str], supported: Sequence[str], exclude: Sequence[str] | None) -> Selection:
@@ -23,8 +25,14 @@ def select(proto: onnx.ModelProto, op_types: Sequence[str], supported: Sequence[
     unsupported = sorted(set(op_types) - set(supported))
     if unsupported:
         raise UsageError(f"op_types {unsupported} cannot be quantized here; supported: {', '.join(sorted(supported))}")
-    excluded = matching_names([node.name for node in proto.graph.node], exclude)
+    names = [node.name for node in proto.graph.node]
+    excluded = matching_names(names, exclude) + [n for n in names if is_float_branch(n)]
     return Selection(op_types=list(op_types), exclude=excluded)
+
+
+def is_float_branch(name: str) -> bool:
+    """True for a node that a rewrite meant to stay in FP32 (its name ends in ``FLOAT_BRANCH_SUFFIX``)."""
+    return name.endswith(FLOAT_BRANCH_SUFFIX)
 
 
 def matching_names(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:

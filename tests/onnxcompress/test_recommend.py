@@ -57,7 +57,7 @@ def test_cnn_plan_prunes_then_quantizes_statically():
 @pytest.mark.parametrize("family", ["transformer-encoder", "decoder", "mlp"])
 def test_weight_heavy_families_get_dynamic_int8_without_pruning(family):
     specs = [s.spec for s in recommend.plan(family, VNNI)]
-    assert specs[-1] == "quantize-dynamic" and not any(s.startswith("prune") for s in specs)
+    assert specs[-1].split(":")[0] == "quantize-dynamic" and not any(s.startswith("prune") for s in specs)
 
 
 def test_no_int8_on_a_cpu_without_int8_support():
@@ -88,5 +88,5 @@ def test_recommendation_keeps_only_installed_passes_and_builds_the_command(cnn_m
 def test_minilm_export_is_a_transformer_encoder(minilm_onnx):
     rec = recommend.recommend(io.load(minilm_onnx), VNNI)
     assert rec.family == "transformer-encoder"
-    assert [s.spec for s in recommend.plan(rec.family, VNNI)][-2:] == ["smooth", "quantize-dynamic"]
+    assert [s.spec for s in recommend.plan(rec.family, VNNI)][-3:] == ["split-outliers", "smooth", "quantize-dynamic:gptq=true"]
     assert "--calibration DATA" in rec.command("in.onnx", "out.onnx")

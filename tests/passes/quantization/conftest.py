@@ -7,6 +7,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
+from onnxcompress import io
 from onnxcompress.calibration import ArrayReader
 
 CNN_TEXT = """
@@ -69,3 +70,30 @@ def cnn_inputs() -> dict[str, np.ndarray]:
 def cnn_reader(cnn_inputs) -> ArrayReader:
     """Calibration reader over ``cnn_inputs`` in two batches."""
     return ArrayReader(cnn_inputs, batch_size=8)
+
+
+def minilm_calibration() -> ArrayReader:
+    """64 corpus sentences (seed 1, length 32) for the MiniLM tests of calibrated rewrites."""
+    from onnxcompress.models import corpus, minilm
+
+    return ArrayReader(minilm.tokenize(corpus.sentences(64, seed=1), max_length=32, pad_to=32), batch_size=32)
+
+
+def assert_exact_and_better_for_int8(reference: ir.Model, rewritten: ir.Model, feeds: dict[str, np.ndarray]) -> None:
+    """``rewritten`` reproduces ``reference`` (ORT optimizer off and on), and after ``quantize-dynamic`` its
+    sentence embedding is closer to FP32 than ``reference``'s."""
+    from onnxcompress import fidelity, runtime
+    from onnxcompress.passes import QuantizeDynamic
+
+    expected = runtime.run(reference, feeds, optimization="disable")
+    for level in ("disable", "all"):
+        assert fidelity.compare(expected, runtime.run(rewritten, feeds, optimization=level)).exact
+    plain, rewritten = io.clone(reference), io.clone(rewritten)
+    for model in (plain, rewritten):
+        QuantizeDynamic()(model)
+
+    def cosine(model: ir.Model) -> float:
+        got = runtime.run(model, feeds)["sentence_embedding"]
+        return fidelity.compare({"e": expected["sentence_embedding"]}, {"e": got}).cosine
+
+    assert cosine(rewritten) > cosine(plain)

@@ -10,9 +10,9 @@ from onnxcompress import fidelity, io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, SmoothActivations
-from onnxcompress.passes.quantization.smoothing import smoothing_scales
+from onnxcompress.passes.quantization.smoothing import dynamic_int8_error, smoothing_scales
 
-from .conftest import with_weights
+from .conftest import MLP_TEXT, assert_exact_and_better_for_int8, minilm_calibration, with_weights
 
 # A post-LN block: the LayerNorm output feeds two MatMuls (sharing one smoothing Mul) and a residual Add.
 BLOCK_TEXT = """
@@ -93,6 +93,31 @@ def test_bad_options_are_usage_errors(options, message) -> None:
 
 @pytest.mark.slow
 def test_minilm_smoothing_is_exact_and_helps_dynamic_int8(minilm_onnx, minilm_feeds) -> None:
+    reference = io.load(minilm_onnx)
+    smoothed = io.clone(reference)
+    SmoothActivations(calibration=minilm_calibration())(smoothed)
+    assert_exact_and_better_for_int8(reference, smoothed, minilm_feeds)
+
+
+def test_scales_move_the_chosen_share_of_the_range() -> None:
+    activation, weight = np.array([8.0, 2.0, 0.0, 1.0]), np.array([0.5, 0.5, 1.0, 0.0])
+    scales = smoothing_scales(activation, weight, alpha=1.0)
+    assert scales[2] == scales[3]  # a zero on either side leaves the channel alone (before normalising)
+    assert np.exp(np.log(scales).mean()) == pytest.approx(1.0)
+    assert scales[0] / scales[1] == pytest.approx(4.0)
+    half = smoothing_scales(activation, weight, alpha=0.5)
+    assert half[0] / half[1] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("options, message", [({"alpha": 1.5}, "alpha"), ({"calibration": None}, "calibration")])
+def test_bad_options_are_usage_errors(options, message) -> None:
+    settings = {"calibration": ArrayReader(inputs(0)), **options}
+    with pytest.raises(UsageError, match=message):
+        SmoothActivations(**settings)(block_with_outlier_channels())
+
+
+@pytest.mark.slow
+def test_minilm_smoothing_is_exact_and_helps_dynamic_int8(minilm_onnx, minilm_feeds) -> None:
     from onnxcompress.models import corpus, minilm
 
     calibration = ArrayReader(minilm.tokenize(corpus.sentences(64, seed=1), max_length=32, pad_to=32), batch_size=32)
@@ -111,3 +136,26 @@ def test_minilm_smoothing_is_exact_and_helps_dynamic_int8(minilm_onnx, minilm_fe
         return fidelity.compare({"e": expected["sentence_embedding"]}, {"e": got}).cosine
 
     assert cosine(smoothed) > cosine(plain)
+
+
+def test_activations_without_outliers_are_left_alone() -> None:
+    model = with_weights(BLOCK_TEXT)
+    gamma = model.graph.initializers["gamma"]
+    gamma.const_value = ir.tensor(np.ones(32, np.float32), name="gamma")
+    pass_ = SmoothActivations(calibration=ArrayReader(inputs(0)))
+    pass_(model)
+    assert "h" not in pass_.details["alphas"]  # a flat LayerNorm output gains nothing from a Mul
+    assert not any(n.op_type == "Mul" and n.inputs[0].name == "h" for n in model.graph)
+
+
+def test_simulated_int8_error_is_what_ort_gives() -> None:
+    model = with_weights(MLP_TEXT)
+    feeds = {"x": np.random.default_rng(3).normal(size=(8, 16)).astype(np.float32)}
+    expected = runtime.run(model, feeds)["y"]
+    quantized = io.clone(model)
+    QuantizeDynamic(exclude=["matmul_0"])(quantized)
+    hidden = feeds["x"] @ model.graph.initializers["wa"].const_value.numpy()  # matmul_0 stays FP32
+    weight = model.graph.initializers["wb"].const_value.numpy()
+    measured = float(np.sum((runtime.run(quantized, feeds)["y"] - expected) ** 2) / np.sum(expected ** 2))
+    simulated = dynamic_int8_error(hidden[None], [weight], [hidden[None] @ weight])
+    assert simulated == pytest.approx(measured, rel=0.05)

@@ -1,0 +1,132 @@
+"""``split-outliers``: exact in FP32, the outlier branch stays FP32 through quantization, and INT8 error falls."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import io, runtime
+from onnxcompress.calibration import ArrayReader
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import QuantizeDynamic, SplitOutlierChannels
+from onnxcompress.passes.quantization.outliers import outlier_channels, splittable_pairs
+
+from .conftest import assert_exact_and_better_for_int8, minilm_calibration, with_weights
+
+# A transformer FFN: LayerNorm → MatMul + bias → erf GELU (as exported) → MatMul + bias → residual Add.
+FFN_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+ffn (float[N, 6, 16] x) => (float[N, 6, 16] y)
+<float[16] gamma = {0.0}, float[16] beta = {0.0}, float[16, 64] w1 = {0.0}, float[64] b1 = {0.0},
+ float[64, 16] w2 = {0.0}, float[16] b2 = {0.0}, float sqrt2 = {1.4142135}, float one = {1.0}, float half = {0.5}>
+{
+    h = LayerNormalization <axis = -1> (x, gamma, beta)
+    m1 = MatMul (h, w1)
+    a1 = Add (b1, m1)
+    d = Div (a1, sqrt2)
+    e = Erf (d)
+    p = Add (e, one)
+    g0 = Mul (a1, p)
+    g = Mul (g0, half)
+    m2 = MatMul (g, w2)
+    a2 = Add (b2, m2)
+    y = Add (a2, h)
+}
+"""
+OUTLIERS = [5, 40]
+
+
+def ffn_with_outlier_channels() -> ir.Model:
+    """The FFN with two hidden channels whose W1 columns are 30x larger: GELU outputs peaking like BERT's."""
+    model = with_weights(FFN_TEXT)
+    initializers = model.graph.initializers
+    for name, value in (("sqrt2", np.sqrt(2.0)), ("one", 1.0), ("half", 0.5), ("beta", np.zeros(16))):
+        initializers[name].const_value = ir.tensor(np.asarray(value, np.float32), name=name)
+    initializers["gamma"].const_value = ir.tensor(np.ones(16, np.float32), name="gamma")
+    w1 = initializers["w1"].const_value.numpy().copy()
+    w1[:, OUTLIERS] *= 30.0
+    initializers["w1"].const_value = ir.tensor(w1, name="w1")
+    return model
+
+
+def inputs(seed: int, count: int = 16) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).normal(size=(count, 6, 16)).astype(np.float32)}
+
+
+def split(model: ir.Model, **options) -> SplitOutlierChannels:
+    pass_ = SplitOutlierChannels(calibration=ArrayReader(inputs(0)), **options)
+    pass_(model)
+    return pass_
+
+
+def test_split_is_exact_and_puts_the_outlier_channels_in_a_float_branch(assert_exact_rewrite) -> None:
+    before = ffn_with_outlier_channels()
+    after = io.clone(before)
+    pass_ = split(after)
+    assert_exact_rewrite(before, after, inputs(1))
+    assert pass_.details["split"] == {"matmul_8": 2}
+    weights = {n.name: n.inputs[1].const_value.shape for n in after.graph if n.op_type == "MatMul"}
+    assert weights == {"matmul_1/outliers": (16, 2), "matmul_8/outliers": (2, 16),
+                       "matmul_1/inliers": (16, 62), "matmul_8/inliers": (62, 16)}
+    assert [n.op_type for n in after.graph].count("Erf") == 2  # the GELU runs on each branch
+    assert not {"w1", "w2", "b1"} & set(after.graph.initializers)  # replaced constants are dropped
+    assert "sqrt2" in after.graph.initializers  # scalar constants are shared by both branches
+
+
+def test_quantizers_leave_the_outlier_branch_in_fp32_and_the_error_falls() -> None:
+    reference = ffn_with_outlier_channels()
+    plain, with_split = io.clone(reference), io.clone(reference)
+    split(with_split)
+    for model in (plain, with_split):
+        QuantizeDynamic()(model)
+    integer_inputs = {n.inputs[1].name for n in with_split.graph if n.op_type == "MatMulInteger"}
+    assert len(integer_inputs) == 2 and not any("outliers" in name for name in integer_inputs)
+    assert [n.name for n in with_split.graph if n.op_type == "MatMul"] == ["matmul_1/outliers", "matmul_8/outliers"]
+    feeds = inputs(2)
+    expected = runtime.run(reference, feeds)["y"]
+
+    def squared_error(model: ir.Model) -> float:
+        return float(np.mean((runtime.run(model, feeds)["y"] - expected) ** 2))
+
+    assert squared_error(with_split) < 0.5 * squared_error(plain)
+
+
+def test_flat_channels_are_left_alone() -> None:
+    model = with_weights(FFN_TEXT)
+    pass_ = split(model, min_ratio=50.0)
+    assert pass_.details["split"] == {} and "matmul_8" in {n.name for n in model.graph}
+
+
+@pytest.mark.parametrize("text", [
+    # the hidden activation also feeds the output: splitting it would need a copy
+    FFN_TEXT.replace("y = Add (a2, h)", "t = Add (a2, h)\n    r = ReduceMean <axes = [2]> (g)\n    y = Add (t, r)"),
+    # a LayerNorm (not channel-wise) between the MatMuls
+    FFN_TEXT.replace("g = Mul (g0, half)", "g = LayerNormalization <axis = -1> (g0, b1, b1)"),
+])
+def test_pairs_that_cannot_be_split_are_not_candidates(text) -> None:
+    assert splittable_pairs(with_weights(text), set()) == []
+
+
+def test_outlier_channels_are_the_largest_peaks_over_the_ratio() -> None:
+    peaks = np.array([1.0, 9.0, 1.0, 30.0, 1.2, 5.0, 1.1])
+    assert outlier_channels(peaks, most=4, min_ratio=4.0).tolist() == [1, 3, 5]
+    assert outlier_channels(peaks, most=1, min_ratio=4.0).tolist() == [3]
+    assert outlier_channels(np.ones(8), most=4, min_ratio=4.0).tolist() == []
+
+
+@pytest.mark.parametrize("options, message", [({"channels": 0}, "channels"), ({"calibration": None}, "calibration")])
+def test_bad_options_are_usage_errors(options, message) -> None:
+    settings = {"calibration": ArrayReader(inputs(0)), **options}
+    with pytest.raises(UsageError, match=message):
+        SplitOutlierChannels(**settings)(ffn_with_outlier_channels())
+
+
+@pytest.mark.slow
+def test_minilm_split_is_exact_and_lowers_the_dynamic_int8_error(minilm_onnx, minilm_feeds) -> None:
+    reference = io.load(minilm_onnx)
+    with_split = io.clone(reference)
+    pass_ = SplitOutlierChannels(calibration=minilm_calibration())
+    pass_(with_split)
+    assert pass_.details["split"]
+    assert_exact_and_better_for_int8(reference, with_split, minilm_feeds)

@@ -168,22 +168,54 @@ def outlier_channels(peaks: np.ndarray, most: int, min_ratio: float) -> np.ndarr
 
 
 def split_pair(graph: ir.Graph, pair: SplitPair, outliers: np.ndarray) -> None:
-    """Replace ``pair`` by an INT8-bound branch over the other channels and an FP32 branch over ``outliers``, summed."""
+    """Replace ``pair`` by an INT8-bound branch over the other channels and an FP32 branch over ``outliers``, summed.
+
+    A bias Add after the second MatMul stays right after the INT8 branch, where ORT fuses it into the
+    integer kernel; the FP32 branch is added after it.
+    """
     channels = _weight(pair.second).shape[0]
     inliers = np.setdiff1d(np.arange(channels), outliers)
     inlier_sum = _branch(graph, pair, inliers, "inliers")
     outlier_sum = _branch(graph, pair, outliers, FLOAT_BRANCH_SUFFIX.lstrip("/"))
-    total = ir.node("Add", [inlier_sum, outlier_sum], name=f"{pair.second.name}/sum")
-    graph.insert_before(pair.second, total)
     result = pair.second.outputs[0]
-    total.outputs[0].dtype = ir.DataType.FLOAT
-    result.replace_all_uses_with(total.outputs[0], replace_graph_outputs=True)
+    bias_add = _sole_bias_add(result)
+    result.replace_all_uses_with(inlier_sum, replace_graph_outputs=True)
+    if inlier_sum.is_graph_output():
+        inlier_sum.name, inlier_sum.type, inlier_sum.shape = result.name, result.type, result.shape
+    _add_after(graph, inlier_sum if bias_add is None else bias_add.outputs[0], outlier_sum, f"{pair.second.name}/sum")
     old_weights = [pair.first.inputs[1], pair.second.inputs[1]]
     constants = [v for n in pair.between for v in n.inputs if v is not None and v.const_value is not None]
     graph.remove([pair.second, *reversed(pair.between), pair.first], safe=True)
-    total.outputs[0].name = result.name
     for value in old_weights + constants:
         drop_if_unused(graph, value)
+
+
+def _sole_bias_add(value: ir.Value) -> ir.Node | None:
+    """The Add adding a constant to ``value`` when that is its only reader (and it is no graph output)."""
+    uses = list(value.uses())
+    if value.is_graph_output() or len(uses) != 1:
+        return None
+    user, index = uses[0]
+    other = user.inputs[1 - index] if user.op_type == "Add" and len(user.inputs) == 2 else None
+    return user if other is not None and other.const_value is not None else None
+
+
+def _add_after(graph: ir.Graph, value: ir.Value, addend: ir.Value, name: str) -> None:
+    """Make every reader of ``value`` (and the graph outputs) read ``value + addend`` instead."""
+    readers = list(value.uses())
+    total = ir.node("Add", [value, addend], name=name)
+    total.outputs[0].dtype = ir.DataType.FLOAT
+    order = {id(node): index for index, node in enumerate(graph)}
+    graph.insert_after(max(value.producer(), addend.producer(), key=lambda node: order[id(node)]), total)
+    for user, index in readers:
+        user.replace_input_with(index, total.outputs[0])
+    if value.is_graph_output():
+        position = list(graph.outputs).index(value)
+        graph.outputs[position] = total.outputs[0]
+        original, value.name = value.name, f"{value.name}_inliers"
+        total.outputs[0].name, total.outputs[0].type, total.outputs[0].shape = original, value.type, value.shape
+    else:
+        total.outputs[0].name = f"{value.name}_with_outliers"
 
 
 def _branch(graph: ir.Graph, pair: SplitPair, channels: np.ndarray, tag: str) -> ir.Value:

@@ -92,6 +92,25 @@ def test_quantizers_leave_the_outlier_branch_in_fp32_and_the_error_falls() -> No
     assert squared_error(with_split) < 0.5 * squared_error(plain)
 
 
+def test_bias_add_stays_on_the_int8_branch_for_ort_to_fuse() -> None:
+    model = ffn_with_outlier_channels()
+    split(model)
+    bias_add = next(n for n in model.graph if n.inputs and n.inputs[0] is not None and n.inputs[0].name == "b2")
+    assert bias_add.inputs[1].producer().name == "matmul_8/inliers"
+    assert [user.name for user, _ in bias_add.outputs[0].uses()] == ["matmul_8/sum"]
+
+
+def test_a_split_matmul_can_be_the_graph_output(assert_exact_rewrite) -> None:
+    text = FFN_TEXT.replace("(float[N, 6, 16] y)", "(float[N, 6, 16] m2)").replace("    a2 = Add (b2, m2)\n    y = Add (a2, h)\n", "")
+    before = with_weights(text.replace("float[16] b2 = {0.0}, ", ""))
+    w1 = before.graph.initializers["w1"].const_value.numpy() * np.where(np.arange(64) == 7, 30.0, 1.0)
+    before.graph.initializers["w1"].const_value = ir.tensor(w1.astype(np.float32), name="w1")
+    after = io.clone(before)
+    split(after)
+    assert_exact_rewrite(before, after, inputs(1))
+    assert [v.name for v in after.graph.outputs] == ["m2"]
+
+
 def test_flat_channels_are_left_alone() -> None:
     model = with_weights(FFN_TEXT)
     pass_ = split(model, min_ratio=50.0)

@@ -69,12 +69,12 @@ def test_transformer_int8_recipe_runs_from_the_cli(mlp_path, tmp_path):
     calibration = tmp_path / "calib.npz"
     np.savez(calibration, x=np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32))
     out, report = tmp_path / "int8.onnx", tmp_path / "report"
-    args = ["run", str(mlp_path), "-o", str(out), "-p", "smooth", "-p", "quantize-dynamic:gptq=true",
+    args = ["run", str(mlp_path), "-o", str(out), "-p", "split-outliers", "-p", "smooth", "-p", "quantize-dynamic:gptq=true",
             "--calibration", str(calibration), "--no-bench", "--report", str(report)]
     assert main(args) == 0
     steps = json.loads((report / "report.json").read_text())["steps"]
-    assert [s["pass"] for s in steps] == ["input", "smooth", "quantize-dynamic"]
-    assert any("GPTQ" in note for note in steps[2]["notes"])
+    assert [s["pass"] for s in steps] == ["input", "split-outliers", "smooth", "quantize-dynamic"]
+    assert any("GPTQ" in note for note in steps[3]["notes"])
     assert {n.op_type for n in io.load(out).graph} >= {"MatMulInteger", "Mul"}
 
 

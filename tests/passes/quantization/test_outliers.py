@@ -111,10 +111,11 @@ def test_a_split_matmul_can_be_the_graph_output(assert_exact_rewrite) -> None:
     assert [v.name for v in after.graph.outputs] == ["m2"]
 
 
-def test_flat_channels_are_left_alone() -> None:
-    model = with_weights(FFN_TEXT)
-    pass_ = split(model, min_ratio=50.0)
-    assert pass_.details["split"] == {} and "matmul_8" in {n.name for n in model.graph}
+@pytest.mark.parametrize("options", [{"min_ratio": 50.0}, {"exclude": ["matmul_8"]}, {"exclude": ["matmul_1"]}])
+def test_flat_or_excluded_pairs_are_left_alone(options) -> None:
+    model = ffn_with_outlier_channels()
+    pass_ = split(model, **options)
+    assert pass_.details["split"] == {} and {"matmul_1", "matmul_8"} <= {n.name for n in model.graph}
 
 
 @pytest.mark.parametrize("text", [

@@ -14,7 +14,6 @@ from onnxcompress.passes.quantization.embedding import quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
-from onnxcompress.passes.quantization.selection import matching_names
 from onnxcompress.passes.quantization.target import QuantTarget, resolve_target
 
 FULL_QMAX, REDUCED_QMAX = 127, 64  # ORT's symmetric int8 weight range, and its 7-bit range without VNNI
@@ -74,8 +73,7 @@ class QuantizeDynamic(QuantizePass):
         """Embedding tables (Gathers not excluded) stored row-wise INT8 (``embedding.py``) rather than by ORT, per tensor."""
         if "Gather" not in op_types:
             return
-        excluded = set(matching_names([node.name for node in model.graph], self.exclude))
-        names = quantize_embeddings(model.graph, excluded)
+        names = quantize_embeddings(model.graph, self.excluded_names(model))
         if names:
             self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
 
@@ -96,7 +94,7 @@ class QuantizeDynamic(QuantizePass):
             if not for_ort:
                 return proto
             chosen = dataclasses.replace(chosen, op_types=list(dict.fromkeys(for_ort)))
-            arrays = {weight: array for weight, (node, array) in rounded.items() if _quantizes(chosen, node)}
+            arrays = {weight: array for weight, (node, array) in rounded.items() if chosen.covers(node)}
             source = rounding.with_initializers(proto, arrays) if arrays else proto
             return ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
 
@@ -116,7 +114,3 @@ class QuantizeDynamic(QuantizePass):
         rounded = rounding.rounded_weights(proto, moments, weights, qmax, self.per_channel)
         self.note(f"{len(rounded)} MatMul weights rounded with error feedback (GPTQ) on the calibration activations")
         return {weight: (weights[weight][0], array) for weight, array in rounded.items()}
-
-
-def _quantizes(selection: ort_bridge.Selection, node: str) -> bool:
-    return node not in selection.exclude and (not selection.only or node in selection.only)

@@ -23,7 +23,7 @@ A Conv output read by anything else, non-constant weights or non-float types are
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 import numpy as np
 import onnx_ir as ir
@@ -37,11 +37,12 @@ HARD_SIGMOID_NEEDS = frozenset({"Conv", "Clip"})
 HARD_SWISH_NEEDS = frozenset({"Conv", "Add", "Mul", "Clip"})
 
 
-def rewrite_hard_activations(model: ir.Model, op_types: Sequence[str]) -> dict[str, int]:
+def rewrite_hard_activations(model: ir.Model, op_types: Sequence[str], excluded: Set[str] = frozenset()) -> dict[str, int]:
     """Rewrite (in place) the hard activations after Convs whose new ops ``op_types`` will quantize; counts by kind.
 
     A rewrite only pays when every op it introduces is quantized (else ORT keeps a float Add/Mul
-    between Q/DQ instead of the HardSwish), so each kind runs only when ``op_types`` covers its ops.
+    between Q/DQ instead of the HardSwish), so each kind runs only when ``op_types`` covers its ops,
+    and never after a Conv named in ``excluded``: that Conv stays FP32, where ORT fuses the activation.
     The Conv keeps its name (``exclude`` patterns and reports refer to it); new nodes are named
     after the activation they replace.
     """
@@ -53,7 +54,7 @@ def rewrite_hard_activations(model: ir.Model, op_types: Sequence[str]) -> dict[s
         if kind not in rewrites or not rewrites[kind][1] <= chosen:
             continue
         conv = _foldable_conv(node)
-        if conv is not None:
+        if conv is not None and conv.name not in excluded:
             rewrites[kind][0](model.graph, node, conv)
             counts[kind] += 1
     return counts

@@ -41,6 +41,10 @@ class Selection:
     exclude: Sequence[str] = ()
     only: Sequence[str] = ()
 
+    def covers(self, name: str) -> bool:
+        """True when the node named ``name`` is quantized under this selection (if its op type is)."""
+        return name not in self.exclude and (not self.only or name in self.only)
+
 
 def with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` at a QDQ-capable opset, with inferred value types (what ORT's quantizers read)."""

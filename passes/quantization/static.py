@@ -5,6 +5,8 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 
+from onnxcompress import io
+
 from onnxcompress.passes.quantization import ort_bridge
 from onnxcompress.passes.quantization.channel_gate import tile_channel_gates
 from onnxcompress.passes.quantization.fallback import Quantize
@@ -66,26 +68,41 @@ class QuantizeStatic(QuantizePass):
         return list(ort_bridge.STATIC_OP_TYPES)
 
     def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
-        """Exact rewrites for ORT's int8 kernels: hard activations after Convs (``hard_activations``), channel gates (``channel_gate``)."""
-        counts = rewrite_hard_activations(model, op_types)
-        self.details["hard_activations_rewritten"] = counts
-        if any(counts.values()):
-            self.note("rewrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) + " after Convs into int8-capable Clip/Add/Mul forms")
+        """Per-channel gates tiled for ORT's int8 Mul (``channel_gate``); hard activations wait for ``prepare``."""
         tiled = tile_channel_gates(model, op_types)
         self.details["channel_gates_tiled"] = tiled
         if tiled:
             self.note(f"tiled {tiled} per-channel gates to their map's shape (a same-shape int8 Mul instead of a channels-last broadcast)")
 
     def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> Quantize:
-        """Calibrate (or load) activation ranges once; return the QDQ quantizer of a selection."""
+        """Calibrate (or load) activation ranges once; return the QDQ quantizer of a selection.
+
+        Hard activations after Convs are rewritten into int8-capable forms (``hard_activations``) only
+        for the Convs a selection quantizes: a Conv kept in FP32 (``exclude``, the fallback) keeps its
+        HardSwish, which ORT fuses into the float Conv. The rewrite keeps the activation's output
+        name, so the ranges calibrated on the fully rewritten graph serve every selection.
+        """
         target = resolve_target(self.activation_type, self.weight_type, self.reduce_range)
-        names = ort_bridge.tensors_to_calibrate(proto, selection.op_types)
-        run = activation_ranges(model, self.calibration, names, method=self.method, ranges_file=self.ranges_file)
+        rewritten, counts = with_hard_activations(model, selection)
+        self.details["hard_activations_rewritten"] = counts
+        if any(counts.values()):
+            self.note("rewrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) + " after Convs into int8-capable Clip/Add/Mul forms")
+        rewritten_proto = ort_bridge.with_shapes(io.to_proto(rewritten))
+        names = ort_bridge.tensors_to_calibrate(rewritten_proto, selection.op_types)
+        run = activation_ranges(rewritten, self.calibration, names, method=self.method, ranges_file=self.ranges_file)
         self.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
         self.note(f"{target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
         self.note(f"ranges of {len(run.ranges)} tensors from {run.source} ({run.seconds:.1f} s, peak +{run.peak_rss_mb:.0f} MB RSS)")
 
         def quantize(chosen: ort_bridge.Selection) -> onnx.ModelProto:
-            return ort_bridge.quantize_qdq(proto, run.ranges, target, per_channel=self.per_channel, selection=chosen)
+            source = rewritten_proto if chosen == selection else ort_bridge.with_shapes(io.to_proto(with_hard_activations(model, chosen)[0]))
+            return ort_bridge.quantize_qdq(source, run.ranges, target, per_channel=self.per_channel, selection=chosen)
 
         return quantize
+
+
+def with_hard_activations(model: ir.Model, selection: ort_bridge.Selection) -> tuple[ir.Model, dict[str, int]]:
+    """A copy of ``model`` with the hard activations of the Convs ``selection`` quantizes rewritten; counts by kind."""
+    copy = io.clone(model)
+    kept = {node.name for node in copy.graph if node.op_type == "Conv" and not selection.covers(node.name)}
+    return copy, rewrite_hard_activations(copy, selection.op_types, kept)

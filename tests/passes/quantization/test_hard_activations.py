@@ -83,6 +83,12 @@ def test_hard_swish_is_kept_when_its_replacement_ops_would_not_be_quantized() ->
     assert "HardSwish" in ops(model)
 
 
+def test_a_conv_kept_in_fp32_keeps_its_hard_swish() -> None:
+    model = with_weights(CONV_ACTIVATIONS, scale=1.0)
+    assert rewrite_hard_activations(model, ALL_OPS, {"conv_0"}) == {"HardSigmoid": 1, "HardSwish": 0}
+    assert "HardSwish" in ops(model)
+
+
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> ir.Model:
     """The MobileNetV3-style net at 32×32 with BatchNorm statistics re-estimated on random images,
@@ -116,3 +122,15 @@ def test_quantized_mobilenet_has_no_float_layer_between_qdq_and_keeps_its_predic
         assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.95
         cosine = np.sum(centred * (got - expected.mean(0)), 1) / np.linalg.norm(centred, axis=1) / np.linalg.norm(got - expected.mean(0), axis=1)
         assert cosine.mean() >= 0.98
+
+
+def test_an_excluded_conv_runs_in_fp32_with_its_hard_swish_fused(mobilenet) -> None:
+    calibration = {"x": np.random.default_rng(1).normal(size=(16, 3, 32, 32)).astype(np.float32)}
+    first_conv = next(n.name for n in mobilenet.graph if n.op_type == "Conv")
+    model = io.clone(mobilenet)
+    pass_ = QuantizeStatic(calibration=ArrayReader(calibration), exclude=[first_conv])
+    pass_(model)
+    assert pass_.details["hard_activations_rewritten"] == {"HardSigmoid": 3, "HardSwish": 12}
+    conv = next(n for n in model.graph if n.name == first_conv)
+    assert [user.op_type for user, _ in conv.outputs[0].uses()] == ["HardSwish"]  # float Conv → HardSwish, which ORT fuses
+    assert pass_.details["unfused_qdq"]["count"] == 0

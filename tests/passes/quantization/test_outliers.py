@@ -74,6 +74,20 @@ def test_split_is_exact_and_puts_the_outlier_channels_in_a_float_branch(assert_e
     assert "sqrt2" in after.graph.initializers  # scalar constants are shared by both branches
 
 
+def test_an_opset_20_gelu_is_split_too(assert_exact_rewrite) -> None:
+    text = FFN_TEXT.replace('"" : 17', '"" : 20').replace(
+        "    d = Div (a1, sqrt2)\n    e = Erf (d)\n    p = Add (e, one)\n    g0 = Mul (a1, p)\n    g = Mul (g0, half)\n",
+        "    g = Gelu <approximate = \"tanh\"> (a1)\n")
+    before = with_weights(text)
+    w1 = before.graph.initializers["w1"].const_value.numpy().copy()
+    w1[:, OUTLIERS] *= 30.0
+    before.graph.initializers["w1"].const_value = ir.tensor(w1, name="w1")
+    after = io.clone(before)
+    assert split(after).details["split"] == {"matmul_4": 2}
+    assert [n.attributes["approximate"].value for n in after.graph if n.op_type == "Gelu"] == ["tanh", "tanh"]
+    assert_exact_rewrite(before, after, inputs(1))
+
+
 def test_quantizers_leave_the_outlier_branch_in_fp32_and_the_error_falls() -> None:
     reference = ffn_with_outlier_channels()
     plain, with_split = io.clone(reference), io.clone(reference)

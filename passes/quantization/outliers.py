@@ -19,6 +19,8 @@ at the same latency.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
@@ -36,11 +38,13 @@ ELEMENTWISE_OPS = frozenset({
 })
 
 
+@dataclasses.dataclass(frozen=True)
 class SplitPair:
     """A MatMul ``second`` reading ``f(first(x))`` through the element-wise nodes ``between`` (in graph order)."""
 
-    def __init__(self, first: ir.Node, between: list[ir.Node], second: ir.Node) -> None:
-        self.first, self.between, self.second = first, between, second
+    first: ir.Node
+    between: list[ir.Node]
+    second: ir.Node
 
     @property
     def activation(self) -> ir.Value:

@@ -115,9 +115,9 @@ def best_alpha(sample: np.ndarray, activation_peaks: np.ndarray, nodes: Sequence
     weights = [node.inputs[1].const_value.numpy() for node in nodes]
     runs = _runs(sample)
     references = [runs @ w for w in weights]
-    errors = {}
+    errors, peaks = {}, weight_peaks(nodes)
     for alpha in ALPHA_CHOICES:
-        scales = smoothing_scales(activation_peaks, weight_peaks(nodes), alpha)
+        scales = smoothing_scales(activation_peaks, peaks, alpha)
         errors[alpha] = dynamic_int8_error(runs / scales, [w * scales[:, None] for w in weights], references)
     best = min(errors, key=errors.get)
     return best if errors[best] <= MIN_GAIN * dynamic_int8_error(runs, weights, references) else None

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from onnxcompress import fidelity, io, runtime
+from onnxcompress import io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, SmoothActivations
@@ -97,45 +97,6 @@ def test_minilm_smoothing_is_exact_and_helps_dynamic_int8(minilm_onnx, minilm_fe
     smoothed = io.clone(reference)
     SmoothActivations(calibration=minilm_calibration())(smoothed)
     assert_exact_and_better_for_int8(reference, smoothed, minilm_feeds)
-
-
-def test_scales_move_the_chosen_share_of_the_range() -> None:
-    activation, weight = np.array([8.0, 2.0, 0.0, 1.0]), np.array([0.5, 0.5, 1.0, 0.0])
-    scales = smoothing_scales(activation, weight, alpha=1.0)
-    assert scales[2] == scales[3]  # a zero on either side leaves the channel alone (before normalising)
-    assert np.exp(np.log(scales).mean()) == pytest.approx(1.0)
-    assert scales[0] / scales[1] == pytest.approx(4.0)
-    half = smoothing_scales(activation, weight, alpha=0.5)
-    assert half[0] / half[1] == pytest.approx(2.0)
-
-
-@pytest.mark.parametrize("options, message", [({"alpha": 1.5}, "alpha"), ({"calibration": None}, "calibration")])
-def test_bad_options_are_usage_errors(options, message) -> None:
-    settings = {"calibration": ArrayReader(inputs(0)), **options}
-    with pytest.raises(UsageError, match=message):
-        SmoothActivations(**settings)(block_with_outlier_channels())
-
-
-@pytest.mark.slow
-def test_minilm_smoothing_is_exact_and_helps_dynamic_int8(minilm_onnx, minilm_feeds) -> None:
-    from onnxcompress.models import corpus, minilm
-
-    calibration = ArrayReader(minilm.tokenize(corpus.sentences(64, seed=1), max_length=32, pad_to=32), batch_size=32)
-    reference = io.load(minilm_onnx)
-    smoothed = io.clone(reference)
-    SmoothActivations(calibration=calibration)(smoothed)
-    expected = runtime.run(reference, minilm_feeds, optimization="disable")
-    for level in ("disable", "all"):
-        assert fidelity.compare(expected, runtime.run(smoothed, minilm_feeds, optimization=level)).exact
-    plain = io.clone(reference)
-    for model in (plain, smoothed):
-        QuantizeDynamic()(model)
-
-    def cosine(model: ir.Model) -> float:
-        got = runtime.run(model, minilm_feeds)["sentence_embedding"]
-        return fidelity.compare({"e": expected["sentence_embedding"]}, {"e": got}).cosine
-
-    assert cosine(smoothed) > cosine(plain)
 
 
 def test_activations_without_outliers_are_left_alone() -> None:

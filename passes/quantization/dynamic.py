@@ -12,6 +12,7 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization import ort_bridge, rounding
 from onnxcompress.passes.quantization.embedding import quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
+from onnxcompress.passes.quantization.selection import excluded_nodes
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
 from onnxcompress.passes.quantization.target import QuantTarget, resolve_target
@@ -73,7 +74,7 @@ class QuantizeDynamic(QuantizePass):
         """Embedding tables (Gathers not excluded) stored row-wise INT8 (``embedding.py``) rather than by ORT, per tensor."""
         if "Gather" not in op_types:
             return
-        names = quantize_embeddings(model.graph, self.excluded_names(model))
+        names = quantize_embeddings(model.graph, excluded_nodes(model, self.exclude))
         if names:
             self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
 

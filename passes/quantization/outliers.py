@@ -29,7 +29,7 @@ from onnxcompress.calibration.activations import channel_peaks
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
-from onnxcompress.passes.quantization.selection import FLOAT_BRANCH_SUFFIX, matching_names
+from onnxcompress.passes.quantization.selection import FLOAT_BRANCH_SUFFIX, excluded_nodes
 
 # Ops that map channel c of their inputs to channel c of their output, whatever else they read.
 ELEMENTWISE_OPS = frozenset({
@@ -78,7 +78,7 @@ class SplitOutlierChannels(CompressionPass):
         if self.calibration is None:
             raise UsageError("split-outliers needs calibration data (--calibration): outliers are found on activations")
         LiftConstantsToInitializersPass(size_limit=0)(model)  # exporters write GELU's scalars as Constant nodes
-        pairs = splittable_pairs(model, set(matching_names([n.name for n in model.graph], self.exclude)))
+        pairs = splittable_pairs(model, excluded_nodes(model, self.exclude))
         self.details.update(split={})
         if not pairs:
             self.note("no MatMul reading another MatMul through element-wise ops only: nothing to split")

@@ -21,7 +21,7 @@ from onnxcompress import io, runtime
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.quantization import fallback, guard
 from onnxcompress.passes.quantization.ort_bridge import Selection, replace_contents, with_shapes
-from onnxcompress.passes.quantization.selection import fallback_candidates, matching_names, select, weight_sizes
+from onnxcompress.passes.quantization.selection import fallback_candidates, select, weight_sizes
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
 
 
@@ -57,10 +57,6 @@ class QuantizePass(CompressionPass):
     def default_op_types(self) -> list[str]:
         """Op types quantized when ``op_types`` is not given."""
         raise NotImplementedError
-
-    def excluded_names(self, model: ir.Model) -> set[str]:
-        """Names of the nodes the ``exclude`` patterns match (a pattern matching nothing is an error)."""
-        return set(matching_names([node.name for node in model.graph], self.exclude))
 
     def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
         """Exact FP32 rewrites (in place) that let more of ``op_types`` run as integer kernels; none by default."""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.ort_bridge import Selection
@@ -33,6 +34,11 @@ def select(proto: onnx.ModelProto, op_types: Sequence[str], supported: Sequence[
 def is_float_branch(name: str) -> bool:
     """True for a node that a rewrite meant to stay in FP32 (its name ends in ``FLOAT_BRANCH_SUFFIX``)."""
     return name.endswith(FLOAT_BRANCH_SUFFIX)
+
+
+def excluded_nodes(model: ir.Model, patterns: Sequence[str] | None) -> set[str]:
+    """Names of the ``model``'s main-graph nodes that the ``exclude`` glob ``patterns`` match."""
+    return set(matching_names([node.name for node in model.graph], patterns))
 
 
 def matching_names(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:

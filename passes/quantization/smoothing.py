@@ -32,7 +32,7 @@ from onnxcompress.calibration.activations import channel_peaks, stream_activatio
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
-from onnxcompress.passes.quantization.selection import is_float_branch, matching_names
+from onnxcompress.passes.quantization.selection import excluded_nodes, is_float_branch
 
 SmoothGroups = dict[str, list[ir.Node]]
 ALPHA_CHOICES = (0.5, 0.75, 0.85, 0.95)
@@ -62,7 +62,7 @@ class SmoothActivations(CompressionPass):
             raise UsageError(f"alpha must be between 0 and 1, got {self.alpha}")
         if self.calibration is None:
             raise UsageError("smooth needs calibration data (--calibration): its scales come from activation ranges")
-        groups = smoothable_groups(model, set(matching_names([n.name for n in model.graph], self.exclude)))
+        groups = smoothable_groups(model, excluded_nodes(model, self.exclude))
         if not groups:
             self.note("no MatMul with a constant 2-D weight to smooth")
             return ir.passes.PassResult(model, modified=False)

@@ -161,7 +161,8 @@ def trained_on_digits(build: Callable[[], object], size: int, recipe: tuple[int,
 def digits_case(label: str, name: str, build: Callable[[], object], size: int, recipe: tuple[int, float, int],
                 float_stages: list[str] | None = None) -> Case:
     """A CNN trained on digits: accuracy on the test split; fallback judged on labelled held-out training images;
-    with ``float_stages`` (``exclude`` patterns) also a variant keeping those stages in FP32."""
+    with ``float_stages`` (``exclude`` patterns, for mobile nets) also a variant keeping those stages in FP32,
+    and one without depthwise padding (what ``pad_depthwise`` buys, measured in the same rounds)."""
     from onnxcompress.models import digits
 
     split = digits.load_split(size=size)
@@ -182,6 +183,8 @@ def digits_case(label: str, name: str, build: Callable[[], object], size: int, r
     if float_stages:
         ours(case, f"onnxcompress static, {' '.join(float_stages)} kept in FP32 (exclude)", fp32,
              QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), exclude=float_stages))
+        ours(case, "onnxcompress quantize-static without depthwise padding (pad_depthwise=false)", fp32,
+             QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), pad_depthwise=False))
     return case
 
 

@@ -118,6 +118,10 @@ class ChannelGraph:
             if len(members)
         ]
 
+    def unit_of(self, element: int) -> int:
+        """An id of the unit an element belongs to: equal for two elements exactly when they are coupled."""
+        return self._find(element)
+
     def frozen_reason(self, unit: Unit) -> str | None:
         """Why a unit cannot be removed, or None when it can."""
         for element in unit.elements.tolist():

@@ -97,3 +97,17 @@ def assert_exact_and_better_for_int8(reference: ir.Model, rewritten: ir.Model, f
         return fidelity.compare({"e": expected["sentence_embedding"]}, {"e": got}).cosine
 
     assert cosine(rewritten) > cosine(plain)
+
+
+@pytest.fixture(scope="package")
+def mobilenet(tmp_path_factory) -> ir.Model:
+    """The MobileNetV3-style net at 32×32 with BatchNorm statistics re-estimated on random images,
+    so its logits depend on the input (with the initial statistics every image gets the same logits)."""
+    import torch
+
+    from onnxcompress.models import vision
+    from onnxcompress.models.export import export_onnx
+
+    module = vision.with_batch_statistics(vision.mobilenetv3_style(), (3, 32, 32))
+    path = tmp_path_factory.mktemp("mobilenet") / "mobilenet.onnx"
+    return io.load(export_onnx(module, path, (torch.zeros(1, 3, 32, 32),), input_names=["x"], output_names=["logits"]))

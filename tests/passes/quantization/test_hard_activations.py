@@ -89,20 +89,6 @@ def test_a_conv_kept_in_fp32_keeps_its_hard_swish() -> None:
     assert "HardSwish" in ops(model)
 
 
-@pytest.fixture(scope="module")
-def mobilenet(tmp_path_factory) -> ir.Model:
-    """The MobileNetV3-style net at 32×32 with BatchNorm statistics re-estimated on random images,
-    so its logits depend on the input (with the initial statistics every image gets the same logits)."""
-    import torch
-
-    from onnxcompress.models import vision
-    from onnxcompress.models.export import export_onnx
-
-    module = vision.with_batch_statistics(vision.mobilenetv3_style(), (3, 32, 32))
-    path = tmp_path_factory.mktemp("mobilenet") / "mobilenet.onnx"
-    return io.load(export_onnx(module, path, (torch.zeros(1, 3, 32, 32),), input_names=["x"], output_names=["logits"]))
-
-
 def test_quantized_mobilenet_has_no_float_layer_between_qdq_and_keeps_its_predictions(mobilenet) -> None:
     rng = np.random.default_rng(1)
     calibration = {"x": rng.normal(size=(32, 3, 32, 32)).astype(np.float32)}

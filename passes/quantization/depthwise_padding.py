@@ -20,6 +20,7 @@ import onnx_ir as ir
 
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.graph import ChannelGraph, Slot
+from onnxcompress.passes.pruning.rules.conv import is_depthwise
 
 CHANNEL_BLOCK = 16
 # Ops that keep channel c in channel c and stay finite on zeros (no Div, Log, Reciprocal, BatchNormalization).
@@ -38,13 +39,13 @@ def pad_depthwise_channels(model: ir.Model) -> dict[str, tuple[int, int]]:
     groups = _slots_by_group(graph)
     padded: dict[str, tuple[int, int]] = {}
     for node in list(model.graph):
-        if not _is_depthwise(node) or _channels(node) % CHANNEL_BLOCK == 0:
+        old = _channels(node)
+        if not _is_depthwise(node) or old % CHANNEL_BLOCK == 0:
             continue
         slot = graph.slot(node.outputs[0], 1)
         members = None if slot is None else groups[graph.group_of(slot)]
-        if members is None or not _paddable(graph, members, _channels(node)):
+        if members is None or not _paddable(graph, members, old):
             continue
-        old = _channels(node)
         new = -(-old // CHANNEL_BLOCK) * CHANNEL_BLOCK
         _pad_group(model.graph, members, new - old)
         padded[node.name] = (old, new)
@@ -53,11 +54,9 @@ def pad_depthwise_channels(model: ir.Model) -> dict[str, tuple[int, int]]:
 
 def _is_depthwise(node: ir.Node) -> bool:
     """A Conv with one constant single-channel filter per group."""
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2 or node.inputs[1] is None:
         return False
-    weight = node.inputs[1].const_value if node.inputs[1] is not None else None
-    group = node.attributes.get_int("group", 1)
-    return weight is not None and group > 1 and weight.shape[0] == group and weight.shape[1] == 1
+    return node.inputs[1].const_value is not None and is_depthwise(node.inputs[1], _channels(node))
 
 
 def _channels(conv: ir.Node) -> int:

@@ -26,7 +26,7 @@ def _couple_batch(node: ir.Node, c: Coupler) -> None:
         c.same(x, 0, y, 0)
 
 
-def _depthwise(weight: ir.Value, group: int) -> bool:
+def is_depthwise(weight: ir.Value, group: int) -> bool:
     """One single-channel filter per group (channel multiplier 1)."""
     shape = weight.const_value.shape
     return group > 1 and shape[0] == group and shape[1] == 1
@@ -44,7 +44,7 @@ class ConvRule(Rule):
         _couple_batch(node, c)
         if group == 1:
             c.contract(x, 1, weight, 1)
-        elif _depthwise(weight, group):
+        elif is_depthwise(weight, group):
             c.same(weight, 0, x, 1)
             c.handle(weight, 1)
         else:
@@ -74,7 +74,7 @@ class ConvTransposeRule(Rule):
             c.same(weight, 1, y, 1)
             if bias is not None:
                 c.same(weight, 1, bias, 0)
-        elif _depthwise(weight, group):
+        elif is_depthwise(weight, group):
             c.same(weight, 0, x, 1)
             c.same(weight, 0, y, 1)
             c.handle(weight, 1)

@@ -258,6 +258,9 @@ def minilm_case() -> Case:
          SmoothActivations(calibration=calibration), QuantizeDynamic())
     ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq", fused, SplitOutlierChannels(calibration=calibration),
          SmoothActivations(calibration=calibration), QuantizeDynamic(calibration=calibration, gptq=True))
+    ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq,activation_scales=calibrated", fused,
+         SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration),
+         QuantizeDynamic(calibration=calibration, gptq=True, activation_scales="calibrated"))
     return case
 
 

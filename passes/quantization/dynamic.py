@@ -9,12 +9,13 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.errors import UsageError
-from onnxcompress.passes.quantization import ort_bridge, rounding
+from onnxcompress.passes.quantization import calibrated_scales, ort_bridge, rounding
 from onnxcompress.passes.quantization.embedding import quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.selection import excluded_nodes
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
+from onnxcompress.passes.quantization.ranges import activation_ranges
 from onnxcompress.passes.quantization.target import QuantTarget, resolve_target
 
 FULL_QMAX, REDUCED_QMAX = 127, 64  # ORT's symmetric int8 weight range, and its 7-bit range without VNNI
@@ -27,6 +28,9 @@ class QuantizeDynamic(QuantizePass):
     contrib ops ("Unable to find data type for weight_name"); we set its ``DefaultTensorType``.
     Convs are left alone by default: ConvInteger made a CNN 5–6x slower than FP32. ``gptq`` rounds
     MatMul weights with error feedback on calibration activations (``rounding.py``) instead of to nearest.
+    ``activation_scales="calibrated"`` quantizes activations with scales calibrated once (``method``,
+    ``ranges_file``) instead of per batch, so a sample's result no longer depends on its batch
+    (``calibrated_scales.py``).
     """
 
     name = "quantize-dynamic"
@@ -41,6 +45,9 @@ class QuantizeDynamic(QuantizePass):
         op_types: list[str] | None = None,
         exclude: list[str] | None = None,
         gptq: bool = False,
+        activation_scales: str = "dynamic",
+        method: str | None = None,
+        ranges_file: str | None = None,
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
@@ -55,6 +62,10 @@ class QuantizeDynamic(QuantizePass):
         self.weight_type = weight_type
         self.reduce_range = reduce_range
         self.gptq = gptq
+        self.activation_scales = activation_scales
+        self.method = method
+        self.ranges_file = ranges_file
+        self._check_scale_options()
 
     def supported_op_types(self) -> list[str]:
         """Everything ORT's IntegerOps quantizer has a rule for."""
@@ -87,8 +98,9 @@ class QuantizeDynamic(QuantizePass):
             split = split_gemms(proto, exclude=set(selection.exclude))
             if split:
                 self.note(f"{len(split)} Gemm split into MatMul + Add to be quantized (ORT re-fuses the bias)")
-        self.details.update(target=target.describe())
-        self.note(f"dynamic {target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
+        ranges = self._calibrated_ranges(model, proto, selection) if self.activation_scales == "calibrated" else None
+        self.details.update(target=target.describe(), activation_scales=self.activation_scales)
+        self.note(f"{self.activation_scales} {target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
 
         def quantize(chosen: ort_bridge.Selection) -> onnx.ModelProto:
             for_ort = [op for op in chosen.op_types if op not in ("Gemm", "Gather")] + ["MatMul"] * ("Gemm" in chosen.op_types)
@@ -97,9 +109,28 @@ class QuantizeDynamic(QuantizePass):
             chosen = dataclasses.replace(chosen, op_types=list(dict.fromkeys(for_ort)))
             arrays = {weight: array for weight, (node, array) in rounded.items() if chosen.covers(node)}
             source = rounding.with_initializers(proto, arrays) if arrays else proto
-            return ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
+            quantized = ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
+            if ranges is None:
+                return quantized
+            frozen, counts = calibrated_scales.freeze_activation_scales(quantized, ranges)
+            self.details["calibrated_scales"] = dataclasses.asdict(counts)
+            return frozen
 
         return quantize
+
+    def _check_scale_options(self) -> None:
+        if self.activation_scales not in ("dynamic", "calibrated"):
+            raise UsageError(f"activation_scales must be 'dynamic' or 'calibrated', got {self.activation_scales!r}")
+        if self.activation_scales == "dynamic" and (self.method or self.ranges_file):
+            raise UsageError("method and ranges_file apply only with activation_scales=calibrated")
+
+    def _calibrated_ranges(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> dict[str, tuple[float, float]]:
+        """Ranges of the activations the selected MatMuls read, calibrated once on the FP32 model (or loaded)."""
+        names = calibrated_scales.matmul_activations(proto, selection)
+        run = activation_ranges(model, self.calibration, names, method=self.method or "minmax", ranges_file=self.ranges_file)
+        self.details.update(method=self.method or "minmax", ranges_file=self.ranges_file, calibration=run.to_dict())
+        self.note(f"activation scales of {len(run.ranges)} tensors from {run.source} ({run.seconds:.1f} s, peak +{run.peak_rss_mb:.0f} MB RSS)")
+        return run.ranges
 
     def _round_weights(
         self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection, target: QuantTarget,

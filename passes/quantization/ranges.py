@@ -44,7 +44,7 @@ def activation_ranges(model: ir.Model, reader, tensor_names: Sequence[str], *, m
     if ranges_file and Path(ranges_file).is_file():
         return CalibrationRun(dict(calibration.load_ranges(ranges_file, model)), f"loaded {ranges_file}", 0.0, 0.0)
     if reader is None:
-        raise UsageError("quantize-static needs calibration data (--calibration) or an existing ranges_file")
+        raise UsageError("calibrated activation ranges need calibration data (--calibration) or an existing ranges_file")
     with PeakRss() as peak:
         start = time.perf_counter()
         ranges = calibration.estimate_ranges(model, reader, list(tensor_names), method=method)

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxcompress.errors import UsageError
 from onnxcompress.passes.initializers import add_initializer
 from onnxcompress.passes.quantization.ort_bridge import Selection
 
@@ -60,7 +61,7 @@ def freeze_activation_scales(proto: onnx.ModelProto, ranges: Mapping[str, tuple[
     quantizers = [node for node in graph if node.op_type == "DynamicQuantizeLinear"]
     missing = sorted({node.inputs[0].name for node in quantizers} - set(ranges))
     if missing:
-        raise KeyError(f"no calibrated range for {missing[:3]}")
+        raise UsageError(f"no calibrated range for {', '.join(missing[:3])} (a ranges_file written for other op_types or exclude?)")
     for node in quantizers:
         _quantize_with_constant_scale(graph, node, ranges[node.inputs[0].name])
     fused = sum(_fuse_to_float_matmul(graph, node) for node in list(graph) if node.op_type == "MatMulInteger")

@@ -108,6 +108,14 @@ def test_ranges_file_is_written_then_reused_without_calibration_data(tmp_path) -
     np.testing.assert_array_equal(runtime.run(first, inputs)["y"], runtime.run(second, inputs)["y"])
 
 
+def test_ranges_file_missing_a_tensor_is_refused_in_one_line(tmp_path) -> None:
+    path = tmp_path / "ranges.json"
+    quantized(TWO_LAYER_TEXT, activation_scales="calibrated", calibration=calibration_reader(), ranges_file=str(path), exclude=["matmul_3"])
+    with pytest.raises(UsageError, match="no calibrated range for r ") as info:
+        quantized(TWO_LAYER_TEXT, activation_scales="calibrated", ranges_file=str(path))
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"activation_scales": "per-token"}, "activation_scales must be"),
     ({"method": "percentile"}, "only with activation_scales=calibrated"),

@@ -33,10 +33,10 @@ import onnx_ir as ir
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.initializers import add_initializer
 from onnxcompress.passes.quantization.ort_bridge import Selection
+from onnxcompress.passes.quantization.ranges import u8_scale_and_zero_point
+from onnxcompress.passes.quantization.selection import fallback_candidates
 
 MICROSOFT = "com.microsoft"
-U8_LEVELS = 255
-WEIGHTED_OPS = ("MatMul", "Gemm", "Attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +45,6 @@ class FrozenScales:
 
     quantizers: int
     fused_matmuls: int
-
-
-def u8_scale_and_zero_point(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
-    """Asymmetric U8 parameters for ``[lo, hi]`` widened to hold 0, as ``DynamicQuantizeLinear`` derives them."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = (hi - lo) / U8_LEVELS or 1.0
-    return np.float32(scale), np.uint8(np.clip(round(-lo / scale), 0, U8_LEVELS))
 
 
 def freeze_activation_scales(proto: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]) -> tuple[onnx.ModelProto, FrozenScales]:
@@ -73,8 +66,8 @@ def freeze_activation_scales(proto: onnx.ModelProto, ranges: Mapping[str, tuple[
 def _quantize_with_constant_scale(graph: ir.Graph, node: ir.Node, value_range: tuple[float, float]) -> None:
     quantized, scale_out, zero_point_out = node.outputs
     scale, zero_point = u8_scale_and_zero_point(*value_range)
-    scale_value = add_initializer(graph, f"{scale_out.name}_calibrated", np.array(scale))
-    zero_point_value = add_initializer(graph, f"{zero_point_out.name}_calibrated", np.array(zero_point))
+    scale_value = add_initializer(graph, f"{scale_out.name}_calibrated", np.array(scale, np.float32))
+    zero_point_value = add_initializer(graph, f"{zero_point_out.name}_calibrated", np.array(zero_point, np.uint8))
     quantize = ir.node("QuantizeLinear", [node.inputs[0], scale_value, zero_point_value], name=f"{node.name}_calibrated")
     graph.insert_before(node, quantize)
     scale_out.replace_all_uses_with(scale_value)
@@ -147,9 +140,9 @@ def _is_constant(value: ir.Value) -> bool:
 
 def matmul_activations(proto: onnx.ModelProto, selection: Selection) -> list[str]:
     """The activations (first inputs) of the MatMul, Gemm and Attention nodes with constant weights ``selection`` quantizes."""
+    quantized = set(fallback_candidates(proto, selection))
     weights = {t.name for t in proto.graph.initializer}
     return list(dict.fromkeys(
         node.input[0] for node in proto.graph.node
-        if node.op_type in WEIGHTED_OPS and node.op_type in selection.op_types and selection.covers(node.name)
-        and node.input[0] not in weights and len(node.input) > 1 and node.input[1] in weights
+        if node.name in quantized and node.op_type != "Conv" and node.input[0] not in weights
     ))

@@ -14,12 +14,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import calibration
 from onnxcompress.errors import UsageError
 
 SAMPLE_SECONDS = 0.02
+U8_LEVELS = 255
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -52,6 +54,14 @@ def activation_ranges(model: ir.Model, reader, tensor_names: Sequence[str], *, m
     if ranges_file:
         calibration.save_ranges(ranges, ranges_file)
     return CalibrationRun(dict(ranges), f"{method} estimator", seconds, peak.mb)
+
+
+def u8_scale_and_zero_point(lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """Asymmetric U8 scale and zero point of ranges ``[lo, hi]`` (arrays or scalars) widened to hold 0,
+    as ORT's ``DynamicQuantizeLinear`` derives them; scale 1 for an empty range."""
+    lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+    scale = np.where(hi > lo, (hi - lo) / U8_LEVELS, 1.0)
+    return scale, np.clip(np.round(-lo / scale), 0, U8_LEVELS)
 
 
 class PeakRss:

@@ -32,6 +32,7 @@ from onnxcompress.calibration.activations import channel_peaks, stream_activatio
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
+from onnxcompress.passes.quantization.ranges import U8_LEVELS, u8_scale_and_zero_point
 from onnxcompress.passes.quantization.selection import excluded_nodes, is_float_branch
 
 SmoothGroups = dict[str, list[ir.Node]]
@@ -143,11 +144,8 @@ def dynamic_int8_error(runs: np.ndarray, weights: Sequence[np.ndarray], referenc
 
 
 def _fake_quantize_u8_per_run(runs: np.ndarray) -> np.ndarray:
-    low = np.minimum(runs.min(axis=(1, 2), keepdims=True), 0.0)
-    high = np.maximum(runs.max(axis=(1, 2), keepdims=True), 0.0)
-    scale = np.where(high > low, (high - low) / 255.0, 1.0)
-    zero = np.clip(np.round(-low / scale), 0, 255)
-    return (np.clip(np.round(runs / scale) + zero, 0, 255) - zero) * scale
+    scale, zero = u8_scale_and_zero_point(runs.min(axis=(1, 2), keepdims=True), runs.max(axis=(1, 2), keepdims=True))
+    return (np.clip(np.round(runs / scale) + zero, 0, U8_LEVELS) - zero) * scale
 
 
 def weight_peaks(nodes: Sequence[ir.Node]) -> np.ndarray:

@@ -10,7 +10,7 @@ from onnxcompress import checks, fidelity, io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic
-from onnxcompress.passes.quantization.calibrated_scales import u8_scale_and_zero_point
+from onnxcompress.passes.quantization.ranges import u8_scale_and_zero_point
 
 from .conftest import minilm_calibration, with_weights
 
@@ -62,10 +62,14 @@ def batched_and_alone(model: ir.Model, feeds: dict[str, np.ndarray], optimizatio
 
 
 def test_u8_parameters_cover_zero_like_dynamic_quantize_linear() -> None:
-    assert u8_scale_and_zero_point(0.5, 2.55) == (np.float32(0.01), np.uint8(0))
+    scale, zero_point = u8_scale_and_zero_point(0.5, 2.55)
+    assert np.isclose(scale, 0.01) and zero_point == 0
     scale, zero_point = u8_scale_and_zero_point(-1.0, 1.55)
-    assert scale == np.float32(0.01) and zero_point == 100
-    assert u8_scale_and_zero_point(0.0, 0.0) == (np.float32(1.0), np.uint8(0))
+    assert np.isclose(scale, 0.01) and zero_point == 100
+    assert u8_scale_and_zero_point(0.0, 0.0) == (1.0, 0.0)
+    scales, zero_points = u8_scale_and_zero_point(np.array([-1.0, 0.5]), np.array([1.55, 2.55]))
+    np.testing.assert_allclose(scales, [0.01, 0.01])
+    np.testing.assert_array_equal(zero_points, [100, 0])
 
 
 def test_calibrated_matmul_matches_the_qdq_math() -> None:
@@ -78,6 +82,7 @@ def test_calibrated_matmul_matches_the_qdq_math() -> None:
 
     seen = np.concatenate([batch["x"] for batch in reader.batches()])
     scale, zero_point = u8_scale_and_zero_point(float(seen.min()), float(seen.max()))
+    scale, zero_point = np.float32(scale), np.uint8(zero_point)
     inputs = {"x": rows_of_mixed_magnitude(6, seed=2) * 1.5}  # also beyond the calibrated range: saturates
     codes = np.clip(np.round(inputs["x"] / scale) + zero_point, 0, 255).astype(np.int64) - int(zero_point)
     weight_scale = np.abs(weight).max(axis=0) / 127

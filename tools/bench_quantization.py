@@ -167,7 +167,8 @@ def digits_case(label: str, name: str, build: Callable[[], object], size: int, r
                 float_stages: list[str] | None = None) -> Case:
     """A CNN trained on digits: accuracy on the test split; fallback judged on labelled held-out training images;
     with ``float_stages`` (``exclude`` patterns, for mobile nets) also a variant keeping those stages in FP32,
-    and one without depthwise padding (what ``pad_depthwise`` buys, measured in the same rounds)."""
+    one choosing its FP32 prefix by measuring (``fp32_prefix``) and one without depthwise padding (what
+    ``pad_depthwise`` buys, measured in the same rounds)."""
     from onnxcompress.models import digits
 
     split = digits.load_split(size=size)
@@ -188,6 +189,8 @@ def digits_case(label: str, name: str, build: Callable[[], object], size: int, r
     if float_stages:
         ours(case, f"onnxcompress static, {' '.join(float_stages)} kept in FP32 (exclude)", fp32,
              QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), exclude=float_stages))
+        ours(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32,
+             QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), fp32_prefix="fastest"))
         ours(case, "onnxcompress quantize-static without depthwise padding (pad_depthwise=false)", fp32,
              QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), pad_depthwise=False))
     return case

@@ -65,6 +65,10 @@ class QuantizePass(CompressionPass):
         """Whatever must run once (e.g. calibration), returning a function quantizing a selection."""
         raise NotImplementedError
 
+    def choose_selection(self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection) -> Selection:
+        """The selection to quantize (before any accuracy fallback); ``selection`` itself by default."""
+        return selection
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Quantize ``model`` in place and report what was done."""
         guard.refuse_quantized(model)
@@ -76,6 +80,7 @@ class QuantizePass(CompressionPass):
         proto = with_shapes(io.to_proto(model))
         selection = select(proto, op_types, self.supported_op_types(), self.exclude)
         quantize = self.prepare(model, proto, selection)
+        selection = self.choose_selection(model, proto, quantize, selection)
         if self.max_drop is None:
             quantized = quantize(selection)
         else:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import onnx
 import onnx_ir as ir
 
 from onnxcompress import io
-
-from onnxcompress.passes.quantization import ort_bridge
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.quantization import float_prefix, ort_bridge
 from onnxcompress.passes.quantization.channel_gate import tile_channel_gates
 from onnxcompress.passes.quantization.depthwise_padding import pad_depthwise_channels
 from onnxcompress.passes.quantization.fallback import Quantize
@@ -44,6 +46,7 @@ class QuantizeStatic(QuantizePass):
         exclude: list[str] | None = None,
         ranges_file: str | None = None,
         pad_depthwise: bool = True,
+        fp32_prefix: str = "none",
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
@@ -61,6 +64,9 @@ class QuantizeStatic(QuantizePass):
         self.reduce_range = reduce_range
         self.ranges_file = ranges_file
         self.pad_depthwise = pad_depthwise
+        self.fp32_prefix = fp32_prefix
+        if fp32_prefix not in ("none", "fastest"):
+            raise UsageError(f"fp32_prefix must be 'none' or 'fastest', got {fp32_prefix!r}")
 
     def supported_op_types(self) -> list[str]:
         """Everything ORT's QDQ quantizer has a rule for, and our defaults (Tile: Q/DQ that ORT drops)."""
@@ -111,6 +117,22 @@ class QuantizeStatic(QuantizePass):
             return ort_bridge.quantize_qdq(source, run.ranges, target, per_channel=self.per_channel, selection=chosen)
 
         return quantize
+
+
+    def choose_selection(self, model: ir.Model, proto: onnx.ModelProto, quantize: Quantize, selection: ort_bridge.Selection) -> ort_bridge.Selection:
+        """With ``fp32_prefix="fastest"``: the selection, or it minus the FP32 prefix that ran fastest at batch 1."""
+        if self.fp32_prefix == "none":
+            return selection
+        choices = {"none": selection} | {
+            f"up to {prefix.last}": dataclasses.replace(selection, exclude=[*selection.exclude, *prefix.nodes])
+            for prefix in float_prefix.candidate_prefixes(proto)
+        }
+        feeds = {name: array[:1] for name, array in self.evaluation_feeds(model).items()}
+        label, medians = float_prefix.fastest({label: quantize(chosen) for label, chosen in choices.items()}, feeds)
+        self.details["fp32_prefix"] = {"chosen": label, "batch": 1, "latency_ms": medians}
+        timings = ", ".join(f"{name} {ms:.3f} ms" for name, ms in medians.items())
+        self.note(f"kept {'no' if label == 'none' else 'the nodes ' + label} in FP32: the fastest at batch 1 here, or the shortest within 3% of it ({timings})")
+        return choices[label]
 
 
 def with_hard_activations(model: ir.Model, selection: ort_bridge.Selection) -> tuple[ir.Model, dict[str, int]]:

@@ -123,9 +123,12 @@ class QuantizeStatic(QuantizePass):
         """With ``fp32_prefix="fastest"``: the selection, or it minus the FP32 prefix that ran fastest at batch 1."""
         if self.fp32_prefix == "none":
             return selection
+        prefixes = float_prefix.candidate_prefixes(proto)
+        if not prefixes:
+            self.note("fp32_prefix: no prefix to try (no point where a single 4-D tensor carries the whole network forward)")
+            return selection
         choices = {"none": selection} | {
-            f"up to {prefix.last}": dataclasses.replace(selection, exclude=[*selection.exclude, *prefix.nodes])
-            for prefix in float_prefix.candidate_prefixes(proto)
+            f"up to {prefix.last}": dataclasses.replace(selection, exclude=[*selection.exclude, *prefix.nodes]) for prefix in prefixes
         }
         feeds = {name: array[:1] for name, array in self.evaluation_feeds(model).items()}
         label, medians = float_prefix.fastest({label: quantize(chosen) for label, chosen in choices.items()}, feeds)

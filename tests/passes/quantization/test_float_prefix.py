@@ -60,6 +60,13 @@ def test_chosen_prefix_is_the_shortest_near_the_measured_minimum_and_stays_fp32(
         assert fidelity.compare(reference, runtime.run(model, feeds, optimization=optimization)).cosine > 0.99
 
 
+def test_a_graph_without_cuts_says_there_is_no_prefix_to_try(mlp) -> None:
+    pass_ = QuantizeStatic(fp32_prefix="fastest", calibration=ArrayReader({"x": np.ones((8, 16), np.float32)}, batch_size=8))
+    pass_(mlp)
+    assert "fp32_prefix" not in pass_.details
+    assert any("no prefix to try" in line for line in pass_.notes)
+
+
 def test_unknown_fp32_prefix_is_refused_in_one_line() -> None:
     with pytest.raises(UsageError, match="fp32_prefix must be") as info:
         QuantizeStatic(fp32_prefix="all")

@@ -61,7 +61,7 @@ def _cuts(proto: onnx.ModelProto) -> list[Prefix]:
     cuts = []
     for index, node in enumerate(proto.graph.node):
         live = {t for t in live | set(node.output) if t not in constants and (last_use.get(t, -1) > index or t in outputs)}
-        (only,) = live if len(live) == 1 else (None,)
+        only = next(iter(live)) if len(live) == 1 else None
         if only is not None and only not in outputs and len(shapes.get(only, ())) == 4:
             names = tuple(n.name for n in proto.graph.node[: index + 1])
             cuts.append(Prefix(node.name, names, shapes[only]))

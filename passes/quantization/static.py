@@ -118,7 +118,6 @@ class QuantizeStatic(QuantizePass):
 
         return quantize
 
-
     def choose_selection(self, model: ir.Model, proto: onnx.ModelProto, quantize: Quantize, selection: ort_bridge.Selection) -> ort_bridge.Selection:
         """With ``fp32_prefix="fastest"``: the selection, or it minus the FP32 prefix that ran fastest at batch 1."""
         if self.fp32_prefix == "none":

@@ -65,9 +65,12 @@ class QuantizePass(CompressionPass):
         """Whatever must run once (e.g. calibration), returning a function quantizing a selection."""
         raise NotImplementedError
 
-    def choose_selection(self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection) -> Selection:
-        """The selection to quantize (before any accuracy fallback); ``selection`` itself by default."""
-        return selection
+    def choose_selection(
+        self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection,
+    ) -> tuple[Selection, onnx.ModelProto | None]:
+        """The selection to quantize (before any accuracy fallback) and its quantized model if already made;
+        ``selection`` itself by default."""
+        return selection, None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Quantize ``model`` in place and report what was done."""
@@ -80,9 +83,9 @@ class QuantizePass(CompressionPass):
         proto = with_shapes(io.to_proto(model))
         selection = select(proto, op_types, self.supported_op_types(), self.exclude)
         quantize = self.prepare(model, proto, selection)
-        selection = self.choose_selection(model, proto, quantize, selection)
+        selection, quantized = self.choose_selection(model, proto, quantize, selection)
         if self.max_drop is None:
-            quantized = quantize(selection)
+            quantized = quantized if quantized is not None else quantize(selection)
         else:
             quantized = self._fall_back(model, proto, quantize, selection)
         self._report_unfused(quantized)

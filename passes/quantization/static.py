@@ -118,23 +118,27 @@ class QuantizeStatic(QuantizePass):
 
         return quantize
 
-    def choose_selection(self, model: ir.Model, proto: onnx.ModelProto, quantize: Quantize, selection: ort_bridge.Selection) -> ort_bridge.Selection:
+    def choose_selection(
+        self, model: ir.Model, proto: onnx.ModelProto, quantize: Quantize, selection: ort_bridge.Selection,
+    ) -> tuple[ort_bridge.Selection, onnx.ModelProto | None]:
         """With ``fp32_prefix="fastest"``: the selection, or it minus the FP32 prefix that ran fastest at batch 1."""
         if self.fp32_prefix == "none":
-            return selection
+            return selection, None
         prefixes = float_prefix.candidate_prefixes(proto)
         if not prefixes:
             self.note("fp32_prefix: no prefix to try (no point where a single 4-D tensor carries the whole network forward)")
-            return selection
+            return selection, None
         choices = {"none": selection} | {
             f"up to {prefix.last}": dataclasses.replace(selection, exclude=[*selection.exclude, *prefix.nodes]) for prefix in prefixes
         }
         feeds = {name: array[:1] for name, array in self.evaluation_feeds(model).items()}
-        label, medians = float_prefix.fastest({label: quantize(chosen) for label, chosen in choices.items()}, feeds)
+        quantized = {label: quantize(chosen) for label, chosen in choices.items()}
+        label, medians = float_prefix.fastest(quantized, feeds)
         self.details["fp32_prefix"] = {"chosen": label, "batch": 1, "latency_ms": medians}
         timings = ", ".join(f"{name} {ms:.3f} ms" for name, ms in medians.items())
-        self.note(f"kept {'no' if label == 'none' else 'the nodes ' + label} in FP32: the fastest at batch 1 here, or the shortest within 3% of it ({timings})")
-        return choices[label]
+        self.note(f"kept {'no' if label == 'none' else 'the nodes ' + label} in FP32: the fastest at batch 1 here, "
+                  f"or the shortest within 3% of it ({timings})")
+        return choices[label], quantized[label]
 
 
 def with_hard_activations(model: ir.Model, selection: ort_bridge.Selection) -> tuple[ir.Model, dict[str, int]]:

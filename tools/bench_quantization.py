@@ -8,8 +8,9 @@ Anchors: ORT ``quantize_static`` (its defaults: S8S8 per-tensor; and U8S8 per-ch
 ``quantize_dynamic``, and for MiniLM the ORT transformers optimizer + ``quantize_dynamic``
 per-channel. Latency is ORT CPU at ENABLE_ALL, batch 1 and 8, every variant of a model measured
 in the same alternating rounds as its FP32 model (``onnxcompress.bench.measure``). Each model runs
-in a fresh process: after the other cases had run in the same process, the trained mobile net's
-FP32 model read 1.50 ms at batch 1 instead of the 0.90 ms it reads in a process of its own.
+in a fresh process, so no case inherits another's memory state. In one run the trained mobile net's
+FP32 model read 1.50 ms at batch 1 after the other cases, and 0.90 ms alone. Fresh processes did not
+stop whole cases from sometimes running 1.3–1.7× slower; see the README.
 
     python tools/bench_quantization.py [--only digits,resnet18,mobilenet,mobilenet224,mobilenet_digits,mobilenetv3_large,minilm] [--rounds 5]
 
@@ -376,16 +377,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     keys = args.only.split(",")
+    unknown = sorted(set(keys) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     if len(keys) > 1:
         for key in keys:
             subprocess.run([sys.executable, __file__, "--only", key, "--rounds", str(args.rounds)], check=True)
         return
     start = time.perf_counter()
-    results = {}
-    for key in keys:
-        case = CASES[key]()
-        results[case.name] = measure_case(case, args.rounds)
-        print(json.dumps({case.name: results[case.name]}, indent=1, default=str), flush=True)
+    case = CASES[keys[0]]()
+    results = {case.name: measure_case(case, args.rounds)}
+    print(json.dumps(results, indent=1, default=str), flush=True)
     write_results(results, time.perf_counter() - start)
 
 

@@ -106,7 +106,7 @@ class StreamingHistogram:
 
     def _merge(self, shift: int) -> None:
         old_keys = self.first_key + np.arange(self.capacity, dtype=np.int64)
-        new_keys = old_keys >> shift
+        new_keys = old_keys >> min(shift, 63)  # keys are below 2**63 in magnitude: 63 already gives floor
         self.exponent += shift
         self.first_key = int(new_keys[0])
         self.counts = np.bincount(new_keys - self.first_key, weights=self.counts, minlength=self.capacity)[
@@ -120,6 +120,8 @@ class StreamingHistogram:
 def _shift(counts: np.ndarray, offset: int) -> np.ndarray:
     """``counts`` moved ``offset`` bins to the right (positive) or left, zero-filled."""
     shifted = np.zeros_like(counts)
+    if abs(offset) >= counts.size:
+        return shifted
     if offset >= 0:
         shifted[offset:] = counts[: counts.size - offset]
     else:

@@ -51,6 +51,17 @@ def test_growing_range_merges_bins_without_losing_counts():
     assert histogram.edges()[0] <= -5000.0 and histogram.edges()[-1] > 7000.0
 
 
+@pytest.mark.parametrize("first", [[-1.116, -0.125], [0.0, 0.0]], ids=["narrow_negative", "all_zero"])
+def test_a_degenerate_first_batch_then_wide_data_gives_the_at_once_histogram(first):
+    rest = np.random.default_rng(2).uniform(-8.0, 60.0, 500)
+    streamed = StreamingHistogram(4096)
+    streamed.update(np.array(first))
+    streamed.update(rest)
+    at_once = _filled(np.concatenate([first, rest]), 1, capacity=4096)
+    assert (streamed.exponent, streamed.first_key) == (at_once.exponent, at_once.first_key)
+    np.testing.assert_array_equal(streamed.counts, at_once.counts)
+
+
 def test_nonfinite_values_are_counted_apart():
     histogram = StreamingHistogram(16)
     histogram.update(np.array([1.0, np.inf, -np.inf, np.nan, 2.0]))

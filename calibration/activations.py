@@ -3,11 +3,18 @@
 A copy of the model (``onnxcompress.io.clone``) gets the requested tensors as extra graph outputs and
 ONNX Runtime runs it batch by batch, so at most one batch of activations is alive at a time — unlike
 collecting every batch's outputs before estimating ranges, whose memory grows with the sample count.
-Shared by static quantization (ranges) and pruning (activation importance).
+A reader batch is also split into runs of as many samples as keep the exposed tensors under
+``ACTIVATION_BYTES`` (the first run, of one sample, measures them). Exposing every activation of a
+224×224 MobileNet-style net costs ~90 MB of peak memory per sample: calibrating it with the readers'
+default batch of 32 peaked at 3.2 GB, and in runs under 64 MB it peaks at 0.27 GB at the same speed;
+MiniLM's 24 MatMul inputs in batches of 64 went from 1.76 GB and 9.0 s to 0.50 GB and 5.4 s. The
+consumers (estimators, running sums) give the same result however a batch is split. Shared by
+quantization (ranges, smoothing, GPTQ) and pruning (activation importance, reconstruction).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -18,6 +25,8 @@ from onnxcompress import io, runtime
 from onnxcompress.calibration.validation import checked_batches
 from onnxcompress.errors import UsageError
 
+ACTIVATION_BYTES = 64 * 2**20
+
 
 def stream_activations(
     model: ir.Model,
@@ -26,16 +35,58 @@ def stream_activations(
     *,
     optimization: str = "all",
     threads: int = runtime.DEFAULT_THREADS,
+    max_bytes: int = ACTIVATION_BYTES,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Yield ``{tensor name: array}`` for every batch of ``reader`` (each batch checked against ``model``)."""
+    """Yield ``{tensor name: array}`` for every batch of ``reader`` (each batch checked against ``model``),
+    in runs of at most ``max_bytes`` of exposed tensors when the model's batch axis is free."""
     names = list(dict.fromkeys(tensor_names))
     session = runtime.session(expose_tensors(model, names), threads=threads, optimization=optimization)
+    rows = 1 if _has_free_batch_axis(model) else None  # the first run measures one sample's activations
     for batch in checked_batches(reader, model):
-        try:
-            values = session.run(names, batch)
-        except Exception as exc:  # ORT raises several unrelated types for bad feeds
-            raise UsageError(f"ONNX Runtime failed on calibration data: {str(exc).strip().splitlines()[0]}") from None
-        yield dict(zip(names, values))
+        samples, start = len(next(iter(batch.values()))), 0
+        while start < samples:
+            stop = samples if rows is None else min(samples, start + rows)
+            values = _run(session, names, {n: a[start:stop] for n, a in batch.items()})
+            if rows is not None:
+                rows = _rows_within(max_bytes, values, stop - start)
+            start = stop
+            yield dict(zip(names, values))
+
+
+def first_batch_activations(model: ir.Model, reader, tensor_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named tensors over the reader's first batch only, joined across runs: a fixed calibration sample."""
+    runs = list(stream_activations(model, _FirstBatch(reader), tensor_names))
+    return {name: np.concatenate([run[name] for run in runs]) for name in dict.fromkeys(tensor_names)}
+
+
+class _FirstBatch:
+    """``reader`` cut to its first batch."""
+
+    def __init__(self, reader) -> None:
+        self.input_names = reader.input_names
+        self._reader = reader
+
+    def batches(self) -> Iterator[dict[str, np.ndarray]]:
+        return itertools.islice(self._reader.batches(), 1)
+
+
+def _run(session, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return session.run(names, feeds)
+    except Exception as exc:  # ORT raises several unrelated types for bad feeds
+        raise UsageError(f"ONNX Runtime failed on calibration data: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _has_free_batch_axis(model: ir.Model) -> bool:
+    """Whether every input's first axis is symbolic, so a batch can be run in smaller pieces."""
+    inputs = model.graph.inputs
+    return bool(inputs) and all(v.shape is not None and len(v.shape) > 0 and not isinstance(v.shape[0], int) for v in inputs)
+
+
+def _rows_within(max_bytes: int, values: Sequence[np.ndarray], rows: int) -> int:
+    """How many samples per run keep the exposed tensors under ``max_bytes`` (at least one)."""
+    per_row = sum(v.nbytes for v in values) / max(rows, 1)
+    return max(1, int(max_bytes // per_row)) if per_row else rows
 
 
 def expose_tensors(model: ir.Model, tensor_names: Sequence[str]) -> ir.Model:

@@ -1,15 +1,17 @@
 """Entropy calibration, ours vs ONNX Runtime's ``EntropyCalibrater``: time and peak memory, same model and data.
 
-The model is the digits ResNet (``onnxcompress.models.vision.digits_resnet``, exported to ONNX); the data
-is the first ``--samples`` 1×32×32 images of the digits split. Both sides calibrate every float tensor
-(graph inputs and node outputs — ORT's own selection) with ``--bins`` histogram bins, fed the same
-batches. Each measurement runs in a fresh subprocess so ``ru_maxrss`` is that run's own peak: one run
-timed without tracing, one run under ``tracemalloc`` (Python-heap peak after imports; tracing slows
-pure-Python code, so its time is not reported). A second, untimed-for-tracing point at
-``--scale-samples`` shows how each side's peak RSS grows with the sample count.
-Writes ``tools/results/bench_calibration.json``.
+``--model digits_resnet`` (default) is the digits ResNet on 1×32×32 images; ``--model mobilenet224`` is
+the MobileNetV3-style net (``onnxcompress.models.vision.mobilenetv3_style``, one input channel) on the
+digits upscaled to 1×224×224, where exposing every activation costs ~45 MB per sample. The data is the
+first ``--samples`` images of the digits split. Both sides calibrate every float tensor (graph inputs
+and node outputs — ORT's own selection) with ``--bins`` histogram bins, fed the same batches. Each
+measurement runs in a fresh subprocess so its peak RSS (``VmHWM``) is that run's own: one run timed without
+tracing, one run under ``tracemalloc`` (Python-heap peak after imports; tracing slows pure-Python code,
+so its time is not reported). A second point at ``--scale-samples`` (0 skips it) shows how each side's
+peak RSS grows with the sample count. Writes ``tools/results/bench_calibration[_<model>].json``.
 
-    python tools/bench_calibration.py [--samples 200] [--scale-samples 1000] [--batch 8] [--bins 2048]
+    python tools/bench_calibration.py [--model digits_resnet] [--samples 200] [--scale-samples 1000] [--batch 8] [--bins 2048]
+    python tools/bench_calibration.py --model mobilenet224 --batch 32 --scale-samples 0
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,21 +34,28 @@ from onnxcompress import io
 from onnxcompress.calibration import NpzReader, estimate_ranges, float_tensor_names
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "tools" / "results" / "bench_calibration.json"
+RESULTS = ROOT / "tools" / "results"
 SIDES = ("onnxcompress", "onnxruntime")
 TARGET_PEAK_MB = 1024
 
 
-def prepare(folder: Path, sample_counts: list[int]) -> tuple[Path, dict[int, Path]]:
-    """Export the digits ResNet into ``folder`` and save the first N digits images for each N as an .npz."""
+MODELS = {  # name: (image size, builder of the torch module)
+    "digits_resnet": (32, lambda vision: vision.digits_resnet()),
+    "mobilenet224": (224, lambda vision: vision.mobilenetv3_style(num_classes=10, in_channels=1)),
+}
+
+
+def prepare(folder: Path, model_name: str, sample_counts: list[int]) -> tuple[Path, dict[int, Path]]:
+    """Export ``model_name`` into ``folder`` and save the first N digits images for each N as an .npz."""
     import torch
 
     from onnxcompress.models import digits, export, vision
 
-    images = digits.load_split(size=32).x_train
+    size, build = MODELS[model_name]
+    images = digits.load_split(size=size).x_train
     model_path = export.export_onnx(
-        vision.digits_resnet(),
-        folder / "digits_resnet.onnx",
+        build(vision),
+        folder / f"{model_name}.onnx",
         (torch.from_numpy(images[:1]),),
         input_names=["input"],
         output_names=["logits"],
@@ -135,6 +143,7 @@ def summarise(results: dict[str, dict], scaled: dict[str, dict], args: argparse.
         if ort["ranges"][n][1] > ort["ranges"][n][0]
     ]
     return {
+        "model": args.model,
         "samples": args.samples,
         "batch": args.batch,
         "bins": args.bins,
@@ -143,7 +152,7 @@ def summarise(results: dict[str, dict], scaled: dict[str, dict], args: argparse.
         "tracemalloc_ratio_onnxruntime_to_ours": round(ort["tracemalloc_peak_mb"] / ours["tracemalloc_peak_mb"], 1),
         "ours_under_1gb_peak_rss": ours["peak_rss_mb"] < TARGET_PEAK_MB,
         "peak_rss_growth_mb_to_scale_samples": {
-            side: round(scaled[side]["peak_rss_mb"] - results[side]["peak_rss_mb"], 1) for side in SIDES
+            side: round(scaled[side]["peak_rss_mb"] - results[side]["peak_rss_mb"], 1) for side in scaled
         },
         "tensors_in_common": len(common),
         "median_range_width_ours_over_onnxruntime": round(float(np.median(width)), 3) if width else None,
@@ -152,11 +161,12 @@ def summarise(results: dict[str, dict], scaled: dict[str, dict], args: argparse.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="digits_resnet")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--scale-samples", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--bins", type=int, default=2048)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, help="default: tools/results/bench_calibration[_<model>].json")
     parser.add_argument("--worker", nargs=3, metavar=("SIDE", "MODEL", "DATA"))
     parser.add_argument("--traced", action="store_true")
     args = parser.parse_args()
@@ -164,10 +174,12 @@ def main() -> None:
         side, model_path, data_path = args.worker
         print(json.dumps(worker(side, Path(model_path), Path(data_path), args.bins, args.batch, args.traced)))
         return
+    out = args.out or RESULTS / ("bench_calibration.json" if args.model == "digits_resnet" else f"bench_calibration_{args.model}.json")
+    counts = [args.samples] + ([args.scale_samples] if args.scale_samples else [])
     with tempfile.TemporaryDirectory() as folder:
-        model_path, data = prepare(Path(folder), [args.samples, args.scale_samples])
+        model_path, data = prepare(Path(folder), args.model, counts)
         results = {side: measure(side, model_path, data[args.samples], args) for side in SIDES}
-        scaled = {side: run_isolated(side, model_path, data[args.scale_samples], args, False) for side in SIDES}
+        scaled = {side: run_isolated(side, model_path, data[args.scale_samples], args, False) for side in SIDES if args.scale_samples}
     document = {
         "summary": summarise(results, scaled, args),
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version()},
@@ -175,14 +187,19 @@ def main() -> None:
         "results_at_scale_samples": {side: {k: v for k, v in r.items() if k != "ranges"} for side, r in scaled.items()},
         "ranges": {side: r["ranges"] for side, r in results.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1))
     print(json.dumps(document["summary"], indent=1))
     print(json.dumps({k: document[k] for k in ("results", "results_at_scale_samples")}, indent=1))
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak RSS (``VmHWM``): ``ru_maxrss`` starts from the parent's RSS at fork, which
+    put both sides at the parent's 425 MB (digits) and 1.4 GB (224×224 images) before this was read."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 if __name__ == "__main__":

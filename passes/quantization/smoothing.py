@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.calibration.activations import channel_peaks, stream_activations
+from onnxcompress.calibration.activations import channel_peaks, first_batch_activations
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
@@ -68,7 +68,7 @@ class SmoothActivations(CompressionPass):
             self.note("no MatMul with a constant 2-D weight to smooth")
             return ir.passes.PassResult(model, modified=False)
         peaks = channel_peaks(model, self.calibration, list(groups))
-        samples = first_batch(model, self.calibration, list(groups)) if self.alpha is None else {}
+        samples = first_batch_activations(model, self.calibration, list(groups)) if self.alpha is None else {}
         chosen: dict[str, float] = {}
         for name, nodes in groups.items():
             alpha = self.alpha if self.alpha is not None else best_alpha(samples[name], peaks[name], nodes)
@@ -103,11 +103,6 @@ def smoothable_groups(model: ir.Model, excluded: set[str]) -> SmoothGroups:
 def _is_float_matrix(value: ir.Value | None) -> bool:
     tensor = None if value is None else value.const_value
     return tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) == 2
-
-
-def first_batch(model: ir.Model, reader, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named activations on the first calibration batch (the sample ``best_alpha`` simulates on)."""
-    return next(stream_activations(model, reader, names))
 
 
 def best_alpha(sample: np.ndarray, activation_peaks: np.ndarray, nodes: Sequence[ir.Node]) -> float | None:

@@ -8,6 +8,7 @@ import pytest
 
 from onnxcompress import checks
 from onnxcompress.calibration import ArrayReader, expose_tensors, float_tensor_names, stream_activations
+from onnxcompress.calibration.activations import first_batch_activations
 from onnxcompress.errors import UsageError
 
 
@@ -20,12 +21,37 @@ def inputs() -> np.ndarray:
 def test_intermediate_tensors_equal_numpy_batch_by_batch(small_model, small_reference, inputs, optimization):
     reader = ArrayReader({"x": inputs}, batch_size=4)
     streamed = list(stream_activations(small_model, reader, ["h", "r", "y", "x"], optimization=optimization))
-    assert [len(batch["h"]) for batch in streamed] == [4, 4, 2]
+    assert [len(batch["h"]) for batch in streamed] == [1, 3, 4, 2]  # a one-sample run first measures the tensors
     expected = small_reference(inputs)
     for name in ("h", "r", "y"):
         got = np.concatenate([batch[name] for batch in streamed])
         np.testing.assert_allclose(got, expected[name], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(np.concatenate([batch["x"] for batch in streamed]), inputs)
+
+
+def test_runs_are_cut_to_the_byte_budget(small_model, small_reference, inputs):
+    row_bytes = 4 * (2 + 2 + 4)  # h, r and x of one sample, float32
+    reader = ArrayReader({"x": inputs}, batch_size=8)
+    streamed = list(stream_activations(small_model, reader, ["h", "r", "x"], max_bytes=3 * row_bytes))
+    assert [len(batch["h"]) for batch in streamed] == [1, 3, 3, 1, 2]
+    np.testing.assert_allclose(np.concatenate([b["r"] for b in streamed]), small_reference(inputs)["r"], rtol=1e-6)
+
+
+def test_a_fixed_batch_axis_is_never_split(inputs):
+    model = ir.from_onnx_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[5, 4] x) => (float[5, 4] y) { y = Relu(x) }
+        """
+    )
+    streamed = list(stream_activations(model, ArrayReader({"x": inputs}, batch_size=5), ["y"], max_bytes=1))
+    assert [len(batch["y"]) for batch in streamed] == [5, 5]
+
+
+def test_first_batch_activations_join_the_runs_of_the_first_batch_only(small_model, small_reference, inputs):
+    first = first_batch_activations(small_model, ArrayReader({"x": inputs}, batch_size=6), ["h", "y", "h"])
+    assert list(first) == ["h", "y"]
+    np.testing.assert_allclose(first["y"], small_reference(inputs[:6])["y"], rtol=1e-6)
 
 
 def test_exposing_tensors_leaves_the_original_model_alone(small_model):

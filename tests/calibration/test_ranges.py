@@ -105,4 +105,5 @@ def _peak_bytes(model, samples: int, method: str) -> int:
 
 @pytest.mark.parametrize("method", ["minmax", "entropy"])
 def test_memory_stays_flat_with_ten_times_more_samples(small_model, method):
+    _peak_bytes(small_model, 256, method)  # one-time allocations (ORT bindings, numpy caches) are not growth
     assert _peak_bytes(small_model, 25_600, method) < 1.5 * _peak_bytes(small_model, 2_560, method)

@@ -14,6 +14,7 @@ from onnxcompress.errors import UsageError
 
 QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+QUANTIZED_PREFIXES = ("QLinear", "QAttention", "QGemm", "DynamicQuantize")  # ORT's contrib int8 ops
 
 
 def quantized_nodes(model: ir.Model) -> list[str]:
@@ -21,7 +22,7 @@ def quantized_nodes(model: ir.Model) -> list[str]:
     found = []
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         op = node.op_type
-        if op in QUANTIZED_OPS or op.startswith("QLinear") or op.endswith("Integer") or op.endswith("IntegerToFloat"):
+        if op in QUANTIZED_OPS or op.startswith(QUANTIZED_PREFIXES) or op.endswith(("Integer", "IntegerToFloat")):
             found.append(node.name or op)
     return found
 
@@ -42,6 +43,7 @@ def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
     try:
         converted = onnx.version_converter.convert_version(proto, QDQ_OPSET)
+        del converted.graph.value_info[:]  # the converter keeps types its adapters made stale (Dropout's mask turns bool)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported adapters
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass, RemoveInitializersFromInputsPass
 
 from onnxcompress import io, runtime
 from onnxcompress.passes.base import CompressionPass
@@ -76,9 +76,15 @@ class QuantizePass(CompressionPass):
         """Quantize ``model`` in place and report what was done."""
         guard.refuse_quantized(model)
         NameFixPass()(model)
+        seal_weights(model)
+        raise_to_qdq_opset(model)
         LiftConstantsToInitializersPass()(model)  # ORT fuses a Conv/Gemm only when its bias is an initializer
         materialize_identity_constants(model)
         op_types = self.op_types or self.default_op_types()
+        computed = computed_weights(model, op_types)
+        if computed:
+            self.note(f"{len(computed)} Conv/Gemm weights are computed in the graph, not stored (e.g. {computed[0]!r}): "
+                      "ORT's quantizers treat only stored weights as weights; run fold-constants first")
         self.prepare_graph(model, op_types)
         proto = with_shapes(io.to_proto(model))
         selection = select(proto, op_types, self.supported_op_types(), self.exclude)
@@ -90,6 +96,8 @@ class QuantizePass(CompressionPass):
             quantized = self._fall_back(model, proto, quantize, selection)
         self._report_unfused(quantized)
         replace_contents(model, quantized)
+        if not guard.quantized_nodes(model):
+            self.note(f"quantized nothing: no {'/'.join(op_types)} node here has a stored weight to quantize")
         return ir.passes.PassResult(model, modified=True)
 
     def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:
@@ -121,6 +129,31 @@ class QuantizePass(CompressionPass):
             self.note(f"ORT left {unfused.count} layers in FP32 between Q/DQ ({layers}), e.g. {unfused.examples[0]}")
         else:
             self.note("ORT fused every quantized layer (no float op left between Q/DQ)")
+
+
+def seal_weights(model: ir.Model) -> None:
+    """Make initializers constants: IR < 4 models also list them as graph inputs, which ORT treats as
+    overridable, so its quantizer left their Convs' biases (and Gemms) in FP32 on the zoo models."""
+    if any(value.name in model.graph.initializers for value in model.graph.inputs):
+        RemoveInitializersFromInputsPass()(model)
+        model.ir_version = max(model.ir_version, 4)  # IR 3 requires initializers to be inputs
+
+
+def computed_weights(model: ir.Model, op_types: list[str]) -> list[str]:
+    """Conv/Gemm nodes (of ``op_types``) whose weight is computed by other nodes rather than stored."""
+    return [
+        node.name for node in model.graph
+        if node.op_type in ("Conv", "Gemm") and node.op_type in op_types
+        and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].const_value is None
+    ]
+
+
+def raise_to_qdq_opset(model: ir.Model) -> None:
+    """Convert ``model`` (in place) to the opset QDQ needs before anything reads tensor names: the
+    converter adds nodes (Softmax below opset 13 gains a Flatten/Reshape), so calibrating the old graph
+    missed the tensors the quantizer then asked ranges for."""
+    if model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1)) < guard.QDQ_OPSET:
+        replace_contents(model, guard.at_qdq_opset(io.to_proto(model)))
 
 
 def materialize_identity_constants(model: ir.Model) -> None:

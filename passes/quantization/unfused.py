@@ -16,6 +16,8 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
+from onnxcompress.errors import UsageError
+
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
@@ -47,7 +49,10 @@ def optimized_graph(proto: onnx.ModelProto, threads: int = 1) -> onnx.ModelProto
     with tempfile.TemporaryDirectory(prefix="onnxcompress-qdq-") as tmp:
         path = Path(tmp) / "optimized.onnx"
         options.optimized_model_filepath = str(path)
-        ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises several unrelated types for invalid graphs
+            raise UsageError(f"ONNX Runtime cannot load the quantized model: {str(exc).strip().splitlines()[0]}") from None
         return onnx.load(str(path))
 
 

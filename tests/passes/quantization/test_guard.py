@@ -29,6 +29,21 @@ def test_quantized_ops_are_found_and_refused() -> None:
         refuse_quantized(model)
 
 
+DYNAMIC_MATMUL_TEXT = """
+<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+g (float[2, 2] a) => (float[2, 2] y)
+<int8[2, 2] w = {1, 2, 3, 4}, float s = {0.1}>
+{
+    y = com.microsoft.DynamicQuantizeMatMul (a, w, s)
+}
+"""
+
+
+def test_ort_fused_dynamic_int8_ops_count_as_quantized() -> None:
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(DYNAMIC_MATMUL_TEXT))
+    assert quantized_nodes(model) == ["DynamicQuantizeMatMul"]
+
+
 def test_float_model_passes_and_old_opset_is_converted() -> None:
     model = with_weights(MLP_TEXT.replace('"" : 17', '"" : 11'))
     refuse_quantized(model)

@@ -36,7 +36,7 @@ class Fuse(CompressionPass):
             common.ShapeInferencePass(strict_mode=False)(model)
         total = 0
         for family in families:
-            count = _rule_set(family).apply_to_model(model)
+            count = rule_set(family).apply_to_model(model)
             self.details[family.NAME] = count
             self.note(f"{family.NAME}: {count} fused")
             total += count
@@ -61,6 +61,6 @@ class Fuse(CompressionPass):
 
 
 @functools.cache
-def _rule_set(family: ModuleType) -> pattern.RewriteRuleSet:
+def rule_set(family: ModuleType) -> pattern.RewriteRuleSet:
     """The family's rules with commuted operand orders, built once."""
     return pattern.RewriteRuleSet(family.RULES, commute=True)

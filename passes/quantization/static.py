@@ -14,6 +14,7 @@ from onnxcompress.passes.quantization.channel_gate import tile_channel_gates
 from onnxcompress.passes.quantization.depthwise_padding import pad_depthwise_channels
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.hard_activations import rewrite_hard_activations
+from onnxcompress.passes.quantization.integer_friendly import fold_batch_norms, sums_as_adds
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
 from onnxcompress.passes.quantization.ranges import activation_ranges
 from onnxcompress.passes.quantization.target import resolve_target
@@ -79,8 +80,15 @@ class QuantizeStatic(QuantizePass):
         return list(ort_bridge.STATIC_OP_TYPES)
 
     def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
-        """Depthwise convs padded to ORT's fast channel grid (``depthwise_padding``) and per-channel gates tiled
-        for ORT's int8 Mul (``channel_gate``); hard activations wait for ``prepare``."""
+        """BatchNorms folded and two-input Sums made Adds (``integer_friendly``), depthwise convs padded to
+        ORT's fast channel grid (``depthwise_padding``) and per-channel gates tiled for ORT's int8 Mul
+        (``channel_gate``); hard activations wait for ``prepare``."""
+        folded = fold_batch_norms(model) if {"Conv", "Gemm"} & set(op_types) else 0
+        turned = sums_as_adds(model) if "Add" in op_types else 0
+        self.details.update(batch_norms_folded=folded, sums_as_adds=turned)
+        if folded or turned:
+            self.note(f"folded {folded} BatchNormalization into the layer before and made {turned} two-input Sum an Add: "
+                      "ORT's quantizer has no int8 rule for either")
         if self.pad_depthwise and "Conv" in op_types:
             padded = pad_depthwise_channels(model)
             self.details["depthwise_padded"] = {name: list(sizes) for name, sizes in padded.items()}

@@ -132,8 +132,8 @@ class QuantizePass(CompressionPass):
 
 
 def seal_weights(model: ir.Model) -> None:
-    """Make initializers constants: IR < 4 models also list them as graph inputs, which ORT treats as
-    overridable, so its quantizer left their Convs' biases (and Gemms) in FP32 on the zoo models."""
+    """Make initializers constants: IR < 4 models (the onnx wheel's zoo models) also list them as graph
+    inputs, which makes them overridable, so ORT's optimizer may not fold or fuse through them."""
     if any(value.name in model.graph.initializers for value in model.graph.inputs):
         RemoveInitializersFromInputsPass()(model)
         model.ir_version = max(model.ir_version, 4)  # IR 3 requires initializers to be inputs

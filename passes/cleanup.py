@@ -9,14 +9,11 @@ and removing initializer-backed graph inputs nothing reads, the optional inputs 
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
-
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.quiet import quiet
 
 
 class Cleanup(CompressionPass):
@@ -29,7 +26,7 @@ class Cleanup(CompressionPass):
         """Run the composed clean-up and record how many nodes, initializers and inputs went."""
         before = _census(model)
         _bypass_identities(model.graph)
-        with _quiet(common.initializer_deduplication.__name__):
+        with quiet(common.initializer_deduplication.__name__):
             self._run_common_passes(model)
         _drop_unused_initializer_inputs(model.graph)
         common.RemoveUnusedNodesPass()(model)
@@ -47,18 +44,6 @@ class Cleanup(CompressionPass):
             common.RemoveUnusedFunctionsPass(),
             common.RemoveUnusedOpsetsPass(),
         )(model)
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """Silence a dependency's per-initializer warnings (one line per IR-3 input) while it runs."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _bypass_identities(graph: ir.Graph) -> None:

@@ -18,6 +18,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
 from onnxcompress.passes.quantization.guard import at_qdq_opset
+from onnxcompress.quiet import quiet
 from onnxcompress.passes.quantization.target import QuantTarget
 
 # Ops ORT's CPU EP runs in int8 (or drops Q/DQ around) so Conv/MatMul/Gemm chains stay fused.
@@ -81,7 +82,8 @@ def quantize_qdq(proto: onnx.ModelProto, ranges: Ranges, target: QuantTarget, *,
         list(selection.only), list(selection.exclude), list(selection.op_types),
         dict(STATIC_EXTRA_OPTIONS),
     )
-    return quantizer.quantize_model()
+    with quiet():  # ORT's quantizers warn on the root logger; what matters is in our notes
+        return quantizer.quantize_model()
 
 
 def quantize_integer(proto: onnx.ModelProto, target: QuantTarget, *, per_channel: bool, selection: Selection) -> onnx.ModelProto:
@@ -97,7 +99,8 @@ def quantize_integer(proto: onnx.ModelProto, target: QuantTarget, *, per_channel
         list(selection.only), list(selection.exclude), list(selection.op_types),
         dict(DYNAMIC_EXTRA_OPTIONS),
     )
-    return quantizer.quantize_model()
+    with quiet():  # ORT's quantizers warn on the root logger; what matters is in our notes
+        return quantizer.quantize_model()
 
 
 def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:

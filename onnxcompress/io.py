@@ -128,6 +128,11 @@ def source_path(model: ir.Model) -> Path | None:
     return Path(source) if source else None
 
 
+def default_opset(model: ir.Model) -> int:
+    """The model's version of the default ONNX domain (1 when it imports none)."""
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
 def to_proto(model: ir.Model) -> onnx.ModelProto:
     """Serialize to a ModelProto with every tensor inline (reads external data into it).
 

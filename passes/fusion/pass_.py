@@ -17,6 +17,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
 
+from onnxcompress import io
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.fusion import bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
 
@@ -47,7 +48,7 @@ class Fuse(CompressionPass):
 
     def _applicable(self, model: ir.Model) -> list[ModuleType]:
         """The families whose target op the opset has and whose trigger ops the graph contains."""
-        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+        opset = io.default_opset(model)
         present = {node.op_type for node in model.graph.all_nodes() if node.domain in ("", "ai.onnx")}
         chosen = []
         for family in FAMILIES:

@@ -19,10 +19,10 @@ from onnxscript import optimizer
 
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.initializers import allow_plain_initializers
 
 MB = 2**20
 FLOAT32_BYTES = 4
-FIRST_IR_WITH_PLAIN_INITIALIZERS = 4
 FOLDER_FAILURE = "Error during constant folding"
 
 
@@ -81,12 +81,10 @@ class FoldConstants(CompressionPass):
         return math.prod(int(d) for d in shape.numpy().ravel()) * _fill_itemsize(node) <= self._budget_bytes()
 
     def _allow_plain_initializers(self, model: ir.Model) -> None:
-        """IR < 4 requires every initializer to be a graph input; new folded ones are not, so bump to 4."""
-        inputs = set(model.graph.inputs)
-        plain = any(v not in inputs for v in model.graph.initializers.values())
-        if model.ir_version < FIRST_IR_WITH_PLAIN_INITIALIZERS and plain:
-            self.note(f"raised IR version {model.ir_version} -> 4 so folded constants need not be inputs")
-            model.ir_version = FIRST_IR_WITH_PLAIN_INITIALIZERS
+        """New folded constants are not graph inputs, which IR < 4 requires: raise the IR to 4."""
+        old = model.ir_version
+        if allow_plain_initializers(model):
+            self.note(f"raised IR version {old} -> 4 so folded constants need not be inputs")
 
 
 def _fill_itemsize(node: ir.Node) -> int:

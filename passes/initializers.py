@@ -1,9 +1,12 @@
-"""Adding a constant to a graph: one helper for every pass that writes new weights, scales or tables."""
+"""Adding a constant to a graph: one helper for every pass that writes new weights, scales or tables,
+and the IR version that lets initializers be plain constants rather than graph inputs."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+
+FIRST_IR_WITH_PLAIN_INITIALIZERS = 4
 
 
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
@@ -21,3 +24,14 @@ def drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
     """Remove ``value`` from the graph's initializers once nothing reads it (a rewrite replaced it)."""
     if value is not None and not value.uses() and not value.is_graph_input() and value.name in graph.initializers:
         del graph.initializers[value.name]
+
+
+def allow_plain_initializers(model: ir.Model) -> bool:
+    """Raise IR < 4 to 4 when some initializer is not a graph input (IR < 4 requires every one to be);
+    True when it was raised."""
+    inputs = set(model.graph.inputs)
+    plain = any(value not in inputs for value in model.graph.initializers.values())
+    if model.ir_version < FIRST_IR_WITH_PLAIN_INITIALIZERS and plain:
+        model.ir_version = FIRST_IR_WITH_PLAIN_INITIALIZERS
+        return True
+    return False

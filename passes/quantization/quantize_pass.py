@@ -19,6 +19,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass, 
 
 from onnxcompress import io, runtime
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization import fallback, guard
 from onnxcompress.passes.quantization.ort_bridge import Selection, replace_contents, with_shapes
 from onnxcompress.passes.quantization.selection import fallback_candidates, select, weight_sizes
@@ -136,7 +137,7 @@ def seal_weights(model: ir.Model) -> None:
     inputs, which makes them overridable, so ORT's optimizer may not fold or fuse through them."""
     if any(value.name in model.graph.initializers for value in model.graph.inputs):
         RemoveInitializersFromInputsPass()(model)
-        model.ir_version = max(model.ir_version, 4)  # IR 3 requires initializers to be inputs
+        allow_plain_initializers(model)
 
 
 def computed_weights(model: ir.Model, op_types: list[str]) -> list[str]:

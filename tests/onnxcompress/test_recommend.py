@@ -31,6 +31,21 @@ dec (float[N, 8, 8] s) => (float[N, 8, 8] p) {
 }
 """
 
+MOBILE_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+mobile (float[N, 4, 8, 8] x) => (float[N, 8, 8, 8] y) <float[4, 1, 3, 3] dw = {0.0}, float[8, 4, 1, 1] pw = {0.0}> {
+  d = Conv <group = 4, pads = [1, 1, 1, 1]> (x, dw)
+  h = HardSwish(d)
+  y = Conv(h, pw)
+}
+"""
+GROUPED_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+grouped (float[N, 4, 8, 8] x) => (float[N, 4, 8, 8] y) <float[4, 2, 3, 3] w = {0.0}> {
+  y = Conv <group = 2, pads = [1, 1, 1, 1]> (x, w)
+}
+"""
+
 VNNI = CpuFeatures("x86_64", frozenset({"avx2", "avx512_vnni"}))
 OLD_X86 = CpuFeatures("x86_64", frozenset({"sse4_2"}))
 
@@ -41,6 +56,19 @@ def test_families_are_recognised(cnn_model, mlp_model):
     assert recommend.detect_family(ir.from_onnx_text(ENCODER_TEXT))[0] == "transformer-encoder"
     family, evidence = recommend.detect_family(ir.from_onnx_text(DECODER_TEXT))
     assert family == "decoder" and "Trilu" in evidence[0]
+
+
+def test_depthwise_convs_mean_a_mobile_cnn_and_grouped_ones_do_not():
+    family, evidence = recommend.detect_family(ir.from_onnx_text(MOBILE_TEXT))
+    assert family == "mobile-cnn" and evidence == ["Conv x2", "depthwise Conv x1"]
+    assert recommend.detect_family(ir.from_onnx_text(GROUPED_TEXT))[0] == "cnn"
+
+
+def test_mobile_cnn_plan_measures_its_fp32_prefix():
+    steps = recommend.plan("mobile-cnn", VNNI)
+    assert [s.spec for s in steps][-2:] == ["prune-channels:ratio=0.3", "quantize-static:fp32_prefix=fastest"]
+    assert "Depthwise" in steps[-1].reason
+    assert [s.spec for s in recommend.plan("mobile-cnn", OLD_X86)][-1] == "prune-channels:ratio=0.3"
 
 
 def test_past_key_values_input_means_decoder(mlp_model):

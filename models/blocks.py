@@ -5,7 +5,8 @@
 ``SqueezeExcite`` → a channel gate ending in ``Mul``; ``InvertedResidual`` → depthwise convs
 (``group == channels``); ``ConcatBranches`` → a channel ``Concat``; ``ClassifierHead`` → pooling
 spelled ``GlobalAveragePool + Flatten`` (``pool="global"``) or ``ReduceMean + Reshape``
-(``pool="mean"``, the dynamo exporter's spelling), then ``Gemm``.
+(``pool="mean"``, the dynamo exporter's spelling), then ``Gemm``; ``TopDownMaskHead`` → lateral 1×1
+convs, nearest ``Resize`` ×2 and ``Add`` across scales, then a one-channel map (a text detector's neck).
 """
 
 from __future__ import annotations
@@ -114,3 +115,20 @@ class ClassifierHead(nn.Module):
         else:
             pooled = x.mean(dim=(2, 3), keepdim=True).reshape(x.shape[0], -1)
         return self.fc(pooled)
+
+
+class TopDownMaskHead(nn.Module):
+    """A DB-style detector neck and head: each tapped feature map gets a 1×1 lateral conv, coarser maps are
+    upsampled ×2 (nearest) and added on the way down, and a 3×3 conv + 1×1 conv give one logit per pixel
+    at the finest tap's resolution."""
+
+    def __init__(self, tap_channels: list[int], width: int = 64):
+        super().__init__()
+        self.laterals = nn.ModuleList(ConvBN(c, width, 1, act=None) for c in tap_channels)
+        self.head = nn.Sequential(ConvBN(width, width, 3), nn.Conv2d(width, 1, 1))
+
+    def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
+        merged = self.laterals[-1](taps[-1])
+        for lateral, tap in zip(reversed(self.laterals[:-1]), reversed(taps[:-1])):
+            merged = nn.functional.interpolate(merged, scale_factor=2.0, mode="nearest") + lateral(tap)
+        return self.head(merged)

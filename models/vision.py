@@ -2,7 +2,9 @@
 
 Each one exercises graph patterns the passes must handle (see ``blocks``): residual Adds
 (``resnet18_layout``, ``digits_resnet``), depthwise convs, squeeze-excite Muls, hard-swish and a
-Concat (``mobilenetv3_style``), a Flatten + Linear after a spatial map (``flatten_classifier``).
+Concat (``mobilenetv3_style``), a Flatten + Linear after a spatial map (``flatten_classifier``), and
+a per-pixel mask from a MobileNetV3-Large backbone through an upsampling neck (``mobilenetv3_mask_detector``,
+the shape of PP-OCR's text detector).
 ``digits_resnet`` and ``digits_student`` are the demo's teacher and student for 32×32×1 digits.
 ``pool="mean"`` spells global pooling as ReduceMean + Reshape (what the dynamo exporter writes)
 instead of GlobalAveragePool + Flatten.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from onnxcompress.models.blocks import BasicBlock, ClassifierHead, ConcatBranches, ConvBN, InvertedResidual
+from onnxcompress.models.blocks import BasicBlock, ClassifierHead, ConcatBranches, ConvBN, InvertedResidual, TopDownMaskHead
 from onnxcompress.models.seeding import seeded
 
 RESNET18_WIDTHS = (64, 128, 256, 512)
@@ -67,6 +69,43 @@ def mobilenetv3_large_layout(num_classes: int = 1000, in_channels: int = 3, *, s
             cin = cout
         layers += [ConvBN(cin, 960, 1, act=nn.Hardswish), ClassifierHead(960, num_classes)]
         return nn.Sequential(*layers).eval()
+
+
+MASK_DETECTOR_TAPS = (3, 6, 12, 15)  # backbone layers ending at strides 4, 8, 16 and 32
+
+
+class MaskDetector(nn.Module):
+    """A backbone run layer by layer, with the outputs of ``taps`` fed to a ``TopDownMaskHead``."""
+
+    def __init__(self, backbone: nn.Sequential, taps: tuple[int, ...], tap_channels: list[int]):
+        super().__init__()
+        self.backbone, self.taps = backbone, taps
+        self.head = TopDownMaskHead(tap_channels)
+
+    def forward(self, x):
+        features = []
+        for index, layer in enumerate(self.backbone):
+            x = layer(x)
+            if index in self.taps:
+                features.append(x)
+        return self.head(features)
+
+
+def mobilenetv3_mask_detector(in_channels: int = 3, *, seed: int = 0) -> nn.Module:
+    """MobileNetV3-Large's blocks with a top-down neck giving one logit per pixel at stride 4.
+
+    The layout of PP-OCR's DB text detector (MobileNetV3 backbone, FPN-like neck with nearest
+    upsampling, a probability map): depthwise convs, hard-swish and squeeze-excite, plus the
+    ``Resize`` and cross-scale ``Add`` a classifier does not have.
+    """
+    with seeded(seed):
+        layers: list[nn.Module] = [ConvBN(in_channels, 16, 3, 2, act=nn.Hardswish)]
+        channels = [16]
+        for hidden, cout, stride, squeeze in MOBILENETV3_LARGE_BLOCKS:
+            layers.append(InvertedResidual(channels[-1], hidden, cout, stride, squeeze=squeeze))
+            channels.append(cout)
+        detector = MaskDetector(nn.Sequential(*layers), MASK_DETECTOR_TAPS, [channels[i] for i in MASK_DETECTOR_TAPS])
+        return detector.eval()
 
 
 def flatten_classifier(num_classes: int = 10, in_channels: int = 1, input_size: int = 32, *, seed: int = 0) -> nn.Module:

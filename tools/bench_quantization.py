@@ -1,7 +1,8 @@
 """INT8 quantization benchmark: onnxcompress's passes side by side with ORT's quantizers, in one run.
 
 Models: the digits CNN, a MobileNetV3-style net and MobileNetV3-Large's layout trained on digits at
-224x224 (all trained here, cached under tools/results/tmp/), a ResNet-18-layout net, a
+224x224, a PP-OCR-detector-shaped net trained to mark the digits' ink (all trained here, cached under
+tools/results/tmp/), a ResNet-18-layout net, a
 MobileNetV3-style toy net (depthwise, hard-swish, squeeze-excite, at most 120 channels; at 96x96 and 224x224),
 MobileNetV3-Large's layout at 224x224 (the size of real mobile backbones) and all-MiniLM-L6-v2 at sequence 128.
 Anchors: ORT ``quantize_static`` (its defaults: S8S8 per-tensor; and U8S8 per-channel),
@@ -12,7 +13,7 @@ in a fresh process, so no case inherits another's memory state. In one run the t
 FP32 model read 1.50 ms at batch 1 after the other cases, and 0.90 ms alone. Fresh processes did not
 stop whole cases from sometimes running 1.3–1.7× slower; see the README.
 
-    python tools/bench_quantization.py [--only digits,resnet18,mobilenet,mobilenet224,mobilenet_digits,mobilenetv3_large,mobilenetv3_large_digits,minilm] [--rounds 5]
+    python tools/bench_quantization.py [--only digits,resnet18,mobilenet,mobilenet224,mobilenet_digits,mobilenetv3_large,mobilenetv3_large_digits,mask_detector,minilm] [--rounds 5]
 
 Writes docs/bench_quantization.md and tools/results/bench_quantization.json.
 """
@@ -52,6 +53,8 @@ MINILM_EXTRA_SETS = 4  # more disjoint sets of MINILM_SENTENCES held-out sentenc
 NEAR_TIE_MARGIN = 0.003
 DIGITS_TRAINING = (6, 3e-3, 64)  # epochs, learning rate, batch size
 MOBILENET_DIGITS_TRAINING = (8, 2e-3, 16)  # ~5 min on 2 cores; test accuracy 0.86
+MASK_SIZE, MASK_STRIDE = 224, 4
+MASK_TRAINING = (5, 2e-3, 16)  # ~5 min on 2 cores
 
 
 @dataclasses.dataclass
@@ -197,6 +200,51 @@ def digits_case(label: str, name: str, build: Callable[[], object], size: int, r
     return case
 
 
+def ink_masks(images: np.ndarray, stride: int) -> np.ndarray:
+    """Where each digit has ink (mean brightness over a ``stride``×``stride`` cell above one half): a text mask."""
+    n, c, h, w = images.shape
+    cells = images.reshape(n, c, h // stride, stride, w // stride, stride).mean(axis=(3, 5))
+    return (cells > 0.5).astype(np.float32)
+
+
+def digits_mask_case() -> Case:
+    """A PP-OCR-detector-shaped net (MobileNetV3-Large backbone, upsampling neck) trained to mark the ink of
+    224×224 digits at stride 4; judged by mask IoU against FP32's mask and against the true ink."""
+    import torch
+
+    from onnxcompress.models import digits, training, vision
+
+    split = digits.load_split(size=MASK_SIZE)
+    truth = ink_masks(split.x_test, MASK_STRIDE)
+
+    def train():
+        module = vision.mobilenetv3_mask_detector(in_channels=1)
+        epochs, lr, batch = MASK_TRAINING
+        training.fit(module, split.x_train, ink_masks(split.x_train, MASK_STRIDE), epochs=epochs, lr=lr, batch_size=batch,
+                     seed=0, loss_fn=torch.nn.functional.binary_cross_entropy_with_logits)
+        return module.eval()
+
+    fp32 = export_cached("mobilenetv3_mask_detector_digits224", train, (1, MASK_SIZE, MASK_SIZE))
+    expected = runtime.run(fp32, {"x": split.x_test})["logits"] > 0
+
+    def quality(model: ir.Model) -> dict:
+        got = runtime.run(model, {"x": split.x_test})["logits"] > 0
+        return {"mask_iou_vs_fp32": _iou(got, expected), "mask_iou_vs_ink": _iou(got, truth > 0)}
+
+    case = Case("MobileNetV3-Large text-mask detector trained on digits (1x224x224)", fp32, _image_feeds(split.x_test), quality)
+    calibration = {"x": split.x_train[:CALIBRATION_SAMPLES]}
+    ours(case, "onnxcompress quantize-static (CPU default)", fp32, QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH)))
+    ours(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32,
+         QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), fp32_prefix="fastest"))
+    case.variants["ORT quantize_static default (S8S8 per-tensor)"] = ort_static(fp32, calibration, u8s8_per_channel=False)
+    case.variants["ORT quantize_static U8S8 per-channel"] = ort_static(fp32, calibration, u8s8_per_channel=True)
+    return case
+
+
+def _iou(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.logical_and(got, expected).sum() / max(np.logical_or(got, expected).sum(), 1))
+
+
 def synthetic_cnn_case(name: str, build: Callable[[], object], chw: tuple[int, int, int]) -> Case:
     """An untrained CNN (BatchNorm statistics from random images): top-1 agreement and logit cosine against FP32 on random images."""
     fp32 = export_cached(name, build, chw)
@@ -314,6 +362,7 @@ CASES: dict[str, Callable[[], Case]] = {
         "MobileNetV3-Large layout trained on digits (1x224x224)", "mobilenetv3_large_digits224",
         lambda: _factory("mobilenetv3_large_layout")(num_classes=10, in_channels=1), 224, MOBILENET_DIGITS_TRAINING,
         float_stages=["/0/*", "/1/*"]),  # a real backbone's widths with trained weights: ~5 min of training, test accuracy 0.992
+    "mask_detector": digits_mask_case,
     "resnet18": lambda: synthetic_cnn_case("resnet18_layout_bn", lambda: _vision("resnet18_layout", (3, 128, 128), num_classes=1000), (3, 128, 128)),
     "mobilenet": lambda: synthetic_cnn_case("mobilenetv3_style_bn", lambda: _vision("mobilenetv3_style", (3, 96, 96)), (3, 96, 96)),
     "mobilenet224": lambda: synthetic_cnn_case("mobilenetv3_style_224_bn", lambda: _vision("mobilenetv3_style", (3, 224, 224)), (3, 224, 224)),

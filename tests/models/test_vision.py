@@ -17,6 +17,7 @@ PATTERNS = {
     "flatten_classifier": {"Flatten": 1, "Gemm": 1},
     "digits_resnet": {"Add": 3, "GlobalAveragePool": 1},
     "digits_student": {"Conv": 3, "GlobalAveragePool": 1},
+    "mobilenetv3_mask_detector": {"Resize": 3, "HardSwish": 1, "Add": 3},
 }
 FACTORIES = {
     "resnet18_layout": (vision.resnet18_layout, (2, 3, 64, 64)),
@@ -24,6 +25,7 @@ FACTORIES = {
     "flatten_classifier": (vision.flatten_classifier, (2, 1, 32, 32)),
     "digits_resnet": (vision.digits_resnet, (2, 1, 32, 32)),
     "digits_student": (vision.digits_student, (2, 1, 32, 32)),
+    "mobilenetv3_mask_detector": (vision.mobilenetv3_mask_detector, (2, 3, 64, 64)),
 }
 
 
@@ -114,3 +116,9 @@ def test_mobilenetv3_large_layout_has_the_backbones_size_and_blocks():
     assert kinds["InvertedResidual"] == len(vision.MOBILENETV3_LARGE_BLOCKS) and kinds["SqueezeExcite"] == 8
     with torch.no_grad():
         assert module(torch.zeros(2, 3, 64, 64)).shape == (2, 1000)
+
+
+def test_mask_detector_gives_one_logit_per_pixel_at_stride_4():
+    module = vision.mobilenetv3_mask_detector(in_channels=1)
+    with torch.no_grad():
+        assert module(torch.zeros(2, 1, 96, 64)).shape == (2, 1, 24, 16)

@@ -12,6 +12,7 @@ instead of GlobalAveragePool + Flatten.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from onnxcompress.models.blocks import BasicBlock, ClassifierHead, ConcatBranches, ConvBN, InvertedResidual, TopDownMaskHead
@@ -82,7 +83,7 @@ class MaskDetector(nn.Module):
         self.backbone, self.taps = backbone, taps
         self.head = TopDownMaskHead(tap_channels)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = []
         for index, layer in enumerate(self.backbone):
             x = layer(x)

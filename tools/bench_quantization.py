@@ -152,8 +152,10 @@ def export_cached(name: str, build: Callable[[], object], chw: tuple[int, int, i
     return io.load(path)
 
 
-def trained_on_digits(build: Callable[[], object], size: int, recipe: tuple[int, float, int]) -> Callable[[], object]:
-    """A builder training ``build()``'s module on the digits split at ``size``×``size`` with ``(epochs, lr, batch)`` (deterministic)."""
+def trained_on_digits(build: Callable[[], object], size: int, recipe: tuple[int, float, int], *,
+                      targets: Callable[[object], np.ndarray] | None = None, loss_fn: Callable | None = None) -> Callable[[], object]:
+    """A builder training ``build()``'s module on the digits split at ``size``×``size`` with ``(epochs, lr, batch)``
+    (deterministic), on the labels or on ``targets(split)`` with ``loss_fn``."""
 
     def train():
         from onnxcompress.models import digits, training
@@ -161,10 +163,16 @@ def trained_on_digits(build: Callable[[], object], size: int, recipe: tuple[int,
         split = digits.load_split(size=size)
         module = build()
         epochs, lr, batch = recipe
-        training.fit(module, split.x_train, split.y_train, epochs=epochs, lr=lr, batch_size=batch, seed=0)
+        wanted = split.y_train if targets is None else targets(split)
+        training.fit(module, split.x_train, wanted, epochs=epochs, lr=lr, batch_size=batch, seed=0, loss_fn=loss_fn)
         return module.eval()
 
     return train
+
+
+def static_int8(calibration: dict[str, np.ndarray], **options) -> QuantizeStatic:
+    """Our ``quantize-static`` with ``options``, calibrated on ``calibration`` in batches of ``CALIBRATION_BATCH``."""
+    return QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), **options)
 
 
 def digits_case(label: str, name: str, build: Callable[[], object], size: int, recipe: tuple[int, float, int],
@@ -189,14 +197,14 @@ def digits_case(label: str, name: str, build: Callable[[], object], size: int, r
     case = Case(label, fp32, _image_feeds(split.x_test), quality)
     _cnn_variants(case, calibration)
     ours(case, "onnxcompress static + fallback (max_drop 0.5 pt)", fp32,
-         QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), labelled=held_out, max_drop=0.005))
+         static_int8(calibration, labelled=held_out, max_drop=0.005))
     if float_stages:
         ours(case, f"onnxcompress static, {' '.join(float_stages)} kept in FP32 (exclude)", fp32,
-             QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), exclude=float_stages))
+             static_int8(calibration, exclude=float_stages))
         ours(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32,
-             QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), fp32_prefix="fastest"))
+             static_int8(calibration, fp32_prefix="fastest"))
         ours(case, "onnxcompress quantize-static without depthwise padding (pad_depthwise=false)", fp32,
-             QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), pad_depthwise=False))
+             static_int8(calibration, pad_depthwise=False))
     return case
 
 
@@ -212,18 +220,14 @@ def digits_mask_case() -> Case:
     224×224 digits at stride 4; judged by mask IoU against FP32's mask and against the true ink."""
     import torch
 
-    from onnxcompress.models import digits, training, vision
+    from onnxcompress.models import digits, vision
 
     split = digits.load_split(size=MASK_SIZE)
     truth = ink_masks(split.x_test, MASK_STRIDE)
 
-    def train():
-        module = vision.mobilenetv3_mask_detector(in_channels=1)
-        epochs, lr, batch = MASK_TRAINING
-        training.fit(module, split.x_train, ink_masks(split.x_train, MASK_STRIDE), epochs=epochs, lr=lr, batch_size=batch,
-                     seed=0, loss_fn=torch.nn.functional.binary_cross_entropy_with_logits)
-        return module.eval()
-
+    train = trained_on_digits(lambda: vision.mobilenetv3_mask_detector(in_channels=1), MASK_SIZE, MASK_TRAINING,
+                              targets=lambda split: ink_masks(split.x_train, MASK_STRIDE),
+                              loss_fn=torch.nn.functional.binary_cross_entropy_with_logits)
     fp32 = export_cached("mobilenetv3_mask_detector_digits224", train, (1, MASK_SIZE, MASK_SIZE))
     expected = runtime.run(fp32, {"x": split.x_test})["logits"] > 0
 
@@ -233,9 +237,9 @@ def digits_mask_case() -> Case:
 
     case = Case("MobileNetV3-Large text-mask detector trained on digits (1x224x224)", fp32, _image_feeds(split.x_test), quality)
     calibration = {"x": split.x_train[:CALIBRATION_SAMPLES]}
-    ours(case, "onnxcompress quantize-static (CPU default)", fp32, QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH)))
+    ours(case, "onnxcompress quantize-static (CPU default)", fp32, static_int8(calibration))
     ours(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32,
-         QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), fp32_prefix="fastest"))
+         static_int8(calibration, fp32_prefix="fastest"))
     case.variants["ORT quantize_static default (S8S8 per-tensor)"] = ort_static(fp32, calibration, u8s8_per_channel=False)
     case.variants["ORT quantize_static U8S8 per-channel"] = ort_static(fp32, calibration, u8s8_per_channel=True)
     return case
@@ -263,7 +267,7 @@ def synthetic_cnn_case(name: str, build: Callable[[], object], chw: tuple[int, i
 
 
 def _cnn_variants(case: Case, calibration: dict[str, np.ndarray]) -> None:
-    ours(case, "onnxcompress quantize-static (CPU default)", case.fp32, QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH)))
+    ours(case, "onnxcompress quantize-static (CPU default)", case.fp32, static_int8(calibration))
     case.variants["ORT quantize_static default (S8S8 per-tensor)"] = ort_static(case.fp32, calibration, u8s8_per_channel=False)
     case.variants["ORT quantize_static U8S8 per-channel"] = ort_static(case.fp32, calibration, u8s8_per_channel=True)
     case.variants["ORT quantize_dynamic"] = ort_dynamic(case.fp32, per_channel=False)

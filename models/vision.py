@@ -63,13 +63,19 @@ def mobilenetv3_large_layout(num_classes: int = 1000, in_channels: int = 3, *, s
     where ``mobilenetv3_style`` is a toy of at most 120 channels.
     """
     with seeded(seed):
-        layers: list[nn.Module] = [ConvBN(in_channels, 16, 3, 2, act=nn.Hardswish)]
-        cin = 16
-        for hidden, cout, stride, squeeze in MOBILENETV3_LARGE_BLOCKS:
-            layers.append(InvertedResidual(cin, hidden, cout, stride, squeeze=squeeze))
-            cin = cout
-        layers += [ConvBN(cin, 960, 1, act=nn.Hardswish), ClassifierHead(960, num_classes)]
+        layers, channels = _mobilenetv3_large_blocks(in_channels)
+        layers += [ConvBN(channels[-1], 960, 1, act=nn.Hardswish), ClassifierHead(960, num_classes)]
         return nn.Sequential(*layers).eval()
+
+
+def _mobilenetv3_large_blocks(in_channels: int) -> tuple[list[nn.Module], list[int]]:
+    """The hard-swish stem and MobileNetV3-Large's inverted residuals, with each one's output channels."""
+    layers: list[nn.Module] = [ConvBN(in_channels, 16, 3, 2, act=nn.Hardswish)]
+    channels = [16]
+    for hidden, cout, stride, squeeze in MOBILENETV3_LARGE_BLOCKS:
+        layers.append(InvertedResidual(channels[-1], hidden, cout, stride, squeeze=squeeze))
+        channels.append(cout)
+    return layers, channels
 
 
 MASK_DETECTOR_TAPS = (3, 6, 12, 15)  # backbone layers ending at strides 4, 8, 16 and 32
@@ -100,11 +106,7 @@ def mobilenetv3_mask_detector(in_channels: int = 3, *, seed: int = 0) -> nn.Modu
     ``Resize`` and cross-scale ``Add`` a classifier does not have.
     """
     with seeded(seed):
-        layers: list[nn.Module] = [ConvBN(in_channels, 16, 3, 2, act=nn.Hardswish)]
-        channels = [16]
-        for hidden, cout, stride, squeeze in MOBILENETV3_LARGE_BLOCKS:
-            layers.append(InvertedResidual(channels[-1], hidden, cout, stride, squeeze=squeeze))
-            channels.append(cout)
+        layers, channels = _mobilenetv3_large_blocks(in_channels)
         detector = MaskDetector(nn.Sequential(*layers), MASK_DETECTOR_TAPS, [channels[i] for i in MASK_DETECTOR_TAPS])
         return detector.eval()
 

@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from onnxcompress import stats
 from onnxcompress.passes import REGISTRY
+from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 
 FAMILIES = ("cnn", "mobile-cnn", "transformer-encoder", "decoder", "mlp", "other")
 CALIBRATED = ("split-outliers", "smooth", "quantize-static")  # passes that cannot run without calibration data
@@ -89,7 +90,7 @@ def detect_family(model: ir.Model) -> tuple[str, list[str]]:
         norms = ops.get("LayerNormalization", 0) + ops.get("ReduceMean", 0)
         return "transformer-encoder", [f"attention: Softmax x{ops['Softmax']}, MatMul x{ops['MatMul']}", f"normalisation ops x{norms}"]
     if ops.get("Conv"):
-        depthwise = sum(map(_is_depthwise, model.graph))
+        depthwise = sum(map(is_depthwise_conv, model.graph))
         if depthwise:
             return "mobile-cnn", [f"Conv x{ops['Conv']}", f"depthwise Conv x{depthwise}"]
         return "cnn", [f"Conv x{ops['Conv']}"]
@@ -97,13 +98,6 @@ def detect_family(model: ir.Model) -> tuple[str, list[str]]:
     if dense:
         return "mlp", [f"dense layers (Gemm/MatMul) x{dense}, no Conv or attention"]
     return "other", [f"top ops: {', '.join(list(ops)[:5]) or 'none'}"]
-
-
-def _is_depthwise(node: ir.Node) -> bool:
-    """A grouped Conv whose every filter reads one input channel (MobileNet's 3×3 spatial convs)."""
-    weight = node.inputs[1] if node.op_type == "Conv" and len(node.inputs) > 1 else None
-    return (weight is not None and node.attributes.get_int("group", 1) > 1
-            and weight.shape is not None and len(weight.shape) > 1 and weight.shape[1] == 1)
 
 
 def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation:

@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.graph import ChannelGraph, Slot
-from onnxcompress.passes.pruning.rules.conv import is_depthwise
+from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 
 CHANNEL_BLOCK = 16
 # Ops that keep channel c in channel c and stay finite on zeros (no Div, Log, Reciprocal, BatchNormalization).
@@ -32,7 +32,7 @@ SAME_CHANNEL_OPS = frozenset({
 
 def pad_depthwise_channels(model: ir.Model) -> dict[str, tuple[int, int]]:
     """Pad (in place) every depthwise conv whose channel count is off the 16-channel grid; ``{conv: (old, new)}``."""
-    if not any(_is_depthwise(node) and _channels(node) % CHANNEL_BLOCK for node in model.graph):
+    if not any(is_depthwise_conv(node) and _channels(node) % CHANNEL_BLOCK for node in model.graph):
         return {}
     infer_shapes(model)
     graph = build_channel_graph(model)
@@ -40,7 +40,7 @@ def pad_depthwise_channels(model: ir.Model) -> dict[str, tuple[int, int]]:
     padded: dict[str, tuple[int, int]] = {}
     for node in list(model.graph):
         old = _channels(node)
-        if not _is_depthwise(node) or old % CHANNEL_BLOCK == 0:
+        if not is_depthwise_conv(node) or old % CHANNEL_BLOCK == 0:
             continue
         slot = graph.slot(node.outputs[0], 1)
         members = None if slot is None else groups[graph.group_of(slot)]
@@ -50,13 +50,6 @@ def pad_depthwise_channels(model: ir.Model) -> dict[str, tuple[int, int]]:
         _pad_group(model.graph, members, new - old)
         padded[node.name] = (old, new)
     return padded
-
-
-def _is_depthwise(node: ir.Node) -> bool:
-    """A Conv with one constant single-channel filter per group."""
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2 or node.inputs[1] is None:
-        return False
-    return node.inputs[1].const_value is not None and is_depthwise(node.inputs[1], _channels(node))
 
 
 def _channels(conv: ir.Node) -> int:
@@ -92,7 +85,7 @@ def _paddable(graph: ChannelGraph, members: list[Slot], channels: int) -> bool:
 def _pad_group(graph: ir.Graph, members: list[Slot], extra: int) -> None:
     """Append ``extra`` zero channels to every coupled axis and widen the depthwise convs' ``group``."""
     weights = {id(slot.value) for slot in members}
-    depthwise = [node for node in graph if _is_depthwise(node) and id(node.inputs[1]) in weights]
+    depthwise = [node for node in graph if is_depthwise_conv(node) and id(node.inputs[1]) in weights]
     for slot in members:
         value = slot.value
         if value.const_value is not None:

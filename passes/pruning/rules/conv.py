@@ -32,6 +32,13 @@ def is_depthwise(weight: ir.Value, group: int) -> bool:
     return group > 1 and shape[0] == group and shape[1] == 1
 
 
+def is_depthwise_conv(node: ir.Node) -> bool:
+    """A Conv with one constant single-channel filter per group (MobileNet's spatial convs)."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2 or node.inputs[1] is None:
+        return False
+    return node.inputs[1].const_value is not None and is_depthwise(node.inputs[1], node.attributes.get_int("group", 1))
+
+
 class ConvRule(Rule):
     """Conv: W[o, i/g, k...]; output channel o ↔ W row o ↔ B[o]; input channel i ↔ W[:, i]."""
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import UsageError
@@ -131,6 +132,36 @@ def source_path(model: ir.Model) -> Path | None:
 def default_opset(model: ir.Model) -> int:
     """The model's version of the default ONNX domain (1 when it imports none)."""
     return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
+def upgraded_opset(proto: onnx.ModelProto, version: int, purpose: str) -> onnx.ModelProto:
+    """``proto`` converted by onnx's version converter to at least opset ``version`` (unchanged when there).
+
+    A bare opset number change would alter what old ops mean (a Softmax below opset 13 normalises
+    a flattened axis); a conversion the converter cannot do is a one-line ``UsageError`` naming
+    ``purpose``, so no half-converted model is ever written.
+    """
+    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    if current >= version:
+        return proto
+    try:
+        converted = onnx.version_converter.convert_version(proto, version)
+        del converted.graph.value_info[:]  # the converter keeps types its adapters made stale (Dropout's mask turns bool)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported adapters
+        raise UsageError(f"{purpose} needs opset >= {version}; converting from opset {current} failed: {_first_line(exc)}") from None
+    return converted
+
+
+def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
+    """Make ``model`` (in place) hold the graph, functions and versions of ``proto`` (sorted, unused nodes dropped); keep its metadata."""
+    new = ir.serde.deserialize_model(proto)
+    model.graph = new.graph
+    model.ir_version = new.ir_version
+    model.functions.clear()
+    model.functions.update(new.functions)
+    TopologicalSortPass()(model)
+    RemoveUnusedNodesPass()(model)
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:

@@ -112,14 +112,18 @@ def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation
 
 def plan(family: str, cpu: CpuFeatures) -> list[Step]:
     """Every step the rules want for ``family`` on ``cpu``, whether or not the pass is installed."""
-    return _exact_steps() + _lossy_steps(family, cpu)
+    return _exact_steps(family) + _lossy_steps(family, cpu)
 
 
-def _exact_steps() -> list[Step]:
+def _exact_steps(family: str) -> list[Step]:
+    fuse = Step("fuse", "exact: merges op chains into the fused kernels ORT runs fastest")
+    if family in ("transformer-encoder", "decoder"):
+        fuse = Step("fuse:opset=23", f"exact; {family}: at opset 23 each attention block becomes one Attention op "
+                    "(all-MiniLM-L6-v2: ~10% faster in FP32 and in INT8 at batch 8)")
     return [
         Step("fold-constants", "exact: precomputes constant subgraphs so no kernel runs on constants"),
         Step("cleanup", "exact: removes dead nodes, identities and unused initializers"),
-        Step("fuse", "exact: merges op chains into the fused kernels ORT runs fastest"),
+        fuse,
     ]
 
 

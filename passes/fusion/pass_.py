@@ -5,7 +5,9 @@ pattern/check/rewrite idiom) runs only where the model's opset has its target op
 one of its trigger ops. We apply our chosen rules rather than onnxscript's default rule set, which
 spends most of its time on rules we do not need (``SlicesSplit`` took ~71 % of the time on a
 5k-node model); building a commuted rule set costs more than applying it to a small graph, so each
-family's set is built once per process. Ops no rule knows are left alone.
+family's set is built once per process. Ops no rule knows are left alone. ``opset`` converts an
+older export up first so the newer fused ops are available: on all-MiniLM-L6-v2 (opset 17),
+``fuse:opset=23`` fuses the six attention blocks and runs ~10 % faster than ``fuse`` at batch 8.
 """
 
 from __future__ import annotations
@@ -13,25 +15,39 @@ from __future__ import annotations
 import functools
 from types import ModuleType
 
+import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
 
 from onnxcompress import io
 from onnxcompress.passes.base import CompressionPass
-from onnxcompress.passes.fusion import bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.fusion import attention, bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
 
-FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain)
+# attention after reshape-dims: it needs the head-split Reshapes' shapes as constants
+FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain, attention)
 
 
 class Fuse(CompressionPass):
-    """Fuse Conv+BatchNorm, bias Adds, MatMul+Add→Gemm, LayerNorm, GELU, Reshape shape and Unsqueeze chains."""
+    """Fuse Conv+BatchNorm, bias Adds, MatMul+Add→Gemm, LayerNorm, GELU, attention, Reshape shape and Unsqueeze chains."""
 
     name = "fuse"
     exact = True
 
+    def __init__(self, opset: int | None = None) -> None:
+        """``opset``: convert the model up to this opset first (onnx's version converter), so the families
+        whose op is newer than the export apply (``Gelu`` needs 20, ``Attention`` 23); a model already
+        there is left as it is."""
+        super().__init__()
+        newest = onnx.defs.onnx_opset_version()
+        if opset is not None and not 1 <= opset <= newest:
+            raise UsageError(f"fuse: opset {opset} is out of range (this onnx knows opsets 1-{newest})")
+        self.opset = opset
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        """Infer shapes (the checks need them), then apply each family the opset and graph allow."""
+        """Convert the opset if asked, infer shapes (the checks need them), then apply each family the opset and graph allow."""
+        converted = self._convert_opset(model)
         families = self._applicable(model)
         if families:
             common.ShapeInferencePass(strict_mode=False)(model)
@@ -44,7 +60,18 @@ class Fuse(CompressionPass):
         if total:
             common.CommonSubexpressionEliminationPass()(model)  # rewrites can leave twin shape chains
         common.RemoveUnusedNodesPass()(model)
-        return ir.passes.PassResult(model, modified=total > 0)
+        return ir.passes.PassResult(model, modified=converted or total > 0)
+
+    def _convert_opset(self, model: ir.Model) -> bool:
+        """Raise the model to ``self.opset`` when it is below; True when it was converted."""
+        before = io.default_opset(model)
+        if self.opset is None or before >= self.opset:
+            return False
+        io.replace_contents(model, io.upgraded_opset(io.to_proto(model), self.opset, "fuse:opset"))
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)  # axes inputs the converter wrote
+        self.note(f"opset {before} converted to {self.opset}")
+        self.details["opset"] = {"from": before, "to": self.opset}
+        return True
 
     def _applicable(self, model: ir.Model) -> list[ModuleType]:
         """The families whose target op the opset has and whose trigger ops the graph contains."""

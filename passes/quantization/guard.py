@@ -2,7 +2,7 @@
 
 ORT's quantizer silently rewrites an older model's opset number without converting its ops (a
 Softmax or Squeeze below opset 13 then means something else): we convert with onnx's version
-converter first, and refuse when that fails, so an invalid model is never written.
+converter first (``io.upgraded_opset``), and refuse when that fails, so an invalid model is never written.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 
+from onnxcompress import io
 from onnxcompress.errors import UsageError
 
 QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
@@ -38,21 +39,4 @@ def refuse_quantized(model: ir.Model) -> None:
 
 def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` converted to at least opset 13 (returned unchanged when already there)."""
-    version = default_opset(proto)
-    if version >= QDQ_OPSET:
-        return proto
-    try:
-        converted = onnx.version_converter.convert_version(proto, QDQ_OPSET)
-        del converted.graph.value_info[:]  # the converter keeps types its adapters made stale (Dropout's mask turns bool)
-        onnx.checker.check_model(converted)
-    except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported adapters
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"per-channel quantization needs opset >= {QDQ_OPSET}; converting from opset {version} failed: {first}"
-        ) from None
-    return converted
-
-
-def default_opset(proto: onnx.ModelProto) -> int:
-    """The model's version of the default ONNX domain."""
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    return io.upgraded_opset(proto, QDQ_OPSET, "per-channel quantization")

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
-import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
 from onnxcompress.passes.quantization.guard import at_qdq_opset
 from onnxcompress.quiet import quiet
@@ -101,14 +99,3 @@ def quantize_integer(proto: onnx.ModelProto, target: QuantTarget, *, per_channel
     )
     with quiet():  # ORT's quantizers warn on the root logger; what matters is in our notes
         return quantizer.quantize_model()
-
-
-def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
-    """Make ``model`` (in place) hold the graph, functions and versions of ``proto`` (sorted, unused initializers dropped); keep its metadata."""
-    new = ir.serde.deserialize_model(proto)
-    model.graph = new.graph
-    model.ir_version = new.ir_version
-    model.functions.clear()
-    model.functions.update(new.functions)
-    TopologicalSortPass()(model)
-    RemoveUnusedNodesPass()(model)

@@ -21,7 +21,7 @@ from onnxcompress import io, runtime
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization import fallback, guard
-from onnxcompress.passes.quantization.ort_bridge import Selection, replace_contents, with_shapes
+from onnxcompress.passes.quantization.ort_bridge import Selection, with_shapes
 from onnxcompress.passes.quantization.selection import fallback_candidates, select, weight_sizes
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
 
@@ -96,7 +96,7 @@ class QuantizePass(CompressionPass):
         else:
             quantized = self._fall_back(model, proto, quantize, selection)
         self._report_unfused(quantized)
-        replace_contents(model, quantized)
+        io.replace_contents(model, quantized)
         if not guard.quantized_nodes(model):
             self.note(f"quantized nothing: no {'/'.join(op_types)} node here has a stored weight to quantize")
         return ir.passes.PassResult(model, modified=True)
@@ -154,7 +154,7 @@ def raise_to_qdq_opset(model: ir.Model) -> None:
     converter adds nodes (Softmax below opset 13 gains a Flatten/Reshape), so calibrating the old graph
     missed the tensors the quantizer then asked ranges for."""
     if io.default_opset(model) < guard.QDQ_OPSET:
-        replace_contents(model, guard.at_qdq_opset(io.to_proto(model)))
+        io.replace_contents(model, guard.at_qdq_opset(io.to_proto(model)))
 
 
 def materialize_identity_constants(model: ir.Model) -> None:

@@ -27,8 +27,17 @@ def select(proto: onnx.ModelProto, op_types: Sequence[str], supported: Sequence[
     if unsupported:
         raise UsageError(f"op_types {unsupported} cannot be quantized here; supported: {', '.join(sorted(supported))}")
     names = [node.name for node in proto.graph.node]
-    excluded = matching_names(names, exclude) + [n for n in names if is_float_branch(n)]
+    excluded = matching_names(names, exclude) + [n for n in names if is_float_branch(n)] + standard_attention_nodes(proto)
     return Selection(op_types=list(op_types), exclude=excluded)
+
+
+def standard_attention_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of ONNX's own ``Attention`` nodes (opset 23), which ORT's quantizers must not touch.
+
+    They key on the op type alone and would rewrite one into the contrib ``QAttention``, which has
+    other inputs and cannot load; its Q/K/V projections are MatMuls and are quantized as such.
+    """
+    return [node.name for node in proto.graph.node if node.op_type == "Attention" and node.domain in ("", "ai.onnx")]
 
 
 def is_float_branch(name: str) -> bool:

@@ -89,8 +89,14 @@ def test_weight_heavy_families_get_dynamic_int8_without_pruning(family):
 
 
 def test_no_int8_on_a_cpu_without_int8_support():
-    assert [s.spec for s in recommend.plan("transformer-encoder", OLD_X86)] == ["fold-constants", "cleanup", "fuse"]
+    assert [s.spec for s in recommend.plan("transformer-encoder", OLD_X86)] == ["fold-constants", "cleanup", "fuse:opset=23"]
     assert [s.spec for s in recommend.plan("other", VNNI)] == ["fold-constants", "cleanup", "fuse"]
+
+
+@pytest.mark.parametrize("family", ["transformer-encoder", "decoder"])
+def test_transformers_are_fused_at_the_opset_with_attention(family):
+    fuse = recommend.plan(family, VNNI)[2]
+    assert fuse.spec == "fuse:opset=23" and "Attention" in fuse.reason
 
 
 def test_cpu_features_read_from_cpuinfo(tmp_path):

@@ -9,9 +9,9 @@ from onnxcompress import Measurement, Pipeline, io
 from onnxcompress.passes import Cleanup, FoldConstants, Fuse
 
 
-def _run_exact_pipeline(path, feeds=None):
+def _run_exact_pipeline(path, feeds=None, fuse=None):
     model = io.load(path)
-    pipeline = Pipeline([FoldConstants(), Cleanup(), Fuse()], measurement=Measurement(benchmark=False, feeds=feeds))
+    pipeline = Pipeline([FoldConstants(), Cleanup(), fuse or Fuse()], measurement=Measurement(benchmark=False, feeds=feeds))
     return pipeline.run(model).report.steps
 
 
@@ -36,3 +36,12 @@ def test_minilm_keeps_its_outputs_and_loses_its_shape_chains(minilm_onnx, minilm
     assert steps[-1].nodes < steps[0].nodes
     assert "Constant" not in steps[-1].op_histogram
     assert steps[-1].details["reshape-dims"] >= 6 * 3  # the q, k, v head reshapes of all six layers
+
+
+@pytest.mark.slow
+def test_minilm_at_opset_23_has_its_six_attention_blocks_fused(minilm_onnx, minilm_feeds):
+    steps = _run_exact_pipeline(minilm_onnx, minilm_feeds, fuse=Fuse(opset=23))
+    _assert_kept_and_not_grown(steps)
+    histogram = steps[-1].op_histogram
+    assert steps[-1].details["attention"] == 6 and histogram["Attention"] == 6
+    assert "Softmax" not in histogram and "Transpose" not in histogram and "Constant" not in histogram

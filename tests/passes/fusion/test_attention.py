@@ -1,0 +1,117 @@
+"""attention family: head split → scores → mask → Softmax → weighted sum → merge becomes ONNX ``Attention`` (opset 23+)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import io, runtime
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import Fuse, QuantizeDynamic
+
+ATTENTION = """
+<ir_version: 10, opset_import: ["" : {opset}]>
+g (float[2, 5, 8] q, float[2, 5, 8] k, float[2, 5, 8] v, float[{mask_shape}] mask) => (float[2, 5, 8] y)
+  <int64[4] split = {{0, 0, 2, 4}}, int64[3] merge = {{0, 0, -1}}, float factor = {{{factor}}}> {{
+    qr = Reshape(q, split)
+    qh = Transpose<perm = [0, 2, 1, 3]>(qr)
+    kr = Reshape(k, split)
+    kh = Transpose<perm = [0, 2, 3, 1]>(kr)
+    vr = Reshape(v, split)
+    vh = Transpose<perm = [0, 2, 1, 3]>(vr)
+    scores = MatMul(qh, kh)
+    scaled = {scale_op}(scores, factor)
+    masked = Add(scaled, mask)
+    probs = Softmax<axis = -1>(masked)
+    weighted = MatMul(probs, vh)
+    heads = Transpose<perm = [0, 2, 1, 3]>(weighted)
+    y = Reshape(heads, merge)
+}}
+"""
+
+
+def attention_text(opset: int = 23, mask_shape: str = "2, 1, 1, 5", scale_op: str = "Div", factor: float = 2.0) -> str:
+    return ATTENTION.format(opset=opset, mask_shape=mask_shape, scale_op=scale_op, factor=factor)
+
+
+def ops(model: ir.Model) -> list[str]:
+    return [node.op_type for node in model.graph]
+
+
+@pytest.mark.parametrize("scale_op, factor, scale", [("Div", 2.0, 0.5), ("Mul", 0.25, 0.25)])
+def test_masked_attention_becomes_one_attention_op(fused, assert_exact_rewrite, scale_op, factor, scale):
+    before, after, fuse = fused(attention_text(scale_op=scale_op, factor=factor))
+    assert fuse.details["attention"] == 1
+    attention = next(node for node in after.graph if node.op_type == "Attention")
+    assert attention.attributes.get_int("q_num_heads") == attention.attributes.get_int("kv_num_heads") == 2
+    assert attention.attributes.get_float("scale") == pytest.approx(scale)
+    assert {"MatMul", "Softmax", "Transpose"}.isdisjoint(ops(after))
+    assert "Expand" in ops(after)  # ORT's kernel needs the [2, 1, 1, 5] mask spelled out per query
+    assert_exact_rewrite(before, after)
+
+
+def test_mask_with_a_query_axis_is_passed_as_it_is(fused, assert_exact_rewrite):
+    before, after, _ = fused(attention_text(mask_shape="2, 1, 5, 5"))
+    assert "Attention" in ops(after) and "Expand" not in ops(after)
+    assert_exact_rewrite(before, after)
+
+
+def test_scale_read_from_an_input_is_left_alone(fused, assert_exact_rewrite):
+    text = attention_text().replace("float[2, 5, 8] v,", "float[2, 5, 8] v, float factor,").replace(", float factor = {2.0}", "")
+    before, after, fuse = fused(text)
+    assert fuse.details["attention"] == 0 and "Attention" not in ops(after)
+    assert_exact_rewrite(before, after)
+
+
+def test_below_opset_23_attention_is_not_tried(fused):
+    _, after, fuse = fused(attention_text(opset=21))
+    assert "Attention" not in ops(after)
+    assert any("attention: not tried, needs opset >= 23" in note for note in fuse.notes)
+
+
+def test_opset_option_converts_an_older_export_and_then_fuses(rewrite_text, assert_exact_rewrite):
+    before, after, fuse = rewrite_text(Fuse(opset=23), attention_text(opset=17))
+    assert io.default_opset(after) == 23 and fuse.details["opset"] == {"from": 17, "to": 23}
+    assert "Attention" in ops(after)
+    assert_exact_rewrite(before, after)
+
+
+def test_opset_option_never_lowers_the_opset(rewrite_text):
+    _, after, fuse = rewrite_text(Fuse(opset=13), attention_text(opset=23))
+    assert io.default_opset(after) == 23 and "opset" not in fuse.details
+
+
+@pytest.mark.parametrize("opset", [0, 999])
+def test_opset_out_of_range_is_a_usage_error(opset):
+    with pytest.raises(UsageError, match="out of range"):
+        Fuse(opset=opset)
+
+
+def projected_attention_text(rng: np.random.Generator) -> str:
+    """Self-attention with Q/K/V projections from one input, weights inline."""
+    weights = ", ".join(
+        f"float[8, 8] w{name} = {{{', '.join(f'{x:.4f}' for x in rng.standard_normal(64) * 0.3)}}}" for name in "qkv"
+    )
+    body = attention_text().split("{\n", 1)[1]
+    header = (
+        '<ir_version: 10, opset_import: ["" : 23]>\n'
+        "g (float[2, 5, 8] x, float[2, 1, 1, 5] mask) => (float[2, 5, 8] y)\n"
+        f"  <int64[4] split = {{0, 0, 2, 4}}, int64[3] merge = {{0, 0, -1}}, float factor = {{2.0}}, {weights}> {{\n"
+        "    q = MatMul(x, wq)\n    k = MatMul(x, wk)\n    v = MatMul(x, wv)\n"
+    )
+    return header + body
+
+
+def test_fused_attention_is_quantized_around_not_into_ort_qattention(fused):
+    """ORT's quantizers take any op named Attention for their contrib one; the projections must still be
+    quantized and the standard op kept, or ORT cannot load the model."""
+    before, after, _ = fused(projected_attention_text(np.random.default_rng(0)))
+    QuantizeDynamic()(after)
+    assert "Attention" in ops(after) and "QAttention" not in ops(after)
+    assert ops(after).count("DynamicQuantizeMatMul") + ops(after).count("MatMulInteger") >= 3
+    feeds = runtime.synthetic_inputs(before)
+    expected = runtime.run(before, feeds)["y"]
+    for level in ("disable", "all"):
+        got = runtime.run(after, feeds, optimization=level)["y"]
+        assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()

@@ -5,6 +5,6 @@ from onnxcompress.passes.cleanup import Cleanup
 from onnxcompress.passes.folding import FoldConstants
 from onnxcompress.passes.fusion import Fuse
 from onnxcompress.passes.pruning import PruneChannels
-from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic, SmoothActivations, SplitOutlierChannels
+from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic, ScaleTokens, SmoothActivations, SplitOutlierChannels
 
-__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "PruneChannels", "QuantizeDynamic", "QuantizeStatic", "SmoothActivations", "SplitOutlierChannels"]
+__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "PruneChannels", "QuantizeDynamic", "QuantizeStatic", "ScaleTokens", "SmoothActivations", "SplitOutlierChannels"]

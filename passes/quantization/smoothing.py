@@ -109,7 +109,7 @@ def best_alpha(sample: np.ndarray, activation_peaks: np.ndarray, nodes: Sequence
     """The α of ``ALPHA_CHOICES`` with the lowest simulated dynamic-INT8 error, or None (no smoothing) unless that
     error is at most ``MIN_GAIN`` times the error without smoothing: the Mul must pay for its time."""
     weights = [node.inputs[1].const_value.numpy() for node in nodes]
-    runs = _runs(sample)
+    runs = sample_runs(sample)
     references = [runs @ w for w in weights]
     errors, peaks = {}, weight_peaks(nodes)
     for alpha in ALPHA_CHOICES:
@@ -119,16 +119,21 @@ def best_alpha(sample: np.ndarray, activation_peaks: np.ndarray, nodes: Sequence
     return best if errors[best] <= MIN_GAIN * dynamic_int8_error(runs, weights, references) else None
 
 
-def _runs(sample: np.ndarray) -> np.ndarray:
+def sample_runs(sample: np.ndarray) -> np.ndarray:
     """The sample as (runs, rows, channels), one run per item of its first axis, cut to about ``SAMPLE_ROWS`` rows."""
     runs = sample.reshape(sample.shape[0], -1, sample.shape[-1])
     return runs[: max(1, SAMPLE_ROWS // runs.shape[1])]
 
 
-def dynamic_int8_error(runs: np.ndarray, weights: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> float:
+def dynamic_int8_error(runs: np.ndarray, weights: Sequence[np.ndarray], references: Sequence[np.ndarray],
+                       row_scales: np.ndarray | None = None) -> float:
     """Relative squared error of ``runs @ weight`` against ``references`` with each run quantized to U8 with its own
-    range (ORT's DynamicQuantizeLinear, once per run) and each weight to S8 per column."""
-    quantized = _fake_quantize_u8_per_run(runs)
+    range (ORT's DynamicQuantizeLinear, once per run) and each weight to S8 per column; with ``row_scales``, each
+    row is divided by its scale before quantizing and multiplied back after (``scale-tokens``)."""
+    if row_scales is None:
+        quantized = _fake_quantize_u8_per_run(runs)
+    else:
+        quantized = _fake_quantize_u8_per_run(runs / row_scales) * row_scales
     error = total = 0.0
     for weight, reference in zip(weights, references):
         peaks = np.abs(weight).max(axis=0)

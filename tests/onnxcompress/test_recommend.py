@@ -122,5 +122,5 @@ def test_recommendation_keeps_only_installed_passes_and_builds_the_command(cnn_m
 def test_minilm_export_is_a_transformer_encoder(minilm_onnx):
     rec = recommend.recommend(io.load(minilm_onnx), VNNI)
     assert rec.family == "transformer-encoder"
-    assert [s.spec for s in recommend.plan(rec.family, VNNI)][-3:] == ["split-outliers", "smooth", "quantize-dynamic:gptq=true"]
+    assert [s.spec for s in recommend.plan(rec.family, VNNI)][-4:] == ["split-outliers", "smooth", "scale-tokens", "quantize-dynamic:gptq=true"]
     assert "--calibration DATA" in rec.command("in.onnx", "out.onnx")

@@ -1,0 +1,112 @@
+"""``scale-tokens``: exact in FP32, chosen where the simulation says it pays, and dynamic INT8 error lower after it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import io, runtime
+from onnxcompress.calibration import ArrayReader
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import QuantizeDynamic, ScaleTokens
+from onnxcompress.passes.quantization.token_scales import simulate
+
+from .conftest import assert_exact_and_better_for_int8, minilm_calibration, with_weights
+
+# Tokens of very different size go through a MatMul (symmetric input), a Relu and a second MatMul (one-sided input).
+TOKENS_TEXT = """
+<ir_version: 8, opset_import: ["" : %d]>
+tokens (float[N, 6, 32] x) => (float[N, 6, 8] y)
+<float[32, 32] wa = {0.0}, float[32, 8] wb = {0.0}>
+{
+    h = MatMul (x, wa)
+    r = Relu (h)
+    y = MatMul (r, wb)
+}
+"""
+
+
+def tokens_model(opset: int = 17) -> ir.Model:
+    return with_weights(TOKENS_TEXT % opset)
+
+
+def inputs(seed: int, count: int = 16) -> dict[str, np.ndarray]:
+    """Rows whose sizes span two decades, as token activations do."""
+    rng = np.random.default_rng(seed)
+    sizes = 10.0 ** rng.uniform(-1, 1, size=(count, 6, 1))
+    return {"x": (rng.normal(size=(count, 6, 32)) * sizes).astype(np.float32)}
+
+
+def scaled(model: ir.Model, **options) -> tuple[ir.Model, ScaleTokens]:
+    copy = io.clone(model)
+    pass_ = ScaleTokens(calibration=ArrayReader(inputs(0)), **options)
+    pass_(copy)
+    return copy, pass_
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_per_token_scales_are_exact(assert_exact_rewrite, opset) -> None:
+    before = tokens_model(opset)
+    after, pass_ = scaled(before)
+    assert pass_.details["activations"] == 2
+    assert_exact_rewrite(before, after, inputs(1))
+
+
+def test_one_sided_activation_skips_the_abs_pass() -> None:
+    after, _ = scaled(tokens_model())
+    abs_inputs = [node.inputs[0].name for node in after.graph if node.op_type == "Abs"]
+    assert abs_inputs == ["x"]  # the Relu output is bounded below by 0: its row max bounds it
+    assert sum(node.op_type == "ReduceMax" for node in after.graph) == 2
+
+
+def test_per_token_scales_lower_the_dynamic_int8_error() -> None:
+    reference = tokens_model()
+    plain = io.clone(reference)
+    rewritten, _ = scaled(reference)
+    for model in (plain, rewritten):
+        QuantizeDynamic()(model)
+    feeds = inputs(2)
+    expected = runtime.run(reference, feeds)["y"]
+
+    def squared_error(model: ir.Model) -> float:
+        return float(np.mean((runtime.run(model, feeds)["y"] - expected) ** 2))
+
+    assert squared_error(rewritten) < 0.5 * squared_error(plain)
+
+
+def test_simulated_per_token_error_is_what_ort_gives() -> None:
+    model = tokens_model()
+    feeds = inputs(3, count=1)
+    hidden = np.maximum(feeds["x"] @ model.graph.initializers["wa"].const_value.numpy(), 0)
+    rewritten, _ = scaled(model)
+    QuantizeDynamic(exclude=["matmul_0"])(rewritten)  # only the second MatMul is INT8, as simulated
+    expected = runtime.run(model, feeds)["y"]
+    measured = float(np.sum((runtime.run(rewritten, feeds)["y"] - expected) ** 2) / np.sum(expected ** 2))
+    matmul = next(node for node in model.graph if node.name == "matmul_2")
+    assert simulate(hidden, [matmul]).per_token == pytest.approx(measured, rel=0.05)
+
+
+def test_nothing_is_rewritten_when_no_activation_gains_enough() -> None:
+    flat = {"x": np.random.default_rng(0).normal(size=(16, 6, 32)).astype(np.float32)}  # every row the same size
+    model = tokens_model()
+    pass_ = ScaleTokens(calibration=ArrayReader(flat), min_cut=0.5)
+    pass_(model)
+    assert pass_.details["activations"] == 0 and not any(n.op_type == "ReduceMax" for n in model.graph)
+
+
+@pytest.mark.parametrize("options, message", [({"min_cut": 1.5}, "min_cut"), ({"calibration": None}, "calibration")])
+def test_bad_options_are_usage_errors(options, message) -> None:
+    settings = {"calibration": ArrayReader(inputs(0)), **options}
+    with pytest.raises(UsageError, match=message):
+        ScaleTokens(**settings)(tokens_model())
+
+
+@pytest.mark.slow
+def test_minilm_token_scales_are_exact_and_help_dynamic_int8(minilm_onnx, minilm_feeds) -> None:
+    reference = io.load(minilm_onnx)
+    rewritten = io.clone(reference)
+    pass_ = ScaleTokens(calibration=minilm_calibration())
+    pass_(rewritten)
+    assert pass_.details["activations"] >= 1
+    assert_exact_and_better_for_int8(reference, rewritten, minilm_feeds)

@@ -33,3 +33,10 @@ def last_dim(value: ir.Value | None) -> int | None:
         return None
     dim = value.shape[-1]
     return dim if isinstance(dim, int) else None
+
+
+def same_dim(a: int | ir.SymbolicDim | None, b: int | ir.SymbolicDim | None) -> bool:
+    """Whether two dimensions are known to be equal: the same integer, or the same named symbol."""
+    if isinstance(a, int) or isinstance(b, int):
+        return a == b
+    return a is not None and b is not None and a.value is not None and a.value == b.value

@@ -20,7 +20,8 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import constant, last_dim
+from onnxcompress.passes.fusion._values import constant, last_dim, same_dim
+from onnxcompress.passes.fusion.reshape_dims import copied_dims_shape
 
 NAME = "attention"
 MIN_OPSET = 23
@@ -60,7 +61,7 @@ class AttentionFusion(pattern.RewriteRuleClassBase):
         splits = [_head_split(x, shape) for x, shape in ((q, q_shape), (k, k_shape), (v, v_shape))]
         if None in splits or len(set(splits)) != 1:
             return result.fail(f"Q/K/V reshapes {splits} are not one split of the last axis into heads")
-        if not _keeps_merged_layout(out_shape):
+        if merged.producer().attributes.get_int("allowzero", 0) != 0 or not _keeps_merged_layout(out_shape):
             return result.fail("the output reshape may copy a head dimension (a 0 after the first two entries)")
         if _scale(factor, self.divide) is None:
             return result.fail("the score scale is not a positive scalar constant")
@@ -74,7 +75,7 @@ class AttentionFusion(pattern.RewriteRuleClassBase):
         heads, _head_size = _head_split(q, q_shape)
         inputs = [q, k, v] if mask is None else [q, k, v, _mask_for_ort(op, mask, q)]
         attended = op.Attention(*inputs, q_num_heads=heads, kv_num_heads=heads, scale=_scale(factor, self.divide))
-        return op.Reshape(attended, out_shape)
+        return attended if _merges_to_own_shape(q, out_shape) else op.Reshape(attended, out_shape)
 
 
 def _perm(node: ir.Node | None) -> tuple[int, ...] | None:
@@ -114,6 +115,14 @@ def _keeps_merged_layout(shape: ir.Value) -> bool:
     return dims.ndim == 1 and bool(np.all(dims[2:] != 0))
 
 
+def _merges_to_own_shape(q: ir.Value, shape: ir.Value) -> bool:
+    """Whether the merge reshape gives ``[B, S, N·H]`` back, the shape the Attention op outputs (q's):
+    ``[0, 0, -1]`` or ``[0, 0, N·H]``, as constants or as q's own first two dims read through ``Shape``."""
+    dims = constant(shape)
+    dims = [int(d) for d in dims] if dims is not None and dims.ndim == 1 else copied_dims_shape(q, shape)
+    return dims is not None and dims[:2] == [0, 0] and len(dims) == 3 and dims[2] in (-1, last_dim(q))
+
+
 def _scale(factor: ir.Value, divide: bool) -> float | None:
     value = constant(factor)
     if value is None or value.size != 1 or not float(value.reshape(())) > 0:
@@ -122,20 +131,28 @@ def _scale(factor: ir.Value, divide: bool) -> float | None:
 
 
 def _mask_for_ort(op, mask: ir.Value, q: ir.Value) -> ir.Value:
-    """The mask at rank 4 with its query axis spelled out, as ORT's CPU kernel requires, unless shapes prove it is."""
-    if len(mask.shape) >= 2 and _same_dim(mask.shape[-2], q.shape[1] if q.shape is not None and len(q.shape) == 3 else None):
+    """The mask at rank 4 with its query axis spelled out, as ORT's CPU kernel requires, unless shapes prove it is;
+    blocks whose queries provably have one length share one expanded mask."""
+    query_length = q.shape[1] if q.shape is not None and len(q.shape) == 3 else None
+    if len(mask.shape) >= 2 and same_dim(mask.shape[-2], query_length):
         return mask
-    query_length = op.Shape(q, start=1, end=2)
+    shared = _expanded_for(mask, query_length)
+    if shared is not None:
+        return shared
     ones = op.initializer(ir.tensor(np.array([1, 1], dtype=np.int64)), name=f"{q.name}_mask_lead")
     one = op.initializer(ir.tensor(np.array([1], dtype=np.int64)), name=f"{q.name}_mask_key")
-    return op.Expand(mask, op.Concat(ones, query_length, one, axis=0))
+    return op.Expand(mask, op.Concat(ones, op.Shape(q, start=1, end=2), one, axis=0))
 
 
-def _same_dim(a: int | ir.SymbolicDim | None, b: int | ir.SymbolicDim | None) -> bool:
-    """Whether two dimensions are known to be equal (the same integer, or the same named symbol)."""
-    if isinstance(a, int) or isinstance(b, int):
-        return a == b
-    return a is not None and b is not None and a.value is not None and a.value == b.value
+def _expanded_for(mask: ir.Value, query_length: int | ir.SymbolicDim | None) -> ir.Value | None:
+    """An ``Expand`` of ``mask`` an earlier rewrite made for queries of the same (provable) length, if any."""
+    for user, _ in mask.uses():
+        target = user.inputs[1].producer() if user.op_type == "Expand" and len(user.inputs) > 1 else None
+        length = target.inputs[1].producer() if target is not None and target.op_type == "Concat" and len(target.inputs) == 3 else None
+        if length is not None and length.op_type == "Shape" and length.inputs[0].shape is not None \
+                and same_dim(length.inputs[0].shape[1], query_length):
+            return user.outputs[0]
+    return None
 
 
 RULES = [AttentionFusion.rule(divide=divide, masked=masked) for divide in (False, True) for masked in (True, False)]

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import constant
+from onnxcompress.passes.fusion._values import constant, same_dim
 
 NAME = "reshape-dims"
 MIN_OPSET = 5
@@ -33,17 +33,17 @@ class ReshapeCopiedDims(pattern.RewriteRuleClassBase):
         result = pattern.MatchResult()
         if reshaped.producer().attributes.get_int("allowzero", 0) != 0:
             return result.fail("allowzero=1: a 0 in the shape would not copy the input dimension")
-        if _constant_shape(data, shape) is None:
+        if copied_dims_shape(data, shape) is None:
             return result.fail("the shape is not a Concat of constants and this input's own dims")
         return result
 
     def rewrite(self, op, data, shape, **_):
-        dims = _constant_shape(data, shape)
+        dims = copied_dims_shape(data, shape)
         target = op.initializer(ir.tensor(np.asarray(dims, dtype=np.int64)), name=f"{shape.name}_constant")
         return op.Reshape(data, target)
 
 
-def _constant_shape(data: ir.Value, shape: ir.Value) -> list[int] | None:
+def copied_dims_shape(data: ir.Value, shape: ir.Value) -> list[int] | None:
     """The shape as constants, with 0 for each dim copied from ``data`` at the same position."""
     concat = shape.producer()
     if concat is None or concat.op_type != "Concat" or concat.attributes.get_int("axis", 0) not in (0, -1):
@@ -88,10 +88,7 @@ def _same_dim(source: ir.Value, data: ir.Value, position: int) -> bool:
         return True
     if source.shape is None or data.shape is None or min(len(source.shape), len(data.shape)) <= position:
         return False
-    a, b = source.shape[position], data.shape[position]
-    if isinstance(a, int) or isinstance(b, int):
-        return a == b
-    return a.value is not None and a.value == b.value
+    return same_dim(source.shape[position], data.shape[position])
 
 
 def _unsqueeze_axes(node: ir.Node) -> list[int] | None:

@@ -46,8 +46,23 @@ def test_masked_attention_becomes_one_attention_op(fused, assert_exact_rewrite, 
     attention = next(node for node in after.graph if node.op_type == "Attention")
     assert attention.attributes.get_int("q_num_heads") == attention.attributes.get_int("kv_num_heads") == 2
     assert attention.attributes.get_float("scale") == pytest.approx(scale)
-    assert {"MatMul", "Softmax", "Transpose"}.isdisjoint(ops(after))
+    assert {"MatMul", "Softmax", "Transpose", "Reshape"}.isdisjoint(ops(after))  # the [0, 0, -1] merge is the op's own shape
     assert "Expand" in ops(after)  # ORT's kernel needs the [2, 1, 1, 5] mask spelled out per query
+    assert_exact_rewrite(before, after)
+
+
+def test_blocks_with_queries_of_one_length_share_one_expanded_mask(fused, assert_exact_rewrite):
+    header, body = attention_text().split("{\n", 1)
+    body = body.rsplit("}", 1)[0]
+    second = body.replace("(q,", "(y,")  # the second block's queries are the first block's output
+    for name in ("qr", "qh", "kr", "kh", "vr", "vh", "scores", "scaled", "masked", "probs", "weighted", "heads"):
+        second = second.replace(f"{name} =", f"{name}2 =").replace(f"({name})", f"({name}2)").replace(f"({name},", f"({name}2,") \
+            .replace(f", {name})", f", {name}2)")
+    second = second.replace("y = Reshape", "out = Reshape")
+    text = header.replace("float[2, 5, 8] y)", "float[2, 5, 8] out)") + "{\n" + body + second + "}\n"
+    before, after, fuse = fused(text)
+    assert fuse.details["attention"] == 2
+    assert ops(after).count("Expand") == 1
     assert_exact_rewrite(before, after)
 
 

@@ -36,7 +36,9 @@ import onnx_ir as ir
 
 from onnxcompress import bench, io, runtime
 from onnxcompress.calibration import ArrayReader
-from onnxcompress.passes import Cleanup, FoldConstants, Fuse, QuantizeDynamic, QuantizeStatic, SmoothActivations, SplitOutlierChannels
+from onnxcompress.passes import (
+    Cleanup, FoldConstants, Fuse, QuantizeDynamic, QuantizeStatic, ScaleTokens, SmoothActivations, SplitOutlierChannels,
+)
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
 from onnxcompress.pipeline import LabelledData
 
@@ -128,10 +130,10 @@ def ours(case: Case, label: str, model: ir.Model, *passes) -> None:
     case.notes[label] = lines
 
 
-def standard_fusions(model: ir.Model) -> ir.Model:
-    """fold-constants → cleanup → fuse → cleanup on a copy (standard ONNX ops only)."""
+def standard_fusions(model: ir.Model, opset: int | None = None) -> ir.Model:
+    """fold-constants → cleanup → fuse[:opset] → cleanup on a copy (standard ONNX ops only)."""
     model = io.clone(model)
-    for pass_ in (FoldConstants(), Cleanup(), Fuse(), Cleanup()):
+    for pass_ in (FoldConstants(), Cleanup(), Fuse(opset=opset), Cleanup()):
         pass_(model)
     return model
 
@@ -314,13 +316,18 @@ def minilm_case() -> Case:
     fused = standard_fusions(fp32)
     ours(case, "onnxcompress fuse + quantize-dynamic", fused, QuantizeDynamic())
     ours(case, "onnxcompress fuse + smooth + quantize-dynamic", fused, SmoothActivations(calibration=calibration), QuantizeDynamic())
-    ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic", fused, SplitOutlierChannels(calibration=calibration),
-         SmoothActivations(calibration=calibration), QuantizeDynamic())
     ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq", fused, SplitOutlierChannels(calibration=calibration),
          SmoothActivations(calibration=calibration), QuantizeDynamic(calibration=calibration, gptq=True))
     ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq,activation_scales=calibrated", fused,
          SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration),
          QuantizeDynamic(calibration=calibration, gptq=True, activation_scales="calibrated"))
+    attention = standard_fusions(fp32, opset=23)
+    ours(case, "onnxcompress fuse:opset=23 + split-outliers + smooth + quantize-dynamic:gptq", attention,
+         SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration),
+         QuantizeDynamic(calibration=calibration, gptq=True))
+    ours(case, "onnxcompress fuse:opset=23 + split-outliers + smooth + scale-tokens + quantize-dynamic:gptq", attention,
+         SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration), ScaleTokens(calibration=calibration),
+         QuantizeDynamic(calibration=calibration, gptq=True))
     return case
 
 

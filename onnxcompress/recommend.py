@@ -119,7 +119,7 @@ def _exact_steps(family: str) -> list[Step]:
     fuse = Step("fuse", "exact: merges op chains into the fused kernels ORT runs fastest")
     if family in ("transformer-encoder", "decoder"):
         fuse = Step("fuse:opset=23", f"exact; {family}: at opset 23 each attention block becomes one Attention op "
-                    "(all-MiniLM-L6-v2: ~10% faster in FP32 and in INT8 at batch 8)")
+                    "(all-MiniLM-L6-v2 at batch 8: ~10% faster in FP32, 2-10% after dynamic INT8)")
     return [
         Step("fold-constants", "exact: precomputes constant subgraphs so no kernel runs on constants"),
         Step("cleanup", "exact: removes dead nodes, identities and unused initializers"),
@@ -148,8 +148,8 @@ def _lossy_steps(family: str, cpu: CpuFeatures) -> list[Step]:
             Step("smooth", f"{family}: LayerNorm outputs carry outlier channels too; smoothing them into the weights "
                  "(exact, needs calibration data) is chosen per activation where it lowers the INT8 error"),
             Step("scale-tokens", f"{family}: GELU outputs and attention contexts differ in range from token to token; "
-                 "one INT8 scale per token where the simulated error falls most (exact, needs calibration data) "
-                 "costs a few small ops each"),
+                 "one INT8 scale per token where the simulated error falls most (exact, needs calibration data); "
+                 "all-MiniLM-L6-v2: nearest-neighbour agreement at batch 8 0.946 -> 0.958 for 0.02-0.03x of FP32's time"),
             Step("quantize-dynamic:gptq=true", f"{family}: weights dominate (MatMul/Gemm), activations quantized at run time, "
                  f"weights rounded with error feedback; {int8}. On all-MiniLM-L6-v2 the four steps keep embedding cosine "
                  "0.9995 against 0.993 for plain dynamic INT8"),

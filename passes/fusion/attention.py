@@ -145,14 +145,23 @@ def _mask_for_ort(op, mask: ir.Value, q: ir.Value) -> ir.Value:
 
 
 def _expanded_for(mask: ir.Value, query_length: int | ir.SymbolicDim | None) -> ir.Value | None:
-    """An ``Expand`` of ``mask`` an earlier rewrite made for queries of the same (provable) length, if any."""
+    """An ``Expand`` of ``mask`` to ``[1, 1, S, 1]`` an earlier rewrite made for queries of the same (provable) length."""
     for user, _ in mask.uses():
         target = user.inputs[1].producer() if user.op_type == "Expand" and len(user.inputs) > 1 else None
-        length = target.inputs[1].producer() if target is not None and target.op_type == "Concat" and len(target.inputs) == 3 else None
-        if length is not None and length.op_type == "Shape" and length.inputs[0].shape is not None \
-                and same_dim(length.inputs[0].shape[1], query_length):
+        if target is None or target.op_type != "Concat" or len(target.inputs) != 3:
+            continue
+        lead, length, key = target.inputs
+        source = length.producer()
+        if (_ints(lead) == [1, 1] and _ints(key) == [1] and source is not None and source.op_type == "Shape"
+                and source.attributes.get_int("start", 0) == 1 and source.attributes.get_int("end", 0) == 2
+                and source.inputs[0].shape is not None and same_dim(source.inputs[0].shape[1], query_length)):
             return user.outputs[0]
     return None
+
+
+def _ints(value: ir.Value | None) -> list[int] | None:
+    array = constant(value)
+    return None if array is None else [int(x) for x in array.ravel()]
 
 
 RULES = [AttentionFusion.rule(divide=divide, masked=masked) for divide in (False, True) for masked in (True, False)]

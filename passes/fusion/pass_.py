@@ -79,12 +79,13 @@ class Fuse(CompressionPass):
         present = {node.op_type for node in model.graph.all_nodes() if node.domain in ("", "ai.onnx")}
         chosen = []
         for family in FAMILIES:
-            if opset < family.MIN_OPSET:
-                self.note(f"{family.NAME}: not tried, needs opset >= {family.MIN_OPSET} (model has {opset})")
-            elif family.TRIGGER_OPS & present:
-                chosen.append(family)
-            else:
+            if not family.TRIGGER_OPS & present:
                 self.details[family.NAME] = 0
+            elif opset < family.MIN_OPSET:
+                self.note(f"{family.NAME}: not tried, needs opset >= {family.MIN_OPSET} "
+                          f"(model has {opset}; fuse:opset={family.MIN_OPSET} converts it)")
+            else:
+                chosen.append(family)
         return chosen
 
 

@@ -82,7 +82,12 @@ def test_scale_read_from_an_input_is_left_alone(fused, assert_exact_rewrite):
 def test_below_opset_23_attention_is_not_tried(fused):
     _, after, fuse = fused(attention_text(opset=21))
     assert "Attention" not in ops(after)
-    assert any("attention: not tried, needs opset >= 23" in note for note in fuse.notes)
+    assert any("attention: not tried, needs opset >= 23 (model has 21; fuse:opset=23 converts it)" in note for note in fuse.notes)
+
+
+def test_a_graph_without_softmax_gets_no_attention_note(fused):
+    _, _, fuse = fused('<ir_version: 10, opset_import: ["" : 17]>\ng (float[2, 3] x) => (float[2, 3] y) {\n    y = Relu(x)\n}\n')
+    assert fuse.details["attention"] == 0 and not any("attention" in note for note in fuse.notes)
 
 
 def test_opset_option_converts_an_older_export_and_then_fuses(rewrite_text, assert_exact_rewrite):

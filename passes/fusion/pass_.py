@@ -21,8 +21,8 @@ import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
 
 from onnxcompress import io
-from onnxcompress.passes.base import CompressionPass
 from onnxcompress.errors import UsageError
+from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.fusion import attention, bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
 
 # attention after reshape-dims: it needs the head-split Reshapes' shapes as constants

@@ -19,7 +19,6 @@ from onnxcompress.passes import REGISTRY
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 
 FAMILIES = ("cnn", "mobile-cnn", "transformer-encoder", "decoder", "mlp", "other")
-CALIBRATED = ("split-outliers", "smooth", "scale-tokens", "quantize-static")  # passes that cannot run without calibration data
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp", "i8mm")
 DECODER_NAME = re.compile(r"past|present|cache", re.IGNORECASE)
 
@@ -64,7 +63,7 @@ class Recommendation:
     def command(self, model: str | Path, output: str | Path) -> str:
         """The ``onnxcompress run`` command line for these steps."""
         passes = " ".join(f"-p {shlex.quote(s.spec)}" for s in self.steps)
-        calibration = " --calibration DATA" if any(s.spec.split(":")[0] in CALIBRATED for s in self.steps) else ""
+        calibration = " --calibration DATA" if any(REGISTRY[s.spec.split(":")[0]].requires_calibration for s in self.steps) else ""
         return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{calibration} --report report"
 
 

@@ -26,7 +26,8 @@ class CompressionPass(ir.passes.InPlacePass):
 
     name: ClassVar[str]
     exact: ClassVar[bool] = True
-    uses_calibration: ClassVar[bool] = False
+    uses_calibration: ClassVar[bool] = False  # takes the pipeline's calibration data when given
+    requires_calibration: ClassVar[bool] = False  # cannot run without it (``recommend`` asks for --calibration)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -62,6 +62,7 @@ class SplitOutlierChannels(CompressionPass):
 
     name = "split-outliers"
     uses_calibration = True
+    requires_calibration = True
 
     def __init__(self, *, channels: int = 4, min_ratio: float = 4.0, exclude: list[str] | None = None,
                  calibration: object | None = None) -> None:

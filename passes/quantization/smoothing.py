@@ -50,6 +50,7 @@ class SmoothActivations(CompressionPass):
 
     name = "smooth"
     uses_calibration = True
+    requires_calibration = True
 
     def __init__(self, *, alpha: float | None = None, exclude: list[str] | None = None, calibration: object | None = None) -> None:
         super().__init__()

@@ -34,6 +34,7 @@ class QuantizeStatic(QuantizePass):
 
     name = "quantize-static"
     uses_calibration = True
+    requires_calibration = True
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ class ScaleTokens(CompressionPass):
 
     name = "scale-tokens"
     uses_calibration = True
+    requires_calibration = True
 
     def __init__(self, *, min_cut: float = 0.03, exclude: list[str] | None = None, calibration: object | None = None) -> None:
         super().__init__()

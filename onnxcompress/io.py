@@ -153,6 +153,14 @@ def upgraded_opset(proto: onnx.ModelProto, version: int, purpose: str) -> onnx.M
     return converted
 
 
+def raise_opset(model: ir.Model, version: int, purpose: str) -> bool:
+    """Convert ``model`` in place to opset ``version`` when it is below (``upgraded_opset``); True when it was."""
+    if default_opset(model) >= version:
+        return False
+    replace_contents(model, upgraded_opset(to_proto(model), version, purpose))
+    return True
+
+
 def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
     """Make ``model`` (in place) hold the graph, functions and versions of ``proto`` (sorted, unused nodes dropped); keep its metadata."""
     new = ir.serde.deserialize_model(proto)

@@ -65,9 +65,8 @@ class Fuse(CompressionPass):
     def _convert_opset(self, model: ir.Model) -> bool:
         """Raise the model to ``self.opset`` when it is below; True when it was converted."""
         before = io.default_opset(model)
-        if self.opset is None or before >= self.opset:
+        if self.opset is None or not io.raise_opset(model, self.opset, "fuse:opset"):
             return False
-        io.replace_contents(model, io.upgraded_opset(io.to_proto(model), self.opset, "fuse:opset"))
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)  # axes inputs the converter wrote
         self.note(f"opset {before} converted to {self.opset}")
         self.details["opset"] = {"from": before, "to": self.opset}

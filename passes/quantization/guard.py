@@ -14,6 +14,7 @@ from onnxcompress import io
 from onnxcompress.errors import UsageError
 
 QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+QDQ_PURPOSE = "per-channel quantization"
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 QUANTIZED_PREFIXES = ("QLinear", "QAttention", "QGemm", "DynamicQuantize")  # ORT's contrib int8 ops
 
@@ -39,4 +40,4 @@ def refuse_quantized(model: ir.Model) -> None:
 
 def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` converted to at least opset 13 (returned unchanged when already there)."""
-    return io.upgraded_opset(proto, QDQ_OPSET, "per-channel quantization")
+    return io.upgraded_opset(proto, QDQ_OPSET, QDQ_PURPOSE)

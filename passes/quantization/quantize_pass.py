@@ -153,8 +153,7 @@ def raise_to_qdq_opset(model: ir.Model) -> None:
     """Convert ``model`` (in place) to the opset QDQ needs before anything reads tensor names: the
     converter adds nodes (Softmax below opset 13 gains a Flatten/Reshape), so calibrating the old graph
     missed the tensors the quantizer then asked ranges for."""
-    if io.default_opset(model) < guard.QDQ_OPSET:
-        io.replace_contents(model, guard.at_qdq_opset(io.to_proto(model)))
+    io.raise_opset(model, guard.QDQ_OPSET, guard.QDQ_PURPOSE)
 
 
 def materialize_identity_constants(model: ir.Model) -> None:

@@ -120,3 +120,50 @@ def test_simulated_int8_error_is_what_ort_gives() -> None:
     measured = float(np.sum((runtime.run(quantized, feeds)["y"] - expected) ** 2) / np.sum(expected ** 2))
     simulated = dynamic_int8_error(hidden[None], [weight], [hidden[None] @ weight])
     assert simulated == pytest.approx(measured, rel=0.05)
+
+
+# ONNX Attention over 3-D projections; V has a bias, and its columns 3 and 5 are large (outlier context channels).
+ATTENTION_TEXT = """
+<ir_version: 10, opset_import: ["" : 23]>
+attention (float[N, 6, 32] x) => (float[N, 6, 32] y)
+<float[32, 32] wq = {0.0}, float[32, %(kv)d] wk = {0.0}, float[32, %(kv)d] wv = {0.0}, float[%(kv)d] bv = {0.0}, float[32, 32] wo = {0.0}>
+{
+    q = MatMul (x, wq)
+    k = MatMul (x, wk)
+    projected = MatMul (x, wv)
+    v = Add (projected, bv)
+    context = Attention <q_num_heads = 4, kv_num_heads = %(heads)d> (q, k, v)
+    y = MatMul (context, wo)
+}
+"""
+
+
+def attention_block(kv_heads: int) -> ir.Model:
+    model = with_weights(ATTENTION_TEXT % {"kv": 8 * kv_heads, "heads": kv_heads})
+    weight = model.graph.initializers["wv"]
+    outliers = weight.const_value.numpy().copy()
+    outliers[:, [3, 5]] *= 40.0
+    weight.const_value = ir.tensor(outliers, name="wv")
+    return model
+
+
+def test_an_attention_context_is_smoothed_in_the_value_projection(assert_exact_rewrite) -> None:
+    before = attention_block(kv_heads=4)
+    after = io.clone(before)
+    pass_ = SmoothActivations(alpha=0.5, calibration=ArrayReader(inputs(0)))
+    pass_(after)
+    assert_exact_rewrite(before, after, inputs(1))
+    assert pass_.details["activations"] == 2
+    context = next(node for node in after.graph if node.op_type == "Attention").outputs[0]
+    assert [use.node.op_type for use in context.uses()] == ["MatMul"]  # no Mul: 1/s went into wv and bv
+    assert not {"wv", "bv"} & set(after.graph.initializers)
+    assert "folded into attention value projections" in pass_.notes[0]
+
+
+def test_grouped_heads_keep_the_context_mul(assert_exact_rewrite) -> None:
+    before = attention_block(kv_heads=2)  # each V channel feeds two query heads' context channels
+    after = io.clone(before)
+    SmoothActivations(alpha=0.5, calibration=ArrayReader(inputs(0)))(after)
+    assert_exact_rewrite(before, after, inputs(1))
+    context = next(node for node in after.graph if node.op_type == "Attention").outputs[0]
+    assert [use.node.op_type for use in context.uses()] == ["Mul"]

@@ -57,7 +57,7 @@ def freeze_activation_scales(proto: onnx.ModelProto, ranges: Mapping[str, tuple[
         raise UsageError(f"no calibrated range for {', '.join(missing[:3])} (a ranges_file written for other op_types or exclude?)")
     for node in quantizers:
         _quantize_with_constant_scale(graph, node, ranges[node.inputs[0].name])
-    fused = sum(_fuse_to_float_matmul(graph, node) for node in list(graph) if node.op_type == "MatMulInteger")
+    fused = sum(fuse_to_float_matmul(graph, node) for node in list(graph) if node.op_type == "MatMulInteger")
     if fused and MICROSOFT not in model.opset_imports:
         model.opset_imports[MICROSOFT] = 1
     return ir.serde.serialize_model(model), FrozenScales(len(quantizers), fused)
@@ -69,15 +69,22 @@ def _quantize_with_constant_scale(graph: ir.Graph, node: ir.Node, value_range: t
     scale_value = add_initializer(graph, f"{scale_out.name}_calibrated", np.array(scale, np.float32))
     zero_point_value = add_initializer(graph, f"{zero_point_out.name}_calibrated", np.array(zero_point, np.uint8))
     quantize = ir.node("QuantizeLinear", [node.inputs[0], scale_value, zero_point_value], name=f"{node.name}_calibrated")
+    replace_dynamic_quantizer(graph, node, quantize, scale_value, zero_point_value)
+
+
+def replace_dynamic_quantizer(graph: ir.Graph, node: ir.Node, quantize: ir.Node, scale: ir.Value, zero_point: ir.Value) -> None:
+    """Put ``quantize`` (inserted before ``node``) in place of a ``DynamicQuantizeLinear`` whose scale and zero point
+    the consumers now read as the constants ``scale`` and ``zero_point``."""
+    quantized, scale_out, zero_point_out = node.outputs
     graph.insert_before(node, quantize)
-    scale_out.replace_all_uses_with(scale_value)
-    zero_point_out.replace_all_uses_with(zero_point_value)
+    scale_out.replace_all_uses_with(scale)
+    zero_point_out.replace_all_uses_with(zero_point)
     quantized.replace_all_uses_with(quantize.outputs[0])
     quantize.outputs[0].name, quantize.outputs[0].type, quantize.outputs[0].shape = quantized.name, quantized.type, quantized.shape
     graph.remove(node, safe=True)
 
 
-def _fuse_to_float_matmul(graph: ir.Graph, matmul: ir.Node) -> bool:
+def fuse_to_float_matmul(graph: ir.Graph, matmul: ir.Node) -> bool:
     """Replace ``MatMulInteger → Cast → Mul(a_scale · b_scale) [→ Add(bias)]`` by ``MatMulIntegerToFloat``."""
     chain = _float_output_chain(matmul)
     if chain is None:

@@ -9,7 +9,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.errors import UsageError
-from onnxcompress.passes.quantization import calibrated_scales, ort_bridge, rounding
+from onnxcompress.passes.quantization import calibrated_scales, ort_bridge, rounding, row_quantizers
 from onnxcompress.passes.quantization.embedding import quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.selection import excluded_nodes
@@ -30,7 +30,8 @@ class QuantizeDynamic(QuantizePass):
     MatMul weights with error feedback on calibration activations (``rounding.py``) instead of to nearest.
     ``activation_scales="calibrated"`` quantizes activations with scales calibrated once (``method``,
     ``ranges_file``) instead of per batch, so a sample's result no longer depends on its batch
-    (``calibrated_scales.py``).
+    (``calibrated_scales.py``). Activations that ``scale-tokens`` divided by their row peaks are quantized
+    row by row in one ``QuantizeLinear`` from opset 21 (``row_quantizers.py``).
     """
 
     name = "quantize-dynamic"
@@ -110,6 +111,10 @@ class QuantizeDynamic(QuantizePass):
             arrays = {weight: array for weight, (node, array) in rounded.items() if chosen.covers(node)}
             source = rounding.with_initializers(proto, arrays) if arrays else proto
             quantized = ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
+            quantized, rows = row_quantizers.quantize_scaled_rows(quantized)
+            if rows and "row_quantized_activations" not in self.details:
+                self.note(f"{rows} per-token scaled activations quantized row by row, one QuantizeLinear each")
+            self.details["row_quantized_activations"] = rows
             if ranges is None:
                 return quantized
             frozen, counts = calibrated_scales.freeze_activation_scales(quantized, ranges)

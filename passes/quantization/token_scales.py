@@ -33,7 +33,7 @@ from onnxcompress.passes.quantization.selection import excluded_nodes
 from onnxcompress.passes.quantization.smoothing import dynamic_int8_error, sample_runs, smoothable_groups
 
 TINY = 1e-12  # floor of a row's scale, so an all-zero row divides by something
-ONE_SIDED = 0.5  # an activation whose most negative value is within this fraction of a typical row max skips Abs
+ONE_SIDED_LOW = 0.25  # a one-sided activation's rows, once scaled, stay above -ONE_SIDED_LOW (``row_quantizers`` relies on it)
 REDUCE_AXES_AS_INPUT = 18  # ReduceMax takes its axes as an input from opset 18
 
 
@@ -84,7 +84,9 @@ class TokenScaleEffect:
     """Simulated dynamic-INT8 error of an activation's MatMuls with one scale per tensor and per token.
 
     ``floor`` is set for a one-sided activation (GELU's outputs are never below -0.17): each row's
-    scale is then ``max(row max, floor)``, which bounds it as ``|row|`` would without an ``Abs`` pass.
+    scale is then ``max(row max, floor)``, which bounds it as ``|row|`` would without an ``Abs`` pass,
+    and, the floor being the most negative value over ``ONE_SIDED_LOW``, keeps scaled rows in
+    [-ONE_SIDED_LOW, 1].
     """
 
     per_tensor: float
@@ -107,10 +109,10 @@ def simulate(sample: np.ndarray, nodes: list[ir.Node]) -> TokenScaleEffect:
 
 
 def one_sided_floor(runs: np.ndarray) -> float | None:
-    """The largest negative magnitude of any row when it is small beside the typical row maximum (else None)."""
-    lowest = float(max(-runs.min(), 0.0))
-    typical = float(np.median(runs.max(axis=-1)))
-    return max(lowest, TINY) if lowest <= ONE_SIDED * typical else None
+    """The largest negative magnitude of any row over ``ONE_SIDED_LOW``, when that floor stays under the typical
+    row maximum (else None: the activation is treated as two-sided)."""
+    floor = max(float(-runs.min()), TINY) / ONE_SIDED_LOW
+    return floor if floor <= float(np.median(runs.max(axis=-1))) else None
 
 
 def scale_rows(graph: ir.Graph, nodes: list[ir.Node], floor: float | None, opset: int) -> None:

@@ -36,6 +36,19 @@ mlp (float[N, 16] x) => (float[N, 8] y)
 """
 
 
+# Tokens of very different size go through a MatMul (symmetric input), a Relu and a second MatMul (one-sided input).
+TOKENS_TEXT = """
+<ir_version: 8, opset_import: ["" : %d]>
+tokens (float[N, 6, 32] x) => (float[N, 6, 8] y)
+<float[32, 32] wa = {0.0}, float[32, 8] wb = {0.0}>
+{
+    h = MatMul (x, wa)
+    r = Relu (h)
+    y = MatMul (r, wb)
+}
+"""
+
+
 def with_weights(text: str, seed: int = 0, scale: float = 0.3) -> ir.Model:
     """Parse ``text`` and refill every initializer (declared as ``= {0.0}``) with seeded normal values; name every node."""
     proto = onnx.parser.parse_model(text)
@@ -70,6 +83,18 @@ def cnn_inputs() -> dict[str, np.ndarray]:
 def cnn_reader(cnn_inputs) -> ArrayReader:
     """Calibration reader over ``cnn_inputs`` in two batches."""
     return ArrayReader(cnn_inputs, batch_size=8)
+
+
+def tokens_model(opset: int = 17) -> ir.Model:
+    """``TOKENS_TEXT`` at ``opset`` with seeded weights (nodes matmul_0, relu_1, matmul_2)."""
+    return with_weights(TOKENS_TEXT % opset)
+
+
+def token_inputs(seed: int, count: int = 16) -> dict[str, np.ndarray]:
+    """Inputs for ``tokens_model`` whose rows span two decades in size, as token activations do."""
+    rng = np.random.default_rng(seed)
+    sizes = 10.0 ** rng.uniform(-1, 1, size=(count, 6, 1))
+    return {"x": (rng.normal(size=(count, 6, 32)) * sizes).astype(np.float32)}
 
 
 def minilm_calibration() -> ArrayReader:

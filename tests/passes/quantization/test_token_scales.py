@@ -12,30 +12,7 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, ScaleTokens
 from onnxcompress.passes.quantization.token_scales import simulate
 
-from .conftest import assert_exact_and_better_for_int8, minilm_calibration, with_weights
-
-# Tokens of very different size go through a MatMul (symmetric input), a Relu and a second MatMul (one-sided input).
-TOKENS_TEXT = """
-<ir_version: 8, opset_import: ["" : %d]>
-tokens (float[N, 6, 32] x) => (float[N, 6, 8] y)
-<float[32, 32] wa = {0.0}, float[32, 8] wb = {0.0}>
-{
-    h = MatMul (x, wa)
-    r = Relu (h)
-    y = MatMul (r, wb)
-}
-"""
-
-
-def tokens_model(opset: int = 17) -> ir.Model:
-    return with_weights(TOKENS_TEXT % opset)
-
-
-def inputs(seed: int, count: int = 16) -> dict[str, np.ndarray]:
-    """Rows whose sizes span two decades, as token activations do."""
-    rng = np.random.default_rng(seed)
-    sizes = 10.0 ** rng.uniform(-1, 1, size=(count, 6, 1))
-    return {"x": (rng.normal(size=(count, 6, 32)) * sizes).astype(np.float32)}
+from .conftest import assert_exact_and_better_for_int8, minilm_calibration, token_inputs as inputs, tokens_model
 
 
 def scaled(model: ir.Model, **options) -> tuple[ir.Model, ScaleTokens]:

@@ -328,6 +328,9 @@ def minilm_case() -> Case:
     ours(case, "onnxcompress fuse:opset=23 + split-outliers + smooth + scale-tokens + quantize-dynamic:gptq", attention,
          SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration), ScaleTokens(calibration=calibration),
          QuantizeDynamic(calibration=calibration, gptq=True))
+    ours(case, "onnxcompress fuse:opset=23 + split-outliers + smooth + scale-tokens + quantize-dynamic:gptq,activation_scales=calibrated",
+         attention, SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration),
+         ScaleTokens(calibration=calibration), QuantizeDynamic(calibration=calibration, gptq=True, activation_scales="calibrated"))
     return case
 
 

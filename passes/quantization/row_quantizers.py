@@ -62,7 +62,11 @@ def quantize_scaled_rows(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 
 def row_scaled_input(value: ir.Value) -> RowScaledInput | None:
-    """``scale-tokens``' ``x · Reciprocal(Max(ReduceMax(|x| or x, last axis), floor))`` behind ``value``, or None."""
+    """``scale-tokens``' ``x · Reciprocal(Max(ReduceMax(|x| or x, last axis), floor))`` behind ``value``, or None.
+
+    Without the ``Abs`` the rows are taken to stay above ``-ONE_SIDED_LOW``: scale-tokens sets the floor so
+    (from the calibration data) when it finds the activation one-sided.
+    """
     scaled = value.producer()
     if scaled is None or scaled.op_type != "Mul" or scaled.domain != "":
         return None
@@ -85,13 +89,14 @@ def row_scaled_input(value: ir.Value) -> RowScaledInput | None:
 
 
 def _reduces_last_axis(node: ir.Node) -> bool:
-    keepdims = node.attributes.get_int("keepdims", 1)
+    """True for a ReduceMax over the last axis alone, keeping it (axes given as input from opset 18, else attribute)."""
     if len(node.inputs) > 1 and node.inputs[1] is not None:
         axes = node.inputs[1].const_value.numpy().tolist() if node.inputs[1].const_value is not None else None
     else:
         axes = node.attributes.get_ints("axes", None)
-    rank = node.inputs[0].shape.rank() if node.inputs[0].shape is not None else None
-    return keepdims == 1 and axes is not None and len(axes) == 1 and axes[0] in (-1, None if rank is None else rank - 1)
+    shape = node.inputs[0].shape
+    last = {-1} | ({shape.rank() - 1} if shape is not None else set())
+    return node.attributes.get_int("keepdims", 1) == 1 and axes is not None and len(axes) == 1 and axes[0] in last
 
 
 def _last_dim(value: ir.Value) -> int | ir.SymbolicDim | None:

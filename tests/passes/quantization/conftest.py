@@ -36,15 +36,17 @@ mlp (float[N, 16] x) => (float[N, 8] y)
 """
 
 
-# Tokens of very different size go through a MatMul (symmetric input), a Relu and a second MatMul (one-sided input).
+# Tokens of very different size go through a MatMul (symmetric input), a Relu and a second MatMul (one-sided input)
+# with a bias.
 TOKENS_TEXT = """
 <ir_version: 8, opset_import: ["" : %d]>
 tokens (float[N, 6, 32] x) => (float[N, 6, 8] y)
-<float[32, 32] wa = {0.0}, float[32, 8] wb = {0.0}>
+<float[32, 32] wa = {0.0}, float[32, 8] wb = {0.0}, float[8] bb = {0.0}>
 {
     h = MatMul (x, wa)
     r = Relu (h)
-    y = MatMul (r, wb)
+    p = MatMul (r, wb)
+    y = Add (bb, p)
 }
 """
 
@@ -86,7 +88,7 @@ def cnn_reader(cnn_inputs) -> ArrayReader:
 
 
 def tokens_model(opset: int = 17) -> ir.Model:
-    """``TOKENS_TEXT`` at ``opset`` with seeded weights (nodes matmul_0, relu_1, matmul_2)."""
+    """``TOKENS_TEXT`` at ``opset`` with seeded weights (nodes matmul_0, relu_1, matmul_2, add_3)."""
     return with_weights(TOKENS_TEXT % opset)
 
 

@@ -85,3 +85,29 @@ def test_only_a_scale_per_row_of_the_last_axis_is_quantized_per_row(axis, replac
     pass_(model)
     assert pass_.details["row_quantized_activations"] == replaced
     assert ("DynamicQuantizeLinear" in ops(model)) == (not replaced)
+
+
+@pytest.mark.slow
+def test_minilm_rows_are_quantized_per_row_and_closer_to_fp32(minilm_onnx, minilm_feeds) -> None:
+    from onnxcompress import fidelity, io
+    from onnxcompress.passes import Fuse
+
+    from .conftest import minilm_calibration
+
+    fp32 = io.load(minilm_onnx)
+    expected = runtime.run(fp32, minilm_feeds)["sentence_embedding"]
+    fused = io.clone(fp32)
+    Fuse(opset=23)(fused)
+    plain, rows = io.clone(fused), io.clone(fused)
+    ScaleTokens(calibration=minilm_calibration())(rows)
+    QuantizeDynamic()(plain)
+    pass_ = QuantizeDynamic()
+    pass_(rows)
+    assert pass_.details["row_quantized_activations"] >= 1 and "QuantizeLinear" in ops(rows)
+
+    def cosine(model: ir.Model, optimization: str = "all") -> float:
+        got = runtime.run(model, minilm_feeds, optimization=optimization)["sentence_embedding"]
+        return fidelity.compare({"e": expected}, {"e": got}).cosine
+
+    assert cosine(rows, "disable") == pytest.approx(cosine(rows), abs=1e-4)
+    assert cosine(rows) > cosine(plain)

@@ -15,7 +15,7 @@ ORT's ``quantize_dynamic`` and onnxscript have no equivalent. Measured on all-Mi
 (``tools/bench_quantization.py``, after ``split-outliers`` and ``smooth``, GPTQ weights): on ten
 activations it takes 1 − cosine from 6.1e-4 to 5.0e-4 at batch 1 and from 7.4e-4 to 5.3e-4 at
 batch 8, and nearest-neighbour agreement over five sets of 250 sentences from 0.951 / 0.946 to
-0.965 / 0.958. With the per-row quantizers the recipe runs 0.40–0.45× FP32 at batch 8 (four runs),
+0.965 / 0.958. With the per-row quantizers the recipe runs 0.40–0.45× FP32 at batch 8 (five runs),
 against 0.45–0.49× when the division was a Mul before ORT's per-tensor quantizer.
 """
 

@@ -3,8 +3,9 @@
 A copy of the model (``onnxcompress.io.clone``) gets the requested tensors as extra graph outputs and
 ONNX Runtime runs it batch by batch, so at most one batch of activations is alive at a time — unlike
 collecting every batch's outputs before estimating ranges, whose memory grows with the sample count.
-A reader batch is also split into runs of as many samples as keep the exposed tensors under
-``ACTIVATION_BYTES`` (the first run, of one sample, measures them). Exposing every activation of a
+Samples are fed in the model's own batch (``validation.model_batches``: a model declaring a batch of 1
+gets one sample per run); when its batch is free, a reader batch is split into runs of as many samples
+as keep the exposed tensors under ``ACTIVATION_BYTES`` (the first run, of one sample, measures them). Exposing every activation of a
 224×224 MobileNet-style net costs ~90 MB of peak memory per sample: calibrating it with the readers'
 default batch of 32 peaked at 3.2 GB, and in runs under 64 MB it peaks at 0.27 GB at the same speed;
 MiniLM's 24 MatMul inputs in batches of 64 went from 1.76 GB and 9.0 s to 0.50 GB and 5.4 s. The
@@ -22,7 +23,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common
 
 from onnxcompress import io, runtime
-from onnxcompress.calibration.validation import checked_batches
+from onnxcompress.calibration.validation import model_batches
 from onnxcompress.errors import UsageError
 
 ACTIVATION_BYTES = 64 * 2**20
@@ -37,26 +38,34 @@ def stream_activations(
     threads: int = runtime.DEFAULT_THREADS,
     max_bytes: int = ACTIVATION_BYTES,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Yield ``{tensor name: array}`` for every batch of ``reader`` (each batch checked against ``model``),
-    in runs of at most ``max_bytes`` of exposed tensors when the model's batch axis is free."""
+    """Yield ``{tensor name: array}`` for every feed of ``reader`` in the model's batch (each checked against
+    ``model``), in runs of at most ``max_bytes`` of exposed tensors when the model's batch is free."""
     names = list(dict.fromkeys(tensor_names))
     session = runtime.session(expose_tensors(model, names), threads=threads, optimization=optimization)
-    rows = 1 if _has_free_batch_axis(model) else None  # the first run measures one sample's activations
-    for batch in checked_batches(reader, model):
-        samples, start = len(next(iter(batch.values()))), 0
-        while start < samples:
-            stop = samples if rows is None else min(samples, start + rows)
-            values = _run(session, names, {n: a[start:stop] for n, a in batch.items()})
-            if rows is not None:
+    rows = 1  # when the batch is free, the first run measures one sample's activations
+    for feed in model_batches(reader, model):
+        start = 0
+        while start < feed.samples:
+            stop = feed.samples if feed.model_batch is not None else min(feed.samples, start + rows)
+            values = _run(session, names, feed.arrays(start, stop))
+            if feed.model_batch is None:
                 rows = _rows_within(max_bytes, values, stop - start)
             start = stop
             yield dict(zip(names, values))
 
 
 def first_batch_activations(model: ir.Model, reader, tensor_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named tensors over the reader's first batch only, joined across runs: a fixed calibration sample."""
+    """The named tensors over the reader's first batch only, as one run over that batch would give them: a fixed
+    calibration sample. Runs are joined along each tensor's batch axis (axis 1 of a sequence-first
+    ``[seq, batch, features]`` tensor), found as the axis whose length differs between runs, else the first."""
     runs = list(stream_activations(model, _FirstBatch(reader), tensor_names))
-    return {name: np.concatenate([run[name] for run in runs]) for name in dict.fromkeys(tensor_names)}
+    return {name: _joined([run[name] for run in runs]) for name in dict.fromkeys(tensor_names)}
+
+
+def _joined(runs: Sequence[np.ndarray]) -> np.ndarray:
+    """``runs`` of one tensor concatenated along the axis that varies with the run's size (the first if none does)."""
+    axis = next((k for k, sizes in enumerate(zip(*(run.shape for run in runs))) if len(set(sizes)) > 1), 0)
+    return np.concatenate(runs, axis=axis)
 
 
 class _FirstBatch:
@@ -75,12 +84,6 @@ def _run(session, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.nda
         return session.run(names, feeds)
     except Exception as exc:  # ORT raises several unrelated types for bad feeds
         raise UsageError(f"ONNX Runtime failed on calibration data: {str(exc).strip().splitlines()[0]}") from None
-
-
-def _has_free_batch_axis(model: ir.Model) -> bool:
-    """Whether every input's first axis is symbolic, so a batch can be run in smaller pieces."""
-    inputs = model.graph.inputs
-    return bool(inputs) and all(v.shape is not None and len(v.shape) > 0 and not isinstance(v.shape[0], int) for v in inputs)
 
 
 def _rows_within(max_bytes: int, values: Sequence[np.ndarray], rows: int) -> int:

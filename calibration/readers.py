@@ -4,6 +4,12 @@ A reader is any object with ``input_names: list[str]`` and ``batches() -> Iterat
 that can be iterated again and holds at most one batch in memory. ``NpzReader`` streams each array
 out of the zip member batch by batch instead of loading it whole (``np.load`` on an ``.npz`` reads
 every array completely), so its memory does not grow with the number of samples.
+
+A reader's batch size is how many samples it reads at a time, not what the model is fed:
+``validation.model_batches`` feeds them in the model's own batch. Arrays without a sample axis (a
+scalar, a state tensor given once; the rule is ``validation.feed_layout``) are yielded whole with every
+batch; ``ArrayReader`` and ``NpzReader`` need the ``model`` to tell them apart, and without it hold
+only scalars.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import onnx_ir as ir
 
 from onnxcompress import runtime
 from onnxcompress.calibration.images import ImageFolderReader
-from onnxcompress.calibration.validation import validate_reader
+from onnxcompress.calibration.validation import feed_layout, validate_reader
 from onnxcompress.errors import UsageError
 
 Batch = dict[str, np.ndarray]
@@ -37,43 +43,46 @@ class Reader(Protocol):
 
 
 class ArrayReader:
-    """Batches sliced from in-memory arrays keyed by input name (first axis = samples)."""
+    """Batches sliced from in-memory arrays keyed by input name (first axis = samples, unless ``model``
+    shows an array has none: it is then yielded whole with every batch)."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int = 32) -> None:
+    def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int = 32, model: ir.Model | None = None) -> None:
         self.arrays = {name: np.asarray(array) for name, array in arrays.items()}
         self.input_names = list(self.arrays)
         self.batch_size = _check_batch_size(batch_size)
-        _check_same_sample_count({n: a.shape for n, a in self.arrays.items()})
+        self.layout = feed_layout(model, {n: a.shape for n, a in self.arrays.items()})
 
     def batches(self) -> Iterator[Batch]:
         """Yield consecutive slices of ``batch_size`` samples."""
-        samples = next(iter(self.arrays.values())).shape[0] if self.arrays else 0
-        for start in range(0, samples, self.batch_size):
-            yield {n: a[start : start + self.batch_size] for n, a in self.arrays.items()}
+        held = self.layout.held()
+        for start, stop in _row_ranges(self.layout.samples, self.batch_size):
+            yield {n: a if n in held else a[start:stop] for n, a in self.arrays.items()}
 
 
 class NpzReader:
-    """Batches streamed from an ``.npz`` file whose keys are the model's input names."""
+    """Batches streamed from an ``.npz`` file whose keys are the model's input names (arrays without a
+    sample axis, told apart with ``model``, are read once and yielded whole with every batch)."""
 
-    def __init__(self, path: str | os.PathLike, batch_size: int = 32) -> None:
+    def __init__(self, path: str | os.PathLike, batch_size: int = 32, model: ir.Model | None = None) -> None:
         self.path = Path(path)
         self.batch_size = _check_batch_size(batch_size)
         headers = self._headers()
         self.input_names = list(headers)
-        _check_same_sample_count({n: shape for n, (shape, _) in headers.items()})
+        self.layout = feed_layout(model, {n: shape for n, (shape, _) in headers.items()})
 
     def batches(self) -> Iterator[Batch]:
         """Yield ``batch_size`` samples of every array, read from the archive as needed."""
-        headers = self._headers()
+        headers, held = self._headers(), self.layout.held()
         with zipfile.ZipFile(self.path) as archive:
             streams = {name: archive.open(name + ".npy") for name in headers}
             try:
                 for stream in streams.values():
                     _read_header(stream)
-                samples = next(iter(headers.values()))[0][0] if headers else 0
-                for start in range(0, samples, self.batch_size):
-                    count = min(self.batch_size, samples - start)
-                    yield {n: _read_rows(streams[n], *headers[n], count) for n in headers}
+                whole = {n: _read_array(streams[n], *headers[n]) for n in held}
+                for start, stop in _row_ranges(self.layout.samples, self.batch_size):
+                    rows = {n: _read_array(streams[n], (stop - start, *shape[1:]), dtype)
+                            for n, (shape, dtype) in headers.items() if n not in held}
+                    yield {n: whole[n] if n in held else rows[n] for n in headers}
             finally:
                 for stream in streams.values():
                     stream.close()
@@ -118,7 +127,7 @@ def open_reader(source: str | os.PathLike, model: ir.Model, batch_size: int = 32
     if source.is_dir():
         reader: Reader = ImageFolderReader.for_model(source, model, batch_size=batch_size)
     elif source.suffix == ".npz":
-        reader = NpzReader(source, batch_size=batch_size)
+        reader = NpzReader(source, batch_size=batch_size, model=model)
     else:
         raise UsageError(f"calibration data {source}: expected an .npz file or a folder of images")
     validate_reader(reader, model)
@@ -131,13 +140,10 @@ def _check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def _check_same_sample_count(shapes: Mapping[str, tuple[int, ...]]) -> None:
-    counts = {name: (shape[0] if shape else None) for name, shape in shapes.items()}
-    if None in counts.values():
-        scalar = next(n for n, c in counts.items() if c is None)
-        raise UsageError(f"calibration input {scalar!r} is a scalar; its first axis must be the samples")
-    if len(set(counts.values())) > 1:
-        raise UsageError(f"calibration inputs have different sample counts: {counts}")
+def _row_ranges(samples: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each batch of ``batch_size`` samples out of ``samples``."""
+    for start in range(0, samples, batch_size):
+        yield start, min(start + batch_size, samples)
 
 
 def _npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -158,7 +164,7 @@ def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format.read_array_header_2_0(stream)
 
 
-def _read_rows(stream: IO[bytes], shape: tuple[int, ...], dtype: np.dtype, count: int) -> np.ndarray:
-    row = int(np.prod(shape[1:], dtype=np.int64))
-    data = stream.read(count * row * dtype.itemsize)
-    return np.frombuffer(data, dtype=dtype).reshape((count, *shape[1:])).copy()
+def _read_array(stream: IO[bytes], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The next array of ``shape`` from ``stream`` (the rows that follow when ``shape`` is a slice of the member's)."""
+    data = stream.read(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()

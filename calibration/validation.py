@@ -1,23 +1,180 @@
-"""Checks that calibration batches fit a model: names, dtypes, shapes (dynamic dims included), finite values.
+"""Calibration data fitted to a model: which arrays carry samples, feeds in the model's own batch, and checks.
 
-Every mismatch is one ``UsageError`` line naming the input, so a wrong file never silently produces
-a wrongly calibrated model. ``check_batch`` is applied batch by batch while activations stream, so
-validation costs no extra pass over the data.
+The model's batch. Samples are fed in chunks of the first dim the model declares for its per-sample
+inputs when that dim is fixed (a model exported with a batch of 1 gets one sample at a time), and in
+runs of any size when it is free. Chunks are cut across reader batches; samples left over at the end,
+fewer than one chunk, are dropped (never padded: a padded sample would shift the activation ranges).
+
+Which arrays carry samples (``feed_layout``, the one rule). Compared with the input the model declares:
+
+- an array of one rank less is one sample without its batch axis: it gets that axis and is repeated
+  to the run's size (or to the declared first dim, when that is fixed and differs from the model's batch);
+- a scalar (rank 0) has no sample axis and is fed as it is with every chunk;
+- an array whose shape is exactly the model's full static shape is fed as it is with every chunk when
+  other arrays carry samples (a state tensor given once); when none does, such arrays that agree on
+  their first dim are the samples, else the batch is fed once as it is;
+- any other array carries samples along its first axis, and all such arrays must agree on their count.
+
+Every feed is then checked: names, dtypes, shapes (dynamic dims included, shared names agreeing) and
+finite values. Every mismatch is one ``UsageError`` line naming the input, so a wrong file never
+silently produces a wrongly calibrated model. The checks run feed by feed while activations stream,
+so validation costs no extra pass over the data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import dataclasses
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.errors import UsageError
 
+SAMPLES, FIXED, UNBATCHED = "samples", "fixed", "unbatched"
+
 
 def model_inputs(model: ir.Model) -> list[ir.Value]:
     """The graph inputs a caller must feed (inputs that are also initializers are optional)."""
     return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a batch of calibration arrays is fed: each array's role, the sample count and the model's batch.
+
+    ``roles`` maps a name to ``SAMPLES`` (first axis = samples), ``FIXED`` (fed as it is with every chunk)
+    or ``UNBATCHED`` (one sample lacking its batch axis); ``model_batch`` is the fixed first dim the model
+    declares for the per-sample inputs, None when it is free.
+    """
+
+    roles: dict[str, str]
+    samples: int
+    model_batch: int | None
+
+    def held(self) -> set[str]:
+        """Names of the arrays that have no sample axis to slice."""
+        return {name for name, role in self.roles.items() if role != SAMPLES}
+
+
+def feed_layout(model: ir.Model | None, shapes: Mapping[str, tuple[int, ...]], carrying: Collection[str] = ()) -> Layout:
+    """The role of each array of ``shapes`` against ``model``'s declared inputs (the rule in the module docstring).
+
+    Without a model only scalars are held. ``carrying`` names arrays known to carry samples (from an
+    earlier batch of the same data), so an array that happens to have the full static shape stays one.
+    """
+    declared = {v.name: v.shape for v in model.graph.inputs} if model is not None else {}
+    roles = {name: _role(shape, declared.get(name), name in carrying) for name, shape in shapes.items()}
+    whole = [name for name, role in roles.items() if role is None]
+    counts = {name: shapes[name][0] for name, role in roles.items() if role == SAMPLES}
+    if counts or len({shapes[name][0] for name in whole}) > 1:
+        roles.update((name, FIXED) for name in whole)
+    else:
+        roles.update((name, SAMPLES) for name in whole)
+        counts = {name: shapes[name][0] for name in whole}
+    if len(set(counts.values())) > 1:
+        raise UsageError(f"calibration inputs have different sample counts: {counts}")
+    batches = {_static_first_dim(declared.get(name)) for name in counts} - {None}
+    if len(batches) > 1:
+        raise UsageError(f"the model's per-sample inputs declare different batch sizes: {sorted(batches)}")
+    return Layout(roles, next(iter(counts.values()), 1), next(iter(batches), None))
+
+
+def _role(shape: tuple[int, ...], dims: ir.Shape | None, carrying: bool) -> str | None:
+    """SAMPLES, FIXED or UNBATCHED; None for an array with the model's full static shape (decided with the others)."""
+    if dims is not None and len(shape) == len(dims) - 1:
+        return UNBATCHED
+    if not shape:
+        return FIXED
+    if dims is None or carrying or not all(isinstance(d, int) for d in dims) or tuple(dims) != shape:
+        return SAMPLES
+    return None
+
+
+def _static_first_dim(dims: ir.Shape | None) -> int | None:
+    """The first dim the model declares for an input, when it is a number."""
+    return dims[0] if dims is not None and len(dims) and isinstance(dims[0], int) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    """Calibration samples ready for the model: ``per_sample`` arrays (first axis = samples) and ``fixed`` ones.
+
+    ``model_batch`` is None when runs of any number of samples may be fed, else ``samples`` equals it.
+    """
+
+    per_sample: dict[str, np.ndarray]
+    fixed: dict[str, np.ndarray]
+    samples: int
+    model_batch: int | None
+
+    def arrays(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """The model's feeds for samples ``start:stop`` (all of them by default)."""
+        return {**{name: array[start:stop] for name, array in self.per_sample.items()}, **self.fixed}
+
+
+def model_batches(reader, model: ir.Model) -> Iterator[Feed]:
+    """The reader's samples in the model's own batch, each feed checked against ``model``; raises if none is fed.
+
+    At most one reader batch and one chunk of leftover samples are held at a time.
+    """
+    check_names(reader.input_names, model)
+    carrying: set[str] = set()
+    pending: Feed | None = None
+    read = fed = 0
+    for index, batch in enumerate(reader.batches()):
+        feed = _feed(batch, model, carrying)
+        carrying.update(feed.per_sample)
+        read += feed.samples
+        if feed.model_batch is not None:
+            chunks, pending = _chunks(_joined(pending, feed, index), feed.model_batch)
+        else:
+            chunks = [feed]
+        for chunk in chunks:
+            check_batch(chunk.arrays(), model, index)
+            fed += chunk.samples
+            yield chunk
+    if fed == 0:
+        if read:
+            raise UsageError(f"calibration data has fewer samples ({read}) than the model's batch of {pending.model_batch}")
+        raise UsageError("calibration data is empty: the reader yielded no samples")
+
+
+def _feed(batch: Mapping[str, np.ndarray], model: ir.Model, carrying: Collection[str]) -> Feed:
+    """One reader batch as a feed: roles from ``feed_layout``, unbatched arrays given their batch axis."""
+    layout = feed_layout(model, {name: np.shape(array) for name, array in batch.items()}, carrying)
+    declared = {v.name: v.shape for v in model.graph.inputs}
+    per_sample, fixed = {}, {}
+    for name, array in batch.items():
+        role = layout.roles[name]
+        if role == UNBATCHED:
+            first = _static_first_dim(declared[name])
+            own = first is not None and first != layout.model_batch
+            array = np.repeat(np.asarray(array)[None], first if own else layout.samples, axis=0)
+            role = FIXED if own else SAMPLES
+        (per_sample if role == SAMPLES else fixed)[name] = np.asarray(array)
+    return Feed(per_sample, fixed, layout.samples, layout.model_batch)
+
+
+def _joined(pending: Feed | None, feed: Feed, index: int) -> Feed:
+    """``feed`` with the samples left over from the previous batch put in front."""
+    if pending is None:
+        return feed
+    if set(pending.per_sample) != set(feed.per_sample):
+        raise UsageError(f"calibration batch {index} changes which inputs carry samples")
+    per_sample = {name: np.concatenate([pending.per_sample[name], array]) for name, array in feed.per_sample.items()}
+    return dataclasses.replace(feed, per_sample=per_sample, samples=pending.samples + feed.samples)
+
+
+def _chunks(feed: Feed, size: int) -> tuple[list[Feed], Feed | None]:
+    """``feed`` cut into feeds of exactly ``size`` samples, and the samples left over (None if none)."""
+    def part(start: int, stop: int) -> Feed:
+        per_sample = {name: array[start:stop] for name, array in feed.per_sample.items()}
+        return dataclasses.replace(feed, per_sample=per_sample, samples=stop - start)
+
+    whole = feed.samples - feed.samples % size
+    chunks = [part(start, start + size) for start in range(0, whole, size)]
+    return chunks, part(whole, feed.samples) if whole < feed.samples else None
 
 
 def check_names(names: Iterable[str], model: ir.Model) -> None:
@@ -33,7 +190,7 @@ def check_names(names: Iterable[str], model: ir.Model) -> None:
 
 
 def check_batch(batch: Mapping[str, np.ndarray], model: ir.Model, index: int) -> None:
-    """Raise unless batch number ``index`` has the model's dtypes, shapes and only finite values."""
+    """Raise unless the feed from batch number ``index`` has the model's dtypes, shapes and only finite values."""
     symbols: dict[str, int] = {}
     for value in model_inputs(model):
         array = batch[value.name]
@@ -43,23 +200,9 @@ def check_batch(batch: Mapping[str, np.ndarray], model: ir.Model, index: int) ->
             raise UsageError(f"calibration input {value.name!r} has NaN or inf values (batch {index})")
 
 
-def checked_batches(reader, model: ir.Model) -> Iterator[dict[str, np.ndarray]]:
-    """The reader's batches, each checked against ``model``; raises if the reader yields none."""
-    check_names(reader.input_names, model)
-    samples = 0
-    for index, batch in enumerate(reader.batches()):
-        check_batch(batch, model, index)
-        samples += len(next(iter(batch.values()))) if batch else 0
-        yield batch
-    if samples == 0:
-        raise UsageError("calibration data is empty: the reader yielded no samples")
-
-
 def validate_reader(reader, model: ir.Model) -> int:
-    """Check every batch of ``reader`` against ``model`` and return the number of samples."""
-    return sum(len(next(iter(batch.values()))) for batch in checked_batches(reader, model))
-
-
+    """Check every feed of ``reader`` in ``model``'s batch and return the number of samples fed."""
+    return sum(feed.samples for feed in model_batches(reader, model))
 def _check_dtype(value: ir.Value, array: np.ndarray) -> None:
     if value.dtype is None:
         return

@@ -1,4 +1,5 @@
-"""Fixtures of the calibration tests: known distributions and a small ONNX-text model."""
+"""Fixtures of the calibration tests: known distributions, a small ONNX-text model, models with a fixed or free
+batch and with inputs that carry no samples."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 
@@ -120,3 +122,62 @@ def brute_centers(histogram: StreamingHistogram) -> np.ndarray:
 def brute() -> SimpleNamespace:
     """Loop-by-loop references of the threshold search: ``windows``, ``kl``, ``mse``, ``centers``."""
     return SimpleNamespace(windows=brute_windows, kl=brute_kl, mse=brute_mse, centers=brute_centers)
+
+
+def conv_model_proto(batch: int | str) -> onnx.ModelProto:
+    """``y = Relu(Conv(x, w) + b)`` on ``float[batch, 3, 8, 8]`` images, with stored weights (as exporters write them)."""
+    rng = np.random.default_rng(2)
+    weight = onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    bias = onnx.numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), onnx.helper.make_node("Relu", ["c"], ["y"])],
+        "conv",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [batch, 4, 8, 8])],
+        [weight, bias],
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.fixture(scope="session")
+def conv_model():
+    """``batch -> ir.Model``: the Conv net of ``conv_model_proto`` with that first dim (1, or a name for a free batch)."""
+    return lambda batch: ir.from_proto(conv_model_proto(batch))
+
+
+STATEFUL_MODEL_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+stateful (float[BATCH, 4] x, float gain, float[2, 4] state, int64 step, float[BATCH, 4] bias) => (float[BATCH, 4] y) {
+  scaled = Mul(x, gain)
+  row = Gather <axis = 0> (state, step)
+  shifted = Add(scaled, row)
+  y = Add(shifted, bias)
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def stateful_model():
+    """``batch -> ir.Model`` of ``y = x * gain + state[step] + bias``: a float scalar, a fixed-shape state and an
+    int64 scalar choosing its row, beside per-sample ``x`` and ``bias`` of first dim ``batch`` ("1" or a name)."""
+    return lambda batch: ir.from_onnx_text(STATEFUL_MODEL_TEXT.replace("BATCH", batch))
+
+
+def _stateful_feeds(samples: int = 16, **overrides) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    feeds = {
+        "x": rng.standard_normal((samples, 4)).astype(np.float32),
+        "gain": np.array(2.5, np.float32),
+        "state": rng.standard_normal((2, 4)).astype(np.float32),
+        "step": np.array(1, np.int64),
+        "bias": rng.standard_normal(4).astype(np.float32),
+    }
+    feeds.update(overrides)
+    return {name: array for name, array in feeds.items() if array is not None}
+
+
+@pytest.fixture(scope="session")
+def stateful_feeds():
+    """``(samples=16, **overrides) -> feeds`` of the stateful model: ``x`` per sample, the gain, state, step and
+    bias (one sample's, without its batch axis) given once; an override of None leaves that input out."""
+    return _stateful_feeds

@@ -84,3 +84,33 @@ def test_float_tensor_names_lists_float_node_outputs():
         """
     )
     assert float_tensor_names(model) == ["a", "b"]
+
+
+SEQUENCE_FIRST = """
+<ir_version: 8, opset_import: ["" : 17]>
+encoder (float[N, 5, 4] x) => (float[5, N, 2] h) {
+  w = Constant <value = float[4, 2] {1, -1, 0.5, 2, -2, 0.25, 1, 1}> ()
+  t = Transpose <perm = [1, 0, 2]> (x)
+  h = MatMul(t, w)
+}
+"""
+
+
+def test_first_batch_activations_join_a_sequence_first_tensor_along_its_batch_axis():
+    x = np.random.default_rng(4).standard_normal((10, 5, 4)).astype(np.float32)
+    model = ir.from_onnx_text(SEQUENCE_FIRST)
+    runs = [run["h"].shape for run in stream_activations(model, ArrayReader({"x": x}, batch_size=6), ["h"])]
+    assert runs[:2] == [(5, 1, 2), (5, 5, 2)]  # one sample, then the rest of the first batch
+    first = first_batch_activations(model, ArrayReader({"x": x}, batch_size=6), ["h", "t"])
+    expected = x[:6].transpose(1, 0, 2)
+    np.testing.assert_array_equal(first["t"], expected)
+    np.testing.assert_allclose(first["h"], expected @ np.array([[1, -1], [0.5, 2], [-2, 0.25], [1, 1]], np.float32), rtol=1e-6)
+
+
+def test_a_fixed_batch_of_one_is_fed_one_sample_per_run(conv_model):
+    images = np.random.default_rng(5).standard_normal((7, 3, 8, 8)).astype(np.float32)
+    fixed = list(stream_activations(conv_model(1), ArrayReader({"x": images}, batch_size=4), ["c", "y"]))
+    free = list(stream_activations(conv_model("N"), ArrayReader({"x": images}, batch_size=4), ["c", "y"]))
+    assert [run["y"].shape[0] for run in fixed] == [1] * 7
+    for name in ("c", "y"):
+        np.testing.assert_allclose(np.concatenate([r[name] for r in fixed]), np.concatenate([r[name] for r in free]), rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ from onnxcompress.calibration import (
     estimate_ranges,
     load_ranges,
     make_estimator,
+    open_reader,
     save_ranges,
 )
 from onnxcompress.calibration.ranges import model_hash
@@ -107,3 +108,25 @@ def _peak_bytes(model, samples: int, method: str) -> int:
 def test_memory_stays_flat_with_ten_times_more_samples(small_model, method):
     _peak_bytes(small_model, 256, method)  # one-time allocations (ORT bindings, numpy caches) are not growth
     assert _peak_bytes(small_model, 25_600, method) < 1.5 * _peak_bytes(small_model, 2_560, method)
+
+
+@pytest.mark.parametrize("method, options", [("minmax", {}), ("entropy", {"bins": 128})])
+def test_a_fixed_batch_of_one_gives_the_ranges_of_a_free_batch(conv_model, method, options):
+    images = np.random.default_rng(6).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    names = ["x", "c", "y"]
+    fixed = estimate_ranges(conv_model(1), ArrayReader({"x": images}, batch_size=5), names, method, **options)
+    free = estimate_ranges(conv_model("N"), ArrayReader({"x": images}, batch_size=5), names, method, **options)
+    for name in names:
+        assert fixed[name] == pytest.approx(free[name], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("batch", ["N", "1"])
+def test_ranges_with_inputs_given_once(tmp_path, stateful_model, stateful_feeds, batch):
+    feeds = stateful_feeds()
+    np.savez(tmp_path / "data.npz", **feeds)
+    model = stateful_model(batch)
+    ranges = estimate_ranges(model, open_reader(tmp_path / "data.npz", model, batch_size=6), ["scaled", "shifted", "y"])
+    scaled = feeds["x"] * feeds["gain"]
+    shifted = scaled + feeds["state"][feeds["step"]]
+    for name, expected in {"scaled": scaled, "shifted": shifted, "y": shifted + feeds["bias"]}.items():
+        assert ranges[name] == pytest.approx((expected.min(), expected.max()), rel=1e-6)

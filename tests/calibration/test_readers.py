@@ -103,3 +103,32 @@ def _npz_peak_bytes(folder, samples: int) -> int:
 
 def test_npz_reader_memory_does_not_grow_with_the_file(tmp_path):
     assert _npz_peak_bytes(tmp_path, 2000) < 1.5 * _npz_peak_bytes(tmp_path, 200)
+
+
+@pytest.mark.parametrize("batch", ["N", "1"])
+def test_npz_reader_yields_what_has_no_sample_axis_whole_with_every_batch(tmp_path, stateful_model, stateful_feeds, batch):
+    feeds = stateful_feeds(samples=7)
+    np.savez(tmp_path / "data.npz", **feeds)
+    reader = NpzReader(tmp_path / "data.npz", batch_size=3, model=stateful_model(batch))
+    batches = list(reader.batches())
+    assert [len(b["x"]) for b in batches] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), feeds["x"])
+    for b in batches:
+        for name in ("gain", "state", "step", "bias"):
+            np.testing.assert_array_equal(b[name], feeds[name])
+            assert b[name].dtype == feeds[name].dtype
+
+
+def test_readers_without_a_model_hold_scalars_and_slice_the_rest(tmp_path):
+    arrays = {"x": np.arange(5, dtype=np.float32)[:, None], "rate": np.array(16000, np.int64)}
+    np.savez(tmp_path / "data.npz", **arrays)
+    for reader in (ArrayReader(arrays, batch_size=2), NpzReader(tmp_path / "data.npz", batch_size=2)):
+        batches = list(reader.batches())
+        assert [b["x"].shape for b in batches] == [(2, 1), (2, 1), (1, 1)]
+        assert [int(b["rate"]) for b in batches] == [16000] * 3
+
+
+def test_open_reader_reads_a_fixed_batch_and_held_inputs(tmp_path, stateful_model, stateful_feeds):
+    np.savez(tmp_path / "data.npz", **stateful_feeds())
+    reader = open_reader(tmp_path / "data.npz", stateful_model("1"))
+    assert reader.layout.held() == {"gain", "state", "step", "bias"}

@@ -1,4 +1,5 @@
-"""Calibration data that does not fit the model is a one-line UsageError naming what is wrong."""
+"""Calibration data fitted to the model: which arrays carry samples, feeds in the model's own batch, and
+data that does not fit refused in one UsageError line naming what is wrong."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress.calibration import ArrayReader, validate_reader
+from onnxcompress.calibration.validation import FIXED, SAMPLES, UNBATCHED, feed_layout, model_batches
 from onnxcompress.errors import UsageError
 
 TWO_INPUTS = """
@@ -83,3 +85,73 @@ def test_nan_or_inf(model, bad):
 
 def test_messages_are_one_line(model):
     assert not re.search(r"\n", _error(model, _feeds(x=np.zeros((4, 5, 7), np.float32))))
+
+
+PAIRS = """
+<ir_version: 8, opset_import: ["" : 17]>
+pairs (float[2, 4] x) => (float[2, 4] y) { y = Relu(x) }
+"""
+
+
+@pytest.mark.parametrize("batch, model_batch", [("N", None), ("1", 1)])
+def test_layout_holds_what_has_no_sample_axis(stateful_model, batch, model_batch):
+    shapes = {"x": (16, 4), "gain": (), "state": (2, 4), "step": (), "bias": (4,)}
+    layout = feed_layout(stateful_model(batch), shapes)
+    assert layout.roles == {"x": SAMPLES, "gain": FIXED, "state": FIXED, "step": FIXED, "bias": UNBATCHED}
+    assert (layout.samples, layout.model_batch) == (16, model_batch)
+    assert layout.held() == {"gain", "state", "step", "bias"}
+
+
+def test_layout_of_arrays_that_are_one_model_batch_already(stateful_model):
+    model = stateful_model("1")
+    one_sample = feed_layout(model, {"x": (1, 4), "gain": (), "state": (2, 4), "step": (), "bias": (1, 4)})
+    assert one_sample.roles == {"x": FIXED, "gain": FIXED, "state": FIXED, "step": FIXED, "bias": FIXED}
+    assert one_sample.samples == 1
+    carried = feed_layout(model, {"x": (1, 4), "gain": (), "state": (2, 4), "step": (), "bias": (1, 4)}, carrying={"x", "bias"})
+    assert (carried.roles["x"], carried.roles["bias"], carried.roles["state"]) == (SAMPLES, SAMPLES, FIXED)
+
+
+def test_layout_without_a_model_holds_only_scalars():
+    layout = feed_layout(None, {"x": (16, 4), "gain": (), "state": (16, 2)})
+    assert layout.roles == {"x": SAMPLES, "gain": FIXED, "state": SAMPLES}
+
+
+@pytest.mark.parametrize("batch, runs", [("N", [5, 5, 5, 1]), ("1", [1] * 16)])
+def test_feeds_repeat_the_held_inputs_with_every_chunk(stateful_model, stateful_feeds, batch, runs):
+    model, feeds = stateful_model(batch), stateful_feeds()
+    chunks = [feed.arrays() for feed in model_batches(ArrayReader(feeds, batch_size=5, model=model), model)]
+    assert [len(chunk["x"]) for chunk in chunks] == runs
+    np.testing.assert_array_equal(np.concatenate([chunk["x"] for chunk in chunks]), feeds["x"])
+    np.testing.assert_array_equal(np.concatenate([chunk["bias"] for chunk in chunks]), np.tile(feeds["bias"], (16, 1)))
+    for chunk in chunks:
+        assert (chunk["gain"], chunk["step"]) == (feeds["gain"], feeds["step"])
+        np.testing.assert_array_equal(chunk["state"], feeds["state"])
+
+
+def test_samples_are_chunked_in_the_model_batch_across_reader_batches():
+    model = ir.from_onnx_text(PAIRS)
+    x = np.arange(17 * 4, dtype=np.float32).reshape(17, 4)
+    chunks = [feed.arrays()["x"] for feed in model_batches(ArrayReader({"x": x}, batch_size=5), model)]
+    assert [len(chunk) for chunk in chunks] == [2] * 8  # the 17th sample, less than a chunk, is dropped
+    np.testing.assert_array_equal(np.concatenate(chunks), x[:16])
+    assert validate_reader(ArrayReader({"x": x}, batch_size=5), model) == 16
+
+
+def test_fewer_samples_than_the_model_batch():
+    with pytest.raises(UsageError, match=r"^calibration data has fewer samples \(1\) than the model's batch of 2$"):
+        validate_reader(ArrayReader({"x": np.zeros((1, 4), np.float32)}), ir.from_onnx_text(PAIRS))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"x": np.zeros((16, 5), np.float32)}, "calibration input 'x' has shape (1, 5) but the model expects (1, 4)"),
+    ({"bias": np.zeros((15, 4), np.float32)}, "calibration inputs have different sample counts: {'x': 16, 'bias': 15}"),
+    ({"state": np.zeros((3, 4), np.float32)}, "calibration inputs have different sample counts: {'x': 16, 'state': 3}"),
+    ({"gain": np.ones(16, np.float32)}, "calibration input 'gain' has shape (1,) but the model expects ()"),
+    ({"step": None}, "calibration data lacks model input(s) ['step']; it has ['bias', 'gain', 'state', 'x']"),
+])
+def test_inconsistent_data_is_refused_in_one_line(stateful_model, stateful_feeds, overrides, message):
+    model = stateful_model("1")
+    feeds = stateful_feeds(**overrides)
+    with pytest.raises(UsageError) as caught:
+        validate_reader(ArrayReader(feeds, model=model), model)
+    assert str(caught.value) == message

@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +60,13 @@ def model_hash(model: ir.Model) -> str:
     return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
-def save_ranges(ranges: dict[str, tuple[float, float]], path: str | os.PathLike) -> Path:
-    """Write ``ranges`` (with the method, options and model hash of a ``Ranges``) as JSON, atomically."""
-    path = Path(path)
-    io.check_output_path(path, None)
+def save_ranges(
+    ranges: dict[str, tuple[float, float]], path: str | os.PathLike, *, inputs: Iterable[ir.Model] = ()
+) -> Path:
+    """Write ``ranges`` (with the method, options and model hash of a ``Ranges``) as JSON with ``io.write_bytes``.
+
+    ``inputs``: the models whose files the ranges file must never overwrite.
+    """
     document = {
         "format": FORMAT,
         "method": getattr(ranges, "method", ""),
@@ -72,34 +74,21 @@ def save_ranges(ranges: dict[str, tuple[float, float]], path: str | os.PathLike)
         "model_sha256": getattr(ranges, "model_hash", ""),
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()},
     }
-    _write_atomically(path, json.dumps(document, indent=1, sort_keys=True))
-    return path
+    return io.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode(), inputs=inputs)
 
 
 def load_ranges(path: str | os.PathLike, model: ir.Model | None = None) -> Ranges:
     """Read a ranges file; with ``model``, refuse ranges that were estimated for a different graph."""
     path = Path(path)
+    text = io.read_text(path, "ranges file")
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(text)
         ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in document["ranges"].items()}
         loaded = Ranges(ranges, method=document["method"], options=document["options"], model_hash=document["model_sha256"])
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such ranges file") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UsageError(f"{path}: not an onnxcompress ranges file") from None
     if document.get("format") != FORMAT:
         raise UsageError(f"{path}: not an onnxcompress ranges file")
     if model is not None and loaded.model_hash and loaded.model_hash != model_hash(model):
         raise UsageError(f"{path}: ranges were estimated for a different model (graph hash differs)")
     return loaded
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, staged = tempfile.mkstemp(prefix=".onnxcompress-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(staged, path)
-    except OSError as exc:
-        Path(staged).unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -23,7 +23,7 @@ from typing import IO, Protocol, runtime_checkable
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import runtime
+from onnxcompress import io, runtime
 from onnxcompress.calibration.images import ImageFolderReader
 from onnxcompress.calibration.validation import feed_layout, validate_reader
 from onnxcompress.errors import UsageError
@@ -88,18 +88,12 @@ class NpzReader:
                     stream.close()
 
     def _headers(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """``{name: (shape, dtype)}`` of every array, read without loading data."""
-        try:
-            with zipfile.ZipFile(self.path) as archive:
-                return {
-                    member[: -len(".npy")]: _npy_header(archive, member)
-                    for member in archive.namelist()
-                    if member.endswith(".npy")
-                }
-        except FileNotFoundError:
-            raise UsageError(f"{self.path}: no such file") from None
-        except (zipfile.BadZipFile, ValueError, OSError) as exc:
-            raise UsageError(f"{self.path}: not a readable .npz file ({type(exc).__name__})") from None
+        """``{name: (shape, dtype)}`` of every array, checked from the headers before any data is read (``io.array_headers``)."""
+        headers = io.array_headers(self.path)
+        fortran = [name for name, header in headers.items() if header.fortran_order]
+        if fortran:
+            raise UsageError(f"{self.path}: array {fortran[0]!r} is Fortran-ordered; save it in C order")
+        return {name: (header.shape, header.dtype) for name, header in headers.items()}
 
 
 class SyntheticReader:
@@ -121,9 +115,7 @@ class SyntheticReader:
 
 def open_reader(source: str | os.PathLike, model: ir.Model, batch_size: int = 32) -> Reader:
     """The reader for ``source`` (an ``.npz`` file or a folder of images), checked against ``model``."""
-    source = Path(source)
-    if not source.exists():
-        raise UsageError(f"calibration data {source}: no such file or folder")
+    source = io.check_data_path(source, "file or folder", prefix="calibration data ", folder=True)
     if source.is_dir():
         reader: Reader = ImageFolderReader.for_model(source, model, batch_size=batch_size)
     elif source.suffix == ".npz":
@@ -144,16 +136,6 @@ def _row_ranges(samples: int, batch_size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of each batch of ``batch_size`` samples out of ``samples``."""
     for start in range(0, samples, batch_size):
         yield start, min(start + batch_size, samples)
-
-
-def _npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
-    with archive.open(member) as stream:
-        shape, fortran_order, dtype = _read_header(stream)
-    if dtype.hasobject:
-        raise ValueError("object arrays are not supported")
-    if fortran_order:
-        raise ValueError("Fortran-ordered arrays are not supported")
-    return tuple(shape), dtype
 
 
 def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -1,27 +1,46 @@
-"""Model I/O on onnx_ir: validated loading, atomic saving, never over the input.
+"""File I/O: validated model loading, bounded data reads, and the one writer for every output.
 
 Loading checks what ``onnx.load`` lets through (empty or truncated files, random bytes that parse
 as an empty ModelProto, opsets newer than the installed onnx, external data whose location escapes
-the model's folder by ``..``, an absolute path or a symlink, unknown external-data keys, missing or
-short data files) before any tensor is read, so every command gets the same one-line error and no
-file outside the model's folder is opened (onnx's CVE-2022-25882 / 2024-27318 / 2025-51480 /
-2026-27489 class). Saving writes to a temporary file in the destination folder and renames it into
-place, so an interrupted write leaves no partial file; it refuses to write over the input model or
-its external data (same path, other spelling, symlink or hard link). Models whose tensors exceed
+the model's folder by ``..``, an absolute path or a symlink, unknown external-data keys, missing,
+short or hard-linked data files) before any tensor is read, so every command gets the same
+one-line error and no file outside the model's folder is opened (onnx's CVE-2022-25882 /
+2024-27318 / 2025-51480 / 2026-27489 class).
+
+Data paths (calibration ``.npz`` or folder, ``--inputs``, golden files, recipes, ranges) go through
+``check_data_path``: only a regular file (or a folder where one is allowed) is opened, so a FIFO, a
+device or a symlink to ``/dev/zero`` is a one-line error instead of a hang or an endless read; text
+files are read up to ``TEXT_LIMIT``. An ``.npz`` is judged from its zip directory and the ``.npy``
+header of each member before anything is inflated (``array_headers``): no object arrays, each
+member's declared size must match its size in the zip directory, and the total must fit
+``array_budget()`` — a zip bomb is refused after reading a few kilobytes.
+
+Every file the tool writes goes through ``write_files`` (``save``, ``write_bytes``, ``save_arrays``):
+it is staged in a temporary folder next to the target, flushed to disk and renamed into place, so an
+interrupted write (an exception, Ctrl-C or SIGTERM) leaves the old file and no partial or staging
+file. It refuses the input models and their external-data files (same path, other spelling,
+symlink or hard link) and any existing target that is not a plain regular file: a symlink, a file
+with other hard links, a folder, a device, a FIFO or a socket. Models whose tensors exceed
 protobuf's 2 GB limit are saved with their tensors in ``OUT.onnx.data``, a bare name next to the
-model (the only location this module ever writes).
+model (the only external-data location this module writes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io as io_module
+import math
 import os
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -32,10 +51,19 @@ from google.protobuf.message import DecodeError
 from onnxcompress.errors import UsageError
 
 SOURCE_KEY = "onnxcompress.source_path"
+EXTERNAL_FILES_KEY = "onnxcompress.external_files"
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 MIN_OPSET = 7
 EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
+TEXT_LIMIT = 16_000_000  # recipes and ranges files are a few kilobytes
+MAX_ARRAY_BYTES = 4_000_000_000
+MEMORY_SHARE = 0.25  # of the memory available when an .npz is opened
+NPY_SUFFIX = ".npy"
+FILE_KINDS = {
+    stat.S_IFLNK: "symbolic link", stat.S_IFDIR: "folder", stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket",
+}
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -50,17 +78,23 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise UsageError(f"{path}: malformed ONNX graph ({_first_line(exc)})") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent.resolve()))
     model.meta[SOURCE_KEY] = str(path.resolve())
+    model.meta[EXTERNAL_FILES_KEY] = tuple(str(p) for p in _external_files(model))
     return model
 
 
-def save(model: ir.Model, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically; refuse to overwrite the files it was loaded from."""
+def save(model: ir.Model, path: str | os.PathLike, *, inputs: Iterable[ir.Model] = ()) -> Path:
+    """Write ``model`` to ``path`` atomically; never over the files it or ``inputs`` were loaded from."""
     path = Path(path)
     external = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    check_output_path(path, source_path(model))
-    for written in (path, external_data_path(path)) if external else (path,):
-        _refuse_overwriting(written, _external_files(model), "external data of the input model")
-    _write_atomically(model, path, external)
+    targets = [path, external_data_path(path)] if external else [path]
+    with write_files(targets, [model, *inputs]) as staged:
+        if external:
+            ir.save(model, staged[0], external_data=staged[1].name, size_threshold_bytes=1024)
+        else:
+            proto = to_proto(model)
+            if proto.ByteSize() > PROTOBUF_LIMIT:
+                raise UsageError(f"cannot write {path}: model exceeds 2 GB")
+            staged[0].write_bytes(proto.SerializeToString())
     return path
 
 
@@ -70,52 +104,190 @@ def external_data_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".data")
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (goldens, JSON, JUnit): all of it or nothing."""
+def write_bytes(path: str | os.PathLike, data: bytes, *, inputs: Iterable[ir.Model] = ()) -> Path:
+    """Write ``data`` to ``path`` (reports, JSON, JUnit, charts) through ``write_files``: all of it or nothing."""
     path = Path(path)
-    check_output_path(path, None)
-    with _staging_folder(path) as tmpdir:
-        (tmpdir / path.name).write_bytes(data)
-        os.replace(tmpdir / path.name, path)
+    with write_files([path], inputs) as staged:
+        staged[0].write_bytes(data)
     return path
 
 
-def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of an .npz file by name (never unpickling objects), or a one-line ``UsageError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an .npz archive")
-            return {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"{path}: cannot read as .npz ({_first_line(exc)})") from None
-
-
-def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as an .npz file, atomically."""
+def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, inputs: Iterable[ir.Model] = ()) -> Path:
+    """Write ``arrays`` as an .npz file through ``write_files``."""
     buffer = io_module.BytesIO()
     np.savez(buffer, **arrays)
-    return write_bytes(path, buffer.getvalue())
+    return write_bytes(path, buffer.getvalue(), inputs=inputs)
 
 
-def check_output_path(path: str | os.PathLike, source: str | os.PathLike | None) -> None:
-    """Raise a ``UsageError`` unless ``path`` can be written and is not the ``source`` model.
+@contextlib.contextmanager
+def write_files(paths: Sequence[str | os.PathLike], inputs: Iterable[ir.Model] = ()) -> Iterator[list[Path]]:
+    """The one way files are written: ``with write_files([out]) as [staged]: <write staged>``.
 
-    "Same file" covers symlinks, hard links and other spellings of the same path.
+    Yields where to write each target (one folder for all) inside a staging folder next to them.
+    After the body every staged file is flushed to disk and renamed over its target, which is
+    checked by ``check_output_path`` against the files of ``inputs`` both before and just before
+    the rename. If the body raises, or Ctrl-C or SIGTERM arrives, the staging folder is removed
+    and no target changes; a SIGTERM is then delivered as it would have been.
+    """
+    targets = [Path(p) for p in paths]
+    protected = _protected_files(inputs)
+    for target in targets:
+        _check_target(target, protected)
+    with _SigtermGuard(targets[0]) as guard:
+        folder = None
+        try:
+            folder = _staging_folder(targets[0])
+            staged = [folder / target.name for target in targets]
+            yield staged
+            for target, file in zip(targets, staged):
+                _check_target(target, protected)
+                _fsync(file)
+            for target, file in zip(targets, staged):
+                os.replace(file, target)
+            _fsync(targets[0].parent)
+        except OSError as exc:
+            raise UsageError(f"cannot write {targets[0]}: {exc.strerror or exc}") from None
+        finally:
+            guard.disarm()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_output_path(path: str | os.PathLike, inputs: Iterable[ir.Model] = ()) -> None:
+    """Raise a one-line ``UsageError`` unless ``write_files`` may write ``path`` (called early by commands).
+
+    Refused: the files ``inputs`` were loaded from (by any spelling, symlink or hard link), a
+    missing or unwritable folder, and an existing path that is not a regular file with one link.
+    """
+    _check_target(Path(path), _protected_files(inputs))
+
+
+def _protected_files(models: Iterable[ir.Model]) -> dict[Path, str]:
+    """The files ``models`` were loaded from, each with what it is (for the refusal message)."""
+    protected: dict[Path, str] = {}
+    for model in models:
+        source = source_path(model)
+        if source is not None:
+            protected[source] = "input model"
+        recorded = [Path(p) for p in model.meta.get(EXTERNAL_FILES_KEY, ())]
+        for file in (*recorded, *_external_files(model)):
+            protected.setdefault(file, "external data of the input model")
+    return protected
+
+
+def check_data_path(path: str | os.PathLike, noun: str = "file", *, prefix: str = "", folder: bool = False) -> Path:
+    """``path`` if it is a regular file (or, with ``folder``, a folder), else a one-line ``UsageError``.
+
+    Symlinks are followed to what they name, but nothing is opened: a FIFO (which would block),
+    a device (``/dev/zero`` never ends) or a socket is refused from its ``stat``.
     """
     path = Path(path)
-    if source is not None:
-        _refuse_overwriting(path, [Path(source)], "input model")
-    folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write {path}: folder {folder} is not writable")
-    if path.is_dir():
-        raise UsageError(f"cannot write {path}: it is a folder")
+    label = f"{prefix}{path}"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{label}: no such {noun}") from None
+    except OSError as exc:
+        raise UsageError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode) or (folder and stat.S_ISDIR(mode)):
+        return path
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{label}: is a folder, not a {noun}")
+    raise UsageError(f"{label}: is a {_kind(mode)}, not a regular file")
+
+
+def open_data(path: str | os.PathLike, noun: str = "file", *, prefix: str = "") -> BinaryIO:
+    """``path`` opened for binary reading after ``check_data_path``, re-checked on the open file.
+
+    The open itself cannot block (``O_NONBLOCK``), so a FIFO swapped in after the check is still refused.
+    """
+    path = check_data_path(path, noun, prefix=prefix)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise UsageError(f"{prefix}{path}: cannot read ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UsageError(f"{prefix}{path}: is a {_kind(mode)}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_text(path: str | os.PathLike, noun: str = "file", *, prefix: str = "", limit: int = TEXT_LIMIT) -> str:
+    """The UTF-8 text of a small data file (recipe, ranges), at most ``limit`` bytes, or a one-line ``UsageError``."""
+    with open_data(path, noun, prefix=prefix) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{prefix}{path}: larger than {_size(limit)}, too large for a {noun}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{prefix}{path}: not UTF-8 text") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayHeader:
+    """What one ``.npy`` member of an ``.npz`` declares, read without inflating its data."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data the header promises."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def array_budget() -> int:
+    """Most bytes an ``.npz`` may declare: ``MEMORY_SHARE`` of the available memory, at most ``MAX_ARRAY_BYTES``."""
+    return min(MAX_ARRAY_BYTES, int(MEMORY_SHARE * _available_memory()))
+
+
+def array_headers(path: str | os.PathLike) -> dict[str, ArrayHeader]:
+    """The arrays of an ``.npz`` file by name, checked from their headers before anything is inflated.
+
+    Every member must be a ``.npy`` array without Python objects whose header agrees with its size
+    in the zip directory, and all together must fit ``array_budget()``; else a one-line ``UsageError``.
+    """
+    with _npz(path) as (_, headers):
+        return headers
+
+
+def load_arrays(path: str | os.PathLike, model: ir.Model | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file by name (never unpickling objects), or a one-line ``UsageError``.
+
+    Headers are checked first (``array_headers``) and, with ``model``, the names and ranks against
+    its inputs (``check_input_arrays``), so a wrong or hostile file is refused before it is inflated.
+    """
+    with _npz(path) as (archive, headers):
+        if model is not None:
+            check_input_arrays({name: h.shape for name, h in headers.items()}, model, path)
+        return {name: _read_member(archive, name) for name in headers}
+
+
+def check_input_names(names: Iterable[str], model: ir.Model) -> None:
+    """Raise a ``UsageError`` unless ``names`` are exactly the inputs ``model`` needs (initializer-backed ones optional)."""
+    names = set(names)
+    needed = [v.name for v in model.graph.inputs if v.name not in model.graph.initializers]
+    missing = [n for n in needed if n not in names]
+    unknown = sorted(names - {v.name for v in model.graph.inputs})
+    if missing:
+        raise UsageError(f"inputs lack {missing}; the model takes {needed}")
+    if unknown:
+        raise UsageError(f"inputs {unknown} are not inputs of the model; it takes {needed}")
+
+
+def check_input_arrays(shapes: Mapping[str, tuple[int, ...]], model: ir.Model, path: str | os.PathLike) -> None:
+    """Raise a ``UsageError`` unless arrays of ``shapes`` (from ``path``) name the model's inputs with their ranks."""
+    check_input_names(shapes, model)
+    for value in model.graph.inputs:
+        shape = shapes.get(value.name)
+        if shape is not None and value.shape is not None and len(shape) != len(value.shape):
+            raise UsageError(
+                f"{path}: input {value.name!r} has shape {tuple(shape)} but the model expects rank {len(value.shape)}"
+            )
 
 
 def initializer_bytes(model: ir.Model) -> int:
@@ -200,12 +372,11 @@ def clone(model: ir.Model) -> ir.Model:
     Above the 2 GB protobuf limit the copy shares tensor data with ``model`` (a proto round trip
     is impossible there); passes replace tensors rather than write into them, so that is safe.
     """
-    if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-        copy = model.clone()
-        copy.meta[SOURCE_KEY] = model.meta.get(SOURCE_KEY)
-        return copy
-    copy = ir.serde.deserialize_model(to_proto(model))
-    copy.meta[SOURCE_KEY] = model.meta.get(SOURCE_KEY)
+    large = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    copy = model.clone() if large else ir.serde.deserialize_model(to_proto(model))
+    for key in (SOURCE_KEY, EXTERNAL_FILES_KEY):
+        if key in model.meta:
+            copy.meta[key] = model.meta[key]
     return copy
 
 
@@ -240,7 +411,7 @@ def _check_model_proto(proto: onnx.ModelProto, path: Path) -> None:
 
 
 def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
-    """Every external-data location must be a file inside the model's folder, large enough."""
+    """Every external-data location must be a file inside the model's folder, large enough, with one name."""
     root = folder.resolve()
     for tensor in _external_tensors(proto):
         info = {entry.key: entry.value for entry in tensor.external_data}
@@ -251,9 +422,14 @@ def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
         target = _resolve_inside(root, location, tensor.name)
         offset = _non_negative(info.get("offset") or "0", "offset", tensor.name)
         length = _non_negative(info.get("length") or "0", "length", tensor.name)
-        if target.stat().st_size < offset + length:
+        found = target.stat()
+        if found.st_size < offset + length:
             raise UsageError(
                 f"external data file {location!r} for tensor {tensor.name!r} is truncated"
+            )
+        if found.st_nlink > 1:  # onnx_ir refuses to read it: a hard link can bring in a file from anywhere
+            raise UsageError(
+                f"external data file {location!r} for tensor {tensor.name!r} is one of {found.st_nlink} hard links to the same file"
             )
 
 
@@ -272,12 +448,6 @@ def _non_negative(text: str, key: str, tensor_name: str) -> int:
     if not text.isdigit():
         raise UsageError(f"external data {key} {text!r} of tensor {tensor_name!r} is not a non-negative integer")
     return int(text)
-
-
-def _refuse_overwriting(path: Path, protected: list[Path], what: str) -> None:
-    for other in protected:
-        if path.exists() and other.exists() and os.path.samefile(path, other):
-            raise UsageError(f"refusing to overwrite the {what} {other}; choose another output path")
 
 
 def _external_files(model: ir.Model) -> list[Path]:
@@ -301,35 +471,176 @@ def _external_tensors(proto: onnx.ModelProto):
     return [t for t in _get_all_tensors(proto) if uses_external_data(t)]
 
 
-def _write_atomically(model: ir.Model, path: Path, external: bool) -> None:
-    with _staging_folder(path) as tmpdir:
-        staged = tmpdir / path.name
-        if external:
-            data_name = external_data_path(path).name
-            ir.save(model, staged, external_data=data_name, size_threshold_bytes=1024)
-            os.replace(tmpdir / data_name, path.parent / data_name)
-        else:
-            proto = to_proto(model)
-            if proto.ByteSize() > PROTOBUF_LIMIT:
-                raise UsageError(f"cannot write {path}: model exceeds 2 GB")
-            staged.write_bytes(proto.SerializeToString())
-        os.replace(staged, path)
+
+
+def _check_target(path: Path, protected: Mapping[Path, str]) -> None:
+    """``check_output_path`` with the protected files already gathered."""
+    for other, what in protected.items():
+        if _same_file(path, other):
+            raise UsageError(f"refusing to overwrite the {what} {other}; choose another output path")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {path}: folder {folder} is not writable")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"cannot write {path}: it is a folder")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"cannot write {path}: it is a {_kind(info.st_mode)}, not a regular file")
+    if info.st_nlink > 1:
+        raise UsageError(f"cannot write {path}: it is one of {info.st_nlink} hard links to the same file")
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # either one missing
+        return False
+
+
+def _kind(mode: int) -> str:
+    return FILE_KINDS.get(stat.S_IFMT(mode), "special file")
+
+
+def _staging_folder(path: Path) -> Path:
+    """A new temporary folder next to ``path`` (same file system, so the final rename is atomic)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".onnxcompress-", dir=path.parent))
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk (where the file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler of ``_SigtermGuard`` so that the write's cleanup runs."""
+
+
+class _SigtermGuard:
+    """While a write runs in the main thread, SIGTERM raises ``_Terminated`` instead of killing at once.
+
+    On exit the previous handler is restored and a SIGTERM received meanwhile is delivered to it
+    (by default that ends the process, as the signal would have without the write). A signal that
+    arrives after ``disarm`` (during cleanup) only waits for the exit.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.previous = None
+        self.armed = False
+        self.received = False
+
+    def __enter__(self) -> _SigtermGuard:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGTERM)
+            if previous is not None and previous != signal.SIG_IGN:
+                self.previous, self.armed = previous, True
+                signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def disarm(self) -> None:
+        """From now on a SIGTERM is only recorded."""
+        self.armed = False
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+        if self.armed:
+            self.armed = False
+            raise _Terminated
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.previous is None:
+            return
+        signal.signal(signal.SIGTERM, self.previous)
+        if self.received:
+            signal.raise_signal(signal.SIGTERM)
+        if exc_type is _Terminated:  # the previous handler let the process live
+            raise UsageError(f"cannot write {self.path}: interrupted by SIGTERM") from None
 
 
 @contextlib.contextmanager
-def _staging_folder(path: Path) -> Iterator[Path]:
-    """A temporary folder next to ``path`` (same file system, so the final rename is atomic).
+def _npz(path: str | os.PathLike) -> Iterator[tuple[zipfile.ZipFile, dict[str, ArrayHeader]]]:
+    """The open archive and its checked headers (``array_headers``); read errors become one line."""
+    path = Path(path)
+    with open_data(path) as stream:
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                yield archive, _checked_headers(archive, path)
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise UsageError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
 
-    It is removed whatever happens, so an interrupted write leaves no partial file behind.
-    """
-    try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=".onnxcompress-", dir=path.parent))
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        yield tmpdir
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmpdir)
+
+def _checked_headers(archive: zipfile.ZipFile, path: Path) -> dict[str, ArrayHeader]:
+    headers: dict[str, ArrayHeader] = {}
+    total, budget = 0, array_budget()
+    for info in archive.infolist():
+        name = info.filename[: -len(NPY_SUFFIX)]
+        if not info.filename.endswith(NPY_SUFFIX) or name in headers:
+            problem = "appears twice" if name in headers else "is not a .npy array"
+            raise UsageError(f"{path}: member {info.filename!r} {problem}")
+        header, header_bytes = _member_header(archive, info, path)
+        if info.file_size != header_bytes + header.nbytes:
+            raise UsageError(
+                f"{path}: array {name!r} declares {_size(header.nbytes)} of data but its zip member "
+                f"holds {_size(max(info.file_size - header_bytes, 0))}"
+            )
+        total += header.nbytes
+        if total > budget:
+            raise UsageError(
+                f"{path}: array {name!r} takes the declared total to {_size(total)}, more than the "
+                f"{_size(budget)} budget ({MEMORY_SHARE:.0%} of available memory, at most {_size(MAX_ARRAY_BYTES)})"
+            )
+        headers[name] = header
+    return headers
+
+
+def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[ArrayHeader, int]:
+    """The member's header and its length in bytes; only the header is inflated."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise UsageError(f"{path}: member {info.filename!r} has .npy format version {version}, not 1.0 or 2.0")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read(stream)
+        consumed = stream.tell()
+    if dtype.hasobject:
+        raise UsageError(f"{path}: member {info.filename!r} holds Python objects, which are never unpickled")
+    return ArrayHeader(tuple(shape), dtype, fortran_order), consumed
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    with archive.open(name + NPY_SUFFIX) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _available_memory() -> int:
+    """MemAvailable (Linux), else the free physical memory, else what makes the budget ``MAX_ARRAY_BYTES``."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(MAX_ARRAY_BYTES / MEMORY_SHARE)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"

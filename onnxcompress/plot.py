@@ -6,19 +6,24 @@ for, with the non-interactive Agg backend; without it the caller gets a one-line
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io as io_module
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from onnxcompress import io
 from onnxcompress.errors import UsageError
 
 if TYPE_CHECKING:
+    import onnx_ir as ir
+
     from onnxcompress.compare import Outcome
     from onnxcompress.report import Report
 
 
-def plot_report(report: Report, path: str | Path) -> Path:
-    """Three bar charts side by side, one bar per step: size (MB), median latency (ms), cosine."""
+def plot_report(report: Report, path: str | os.PathLike, *, inputs: Iterable[ir.Model] = ()) -> Path:
+    """Three bar charts side by side, one bar per step: size (MB), median latency (ms), cosine (a PNG at ``path``)."""
     plt = _pyplot()
     labels = [f"{i}. {s.pass_name}" + ("" if s.status in ("input", "kept") else " (rolled back)") for i, s in enumerate(report.steps)]
     panels = [
@@ -31,10 +36,12 @@ def plot_report(report: Report, path: str | Path) -> Path:
         ax.barh(labels, values, color="tab:blue")
         ax.set_title(title)
         ax.invert_yaxis()
-    return _save(fig, plt, path)
+    return _save(fig, plt, path, inputs)
 
 
-def plot_tradeoff(outcomes: Sequence[Outcome], path: str | Path, *, quality_label: str = "cosine vs input") -> Path:
+def plot_tradeoff(
+    outcomes: Sequence[Outcome], path: str | os.PathLike, *, quality_label: str = "cosine vs input", inputs: Iterable[ir.Model] = ()
+) -> Path:
     """Latency against size, one labelled point per recipe; Pareto-best points drawn filled."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -44,7 +51,7 @@ def plot_tradeoff(outcomes: Sequence[Outcome], path: str | Path, *, quality_labe
     ax.set_xlabel("size (MB)")
     ax.set_ylabel("median latency (ms)")
     ax.set_title("trade-off (filled green: Pareto-best)")
-    return _save(fig, plt, path)
+    return _save(fig, plt, path, inputs)
 
 
 def _pyplot():
@@ -58,16 +65,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, plt, path: str | Path) -> Path:
-    path = Path(path)
+def _save(fig, plt, path: str | os.PathLike, inputs: Iterable[ir.Model]) -> Path:
+    """Render ``fig`` to PNG bytes and write them with ``io.write_bytes`` (never over the files of ``inputs``)."""
+    png = io_module.BytesIO()
     try:
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise UsageError(f"cannot write the plot {path}: {exc.strerror or exc}") from None
+        fig.savefig(png, format="png", dpi=100)
     finally:
         plt.close(fig)
-    return path
+    return io.write_bytes(path, png.getvalue(), inputs=inputs)
 
 
 def available() -> bool:

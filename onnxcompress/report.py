@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import onnx_ir as ir
+
+from onnxcompress import io
 from onnxcompress.bench import Latency
 from onnxcompress.fidelity import Fidelity
 
@@ -65,21 +70,19 @@ class Report:
         """Strict JSON text: non-finite numbers (an exact pass's inf error, a NaN) become null."""
         return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False, default=_json_default)
 
-    def write_json(self, path: str | Path) -> None:
-        """Write ``report.json``."""
-        Path(path).write_text(self.to_json())
+    def write_json(self, path: str | os.PathLike, *, inputs: Iterable[ir.Model] = ()) -> Path:
+        """Write ``report.json`` (``io.write_bytes``: never over the files of ``inputs``)."""
+        return io.write_bytes(path, self.to_json().encode(), inputs=inputs)
 
-    def write(self, folder: str | Path, *, plot: bool = True) -> list[Path]:
+    def write(self, folder: str | os.PathLike, *, plot: bool = True, inputs: Iterable[ir.Model] = ()) -> list[Path]:
         """Write report.json, report.md and (with ``plot``) report.png into ``folder``; return the paths."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = [folder / "report.json", folder / "report.md"]
-        self.write_json(written[0])
-        written[1].write_text(self.to_markdown())
+        json_path, markdown_path, *png = report_paths(folder, plot=plot)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        written = [self.write_json(json_path, inputs=inputs), io.write_bytes(markdown_path, self.to_markdown().encode(), inputs=inputs)]
         if plot:
             from onnxcompress.plot import plot_report
 
-            written.append(plot_report(self, folder / "report.png"))
+            written.append(plot_report(self, png[0], inputs=inputs))
         return written
 
     def rows(self) -> list[dict[str, str]]:
@@ -109,6 +112,22 @@ class Report:
                 lines += ["", f"### {index}. {step.pass_name}" + (f" ({options})" if options else "")]
                 lines += [f"- {n}" for n in step.notes]
         return "\n".join(lines) + "\n"
+
+
+def report_paths(folder: str | os.PathLike, *, plot: bool = True) -> list[Path]:
+    """The files ``Report.write`` writes into ``folder``: report.json, report.md and, with ``plot``, report.png."""
+    folder = Path(folder)
+    return [folder / "report.json", folder / "report.md"] + ([folder / "report.png"] if plot else [])
+
+
+def check_report_folder(folder: str | os.PathLike, *, plot: bool = True, inputs: Iterable[ir.Model] = ()) -> None:
+    """Refuse before a run what ``Report.write`` would refuse after it (``io.check_output_path`` on each file).
+
+    A folder that does not exist yet is created by ``Report.write``; there is nothing in it to check.
+    """
+    if Path(folder).is_dir():
+        for path in report_paths(folder, plot=plot):
+            io.check_output_path(path, inputs)
 
 
 def _row(step: StepRecord) -> dict[str, str]:

@@ -16,6 +16,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from onnxcompress import io
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import REGISTRY, CompressionPass
 
@@ -58,11 +59,10 @@ def build_pass(name: str, options: dict[str, Any]) -> CompressionPass:
 def load_recipe(path: str | Path) -> list[CompressionPass]:
     """Read a TOML recipe: ``[[pass]]`` tables, each with ``name`` and its options."""
     path = Path(path)
+    text = io.read_text(path, prefix="recipe ")
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"recipe {path}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"recipe {path}: not valid TOML ({exc})") from None
     entries = data.get("pass")
     if not isinstance(entries, list) or not entries:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 import numpy as np
 import onnx_ir as ir
@@ -28,6 +29,7 @@ TOP_K = 5
 INPUT_PREFIX = "input:"
 OUTPUT_PREFIX = "output:"
 Feeds = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -120,7 +122,10 @@ def verify_against(
     atol: float = DEFAULT_ATOL,
     threads: int = runtime.DEFAULT_THREADS,
 ) -> VerifyResult:
-    """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden)."""
+    """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden).
+
+    Every output of ``model`` must be in ``expected``: one that is not fails (it would go unchecked).
+    """
     check_feed_names(model, inputs)
     results = structure_checks(model)
     actual: Feeds = {}
@@ -130,6 +135,8 @@ def verify_against(
         except UsageError as exc:
             results.append(CheckResult("run (ORT_DISABLE_ALL)", False, str(exc)))
     outputs = [compare_output(name, ref, actual.get(name), rtol=rtol, atol=atol) for name, ref in expected.items()]
+    unchecked = "no expected values (missing from the golden file or the reference outputs)"
+    outputs += [_failed_output(v.name, unchecked) for v in model.graph.outputs if v.name not in expected]
     return VerifyResult(results, outputs, rtol, atol)
 
 
@@ -155,8 +162,7 @@ def compare_output(name: str, ref: np.ndarray, cand: np.ndarray | None, *, rtol:
     base = fidelity.compare({name: ref}, {name: cand} if cand is not None else {}).outputs[0]
     if not base.shape_matches:
         got = "missing" if cand is None else f"shape {tuple(np.shape(cand))}"
-        return OutputResult(name, False, float("inf"), 0.0, float("-inf"), None, float("inf"), float("inf"),
-                            detail=f"{got}, expected shape {ref.shape}")
+        return _failed_output(name, f"{got}, expected shape {ref.shape}")
     cand = np.asarray(cand)
     if not np.issubdtype(ref.dtype, np.number) or ref.dtype == np.bool_:
         equal = bool(np.array_equal(ref, cand))
@@ -206,31 +212,57 @@ def synthesize_inputs(
 
 
 def check_feed_names(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> None:
-    """Raise a ``UsageError`` unless ``feeds`` name exactly the inputs ``model`` needs."""
-    needed = [v.name for v in model.graph.inputs if v.name not in model.graph.initializers]
-    missing = [n for n in needed if n not in feeds]
-    unknown = sorted(set(feeds) - {v.name for v in model.graph.inputs})
-    if missing:
-        raise UsageError(f"inputs lack {missing}; the model takes {needed}")
-    if unknown:
-        raise UsageError(f"inputs {unknown} are not inputs of the model; it takes {needed}")
+    """Raise a ``UsageError`` unless ``feeds`` name exactly the inputs ``model`` needs (``io.check_input_names``)."""
+    io.check_input_names(feeds, model)
 
 
-def save_golden(path: str | os.PathLike, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-    """Store the inputs used and the reference outputs in one .npz (``input:NAME``/``output:NAME``)."""
+def save_golden(
+    path: str | os.PathLike,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
+    *,
+    models: Iterable[ir.Model] = (),
+) -> None:
+    """Store the inputs used and the reference outputs in one .npz (``input:NAME``/``output:NAME``).
+
+    Written with ``io.save_arrays``, so never over the files ``models`` were loaded from.
+    """
     arrays = {INPUT_PREFIX + k: np.asarray(v) for k, v in inputs.items()}
     arrays |= {OUTPUT_PREFIX + k: np.asarray(v) for k, v in outputs.items()}
-    io.save_arrays(path, arrays)
+    io.save_arrays(path, arrays, inputs=models)
 
 
-def load_golden(path: str | os.PathLike) -> tuple[Feeds, Feeds]:
-    """The inputs and expected outputs a golden file holds."""
-    arrays = io.load_arrays(path)
-    inputs = {k[len(INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
-    outputs = {k[len(OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(OUTPUT_PREFIX)}
-    if not outputs or len(inputs) + len(outputs) != len(arrays):
+def load_golden(path: str | os.PathLike, model: ir.Model | None = None) -> tuple[Feeds, Feeds]:
+    """The inputs and expected outputs a golden file holds.
+
+    The file's headers are checked before anything is inflated (``io.array_headers``); with
+    ``model``, its inputs must be the model's (names and ranks) and every output one of the model's.
+    An output of the model the file lacks is not an error here: ``verify_against`` fails it.
+    """
+    headers = io.array_headers(path)
+    inputs, outputs = _split_golden(headers)
+    if not outputs or len(inputs) + len(outputs) != len(headers):
         raise UsageError(f"{path}: not a golden file (expected only input:NAME and output:NAME arrays)")
-    return inputs, outputs
+    if model is not None:
+        io.check_input_arrays({name: header.shape for name, header in inputs.items()}, model, path)
+        names = [v.name for v in model.graph.outputs]
+        unknown = sorted(set(outputs) - set(names))
+        if unknown:
+            raise UsageError(f"{path}: outputs {unknown} are not outputs of the model; it has {names}")
+    return _split_golden(io.load_arrays(path))
+
+
+def _split_golden(arrays: Mapping[str, T]) -> tuple[dict[str, T], dict[str, T]]:
+    """``input:NAME`` and ``output:NAME`` entries, each by bare name."""
+    return (
+        {k[len(INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)},
+        {k[len(OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(OUTPUT_PREFIX)},
+    )
+
+
+def _failed_output(name: str, detail: str) -> OutputResult:
+    """An output that could not be compared (missing, wrong shape, nothing to compare with): failed, worst numbers."""
+    return OutputResult(name, False, float("inf"), 0.0, float("-inf"), None, float("inf"), float("inf"), detail=detail)
 
 
 def _errors(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -84,7 +84,7 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
     pipeline = Pipeline(chain, measurement=measurement, max_drop=s.max_drop)
     compressed = pipeline.run(io.load(paths["student"]), calibration=ArrayReader({INPUT: split.x_train}))
     io.save(compressed.model, out / "final.onnx")
-    np.savez(out / "test.npz", x=split.x_test, y=split.y_test)
+    io.save_arrays(out / "test.npz", {"x": split.x_test, "y": split.y_test})
     log("measuring every stage side by side")
     named = [("teacher", io.load(paths["teacher"])), ("student (labels only)", io.load(paths["student_labels_only"])),
              ("student (distilled)", io.load(paths["student"])), ("final (after passes)", compressed.model)]
@@ -130,8 +130,8 @@ def _targets(table: Report) -> dict[str, bool]:
 
 def _write_reports(result: DemoResult, out: Path) -> None:
     data = {"stages": result.stages.to_dict(), "pipeline": result.pipeline.to_dict(), "targets": result.targets, "skipped_passes": result.skipped_passes}
-    (out / "report.json").write_text(json.dumps(data, indent=2, default=str))
-    (out / "report.md").write_text(demo_markdown(result))
+    io.write_bytes(out / "report.json", json.dumps(data, indent=2, default=str).encode())
+    io.write_bytes(out / "report.md", demo_markdown(result).encode())
     if plot.available():
         plot.plot_report(result.stages, out / "report.png")
 

@@ -119,8 +119,8 @@ def run_recipe(out: Path, settings: RecipeSettings | None = None, log: Callable[
     paths["final (after passes)"] = io.save(compressed.model, out / "final.onnx")
     log("measuring fidelity and latency against the teacher")
     result = _measure(paths, minilm.tokenize(test, max_length=BENCH_SEQUENCE), bench_feeds, s, compressed.report, skipped)
-    (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    (out / "report.md").write_text(recipe_markdown(result, s))
+    io.write_bytes(out / "report.json", json.dumps(result.to_dict(), indent=2, default=str).encode())
+    io.write_bytes(out / "report.md", recipe_markdown(result, s).encode())
     return result
 
 

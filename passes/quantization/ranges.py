@@ -52,7 +52,7 @@ def activation_ranges(model: ir.Model, reader, tensor_names: Sequence[str], *, m
         ranges = calibration.estimate_ranges(model, reader, list(tensor_names), method=method)
         seconds = time.perf_counter() - start
     if ranges_file:
-        calibration.save_ranges(ranges, ranges_file)
+        calibration.save_ranges(ranges, ranges_file, inputs=[model])  # never over the model's own files
     return CalibrationRun(dict(ranges), f"{method} estimator", seconds, peak.mb)
 
 

@@ -215,3 +215,31 @@ def hostile_models(tmp_path, mlp_model) -> dict:
             (path.parent / "link.bin").symlink_to(outside)
         add(name, path, message.format(t=tensor_name))
     return cases
+
+
+BOMB_SHAPE = (2**31, 16)  # float32: 137 GB declared
+
+
+def write_npz_bomb(path, names, *, consistent: bool = True):
+    """An .npz of a few kilobytes whose members each declare float32 ``BOMB_SHAPE`` but store 1 MB of zeros.
+
+    With ``consistent`` the zip directory also claims the declared size (a real zip bomb: only the
+    memory budget stops it); otherwise it gives the stored size (a header that lies about its data).
+    """
+    import io as io_module
+    import zipfile
+
+    header = io_module.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": BOMB_SHAPE})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.writestr(f"{name}.npy", header.getvalue() + bytes(1_000_000))
+            if consistent:
+                archive.filelist[-1].file_size = len(header.getvalue()) + int(np.prod(BOMB_SHAPE)) * 4
+    return path
+
+
+@pytest.fixture
+def npz_bomb():
+    """``write_npz_bomb``, for tests that feed a zip bomb to a command."""
+    return write_npz_bomb

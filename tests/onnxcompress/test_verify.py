@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 from onnxcompress import io, runtime, verify
+from onnxcompress.cli import main
 from onnxcompress.errors import UsageError
 
 
@@ -89,6 +91,61 @@ def test_an_npz_that_is_not_a_golden_is_refused(tmp_path):
     io.save_arrays(tmp_path / "plain.npz", {"x": np.zeros(3)})
     with pytest.raises(UsageError, match="not a golden file"):
         verify.load_golden(tmp_path / "plain.npz")
+
+
+TWO_OUTPUTS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 4] y, float[N, 4] z) {
+  y = Relu(x)
+  z = Neg(x)
+}
+"""
+
+
+@pytest.fixture
+def two_outputs(tmp_path):
+    """A model with outputs y and z, and a golden of it that stores only y."""
+    model = io.load(io.save(ir.from_onnx_text(TWO_OUTPUTS), tmp_path / "two.onnx"))
+    feeds = runtime.synthetic_inputs(model, batch=2)
+    outputs = runtime.run(model, feeds)
+    verify.save_golden(tmp_path / "only_y.npz", feeds, {"y": outputs["y"]})
+    return model, tmp_path / "only_y.npz"
+
+
+def test_a_golden_lacking_an_output_fails_verification(two_outputs):
+    model, golden = two_outputs
+    inputs, expected = verify.load_golden(golden, model)
+    result = verify.verify_against(model, inputs, expected)
+    assert not result.passed
+    assert result.failures() == ["output 'z': no expected values (missing from the golden file or the reference outputs)"]
+    assert [o.name for o in result.outputs if o.passed] == ["y"]
+
+
+def test_a_golden_lacking_an_output_fails_the_cli_with_exit_1(two_outputs, capsys):
+    model, golden = two_outputs
+    assert main(["verify", model.meta[io.SOURCE_KEY], "--golden", str(golden)]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: verification failed (1 failure(s)); first: output 'z': no expected values (missing from the golden file or the reference outputs)\n"
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"input:x": np.zeros((2, 4), np.float32), "output:y": np.zeros((2, 4)), "output:w": np.zeros(2)},
+         "{g}: outputs ['w'] are not outputs of the model; it has ['y', 'z']"),
+        ({"input:x": np.zeros((2, 4), np.float32), "input:u": np.zeros(2), "output:y": np.zeros((2, 4))},
+         "inputs ['u'] are not inputs of the model; it takes ['x']"),
+        ({"input:x": np.zeros((2, 2, 4), np.float32), "output:y": np.zeros((2, 4))},
+         "{g}: input 'x' has shape (2, 2, 4) but the model expects rank 2"),
+    ],
+)
+def test_a_golden_for_another_model_is_refused_before_it_is_inflated(two_outputs, tmp_path, monkeypatch, arrays, message):
+    model, _ = two_outputs
+    golden = io.save_arrays(tmp_path / "other.npz", arrays)
+    monkeypatch.setattr(io, "load_arrays", lambda *a: pytest.fail("inflated before the names were checked"))
+    with pytest.raises(UsageError) as raised:
+        verify.load_golden(golden, model)
+    assert str(raised.value) == message.format(g=golden)
 
 
 def test_feed_names_must_match_the_model(verify_models):

@@ -25,6 +25,8 @@ def bench(
     """Measure median latency (p10-p90) under ORT_ENABLE_ALL, alternating models round by round."""
     shapes = runtime.parse_input_shapes(input_shape)
     loaded = [io.load(m) for m in models]
+    if json_out:
+        io.check_output_path(json_out, loaded)
     feeds = [runtime.synthetic_inputs(m, batch=batch, shapes=shapes) for m in loaded]
     sessions = [runtime.session(p, threads=threads) for p in models]
     with status(f"benchmarking {len(models)} model(s)"):
@@ -38,4 +40,4 @@ def bench(
         console.print("[yellow]warning: no clean rounds (other processes were using the CPU); figures are noisy[/yellow]")
     if json_out:
         records = [{"model": str(p), **r.to_dict(), "ratio": r.median_ms / base} for p, r in zip(models, results)]
-        json_out.write_text(json.dumps(records, indent=2))
+        io.write_bytes(json_out, json.dumps(records, indent=2).encode(), inputs=loaded)

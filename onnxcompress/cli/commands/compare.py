@@ -12,7 +12,6 @@ from onnxcompress import compare as compare_lib
 from onnxcompress import io, plot, runtime
 from onnxcompress.cli.app import app, console, status
 from onnxcompress.cli.commands.run import open_calibration
-from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import Measurement
 
 
@@ -33,23 +32,23 @@ def compare(
     source = io.load(model)
     for out in (plot_out, json_out):
         if out is not None:
-            io.check_output_path(out, model)
+            io.check_output_path(out, [source])
     measurement = Measurement(
         threads=threads,
         batch=batch,
         rounds=rounds,
         input_shapes=runtime.parse_input_shapes(input_shape),
-        feeds=io.load_arrays(inputs) if inputs else None,
+        feeds=io.load_arrays(inputs, source) if inputs else None,
     )
     reader = open_calibration(calibration, source) if calibration else None
     with status(f"running {len(recipes)} recipe(s)"):
         outcomes = compare_lib.compare_recipes(source, recipes, measurement=measurement, calibration=reader)
     print_outcomes(outcomes)
     if plot_out:
-        plot.plot_tradeoff(outcomes, plot_out)
+        plot.plot_tradeoff(outcomes, plot_out, inputs=[source])
         console.print(f"wrote {plot_out}")
     if json_out:
-        _write_json(outcomes, json_out)
+        io.write_bytes(json_out, json.dumps([o.to_dict() for o in outcomes], indent=2).encode(), inputs=[source])
 
 
 def print_outcomes(outcomes: list[compare_lib.Outcome]) -> None:
@@ -58,10 +57,3 @@ def print_outcomes(outcomes: list[compare_lib.Outcome]) -> None:
     for o in outcomes:
         table.add_row(o.name, f"{o.size_bytes / 1e6:.3f}", f"{o.latency_ms:.3f}", f"{o.speedup:.2f}x", f"{o.quality:.6f}", "*" if o.pareto else "")
     console.print(table)
-
-
-def _write_json(outcomes: list[compare_lib.Outcome], path: Path) -> None:
-    try:
-        path.write_text(json.dumps([o.to_dict() for o in outcomes], indent=2))
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -32,11 +32,11 @@ def recommend(
     rec = recommend_lib.recommend(source)
     print_recommendation(rec, model, output or model.with_name(model.stem + ".opt.onnx"))
     if apply:
-        io.check_output_path(output, model)
+        io.check_output_path(output, [source])
         passes = [spec.parse_pass(s.spec) for s in rec.steps]
         reader = open_calibration(calibration, source) if calibration else None
         result = Pipeline(passes).run(source, calibration=reader)
-        io.save(result.model, output)
+        io.save(result.model, output, inputs=[source])
         print_report(result.report)
         console.print(f"wrote {output}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx_ir as ir
 import typer
 from rich.table import Table
 
@@ -11,7 +12,7 @@ from onnxcompress import io, plot, runtime, spec
 from onnxcompress.cli.app import app, console, err_console
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import Measurement, Pipeline
-from onnxcompress.report import Report
+from onnxcompress.report import Report, check_report_folder
 
 
 @app.command("run")
@@ -35,20 +36,22 @@ def run_pipeline(
     if not passes:
         raise UsageError("no passes given: use -p PASS (see `onnxcompress passes`) or --recipe FILE")
     source = io.load(model)
-    io.check_output_path(output, model)
+    io.check_output_path(output, [source])
+    if report_dir:
+        check_report_folder(report_dir, plot=plot.available(), inputs=[source])
     measurement = Measurement(
         benchmark=not no_bench,
         threads=threads,
         batch=batch,
         input_shapes=runtime.parse_input_shapes(input_shape),
-        feeds=io.load_arrays(inputs) if inputs else None,
+        feeds=io.load_arrays(inputs, source) if inputs else None,
     )
     reader = open_calibration(calibration, source) if calibration else None
     pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
     result = pipeline.run(source, calibration=reader)
-    io.save(result.model, output)
+    io.save(result.model, output, inputs=[source])
     if report_dir:
-        write_report(result.report, report_dir)
+        write_report(result.report, report_dir, [source])
     print_report(result.report)
     console.print(f"wrote {output}")
 
@@ -60,10 +63,10 @@ def open_calibration(path: Path, model):
     return calibration.open_reader(path, model)
 
 
-def write_report(report: Report, folder: Path) -> None:
-    """Write report.json, report.md and, when matplotlib is installed, report.png into ``folder``."""
+def write_report(report: Report, folder: Path, inputs: list[ir.Model]) -> None:
+    """Write report.json, report.md and, when matplotlib is installed, report.png into ``folder`` (never over ``inputs``' files)."""
     try:
-        report.write(folder, plot=plot.available())
+        report.write(folder, plot=plot.available(), inputs=inputs)
     except OSError as exc:
         raise UsageError(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
 

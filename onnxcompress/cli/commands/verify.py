@@ -40,18 +40,17 @@ def verify_command(
 ) -> None:
     """Verify structure and outputs of a model against a reference model or a golden file."""
     _check_arguments(models, golden, save_golden, bisect, inputs)
-    for out in filter(None, (save_golden, json_out, junit_out)):
-        for model_path in models:
-            io.check_output_path(out, model_path)
     loaded = [io.load(m) for m in models]
+    for out in filter(None, (save_golden, json_out, junit_out)):
+        io.check_output_path(out, loaded)
     if golden:
-        feeds, expected = verify.load_golden(golden)
+        feeds, expected = verify.load_golden(golden, loaded[0])
     else:
-        feeds = io.load_arrays(inputs) if inputs else _synthetic(loaded[0], ranges, input_shape, batch, seed)
+        feeds = io.load_arrays(inputs, loaded[0]) if inputs else _synthetic(loaded[0], ranges, input_shape, batch, seed)
         verify.check_feed_names(loaded[0], feeds)
         expected = runtime.run(loaded[0], feeds, threads=threads, optimization="disable")
     if save_golden:
-        verify.save_golden(save_golden, feeds, expected)
+        verify.save_golden(save_golden, feeds, expected, models=loaded)
         console.print(f"wrote golden {save_golden} ({len(feeds)} input(s), {len(expected)} output(s))")
     with status("verifying"):
         if bisect:
@@ -61,9 +60,9 @@ def verify_command(
             result = verify.verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, threads=threads)
     _print_result(result)
     if json_out:
-        io.write_bytes(json_out, json.dumps(result.to_dict(), indent=2).encode())
+        io.write_bytes(json_out, json.dumps(result.to_dict(), indent=2).encode(), inputs=loaded)
     if junit_out:
-        io.write_bytes(junit_out, junit_xml(result).encode())
+        io.write_bytes(junit_out, junit_xml(result).encode(), inputs=loaded)
     if not result.passed:
         failures = result.failures()
         raise CheckFailed(f"verification failed ({len(failures)} failure(s)); first: {failures[0]}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress import io
 from onnxcompress.calibration.validation import model_inputs
 from onnxcompress.errors import UsageError
 
@@ -83,10 +84,11 @@ class ImageFolderReader:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image and ``.npy`` files directly in ``folder``, sorted by name; raises if there are none."""
+    """The image and ``.npy`` files directly in ``folder``, sorted by name; raises if there are none or one
+    is not a regular file (``io.check_data_path``: a FIFO would block, a device never end)."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
+    files = sorted(io.check_data_path(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
     if not files:
         raise UsageError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp, .npy) found")
     return files
@@ -100,17 +102,14 @@ def _read_image(path: Path, channels: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             converted = image.convert("L" if channels == 1 else "RGB")
-    except OSError:
+    except (OSError, Image.DecompressionBombError):  # Pillow refuses images of more than 2 x MAX_IMAGE_PIXELS
         raise UsageError(f"{path}: not a readable image") from None
     return np.asarray(converted, dtype=np.float32) / 255.0
 
 
 def _read_array(path: Path) -> np.ndarray:
-    """An ``.npy`` image, HW or HWC; integer arrays are taken as 0..255 pixels."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        raise UsageError(f"{path}: not a readable .npy array") from None
+    """An ``.npy`` image, HW or HWC; integer arrays are taken as 0..255 pixels (read by ``io.load_npy``: checked first)."""
+    array = io.load_npy(path)
     if array.dtype.kind in "iub":
         return array.astype(np.float32) / 255.0
     return array.astype(np.float32)

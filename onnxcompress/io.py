@@ -267,6 +267,20 @@ def load_arrays(path: str | os.PathLike, model: ir.Model | None = None) -> dict[
         return {name: _read_member(archive, name) for name in headers}
 
 
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """A single ``.npy`` array (an image in a calibration folder), checked like an ``.npz`` member before it is read."""
+    path = Path(path)
+    with open_data(path) as stream:
+        try:
+            header, header_bytes = _npy_header(stream, f"{path}: the array")
+            _check_stored(f"{path}: the array", header.nbytes, os.fstat(stream.fileno()).st_size - header_bytes, "the file")
+            _check_budget(f"{path}: the array", header.nbytes, array_budget())
+            stream.seek(0)
+            return np.lib.format.read_array(stream, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise UsageError(f"{path}: not a readable .npy array") from None
+
+
 def check_input_names(names: Iterable[str], model: ir.Model) -> None:
     """Raise a ``UsageError`` unless ``names`` are exactly the inputs ``model`` needs (initializer-backed ones optional)."""
     names = set(names)
@@ -592,34 +606,40 @@ def _checked_headers(archive: zipfile.ZipFile, path: Path) -> dict[str, ArrayHea
         if not info.filename.endswith(NPY_SUFFIX) or name in headers:
             problem = "appears twice" if name in headers else "is not a .npy array"
             raise UsageError(f"{path}: member {info.filename!r} {problem}")
-        header, header_bytes = _member_header(archive, info, path)
-        if info.file_size != header_bytes + header.nbytes:
-            raise UsageError(
-                f"{path}: array {name!r} declares {_size(header.nbytes)} of data but its zip member "
-                f"holds {_size(max(info.file_size - header_bytes, 0))}"
-            )
+        with archive.open(info) as stream:  # inflates the header only
+            header, header_bytes = _npy_header(stream, f"{path}: member {info.filename!r}")
+        label = f"{path}: array {name!r}"
+        _check_stored(label, header.nbytes, info.file_size - header_bytes, "its zip member")
         total += header.nbytes
-        if total > budget:
-            raise UsageError(
-                f"{path}: array {name!r} takes the declared total to {_size(total)}, more than the "
-                f"{_size(budget)} budget ({MEMORY_SHARE:.0%} of available memory, at most {_size(MAX_ARRAY_BYTES)})"
-            )
+        _check_budget(label, total, budget)
         headers[name] = header
     return headers
 
 
-def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[ArrayHeader, int]:
-    """The member's header and its length in bytes; only the header is inflated."""
-    with archive.open(info) as stream:
-        version = np.lib.format.read_magic(stream)
-        if version not in ((1, 0), (2, 0)):
-            raise UsageError(f"{path}: member {info.filename!r} has .npy format version {version}, not 1.0 or 2.0")
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = read(stream)
-        consumed = stream.tell()
+def _npy_header(stream: BinaryIO, label: str) -> tuple[ArrayHeader, int]:
+    """The ``.npy`` header at the start of ``stream`` and its length in bytes (``label`` starts the errors)."""
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):
+        raise UsageError(f"{label} has .npy format version {version}, not 1.0 or 2.0")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(stream)
     if dtype.hasobject:
-        raise UsageError(f"{path}: member {info.filename!r} holds Python objects, which are never unpickled")
-    return ArrayHeader(tuple(shape), dtype, fortran_order), consumed
+        raise UsageError(f"{label} holds Python objects, which are never unpickled")
+    return ArrayHeader(tuple(shape), dtype, fortran_order), stream.tell()
+
+
+def _check_stored(label: str, declared: int, stored: int, holder: str) -> None:
+    """Refuse a header that promises more (or less) data than is stored: a bomb's, or a corrupt one's."""
+    if declared != stored:
+        raise UsageError(f"{label} declares {_size(declared)} of data but {holder} holds {_size(max(stored, 0))}")
+
+
+def _check_budget(label: str, total: int, budget: int) -> None:
+    if total > budget:
+        raise UsageError(
+            f"{label} takes the declared total to {_size(total)}, more than the {_size(budget)} budget "
+            f"({MEMORY_SHARE:.0%} of available memory, at most {_size(MAX_ARRAY_BYTES)})"
+        )
 
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:

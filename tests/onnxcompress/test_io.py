@@ -4,6 +4,7 @@ no change to the input, atomic writes that never clobber the input or leave part
 from __future__ import annotations
 
 import hashlib
+import io as io_module
 import os
 import signal
 import socket
@@ -378,6 +379,31 @@ def test_arrays_for_a_model_are_checked_against_its_signature_before_loading(tmp
     with pytest.raises(UsageError) as raised:
         io.load_arrays(path, mlp_model)
     assert str(raised.value) == message.format(p=path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("bomb", "{p}: the array declares 137.4 GB of data but the file holds 1.0 MB"),
+        ("pickle", "{p}: the array holds Python objects, which are never unpickled"),
+        ("text", "{p}: not a readable .npy array"),
+    ],
+)
+def test_a_single_npy_is_checked_like_an_npz_member(tmp_path, content, message):
+    path = tmp_path / "image.npy"
+    if content == "bomb":
+        header = io_module.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**31, 16)})
+        path.write_bytes(header.getvalue() + bytes(1_000_000))
+    elif content == "pickle":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        path.write_text("not an array")
+    with pytest.raises(UsageError) as raised:
+        io.load_npy(path)
+    assert str(raised.value) == message.format(p=path)
+    np.save(path, np.arange(6, dtype=np.uint8).reshape(2, 3))
+    np.testing.assert_array_equal(io.load_npy(path), np.arange(6).reshape(2, 3))
 
 
 def test_arrays_matching_the_model_load(tmp_path, mlp_model):

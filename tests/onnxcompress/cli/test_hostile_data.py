@@ -5,11 +5,13 @@ nothing is read without end, nothing is inflated (``onnxcompress.io.check_data_p
 from __future__ import annotations
 
 import contextlib
+import io as io_module
 import os
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from onnxcompress.cli import main
@@ -91,3 +93,24 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(option, mlp_path, tmp_path,
     assert err.startswith(f"error: {data}: array '{names[0]}' takes the declared total to 137.4 GB, more than the ")
     assert not (tmp_path / "o.onnx").exists()
 
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "npy bomb"])
+def test_an_image_folder_holding_a_fifo_or_a_bomb_is_refused(kind, cnn_path, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((8, 8, 3), np.float32))
+    if kind == "FIFO":
+        bad = folder / "b.png"
+        os.mkfifo(bad)
+        message = f"{bad}: is a FIFO, not a regular file"
+    else:
+        bad = folder / "b.npy"
+        header = io_module.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**31, 16)})
+        bad.write_bytes(header.getvalue() + bytes(1000))
+        message = f"{bad}: the array declares 137.4 GB of data but the file holds 1.0 kB"
+    argv = ["run", cnn_path, "-o", tmp_path / "o.onnx", "-p", "cleanup", "--no-bench", "--calibration", folder]
+    with fifo_watch(bad) if kind == "FIFO" else contextlib.nullcontext([]) as opened:
+        assert run_cli(argv, capsys) == (2, f"error: {message}\n")
+    assert opened == [] and not (tmp_path / "o.onnx").exists()

@@ -102,9 +102,11 @@ class QuantizePass(CompressionPass):
         return ir.passes.PassResult(model, modified=True)
 
     def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:
-        """Inputs to judge fidelity on: the first calibration batch, else synthetic inputs."""
+        """Inputs to judge fidelity on: the first calibration feed in the model's own batch, else synthetic inputs."""
         if self.calibration is not None:
-            return next(iter(self.calibration.batches()))
+            from onnxcompress.calibration.validation import model_batches
+
+            return next(model_batches(self.calibration, model)).arrays()
         return runtime.synthetic_inputs(model)
 
     def _fall_back(self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection) -> onnx.ModelProto:

@@ -220,22 +220,30 @@ def hostile_models(tmp_path, mlp_model) -> dict:
 BOMB_SHAPE = (2**31, 16)  # float32: 137 GB declared
 
 
+def npy_bomb_bytes() -> bytes:
+    """A ``.npy`` whose header declares float32 ``BOMB_SHAPE`` but which holds 1 MB of zeros."""
+    import io as io_module
+
+    header = io_module.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": BOMB_SHAPE})
+    return header.getvalue() + bytes(1_000_000)
+
+
 def write_npz_bomb(path, names, *, consistent: bool = True):
-    """An .npz of a few kilobytes whose members each declare float32 ``BOMB_SHAPE`` but store 1 MB of zeros.
+    """An .npz of a few kilobytes whose members are each ``npy_bomb_bytes()``.
 
     With ``consistent`` the zip directory also claims the declared size (a real zip bomb: only the
     memory budget stops it); otherwise it gives the stored size (a header that lies about its data).
     """
-    import io as io_module
     import zipfile
 
-    header = io_module.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": BOMB_SHAPE})
+    member = npy_bomb_bytes()
+    declared = len(member) - 1_000_000 + int(np.prod(BOMB_SHAPE)) * 4
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in names:
-            archive.writestr(f"{name}.npy", header.getvalue() + bytes(1_000_000))
+            archive.writestr(f"{name}.npy", member)
             if consistent:
-                archive.filelist[-1].file_size = len(header.getvalue()) + int(np.prod(BOMB_SHAPE)) * 4
+                archive.filelist[-1].file_size = declared
     return path
 
 
@@ -243,3 +251,9 @@ def write_npz_bomb(path, names, *, consistent: bool = True):
 def npz_bomb():
     """``write_npz_bomb``, for tests that feed a zip bomb to a command."""
     return write_npz_bomb
+
+
+@pytest.fixture
+def npy_bomb() -> bytes:
+    """``npy_bomb_bytes()``, for tests that plant a bomb ``.npy``."""
+    return npy_bomb_bytes()

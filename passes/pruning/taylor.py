@@ -90,7 +90,7 @@ OPS = {
 
 
 def taylor_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:
-    """|a·∂L/∂a| per unit, summed over calibration batches (needs the ``torch`` extra)."""
+    """|a·∂L/∂a| per unit, summed over calibration feeds in the model's own batch (needs the ``torch`` extra)."""
     import torch
 
     unsupported = sorted({n.op_type for n in model.graph if n.op_type not in OPS and n.op_type != "Constant"})
@@ -98,8 +98,10 @@ def taylor_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reade
         raise UsageError(f"importance=taylor cannot interpret op(s) {', '.join(unsupported)}; use magnitude or activation")
     inputs = {x.value.name: x for x, w in graph.contractions if is_weight(w) and not is_weight(x)}
     totals = {name: np.zeros(x.size) for name, x in inputs.items()}
-    for batch in reader.batches():
-        values = _forward(model, batch, set(inputs))
+    from onnxcompress.calibration.validation import model_batches
+
+    for feed in model_batches(reader, model):
+        values = _forward(model, feed.arrays(), set(inputs))
         _loss(torch, [values[o.name] for o in model.graph.outputs]).backward()
         for name, x in inputs.items():
             if values[name].grad is None:  # a graph input (frozen anyway) or unused by the loss

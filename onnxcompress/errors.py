@@ -1,7 +1,8 @@
 """Errors the user can act on, each mapped to the CLI's exit code.
 
 The CLI prints one line for these (never a traceback): exit 2 for unusable input or options,
-exit 1 for a check that ran and failed.
+exit 1 for a check that ran and failed. Any other exception is a defect in onnxcompress, which
+the CLI reports as a bug with exit 70 (``onnxcompress.cli`` lists every exit code).
 """
 
 from __future__ import annotations

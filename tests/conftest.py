@@ -1,4 +1,5 @@
-"""Session-wide fixtures: expensive reference models are built once per test run."""
+"""Session-wide fixtures: expensive reference models are built once per test run; every test fails
+if the CLI reported a bug in onnxcompress (exit 70) and the test is not marked ``internal_error``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,28 @@ import onnx
 import pytest
 
 LIGHT_MODELS_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.fixture(autouse=True)
+def no_bug_reported(request, monkeypatch):
+    """Fail a test in which ``onnxcompress.cli.main`` took its defect path (exit 70), unless the test
+    is marked ``internal_error`` (and then it must have taken it)."""
+    from onnxcompress import cli
+
+    reported: list[BaseException] = []
+    report_bug = cli.report_bug
+
+    def recording(exc: Exception) -> int:
+        reported.append(exc)
+        return report_bug(exc)
+
+    monkeypatch.setattr(cli, "report_bug", recording)
+    yield
+    expected = request.node.get_closest_marker("internal_error") is not None
+    if reported and not expected:
+        pytest.fail(f"the CLI reported a bug in onnxcompress: {type(reported[0]).__name__}: {reported[0]}", pytrace=False)
+    if expected and not reported:
+        pytest.fail("marked internal_error, but the CLI reported no bug", pytrace=False)
 
 
 @pytest.fixture(scope="session")

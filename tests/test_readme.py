@@ -1,4 +1,5 @@
-"""The README's Python example runs as written, on a small CNN and calibration data."""
+"""The README's Python example runs as written, on a small CNN and calibration data, and CI runs
+the README's set-up commands: the test command exactly, the install's extras in a fresh venv."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from onnxcompress import bench
 
 MEASURE = bench.measure
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 CNN = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[N,3,8,8] x) => (float[N,4] y) {
@@ -27,6 +29,11 @@ g (float[N,3,8,8] x) => (float[N,4] y) {
 }
 """
 SHAPES = {"w1": (16, 3, 3, 3), "b1": (16,), "w2": (16, 16, 3, 3), "b2": (16,), "w3": (4, 16), "b3": (4,)}
+
+
+def _setup_commands() -> list[str]:
+    """The first bash block: the install-and-demo command, then the test command."""
+    return re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1).strip().splitlines()
 
 
 def _python_example() -> str:
@@ -60,3 +67,14 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     for step in ("input", "fold-constants", "cleanup", "fuse", "prune-channels", "quantize-static"):
         assert step in printed
+
+
+def test_ci_runs_the_readme_set_up_commands():
+    install_demo, tests = _setup_commands()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci, "the README's test command must be in .ci/run exactly"
+    assert ci.index("bash .ci/fresh_install_smoke.sh") < ci.index(tests)
+    install = install_demo.split("&&")[0].split()
+    assert install[:2] == ["pip", "install"] and "-e" not in install  # a stranger's install, not editable
+    extras = re.fullmatch(r'"\.\[([a-z,]+)\]"', install[2]).group(1)
+    assert f'EXTRAS="{extras}"' in (ROOT / ".ci" / "fresh_install_smoke.sh").read_text()

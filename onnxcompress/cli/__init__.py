@@ -1,39 +1,62 @@
 """The ``onnxcompress`` command line: one module per command, errors as one line and an exit code.
 
-Exit codes: 0 success, 1 a check ran and failed, 2 unusable input or options.
+Exit codes:
+
+- 0: success.
+- 1: a check ran and failed (``CheckFailed``: wrong outputs, a broken graph).
+- 2: unusable input or options: typer's usage errors (usage line, the option named, "Try ... -h")
+  and our ``UsageError`` (a bad model file, an unknown pass, an unwritable output).
+- 70: a defect in onnxcompress itself (any other exception; sysexits' ``EX_SOFTWARE``): one line
+  saying so, with the exception's type and first line; ``ONNXCOMPRESS_DEBUG=1`` adds the traceback.
+- 130: interrupted (Ctrl-C).
+
+The app runs in typer's standalone mode, so typer reports its own usage errors and ends with
+``SystemExit``; no click exception class is named here (typer vendors its own click).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
-import click
+import traceback
 
 from onnxcompress.cli import commands  # noqa: F401  (registers the commands)
 from onnxcompress.cli.app import app, err_console
 from onnxcompress.errors import OnnxCompressError
 
 DEBUG_ENV = "ONNXCOMPRESS_DEBUG"
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
     try:
-        code = app(args=argv, prog_name="onnxcompress", standalone_mode=False)
+        app(args=argv, prog_name="onnxcompress", standalone_mode=True)
+    except SystemExit as done:  # typer ends every run this way, usage errors (exit 2) included
+        return _exit_code(done.code)
     except OnnxCompressError as exc:
         return _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
-        return _fail("interrupted", 130)
-    except click.ClickException as exc:
-        return _fail(exc.format_message(), 2)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except Exception as exc:  # last resort: one line, never a traceback dump
-        if os.environ.get(DEBUG_ENV):
-            raise
-        return _fail(f"{type(exc).__name__}: {_first_line(exc)} (set {DEBUG_ENV}=1 for the traceback)", 2)
-    return code if isinstance(code, int) else 0
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # anything else is a defect in onnxcompress, never a bad input
+        return report_bug(exc)
+    return 0
+
+
+def report_bug(exc: Exception) -> int:
+    """Say that ``exc`` is a bug in onnxcompress (traceback only with ``ONNXCOMPRESS_DEBUG`` set); return 70."""
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(exc, file=sys.stderr)
+    hint = "traceback above" if os.environ.get(DEBUG_ENV) else f"set {DEBUG_ENV}=1 for the traceback"
+    return _fail(f"bug in onnxcompress: {type(exc).__name__}: {_first_line(exc)} ({hint}; please report it)", EXIT_BUG)
+
+
+def _exit_code(code: object) -> int:
+    """``SystemExit.code`` as a process exit code (``None`` is success)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
 
 
 def _fail(message: str, code: int) -> int:

@@ -1,14 +1,19 @@
-"""The typer application every command module registers itself on, and shared console helpers."""
+"""The typer application every command module registers itself on, its shared options, and console helpers."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator
+from importlib import metadata
+from typing import Any
 
 import typer
 from rich.console import Console
+
+from onnxcompress import runtime
 
 app = typer.Typer(
     name="onnxcompress",
@@ -16,10 +21,36 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
+MAX_THREADS = min(256, 4 * (os.cpu_count() or 1))  # beyond a few threads per core ORT only thrashes
+MAX_BATCH = 1024  # synthetic inputs of an ImageNet-sized model stay under a gigabyte
 PIPE_WIDTH = 200  # tables piped to a file or CI log are not squeezed into 80 columns
 console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        console.print(f"onnxcompress {metadata.version('onnxcompress')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Options of the app itself (the help text is the app's)."""
+
+
+def threads_option() -> Any:
+    """``--threads``: ORT intra-op threads, from 1 to four per core (at most 256); shared by every command."""
+    return typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1, max=MAX_THREADS, help="ONNX Runtime intra-op threads.")
+
+
+def batch_option() -> Any:
+    """``--batch``: rows of each synthesized input, from 1 to ``MAX_BATCH``; shared by every command."""
+    return typer.Option(1, "--batch", min=1, max=MAX_BATCH, help="Batch size of the synthesized inputs.")
 
 
 @contextlib.contextmanager

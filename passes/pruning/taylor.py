@@ -91,7 +91,10 @@ OPS = {
 
 def taylor_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:
     """|a·∂L/∂a| per unit, summed over calibration feeds in the model's own batch (needs the ``torch`` extra)."""
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise UsageError("importance=taylor needs PyTorch: pip install 'onnxcompress[torch]'") from None
 
     unsupported = sorted({n.op_type for n in model.graph if n.op_type not in OPS and n.op_type != "Constant"})
     if unsupported:

@@ -1,4 +1,5 @@
-"""``onnxcompress demo --quick``: every file written, the reports consistent with the models on disk."""
+"""``onnxcompress demo --quick``: every file written, the reports consistent with the models on disk,
+and honest that a smoke run judges no target."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from onnxcompress import io, runtime, stats
 from onnxcompress.cli import main
+from onnxcompress.distill.demo import SMOKE_NOTE, DemoResult
+from onnxcompress.report import Report
 
 
 @pytest.mark.slow
@@ -27,10 +30,18 @@ def test_quick_demo_writes_consistent_outputs(tmp_path, capsys):
     assert final["accuracy"] == pytest.approx(float(np.mean(logits.argmax(1) == y)))
     assert final["size_bytes"] == stats.model_stats(io.load(out / "final.onnx")).size_bytes
     assert final["size_bytes"] < report["stages"]["steps"][0]["size_bytes"]  # smaller than the teacher
-    assert set(report["targets"]) >= {"final >= 8x smaller than teacher", "distilled student beats label-only student"}
     assert [s["pass"] for s in report["pipeline"]["steps"]][:2] == ["input", "fold-constants"]
+    assert report["targets"] is None  # models trained to near chance: nothing to judge
+    assert SMOKE_NOTE in (out / "report.md").read_text()
     printed = capsys.readouterr().out
     assert "stages (speedup vs the teacher)" in printed and "wrote" in printed
+    assert SMOKE_NOTE in printed and "met:" not in printed and "MISSED:" not in printed
+
+
+def test_judged_targets_read_met_or_missed():
+    result = DemoResult(Report([]), Report([]), {"small": True, "fast": False}, [])
+    assert result.target_lines() == ["met: small", "MISSED: fast"]
+    assert DemoResult(Report([]), Report([]), None, []).target_lines() == [SMOKE_NOTE]
 
 
 def test_demo_into_a_file_is_a_one_line_error(tmp_path, capsys):

@@ -10,14 +10,14 @@ from rich.table import Table
 
 from onnxcompress import bench as bench_lib
 from onnxcompress import io, runtime
-from onnxcompress.cli.app import app, console, status
+from onnxcompress.cli.app import app, batch_option, console, status, threads_option
 
 
 @app.command("bench")
 def bench(
     models: list[Path] = typer.Argument(..., help="ONNX models; ratios are to the first."),
-    threads: int = typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1),
-    batch: int = typer.Option(1, "--batch", min=1),
+    threads: int = threads_option(),
+    batch: int = batch_option(),
     rounds: int = typer.Option(7, "--rounds", min=1),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from onnxcompress import compare as compare_lib
 from onnxcompress import io, plot, runtime
-from onnxcompress.cli.app import app, console, status
+from onnxcompress.cli.app import app, batch_option, console, status, threads_option
 from onnxcompress.cli.commands.run import open_calibration
 from onnxcompress.pipeline import Measurement
 
@@ -24,8 +24,8 @@ def compare(
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
     plot_out: Path | None = typer.Option(None, "--plot", help="Write the trade-off chart (PNG) here."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the outcomes as JSON here."),
-    threads: int = typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1),
-    batch: int = typer.Option(1, "--batch", min=1),
+    threads: int = threads_option(),
+    batch: int = batch_option(),
     rounds: int = typer.Option(5, "--rounds", min=1),
 ) -> None:
     """Run each recipe on MODEL, time all results side by side and mark the Pareto-best."""

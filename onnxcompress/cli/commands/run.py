@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from onnxcompress import io, plot, runtime, spec
-from onnxcompress.cli.app import app, console, err_console
+from onnxcompress.cli.app import app, batch_option, console, err_console, threads_option
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import Measurement, Pipeline
 from onnxcompress.report import Report, check_report_folder
@@ -28,8 +28,8 @@ def run_pipeline(
     max_drop: float | None = typer.Option(None, "--max-drop", help="Roll back a lossy step losing more accuracy."),
     inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs for the checks (default: synthetic)."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
-    threads: int = typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1),
-    batch: int = typer.Option(1, "--batch", min=1),
+    threads: int = threads_option(),
+    batch: int = batch_option(),
 ) -> None:
     """Run passes on MODEL and write the result to OUTPUT."""
     passes = (spec.load_recipe(recipe) if recipe else []) + [spec.parse_pass(s) for s in pass_specs]

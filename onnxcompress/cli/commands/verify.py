@@ -16,7 +16,7 @@ from rich.table import Table
 
 from onnxcompress import io, runtime, spec, verify
 from onnxcompress.bisect import bisect_passes
-from onnxcompress.cli.app import app, console, status
+from onnxcompress.cli.app import app, batch_option, console, status, threads_option
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.junit import junit_xml
 
@@ -34,9 +34,9 @@ def verify_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
     junit_out: Path | None = typer.Option(None, "--junit", help="Write JUnit XML (one test case per check and output)."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
-    batch: int = typer.Option(1, "--batch", min=1),
+    batch: int = batch_option(),
     seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1),
+    threads: int = threads_option(),
 ) -> None:
     """Verify structure and outputs of a model against a reference model or a golden file."""
     _check_arguments(models, golden, save_golden, bisect, inputs)

@@ -34,8 +34,8 @@ class Outcome:
     model: ir.Model | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (without the model)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
+        """JSON-ready dict (without the model, which is never copied: ``dataclasses.asdict`` would deep-copy it)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "model"}
 
 
 def pareto_front(points: Sequence[tuple[float, ...]]) -> list[bool]:

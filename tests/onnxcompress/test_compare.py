@@ -9,6 +9,8 @@ from onnxcompress.compare import Outcome
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import Measurement
 
+from .conftest import SlowDown
+
 
 def test_pareto_front_on_fixed_points():
     points = [(1.0, 5.0), (2.0, 2.0), (3.0, 3.0), (5.0, 1.0), (2.0, 2.0), (1.0, 6.0)]
@@ -49,3 +51,10 @@ def test_compare_recipes_measures_all_side_by_side(mlp_model):
     assert by_name["test-scale:factor=-1"].quality < 0.5 < by_name["test-noop"].quality
     assert not by_name["test-slowdown:depth=200"].pareto  # bigger and slower than the input, no more faithful
     assert by_name["input"].speedup == 1.0 and len(mlp_model.graph) == 4  # the input model is untouched
+
+
+def test_outcome_to_dict_leaves_a_deep_model_alone(mlp_model):
+    deep = SlowDown(depth=600)(mlp_model).model  # a chain deep enough that copying the model recursively fails
+    outcome = Outcome("deep", 10, 1.0, 0.5, model=deep)
+    assert outcome.to_dict() == {"name": "deep", "size_bytes": 10, "latency_ms": 1.0, "quality": 0.5, "speedup": 1.0, "pareto": False}
+    assert outcome.model is deep

@@ -26,3 +26,13 @@ def test_unknown_pass_in_a_recipe_exits_2(mlp_path, capsys):
 def test_no_recipe_exits_2(mlp_path, capsys):
     assert main(["compare", str(mlp_path)]) == 2
     assert "no recipes given" in capsys.readouterr().err
+
+
+def test_json_holds_every_recipe_even_with_a_deep_model(mlp_path, tmp_path):
+    js = tmp_path / "c.json"
+    recipes = ["test-noop", "test-slowdown:depth=600", "test-scale:factor=0.5;test-noop"]
+    args = ["compare", str(mlp_path), *[a for r in recipes for a in ("-r", r)], "--rounds", "1", "--threads", "1", "--json", str(js)]
+    assert main(args) == 0
+    records = json.loads(js.read_text())
+    assert [r["name"] for r in records] == ["input", *recipes]
+    assert all(set(r) == {"name", "size_bytes", "latency_ms", "quality", "speedup", "pareto"} for r in records)

@@ -22,7 +22,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def run(model, passes: list, **pipeline_options) -> PipelineResult:
-    """Run pass specs (``"fuse"``, ``"prune-channels:ratio=0.5"``) or pass objects on ``model``."""
+def run(model, passes: list, *, calibration=None, **pipeline_options) -> PipelineResult:
+    """Run pass specs (``"fuse"``, ``"prune-channels:ratio=0.5"``) or pass objects on ``model`` (a path or a
+    loaded model), with ``calibration`` data (a reader, see ``onnxcompress.calibration``) for the passes that need it."""
     built = [parse_pass(p) if isinstance(p, str) else p for p in passes]
-    return Pipeline(built, **pipeline_options).run(load(model) if not hasattr(model, "graph") else model)
+    return Pipeline(built, **pipeline_options).run(load(model) if not hasattr(model, "graph") else model, calibration=calibration)

@@ -78,7 +78,14 @@ class Pipeline:
         self.on_step = on_step or (lambda event, name: None)
 
     def run(self, model: ir.Model, *, calibration: object | None = None) -> PipelineResult:
-        """Apply every pass to ``model`` (in place) and return it with the report."""
+        """Apply every pass to ``model`` (in place) and return it with the report.
+
+        ``calibration`` (a reader, see ``onnxcompress.calibration``) and the measurement's labelled data
+        are handed to each pass for its run only; a pass that needs calibration data and gets none is
+        refused before anything runs.
+        """
+        for pass_ in self.passes:
+            pass_.check_calibration(calibration)
         m = self.measurement
         feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
         reference = io.clone(model)
@@ -87,17 +94,17 @@ class Pipeline:
         baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected)
         steps, before = [baseline], expected
         for pass_ in self.passes:
-            self._bind_calibration(pass_, calibration)
             self.on_step("run", pass_.name)
             snapshot = io.clone(model)
             start = time.perf_counter()
-            model = pass_(model).model
+            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled)
+            model = outcome.model
             seconds = time.perf_counter() - start
             self._check_structure(pass_, model)
             self.on_step("measure", pass_.name)
             previous = snapshot if self.reject_slower else None
             record, outputs = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, previous)
-            record.notes, record.details = list(pass_.notes), {**pass_.details, **record.details}
+            record.notes, record.details = list(outcome.notes), {**outcome.details, **record.details}
             self._check_exactness(pass_, fidelity.compare(before, outputs))
             reason = self._rollback_reason(record, baseline)
             if reason:
@@ -142,11 +149,6 @@ class Pipeline:
         m = self.measurement
         sessions = [runtime.session(x, threads=m.threads) for x in models]
         return bench.measure(sessions, [feeds] * len(sessions), batch=m.batch, threads=m.threads, rounds=m.rounds)
-
-    @staticmethod
-    def _bind_calibration(pass_: CompressionPass, calibration: object | None) -> None:
-        if pass_.uses_calibration and getattr(pass_, "calibration", None) is None and calibration is not None:
-            pass_.calibration = calibration
 
     @staticmethod
     def _check_structure(pass_: CompressionPass, model: ir.Model) -> None:

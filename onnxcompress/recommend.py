@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxcompress import stats
+from onnxcompress import spec, stats
 from onnxcompress.passes import REGISTRY
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 
@@ -63,7 +63,7 @@ class Recommendation:
     def command(self, model: str | Path, output: str | Path) -> str:
         """The ``onnxcompress run`` command line for these steps."""
         passes = " ".join(f"-p {shlex.quote(s.spec)}" for s in self.steps)
-        calibration = " --calibration DATA" if any(REGISTRY[s.spec.split(":")[0]].requires_calibration for s in self.steps) else ""
+        calibration = " --calibration DATA" if any(spec.parse_pass(s.spec).calibration_need() for s in self.steps) else ""
         return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{calibration} --report report"
 
 

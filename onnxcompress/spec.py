@@ -126,6 +126,12 @@ def _recipe_value(value: Any) -> Any:
 
 
 def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
+    """``float``, ``list[str]``, a choice's values (``local|global``), a union's parts (``uint8|int8|none``)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
         return "|".join(map(str, typing.get_args(annotation)))
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return "|".join("none" if a is type(None) else _type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        return str(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

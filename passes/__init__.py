@@ -1,10 +1,10 @@
 """Graph passes, one module per family; importing this package registers them all."""
 
-from onnxcompress.passes.base import REGISTRY, CompressionPass
+from onnxcompress.passes.base import REGISTRY, CompressionPass, PassContext, PassOutcome
 from onnxcompress.passes.cleanup import Cleanup
 from onnxcompress.passes.folding import FoldConstants
 from onnxcompress.passes.fusion import Fuse
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic, ScaleTokens, SmoothActivations, SplitOutlierChannels
 
-__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "PruneChannels", "QuantizeDynamic", "QuantizeStatic", "ScaleTokens", "SmoothActivations", "SplitOutlierChannels"]
+__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "PassContext", "PassOutcome", "PruneChannels", "QuantizeDynamic", "QuantizeStatic", "ScaleTokens", "SmoothActivations", "SplitOutlierChannels"]

@@ -31,7 +31,7 @@ class Cleanup(CompressionPass):
         _drop_unused_initializer_inputs(model.graph)
         common.RemoveUnusedNodesPass()(model)
         removed = {key: before[key] - after for key, after in _census(model).items()}
-        self.details.update({f"{key}_removed": count for key, count in removed.items()})
+        self.context.details.update({f"{key}_removed": count for key, count in removed.items()})
         self.note(", ".join(f"removed {count} {key}" for key, count in removed.items()))
         return ir.passes.PassResult(model, modified=any(removed.values()))
 

@@ -17,7 +17,6 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript import optimizer
 
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import allow_plain_initializers
 
@@ -36,18 +35,17 @@ class FoldConstants(CompressionPass):
         super().__init__()
         self.max_folded_mb = max_folded_mb
         self.shape_inference = shape_inference
+        self.require(math.isfinite(max_folded_mb) and max_folded_mb >= 0, "max_folded_mb", "a finite number >= 0")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Fold, then turn the remaining ``Constant`` nodes into initializers."""
-        if not self.max_folded_mb >= 0:
-            raise UsageError(f"fold-constants: max_folded_mb must be >= 0, got {self.max_folded_mb}")
         nodes_before = _count_nodes(model)
         self._fold(model)
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         common.RemoveUnusedNodesPass()(model)
         self._allow_plain_initializers(model)
         removed = nodes_before - _count_nodes(model)
-        self.details["nodes_folded"] = removed
+        self.context.details["nodes_folded"] = removed
         self.note(f"folded {removed} nodes into constants (budget {self.max_folded_mb:g} MB per tensor)")
         return ir.passes.PassResult(model, modified=removed > 0)
 

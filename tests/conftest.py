@@ -76,8 +76,8 @@ def assert_exact_rewrite():
 
 @pytest.fixture(scope="session")
 def rewrite_text():
-    """``rewrite(pass_, text) -> (before, after, pass_)``: a model parsed from ONNX text and a copy
-    ``pass_`` rewrote in place, so a test can compare the two and read the pass's details."""
+    """``rewrite(pass_, text) -> (before, after, outcome)``: a model parsed from ONNX text and a copy
+    ``pass_`` rewrote in place, so a test can compare the two and read the run's notes and details."""
     import onnx_ir as ir
 
     from onnxcompress import io
@@ -85,7 +85,6 @@ def rewrite_text():
     def rewrite(pass_, text: str):
         before = ir.from_onnx_text(text)
         after = io.clone(before)
-        pass_(after)
-        return before, after, pass_
+        return before, after, pass_(after)
 
     return rewrite

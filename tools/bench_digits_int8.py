@@ -51,9 +51,7 @@ def main() -> None:
         fp32 = io.load(trained_teacher(split, Path(tmp)))
     calibration = {"image": split.x_train[:CALIBRATION_SAMPLES]}
     ours = io.clone(fp32)
-    quantize = parse_pass("quantize-static")
-    quantize.calibration = ArrayReader(calibration, batch_size=32)
-    quantize(ours)
+    parse_pass("quantize-static").apply(ours, calibration=ArrayReader(calibration, batch_size=32))
     variants = {
         "fp32": fp32,
         "onnxcompress quantize-static": ours,

@@ -120,9 +120,7 @@ def digits_recovery(work: Path) -> dict:
     rows = {"input": {"accuracy": float((reference.argmax(1) == split.y_test).mean()), "logit_mse": 0.0}}
     for label, options in {"none": {}, "bias_fold": {"bias_fold": True}, "reconstruct": {"reconstruct": True}}.items():
         model = io.clone(original)
-        pruner = PruneChannels(ratio=RATIO, **options)
-        pruner.calibration = ArrayReader({"x": split.x_train[:CALIBRATION_SAMPLES]}, batch_size=32)
-        pruner(model)
+        PruneChannels(ratio=RATIO, **options).apply(model, calibration=ArrayReader({"x": split.x_train[:CALIBRATION_SAMPLES]}, batch_size=32))
         logits = runtime.run(model, {"x": split.x_test})["y"]
         rows[label] = {
             "accuracy": float((logits.argmax(1) == split.y_test).mean()),

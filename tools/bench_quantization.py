@@ -119,13 +119,15 @@ def _through_files(model: ir.Model, tool: Callable[[str, str], None]) -> ir.Mode
 # --- ours ----------------------------------------------------------------------------------------
 
 
-def ours(case: Case, label: str, model: ir.Model, *passes) -> None:
-    """Apply ``passes`` to a copy of ``model`` and add it as a variant, keeping the passes' notes."""
+def ours(case: Case, label: str, model: ir.Model, *passes, calibration: ArrayReader | None = None,
+         labelled: LabelledData | None = None) -> None:
+    """Apply ``passes`` to a copy of ``model`` with ``calibration`` and ``labelled`` data and add it as a variant,
+    keeping the passes' notes."""
     model = io.clone(model)
     lines = []
     for pass_ in passes:
-        pass_(model)
-        lines += [f"{pass_.name}: {n}" for n in pass_.notes]
+        outcome = pass_.apply(model, calibration=calibration, labelled=labelled)
+        lines += [f"{pass_.name}: {n}" for n in outcome.notes]
     case.variants[label] = model
     case.notes[label] = lines
 
@@ -172,9 +174,10 @@ def trained_on_digits(build: Callable[[], object], size: int, recipe: tuple[int,
     return train
 
 
-def static_int8(calibration: dict[str, np.ndarray], **options) -> QuantizeStatic:
-    """Our ``quantize-static`` with ``options``, calibrated on ``calibration`` in batches of ``CALIBRATION_BATCH``."""
-    return QuantizeStatic(calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), **options)
+def static_int8(case: Case, label: str, model: ir.Model, calibration: dict[str, np.ndarray], labelled: LabelledData | None = None,
+                **options) -> None:
+    """Our ``quantize-static`` with ``options`` as a variant, calibrated on ``calibration`` in batches of ``CALIBRATION_BATCH``."""
+    ours(case, label, model, QuantizeStatic(**options), calibration=ArrayReader(calibration, batch_size=CALIBRATION_BATCH), labelled=labelled)
 
 
 def digits_case(label: str, name: str, build: Callable[[], object], size: int, recipe: tuple[int, float, int],
@@ -198,15 +201,14 @@ def digits_case(label: str, name: str, build: Callable[[], object], size: int, r
 
     case = Case(label, fp32, _image_feeds(split.x_test), quality)
     _cnn_variants(case, calibration)
-    ours(case, "onnxcompress static + fallback (max_drop 0.5 pt)", fp32,
-         static_int8(calibration, labelled=held_out, max_drop=0.005))
+    static_int8(case, "onnxcompress static + fallback (max_drop 0.5 pt)", fp32, calibration, labelled=held_out, max_drop=0.005)
     if float_stages:
-        ours(case, f"onnxcompress static, {' '.join(float_stages)} kept in FP32 (exclude)", fp32,
-             static_int8(calibration, exclude=float_stages))
-        ours(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32,
-             static_int8(calibration, fp32_prefix="fastest"))
-        ours(case, "onnxcompress quantize-static without depthwise padding (pad_depthwise=false)", fp32,
-             static_int8(calibration, pad_depthwise=False))
+        static_int8(case, f"onnxcompress static, {' '.join(float_stages)} kept in FP32 (exclude)", fp32, calibration,
+                    exclude=float_stages)
+        static_int8(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32, calibration,
+                    fp32_prefix="fastest")
+        static_int8(case, "onnxcompress quantize-static without depthwise padding (pad_depthwise=false)", fp32, calibration,
+                    pad_depthwise=False)
     return case
 
 
@@ -239,9 +241,9 @@ def digits_mask_case() -> Case:
 
     case = Case("MobileNetV3-Large text-mask detector trained on digits (1x224x224)", fp32, _image_feeds(split.x_test), quality)
     calibration = {"x": split.x_train[:CALIBRATION_SAMPLES]}
-    ours(case, "onnxcompress quantize-static (CPU default)", fp32, static_int8(calibration))
-    ours(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32,
-         static_int8(calibration, fp32_prefix="fastest"))
+    static_int8(case, "onnxcompress quantize-static (CPU default)", fp32, calibration)
+    static_int8(case, "onnxcompress quantize-static, FP32 prefix measured (fp32_prefix=fastest)", fp32, calibration,
+                fp32_prefix="fastest")
     case.variants["ORT quantize_static default (S8S8 per-tensor)"] = ort_static(fp32, calibration, u8s8_per_channel=False)
     case.variants["ORT quantize_static U8S8 per-channel"] = ort_static(fp32, calibration, u8s8_per_channel=True)
     return case
@@ -269,7 +271,7 @@ def synthetic_cnn_case(name: str, build: Callable[[], object], chw: tuple[int, i
 
 
 def _cnn_variants(case: Case, calibration: dict[str, np.ndarray]) -> None:
-    ours(case, "onnxcompress quantize-static (CPU default)", case.fp32, static_int8(calibration))
+    static_int8(case, "onnxcompress quantize-static (CPU default)", case.fp32, calibration)
     case.variants["ORT quantize_static default (S8S8 per-tensor)"] = ort_static(case.fp32, calibration, u8s8_per_channel=False)
     case.variants["ORT quantize_static U8S8 per-channel"] = ort_static(case.fp32, calibration, u8s8_per_channel=True)
     case.variants["ORT quantize_dynamic"] = ort_dynamic(case.fp32, per_channel=False)
@@ -315,22 +317,19 @@ def minilm_case() -> Case:
     case.variants["ORT transformers optimizer + quantize_dynamic per-channel"] = ort_dynamic(ort_fused, per_channel=True)
     fused = standard_fusions(fp32)
     ours(case, "onnxcompress fuse + quantize-dynamic", fused, QuantizeDynamic())
-    ours(case, "onnxcompress fuse + smooth + quantize-dynamic", fused, SmoothActivations(calibration=calibration), QuantizeDynamic())
-    ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq", fused, SplitOutlierChannels(calibration=calibration),
-         SmoothActivations(calibration=calibration), QuantizeDynamic(calibration=calibration, gptq=True))
+    ours(case, "onnxcompress fuse + smooth + quantize-dynamic", fused, SmoothActivations(), QuantizeDynamic(), calibration=calibration)
+    ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq", fused, SplitOutlierChannels(),
+         SmoothActivations(), QuantizeDynamic(gptq=True), calibration=calibration)
     ours(case, "onnxcompress fuse + split-outliers + smooth + quantize-dynamic:gptq,activation_scales=calibrated", fused,
-         SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration),
-         QuantizeDynamic(calibration=calibration, gptq=True, activation_scales="calibrated"))
+         SplitOutlierChannels(), SmoothActivations(), QuantizeDynamic(gptq=True, activation_scales="calibrated"), calibration=calibration)
     attention = standard_fusions(fp32, opset=23)
     ours(case, "onnxcompress fuse:opset=23 + split-outliers + smooth + quantize-dynamic:gptq", attention,
-         SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration),
-         QuantizeDynamic(calibration=calibration, gptq=True))
+         SplitOutlierChannels(), SmoothActivations(), QuantizeDynamic(gptq=True), calibration=calibration)
     ours(case, "onnxcompress fuse:opset=23 + split-outliers + smooth + scale-tokens + quantize-dynamic:gptq", attention,
-         SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration), ScaleTokens(calibration=calibration),
-         QuantizeDynamic(calibration=calibration, gptq=True))
+         SplitOutlierChannels(), SmoothActivations(), ScaleTokens(), QuantizeDynamic(gptq=True), calibration=calibration)
     ours(case, "onnxcompress fuse:opset=23 + split-outliers + smooth + scale-tokens + quantize-dynamic:gptq,activation_scales=calibrated",
-         attention, SplitOutlierChannels(calibration=calibration), SmoothActivations(calibration=calibration),
-         ScaleTokens(calibration=calibration), QuantizeDynamic(calibration=calibration, gptq=True, activation_scales="calibrated"))
+         attention, SplitOutlierChannels(), SmoothActivations(), ScaleTokens(), QuantizeDynamic(gptq=True, activation_scales="calibrated"),
+         calibration=calibration)
     return case
 
 

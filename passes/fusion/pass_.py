@@ -54,7 +54,7 @@ class Fuse(CompressionPass):
         total = 0
         for family in families:
             count = rule_set(family).apply_to_model(model)
-            self.details[family.NAME] = count
+            self.context.details[family.NAME] = count
             self.note(f"{family.NAME}: {count} fused")
             total += count
         if total:
@@ -69,7 +69,7 @@ class Fuse(CompressionPass):
             return False
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)  # axes inputs the converter wrote
         self.note(f"opset {before} converted to {self.opset}")
-        self.details["opset"] = {"from": before, "to": self.opset}
+        self.context.details["opset"] = {"from": before, "to": self.opset}
         return True
 
     def _applicable(self, model: ir.Model) -> list[ModuleType]:
@@ -79,7 +79,7 @@ class Fuse(CompressionPass):
         chosen = []
         for family in FAMILIES:
             if not family.TRIGGER_OPS & present:
-                self.details[family.NAME] = 0
+                self.context.details[family.NAME] = 0
             elif opset < family.MIN_OPSET:
                 self.note(f"{family.NAME}: not tried, needs opset >= {family.MIN_OPSET} "
                           f"(model has {opset}; fuse:opset={family.MIN_OPSET} converts it)")

@@ -14,12 +14,12 @@ Flatten into Gemm and attention heads.
 from __future__ import annotations
 
 import fnmatch
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.pruning import importance, recovery
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
@@ -31,13 +31,13 @@ from onnxcompress.passes.pruning.selection import Constraints, choose
 from onnxcompress.passes.pruning.untie import untie_weights
 from onnxcompress.stats import parameter_count
 
-IMPORTANCES = ("magnitude", "activation", "mean_abs", "apoz", "taylor")
+Importance = Literal["magnitude", "activation", "mean_abs", "apoz", "taylor"]
+Scope = Literal["local", "global"]
 CALIBRATED_SCORES = {
     "activation": importance.activation_scores,
     "mean_abs": importance.mean_abs_scores,
     "apoz": importance.apoz_scores,
 }
-SCOPES = ("local", "global")
 
 
 class PruneChannels(CompressionPass):
@@ -49,13 +49,12 @@ class PruneChannels(CompressionPass):
 
     name = "prune-channels"
     exact = False
-    uses_calibration = True
 
     def __init__(
         self,
         ratio: float = 0.5,
-        scope: str = "local",
-        importance: str = "magnitude",
+        scope: Scope = "local",
+        importance: Importance = "magnitude",
         round_to: int = 1,
         min_channels: int = 1,
         exclude: list[str] | None = None,
@@ -67,25 +66,30 @@ class PruneChannels(CompressionPass):
         reconstruct: bool = False,
     ) -> None:
         super().__init__()
-        if not 0 <= ratio < 1:
-            raise UsageError(f"ratio must be in [0, 1), got {ratio}")
-        if importance not in IMPORTANCES:
-            raise UsageError(f"unknown importance {importance!r}; choose one of {', '.join(IMPORTANCES)}")
-        if scope not in SCOPES:
-            raise UsageError(f"unknown scope {scope!r}; choose local or global")
-        if round_to < 1 or min_channels < 1:
-            raise UsageError("round_to and min_channels must be at least 1")
         self.ratio, self.scope, self.importance = ratio, scope, importance
         self.round_to, self.min_channels, self.exclude = round_to, min_channels, list(exclude or [])
         self.heads, self.ffn, self.layernorm, self.dead_only = heads, ffn, layernorm, dead_only
         self.bias_fold, self.reconstruct = bias_fold, reconstruct
-        self.calibration = None
+        self.check_choices()
+        self.require(0 <= ratio < 1, "ratio", "in [0, 1)")
+        self.require(round_to >= 1, "round_to", "at least 1")
+        self.require(min_channels >= 1, "min_channels", "at least 1")
+
+    def calibration_need(self) -> str | None:
+        """Activation-based importance, bias folding and reconstruction read activations; magnitude does not."""
+        if self.ratio == 0 and not self.dead_only:
+            return None
+        if self.importance != "magnitude":
+            return f"importance={self.importance} scores channels on activations"
+        if self.bias_fold or self.reconstruct:
+            return "bias_fold and reconstruct fit what the removed channels carried on activations"
+        return None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if self.ratio == 0 and not self.dead_only:
             self.note("ratio=0: nothing removed (identity)")
             return ir.passes.PassResult(model, modified=False)
-        self._check_calibration(model)
+        self._validate_calibration(model)
         work = io.clone(model)
         untie_weights(work)
         infer_shapes(work)
@@ -96,7 +100,7 @@ class PruneChannels(CompressionPass):
         frozen = self._frozen_reasons(graph, units, infos)
         remove = self._choose(graph, units, frozen, work)
         before = (parameter_count(model), model_macs(work))
-        self.details["groups"] = group_report(graph, units, infos, remove, frozen)
+        self.context.details["groups"] = group_report(graph, units, infos, remove, frozen)
         if not remove.any():
             self.note("nothing can be pruned: every channel is frozen or needed (see details.groups)")
             return ir.passes.PassResult(model, modified=False)
@@ -107,15 +111,13 @@ class PruneChannels(CompressionPass):
         model.graph = work.graph
         return ir.passes.PassResult(model, modified=True)
 
-    def _check_calibration(self, model: ir.Model) -> None:
-        needs = self.importance != "magnitude" or self.bias_fold or self.reconstruct
-        if self.calibration is None:
-            if needs:
-                raise UsageError(f"importance={'/'.join(IMPORTANCES[1:])}, bias_fold and reconstruct need calibration data")
+    def _validate_calibration(self, model: ir.Model) -> None:
+        """Calibration data, when given, must feed this model."""
+        if self.context.calibration is None:
             return
         from onnxcompress.calibration.validation import validate_reader
 
-        validate_reader(self.calibration, model)
+        validate_reader(self.context.calibration, model)
 
     def _frozen_reasons(self, graph: ChannelGraph, units: list[Unit], infos) -> list[str | None]:
         reasons = [graph.frozen_reason(u) for u in units]
@@ -137,24 +139,24 @@ class PruneChannels(CompressionPass):
 
     def _scores(self, graph: ChannelGraph, units: list[Unit], model: ir.Model) -> np.ndarray:
         if self.importance in CALIBRATED_SCORES:
-            return CALIBRATED_SCORES[self.importance](graph, units, model, self.calibration)
+            return CALIBRATED_SCORES[self.importance](graph, units, model, self.context.calibration)
         if self.importance == "taylor":
             from onnxcompress.passes.pruning.taylor import taylor_scores
 
-            return taylor_scores(graph, units, model, self.calibration)
+            return taylor_scores(graph, units, model, self.context.calibration)
         return importance.magnitude_scores(graph, units)
 
     def _recover(self, model: ir.Model, graph: ChannelGraph, chosen: list[Unit]) -> None:
         if self.reconstruct:
-            self.note(recovery.reconstruct(model, graph, chosen, self.calibration))
+            self.note(recovery.reconstruct(model, graph, chosen, self.context.calibration))
         elif self.bias_fold:
-            self.note(recovery.fold_into_bias(model, graph, chosen, self.calibration))
+            self.note(recovery.fold_into_bias(model, graph, chosen, self.context.calibration))
 
     def _report(self, before: tuple[int, int], after: tuple[int, int]) -> None:
-        groups = self.details["groups"]
+        groups = self.context.details["groups"]
         removed = sum(g["removed"] for g in groups)
         touched = sum(1 for g in groups if g["removed"])
-        self.details.update(params_before=before[0], params_after=after[0], macs_before=before[1], macs_after=after[1])
+        self.context.details.update(params_before=before[0], params_after=after[0], macs_before=before[1], macs_after=after[1])
         self.note(f"removed {removed} units in {touched} of {len(groups)} groups")
         self.note(f"params {before[0]:,} -> {after[0]:,}; MACs/sample {before[1]:,} -> {after[1]:,}")
         for g in groups:

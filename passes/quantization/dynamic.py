@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -15,8 +17,8 @@ from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.selection import excluded_nodes
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
-from onnxcompress.passes.quantization.ranges import activation_ranges
-from onnxcompress.passes.quantization.target import QuantTarget, resolve_target
+from onnxcompress.passes.quantization.ranges import Method, activation_ranges
+from onnxcompress.passes.quantization.target import ElementType, QuantTarget, resolve_target
 
 FULL_QMAX, REDUCED_QMAX = 127, 64  # ORT's symmetric int8 weight range, and its 7-bit range without VNNI
 
@@ -35,30 +37,24 @@ class QuantizeDynamic(QuantizePass):
     """
 
     name = "quantize-dynamic"
-    uses_calibration = True
 
     def __init__(
         self,
         *,
         per_channel: bool = True,
-        weight_type: str | None = None,
+        weight_type: ElementType | None = None,
         reduce_range: bool | None = None,
         op_types: list[str] | None = None,
         exclude: list[str] | None = None,
         gptq: bool = False,
-        activation_scales: str = "dynamic",
-        method: str | None = None,
+        activation_scales: Literal["dynamic", "calibrated"] = "dynamic",
+        method: Method | None = None,
         ranges_file: str | None = None,
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
-        labelled: object | None = None,
-        calibration: object | None = None,
     ) -> None:
-        super().__init__(
-            op_types=op_types, exclude=exclude, max_drop=max_drop,
-            max_fallback=max_fallback, fidelity_output=fidelity_output, labelled=labelled, calibration=calibration,
-        )
+        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output)
         self.per_channel = per_channel
         self.weight_type = weight_type
         self.reduce_range = reduce_range
@@ -66,7 +62,19 @@ class QuantizeDynamic(QuantizePass):
         self.activation_scales = activation_scales
         self.method = method
         self.ranges_file = ranges_file
-        self._check_scale_options()
+        self.check_common_options()
+        if activation_scales == "dynamic" and (method or ranges_file):
+            raise UsageError(f"{self.name}: method and ranges_file apply only with activation_scales=calibrated")
+        if gptq and weight_type == "uint8":
+            raise UsageError(f"{self.name}: gptq rounds symmetric int8 weights; drop weight_type=uint8 or gptq")
+
+    def calibration_need(self) -> str | None:
+        """GPTQ weighs rounding errors by activations; calibrated scales need ranges (or an existing ranges_file)."""
+        if self.gptq:
+            return "gptq weighs rounding errors by the activations"
+        if self.activation_scales == "calibrated" and not (self.ranges_file and Path(self.ranges_file).is_file()):
+            return "activation_scales=calibrated calibrates activation ranges on it (or give an existing ranges_file)"
+        return None
 
     def supported_op_types(self) -> list[str]:
         """Everything ORT's IntegerOps quantizer has a rule for."""
@@ -100,7 +108,7 @@ class QuantizeDynamic(QuantizePass):
             if split:
                 self.note(f"{len(split)} Gemm split into MatMul + Add to be quantized (ORT re-fuses the bias)")
         ranges = self._calibrated_ranges(model, proto, selection) if self.activation_scales == "calibrated" else None
-        self.details.update(target=target.describe(), activation_scales=self.activation_scales)
+        self.context.details.update(target=target.describe(), activation_scales=self.activation_scales)
         self.note(f"{self.activation_scales} {target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
 
         def quantize(chosen: ort_bridge.Selection) -> onnx.ModelProto:
@@ -112,28 +120,22 @@ class QuantizeDynamic(QuantizePass):
             source = rounding.with_initializers(proto, arrays) if arrays else proto
             quantized = ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
             quantized, rows = row_quantizers.quantize_scaled_rows(quantized)
-            if rows and "row_quantized_activations" not in self.details:
+            if rows and "row_quantized_activations" not in self.context.details:
                 self.note(f"{rows} per-token scaled activations quantized row by row, one QuantizeLinear each")
-            self.details["row_quantized_activations"] = rows
+            self.context.details["row_quantized_activations"] = rows
             if ranges is None:
                 return quantized
             frozen, counts = calibrated_scales.freeze_activation_scales(quantized, ranges)
-            self.details["calibrated_scales"] = dataclasses.asdict(counts)
+            self.context.details["calibrated_scales"] = dataclasses.asdict(counts)
             return frozen
 
         return quantize
 
-    def _check_scale_options(self) -> None:
-        if self.activation_scales not in ("dynamic", "calibrated"):
-            raise UsageError(f"activation_scales must be 'dynamic' or 'calibrated', got {self.activation_scales!r}")
-        if self.activation_scales == "dynamic" and (self.method or self.ranges_file):
-            raise UsageError("method and ranges_file apply only with activation_scales=calibrated")
-
     def _calibrated_ranges(self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection) -> dict[str, tuple[float, float]]:
         """Ranges of the activations the selected MatMuls read, calibrated once on the FP32 model (or loaded)."""
         names = calibrated_scales.matmul_activations(proto, selection)
-        run = activation_ranges(model, self.calibration, names, method=self.method or "minmax", ranges_file=self.ranges_file)
-        self.details.update(method=self.method or "minmax", ranges_file=self.ranges_file, calibration=run.to_dict())
+        run = activation_ranges(model, self.context.calibration, names, method=self.method or "minmax", ranges_file=self.ranges_file)
+        self.context.details.update(method=self.method or "minmax", ranges_file=self.ranges_file, calibration=run.to_dict())
         self.note(f"activation scales of {len(run.ranges)} tensors from {run.source} ({run.seconds:.1f} s, peak +{run.peak_rss_mb:.0f} MB RSS)")
         return run.ranges
 
@@ -141,12 +143,8 @@ class QuantizeDynamic(QuantizePass):
         self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection, target: QuantTarget,
     ) -> dict[str, tuple[str, np.ndarray]]:
         """Weight → (its MatMul, GPTQ-rounded copy); a copy goes in only when a call quantizes its MatMul."""
-        if self.calibration is None:
-            raise UsageError("gptq needs calibration data (--calibration): it weighs rounding errors by the activations")
-        if target.weight_type != "int8":
-            raise UsageError("gptq rounds symmetric int8 weights; drop weight_type=uint8 or gptq")
         weights = rounding.weights_to_round(proto, selection.exclude) if "MatMul" in selection.op_types else {}
-        moments = rounding.input_second_moments(model, self.calibration, sorted({a for _, a in weights.values()}))
+        moments = rounding.input_second_moments(model, self.context.calibration, sorted({a for _, a in weights.values()}))
         qmax = REDUCED_QMAX if target.reduce_range else FULL_QMAX
         rounded = rounding.rounded_weights(proto, moments, weights, qmax, self.per_channel)
         self.note(f"{len(rounded)} MatMul weights rounded with error feedback (GPTQ) on the calibration activations")

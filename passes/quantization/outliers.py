@@ -26,7 +26,6 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 from onnxcompress.calibration.activations import channel_peaks
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
 from onnxcompress.passes.quantization.selection import FLOAT_BRANCH_SUFFIX, excluded_nodes
@@ -61,37 +60,35 @@ class SplitOutlierChannels(CompressionPass):
     """
 
     name = "split-outliers"
-    uses_calibration = True
-    requires_calibration = True
 
-    def __init__(self, *, channels: int = 4, min_ratio: float = 4.0, exclude: list[str] | None = None,
-                 calibration: object | None = None) -> None:
+    def __init__(self, *, channels: int = 4, min_ratio: float = 4.0, exclude: list[str] | None = None) -> None:
         super().__init__()
         self.channels = channels
         self.min_ratio = min_ratio
         self.exclude = exclude
-        self.calibration = calibration
+        self.require(channels >= 1, "channels", "at least 1")
+        self.require(min_ratio >= 1.0, "min_ratio", "at least 1")
+
+    def calibration_need(self) -> str | None:
+        """Outlier channels are found on activations."""
+        return "outliers are found on activations"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Split every MatMul pair whose shared activation has outlier channels."""
-        if self.channels < 1 or self.min_ratio < 1.0:
-            raise UsageError(f"split-outliers needs channels >= 1 and min_ratio >= 1, got {self.channels} and {self.min_ratio}")
-        if self.calibration is None:
-            raise UsageError("split-outliers needs calibration data (--calibration): outliers are found on activations")
         LiftConstantsToInitializersPass(size_limit=0)(model)  # exporters write GELU's scalars as Constant nodes
         pairs = splittable_pairs(model, excluded_nodes(model, self.exclude))
-        self.details.update(split={})
+        self.context.details.update(split={})
         if not pairs:
             self.note("no MatMul reading another MatMul through element-wise ops only: nothing to split")
             return ir.passes.PassResult(model, modified=False)
-        peaks = channel_peaks(model, self.calibration, [p.activation.name for p in pairs])
+        peaks = channel_peaks(model, self.context.calibration, [p.activation.name for p in pairs])
         split = {}
         for pair in pairs:
             outliers = outlier_channels(peaks[pair.activation.name], self.channels, self.min_ratio)
             if len(outliers):
                 split_pair(model.graph, pair, outliers)
                 split[pair.second.name] = len(outliers)
-        self.details.update(split=split)
+        self.context.details.update(split=split)
         self.note(f"split {sum(split.values())} outlier channels of {len(split)} of {len(pairs)} MatMul pairs into FP32 branches"
                   f" (at most {self.channels} each, peak >= {self.min_ratio}x the median channel)")
         return ir.passes.PassResult(model, modified=bool(split))

@@ -18,6 +18,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass, RemoveInitializersFromInputsPass
 
 from onnxcompress import io, runtime
+from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization import fallback, guard
@@ -39,8 +40,6 @@ class QuantizePass(CompressionPass):
         max_drop: float | None,
         max_fallback: int,
         fidelity_output: str | None,
-        labelled: object | None,
-        calibration: object | None,
     ) -> None:
         super().__init__()
         self.op_types = op_types
@@ -48,8 +47,17 @@ class QuantizePass(CompressionPass):
         self.max_drop = max_drop
         self.max_fallback = max_fallback
         self.fidelity_output = fidelity_output
-        self.labelled = labelled
-        self.calibration = calibration
+
+    def check_common_options(self) -> None:
+        """Refuse bad choices, a ``max_drop`` outside [0, 1], a negative ``max_fallback`` and op types this
+        quantization cannot handle (subclasses call it once their own options are set)."""
+        self.check_choices()
+        self.require(self.max_drop is None or 0 <= self.max_drop <= 1, "max_drop", "in [0, 1]")
+        self.require(self.max_fallback >= 0, "max_fallback", ">= 0")
+        supported = self.supported_op_types()
+        unsupported = sorted(set(self.op_types or []) - set(supported))
+        if unsupported:
+            raise UsageError(f"{self.name}: op_types {unsupported} cannot be quantized here; supported: {', '.join(supported)}")
 
     def supported_op_types(self) -> list[str]:
         """Op types this kind of quantization can handle."""
@@ -88,7 +96,7 @@ class QuantizePass(CompressionPass):
                       "ORT's quantizers treat only stored weights as weights; run fold-constants first")
         self.prepare_graph(model, op_types)
         proto = with_shapes(io.to_proto(model))
-        selection = select(proto, op_types, self.supported_op_types(), self.exclude)
+        selection = select(proto, op_types, self.exclude)
         quantize = self.prepare(model, proto, selection)
         selection, quantized = self.choose_selection(model, proto, quantize, selection)
         if self.max_drop is None:
@@ -103,20 +111,20 @@ class QuantizePass(CompressionPass):
 
     def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:
         """Inputs to judge fidelity on: the first calibration feed in the model's own batch, else synthetic inputs."""
-        if self.calibration is not None:
+        if self.context.calibration is not None:
             from onnxcompress.calibration.validation import model_batches
 
-            return next(model_batches(self.calibration, model)).arrays()
+            return next(model_batches(self.context.calibration, model)).arrays()
         return runtime.synthetic_inputs(model)
 
     def _fall_back(self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection) -> onnx.ModelProto:
-        if self.labelled is not None:
-            budget = fallback.accuracy_budget(model, self.labelled, self.max_drop, self.fidelity_output)
+        if self.context.labelled is not None:
+            budget = fallback.accuracy_budget(model, self.context.labelled, self.max_drop, self.fidelity_output)
         else:
             budget = fallback.output_budget(model, self.evaluation_feeds(model), self.max_drop, self.fidelity_output)
         costs = weight_sizes(proto, fallback_candidates(proto, selection))
         result = fallback.fall_back(quantize, selection, costs, budget, self.max_fallback)
-        self.details["fallback"] = {
+        self.context.details["fallback"] = {
             "metric": budget.metric, "max_drop": self.max_drop, "drop": result.drop,
             "within_budget": result.within_budget, "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity,
         }
@@ -126,7 +134,7 @@ class QuantizePass(CompressionPass):
 
     def _report_unfused(self, quantized: onnx.ModelProto) -> None:
         unfused = unfused_after_ort(quantized)
-        self.details["unfused_qdq"] = unfused.to_dict()
+        self.context.details["unfused_qdq"] = unfused.to_dict()
         if unfused.count:
             layers = ", ".join(f"{n} {op}" for op, n in sorted(unfused.layers.items()))
             self.note(f"ORT left {unfused.count} layers in FP32 between Q/DQ ({layers}), e.g. {unfused.examples[0]}")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -20,6 +21,7 @@ import onnx_ir as ir
 from onnxcompress import calibration
 from onnxcompress.errors import UsageError
 
+Method = Literal["minmax", "percentile", "entropy", "mse"]  # calibration.ESTIMATORS, as an option type
 SAMPLE_SECONDS = 0.02
 U8_LEVELS = 255
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")

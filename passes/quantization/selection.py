@@ -21,11 +21,8 @@ WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
 FLOAT_BRANCH_SUFFIX = "/outliers"
 
 
-def select(proto: onnx.ModelProto, op_types: Sequence[str], supported: Sequence[str], exclude: Sequence[str] | None) -> Selection:
-    """The selection for ``op_types`` minus nodes whose names match an ``exclude`` pattern."""
-    unsupported = sorted(set(op_types) - set(supported))
-    if unsupported:
-        raise UsageError(f"op_types {unsupported} cannot be quantized here; supported: {', '.join(sorted(supported))}")
+def select(proto: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] | None) -> Selection:
+    """The selection for ``op_types`` (checked when the pass was built) minus nodes whose names match an ``exclude`` pattern."""
     names = [node.name for node in proto.graph.node]
     excluded = matching_names(names, exclude) + [n for n in names if is_float_branch(n)] + standard_attention_nodes(proto)
     return Selection(op_types=list(op_types), exclude=excluded)

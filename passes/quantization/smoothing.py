@@ -32,7 +32,6 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.calibration.activations import channel_peaks, first_batch_activations
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
 from onnxcompress.passes.quantization.ranges import U8_LEVELS, u8_scale_and_zero_point
@@ -52,27 +51,25 @@ class SmoothActivations(CompressionPass):
     """
 
     name = "smooth"
-    uses_calibration = True
-    requires_calibration = True
 
-    def __init__(self, *, alpha: float | None = None, exclude: list[str] | None = None, calibration: object | None = None) -> None:
+    def __init__(self, *, alpha: float | None = None, exclude: list[str] | None = None) -> None:
         super().__init__()
         self.alpha = alpha
         self.exclude = exclude
-        self.calibration = calibration
+        self.require(alpha is None or 0.0 <= alpha <= 1.0, "alpha", "in [0, 1]")
+
+    def calibration_need(self) -> str | None:
+        """The smoothing scales come from activation ranges."""
+        return "its scales come from activation ranges"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Smooth every group of constant-weight MatMuls sharing an activation."""
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"alpha must be between 0 and 1, got {self.alpha}")
-        if self.calibration is None:
-            raise UsageError("smooth needs calibration data (--calibration): its scales come from activation ranges")
         groups = smoothable_groups(model, excluded_nodes(model, self.exclude))
         if not groups:
             self.note("no MatMul with a constant 2-D weight to smooth")
             return ir.passes.PassResult(model, modified=False)
-        peaks = channel_peaks(model, self.calibration, list(groups))
-        samples = first_batch_activations(model, self.calibration, list(groups)) if self.alpha is None else {}
+        peaks = channel_peaks(model, self.context.calibration, list(groups))
+        samples = first_batch_activations(model, self.context.calibration, list(groups)) if self.alpha is None else {}
         chosen: dict[str, float] = {}
         folded = 0
         for name, nodes in groups.items():
@@ -83,7 +80,7 @@ class SmoothActivations(CompressionPass):
             scale_weights(model.graph, nodes, scales)
             folded += divide_activation(model.graph, nodes, 1.0 / scales)
             chosen[name] = alpha
-        self.details.update(alpha=self.alpha, activations=len(chosen), alphas=chosen)
+        self.context.details.update(alpha=self.alpha, activations=len(chosen), alphas=chosen)
         used = ", ".join(f"{a} x{list(chosen.values()).count(a)}" for a in sorted(set(chosen.values())))
         placed = f"{folded} folded into attention value projections, one Mul node each for the rest" if folded else "one Mul node each"
         self.note(f"smoothed {len(chosen)} of {len(groups)} activations feeding "

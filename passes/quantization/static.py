@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Literal
 
 import onnx
 import onnx_ir as ir
 
 from onnxcompress import io
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization import float_prefix, ort_bridge
 from onnxcompress.passes.quantization.channel_gate import tile_channel_gates
 from onnxcompress.passes.quantization.depthwise_padding import pad_depthwise_channels
@@ -16,8 +17,8 @@ from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.hard_activations import rewrite_hard_activations
 from onnxcompress.passes.quantization.integer_friendly import fold_batch_norms, sums_as_adds
 from onnxcompress.passes.quantization.quantize_pass import QuantizePass
-from onnxcompress.passes.quantization.ranges import activation_ranges
-from onnxcompress.passes.quantization.target import resolve_target
+from onnxcompress.passes.quantization.ranges import Method, activation_ranges
+from onnxcompress.passes.quantization.target import ElementType, resolve_target
 
 
 class QuantizeStatic(QuantizePass):
@@ -33,32 +34,25 @@ class QuantizeStatic(QuantizePass):
     """
 
     name = "quantize-static"
-    uses_calibration = True
-    requires_calibration = True
 
     def __init__(
         self,
         *,
-        method: str = "minmax",
+        method: Method = "minmax",
         per_channel: bool = True,
-        activation_type: str | None = None,
-        weight_type: str | None = None,
+        activation_type: ElementType | None = None,
+        weight_type: ElementType | None = None,
         reduce_range: bool | None = None,
         op_types: list[str] | None = None,
         exclude: list[str] | None = None,
         ranges_file: str | None = None,
         pad_depthwise: bool = True,
-        fp32_prefix: str = "none",
+        fp32_prefix: Literal["none", "fastest"] = "none",
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
-        labelled: object | None = None,
-        calibration: object | None = None,
     ) -> None:
-        super().__init__(
-            op_types=op_types, exclude=exclude, max_drop=max_drop,
-            max_fallback=max_fallback, fidelity_output=fidelity_output, labelled=labelled, calibration=calibration,
-        )
+        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output)
         self.method = method
         self.per_channel = per_channel
         self.activation_type = activation_type
@@ -67,8 +61,13 @@ class QuantizeStatic(QuantizePass):
         self.ranges_file = ranges_file
         self.pad_depthwise = pad_depthwise
         self.fp32_prefix = fp32_prefix
-        if fp32_prefix not in ("none", "fastest"):
-            raise UsageError(f"fp32_prefix must be 'none' or 'fastest', got {fp32_prefix!r}")
+        self.check_common_options()
+
+    def calibration_need(self) -> str | None:
+        """Activation ranges are calibrated, unless ``ranges_file`` already holds them."""
+        if self.ranges_file and Path(self.ranges_file).is_file():
+            return None
+        return "activation ranges are calibrated on it (or give an existing ranges_file)"
 
     def supported_op_types(self) -> list[str]:
         """Everything ORT's QDQ quantizer has a rule for, and our defaults (Tile: Q/DQ that ORT drops)."""
@@ -86,18 +85,18 @@ class QuantizeStatic(QuantizePass):
         (``channel_gate``); hard activations wait for ``prepare``."""
         folded = fold_batch_norms(model) if {"Conv", "Gemm"} & set(op_types) else 0
         turned = sums_as_adds(model) if "Add" in op_types else 0
-        self.details.update(batch_norms_folded=folded, sums_as_adds=turned)
+        self.context.details.update(batch_norms_folded=folded, sums_as_adds=turned)
         if folded or turned:
             self.note(f"folded {folded} BatchNormalization into the layer before and made {turned} two-input Sum an Add: "
                       "ORT's quantizer has no int8 rule for either")
         if self.pad_depthwise and "Conv" in op_types:
             padded = pad_depthwise_channels(model)
-            self.details["depthwise_padded"] = {name: list(sizes) for name, sizes in padded.items()}
+            self.context.details["depthwise_padded"] = {name: list(sizes) for name, sizes in padded.items()}
             if padded:
                 self.note(f"padded {len(padded)} depthwise convs to a multiple of 16 channels with zero filters "
                           f"({', '.join(f'{old}->{new}' for old, new in padded.values())}): ORT's int8 depthwise kernel is fast only there")
         tiled = tile_channel_gates(model, op_types)
-        self.details["channel_gates_tiled"] = tiled
+        self.context.details["channel_gates_tiled"] = tiled
         if tiled:
             self.note(f"tiled {tiled} per-channel gates to their map's shape (a same-shape int8 Mul instead of a channels-last broadcast)")
 
@@ -111,13 +110,13 @@ class QuantizeStatic(QuantizePass):
         """
         target = resolve_target(self.activation_type, self.weight_type, self.reduce_range)
         rewritten, counts = with_hard_activations(model, selection)
-        self.details["hard_activations_rewritten"] = counts
+        self.context.details["hard_activations_rewritten"] = counts
         if any(counts.values()):
             self.note("rewrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) + " after Convs into int8-capable Clip/Add/Mul forms")
         rewritten_proto = ort_bridge.with_shapes(io.to_proto(rewritten))
         names = ort_bridge.tensors_to_calibrate(rewritten_proto, selection.op_types)
-        run = activation_ranges(rewritten, self.calibration, names, method=self.method, ranges_file=self.ranges_file)
-        self.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
+        run = activation_ranges(rewritten, self.context.calibration, names, method=self.method, ranges_file=self.ranges_file)
+        self.context.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
         self.note(f"{target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
         self.note(f"ranges of {len(run.ranges)} tensors from {run.source} ({run.seconds:.1f} s, peak +{run.peak_rss_mb:.0f} MB RSS)")
 
@@ -143,7 +142,7 @@ class QuantizeStatic(QuantizePass):
         feeds = {name: array[:1] for name, array in self.evaluation_feeds(model).items()}
         quantized = {label: quantize(chosen) for label, chosen in choices.items()}
         label, medians = float_prefix.fastest(quantized, feeds)
-        self.details["fp32_prefix"] = {"chosen": label, "batch": 1, "latency_ms": medians}
+        self.context.details["fp32_prefix"] = {"chosen": label, "batch": 1, "latency_ms": medians}
         timings = ", ".join(f"{name} {ms:.3f} ms" for name, ms in medians.items())
         self.note(f"kept {'no' if label == 'none' else 'the nodes ' + label} in FP32: the fastest at batch 1 here, "
                   f"or the shortest within 3% of it ({timings})")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import typing
 from pathlib import Path
+from typing import Literal
 
 from onnxcompress.errors import UsageError
 
-TYPES = ("uint8", "int8")
+ElementType = Literal["uint8", "int8"]
+TYPES = typing.get_args(ElementType)
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 CPUINFO = Path("/proc/cpuinfo")
 

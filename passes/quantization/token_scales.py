@@ -28,7 +28,6 @@ import onnx_ir as ir
 
 from onnxcompress import io
 from onnxcompress.calibration.activations import first_batch_activations
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer
 from onnxcompress.passes.quantization.selection import excluded_nodes
@@ -48,33 +47,31 @@ class ScaleTokens(CompressionPass):
     """
 
     name = "scale-tokens"
-    uses_calibration = True
-    requires_calibration = True
 
-    def __init__(self, *, min_cut: float = 0.03, exclude: list[str] | None = None, calibration: object | None = None) -> None:
+    def __init__(self, *, min_cut: float = 0.03, exclude: list[str] | None = None) -> None:
         super().__init__()
         self.min_cut = min_cut
         self.exclude = exclude
-        self.calibration = calibration
+        self.require(0.0 <= min_cut <= 1.0, "min_cut", "in [0, 1]")
+
+    def calibration_need(self) -> str | None:
+        """Where per-token scales pay is measured on activations."""
+        return "it measures where per-token scales pay"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite every activation whose simulated INT8 error per-token scales cut enough."""
-        if not 0.0 <= self.min_cut <= 1.0:
-            raise UsageError(f"min_cut must be between 0 and 1, got {self.min_cut}")
-        if self.calibration is None:
-            raise UsageError("scale-tokens needs calibration data (--calibration): it measures where per-token scales pay")
         groups = smoothable_groups(model, excluded_nodes(model, self.exclude))
         if not groups:
             self.note("no MatMul with a constant 2-D weight to scale")
             return ir.passes.PassResult(model, modified=False)
-        samples = first_batch_activations(model, self.calibration, list(groups))
+        samples = first_batch_activations(model, self.context.calibration, list(groups))
         effects = {name: simulate(samples[name], groups[name]) for name in groups}
         worst = max(effect.per_tensor for effect in effects.values())
         chosen = [name for name, effect in effects.items() if effect.per_tensor - effect.per_token >= self.min_cut * worst > 0]
         opset = io.default_opset(model)
         for name in chosen:
             scale_rows(model.graph, groups[name], effects[name].floor, opset)
-        self.details.update(activations=len(chosen), errors={
+        self.context.details.update(activations=len(chosen), errors={
             name: {"per_tensor": effects[name].per_tensor, "per_token": effects[name].per_token} for name in chosen})
         self.note(f"per-token scales on {len(chosen)} of {len(groups)} activations feeding {sum(len(groups[n]) for n in chosen)} "
                   f"MatMuls (simulated INT8 error cut by at least {self.min_cut} of the worst, {worst:.2g})")

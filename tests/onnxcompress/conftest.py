@@ -73,7 +73,7 @@ class NoOp(CompressionPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.note("nothing to do")
-        self.details["visited"] = len(model.graph)
+        self.context.details["visited"] = len(model.graph)
         return ir.passes.PassResult(model, modified=False)
 
 

@@ -1,12 +1,15 @@
-"""The pipeline: checks between passes, exactness, rollbacks, calibration binding, the report."""
+"""The pipeline: checks between passes, exactness, rollbacks, data handed to each run, the report."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 
-from onnxcompress import checks, runtime
-from onnxcompress.errors import CheckFailed
+from onnxcompress import checks, io, runtime
+from onnxcompress.errors import CheckFailed, UsageError
+from onnxcompress.passes import CompressionPass, QuantizeDynamic
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.spec import parse_pass
 
@@ -59,14 +62,43 @@ def test_step_losing_accuracy_beyond_max_drop_is_rolled_back(mlp_model):
     np.testing.assert_array_equal(np.argmax(runtime.run(result.model, feeds)["y"], axis=1), labels)
 
 
-def test_calibration_is_bound_only_to_passes_that_use_it(mlp_model):
-    class Calibrated(type(parse_pass("test-noop"))):
-        uses_calibration = True
+class NotesItsData(type(parse_pass("test-noop"))):
+    """``test-noop`` that also notes the calibration and labelled data its run was handed."""
 
-    calibrated, plain = Calibrated(), parse_pass("test-noop")
-    Pipeline([calibrated, plain], measurement=QUICK).run(mlp_model, calibration="reader")
-    assert calibrated.calibration == "reader"
-    assert not hasattr(plain, "calibration")
+    def call(self, model):
+        self.note(f"calibration {self.context.calibration}, labelled {self.context.labelled is not None}")
+        return super().call(model)
+
+
+def test_each_run_hands_the_passes_its_own_data_and_leaves_them_as_built(mlp_model):
+    passes = [NotesItsData(), parse_pass("test-scale:factor=0.5")]
+    built = [copy.deepcopy(vars(p)) for p in passes]
+    pipeline = Pipeline(passes, measurement=QUICK)
+    first = pipeline.run(io.clone(mlp_model), calibration="A")
+    second = pipeline.run(io.clone(mlp_model), calibration="B")
+    assert first.report.steps[1].notes == ["calibration A, labelled False", "nothing to do"]
+    assert second.report.steps[1].notes == ["calibration B, labelled False", "nothing to do"]
+    assert second.report.steps[1].details == {"visited": 4}
+    assert [vars(p) for p in passes] == built
+
+
+def test_labelled_data_is_handed_to_the_quantizers_fallback(mlp_model):
+    feeds = {"x": np.random.default_rng(3).standard_normal((32, 16)).astype(np.float32)}
+    labels = np.argmax(runtime.run(mlp_model, feeds)["y"], axis=1)
+    measurement = Measurement(benchmark=False, feeds=feeds, labelled=LabelledData(feeds, labels))
+    passes = [NotesItsData(), QuantizeDynamic(max_drop=0.5)]
+    result = Pipeline(passes, measurement=measurement).run(mlp_model)
+    assert result.report.steps[1].notes[0] == "calibration None, labelled True"
+    assert result.report.steps[2].details["fallback"]["metric"] == "accuracy"
+
+
+def test_a_pass_needing_calibration_is_refused_before_anything_runs(mlp_model, monkeypatch):
+    ran = []
+    monkeypatch.setattr(runtime, "run", lambda *args, **kwargs: ran.append("runtime.run"))
+    monkeypatch.setattr(CompressionPass, "apply", lambda *args, **kwargs: ran.append("apply"))
+    with pytest.raises(UsageError, match=r"^smooth needs calibration data \(--calibration\)"):
+        Pipeline([parse_pass("test-noop"), parse_pass("smooth")], measurement=QUICK).run(mlp_model)
+    assert ran == []
 
 
 def test_benchmarked_steps_carry_latency_and_speedup(mlp_model):

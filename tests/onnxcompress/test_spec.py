@@ -80,3 +80,48 @@ def test_coerce(text, annotation, value):
 def test_coerce_refuses(text, annotation):
     with pytest.raises(UsageError, match="^p:o: "):
         spec.coerce(text, annotation, "p:o")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("fold-constants:max_folded_mb=-1", r"fold-constants: max_folded_mb must be a finite number >= 0, got -1.0"),
+        ("fold-constants:max_folded_mb=inf", r"fold-constants: max_folded_mb must be a finite number >= 0, got inf"),
+        ("fuse:opset=99", r"fuse: opset 99 is out of range"),
+        ("prune-channels:ratio=1", r"prune-channels: ratio must be in \[0, 1\), got 1.0"),
+        ("prune-channels:ratio=-0.2", r"prune-channels: ratio must be in \[0, 1\), got -0.2"),
+        ("prune-channels:round_to=0", r"prune-channels: round_to must be at least 1, got 0"),
+        ("prune-channels:min_channels=0", r"prune-channels: min_channels must be at least 1, got 0"),
+        ("prune-channels:scope=all", r"prune-channels:scope: 'all' is not one of local, global"),
+        ("prune-channels:importance=gradient", r"prune-channels:importance: 'gradient' is not one of magnitude, activation, mean_abs, apoz, taylor"),
+        ("smooth:alpha=2", r"smooth: alpha must be in \[0, 1\], got 2.0"),
+        ("smooth:alpha=nan", r"smooth: alpha must be in \[0, 1\], got nan"),
+        ("scale-tokens:min_cut=-0.5", r"scale-tokens: min_cut must be in \[0, 1\], got -0.5"),
+        ("split-outliers:channels=0", r"split-outliers: channels must be at least 1, got 0"),
+        ("split-outliers:min_ratio=0.5", r"split-outliers: min_ratio must be at least 1, got 0.5"),
+        ("quantize-static:method=magic", r"quantize-static:method: 'magic' is not one of minmax, percentile, entropy, mse"),
+        ("quantize-static:activation_type=int4", r"quantize-static:activation_type: cannot read 'int4' as uint8\|int8\|none"),
+        ("quantize-static:fp32_prefix=all", r"quantize-static:fp32_prefix: 'all' is not one of none, fastest"),
+        ("quantize-static:max_drop=1.5", r"quantize-static: max_drop must be in \[0, 1\], got 1.5"),
+        ("quantize-static:max_fallback=-1", r"quantize-static: max_fallback must be >= 0, got -1"),
+        ("quantize-static:op_types=Conv|Frob", r"quantize-static: op_types \['Frob'\] cannot be quantized here"),
+        ("quantize-dynamic:activation_scales=static", r"quantize-dynamic:activation_scales: 'static' is not one of dynamic, calibrated"),
+        ("quantize-dynamic:method=percentile", r"quantize-dynamic: method and ranges_file apply only with activation_scales=calibrated"),
+        ("quantize-dynamic:gptq=true,weight_type=uint8", r"quantize-dynamic: gptq rounds symmetric int8 weights"),
+        ("quantize-dynamic:max_drop=-0.1", r"quantize-dynamic: max_drop must be in \[0, 1\], got -0.1"),
+    ],
+)
+def test_every_pass_refuses_bad_options_when_built_naming_pass_and_option(text, message):
+    with pytest.raises(UsageError, match=message) as info:
+        spec.parse_pass(text)
+    assert "\n" not in str(info.value)
+
+
+def test_choices_are_listed_with_their_values():
+    from onnxcompress.passes import REGISTRY
+
+    hints = typing.get_type_hints(REGISTRY["quantize-static"].__init__)
+    params = REGISTRY["quantize-static"].option_parameters()
+    assert spec.describe_option(params["method"], hints["method"]) == "method='minmax' (minmax|percentile|entropy|mse)"
+    assert spec.describe_option(params["weight_type"], hints["weight_type"]) == "weight_type=None (uint8|int8|none)"
+    assert spec.describe_option(params["max_drop"], hints["max_drop"]) == "max_drop=None (float|none)"

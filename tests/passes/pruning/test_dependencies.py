@@ -73,11 +73,10 @@ g (float[N,4,8,8] x) => (float[N,4,8,8] y) {
   y = Conv(b, w2)
 }"""
     model = make_model(text, {"w1": (6, 4, 1, 1), "w2": (4, 6, 1, 1)})
-    pruner = PruneChannels(ratio=0.5)
-    result = pruner(model)
+    result = PruneChannels(ratio=0.5)(model)
     assert not result.modified
-    assert any("no pruning rule for LpNormalization" in (g["reason"] or "") for g in pruner.details["groups"])
-    assert any("nothing can be pruned" in n for n in pruner.notes)
+    assert any("no pruning rule for LpNormalization" in (g["reason"] or "") for g in result.details["groups"])
+    assert any("nothing can be pruned" in n for n in result.notes)
 
 
 def test_layernorm_axis_frozen_unless_asked(make_model, check_pruned):
@@ -121,17 +120,17 @@ g (float[N,3,8,8] x) => (float[N,2,8,8] y)
 
 def test_exclude_freezes_every_group_the_tensor_touches(make_model):
     model = make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES)
-    pruner = PruneChannels(ratio=0.5, exclude=["w2"])
-    assert not pruner(model).modified  # w2 reads the residual group and writes the inner one
-    groups = {g["group"]: g for g in pruner.details["groups"]}
+    result = PruneChannels(ratio=0.5, exclude=["w2"])(model)
+    assert not result.modified  # w2 reads the residual group and writes the inner one
+    groups = {g["group"]: g for g in result.details["groups"]}
     for name in ("w1[0]", "w2[0]"):
         assert groups[name]["removed"] == 0
         assert "excluded by the user ('w2')" in groups[name]["reason"]
 
 
 def test_min_channels_bounds_every_group(make_model):
-    pruner = PruneChannels(ratio=0.9, min_channels=3)
-    assert pruner(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES)).modified
-    groups = {g["group"]: g for g in pruner.details["groups"]}
+    result = PruneChannels(ratio=0.9, min_channels=3)(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES))
+    assert result.modified
+    groups = {g["group"]: g for g in result.details["groups"]}
     assert groups["w1[0]"]["kept"] == 3
     assert groups["w2[0]"]["kept"] == 3

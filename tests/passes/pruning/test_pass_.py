@@ -43,11 +43,11 @@ def test_cnn_pruned_half_runs_and_shrinks(cnns, name, check_pruned):
     original = cnns[name]
     model = io.clone(original)
     feeds = runtime.synthetic_inputs(model, batch=2)
-    pruner = PruneChannels(ratio=0.5, round_to=4)
-    assert pruner(model).modified
+    run = PruneChannels(ratio=0.5, round_to=4)(model)
+    assert run.modified
     check_pruned(original, model, feeds)
     assert parameter_count(model) < 0.6 * parameter_count(original)
-    assert pruner.details["macs_after"] < 0.6 * pruner.details["macs_before"]
+    assert run.details["macs_after"] < 0.6 * run.details["macs_before"]
     for node in model.graph:
         if node.op_type == "Conv":
             channels = node.inputs[1].const_value.shape[0]  # filters kept
@@ -55,10 +55,9 @@ def test_cnn_pruned_half_runs_and_shrinks(cnns, name, check_pruned):
 
 
 def test_residual_groups_reported(cnns):
-    pruner = PruneChannels(ratio=0.5)
-    pruner(io.clone(cnns["resnet"]))
-    removed = [g for g in pruner.details["groups"] if g["removed"]]
-    frozen = [g for g in pruner.details["groups"] if g["frozen"]]
+    groups = PruneChannels(ratio=0.5)(io.clone(cnns["resnet"])).details["groups"]
+    removed = [g for g in groups if g["removed"]]
+    frozen = [g for g in groups if g["frozen"]]
     # 8 block-internal groups + 4 residual stages, each halved; stem input and logits frozen
     assert len(removed) == 12
     assert all(g["removed"] == g["kept"] for g in removed)
@@ -66,9 +65,7 @@ def test_residual_groups_reported(cnns):
 
 
 def test_global_scope_keeps_total_ratio(cnns):
-    pruner = PruneChannels(ratio=0.5, scope="global")
-    pruner(io.clone(cnns["mobilenet"]))
-    groups = pruner.details["groups"]
+    groups = PruneChannels(ratio=0.5, scope="global")(io.clone(cnns["mobilenet"])).details["groups"]
     removable = sum(g["removed"] + g["kept"] - g["frozen"] for g in groups)
     assert sum(g["removed"] for g in groups) <= removable // 2
     assert len({g["removed"] / (g["removed"] + g["kept"]) for g in groups if g["removed"]}) > 1
@@ -91,9 +88,9 @@ def test_dead_only_removes_zeroed_channels_exactly(cnns, assert_exact_rewrite):
     array[:, [1, 5, 9]] = 0.0
     weight.const_value = ir.tensor(array, name=weight.name)
     model = io.clone(original)
-    pruner = PruneChannels(dead_only=True)
-    assert pruner(model).modified
-    assert sum(g["removed"] for g in pruner.details["groups"]) == 3
+    run = PruneChannels(dead_only=True)(model)
+    assert run.modified
+    assert sum(g["removed"] for g in run.details["groups"]) == 3
     assert_exact_rewrite(original, model, runtime.synthetic_inputs(original, batch=2))
 
 
@@ -109,10 +106,8 @@ def test_bad_options_are_usage_errors(options, message):
 def test_calibration_must_match_inputs(cnns):
     from onnxcompress.calibration.readers import ArrayReader
 
-    pruner = PruneChannels(importance="activation")
-    pruner.calibration = ArrayReader({"image": np.zeros((4, 3, 32, 32), np.float32)})
     with pytest.raises(UsageError):
-        pruner(io.clone(cnns["resnet"]))
+        PruneChannels(importance="activation").apply(io.clone(cnns["resnet"]), calibration=ArrayReader({"image": np.zeros((4, 3, 32, 32), np.float32)}))
 
 
 def test_activation_importance_prunes_with_calibration(cnns, check_pruned):
@@ -120,9 +115,8 @@ def test_activation_importance_prunes_with_calibration(cnns, check_pruned):
 
     original = cnns["flatten"]
     model = io.clone(original)
-    pruner = PruneChannels(ratio=0.5, importance="activation")
-    pruner.calibration = ArrayReader({"x": np.random.default_rng(0).random((16, 1, 32, 32), dtype=np.float32)}, batch_size=8)
-    assert pruner(model).modified
+    reader = ArrayReader({"x": np.random.default_rng(0).random((16, 1, 32, 32), dtype=np.float32)}, batch_size=8)
+    assert PruneChannels(ratio=0.5, importance="activation").apply(model, calibration=reader).modified
     check_pruned(original, model, runtime.synthetic_inputs(original, batch=2))
 
 
@@ -138,21 +132,21 @@ def minilm2(tmp_path_factory):
 @pytest.mark.slow
 def test_minilm_heads_and_ffn_removed(minilm2, minilm_feeds, check_pruned):
     model = io.clone(minilm2)
-    pruner = PruneChannels(ratio=0.5)
-    assert pruner(model).modified
+    run = PruneChannels(ratio=0.5)(model)
+    assert run.modified
     got = check_pruned(minilm2, model, minilm_feeds)
-    kinds = {(g["kind"], g["removed"], g["kept"]) for g in pruner.details["groups"] if g["removed"]}
+    kinds = {(g["kind"], g["removed"], g["kept"]) for g in run.details["groups"] if g["removed"]}
     assert kinds == {("heads", 6, 6), ("neurons", 768, 768)}
     expected = runtime.run(minilm2, minilm_feeds)
     cosine = np.sum(got["sentence_embedding"] * expected["sentence_embedding"], axis=1)
     assert np.all(cosine > 0.5)
-    assert pruner.details["macs_after"] < 0.6 * pruner.details["macs_before"]
+    assert run.details["macs_after"] < 0.6 * run.details["macs_before"]
 
 
 @pytest.mark.slow
 def test_minilm_heads_switch_off_keeps_attention(minilm2, minilm_feeds, check_pruned):
     model = io.clone(minilm2)
-    pruner = PruneChannels(ratio=0.5, heads=False)
-    assert pruner(model).modified
+    run = PruneChannels(ratio=0.5, heads=False)(model)
+    assert run.modified
     check_pruned(minilm2, model, minilm_feeds)
-    assert {g["kind"] for g in pruner.details["groups"] if g["removed"]} == {"neurons"}
+    assert {g["kind"] for g in run.details["groups"] if g["removed"]} == {"neurons"}

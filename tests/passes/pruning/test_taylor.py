@@ -42,9 +42,8 @@ def test_taylor_pruning_runs(make_model, check_pruned):
 
     model = make_model(CNN, SHAPES)
     feeds = runtime.synthetic_inputs(model, batch=2)
-    pruner = PruneChannels(ratio=0.5, importance="taylor")
-    pruner.calibration = ArrayReader({"x": np.random.default_rng(1).standard_normal((8, 3, 8, 8)).astype(np.float32)}, batch_size=4)
-    assert pruner(model).modified
+    reader = ArrayReader({"x": np.random.default_rng(1).standard_normal((8, 3, 8, 8)).astype(np.float32)}, batch_size=4)
+    assert PruneChannels(ratio=0.5, importance="taylor").apply(model, calibration=reader).modified
     check_pruned(make_model(CNN, SHAPES), model, feeds)
     assert model.graph.initializers["wf"].const_value.shape == (5, 7)
 
@@ -55,6 +54,5 @@ def test_taylor_refuses_ops_it_cannot_interpret(make_model):
     text = CNN.replace("h = HardSwish(c)", "h = Softplus(c)")
     model = make_model(text, SHAPES)
     pruner = PruneChannels(ratio=0.5, importance="taylor")
-    pruner.calibration = ArrayReader({"x": np.zeros((2, 3, 8, 8), np.float32)})
     with pytest.raises(UsageError, match="Softplus"):
-        pruner(io.clone(model))
+        pruner.apply(io.clone(model), calibration=ArrayReader({"x": np.zeros((2, 3, 8, 8), np.float32)}))

@@ -47,9 +47,9 @@ def calibration_reader(count: int = 64) -> ArrayReader:
     return ArrayReader({"x": rows_of_mixed_magnitude(count, seed=1)}, batch_size=16)
 
 
-def quantized(text: str, **options) -> ir.Model:
+def quantized(text: str, calibration: ArrayReader | None = None, **options) -> ir.Model:
     model = with_weights(text)
-    QuantizeDynamic(**options)(model)
+    QuantizeDynamic(**options).apply(model, calibration=calibration)
     return model
 
 
@@ -77,7 +77,7 @@ def test_calibrated_matmul_matches_the_qdq_math() -> None:
     model = with_weights(LINEAR_TEXT)
     weight = model.graph.initializers["w"].const_value.numpy()
     bias = model.graph.initializers["b"].const_value.numpy()
-    QuantizeDynamic(activation_scales="calibrated", calibration=reader)(model)
+    QuantizeDynamic(activation_scales="calibrated").apply(model, calibration=reader)
     assert sorted(n.op_type for n in model.graph) == ["MatMulIntegerToFloat", "QuantizeLinear"]
 
     seen = np.concatenate([batch["x"] for batch in reader.batches()])
@@ -140,9 +140,8 @@ def test_calibrated_scales_without_calibration_data_are_refused() -> None:
 def test_minilm_calibrated_scales_are_fused_batch_independent_and_close(minilm_onnx, minilm_feeds) -> None:
     reference = io.load(minilm_onnx)
     model = io.clone(reference)
-    pass_ = QuantizeDynamic(activation_scales="calibrated", calibration=minilm_calibration())
-    pass_(model)
-    assert pass_.details["calibrated_scales"]["fused_matmuls"] == sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph) > 30
+    run = QuantizeDynamic(activation_scales="calibrated").apply(model, calibration=minilm_calibration())
+    assert run.details["calibrated_scales"]["fused_matmuls"] == sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph) > 30
     assert not {"DynamicQuantizeLinear", "MatMulInteger"} & {n.op_type for n in model.graph}
     expected = runtime.run(reference, minilm_feeds)
     for optimization in ("disable", "all"):

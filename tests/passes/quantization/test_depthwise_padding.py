@@ -77,9 +77,8 @@ def test_channel_counts_already_on_the_grid_are_untouched() -> None:
 def test_quantize_static_pads_by_default_and_reports_it(mobilenet) -> None:
     calibration = ArrayReader({"x": np.random.default_rng(2).normal(size=(8, 3, 32, 32)).astype(np.float32)})
     padded, plain = io.clone(mobilenet), io.clone(mobilenet)
-    on = QuantizeStatic(calibration=calibration)
-    on(padded)
-    QuantizeStatic(calibration=calibration, pad_depthwise=False)(plain)
+    on = QuantizeStatic().apply(padded, calibration=calibration)
+    QuantizeStatic(pad_depthwise=False).apply(plain, calibration=calibration)
 
     assert on.details["depthwise_padded"] and any("padded" in note for note in on.notes)
     assert on.details["unfused_qdq"]["count"] == 0

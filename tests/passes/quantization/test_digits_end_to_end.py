@@ -36,11 +36,10 @@ def test_static_int8_keeps_digits_accuracy_within_half_a_point(digits_model) -> 
     test = LabelledData({"x": split.x_test}, split.y_test)
     before = test.accuracy(model, 2)
     assert before > 0.8
-    pass_ = QuantizeStatic(calibration=ArrayReader({"x": split.x_train[:200]}))
-    pass_(model)
+    run = QuantizeStatic().apply(model, calibration=ArrayReader({"x": split.x_train[:200]}))
 
     assert checks.graph_problems(model) == []
-    assert pass_.details["unfused_qdq"]["count"] == 0
-    assert pass_.details["calibration"]["peak_rss_mb"] < 1024
+    assert run.details["unfused_qdq"]["count"] == 0
+    assert run.details["calibration"]["peak_rss_mb"] < 1024
     assert before - test.accuracy(model, 2) <= 0.005
-    assert np.isfinite(pass_.details["calibration"]["seconds"])
+    assert np.isfinite(run.details["calibration"]["seconds"])

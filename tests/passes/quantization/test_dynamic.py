@@ -101,9 +101,17 @@ def test_already_quantized_model_is_refused_in_one_line(mlp) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_unsupported_op_type_is_usage_error(mlp) -> None:
-    with pytest.raises(UsageError, match="op_types"):
-        QuantizeDynamic(op_types=["Softmax"])(mlp)
+@pytest.mark.parametrize(("options", "message"), [
+    ({"op_types": ["Softmax"]}, r"quantize-dynamic: op_types \['Softmax'\] cannot be quantized here"),
+    ({"weight_type": "int4"}, "quantize-dynamic: weight_type must be one of uint8, int8, None"),
+    ({"activation_scales": "static"}, "quantize-dynamic: activation_scales must be one of dynamic, calibrated"),
+    ({"activation_scales": "calibrated", "method": "magic"}, "quantize-dynamic: method must be one of minmax"),
+    ({"max_drop": 2.0}, r"quantize-dynamic: max_drop must be in \[0, 1\]"),
+    ({"max_fallback": -3}, "quantize-dynamic: max_fallback must be >= 0"),
+])
+def test_bad_options_are_refused_when_built(options, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        QuantizeDynamic(**options)
 
 
 GEMM_TEXT = """
@@ -120,11 +128,10 @@ def test_gemm_is_split_so_it_can_be_quantized() -> None:
     model = with_weights(GEMM_TEXT)
     inputs = feeds((5, 16))
     reference = runtime.run(model, inputs)
-    pass_ = QuantizeDynamic()
-    pass_(model)
+    run = QuantizeDynamic()(model)
     ops = [n.op_type for n in model.graph]
     assert "Gemm" not in ops and "MatMulInteger" in ops
-    assert any("Gemm split" in line for line in pass_.notes)
+    assert any("Gemm split" in line for line in run.notes)
     assert checks.graph_problems(model) == []
     for optimization in ("disable", "all"):
         assert fidelity.compare(reference, runtime.run(model, inputs, optimization=optimization)).cosine > 0.99

@@ -62,10 +62,9 @@ def test_rewritten_lookup_matches_fp32_at_every_optimization_level() -> None:
 
 def test_quantize_dynamic_stores_tables_row_wise_unless_excluded() -> None:
     model = lookup_model()
-    pass_ = QuantizeDynamic()
-    pass_(model)
+    run = QuantizeDynamic()(model)
     assert "table_int8" in model.graph.initializers and "table" not in model.graph.initializers
-    assert any("row-wise INT8" in line for line in pass_.notes)
+    assert any("row-wise INT8" in line for line in run.notes)
     kept = lookup_model()
     QuantizeDynamic(exclude=["gather_0"])(kept)
     assert "table" in kept.graph.initializers

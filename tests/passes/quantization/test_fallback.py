@@ -35,29 +35,25 @@ def test_output_budget_returns_the_sensitive_layer_to_fp32() -> None:
     model = mlp_with_outlier_in("wa")
     x = np.random.default_rng(5).normal(size=(16, 16)).astype(np.float32)
     x[:, 0] = 0.0
-    pass_ = QuantizeDynamic(per_channel=False, max_drop=1e-3, calibration=ArrayReader({"x": x}))
-    pass_(model)
+    run = QuantizeDynamic(per_channel=False, max_drop=1e-3).apply(model, calibration=ArrayReader({"x": x}))
 
-    fallback = pass_.details["fallback"]
+    fallback = run.details["fallback"]
     assert fallback["kept_fp32"] == ["matmul_0"]
     assert fallback["within_budget"] and fallback["drop"] <= 1e-3
     assert fallback["sensitivity"]["matmul_0"] > fallback["sensitivity"]["matmul_1"]
     assert [n.op_type for n in model.graph if n.name == "matmul_0"] == ["MatMul"]
-    assert any("matmul_0" in line for line in pass_.notes)
+    assert any("matmul_0" in line for line in run.notes)
     assert checks.graph_problems(model) == []
 
 
 def test_no_fallback_when_the_budget_already_holds(mlp) -> None:
-    pass_ = QuantizeDynamic(max_drop=0.5)
-    pass_(mlp)
-    assert pass_.details["fallback"]["kept_fp32"] == []
+    assert QuantizeDynamic(max_drop=0.5)(mlp).details["fallback"]["kept_fp32"] == []
 
 
 def test_accuracy_budget_on_labelled_data(cnn, cnn_inputs, cnn_reader) -> None:
     labels = np.argmax(runtime.run(cnn, cnn_inputs)["y"], axis=1)
-    pass_ = QuantizeStatic(calibration=cnn_reader, labelled=LabelledData(cnn_inputs, labels), max_drop=0.0)
-    pass_(cnn)
-    fallback = pass_.details["fallback"]
+    run = QuantizeStatic(max_drop=0.0).apply(cnn, calibration=cnn_reader, labelled=LabelledData(cnn_inputs, labels))
+    fallback = run.details["fallback"]
     assert fallback["metric"] == "accuracy"
     assert fallback["within_budget"] == (fallback["drop"] <= 0.0)
     accuracy = np.mean(np.argmax(runtime.run(cnn, cnn_inputs)["y"], axis=1) == labels)
@@ -89,16 +85,14 @@ def two_outputs_with_outlier_in_wa() -> tuple[ir.Model, ArrayReader]:
 
 def test_budget_judged_on_all_outputs_keeps_the_layer_of_the_other_output() -> None:
     model, reader = two_outputs_with_outlier_in_wa()
-    pass_ = QuantizeDynamic(per_channel=False, max_drop=1e-3, calibration=reader)
-    pass_(model)
-    assert pass_.details["fallback"]["kept_fp32"] == ["matmul_0"]
+    run = QuantizeDynamic(per_channel=False, max_drop=1e-3).apply(model, calibration=reader)
+    assert run.details["fallback"]["kept_fp32"] == ["matmul_0"]
 
 
 def test_budget_judged_only_on_the_chosen_output() -> None:
     model, reader = two_outputs_with_outlier_in_wa()
-    pass_ = QuantizeDynamic(per_channel=False, max_drop=1e-3, fidelity_output="y", calibration=reader)
-    pass_(model)
-    fallback = pass_.details["fallback"]
+    run = QuantizeDynamic(per_channel=False, max_drop=1e-3, fidelity_output="y").apply(model, calibration=reader)
+    fallback = run.details["fallback"]
     assert fallback["kept_fp32"] == [] and fallback["within_budget"]
     assert fallback["metric"] == "1 - cosine of y"
     assert {n.op_type for n in model.graph} >= {"MatMulInteger"}
@@ -110,7 +104,7 @@ def test_budget_judged_only_on_the_chosen_output() -> None:
 def test_unknown_fidelity_output_is_a_usage_error() -> None:
     model, reader = two_outputs_with_outlier_in_wa()
     with pytest.raises(UsageError, match="wide, y"):
-        QuantizeDynamic(max_drop=1e-3, fidelity_output="logits", calibration=reader)(model)
+        QuantizeDynamic(max_drop=1e-3, fidelity_output="logits").apply(model, calibration=reader)
 
 
 def _additive_budget(damage: dict[str, float], max_drop: float) -> tuple[fallback.Quantize, fallback.Budget]:

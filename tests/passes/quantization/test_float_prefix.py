@@ -42,10 +42,9 @@ def test_chosen_prefix_is_the_shortest_near_the_measured_minimum_and_stays_fp32(
     model = io.clone(mobilenet)
     feeds = images(4, seed=1)
     reference = runtime.run(mobilenet, feeds)
-    pass_ = QuantizeStatic(fp32_prefix="fastest", calibration=ArrayReader(images(32, seed=0), batch_size=16))
-    pass_(model)
+    run = QuantizeStatic(fp32_prefix="fastest").apply(model, calibration=ArrayReader(images(32, seed=0), batch_size=16))
 
-    chosen = pass_.details["fp32_prefix"]
+    chosen = run.details["fp32_prefix"]
     latencies = chosen["latency_ms"]
     assert "none" in latencies and len(latencies) >= 3 and all(ms > 0 for ms in latencies.values())
     fastest = min(latencies.values())
@@ -61,10 +60,9 @@ def test_chosen_prefix_is_the_shortest_near_the_measured_minimum_and_stays_fp32(
 
 
 def test_a_graph_without_cuts_says_there_is_no_prefix_to_try(mlp) -> None:
-    pass_ = QuantizeStatic(fp32_prefix="fastest", calibration=ArrayReader({"x": np.ones((8, 16), np.float32)}, batch_size=8))
-    pass_(mlp)
-    assert "fp32_prefix" not in pass_.details
-    assert any("no prefix to try" in line for line in pass_.notes)
+    run = QuantizeStatic(fp32_prefix="fastest").apply(mlp, calibration=ArrayReader({"x": np.ones((8, 16), np.float32)}, batch_size=8))
+    assert "fp32_prefix" not in run.details
+    assert any("no prefix to try" in line for line in run.notes)
 
 
 def test_unknown_fp32_prefix_is_refused_in_one_line() -> None:

@@ -95,12 +95,11 @@ def test_quantized_mobilenet_has_no_float_layer_between_qdq_and_keeps_its_predic
     evaluation = {"x": rng.normal(size=(64, 3, 32, 32)).astype(np.float32)}
     expected = runtime.run(mobilenet, evaluation)["logits"]
     model = io.clone(mobilenet)
-    pass_ = QuantizeStatic(calibration=ArrayReader(calibration))
-    pass_(model)
+    run = QuantizeStatic().apply(model, calibration=ArrayReader(calibration))
 
-    assert pass_.details["hard_activations_rewritten"] == {"HardSigmoid": 3, "HardSwish": 13}
-    assert pass_.details["channel_gates_tiled"] == 3
-    assert pass_.details["unfused_qdq"]["count"] == 0
+    assert run.details["hard_activations_rewritten"] == {"HardSigmoid": 3, "HardSwish": 13}
+    assert run.details["channel_gates_tiled"] == 3
+    assert run.details["unfused_qdq"]["count"] == 0
     assert checks.graph_problems(model) == []
     centred = expected - expected.mean(0)  # the mean logit is shared by every image; judge what varies
     for optimization in ("disable", "all"):
@@ -114,9 +113,8 @@ def test_an_excluded_conv_runs_in_fp32_with_its_hard_swish_fused(mobilenet) -> N
     calibration = {"x": np.random.default_rng(1).normal(size=(16, 3, 32, 32)).astype(np.float32)}
     first_conv = next(n.name for n in mobilenet.graph if n.op_type == "Conv")
     model = io.clone(mobilenet)
-    pass_ = QuantizeStatic(calibration=ArrayReader(calibration), exclude=[first_conv])
-    pass_(model)
-    assert pass_.details["hard_activations_rewritten"] == {"HardSigmoid": 3, "HardSwish": 12}
+    run = QuantizeStatic(exclude=[first_conv]).apply(model, calibration=ArrayReader(calibration))
+    assert run.details["hard_activations_rewritten"] == {"HardSigmoid": 3, "HardSwish": 12}
     conv = next(n for n in model.graph if n.name == first_conv)
     assert [user.op_type for user, _ in conv.outputs[0].uses()] == ["HardSwish"]  # float Conv → HardSwish, which ORT fuses
-    assert pass_.details["unfused_qdq"]["count"] == 0
+    assert run.details["unfused_qdq"]["count"] == 0

@@ -57,10 +57,10 @@ def test_rewrites_are_exact(bn_sum_cnn, inputs, optimization):
 
 def test_static_quantization_leaves_no_batch_norm_or_sum_between_qdq(bn_sum_cnn, inputs):
     reference = runtime.run(bn_sum_cnn, inputs)["y"]
-    quantizer = QuantizeStatic(calibration=ArrayReader(inputs, batch_size=4), op_types=["Conv", "Relu", "Add"])
-    quantized = quantizer(bn_sum_cnn).model
-    assert quantizer.details["batch_norms_folded"] == 1 and quantizer.details["sums_as_adds"] == 1
-    assert quantizer.details["unfused_qdq"]["count"] == 0
+    run = QuantizeStatic(op_types=["Conv", "Relu", "Add"]).apply(bn_sum_cnn, calibration=ArrayReader(inputs, batch_size=4))
+    quantized = run.model
+    assert run.details["batch_norms_folded"] == 1 and run.details["sums_as_adds"] == 1
+    assert run.details["unfused_qdq"]["count"] == 0
     for optimization in ("disable", "all"):
         got = runtime.run(quantized, inputs, optimization=optimization)["y"]
         assert np.abs(got - reference).max() <= 0.05 * np.abs(reference).max()

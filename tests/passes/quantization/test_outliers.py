@@ -9,7 +9,7 @@ import pytest
 from onnxcompress import io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
-from onnxcompress.passes import QuantizeDynamic, SplitOutlierChannels
+from onnxcompress.passes import PassOutcome, QuantizeDynamic, SplitOutlierChannels
 from onnxcompress.passes.quantization.outliers import outlier_channels, splittable_pairs
 
 from .conftest import assert_exact_and_better_for_int8, minilm_calibration, with_weights
@@ -54,18 +54,16 @@ def inputs(seed: int, count: int = 16) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(seed).normal(size=(count, 6, 16)).astype(np.float32)}
 
 
-def split(model: ir.Model, **options) -> SplitOutlierChannels:
-    pass_ = SplitOutlierChannels(calibration=ArrayReader(inputs(0)), **options)
-    pass_(model)
-    return pass_
+def split(model: ir.Model, **options) -> PassOutcome:
+    return SplitOutlierChannels(**options).apply(model, calibration=ArrayReader(inputs(0)))
 
 
 def test_split_is_exact_and_puts_the_outlier_channels_in_a_float_branch(assert_exact_rewrite) -> None:
     before = ffn_with_outlier_channels()
     after = io.clone(before)
-    pass_ = split(after)
+    run = split(after)
     assert_exact_rewrite(before, after, inputs(1))
-    assert pass_.details["split"] == {"matmul_8": 2}
+    assert run.details["split"] == {"matmul_8": 2}
     weights = {n.name: n.inputs[1].const_value.shape for n in after.graph if n.op_type == "MatMul"}
     assert weights == {"matmul_1/outliers": (16, 2), "matmul_8/outliers": (2, 16),
                        "matmul_1/inliers": (16, 62), "matmul_8/inliers": (62, 16)}
@@ -128,8 +126,8 @@ def test_a_split_matmul_can_be_the_graph_output(assert_exact_rewrite) -> None:
 @pytest.mark.parametrize("options", [{"min_ratio": 50.0}, {"exclude": ["matmul_8"]}, {"exclude": ["matmul_1"]}])
 def test_flat_or_excluded_pairs_are_left_alone(options) -> None:
     model = ffn_with_outlier_channels()
-    pass_ = split(model, **options)
-    assert pass_.details["split"] == {} and {"matmul_1", "matmul_8"} <= {n.name for n in model.graph}
+    run = split(model, **options)
+    assert run.details["split"] == {} and {"matmul_1", "matmul_8"} <= {n.name for n in model.graph}
 
 
 @pytest.mark.parametrize("text", [
@@ -149,18 +147,21 @@ def test_outlier_channels_are_the_largest_peaks_over_the_ratio() -> None:
     assert outlier_channels(np.ones(8), most=4, min_ratio=4.0).tolist() == []
 
 
-@pytest.mark.parametrize("options, message", [({"channels": 0}, "channels"), ({"calibration": None}, "calibration")])
-def test_bad_options_are_usage_errors(options, message) -> None:
-    settings = {"calibration": ArrayReader(inputs(0)), **options}
+@pytest.mark.parametrize("options, message", [({"channels": 0}, "split-outliers: channels must be at least 1"),
+                                              ({"min_ratio": 0.5}, "split-outliers: min_ratio must be at least 1")])
+def test_bad_options_are_refused_when_built(options, message) -> None:
     with pytest.raises(UsageError, match=message):
-        SplitOutlierChannels(**settings)(ffn_with_outlier_channels())
+        SplitOutlierChannels(**options)
+
+
+def test_without_calibration_it_is_refused_before_it_starts() -> None:
+    with pytest.raises(UsageError, match="split-outliers needs calibration data"):
+        SplitOutlierChannels()(ffn_with_outlier_channels())
 
 
 @pytest.mark.slow
 def test_minilm_split_is_exact_and_lowers_the_dynamic_int8_error(minilm_onnx, minilm_feeds) -> None:
     reference = io.load(minilm_onnx)
     with_split = io.clone(reference)
-    pass_ = SplitOutlierChannels(calibration=minilm_calibration())
-    pass_(with_split)
-    assert pass_.details["split"]
+    assert SplitOutlierChannels().apply(with_split, calibration=minilm_calibration()).details["split"]
     assert_exact_and_better_for_int8(reference, with_split, minilm_feeds)

@@ -53,9 +53,8 @@ def test_quantize_dynamic_with_gptq_keeps_our_integers_and_is_closer_to_fp32() -
     reference, calibration = mlp(), ArrayReader({"x": correlated_inputs(0)})
     nearest, gptq = io.clone(reference), io.clone(reference)
     QuantizeDynamic()(nearest)
-    pass_ = QuantizeDynamic(gptq=True, calibration=calibration)
-    pass_(gptq)
-    assert any("2 MatMul weights rounded" in line for line in pass_.notes)
+    run = QuantizeDynamic(gptq=True).apply(gptq, calibration=calibration)
+    assert any("2 MatMul weights rounded" in line for line in run.notes)
     stored = gptq.graph.initializers["wa_quantized"].const_value.numpy().astype(np.float32)
     scale = gptq.graph.initializers["wa_scale"].const_value.numpy()
     x = correlated_inputs(0)
@@ -68,19 +67,24 @@ def test_quantize_dynamic_with_gptq_keeps_our_integers_and_is_closer_to_fp32() -
         assert error["g"] < error["n"]
 
 
-@pytest.mark.parametrize("options, message", [({}, "calibration"), ({"weight_type": "uint8"}, "int8")])
-def test_gptq_needs_calibration_and_int8_weights(options, message) -> None:
-    calibration = {"calibration": ArrayReader({"x": correlated_inputs(0)})} if options else {}
-    with pytest.raises(UsageError, match=message):
-        QuantizeDynamic(gptq=True, **calibration, **options)(mlp())
+def test_gptq_needs_calibration_before_it_starts() -> None:
+    model = mlp()
+    before = io.to_proto(model).SerializeToString()
+    with pytest.raises(UsageError, match="quantize-dynamic needs calibration data .*gptq"):
+        QuantizeDynamic(gptq=True)(model)
+    assert io.to_proto(model).SerializeToString() == before
+
+
+def test_gptq_with_uint8_weights_is_refused_when_built() -> None:
+    with pytest.raises(UsageError, match="quantize-dynamic: gptq rounds symmetric int8 weights"):
+        QuantizeDynamic(gptq=True, weight_type="uint8")
 
 
 def test_a_layer_the_fallback_keeps_in_fp32_keeps_its_original_weights() -> None:
     model = mlp()
     x = correlated_inputs(0)
-    pass_ = QuantizeDynamic(gptq=True, calibration=ArrayReader({"x": x}), max_drop=0.0, max_fallback=1)
-    pass_(model)
-    kept = pass_.details["fallback"]["kept_fp32"]
+    run = QuantizeDynamic(gptq=True, max_drop=0.0, max_fallback=1).apply(model, calibration=ArrayReader({"x": x}))
+    kept = run.details["fallback"]["kept_fp32"]
     assert len(kept) == 1
     weight = next(n for n in model.graph if n.name == kept[0]).inputs[1]
     assert weight.name in ("wa", "wb")

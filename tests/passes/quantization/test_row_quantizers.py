@@ -9,18 +9,16 @@ import pytest
 
 from onnxcompress import runtime
 from onnxcompress.calibration import ArrayReader
-from onnxcompress.passes import FoldConstants, QuantizeDynamic, ScaleTokens
+from onnxcompress.passes import FoldConstants, PassOutcome, QuantizeDynamic, ScaleTokens
 
 from .conftest import token_inputs, tokens_model
 
 
-def quantized(opset: int, *, scale_tokens: bool = True) -> tuple[ir.Model, QuantizeDynamic]:
+def quantized(opset: int, *, scale_tokens: bool = True) -> tuple[ir.Model, PassOutcome]:
     model = tokens_model(opset)
     if scale_tokens:
-        ScaleTokens(calibration=ArrayReader(token_inputs(0)))(model)
-    pass_ = QuantizeDynamic()
-    pass_(model)
-    return model, pass_
+        ScaleTokens().apply(model, calibration=ArrayReader(token_inputs(0)))
+    return model, QuantizeDynamic()(model)
 
 
 def relative_error(model: ir.Model, optimization: str = "all") -> float:
@@ -35,8 +33,8 @@ def ops(model: ir.Model) -> list[str]:
 
 
 def test_scaled_rows_are_quantized_in_one_blocked_quantize_linear() -> None:
-    model, pass_ = quantized(21)
-    assert pass_.details["row_quantized_activations"] == 2
+    model, run = quantized(21)
+    assert run.details["row_quantized_activations"] == 2
     quantizers = [node for node in model.graph if node.op_type == "QuantizeLinear"]
     assert [q.attributes.get_int("block_size") for q in quantizers] == [32, 32]
     assert "DynamicQuantizeLinear" not in ops(model) and "Reciprocal" not in ops(model)
@@ -55,8 +53,8 @@ def test_row_quantizers_keep_the_error_of_dynamic_per_token_scales() -> None:
 
 
 def test_below_opset_21_dynamic_quantizers_stay() -> None:
-    model, pass_ = quantized(18)
-    assert pass_.details["row_quantized_activations"] == 0
+    model, run = quantized(18)
+    assert run.details["row_quantized_activations"] == 0
     assert ops(model).count("DynamicQuantizeLinear") == 2
 
 
@@ -81,9 +79,7 @@ rows (float[N, 6, 32] x) => (float[N, 6, 8] y)
 def test_only_a_scale_per_row_of_the_last_axis_is_quantized_per_row(axis, replaced) -> None:
     model = ir.serde.deserialize_model(onnx.parser.parse_model(ROW_SCALE_TEXT % axis))
     FoldConstants()(model)
-    pass_ = QuantizeDynamic()
-    pass_(model)
-    assert pass_.details["row_quantized_activations"] == replaced
+    assert QuantizeDynamic()(model).details["row_quantized_activations"] == replaced
     assert ("DynamicQuantizeLinear" in ops(model)) == (not replaced)
 
 
@@ -99,11 +95,9 @@ def test_minilm_rows_are_quantized_per_row_and_closer_to_fp32(minilm_onnx, minil
     fused = io.clone(fp32)
     Fuse(opset=23)(fused)
     plain, rows = io.clone(fused), io.clone(fused)
-    ScaleTokens(calibration=minilm_calibration())(rows)
+    ScaleTokens().apply(rows, calibration=minilm_calibration())
     QuantizeDynamic()(plain)
-    pass_ = QuantizeDynamic()
-    pass_(rows)
-    assert pass_.details["row_quantized_activations"] >= 1 and "QuantizeLinear" in ops(rows)
+    assert QuantizeDynamic()(rows).details["row_quantized_activations"] >= 1 and "QuantizeLinear" in ops(rows)
 
     def cosine(model: ir.Model, optimization: str = "all") -> float:
         got = runtime.run(model, minilm_feeds, optimization=optimization)["sentence_embedding"]

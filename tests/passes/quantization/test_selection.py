@@ -38,6 +38,6 @@ def test_fallback_candidates_are_the_layers_with_constant_weights() -> None:
 
 def test_exclude_patterns_match_names_and_a_pattern_matching_nothing_is_an_error() -> None:
     assert matching_names(["a/q", "a/k", "b/q"], ["a/*", "*/q"]) == ["a/q", "a/k", "b/q"]
-    assert select(named(ATTENTION_TEXT), ["MatMul"], ["MatMul"], ["matmul_[01]"]).exclude == ["matmul_0", "matmul_1"]
+    assert select(named(ATTENTION_TEXT), ["MatMul"], ["matmul_[01]"]).exclude == ["matmul_0", "matmul_1"]
     with pytest.raises(UsageError, match="matches no node"):
         matching_names(["a"], ["z*"])

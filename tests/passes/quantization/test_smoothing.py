@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -47,10 +49,9 @@ def inputs(seed: int, count: int = 16) -> dict[str, np.ndarray]:
 def test_smoothing_is_exact_and_adds_one_mul_per_activation(assert_exact_rewrite) -> None:
     before = block_with_outlier_channels()
     after = io.clone(before)
-    pass_ = SmoothActivations(calibration=ArrayReader(inputs(0)))
-    pass_(after)
+    run = SmoothActivations().apply(after, calibration=ArrayReader(inputs(0)))
     assert_exact_rewrite(before, after, inputs(1))
-    assert pass_.details["activations"] == 2
+    assert run.details["activations"] == 2
     muls = [n for n in after.graph if n.op_type == "Mul"]
     assert len(muls) == 2
     shared = next(m for m in muls if m.inputs[0].name == "h")
@@ -62,7 +63,7 @@ def test_smoothing_is_exact_and_adds_one_mul_per_activation(assert_exact_rewrite
 def test_smoothing_lowers_the_dynamic_int8_error() -> None:
     reference = block_with_outlier_channels()
     plain, smoothed = io.clone(reference), io.clone(reference)
-    SmoothActivations(calibration=ArrayReader(inputs(0)))(smoothed)
+    SmoothActivations().apply(smoothed, calibration=ArrayReader(inputs(0)))
     for model in (plain, smoothed):
         QuantizeDynamic()(model)
     feeds = inputs(2)
@@ -84,18 +85,39 @@ def test_scales_move_the_chosen_share_of_the_range() -> None:
     assert half[0] / half[1] == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("options, message", [({"alpha": 1.5}, "alpha"), ({"calibration": None}, "calibration")])
-def test_bad_options_are_usage_errors(options, message) -> None:
-    settings = {"calibration": ArrayReader(inputs(0)), **options}
-    with pytest.raises(UsageError, match=message):
-        SmoothActivations(**settings)(block_with_outlier_channels())
+@pytest.mark.parametrize("alpha", [1.5, -0.5, float("nan")])
+def test_bad_alpha_is_refused_when_built(alpha) -> None:
+    with pytest.raises(UsageError, match=r"smooth: alpha must be in \[0, 1\]"):
+        SmoothActivations(alpha=alpha)
+
+
+def test_without_calibration_it_is_refused_before_it_starts() -> None:
+    with pytest.raises(UsageError, match="smooth needs calibration data"):
+        SmoothActivations()(block_with_outlier_channels())
+
+
+def test_a_second_run_uses_its_own_calibration_and_leaves_the_pass_as_built() -> None:
+    pass_ = SmoothActivations(alpha=0.5)
+    built = copy.deepcopy(vars(pass_))
+    first, second, fresh = (block_with_outlier_channels() for _ in range(3))
+    pass_.apply(first, calibration=ArrayReader(inputs(0)))
+    later = ArrayReader({"x": inputs(7)["x"] * np.linspace(0.1, 3.0, 32, dtype=np.float32)})
+    pass_.apply(second, calibration=later)
+    SmoothActivations(alpha=0.5).apply(fresh, calibration=later)
+    assert weights(second) == weights(fresh) and weights(second) != weights(first)
+    assert vars(pass_) == built
+
+
+def weights(model: ir.Model) -> dict[str, bytes]:
+    """Every initializer's bytes by name."""
+    return {name: value.const_value.numpy().tobytes() for name, value in model.graph.initializers.items()}
 
 
 @pytest.mark.slow
 def test_minilm_smoothing_is_exact_and_helps_dynamic_int8(minilm_onnx, minilm_feeds) -> None:
     reference = io.load(minilm_onnx)
     smoothed = io.clone(reference)
-    SmoothActivations(calibration=minilm_calibration())(smoothed)
+    SmoothActivations().apply(smoothed, calibration=minilm_calibration())
     assert_exact_and_better_for_int8(reference, smoothed, minilm_feeds)
 
 
@@ -103,9 +125,8 @@ def test_activations_without_outliers_are_left_alone() -> None:
     model = with_weights(BLOCK_TEXT)
     gamma = model.graph.initializers["gamma"]
     gamma.const_value = ir.tensor(np.ones(32, np.float32), name="gamma")
-    pass_ = SmoothActivations(calibration=ArrayReader(inputs(0)))
-    pass_(model)
-    assert "h" not in pass_.details["alphas"]  # a flat LayerNorm output gains nothing from a Mul
+    run = SmoothActivations().apply(model, calibration=ArrayReader(inputs(0)))
+    assert "h" not in run.details["alphas"]  # a flat LayerNorm output gains nothing from a Mul
     assert not any(n.op_type == "Mul" and n.inputs[0].name == "h" for n in model.graph)
 
 
@@ -150,20 +171,19 @@ def attention_block(kv_heads: int) -> ir.Model:
 def test_an_attention_context_is_smoothed_in_the_value_projection(assert_exact_rewrite) -> None:
     before = attention_block(kv_heads=4)
     after = io.clone(before)
-    pass_ = SmoothActivations(alpha=0.5, calibration=ArrayReader(inputs(0)))
-    pass_(after)
+    run = SmoothActivations(alpha=0.5).apply(after, calibration=ArrayReader(inputs(0)))
     assert_exact_rewrite(before, after, inputs(1))
-    assert pass_.details["activations"] == 2
+    assert run.details["activations"] == 2
     context = next(node for node in after.graph if node.op_type == "Attention").outputs[0]
     assert [use.node.op_type for use in context.uses()] == ["MatMul"]  # no Mul: 1/s went into wv and bv
     assert not {"wv", "bv"} & set(after.graph.initializers)
-    assert "folded into attention value projections" in pass_.notes[0]
+    assert "folded into attention value projections" in run.notes[0]
 
 
 def test_grouped_heads_keep_the_context_mul(assert_exact_rewrite) -> None:
     before = attention_block(kv_heads=2)  # each V channel feeds two query heads' context channels
     after = io.clone(before)
-    SmoothActivations(alpha=0.5, calibration=ArrayReader(inputs(0)))(after)
+    SmoothActivations(alpha=0.5).apply(after, calibration=ArrayReader(inputs(0)))
     assert_exact_rewrite(before, after, inputs(1))
     context = next(node for node in after.graph if node.op_type == "Attention").outputs[0]
     assert [use.node.op_type for use in context.uses()] == ["Mul"]

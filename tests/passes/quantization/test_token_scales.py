@@ -9,24 +9,22 @@ import pytest
 from onnxcompress import io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
-from onnxcompress.passes import QuantizeDynamic, ScaleTokens
+from onnxcompress.passes import PassOutcome, QuantizeDynamic, ScaleTokens
 from onnxcompress.passes.quantization.token_scales import simulate
 
 from .conftest import assert_exact_and_better_for_int8, minilm_calibration, token_inputs as inputs, tokens_model
 
 
-def scaled(model: ir.Model, **options) -> tuple[ir.Model, ScaleTokens]:
+def scaled(model: ir.Model, **options) -> tuple[ir.Model, PassOutcome]:
     copy = io.clone(model)
-    pass_ = ScaleTokens(calibration=ArrayReader(inputs(0)), **options)
-    pass_(copy)
-    return copy, pass_
+    return copy, ScaleTokens(**options).apply(copy, calibration=ArrayReader(inputs(0)))
 
 
 @pytest.mark.parametrize("opset", [17, 18])
 def test_per_token_scales_are_exact(assert_exact_rewrite, opset) -> None:
     before = tokens_model(opset)
-    after, pass_ = scaled(before)
-    assert pass_.details["activations"] == 2
+    after, run = scaled(before)
+    assert run.details["activations"] == 2
     assert_exact_rewrite(before, after, inputs(1))
 
 
@@ -67,23 +65,24 @@ def test_simulated_per_token_error_is_what_ort_gives() -> None:
 def test_nothing_is_rewritten_when_no_activation_gains_enough() -> None:
     flat = {"x": np.random.default_rng(0).normal(size=(16, 6, 32)).astype(np.float32)}  # every row the same size
     model = tokens_model()
-    pass_ = ScaleTokens(calibration=ArrayReader(flat), min_cut=0.5)
-    pass_(model)
-    assert pass_.details["activations"] == 0 and not any(n.op_type == "ReduceMax" for n in model.graph)
+    run = ScaleTokens(min_cut=0.5).apply(model, calibration=ArrayReader(flat))
+    assert run.details["activations"] == 0 and not any(n.op_type == "ReduceMax" for n in model.graph)
 
 
-@pytest.mark.parametrize("options, message", [({"min_cut": 1.5}, "min_cut"), ({"calibration": None}, "calibration")])
-def test_bad_options_are_usage_errors(options, message) -> None:
-    settings = {"calibration": ArrayReader(inputs(0)), **options}
-    with pytest.raises(UsageError, match=message):
-        ScaleTokens(**settings)(tokens_model())
+@pytest.mark.parametrize("min_cut", [1.5, -0.1, float("nan")])
+def test_bad_min_cut_is_refused_when_built(min_cut) -> None:
+    with pytest.raises(UsageError, match=r"scale-tokens: min_cut must be in \[0, 1\]"):
+        ScaleTokens(min_cut=min_cut)
+
+
+def test_without_calibration_it_is_refused_before_it_starts() -> None:
+    with pytest.raises(UsageError, match="scale-tokens needs calibration data"):
+        ScaleTokens()(tokens_model())
 
 
 @pytest.mark.slow
 def test_minilm_token_scales_are_exact_and_help_dynamic_int8(minilm_onnx, minilm_feeds) -> None:
     reference = io.load(minilm_onnx)
     rewritten = io.clone(reference)
-    pass_ = ScaleTokens(calibration=minilm_calibration())
-    pass_(rewritten)
-    assert pass_.details["activations"] >= 1
+    assert ScaleTokens().apply(rewritten, calibration=minilm_calibration()).details["activations"] >= 1
     assert_exact_and_better_for_int8(reference, rewritten, minilm_feeds)

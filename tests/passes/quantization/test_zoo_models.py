@@ -19,10 +19,11 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def _quantizer(kind: str, model):
+def _quantized(kind: str, model):
+    """``model`` quantized (a copy) by ``kind``, with synthetic calibration data for static INT8."""
     if kind == "static":
-        return QuantizeStatic(calibration=SyntheticReader(model, samples=4, batch_size=2))
-    return QuantizeDynamic()
+        return QuantizeStatic().apply(io.clone(model), calibration=SyntheticReader(model, samples=4, batch_size=2))
+    return QuantizeDynamic()(io.clone(model))
 
 
 @pytest.mark.slow
@@ -32,11 +33,11 @@ def test_every_zoo_architecture_quantizes_to_a_model_ort_runs(light_models, kind
         model = io.load(path)
         feeds = runtime.synthetic_inputs(model)
         reference = runtime.run(model, feeds, optimization="disable")
-        quantizer = _quantizer(kind, model)
-        quantized = quantizer(io.clone(model)).model
+        run = _quantized(kind, model)
+        quantized = run.model
         assert quantized.ir_version >= 4 and not set(quantized.graph.initializers) & {v.name for v in quantized.graph.inputs}
         told = ("computed in the graph, not stored", "quantized nothing")
-        assert any(phrase in note for note in quantizer.notes for phrase in told), path.stem
+        assert any(phrase in note for note in run.notes for phrase in told), path.stem
         for level in ("disable", "all"):
             outputs = runtime.run(quantized, feeds, optimization=level)
             for name, expected in reference.items():

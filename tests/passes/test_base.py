@@ -1,0 +1,108 @@
+"""The pass base class: a run's context, notes and details per run, data handed in, choices checked."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Literal
+
+import onnx_ir as ir
+import pytest
+
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import CompressionPass, PassOutcome
+from onnxcompress.passes.base import literal_choices
+
+TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 4] y) {
+  y = Relu(x)
+}
+"""
+
+
+class Echo(CompressionPass):
+    """Note the data its run was handed (``times`` times) and count the nodes."""
+
+    name = "test-base-echo"
+
+    def __init__(self, mode: Literal["a", "b"] | None = "a", times: int = 1) -> None:
+        super().__init__()
+        self.mode, self.times = mode, times
+        self.check_choices()
+        self.require(times >= 1, "times", "at least 1")
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for _ in range(self.times):
+            self.note(f"calibration {self.context.calibration}, labelled {self.context.labelled}")
+        self.context.details["nodes"] = len(model.graph)
+        return ir.passes.PassResult(model, modified=False)
+
+
+class NeedsData(Echo):
+    """``Echo`` that cannot run without calibration data."""
+
+    def calibration_need(self) -> str | None:
+        return "it echoes it"
+
+
+def test_apply_hands_data_to_one_run_and_returns_its_notes_and_details() -> None:
+    pass_ = Echo(times=2)
+    built = copy.deepcopy(vars(pass_))
+    outcome = pass_.apply(ir.from_onnx_text(TEXT), calibration="A", labelled="L")
+    assert isinstance(outcome, PassOutcome) and not outcome.modified
+    assert outcome.notes == ["calibration A, labelled L"] * 2 and outcome.details == {"nodes": 1}
+    again = pass_(ir.from_onnx_text(TEXT))
+    assert again.notes == ["calibration None, labelled None"] * 2
+    assert vars(pass_) == built
+
+
+def test_the_context_exists_only_while_the_pass_runs() -> None:
+    pass_ = Echo()
+    with pytest.raises(RuntimeError, match="only while it runs"):
+        _ = pass_.context
+    pass_(ir.from_onnx_text(TEXT))
+    with pytest.raises(RuntimeError, match="only while it runs"):
+        pass_.note("late")
+
+
+def test_runs_of_one_pass_in_two_threads_keep_their_own_data() -> None:
+    pass_ = Echo()
+    outcomes = {}
+
+    def run(data: str) -> None:
+        outcomes[data] = pass_.apply(ir.from_onnx_text(TEXT), calibration=data)
+
+    threads = [threading.Thread(target=run, args=(data,)) for data in ("A", "B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {data: o.notes for data, o in outcomes.items()} == {"A": ["calibration A, labelled None"], "B": ["calibration B, labelled None"]}
+
+
+def test_a_pass_needing_calibration_is_refused_before_it_runs() -> None:
+    model = ir.from_onnx_text(TEXT)
+    with pytest.raises(UsageError, match=r"^test-base-echo needs calibration data \(--calibration\): it echoes it$"):
+        NeedsData()(model)
+    assert NeedsData().apply(model, calibration="A").notes == ["calibration A, labelled None"]
+
+
+def test_options_are_checked_when_built() -> None:
+    with pytest.raises(UsageError, match=r"^test-base-echo: mode must be one of a, b, None, got 'c'$"):
+        Echo(mode="c")
+    with pytest.raises(UsageError, match=r"^test-base-echo: times must be at least 1, got 0$"):
+        Echo(times=0)
+    assert Echo(mode=None).options() == {"mode": None, "times": 1}
+
+
+@pytest.mark.parametrize(("annotation", "choices"), [
+    (Literal["a", "b"], ("a", "b")),
+    (Literal["a"] | None, ("a", None)),
+    (Literal["a"] | Literal["b"], ("a", "b")),
+    (str, None),
+    (int | None, None),
+    (Literal["a"] | int, None),
+])
+def test_literal_choices(annotation, choices) -> None:
+    assert literal_choices(annotation) == choices

@@ -12,30 +12,66 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import bench, checks, fidelity, io, runtime, stats
-from onnxcompress.errors import CheckFailed
+from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass
 from onnxcompress.report import Report, StepRecord
 
 StepCallback = Callable[[str, str], None]
 SLOWER_MARGIN = 0.02
+Metric = Literal["top1"]
+LABELS_KEY = "labels"  # the member of a labelled-data .npz holding the class labels; the others are inputs
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples whose largest score (one row of ``logits`` per sample) is at their label's index."""
+    return float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"top1": top1}
 
 
 @dataclasses.dataclass
 class LabelledData:
-    """Inputs with class labels: accuracy is the argmax of the first output against ``labels``."""
+    """Inputs with class labels; accuracy is ``metric`` of the model's first output against ``labels``."""
 
     feeds: dict[str, np.ndarray]
     labels: np.ndarray
+    metric: Metric = "top1"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise UsageError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], model: ir.Model, *, metric: Metric = "top1", source: str = "labels") -> LabelledData:
+        """The model's inputs by input name and the class labels under ``LABELS_KEY`` (as read from an .npz),
+        checked against ``model``; a one-line ``UsageError`` naming ``source`` otherwise."""
+        if any(value.name == LABELS_KEY for value in model.graph.inputs):
+            raise UsageError(f"{source}: the model has an input named {LABELS_KEY!r}, the name the class labels are stored under")
+        labels = arrays.get(LABELS_KEY)
+        if labels is None or labels.ndim != 1 or not len(labels) or not np.issubdtype(labels.dtype, np.integer):
+            raise UsageError(f"{source}: needs a 1-D integer array {LABELS_KEY!r} (one class label per sample) beside the model's inputs")
+        feeds = {name: array for name, array in arrays.items() if name != LABELS_KEY}
+        try:
+            io.check_input_names(feeds, model)
+        except UsageError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+        io.check_input_arrays({name: array.shape for name, array in feeds.items()}, model, source)
+        wrong = {name: array.shape for name, array in feeds.items() if array.ndim == 0 or array.shape[0] != len(labels)}
+        if wrong:
+            raise UsageError(f"{source}: {len(labels)} labels, but inputs {wrong} do not have that many samples on their first axis")
+        return cls(feeds, labels, metric)
 
     def accuracy(self, model: ir.Model, threads: int) -> float:
-        """Top-1 accuracy of ``model`` on this data."""
+        """``metric`` (top-1 accuracy) of ``model`` on this data."""
         logits = next(iter(runtime.run(model, self.feeds, threads=threads).values()))
-        return float(np.mean(np.argmax(logits.reshape(len(self.labels), -1), axis=1) == self.labels))
+        return METRICS[self.metric](logits, self.labels)
 
 
 @dataclasses.dataclass
@@ -76,6 +112,10 @@ class Pipeline:
         self.reject_slower = reject_slower
         self.max_drop = max_drop
         self.on_step = on_step or (lambda event, name: None)
+        if max_drop is not None and not 0 <= max_drop <= 1:
+            raise UsageError(f"max_drop must be in [0, 1], got {max_drop}")
+        if max_drop is not None and self.measurement.labelled is None:
+            raise UsageError("max_drop needs labelled data to measure accuracy on (--labels FILE.npz; Measurement.labelled)")
 
     def run(self, model: ir.Model, *, calibration: object | None = None) -> PipelineResult:
         """Apply every pass to ``model`` (in place) and return it with the report.

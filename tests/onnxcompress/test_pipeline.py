@@ -101,6 +101,36 @@ def test_a_pass_needing_calibration_is_refused_before_anything_runs(mlp_model, m
     assert ran == []
 
 
+@pytest.mark.parametrize(("max_drop", "labelled", "message"), [
+    (0.1, False, "max_drop needs labelled data"),
+    (1.5, True, r"max_drop must be in \[0, 1\], got 1.5"),
+])
+def test_max_drop_is_refused_without_labels_or_out_of_range(mlp_model, max_drop, labelled, message):
+    feeds = {"x": np.zeros((2, 16), np.float32)}
+    measurement = Measurement(benchmark=False, labelled=LabelledData(feeds, np.zeros(2, np.int64)) if labelled else None)
+    with pytest.raises(UsageError, match=message):
+        Pipeline([parse_pass("test-scale")], measurement=measurement, max_drop=max_drop)
+
+
+def test_labelled_data_from_arrays_is_checked_against_the_model(mlp_model):
+    x = np.zeros((4, 16), np.float32)
+    data = LabelledData.from_arrays({"x": x, "labels": np.arange(4)}, mlp_model, source="l.npz")
+    assert data.feeds.keys() == {"x"} and data.labels.tolist() == [0, 1, 2, 3] and data.metric == "top1"
+    bad = [
+        ({"x": x}, "l.npz: needs a 1-D integer array 'labels'"),
+        ({"x": x, "labels": np.zeros(4, np.float32)}, "l.npz: needs a 1-D integer array 'labels'"),
+        ({"labels": np.arange(4)}, r"l.npz: inputs lack \['x'\]"),
+        ({"x": x, "z": x, "labels": np.arange(4)}, r"l.npz: inputs \['z'\] are not inputs of the model"),
+        ({"x": x, "labels": np.arange(3)}, "l.npz: 3 labels, but inputs"),
+        ({"x": x[:, :, None], "labels": np.arange(4)}, "l.npz: input 'x' has shape .* but the model expects rank 2"),
+    ]
+    for arrays, message in bad:
+        with pytest.raises(UsageError, match=message):
+            LabelledData.from_arrays(arrays, mlp_model, source="l.npz")
+    with pytest.raises(UsageError, match="unknown metric 'top5'"):
+        LabelledData({"x": x}, np.arange(4), metric="top5")
+
+
 def test_benchmarked_steps_carry_latency_and_speedup(mlp_model):
     result = Pipeline([parse_pass("test-noop")], measurement=Measurement(rounds=2, batch=3)).run(mlp_model)
     for step in result.report.steps:

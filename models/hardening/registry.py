@@ -1,0 +1,19 @@
+"""The corpus: every entry by name, in the order the table lists them."""
+
+from __future__ import annotations
+
+from onnxcompress.models.hardening import captcha, detector, hf, torch_encoder, tumor
+from onnxcompress.models.hardening.entry import Entry
+
+ENTRIES: dict[str, Entry] = {
+    entry.name: entry
+    for entry in (captcha.ENTRY, tumor.ENTRY, *torch_encoder.ENTRIES, *hf.ENTRIES, *detector.ENTRIES)
+}
+
+
+def entry(name: str) -> Entry:
+    """The entry called ``name``; a ``KeyError`` lists the known names."""
+    try:
+        return ENTRIES[name]
+    except KeyError:
+        raise KeyError(f"no corpus entry {name!r}; known: {', '.join(ENTRIES)}") from None

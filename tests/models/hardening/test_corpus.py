@@ -1,0 +1,59 @@
+"""Every corpus entry builds a valid model that ONNX Runtime runs on its own inputs, agrees with itself
+on its task, and its task fidelity falls for a candidate whose outputs are broken."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxcompress import fidelity as tensor_fidelity
+from onnxcompress.models.hardening import ENTRIES
+
+SAMPLES = 4  # enough for nearest neighbours; the VGG takes about a second a sample
+pytestmark = pytest.mark.slow  # the first run exports every model (later runs read the cache)
+
+
+@functools.lru_cache(maxsize=None)
+def reference(name: str) -> tuple[dict, dict]:
+    """The entry's held-out feeds and its model's outputs on them."""
+    entry = ENTRIES[name]
+    path = entry.model()
+    onnx.checker.check_model(str(path), full_check=True)
+    feeds = entry.feeds("held-out", SAMPLES)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    return feeds, outputs
+
+
+def scrambled(outputs: dict) -> dict:
+    """Every output with its last axis reversed: each answer moves to another class, feature or anchor."""
+    return {name: np.ascontiguousarray(value[..., ::-1]) for name, value in outputs.items()}
+
+
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_entry_builds_runs_and_its_fidelity_can_fail(name):
+    entry = ENTRIES[name]
+    feeds, outputs = reference(name)
+    assert all(len(array) == SAMPLES for array in feeds.values())
+    assert all(np.isfinite(value).all() for value in outputs.values())
+    assert entry.fidelity(feeds, outputs, outputs).score == pytest.approx(1.0)
+    assert entry.fidelity(feeds, outputs, scrambled(outputs)).score < 1.0
+
+
+def test_splits_differ():
+    calibration = ENTRIES["hf-vit-legacy"].feeds("calibration", 2)["pixel_values"]
+    held_out = ENTRIES["hf-vit-legacy"].feeds("held-out", 2)["pixel_values"]
+    assert not np.allclose(calibration, held_out)
+
+
+@pytest.mark.parametrize("name", [name for name in ENTRIES if name.startswith("yolo-head")])
+def test_detector_class_collapse_is_seen_where_cosine_misses_it(name):
+    feeds, outputs = reference(name)
+    collapsed = {"output0": outputs["output0"].copy()}
+    collapsed["output0"][:, 4:] = np.median(outputs["output0"][:, 4:])  # class scores flattened, boxes kept
+    assert tensor_fidelity.compare(outputs, collapsed).cosine > 0.99
+    assert ENTRIES[name].fidelity(feeds, outputs, collapsed).metrics["class_agreement"] < 0.2

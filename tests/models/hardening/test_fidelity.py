@@ -1,0 +1,76 @@
+"""Task fidelities: 1.0 for the reference's own answers, and each falls when the answers change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxcompress import fidelity as tensor_fidelity
+from onnxcompress.models.hardening import fidelity
+
+RNG = np.random.default_rng(0)
+
+
+def test_top1_counts_the_samples_whose_class_changed():
+    logits = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 5.0], [1.0, 0.0, 0.0]])
+    judge = fidelity.top1("logits")
+    assert judge({}, {"logits": logits}, {"logits": logits}).score == 1.0
+    flipped = logits.copy()
+    flipped[1] = [0.0, 1.0, 2.0]
+    assert judge({}, {"logits": logits}, {"logits": flipped}).score == 0.75
+
+
+def test_decoded_strings_compare_whole_strings():
+    judge = fidelity.decoded_strings("codes", lambda codes: ["".join(map(str, row)) for row in codes])
+    codes = np.array([[1, 2, 3], [4, 5, 6]])
+    assert judge({}, {"codes": codes}, {"codes": codes}).metrics == {"strings_equal": 1.0}
+    assert judge({}, {"codes": codes}, {"codes": codes * [[1, 1, 1], [1, 1, 0]]}).score == 0.5
+
+
+def test_embeddings_see_both_swapped_neighbours_and_a_lower_cosine():
+    base = RNG.standard_normal((8, 16))
+    pairs = np.concatenate([base, base + 0.05 * RNG.standard_normal((8, 16))])  # each sample's neighbour is its twin
+    judge = fidelity.embeddings("e")
+    assert judge({}, {"e": pairs}, {"e": pairs}).score == pytest.approx(1.0)
+    noisy = judge({}, {"e": pairs}, {"e": pairs + 2.0 * RNG.standard_normal(pairs.shape)})
+    assert noisy.metrics["nn_agreement"] < 1.0
+    assert noisy.metrics["mean_cosine"] < 0.9
+
+
+def test_next_token_ignores_padding():
+    logits = RNG.standard_normal((2, 4, 10))
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]])
+    changed = logits.copy()
+    changed[:, :, :] = logits[:, :, ::-1]  # a different arg-max everywhere ...
+    changed[mask == 1] = logits[mask == 1]  # ... except at the real positions
+    judge = fidelity.next_token("logits", "mask")
+    assert judge({"mask": mask}, {"logits": logits}, {"logits": changed}).score == 1.0
+    assert judge({"mask": mask}, {"logits": logits}, {"logits": logits[:, :, ::-1]}).score < 0.5
+
+
+def detector_output(anchors: int = 400) -> np.ndarray:
+    """Boxes in the hundreds and class scores near 0.1, in one [2, 84, anchors] tensor."""
+    boxes = RNG.uniform(20, 300, (2, 4, anchors))
+    scores = 0.1 + 0.05 * RNG.standard_normal((2, 80, anchors))
+    return np.concatenate([boxes, scores], axis=1)
+
+
+def test_detections_see_a_class_collapse_that_cosine_hides():
+    output = detector_output()
+    collapsed = output.copy()
+    collapsed[:, 4:] = 0.1  # every class score flattened
+    judge = fidelity.detections("out")
+    assert judge({}, {"out": output}, {"out": output}).score == 1.0
+    assert tensor_fidelity.compare({"out": output}, {"out": collapsed}).cosine > 0.999
+    result = judge({}, {"out": output}, {"out": collapsed})
+    assert result.metrics["class_agreement"] < 0.1
+    assert result.metrics["box_iou"] == 1.0
+
+
+def test_detections_see_moved_boxes():
+    output = detector_output()
+    moved = output.copy()
+    moved[:, 0] += 0.5 * output[:, 2]  # centres shifted by half a box width
+    result = fidelity.detections("out")({}, {"out": output}, {"out": moved})
+    assert result.metrics["class_agreement"] == 1.0
+    assert result.metrics["box_iou"] < 0.7

@@ -1,4 +1,27 @@
-"""How close a candidate's outputs are to a reference's: the numbers every step records."""
+"""How close a candidate's outputs are to a reference's: the numbers every step records.
+
+Exactness: the largest absolute error against the output's scale, within 1e-4 × scale for fp32
+outputs, and within ``EXACT_EPSILONS`` epsilons × scale for coarser floats (fp16, bf16: one rounding
+of theirs is larger than 1e-4), judged at the coarser of the output's type and the model's
+(``model_precision``).
+
+Loss: the cosine of each whole output, and the *relative error* of the output and of each of its
+slices along every axis but the batch: ``rms(candidate − reference)`` over the reference slice's
+spread; the worst slice of each output is kept (``SliceError``). A whole-output number hides a
+collapse in a small part of an output: in a detector's ``[batch, 4 + classes, anchors]`` output the
+box coordinates, in the hundreds, dominate the tensor, so the class scores near 0.1 can collapse
+while the cosine stays above 0.999. Judged per slice, each class row is compared with its own
+spread and a collapsed one stands out. Cosine or correlation per slice would not do: cosine
+ignores an offset (a collapsed row of all-positive scores keeps a cosine near 1), correlation an
+offset and a scale.
+
+A slice's spread is its standard deviation, floored at ``SPREAD_FLOOR`` × its own magnitude (root
+mean square) and × a typical slice's magnitude (the median over the slices): a slice that barely
+varies around a large value, or that is dead, is judged by its error against those magnitudes,
+not against a spread near zero that any rounding exceeds. Positions an attention mask among the
+inputs marks as padding (``padding_mask``) are left out of the relative error: what a model
+computes there is never read, and INT8 moves it far more than the real positions.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +29,52 @@ import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
+import onnx_ir as ir
 
 EXACT_RELATIVE_TOLERANCE = 1e-4
+EXACT_EPSILONS = 4  # an exact rewrite may round an fp16/bf16 result differently, by a few epsilons
+SPREAD_FLOOR = 0.1
+MIN_SLICE_ELEMENTS = 16  # fewer values give no usable spread: an axis whose slices are smaller is not sliced
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceError:
+    """The largest relative error in one output: of the slice at ``index`` along ``axis``, or of the whole output (``axis`` None)."""
+
+    error: float
+    axis: int | None = None
+    index: int | None = None
+
+    def where(self) -> str:
+        """``whole`` or ``axis 1 index 34``."""
+        return "whole" if self.axis is None else f"axis {self.axis} index {self.index}"
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return {"error": self.error, "axis": self.axis, "index": self.index}
+
+
+SAME = SliceError(0.0)
+BROKEN = SliceError(float("inf"))
 
 
 @dataclasses.dataclass
 class OutputFidelity:
-    """Agreement of one output: max abs error, the reference's scale, cosine similarity."""
+    """Agreement of one output: max abs error, the reference's scale, cosine similarity, the worst slice's
+    relative error, and the relative tolerance an exact pass has at the output's precision."""
 
     name: str
     max_abs_err: float
     scale: float
     cosine: float
     shape_matches: bool
+    worst_slice: SliceError = SAME
+    tolerance: float = EXACT_RELATIVE_TOLERANCE
 
     @property
     def exact(self) -> bool:
-        """Within the exact-pass tolerance: max abs error ≤ 1e-4 × output scale."""
-        return self.shape_matches and self.max_abs_err <= EXACT_RELATIVE_TOLERANCE * self.scale
+        """Within the exact-pass tolerance: max abs error ≤ ``tolerance`` × output scale."""
+        return self.shape_matches and self.max_abs_err <= self.tolerance * self.scale
 
 
 @dataclasses.dataclass
@@ -43,38 +94,157 @@ class Fidelity:
         return min((o.cosine for o in self.outputs), default=1.0)
 
     @property
+    def slice_error(self) -> float:
+        """Largest relative error of any output or slice of one (0 when the outputs are the same)."""
+        return max((o.worst_slice.error for o in self.outputs), default=0.0)
+
+    @property
     def exact(self) -> bool:
         """Every output within the exact-pass tolerance."""
         return all(o.exact for o in self.outputs)
 
     def worst(self) -> OutputFidelity | None:
-        """The output furthest from its tolerance."""
-        return max(self.outputs, key=lambda o: (not o.shape_matches, o.max_abs_err / o.scale), default=None)
+        """The output furthest from its exact-pass tolerance."""
+        return max(self.outputs, key=lambda o: (not o.shape_matches, o.max_abs_err / (o.tolerance * o.scale)), default=None)
+
+    def worst_slice(self) -> OutputFidelity | None:
+        """The output whose worst slice has the largest relative error."""
+        return max(self.outputs, key=lambda o: o.worst_slice.error, default=None)
+
+    def where(self) -> str:
+        """Where the largest relative error is: ``'output0' axis 1 index 34``."""
+        worst = self.worst_slice()
+        return "" if worst is None else f"{worst.name!r} {worst.worst_slice.where()}"
 
     def to_dict(self) -> dict:
         """JSON-ready summary."""
-        return {"max_abs_err": self.max_abs_err, "cosine": self.cosine, "exact": self.exact}
+        worst = self.worst_slice()
+        return {
+            "max_abs_err": self.max_abs_err,
+            "cosine": self.cosine,
+            "exact": self.exact,
+            "worst_slice": None if worst is None else {"output": worst.name, **worst.worst_slice.to_dict()},
+        }
 
 
-def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> Fidelity:
-    """Compare outputs by name (outputs missing from the candidate count as shape mismatches)."""
-    return Fidelity([_compare_one(name, np.asarray(ref), candidate.get(name)) for name, ref in reference.items()])
+def compare(
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    *,
+    precision: np.dtype | None = None,
+    mask: np.ndarray | None = None,
+) -> Fidelity:
+    """Compare outputs by name (outputs missing from the candidate count as shape mismatches).
+
+    ``precision``: the model's coarsest float type (``model_precision``), which sets the exact-pass
+    tolerance when it is coarser than an output's own. ``mask``: padding positions (``padding_mask``)
+    to leave out of the relative error, for outputs whose leading axes are the mask's.
+    """
+    return Fidelity([_compare_one(name, np.asarray(ref), candidate.get(name), precision, mask) for name, ref in reference.items()])
 
 
-def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None) -> OutputFidelity:
+def exact_tolerance(*dtypes: np.dtype | None) -> float:
+    """The exact-pass relative tolerance for values of the coarsest of ``dtypes``: 1e-4, or ``EXACT_EPSILONS``
+    epsilons of a float type coarser than that (fp16, bf16)."""
+    return max([EXACT_RELATIVE_TOLERANCE, *(EXACT_EPSILONS * _epsilon(d) for d in dtypes if d is not None)])
+
+
+def model_precision(model: ir.Model) -> np.dtype | None:
+    """The coarsest floating-point type among the model's inputs, outputs, initializers, typed values and
+    ``Cast`` targets (an fp16 section between fp32 inputs and outputs counts), if any."""
+    graph = model.graph
+    nodes = list(graph.all_nodes())
+    values = [*graph.inputs, *graph.outputs, *graph.initializers.values(), *(v for node in nodes for v in node.outputs)]
+    dtypes = {value.dtype for value in values if value.dtype is not None}
+    dtypes |= {ir.DataType(node.attributes["to"].as_int()) for node in nodes if node.op_type == "Cast" and "to" in node.attributes}
+    floats = [_numpy(dtype) for dtype in dtypes if dtype.is_floating_point()]
+    return max((f for f in floats if _epsilon(f)), key=_epsilon, default=None)
+
+
+def padding_mask(feeds: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The padding positions of a text model's feeds: the first 2-D integer or boolean input named like
+    ``attention_mask`` holding only 0s and 1s, some of them 0, as a boolean ``[batch, sequence]`` array
+    (True where real); None when no input is one."""
+    for name, array in feeds.items():
+        array = np.asarray(array)
+        if "mask" in name.lower() and array.ndim == 2 and array.dtype.kind in "biu" and np.isin(array, (0, 1)).all():
+            return array.astype(bool) if not array.all() else None
+    return None
+
+
+def unpadded(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``array`` without its padding positions (``[real positions, ...]``) when its leading axes are ``mask``'s."""
+    if mask is None or array.shape[: mask.ndim] != mask.shape:
+        return array
+    return array[mask]
+
+
+def _epsilon(dtype: np.dtype | None) -> float:
+    """Machine epsilon of a floating-point numpy type (ml_dtypes' bfloat16 too); 0 for any other type."""
+    try:
+        return float(np.finfo(dtype).eps)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _numpy(dtype: ir.DataType) -> np.dtype | None:
+    try:
+        return dtype.numpy()
+    except (TypeError, ValueError):
+        return None
+
+
+def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision: np.dtype | None, mask: np.ndarray | None) -> OutputFidelity:
     if cand is None or np.shape(cand) != ref.shape:
-        return OutputFidelity(name, float("inf"), 1.0, 0.0, False)
+        return OutputFidelity(name, float("inf"), 1.0, 0.0, False, BROKEN)
     cand = np.asarray(cand)
-    if ref.dtype == np.bool_ or not np.issubdtype(ref.dtype, np.number):
+    tolerance = exact_tolerance(ref.dtype, precision)
+    if ref.dtype == np.bool_ or not (np.issubdtype(ref.dtype, np.number) or _epsilon(ref.dtype)):
         equal = bool(np.array_equal(ref, cand))
-        return OutputFidelity(name, 0.0 if equal else float("inf"), 1.0, 1.0 if equal else 0.0, True)
-    r = ref.astype(np.float64).ravel()
-    c = cand.astype(np.float64).ravel()
+        return OutputFidelity(name, 0.0 if equal else float("inf"), 1.0, 1.0 if equal else 0.0, True, SAME if equal else BROKEN, tolerance)
+    r = ref.astype(np.float64)
+    c = cand.astype(np.float64)
     finite = np.isfinite(r) & np.isfinite(c)
     same_nonfinite = bool(np.all((r == c) | (np.isnan(r) & np.isnan(c)) | finite))
     err = float(np.max(np.abs(r[finite] - c[finite]), initial=0.0)) if same_nonfinite else float("inf")
     scale = max(float(np.max(np.abs(r[finite]), initial=0.0)), 1.0) if r.size else 1.0
-    return OutputFidelity(name, err, scale, _cosine(r[finite], c[finite]), True)
+    worst = slice_error(unpadded(np.where(finite, r, 0.0), mask), unpadded(np.where(finite, c, 0.0), mask)) if same_nonfinite else BROKEN
+    return OutputFidelity(name, err, scale, _cosine(r[finite], c[finite]), True, worst, tolerance)
+
+
+def slice_error(reference: np.ndarray, candidate: np.ndarray) -> SliceError:
+    """The largest relative error of the whole output and of its slices along each of ``slice_axes``."""
+    worst = SliceError(float(_relative_errors(reference.reshape(1, -1), candidate.reshape(1, -1))[0]))
+    for axis in slice_axes(reference.shape):
+        errors = _relative_errors(_rows(reference, axis), _rows(candidate, axis))
+        index = int(np.argmax(errors))
+        if errors[index] > worst.error:
+            worst = SliceError(float(errors[index]), axis, index)
+    return worst
+
+
+def slice_axes(shape: tuple[int, ...]) -> list[int]:
+    """The axes an output is sliced along: every axis but the first of a tensor of rank 2 or more (the batch),
+    with at least two slices of at least ``MIN_SLICE_ELEMENTS`` values each."""
+    size = int(np.prod(shape))
+    return [axis for axis in range(1 if len(shape) > 1 else 0, len(shape)) if shape[axis] >= 2 and size // shape[axis] >= MIN_SLICE_ELEMENTS]
+
+
+def _rows(array: np.ndarray, axis: int) -> np.ndarray:
+    """``array`` as one row per slice along ``axis``."""
+    return np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+
+
+def _relative_errors(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per row: the rms error over the row's spread (standard deviation, floored as the module docstring says);
+    infinite for an error where the reference is all zeros."""
+    if reference.shape[1] == 0:
+        return np.zeros(len(reference))
+    magnitude = np.sqrt(np.mean(reference**2, axis=1))
+    spread = np.maximum(reference.std(axis=1), SPREAD_FLOOR * np.maximum(magnitude, np.median(magnitude)))
+    error = np.sqrt(np.mean((candidate - reference) ** 2, axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread > 0, error / spread, np.where(error > 0, np.inf, 0.0))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -74,6 +74,19 @@ class LabelledData:
         return METRICS[self.metric](logits, self.labels)
 
 
+@dataclasses.dataclass(frozen=True)
+class Judge:
+    """How every step's outputs are compared: at the input model's coarsest float precision (the exact-pass
+    tolerance), leaving padding positions of the fixed inputs out of the relative error."""
+
+    precision: np.dtype | None
+    mask: np.ndarray | None
+
+    def compare(self, reference: runtime.Feeds, candidate: runtime.Feeds) -> fidelity.Fidelity:
+        """``fidelity.compare`` with this precision and mask."""
+        return fidelity.compare(reference, candidate, precision=self.precision, mask=self.mask)
+
+
 @dataclasses.dataclass
 class PipelineResult:
     """The final model and the record of every step."""
@@ -130,8 +143,9 @@ class Pipeline:
         feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
         reference = io.clone(model)
         expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")
+        judge = Judge(fidelity.model_precision(reference), fidelity.padding_mask(feeds))
         self.on_step("measure", "input")
-        baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected)
+        baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected, judge)
         steps, before = [baseline], expected
         for pass_ in self.passes:
             self.on_step("run", pass_.name)
@@ -143,9 +157,9 @@ class Pipeline:
             self._check_structure(pass_, model)
             self.on_step("measure", pass_.name)
             previous = snapshot if self.reject_slower else None
-            record, outputs = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, previous)
+            record, outputs = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, judge, previous)
             record.notes, record.details = list(outcome.notes), {**outcome.details, **record.details}
-            self._check_exactness(pass_, fidelity.compare(before, outputs))
+            self._check_exactness(pass_, judge.compare(before, outputs))
             reason = self._rollback_reason(record, baseline)
             if reason:
                 model = snapshot
@@ -156,7 +170,7 @@ class Pipeline:
             steps.append(record)
         return PipelineResult(model, Report(steps))
 
-    def _record(self, name, options, status, model, seconds, reference, feeds, expected, previous=None) -> tuple[StepRecord, runtime.Feeds]:
+    def _record(self, name, options, status, model, seconds, reference, feeds, expected, judge, previous=None) -> tuple[StepRecord, runtime.Feeds]:
         """The step's record (fidelity vs the input) and the model's outputs on ``feeds``."""
         m = self.measurement
         st = stats.model_stats(model)
@@ -170,7 +184,7 @@ class Pipeline:
             nodes=st.nodes,
             op_histogram=st.op_histogram,
             seconds=seconds,
-            fidelity=fidelity.compare(expected, got),
+            fidelity=judge.compare(expected, got),
         )
         if m.labelled is not None:
             record.accuracy = m.labelled.accuracy(model, m.threads)
@@ -203,7 +217,7 @@ class Pipeline:
         if pass_.exact and worst is not None and not worst.exact:
             raise CheckFailed(
                 f"exact pass {pass_.name!r} changed output {worst.name!r}: "
-                f"max abs error {worst.max_abs_err:.3g} > {fidelity.EXACT_RELATIVE_TOLERANCE:g} x scale {worst.scale:.3g}"
+                f"max abs error {worst.max_abs_err:.3g} > {worst.tolerance:.3g} x scale {worst.scale:.3g}"
             )
 
     def _rollback_reason(self, record: StepRecord, baseline: StepRecord) -> str | None:

@@ -142,6 +142,7 @@ def _row(step: StepRecord) -> dict[str, str]:
         "speedup": f"{step.speedup:.2f}x" if step.speedup else "-",
         "max abs err": f"{step.fidelity.max_abs_err:.2e}" if step.fidelity else "-",
         "cosine": f"{step.fidelity.cosine:.6f}" if step.fidelity else "-",
+        "slice err": f"{step.fidelity.slice_error:.3g}" if step.fidelity else "-",
         "accuracy": f"{step.accuracy:.4f}" if step.accuracy is not None else "-",
         "seconds": f"{step.seconds:.2f}",
     }

@@ -61,7 +61,9 @@ def test_json_is_strict_when_values_are_not_finite():
     broken = Fidelity([OutputFidelity("y", float("inf"), 1.0, float("nan"), False)])
     report = Report([_step("input", "input"), _step("x", "kept", fidelity=broken, speedup=float("inf"))])
     data = json.loads(report.to_json(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
-    assert data["steps"][1]["fidelity"] == {"max_abs_err": None, "cosine": None, "exact": False}
+    assert data["steps"][1]["fidelity"] == {
+        "max_abs_err": None, "cosine": None, "exact": False, "worst_slice": {"output": "y", "error": 0.0, "axis": None, "index": None},
+    }
     assert data["steps"][1]["speedup"] is None
 
 

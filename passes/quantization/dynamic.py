@@ -20,8 +20,6 @@ from onnxcompress.passes.quantization.quantize_pass import QuantizePass
 from onnxcompress.passes.quantization.ranges import Method, activation_ranges
 from onnxcompress.passes.quantization.target import ElementType, QuantTarget, resolve_target
 
-FULL_QMAX, REDUCED_QMAX = 127, 64  # ORT's symmetric int8 weight range, and its 7-bit range without VNNI
-
 
 class QuantizeDynamic(QuantizePass):
     """Dynamic INT8 of MatMul/Gemm/Attention weights, per-channel by default; works after ``fuse``.
@@ -53,8 +51,11 @@ class QuantizeDynamic(QuantizePass):
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
+        max_error: float | None = None,
+        accept_loss: bool = False,
     ) -> None:
-        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output)
+        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output,
+                         max_error=max_error, accept_loss=accept_loss)
         self.per_channel = per_channel
         self.weight_type = weight_type
         self.reduce_range = reduce_range
@@ -145,7 +146,6 @@ class QuantizeDynamic(QuantizePass):
         """Weight → (its MatMul, GPTQ-rounded copy); a copy goes in only when a call quantizes its MatMul."""
         weights = rounding.weights_to_round(proto, selection.exclude) if "MatMul" in selection.op_types else {}
         moments = rounding.input_second_moments(model, self.context.calibration, sorted({a for _, a in weights.values()}))
-        qmax = REDUCED_QMAX if target.reduce_range else FULL_QMAX
-        rounded = rounding.rounded_weights(proto, moments, weights, qmax, self.per_channel)
+        rounded = rounding.rounded_weights(proto, moments, weights, target.weight_qmax, self.per_channel)
         self.note(f"{len(rounded)} MatMul weights rounded with error feedback (GPTQ) on the calibration activations")
         return {weight: (weights[weight][0], array) for weight, array in rounded.items()}

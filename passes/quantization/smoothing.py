@@ -19,8 +19,9 @@ same channel of V, so ``1/s`` goes into the columns of V's projection for free (
 batch 8: a Mul of 0.03 ms fewer on each of the five contexts smoothing chose).
 
 By default (``alpha`` unset) each activation gets the α, or no smoothing at all, that gives its
-MatMuls the lowest dynamic-INT8 error simulated on the first calibration batch: the best α differs
-by layer (0.5 to 0.95 on MiniLM), and an activation with no outliers left (after
+MatMuls the lowest dynamic-INT8 error simulated on the first calibration batch, with the weight grid and
+integer sums of the kernel ORT runs on this CPU (``target.cpu_kernel``: 7-bit weights without VNNI): the
+best α differs by layer (0.5 to 0.95 on MiniLM), and an activation with no outliers left (after
 ``split-outliers``) is better off without the Mul.
 """
 
@@ -36,6 +37,7 @@ from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
 from onnxcompress.passes.quantization.ranges import U8_LEVELS, u8_scale_and_zero_point
 from onnxcompress.passes.quantization.selection import excluded_nodes, is_float_branch
+from onnxcompress.passes.quantization.target import Int8Kernel, cpu_kernel
 
 SmoothGroups = dict[str, list[ir.Node]]
 ALPHA_CHOICES = (0.5, 0.75, 0.85, 0.95)
@@ -70,10 +72,11 @@ class SmoothActivations(CompressionPass):
             return ir.passes.PassResult(model, modified=False)
         peaks = channel_peaks(model, self.context.calibration, list(groups))
         samples = first_batch_activations(model, self.context.calibration, list(groups)) if self.alpha is None else {}
+        kernel = cpu_kernel()
         chosen: dict[str, float] = {}
         folded = 0
         for name, nodes in groups.items():
-            alpha = self.alpha if self.alpha is not None else best_alpha(samples[name], peaks[name], nodes)
+            alpha = self.alpha if self.alpha is not None else best_alpha(samples[name], peaks[name], nodes, kernel)
             if alpha is None:
                 continue
             scales = smoothing_scales(peaks[name], weight_peaks(nodes), alpha)
@@ -108,18 +111,18 @@ def _is_float_matrix(value: ir.Value | None) -> bool:
     return tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) == 2
 
 
-def best_alpha(sample: np.ndarray, activation_peaks: np.ndarray, nodes: Sequence[ir.Node]) -> float | None:
-    """The α of ``ALPHA_CHOICES`` with the lowest simulated dynamic-INT8 error, or None (no smoothing) unless that
-    error is at most ``MIN_GAIN`` times the error without smoothing: the Mul must pay for its time."""
+def best_alpha(sample: np.ndarray, activation_peaks: np.ndarray, nodes: Sequence[ir.Node], kernel: Int8Kernel) -> float | None:
+    """The α of ``ALPHA_CHOICES`` with the lowest dynamic-INT8 error simulated for ``kernel``, or None (no smoothing)
+    unless that error is at most ``MIN_GAIN`` times the error without smoothing: the Mul must pay for its time."""
     weights = [node.inputs[1].const_value.numpy() for node in nodes]
     runs = sample_runs(sample)
     references = [runs @ w for w in weights]
     errors, peaks = {}, weight_peaks(nodes)
     for alpha in ALPHA_CHOICES:
         scales = smoothing_scales(activation_peaks, peaks, alpha)
-        errors[alpha] = dynamic_int8_error(runs / scales, [w * scales[:, None] for w in weights], references)
+        errors[alpha] = dynamic_int8_error(runs / scales, [w * scales[:, None] for w in weights], references, kernel)
     best = min(errors, key=errors.get)
-    return best if errors[best] <= MIN_GAIN * dynamic_int8_error(runs, weights, references) else None
+    return best if errors[best] <= MIN_GAIN * dynamic_int8_error(runs, weights, references, kernel) else None
 
 
 def sample_runs(sample: np.ndarray) -> np.ndarray:
@@ -128,27 +131,26 @@ def sample_runs(sample: np.ndarray) -> np.ndarray:
     return runs[: max(1, SAMPLE_ROWS // runs.shape[1])]
 
 
-def dynamic_int8_error(runs: np.ndarray, weights: Sequence[np.ndarray], references: Sequence[np.ndarray],
+def dynamic_int8_error(runs: np.ndarray, weights: Sequence[np.ndarray], references: Sequence[np.ndarray], kernel: Int8Kernel,
                        row_scales: np.ndarray | None = None) -> float:
-    """Relative squared error of ``runs @ weight`` against ``references`` with each run quantized to U8 with its own
-    range (ORT's DynamicQuantizeLinear, once per run) and each weight to S8 per column; with ``row_scales``, each
-    row is divided by its scale before quantizing and multiplied back after (``scale-tokens``)."""
-    if row_scales is None:
-        quantized = _fake_quantize_u8_per_run(runs)
-    else:
-        quantized = _fake_quantize_u8_per_run(runs / row_scales) * row_scales
+    """Relative squared error of ``runs @ weight`` against ``references`` as ORT's dynamic INT8 computes it on ``kernel``:
+    each run quantized to U8 with its own range (DynamicQuantizeLinear, once per run), each weight to S8 per column
+    on the kernel's grid, the products summed as the kernel sums them; with ``row_scales``, each row is divided by
+    its scale before quantizing and multiplied back after (``scale-tokens``)."""
+    scaled = runs if row_scales is None else runs / row_scales
+    scale, zero = u8_scale_and_zero_point(scaled.min(axis=(1, 2), keepdims=True), scaled.max(axis=(1, 2), keepdims=True))
+    codes = np.clip(np.round(scaled / scale) + zero, 0, U8_LEVELS)
+    quantized = (codes - zero) * scale
+    restore = 1.0 if row_scales is None else row_scales
     error = total = 0.0
     for weight, reference in zip(weights, references):
         peaks = np.abs(weight).max(axis=0)
-        scale = np.where(peaks > 0, peaks / 127.0, 1.0)
-        error += float(np.sum((quantized @ (np.round(weight / scale) * scale) - reference) ** 2))
+        weight_scale = np.where(peaks > 0, peaks / kernel.weight_qmax, 1.0)
+        weight_codes = np.round(weight / weight_scale)
+        product = quantized @ (weight_codes * weight_scale) - kernel.saturation_loss(codes, weight_codes) * (scale * weight_scale)
+        error += float(np.sum((product * restore - reference) ** 2))
         total += float(np.sum(reference ** 2))
     return error / max(total, 1e-30)
-
-
-def _fake_quantize_u8_per_run(runs: np.ndarray) -> np.ndarray:
-    scale, zero = u8_scale_and_zero_point(runs.min(axis=(1, 2), keepdims=True), runs.max(axis=(1, 2), keepdims=True))
-    return (np.clip(np.round(runs / scale) + zero, 0, U8_LEVELS) - zero) * scale
 
 
 def weight_peaks(nodes: Sequence[ir.Node]) -> np.ndarray:

@@ -8,8 +8,9 @@ sees rows of one range: per-token quantization on per-tensor kernels. The cost i
 per activation (ReduceMax, Max, Reciprocal, Mul; Abs too unless the activation is one-sided, as
 GELU's outputs are) and one Mul per MatMul output; from opset 21 ``quantize-dynamic`` folds the
 division into one per-row QuantizeLinear (``row_quantizers.py``). It is spent only where the
-dynamic-INT8 error simulated on the first calibration batch falls by enough: the GELU outputs and
-attention contexts of all-MiniLM-L6-v2; its LayerNorm outputs, already one scale per token, gain little.
+dynamic-INT8 error simulated on the first calibration batch, for the kernel ORT runs on this CPU
+(``target.cpu_kernel``), falls by enough: the GELU outputs and attention contexts of all-MiniLM-L6-v2;
+its LayerNorm outputs, already one scale per token, gain little.
 
 ORT's ``quantize_dynamic`` and onnxscript have no equivalent. Measured on all-MiniLM-L6-v2
 (``tools/bench_quantization.py``, after ``split-outliers`` and ``smooth``, GPTQ weights): on ten
@@ -32,6 +33,7 @@ from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import add_initializer
 from onnxcompress.passes.quantization.selection import excluded_nodes
 from onnxcompress.passes.quantization.smoothing import dynamic_int8_error, sample_runs, smoothable_groups
+from onnxcompress.passes.quantization.target import Int8Kernel, cpu_kernel
 
 TINY = 1e-12  # floor of a row's scale, so an all-zero row divides by something
 ONE_SIDED_LOW = 0.25  # a one-sided activation's rows, once scaled, stay above -ONE_SIDED_LOW (``row_quantizers`` relies on it)
@@ -65,7 +67,8 @@ class ScaleTokens(CompressionPass):
             self.note("no MatMul with a constant 2-D weight to scale")
             return ir.passes.PassResult(model, modified=False)
         samples = first_batch_activations(model, self.context.calibration, list(groups))
-        effects = {name: simulate(samples[name], groups[name]) for name in groups}
+        kernel = cpu_kernel()
+        effects = {name: simulate(samples[name], groups[name], kernel) for name in groups}
         worst = max(effect.per_tensor for effect in effects.values())
         chosen = [name for name, effect in effects.items() if effect.per_tensor - effect.per_token >= self.min_cut * worst > 0]
         opset = io.default_opset(model)
@@ -93,16 +96,16 @@ class TokenScaleEffect:
     floor: float | None
 
 
-def simulate(sample: np.ndarray, nodes: list[ir.Node]) -> TokenScaleEffect:
-    """The effect of per-token scales on ``nodes``' INT8 error, simulated on a calibration ``sample`` of their activation."""
+def simulate(sample: np.ndarray, nodes: list[ir.Node], kernel: Int8Kernel) -> TokenScaleEffect:
+    """The effect of per-token scales on ``nodes``' INT8 error on ``kernel``, simulated on a calibration ``sample`` of their activation."""
     runs = sample_runs(sample)
     weights = [node.inputs[1].const_value.numpy() for node in nodes]
     references = [runs @ w for w in weights]
     floor = one_sided_floor(runs)
     rows = np.abs(runs).max(axis=-1, keepdims=True) if floor is None else np.maximum(runs.max(axis=-1, keepdims=True), floor)
     return TokenScaleEffect(
-        per_tensor=dynamic_int8_error(runs, weights, references),
-        per_token=dynamic_int8_error(runs, weights, references, row_scales=np.maximum(rows, TINY)),
+        per_tensor=dynamic_int8_error(runs, weights, references, kernel),
+        per_token=dynamic_int8_error(runs, weights, references, kernel, row_scales=np.maximum(rows, TINY)),
         floor=floor,
     )
 

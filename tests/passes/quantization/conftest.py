@@ -9,6 +9,7 @@ import pytest
 
 from onnxcompress import io
 from onnxcompress.calibration import ArrayReader
+from onnxcompress.passes.quantization.target import Int8Kernel, cpu_kernel, resolve_target
 
 CNN_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -49,6 +50,17 @@ tokens (float[N, 6, 32] x) => (float[N, 6, 8] y)
     y = Add (bb, p)
 }
 """
+
+
+@pytest.fixture(params=[None, False, True], ids=["cpu-default", "8-bit-weights", "7-bit-weights"])
+def reduce_range(request) -> bool | None:
+    """A quantize pass's ``reduce_range``: this CPU's default, and each x86 weight grid pinned whatever the CPU."""
+    return request.param
+
+
+def kernel_for(reduce_range: bool | None) -> Int8Kernel:
+    """The integer MatMul ORT runs on this CPU for a quantize pass given ``reduce_range`` (U8 activations, S8 weights)."""
+    return cpu_kernel(resolve_target("uint8", "int8", reduce_range))
 
 
 def with_weights(text: str, seed: int = 0, scale: float = 0.3) -> ir.Model:

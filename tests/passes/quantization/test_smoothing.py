@@ -12,9 +12,11 @@ from onnxcompress import io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, SmoothActivations
+from onnxcompress.passes.quantization import smoothing
 from onnxcompress.passes.quantization.smoothing import dynamic_int8_error, smoothing_scales
+from onnxcompress.passes.quantization.target import cpu_kernel
 
-from .conftest import MLP_TEXT, assert_exact_and_better_for_int8, minilm_calibration, with_weights
+from .conftest import MLP_TEXT, assert_exact_and_better_for_int8, kernel_for, minilm_calibration, with_weights
 
 # A post-LN block: the LayerNorm output feeds two MatMuls (sharing one smoothing Mul) and a residual Add.
 BLOCK_TEXT = """
@@ -49,7 +51,7 @@ def inputs(seed: int, count: int = 16) -> dict[str, np.ndarray]:
 def test_smoothing_is_exact_and_adds_one_mul_per_activation(assert_exact_rewrite) -> None:
     before = block_with_outlier_channels()
     after = io.clone(before)
-    run = SmoothActivations().apply(after, calibration=ArrayReader(inputs(0)))
+    run = SmoothActivations(alpha=0.5).apply(after, calibration=ArrayReader(inputs(0)))  # a fixed alpha smooths every activation
     assert_exact_rewrite(before, after, inputs(1))
     assert run.details["activations"] == 2
     muls = [n for n in after.graph if n.op_type == "Mul"]
@@ -130,16 +132,24 @@ def test_activations_without_outliers_are_left_alone() -> None:
     assert not any(n.op_type == "Mul" and n.inputs[0].name == "h" for n in model.graph)
 
 
-def test_simulated_int8_error_is_what_ort_gives() -> None:
+@pytest.mark.parametrize(("flags", "smoothed"), [({"avx2", "avx512_vnni"}, {"h", "r"}), ({"avx2"}, {"h"})])
+def test_alpha_is_chosen_for_the_kernel_this_cpu_runs(monkeypatch, flags, smoothed) -> None:
+    # On 7-bit weights (no VNNI) the range moved into the Relu output's weights costs more than it saves there.
+    monkeypatch.setattr(smoothing, "cpu_kernel", lambda: cpu_kernel(machine="x86_64", cpu_flags=flags))
+    run = SmoothActivations().apply(block_with_outlier_channels(), calibration=ArrayReader(inputs(0)))
+    assert set(run.details["alphas"]) == smoothed
+
+
+def test_simulated_int8_error_is_what_ort_gives(reduce_range) -> None:
     model = with_weights(MLP_TEXT)
     feeds = {"x": np.random.default_rng(3).normal(size=(8, 16)).astype(np.float32)}
     expected = runtime.run(model, feeds)["y"]
     quantized = io.clone(model)
-    QuantizeDynamic(exclude=["matmul_0"])(quantized)
+    QuantizeDynamic(exclude=["matmul_0"], reduce_range=reduce_range)(quantized)
     hidden = feeds["x"] @ model.graph.initializers["wa"].const_value.numpy()  # matmul_0 stays FP32
     weight = model.graph.initializers["wb"].const_value.numpy()
     measured = float(np.sum((runtime.run(quantized, feeds)["y"] - expected) ** 2) / np.sum(expected ** 2))
-    simulated = dynamic_int8_error(hidden[None], [weight], [hidden[None] @ weight])
+    simulated = dynamic_int8_error(hidden[None], [weight], [hidden[None] @ weight], kernel_for(reduce_range))
     assert simulated == pytest.approx(measured, rel=0.05)
 
 

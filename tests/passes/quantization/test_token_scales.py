@@ -10,9 +10,11 @@ from onnxcompress import io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import PassOutcome, QuantizeDynamic, ScaleTokens
+from onnxcompress.passes.quantization import token_scales
+from onnxcompress.passes.quantization.target import cpu_kernel
 from onnxcompress.passes.quantization.token_scales import simulate
 
-from .conftest import assert_exact_and_better_for_int8, minilm_calibration, token_inputs as inputs, tokens_model
+from .conftest import assert_exact_and_better_for_int8, kernel_for, minilm_calibration, token_inputs as inputs, tokens_model
 
 
 def scaled(model: ir.Model, **options) -> tuple[ir.Model, PassOutcome]:
@@ -50,16 +52,27 @@ def test_per_token_scales_lower_the_dynamic_int8_error() -> None:
     assert squared_error(rewritten) < 0.5 * squared_error(plain)
 
 
-def test_simulated_per_token_error_is_what_ort_gives() -> None:
+@pytest.mark.parametrize("flags", [{"avx2", "avx512_vnni"}, {"avx2"}])
+def test_errors_are_simulated_for_the_kernel_this_cpu_runs(monkeypatch, flags) -> None:
+    kernel = cpu_kernel(machine="x86_64", cpu_flags=flags)
+    monkeypatch.setattr(token_scales, "cpu_kernel", lambda: kernel)
+    model = tokens_model()
+    _, run = scaled(model)
+    hidden = np.maximum(inputs(0)["x"] @ model.graph.initializers["wa"].const_value.numpy(), 0)  # one calibration batch
+    effect = simulate(hidden, [next(node for node in model.graph if node.name == "matmul_2")], kernel)
+    assert run.details["errors"]["r"] == pytest.approx({"per_tensor": effect.per_tensor, "per_token": effect.per_token}, rel=1e-3)
+
+
+def test_simulated_per_token_error_is_what_ort_gives(reduce_range) -> None:
     model = tokens_model()
     feeds = inputs(3, count=1)
     hidden = np.maximum(feeds["x"] @ model.graph.initializers["wa"].const_value.numpy(), 0)
     rewritten, _ = scaled(model)
-    QuantizeDynamic(exclude=["matmul_0"])(rewritten)  # only the second MatMul is INT8, as simulated
+    QuantizeDynamic(exclude=["matmul_0"], reduce_range=reduce_range)(rewritten)  # only the second MatMul is INT8, as simulated
     expected = runtime.run(model, feeds)["y"]
     measured = float(np.sum((runtime.run(rewritten, feeds)["y"] - expected) ** 2) / np.sum(expected ** 2))
     matmul = next(node for node in model.graph if node.name == "matmul_2")
-    assert simulate(hidden, [matmul]).per_token == pytest.approx(measured, rel=0.05)
+    assert simulate(hidden, [matmul], kernel_for(reduce_range)).per_token == pytest.approx(measured, rel=0.05)
 
 
 def test_nothing_is_rewritten_when_no_activation_gains_enough() -> None:

@@ -12,7 +12,7 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic
 from onnxcompress.passes.quantization.ranges import u8_scale_and_zero_point
 
-from .conftest import minilm_calibration, with_weights
+from .conftest import kernel_for, minilm_calibration, with_weights
 
 LINEAR_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -72,22 +72,25 @@ def test_u8_parameters_cover_zero_like_dynamic_quantize_linear() -> None:
     np.testing.assert_array_equal(zero_points, [100, 0])
 
 
-def test_calibrated_matmul_matches_the_qdq_math() -> None:
+def test_calibrated_matmul_matches_the_qdq_math(reduce_range) -> None:
     reader = calibration_reader()
     model = with_weights(LINEAR_TEXT)
     weight = model.graph.initializers["w"].const_value.numpy()
     bias = model.graph.initializers["b"].const_value.numpy()
-    QuantizeDynamic(activation_scales="calibrated").apply(model, calibration=reader)
+    QuantizeDynamic(activation_scales="calibrated", reduce_range=reduce_range).apply(model, calibration=reader)
     assert sorted(n.op_type for n in model.graph) == ["MatMulIntegerToFloat", "QuantizeLinear"]
+    kernel = kernel_for(reduce_range)
 
     seen = np.concatenate([batch["x"] for batch in reader.batches()])
     scale, zero_point = u8_scale_and_zero_point(float(seen.min()), float(seen.max()))
-    scale, zero_point = np.float32(scale), np.uint8(zero_point)
+    scale, zero_point = np.float32(scale), int(zero_point)
     inputs = {"x": rows_of_mixed_magnitude(6, seed=2) * 1.5}  # also beyond the calibrated range: saturates
-    codes = np.clip(np.round(inputs["x"] / scale) + zero_point, 0, 255).astype(np.int64) - int(zero_point)
-    weight_scale = np.abs(weight).max(axis=0) / 127
+    levels = np.clip(np.round(inputs["x"] / scale) + zero_point, 0, 255).astype(np.int64)
+    weight_scale = np.abs(weight).max(axis=0) / kernel.weight_qmax
+    np.testing.assert_allclose(model.graph.initializers["w_scale"].const_value.numpy(), weight_scale, rtol=1e-6)
     weight_codes = np.round(weight / weight_scale).astype(np.int64)
-    expected = (codes @ weight_codes) * (scale * weight_scale) + bias
+    sums = levels @ weight_codes - kernel.saturation_loss(levels, weight_codes) - zero_point * weight_codes.sum(axis=0)
+    expected = sums * (scale * weight_scale) + bias
     for optimization in ("disable", "all"):
         np.testing.assert_allclose(runtime.run(model, inputs, optimization=optimization)["y"], expected, rtol=1e-5, atol=1e-5)
 

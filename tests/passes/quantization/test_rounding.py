@@ -12,7 +12,7 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic
 from onnxcompress.passes.quantization.rounding import round_with_error_feedback
 
-from .conftest import with_weights
+from .conftest import kernel_for, with_weights
 
 
 def correlated_inputs(seed: int, count: int = 256) -> np.ndarray:
@@ -49,16 +49,17 @@ mlp (float[N, 16] x) => (float[N, 8] y)
 """)
 
 
-def test_quantize_dynamic_with_gptq_keeps_our_integers_and_is_closer_to_fp32() -> None:
+def test_quantize_dynamic_with_gptq_keeps_our_integers_and_is_closer_to_fp32(reduce_range) -> None:
     reference, calibration = mlp(), ArrayReader({"x": correlated_inputs(0)})
     nearest, gptq = io.clone(reference), io.clone(reference)
-    QuantizeDynamic()(nearest)
-    run = QuantizeDynamic(gptq=True).apply(gptq, calibration=calibration)
+    QuantizeDynamic(reduce_range=reduce_range)(nearest)
+    run = QuantizeDynamic(gptq=True, reduce_range=reduce_range).apply(gptq, calibration=calibration)
     assert any("2 MatMul weights rounded" in line for line in run.notes)
     stored = gptq.graph.initializers["wa_quantized"].const_value.numpy().astype(np.float32)
     scale = gptq.graph.initializers["wa_scale"].const_value.numpy()
     x = correlated_inputs(0)
-    expected = round_with_error_feedback(reference.graph.initializers["wa"].const_value.numpy(), x.T.astype(np.float64) @ x, 127, True)
+    qmax = kernel_for(reduce_range).weight_qmax  # the grid of the target quantize-dynamic used
+    expected = round_with_error_feedback(reference.graph.initializers["wa"].const_value.numpy(), x.T.astype(np.float64) @ x, qmax, True)
     assert np.allclose(stored * scale, expected, rtol=1e-5, atol=1e-7)
     feeds = {"x": correlated_inputs(3)}
     want = runtime.run(reference, feeds)["y"]

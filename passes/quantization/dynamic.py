@@ -51,11 +51,8 @@ class QuantizeDynamic(QuantizePass):
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
-        max_error: float | None = None,
-        accept_loss: bool = False,
     ) -> None:
-        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output,
-                         max_error=max_error, accept_loss=accept_loss)
+        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output)
         self.per_channel = per_channel
         self.weight_type = weight_type
         self.reduce_range = reduce_range

@@ -99,8 +99,9 @@ def pairs_saturate(machine: str | None = None, cpu_flags: set[str] | None = None
 def cpu_kernel(target: QuantTarget | None = None, machine: str | None = None, cpu_flags: set[str] | None = None) -> Int8Kernel:
     """How ORT's integer MatMul runs ``target`` (by default the CPU's own, as ``quantize-dynamic`` picks it) on this
     CPU, or on the one ``machine`` and ``cpu_flags`` describe."""
-    target = target or cpu_default(machine, cpu_flags)
-    return Int8Kernel(target.weight_qmax, pairs_saturate(machine, cpu_flags))
+    flags = read_cpu_flags() if cpu_flags is None else cpu_flags
+    target = target or cpu_default(machine, flags)
+    return Int8Kernel(target.weight_qmax, pairs_saturate(machine, flags))
 
 
 def _is_arm(machine: str | None) -> bool:

@@ -28,7 +28,7 @@ from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose
-from onnxcompress.passes.pruning.untie import untie_weights
+from onnxcompress.passes.pruning.untie import retie_unchanged, untie_weights
 from onnxcompress.stats import parameter_count
 
 Importance = Literal["magnitude", "activation", "mean_abs", "apoz", "taylor"]
@@ -91,7 +91,7 @@ class PruneChannels(CompressionPass):
             return ir.passes.PassResult(model, modified=False)
         self._validate_calibration(model)
         work = io.clone(model)
-        untie_weights(work)
+        ties = untie_weights(work)
         infer_shapes(work)
         graph = build_channel_graph(work, layernorm=self.layernorm)
         _freeze_excluded(graph, work, self.exclude)
@@ -107,7 +107,12 @@ class PruneChannels(CompressionPass):
         chosen = [u for u, r in zip(units, remove) if r]
         self._recover(work, graph, chosen)
         apply_removal(work, graph, chosen)
-        self._report(before, (parameter_count(work), model_macs(work)))
+        retie_unchanged(work, ties)
+        after = (parameter_count(work), model_macs(work))
+        self._report(before, after)
+        if after[0] >= before[0]:
+            self.note(f"declined: the removal would not reduce parameters ({before[0]:,} -> {after[0]:,}); model left unchanged")
+            return ir.passes.PassResult(model, modified=False)
         model.graph = work.graph
         return ir.passes.PassResult(model, modified=True)
 

@@ -3,11 +3,13 @@
 Exporters share identical tensors (TorchScript routes equal BatchNorm-folded biases through
 ``Identity`` nodes to every Conv that has them). A shared tensor would couple the channels of every
 layer using it into one group — wrong grouping, the classic Torch-Pruning complaint — so every use
-gets a private initializer first; the untouched copies cost nothing once the removal slices them.
+gets a private initializer first; copies the removal left equal to their source are tied back
+afterwards (``retie_unchanged``), so untying never adds parameters by itself.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
@@ -26,10 +28,13 @@ def _shared_source(value: ir.Value | None) -> ir.Value | None:
     return value if value.shape is not None and len(value.shape) else None
 
 
-def untie_weights(model: ir.Model) -> int:
-    """Give every use of a shared (or Identity-forwarded) weight its own initializer; return how many."""
+Tie = tuple[ir.Value, ir.Value]
+
+
+def untie_weights(model: ir.Model) -> list[Tie]:
+    """Give every use of a shared (or Identity-forwarded) weight its own initializer; return (copy, source) pairs."""
     graph = model.graph
-    copies = 0
+    copies: list[Tie] = []
     seen: set[int] = set()
     for node in list(graph):
         for index, value in enumerate(node.inputs):
@@ -43,7 +48,41 @@ def untie_weights(model: ir.Model) -> int:
             copy = ir.Value(name=name, shape=source.shape, type=source.type, const_value=ir.tensor(source.const_value.numpy(), name=name))
             graph.register_initializer(copy)
             node.replace_input_with(index, copy)
-            copies += 1
+            copies.append((copy, source))
     if copies:
         RemoveUnusedNodesPass()(model)
     return copies
+
+
+def retie_unchanged(model: ir.Model, ties: list[Tie]) -> int:
+    """Tie copies of one source that are still equal (to the source or to each other) back into one; return how many.
+
+    A source whose every use was forwarded through ``Identity`` is gone after untying, so an equal
+    earlier copy stands in for it.
+    """
+    graph = model.graph
+    kept: dict[int, list[ir.Value]] = {}
+    tied = 0
+    for copy, source in ties:
+        candidates = kept.setdefault(id(source), [source] if _registered(graph, source) else [])
+        if not _registered(graph, copy):
+            continue
+        twin = next((c for c in candidates if _same_tensor(copy, c)), None)
+        if twin is None:
+            candidates.append(copy)
+            continue
+        copy.replace_all_uses_with(twin)
+        del graph.initializers[copy.name]
+        tied += 1
+    if tied:
+        RemoveUnusedNodesPass()(model)
+    return tied
+
+
+def _registered(graph: ir.Graph, value: ir.Value) -> bool:
+    return graph.initializers.get(value.name) is value
+
+
+def _same_tensor(a: ir.Value, b: ir.Value) -> bool:
+    x, y = a.const_value.numpy(), b.const_value.numpy()
+    return x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)

@@ -48,6 +48,8 @@ class SqueezeRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x, y = node.inputs[0], node.outputs[0]
+        if x.shape is None or y.shape is None:
+            raise Refused("rank unknown")
         if node.op_type == "Unsqueeze":
             extra = set(_axes(node, rank(y)))
             pairs = zip(range(rank(x)), [a for a in range(rank(y)) if a not in extra])
@@ -76,6 +78,8 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
     lead = _dynamic_prefix(din)
     if lead != _dynamic_prefix(dout) or not all(isinstance(d, int) for d in din[lead:] + dout[lead:]):
         raise Refused("only a common prefix of run-time axes is supported")
+    if math.prod(din[lead:]) != math.prod(dout[lead:]) or 0 in din[lead:]:
+        raise Refused("static sizes of input and output do not match")
     for axis in range(lead):
         c.handle(x, axis)
         c.handle(y, axis)

@@ -1,0 +1,74 @@
+"""PruneChannels on PyTorch's own nn.TransformerEncoder, exported by both exporters.
+
+Sequence-first with a packed ``in_proj`` the pass cannot follow (it must leave attention alone and
+say why) and layers deep-copied from one template, so the legacy exporter shares their identical
+weights: the pass must not crash, must prune the FFN neurons it can, and must never return a model
+with more parameters than it was given.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from onnxcompress import io, runtime
+from onnxcompress.passes.pruning import PruneChannels
+from onnxcompress.stats import parameter_count
+
+pytestmark = pytest.mark.slow  # the dynamo export alone takes ~25 s on a loaded 2-core machine
+
+SEQUENCE = 8
+
+
+def _export(tmp_path_factory, dynamo: bool):
+    import torch
+    from torch import nn
+
+    from onnxcompress.models import export
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, activation="gelu")
+            self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.encoder(x.transpose(0, 1)).transpose(0, 1).mean(dim=1)
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("encoder") / f"encoder_{dynamo}.onnx"
+    example = (torch.randn(2, SEQUENCE, 32),)
+    export.export_onnx(Encoder().eval(), path, example, input_names=["x"], output_names=["y"], dynamo=dynamo)
+    return io.load(path)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["legacy", "dynamo"])
+def encoder(request, tmp_path_factory):
+    """A 2-layer, d=32, 4-head sequence-first nn.TransformerEncoder exported by one exporter."""
+    return _export(tmp_path_factory, request.param)
+
+
+def test_encoder_ffn_pruned_never_grows(encoder):
+    model = io.clone(encoder)
+    feeds = runtime.synthetic_inputs(model, shapes={"x": (2, SEQUENCE, 32)})
+    run = PruneChannels(ratio=0.3)(model)
+    assert run.modified
+    assert parameter_count(model) < parameter_count(encoder)
+    removed = [g for g in run.details["groups"] if g["removed"]]
+    assert {g["kind"] for g in removed} == {"neurons"}
+    assert len(removed) == 2  # one FFN per layer
+    got = runtime.run(model, feeds, optimization="disable")
+    assert got["y"].shape == (2, 32)
+
+
+def test_growth_is_declined(tmp_path_factory, monkeypatch):
+    """Without tying equal copies back, the legacy export's shared layer weights would grow the model: declined."""
+    from onnxcompress.passes.pruning import pass_
+
+    original = _export(tmp_path_factory, dynamo=False)
+    monkeypatch.setattr(pass_, "retie_unchanged", lambda model, ties: 0)
+    model = io.clone(original)
+    before = io.to_proto(model).SerializeToString()
+    run = PruneChannels(ratio=0.3)(model)
+    assert not run.modified
+    assert any(n.startswith("declined: the removal would not reduce parameters") for n in run.notes)
+    assert io.to_proto(model).SerializeToString() == before

@@ -32,6 +32,9 @@ class QuantizeDynamic(QuantizePass):
     ``ranges_file``) instead of per batch, so a sample's result no longer depends on its batch
     (``calibrated_scales.py``). Activations that ``scale-tokens`` divided by their row peaks are quantized
     row by row in one ``QuantizeLinear`` from opset 21 (``row_quantizers.py``).
+    By default the result must keep a fidelity budget on held-out calibration samples (worst slice error ≤ 0.5;
+    accuracy drop ≤ 0.01 with labels), layers going back to FP32 until it does, else ``CheckFailed``
+    unless ``accept_loss=true`` (``quantize_pass.py``).
     """
 
     name = "quantize-dynamic"
@@ -51,8 +54,11 @@ class QuantizeDynamic(QuantizePass):
         max_drop: float | None = None,
         max_fallback: int = 8,
         fidelity_output: str | None = None,
+        max_error: float | None = None,
+        accept_loss: bool = False,
     ) -> None:
-        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output)
+        super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output,
+                         max_error=max_error, accept_loss=accept_loss)
         self.per_channel = per_channel
         self.weight_type = weight_type
         self.reduce_range = reduce_range

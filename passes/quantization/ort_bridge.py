@@ -53,17 +53,30 @@ def with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def tensors_to_calibrate(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
-    """Float activations read or written by the nodes that will be quantized (ORT's calibrator's choice)."""
-    floats = {v.name for v in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
-              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    weights = {t.name for t in proto.graph.initializer}
+    """Float activations read or written by the nodes that will be quantized (ORT's calibrator's choice),
+    without tensors of no elements (``empty_tensors``: a ``Resize``'s empty ``roi`` has no values to take
+    a range of, and ORT quantizes neither)."""
+    typed = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
+    floats = {v.name for v in typed if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    skipped = {t.name for t in proto.graph.initializer} | empty_tensors(proto)
     wanted: dict[str, None] = {}
     for node in proto.graph.node:
         if node.op_type in op_types:
             for name in [*node.input, *node.output]:
-                if name in floats and name not in weights:
+                if name in floats and name not in skipped:
                     wanted[name] = None
     return list(wanted)
+
+
+def empty_tensors(proto: onnx.ModelProto) -> set[str]:
+    """Tensors of no elements: an inferred shape with a 0 dimension, or a ``Constant`` whose value is empty."""
+    typed = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
+    shaped = {v.name for v in typed if any(d.HasField("dim_value") and d.dim_value == 0 for d in v.type.tensor_type.shape.dim)}
+    constants = {
+        node.output[0] for node in proto.graph.node
+        if node.op_type == "Constant" and any(a.name == "value" and 0 in a.t.dims for a in node.attribute)
+    }
+    return shaped | constants
 
 
 def quantize_qdq(proto: onnx.ModelProto, ranges: Ranges, target: QuantTarget, *, per_channel: bool, selection: Selection) -> onnx.ModelProto:

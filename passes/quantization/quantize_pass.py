@@ -4,8 +4,20 @@ Subclasses say which op types they support and how to quantize a selection; this
 rest once: refuse an already-quantized model, name unnamed nodes (ORT selects nodes by name), lift
 Constant-node and Identity-of-initializer weights and biases to initializers (exporters emit those for
 folded BatchNorm and shared biases, and ORT then leaves the Convs in FP32 between Q/DQ),
-convert to a QDQ-capable opset, quantize (with the accuracy-aware fallback when ``max_drop`` is
-set), and count the Q/DQ pairs ORT's optimizer could not fuse.
+convert to a QDQ-capable opset, quantize, hold a fidelity budget, and count the Q/DQ pairs ORT's
+optimizer could not fuse.
+
+The budget holds by default, on samples the quantizer was not fitted to: every fourth calibration
+sample is held out of calibration (``calibration.holdout``, at most 32), or, without calibration data,
+synthetic inputs are used and a note says so; with labelled data the labelled samples. Its limits:
+top-1 accuracy drop at most ``max_drop`` (default ``DEFAULT_MAX_ACCURACY_DROP``) with labels; without
+them the worst relative error of any output or slice of one at most ``max_error`` (default
+``DEFAULT_MAX_ERROR``, ``fidelity.slice_error``) and 1 − cosine at most ``max_drop`` when given. Over
+budget, the fallback keeps up to ``max_fallback`` layers in FP32 (``fallback.py``); if the budget still
+does not hold the pass raises ``CheckFailed`` naming the metric, its value and the budget, and writes
+nothing, unless ``accept_loss`` accepts the loss (the model is then kept and a note says the budget
+broke). The defaults keep ordinary INT8 noise (relative errors of 0.2 or less per slice) and fail a
+collapse (a slice whose error is as large as its own spread).
 """
 
 from __future__ import annotations
@@ -18,13 +30,19 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass, RemoveInitializersFromInputsPass
 
 from onnxcompress import io, runtime
-from onnxcompress.errors import UsageError
+from onnxcompress.calibration import holdout
+from onnxcompress.calibration.validation import model_batches
+from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization import fallback, guard
 from onnxcompress.passes.quantization.ort_bridge import Selection, with_shapes
-from onnxcompress.passes.quantization.selection import fallback_candidates, select, weight_sizes
+from onnxcompress.passes.quantization.selection import fallback_candidates, output_tail, select, weight_sizes
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
+
+DEFAULT_MAX_ERROR = 0.5
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+TAIL = "the output tail"
 
 
 class QuantizePass(CompressionPass):
@@ -40,6 +58,8 @@ class QuantizePass(CompressionPass):
         max_drop: float | None,
         max_fallback: int,
         fidelity_output: str | None,
+        max_error: float | None = None,
+        accept_loss: bool = False,
     ) -> None:
         super().__init__()
         self.op_types = op_types
@@ -47,12 +67,15 @@ class QuantizePass(CompressionPass):
         self.max_drop = max_drop
         self.max_fallback = max_fallback
         self.fidelity_output = fidelity_output
+        self.max_error = max_error
+        self.accept_loss = accept_loss
 
     def check_common_options(self) -> None:
         """Refuse bad choices, a ``max_drop`` outside [0, 1], a negative ``max_fallback`` and op types this
         quantization cannot handle (subclasses call it once their own options are set)."""
         self.check_choices()
         self.require(self.max_drop is None or 0 <= self.max_drop <= 1, "max_drop", "in [0, 1]")
+        self.require(self.max_error is None or self.max_error > 0, "max_error", "> 0")
         self.require(self.max_fallback >= 0, "max_fallback", ">= 0")
         supported = self.supported_op_types()
         unsupported = sorted(set(self.op_types or []) - set(supported))
@@ -82,8 +105,9 @@ class QuantizePass(CompressionPass):
         return selection, None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        """Quantize ``model`` in place and report what was done."""
+        """Quantize ``model`` in place within the fidelity budget and report what was done."""
         guard.refuse_quantized(model)
+        budget = self._budget(model)  # FP32's outputs, before anything here changes the model
         NameFixPass()(model)
         seal_weights(model)
         raise_to_qdq_opset(model)
@@ -99,10 +123,7 @@ class QuantizePass(CompressionPass):
         selection = select(proto, op_types, self.exclude)
         quantize = self.prepare(model, proto, selection)
         selection, quantized = self.choose_selection(model, proto, quantize, selection)
-        if self.max_drop is None:
-            quantized = quantized if quantized is not None else quantize(selection)
-        else:
-            quantized = self._fall_back(model, proto, quantize, selection)
+        quantized = self._within_budget(budget, proto, quantize, selection, quantized)
         self._report_unfused(quantized)
         io.replace_contents(model, quantized)
         if not guard.quantized_nodes(model):
@@ -117,20 +138,61 @@ class QuantizePass(CompressionPass):
             return next(model_batches(self.context.calibration, model)).arrays()
         return runtime.synthetic_inputs(model)
 
-    def _fall_back(self, model: ir.Model, proto: onnx.ModelProto, quantize: fallback.Quantize, selection: Selection) -> onnx.ModelProto:
-        if self.context.labelled is not None:
-            budget = fallback.accuracy_budget(model, self.context.labelled, self.max_drop, self.fidelity_output)
+    def _budget(self, model: ir.Model) -> fallback.Budget:
+        """The fidelity budget of this run, on FP32's outputs; holds calibration samples out of this run's
+        calibration data (``self.context.calibration`` becomes the rest)."""
+        labelled, reader = self.context.labelled, self.context.calibration
+        if labelled is not None:
+            judged = fallback.Judged(model, [labelled.feeds], self.fidelity_output)
+            base = labelled.accuracy(model, runtime.DEFAULT_THREADS)
+            max_drop = self.max_drop if self.max_drop is not None else DEFAULT_MAX_ACCURACY_DROP
+            return fallback.accuracy_budget(labelled, base, max_drop, judged, self.max_error, f"{len(labelled.labels)} labelled samples")
+        if reader is None:
+            feeds, judged_on = [runtime.synthetic_inputs(model)], "synthetic inputs (no calibration data to hold samples out of)"
         else:
-            budget = fallback.output_budget(model, self.evaluation_feeds(model), self.max_drop, self.fidelity_output)
-        costs = weight_sizes(proto, fallback_candidates(proto, selection))
-        result = fallback.fall_back(quantize, selection, costs, budget, self.max_fallback)
+            held = holdout.held_out(reader, model)
+            if held.samples:
+                self.context.calibration = holdout.CalibrationPart(reader, model)
+                feeds, judged_on = held.feeds, f"{held.samples} held-out calibration samples"
+            else:
+                feeds, judged_on = [next(model_batches(reader, model)).arrays()], "calibration samples (too few to hold any out)"
+        judged = fallback.Judged(model, feeds, self.fidelity_output)
+        max_error = self.max_error if self.max_error is not None else DEFAULT_MAX_ERROR
+        return fallback.output_budget(judged, max_error=max_error, max_drop=self.max_drop, on=judged_on)
+
+    def _within_budget(
+        self, budget: fallback.Budget, proto: onnx.ModelProto, quantize: fallback.Quantize,
+        selection: Selection, quantized: onnx.ModelProto | None,
+    ) -> onnx.ModelProto:
+        """The quantized model, with layers kept in FP32 until the budget holds; ``CheckFailed`` if it cannot
+        hold, unless ``accept_loss``."""
+        result = fallback.fall_back(quantize, selection, self._candidates(proto, selection), budget, self.max_fallback, quantized)
         self.context.details["fallback"] = {
-            "metric": budget.metric, "max_drop": self.max_drop, "drop": result.drop,
-            "within_budget": result.within_budget, "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity,
+            "judged_on": budget.on, "budget": {limit.metric: limit.bound for limit in budget.limits},
+            "values": budget.to_dict(result.score), "where": result.score.where, "within_budget": result.within_budget,
+            "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity, "accepted_loss": not result.within_budget,
         }
-        for line in result.reasons(budget.metric):
+        for line in result.reasons(budget):
             self.note(line)
+        if result.within_budget:
+            self.note(f"fidelity budget held on {budget.on}: {budget.describe(result.score)}")
+            return result.proto
+        broken = f"{self.name}: {budget.describe(result.score)} on {budget.on}, over budget with {len(result.kept_fp32)} of up to {self.max_fallback} candidates kept in FP32"
+        if not self.accept_loss:
+            raise CheckFailed(f"{broken}; accept_loss=true writes the model anyway")
+        self.note(f"budget broken, model kept as accept_loss=true asks: {broken}")
         return result.proto
+
+    @staticmethod
+    def _candidates(proto: onnx.ModelProto, selection: Selection) -> list[fallback.Candidate]:
+        """Each weighted layer the selection quantizes (cost: its weight size), and the output tail as one group
+        (cost: the median layer's)."""
+        costs = weight_sizes(proto, fallback_candidates(proto, selection))
+        layers = [fallback.Candidate(name, (name,), cost) for name, cost in costs.items()]
+        tail = output_tail(proto, selection)
+        if tail:
+            layers.append(fallback.Candidate(TAIL, tuple(tail), int(np.median(list(costs.values()) or [1]))))
+        return layers
 
     def _report_unfused(self, quantized: onnx.ModelProto) -> None:
         unfused = unfused_after_ort(quantized)

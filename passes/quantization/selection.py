@@ -73,6 +73,31 @@ def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[st
     ]
 
 
+def output_tail(proto: onnx.ModelProto, selection: Selection) -> list[str]:
+    """Names of the quantized nodes without weights between the last weighted layers and the outputs.
+
+    Found going up from the graph outputs through producers and stopping at weighted layers: a
+    detector's box decode and the Concat that puts box coordinates beside class scores under one
+    scale. Quantizing these can ruin an output with no layer to blame, so the fallback may keep
+    them in FP32 as one group. Gathers and weighted op types are never part of it.
+    """
+    weights = {init.name for init in proto.graph.initializer}
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    ops = set(selection.op_types) - {*WEIGHTED_OPS, "Gather"}
+    tail: list[str] = []
+    seen: set[str] = set()
+    pending = [value.name for value in proto.graph.output]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in seen or (node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in weights):
+            continue
+        seen.add(node.name)
+        if node.op_type in ops and node.name not in selection.exclude and selection.covers(node.name):
+            tail.append(node.name)
+        pending.extend(name for name in node.input if name)
+    return tail
+
+
 def weight_sizes(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
     """Elements in each named node's initializer inputs: the cost (in FP32 work) of keeping it unquantized."""
     sizes = {init.name: int(np.prod(init.dims)) for init in proto.graph.initializer}

@@ -89,7 +89,7 @@ def test_labelled_data_is_handed_to_the_quantizers_fallback(mlp_model):
     passes = [NotesItsData(), QuantizeDynamic(max_drop=0.5)]
     result = Pipeline(passes, measurement=measurement).run(mlp_model)
     assert result.report.steps[1].notes[0] == "calibration None, labelled True"
-    assert result.report.steps[2].details["fallback"]["metric"] == "accuracy"
+    assert result.report.steps[2].details["fallback"]["budget"] == {"accuracy drop": 0.5}
 
 
 def test_a_pass_needing_calibration_is_refused_before_anything_runs(mlp_model, monkeypatch):

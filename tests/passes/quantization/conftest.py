@@ -75,6 +75,14 @@ def with_weights(text: str, seed: int = 0, scale: float = 0.3) -> ir.Model:
     return ir.serde.deserialize_model(proto)
 
 
+def calibrated_part(reader, model: ir.Model) -> dict[str, np.ndarray]:
+    """The samples of ``reader`` a quantizer calibrates on: all but those it holds out to judge its result."""
+    from onnxcompress.calibration import holdout
+
+    batches = list(holdout.CalibrationPart(reader, model).batches())
+    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+
+
 @pytest.fixture
 def cnn() -> ir.Model:
     """Conv → Relu → Conv → residual Add → GlobalAveragePool → Flatten → MatMul."""

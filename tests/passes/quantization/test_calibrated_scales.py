@@ -12,7 +12,7 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic
 from onnxcompress.passes.quantization.ranges import u8_scale_and_zero_point
 
-from .conftest import kernel_for, minilm_calibration, with_weights
+from .conftest import calibrated_part, kernel_for, minilm_calibration, with_weights
 
 LINEAR_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -81,7 +81,7 @@ def test_calibrated_matmul_matches_the_qdq_math(reduce_range) -> None:
     assert sorted(n.op_type for n in model.graph) == ["MatMulIntegerToFloat", "QuantizeLinear"]
     kernel = kernel_for(reduce_range)
 
-    seen = np.concatenate([batch["x"] for batch in reader.batches()])
+    seen = calibrated_part(reader, with_weights(LINEAR_TEXT))["x"]
     scale, zero_point = u8_scale_and_zero_point(float(seen.min()), float(seen.max()))
     scale, zero_point = np.float32(scale), int(zero_point)
     inputs = {"x": rows_of_mixed_magnitude(6, seed=2) * 1.5}  # also beyond the calibrated range: saturates

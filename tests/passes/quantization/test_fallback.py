@@ -39,7 +39,8 @@ def test_output_budget_returns_the_sensitive_layer_to_fp32() -> None:
 
     fallback = run.details["fallback"]
     assert fallback["kept_fp32"] == ["matmul_0"]
-    assert fallback["within_budget"] and fallback["drop"] <= 1e-3
+    assert fallback["within_budget"] and fallback["values"]["1 - cosine"] <= 1e-3
+    assert fallback["budget"] == {"worst slice error": 0.5, "1 - cosine": 1e-3}
     assert fallback["sensitivity"]["matmul_0"] > fallback["sensitivity"]["matmul_1"]
     assert [n.op_type for n in model.graph if n.name == "matmul_0"] == ["MatMul"]
     assert any("matmul_0" in line for line in run.notes)
@@ -54,8 +55,8 @@ def test_accuracy_budget_on_labelled_data(cnn, cnn_inputs, cnn_reader) -> None:
     labels = np.argmax(runtime.run(cnn, cnn_inputs)["y"], axis=1)
     run = QuantizeStatic(max_drop=0.0).apply(cnn, calibration=cnn_reader, labelled=LabelledData(cnn_inputs, labels))
     fallback = run.details["fallback"]
-    assert fallback["metric"] == "accuracy"
-    assert fallback["within_budget"] == (fallback["drop"] <= 0.0)
+    assert list(fallback["budget"]) == ["accuracy drop"] and fallback["judged_on"] == "16 labelled samples"
+    assert fallback["within_budget"] == (fallback["values"]["accuracy drop"] <= 0.0)
     accuracy = np.mean(np.argmax(runtime.run(cnn, cnn_inputs)["y"], axis=1) == labels)
     assert (1.0 - accuracy <= 0.0) == fallback["within_budget"]
 
@@ -94,7 +95,7 @@ def test_budget_judged_only_on_the_chosen_output() -> None:
     run = QuantizeDynamic(per_channel=False, max_drop=1e-3, fidelity_output="y").apply(model, calibration=reader)
     fallback = run.details["fallback"]
     assert fallback["kept_fp32"] == [] and fallback["within_budget"]
-    assert fallback["metric"] == "1 - cosine of y"
+    assert fallback["where"].startswith("'y'")
     assert {n.op_type for n in model.graph} >= {"MatMulInteger"}
     for level in ("disable", "all"):
         assert set(runtime.run(model, reader.arrays, optimization=level)) == {"wide", "y"}
@@ -118,25 +119,30 @@ def _additive_budget(damage: dict[str, float], max_drop: float) -> tuple[fallbac
     def total(quantized: frozenset[str]) -> float:
         return sum(damage[name] for name in quantized)
 
-    return quantize, fallback.Budget("1 - cosine", max_drop, total, total)
+    limits = (fallback.Limit("1 - cosine", max_drop),)
+    return quantize, fallback.Budget(limits, lambda q: fallback.Score((total(q),)), total)
+
+
+def _layers(costs: dict[str, int]) -> list[fallback.Candidate]:
+    return [fallback.Candidate(name, (name,), cost) for name, cost in costs.items()]
 
 
 def test_fallback_keeps_the_most_damage_per_weight_first() -> None:
     damage = {"ffn": 4e-3, "small": 1e-3, "tiny": 1e-4}
     costs = {"ffn": 1000, "small": 10, "tiny": 100}
     quantize, budget = _additive_budget(damage, max_drop=4.2e-3)
-    result = fallback.fall_back(quantize, Selection(op_types=["MatMul"]), costs, budget, max_layers=3)
+    result = fallback.fall_back(quantize, Selection(op_types=["MatMul"]), _layers(costs), budget, max_layers=3)
     assert result.kept_fp32 == ["small"]
-    assert result.within_budget and result.drop == pytest.approx(4.1e-3)
+    assert result.within_budget and result.score.values == pytest.approx((4.1e-3,))
     assert result.sensitivity == pytest.approx(damage)
 
 
 def test_fallback_stops_at_max_layers_and_says_it_is_over_budget() -> None:
     damage = {"a": 1e-3, "b": 1e-3, "c": 1e-3}
     quantize, budget = _additive_budget(damage, max_drop=0.0)
-    result = fallback.fall_back(quantize, Selection(op_types=["MatMul"]), dict.fromkeys(damage, 10), budget, max_layers=2)
+    result = fallback.fall_back(quantize, Selection(op_types=["MatMul"]), _layers(dict.fromkeys(damage, 10)), budget, max_layers=2)
     assert len(result.kept_fp32) == 2 and not result.within_budget
-    assert "still over budget: 2 layers tried in FP32, kept the 2 of the lowest drop" in result.reasons("1 - cosine")[-1]
+    assert result.reasons(budget)[-1] == "1 - cosine 0.001 > 0: over budget with 2 candidates tried in FP32, kept the 2 of the lowest excess"
 
 
 def test_over_budget_fallback_returns_the_configuration_with_the_lowest_drop() -> None:
@@ -146,10 +152,27 @@ def test_over_budget_fallback_returns_the_configuration_with_the_lowest_drop() -
     def quantize(selection: Selection) -> frozenset[str]:
         return frozenset(selection.only or "abc") - set(selection.exclude)
 
-    def drop(quantized: frozenset[str]) -> float:
-        return drops.get(quantized, 0.01 * len(quantized))
+    def score(quantized: frozenset[str]) -> fallback.Score:
+        return fallback.Score((drops.get(quantized, 0.01 * len(quantized)),))
 
-    budget = fallback.Budget("accuracy", 0.01, drop, lambda q: 0.01 * len(q))
-    result = fallback.fall_back(quantize, Selection(op_types=["Conv"]), dict.fromkeys("abc", 1), budget, max_layers=2)
+    budget = fallback.Budget((fallback.Limit("accuracy drop", 0.01),), score, lambda q: 0.01 * len(q))
+    result = fallback.fall_back(quantize, Selection(op_types=["Conv"]), _layers(dict.fromkeys("abc", 1)), budget, max_layers=2)
     assert result.kept_fp32 == ["a"] and not result.within_budget
-    assert result.drop == 0.03 and result.proto == frozenset("bc") and result.tried == 2
+    assert result.score.values == (0.03,) and result.proto == frozenset("bc") and result.tried == 2
+
+
+def test_a_group_candidate_is_kept_in_fp32_as_one() -> None:
+    """The output tail is one candidate of several nodes: kept, all of them leave the quantized selection."""
+    damage = {"conv": 0.01, "sigmoid": 0.3, "concat": 0.6}
+    quantize, budget = _additive_budget(damage, max_drop=0.05)
+    candidates = [fallback.Candidate("conv", ("conv",), 100), fallback.Candidate("the output tail", ("sigmoid", "concat"), 100)]
+    result = fallback.fall_back(quantize, Selection(op_types=["Conv"]), candidates, budget, max_layers=1)
+    assert result.kept_fp32 == ["the output tail"] and result.within_budget and result.proto == frozenset({"conv"})
+
+
+def test_budget_describes_the_broken_limits_and_where() -> None:
+    budget = fallback.Budget((fallback.Limit("worst slice error", 0.5), fallback.Limit("1 - cosine", 0.01)), None, None)
+    assert budget.describe(fallback.Score((9.9, 0.001), "'y' axis 1 index 34")) == "worst slice error 9.9 > 0.5 at 'y' axis 1 index 34"
+    assert budget.describe(fallback.Score((0.1, 0.02), "'y' whole")) == "1 - cosine 0.02 > 0.01"
+    assert budget.describe(fallback.Score((0.1, 0.001))) == "worst slice error 0.1 <= 0.5, 1 - cosine 0.001 <= 0.01"
+    assert budget.excess(fallback.Score((1.0, 0.001))) == pytest.approx(1.0) and not budget.holds(fallback.Score((float("nan"), 0.0)))

@@ -14,7 +14,7 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeStatic
 from onnxcompress.passes.quantization.ranges import Method
 
-from .conftest import CNN_TEXT, kernel_for, with_weights
+from .conftest import CNN_TEXT, calibrated_part, kernel_for, with_weights
 
 LINEAR_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -70,7 +70,8 @@ def test_static_matches_numpy_qdq_math_with_minmax_scales(reduce_range) -> None:
         assert np.abs(got - expected).mean() <= y_scale * 0.05
 
 
-def test_cnn_quantizes_every_conv_matmul_and_ort_fuses_them(cnn, cnn_inputs, cnn_reader) -> None:
+def test_cnn_quantizes_every_conv_matmul_and_ort_fuses_them(cnn, cnn_reader) -> None:
+    cnn_inputs = calibrated_part(cnn_reader, cnn)  # inside the calibrated ranges
     reference = runtime.run(cnn, cnn_inputs)["y"]
     run = QuantizeStatic().apply(cnn, calibration=cnn_reader)
 
@@ -161,9 +162,10 @@ def test_method_choices_are_the_calibration_estimators() -> None:
     assert set(typing.get_args(Method)) == set(calibration.ESTIMATORS)
 
 
-def test_bias_shared_through_identity_still_fuses(cnn_inputs, cnn_reader) -> None:
+def test_bias_shared_through_identity_still_fuses(cnn_reader) -> None:
     text = CNN_TEXT.replace("c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2)", "b2i = Identity (b1)\n    c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2i)")
     model = with_weights(text)
+    cnn_inputs = calibrated_part(cnn_reader, model)  # inside the calibrated ranges
     reference = runtime.run(model, cnn_inputs)["y"]
     run = QuantizeStatic().apply(model, calibration=cnn_reader)
     assert "Identity" not in {n.op_type for n in model.graph}

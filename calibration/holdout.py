@@ -1,0 +1,101 @@
+"""Calibration samples held out from calibration, to judge a lossy pass on data it was not fitted to.
+
+Every ``EVERY``-th sample is held out (every ``EVERY``-th chunk when the model declares a fixed
+batch) until ``MAX_HELD_OUT`` samples are. So no count of the data is needed, nothing but the
+held-out samples is kept in memory, and they come from across the data rather than from one end of
+it (a file sorted by class or by length would otherwise hold out one class or one length). The
+calibration part (``CalibrationPart``) is a reader like any other, streamed from the source reader
+on every pass, with the held-out samples left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.calibration.validation import Feed, model_batches
+
+EVERY = 4
+MAX_HELD_OUT = 32
+RUN_SAMPLES = 8  # held-out samples of a model with a free batch are joined into runs of up to this many
+
+Feeds = dict[str, np.ndarray]
+
+
+def _marked(reader, model: ir.Model) -> Iterator[tuple[Feed, np.ndarray]]:
+    """Each feed of ``reader`` in the model's batch, with a boolean mask of its held-out samples."""
+    unit = held = 0
+    for feed in model_batches(reader, model):
+        if feed.model_batch is not None:
+            chosen = unit % EVERY == EVERY - 1 and held + feed.samples <= MAX_HELD_OUT
+            mask = np.full(feed.samples, chosen)
+            unit += 1
+        else:
+            picked = (unit + np.arange(feed.samples)) % EVERY == EVERY - 1
+            mask = picked & (held + np.cumsum(picked) <= MAX_HELD_OUT)
+            unit += feed.samples
+        held += int(mask.sum())
+        yield feed, mask
+
+
+def _part(feed: Feed, rows: np.ndarray) -> Feeds:
+    """The model's feeds for the samples of ``feed`` selected by ``rows``."""
+    return {**{name: array[rows] for name, array in feed.per_sample.items()}, **feed.fixed}
+
+
+class CalibrationPart:
+    """The samples of ``reader`` that are not held out: a reader (``input_names``, ``batches()``)."""
+
+    def __init__(self, reader, model: ir.Model) -> None:
+        self.input_names = list(reader.input_names)
+        self._reader = reader
+        self._model = model
+
+    def batches(self) -> Iterator[Feeds]:
+        """The samples of each feed that are not held out (a feed left with none is skipped)."""
+        for feed, held in _marked(self._reader, self._model):
+            if not held.all():
+                yield _part(feed, ~held)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """Held-out samples as feeds in the model's batch, and how many samples they hold."""
+
+    feeds: list[Feeds]
+    samples: int
+
+
+def held_out(reader, model: ir.Model) -> HeldOut:
+    """The held-out samples of ``reader`` (none when the data has too few samples to spare one); reading
+    stops once ``MAX_HELD_OUT`` samples are held."""
+    feeds: list[Feeds] = []
+    count = 0
+    for feed, held in _marked(reader, model):
+        if held.any():
+            part = _part(feed, held)
+            joined = _joined(feeds[-1], part, feed) if feeds and feed.model_batch is None else None
+            feeds[-1:] = [joined] if joined is not None else [*feeds[-1:], part]
+            count += int(held.sum())
+        if count >= MAX_HELD_OUT:
+            break
+    return HeldOut(feeds, count)
+
+
+def _joined(previous: Feeds, part: Feeds, feed: Feed) -> Feeds | None:
+    """``previous`` and ``part`` as one feed when their samples have the same shapes and their fixed arrays are
+    the same and they hold at most ``RUN_SAMPLES`` samples (so held-out samples run in a few runs of bounded
+    memory, not one per reader batch); None otherwise."""
+    first = next(iter(feed.per_sample), None)
+    if first is None or len(previous[first]) + len(part[first]) > RUN_SAMPLES:
+        return None
+    for name, array in part.items():
+        if name in feed.fixed:
+            if not np.array_equal(previous[name], array):
+                return None
+        elif previous[name].shape[1:] != array.shape[1:]:
+            return None
+    return {name: array if name in feed.fixed else np.concatenate([previous[name], array]) for name, array in part.items()}

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from onnxcompress.runtime import DEFAULT_THREADS
+from onnxcompress import runtime
 
 MAX_RUNS_PER_ROUND = 100_000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -57,7 +57,7 @@ def measure(
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
     batch: int,
-    threads: int = DEFAULT_THREADS,
+    threads: int = runtime.DEFAULT_THREADS,
     rounds: int = 7,
     round_seconds: float = 0.3,
     warmup: int = 3,
@@ -68,10 +68,15 @@ def measure(
     """Median latency of each session on its feeds, alternating sessions round by round.
 
     Dropped rounds are retried up to ``max_extra_rounds`` extra times (default: ``2 * rounds``).
+    A model that does not run on its feeds is a one-line ``UsageError`` (``runtime.run``) at its first warm-up run.
     """
     for sess, feed in zip(sessions, feeds):
-        for _ in range(warmup):
-            sess.run(None, dict(feed))
+        if warmup:
+            runtime.run(sess, feed)  # the first warm-up run
+    feeds = [runtime.ort_feeds(feed) for feed in feeds]
+    for sess, feed in zip(sessions, feeds):
+        for _ in range(warmup - 1):
+            sess.run(None, feed)
     runs_per_round = [_runs_for(sess, feed, round_seconds) for sess, feed in zip(sessions, feeds)]
     extra = 2 * rounds if max_extra_rounds is None else max_extra_rounds
     clean_rounds: list[list[list[float]]] = []

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxcompress import spec, stats
+from onnxcompress import runtime, spec, stats
+from onnxcompress.errors import UsageError
 from onnxcompress.passes import REGISTRY
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 
@@ -59,12 +60,14 @@ class Recommendation:
     cpu: CpuFeatures
     steps: list[Step]
     skipped: list[str]
+    input_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)  # dynamic inputs, as measured
 
     def command(self, model: str | Path, output: str | Path) -> str:
-        """The ``onnxcompress run`` command line for these steps."""
+        """The ``onnxcompress run`` command line for these steps, pinning the dynamic dims it measures at."""
         passes = " ".join(f"-p {shlex.quote(s.spec)}" for s in self.steps)
         calibration = " --calibration DATA" if any(spec.parse_pass(s.spec).calibration_need() for s in self.steps) else ""
-        return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{calibration} --report report"
+        shapes = f" {runtime.describe_shapes(self.input_shapes)}" if self.input_shapes else ""
+        return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{calibration}{shapes} --report report"
 
 
 def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuFeatures:
@@ -106,7 +109,16 @@ def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation
     wanted = plan(family, cpu)
     steps = [s for s in wanted if s.spec.split(":")[0] in REGISTRY]
     skipped = [f"{s.spec.split(':')[0]}: not available in this installation" for s in wanted if s not in steps]
-    return Recommendation(family, evidence, cpu, steps, skipped)
+    return Recommendation(family, evidence, cpu, steps, skipped, dynamic_input_shapes(model))
+
+
+def dynamic_input_shapes(model: ir.Model) -> dict[str, tuple[int, ...]]:
+    """The shapes synthetic inputs measure the model's dynamic inputs at; none when an input has no shape to start from."""
+    try:
+        chosen = runtime.input_shapes(model)
+    except UsageError:
+        return {}
+    return {name: chosen[name] for name in runtime.dynamic_inputs(model)}
 
 
 def plan(family: str, cpu: CpuFeatures) -> list[Step]:

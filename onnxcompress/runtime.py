@@ -1,9 +1,12 @@
-"""ONNX Runtime CPU sessions and synthetic inputs built from a model's signature."""
+"""ONNX Runtime CPU sessions, runs that say what to do when synthetic inputs fail, and ``--input-shape`` pins.
+
+Synthetic inputs themselves are made in ``onnxcompress.synthetic_inputs``; ``synthetic_inputs`` is
+re-exported here, where every command takes it from.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +17,13 @@ import onnxruntime as ort
 
 from onnxcompress import io
 from onnxcompress.errors import UsageError
+from onnxcompress.synthetic_inputs import (  # noqa: F401  (re-exported: every command takes them from here)
+    SyntheticFeeds,
+    describe_shapes,
+    dynamic_inputs,
+    input_shapes,
+    synthetic_inputs,
+)
 
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -22,8 +32,12 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 DEFAULT_THREADS = 2
-DEFAULT_DYNAMIC_DIM = 16
 Feeds = dict[str, np.ndarray]
+# numpy types ORT's Python API does not map itself (ml_dtypes'): fed as OrtValues of their ONNX type
+ONNX_TYPE_OF = {
+    np.dtype(t.numpy()): t.value
+    for t in (ir.DataType.BFLOAT16, ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2, ir.DataType.FLOAT8E5M2FNUZ)
+}
 
 
 def session(
@@ -53,15 +67,40 @@ def run(
     threads: int = DEFAULT_THREADS,
     optimization: str = "all",
 ) -> dict[str, np.ndarray]:
-    """Run once and return the outputs by name."""
+    """Run once and return the outputs by name.
+
+    A failure is a one-line ``UsageError``; on synthetic inputs no model has run on yet, it says which
+    input to supply (``SyntheticFeeds.fix``), since the inputs are then the likelier culprit.
+    """
     sess = model if isinstance(model, ort.InferenceSession) else session(model, threads=threads, optimization=optimization)
     names = [o.name for o in sess.get_outputs()]
     wanted = {i.name for i in sess.get_inputs()}
     try:
-        values = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
+        values = sess.run(names, ort_feeds({k: v for k, v in feeds.items() if k in wanted}))
     except Exception as exc:
-        raise UsageError(f"ONNX Runtime failed to run the model: {_first_line(exc)}") from None
+        raise UsageError(_run_failure(exc, feeds)) from None
+    if isinstance(feeds, SyntheticFeeds):
+        feeds.ran = True
     return dict(zip(names, values))
+
+
+def ort_feeds(feeds: Mapping[str, object]) -> dict[str, object]:
+    """``feeds`` as ORT takes them: bfloat16 and float8 arrays as OrtValues (its Python API has no numpy type for them)."""
+    return {name: _ort_value(value) for name, value in feeds.items()}
+
+
+def _ort_value(value: object) -> object:
+    dtype = getattr(value, "dtype", None)
+    if dtype not in ONNX_TYPE_OF:
+        return value
+    bits = np.ascontiguousarray(value).view(np.uint16 if dtype.itemsize == 2 else np.uint8)
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, ONNX_TYPE_OF[dtype])
+
+
+def _run_failure(exc: BaseException, feeds: Mapping[str, object]) -> str:
+    if isinstance(feeds, SyntheticFeeds) and not feeds.ran:
+        return f"the model does not run on synthetic inputs: {feeds.fix()} (ONNX Runtime: {_first_line(exc)})"
+    return f"ONNX Runtime failed to run the model: {_first_line(exc)}"
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -76,80 +115,6 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
         except ValueError:
             raise UsageError(f"bad --input-shape {spec!r}: expected NAME:d0,d1,... with integers") from None
     return shapes
-
-
-def synthetic_inputs(
-    model: ir.Model,
-    *,
-    batch: int = 1,
-    shapes: Mapping[str, tuple[int, ...]] | None = None,
-    seed: int = 0,
-) -> Feeds:
-    """Random inputs matching the model's signature.
-
-    Dynamic dims are pinned by ``shapes`` or defaulted (first dim = ``batch``, others 16);
-    integer inputs that index an embedding table stay inside its vocabulary; masks are ones.
-    """
-    rng = np.random.default_rng(seed)
-    shapes = dict(shapes or {})
-    graph = model.graph
-    unknown = set(shapes) - {v.name for v in graph.inputs}
-    if unknown:
-        raise UsageError(f"--input-shape names unknown inputs {sorted(unknown)}; inputs are {[v.name for v in graph.inputs]}")
-    feeds: Feeds = {}
-    for value in graph.inputs:
-        if value.name in graph.initializers:
-            continue
-        shape = shapes.get(value.name) or _default_shape(value, batch)
-        feeds[value.name] = _random_array(value, shape, rng)
-    return feeds
-
-
-def _default_shape(value: ir.Value, batch: int) -> tuple[int, ...]:
-    if value.shape is None:
-        raise UsageError(f"input {value.name!r} has no shape; pin it with --input-shape {value.name}:d0,d1,...")
-    dims = []
-    for axis, dim in enumerate(value.shape):
-        if isinstance(dim, int):
-            dims.append(dim)
-        else:
-            dims.append(batch if axis == 0 else DEFAULT_DYNAMIC_DIM)
-    return tuple(dims)
-
-
-def _random_array(value: ir.Value, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
-    name = (value.name or "").lower()
-    if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(np.bool_)
-    if np.issubdtype(dtype, np.integer):
-        if re.search(r"mask", name):
-            return np.ones(shape, dtype=dtype)
-        if re.search(r"token_type|segment", name):
-            return np.zeros(shape, dtype=dtype)
-        high = _embedding_vocab(value) or 10
-        return rng.integers(0, high, size=shape).astype(dtype)
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
-    raise UsageError(f"input {value.name!r} has type {dtype} that synthetic inputs do not support")
-
-
-def _embedding_vocab(value: ir.Value) -> int | None:
-    """Rows of the embedding table this integer input indexes, looking through casts/reshapes."""
-    frontier, seen = [value], set()
-    while frontier:
-        current = frontier.pop()
-        for node, index in current.uses():
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if node.op_type == "Gather" and index == 1:
-                table = node.inputs[0]
-                if table is not None and table.const_value is not None:
-                    return int(table.const_value.shape[0])
-            if node.op_type in {"Cast", "Unsqueeze", "Reshape", "Squeeze", "Flatten", "Identity"} and index == 0:
-                frontier.extend(node.outputs)
-    return None
 
 
 def _session_from_ir(model: ir.Model, options: ort.SessionOptions) -> ort.InferenceSession:

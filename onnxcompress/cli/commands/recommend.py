@@ -49,4 +49,8 @@ def print_recommendation(rec: recommend_lib.Recommendation, model: Path, output:
         console.print(f"  {index}. [bold]{step.spec}[/bold] - {step.reason}", highlight=False)
     for line in rec.skipped:
         console.print(f"  [dim]skipped {line}[/dim]", highlight=False)
+    if rec.input_shapes:
+        shapes = ", ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in rec.input_shapes.items())
+        console.print(f"dynamic dims: the command checks and measures at {shapes}; set its --input-shape values to "
+                      "the sizes the model runs at", highlight=False, markup=False)
     console.print(f"run it with:\n  {rec.command(model, output)}", highlight=False, soft_wrap=True)

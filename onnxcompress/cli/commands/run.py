@@ -10,6 +10,7 @@ from rich.table import Table
 
 from onnxcompress import io, plot, runtime, spec
 from onnxcompress.cli.app import app, batch_option, console, err_console, threads_option
+from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import LABELS_KEY, LabelledData, Measurement, Metric, Pipeline
 from onnxcompress.report import Report, check_report_folder
@@ -31,7 +32,7 @@ def run_pipeline(
         None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}': accuracy per step."),
     metric: Metric = typer.Option("top1", "--metric", help="How --labels are scored: top1 (argmax of the first output)."),
     inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs for the checks (default: synthetic)."),
-    input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="Shape of a synthetic input with dynamic dims: NAME:d0,d1,..."),
     threads: int = threads_option(),
     batch: int = batch_option(),
 ) -> None:
@@ -43,22 +44,33 @@ def run_pipeline(
     io.check_output_path(output, [source])
     if report_dir:
         check_report_folder(report_dir, plot=plot.available(), inputs=[source])
+    pins = runtime.parse_input_shapes(input_shape)
+    feeds = io.load_arrays(inputs, source) if inputs else None
+    used = input_shapes(feeds) if feeds is not None else synthetic_shapes(source, batch, pins)
     measurement = Measurement(
         benchmark=not no_bench,
         threads=threads,
         batch=batch,
-        input_shapes=runtime.parse_input_shapes(input_shape),
-        feeds=io.load_arrays(inputs, source) if inputs else None,
+        input_shapes=pins,
+        feeds=feeds,
         labelled=load_labelled(labels, source, metric) if labels else None,
     )
     pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
     reader = open_calibration(calibration, source) if calibration else None
     result = pipeline.run(source, calibration=reader)
+    result.report.steps[0].details["input_shapes"] = used
     io.save(result.model, output, inputs=[source])
     if report_dir:
         write_report(result.report, report_dir, [source])
     print_report(result.report)
     console.print(f"wrote {output}")
+
+
+def synthetic_shapes(model: ir.Model, batch: int, pins: dict[str, tuple[int, ...]]) -> dict[str, list[int]]:
+    """The shapes of the synthetic inputs the checks will use (said on stderr when a dim is dynamic), before ``model`` changes."""
+    chosen = runtime.input_shapes(model, batch=batch, shapes=pins)
+    print_input_shapes({name: chosen[name] for name in runtime.dynamic_inputs(model)})
+    return {name: list(dims) for name, dims in chosen.items()}
 
 
 def load_labelled(path: Path, model, metric: Metric) -> LabelledData:

@@ -17,6 +17,7 @@ from rich.table import Table
 from onnxcompress import io, runtime, spec, verify
 from onnxcompress.bisect import bisect_passes
 from onnxcompress.cli.app import app, batch_option, console, status, threads_option
+from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.junit import junit_xml
 
@@ -33,7 +34,7 @@ def verify_command(
     atol: float = typer.Option(verify.DEFAULT_ATOL, "--atol", min=0.0),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
     junit_out: Path | None = typer.Option(None, "--junit", help="Write JUnit XML (one test case per check and output)."),
-    input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="Shape of a synthetic input with dynamic dims: NAME:d0,d1,..."),
     batch: int = batch_option(),
     seed: int = typer.Option(0, "--seed"),
     threads: int = threads_option(),
@@ -48,6 +49,7 @@ def verify_command(
     else:
         feeds = io.load_arrays(inputs, loaded[0]) if inputs else _synthetic(loaded[0], ranges, input_shape, batch, seed)
         verify.check_feed_names(loaded[0], feeds)
+        print_input_shapes(getattr(feeds, "dynamic", {}))
         expected = runtime.run(loaded[0], feeds, threads=threads, optimization="disable")
     if save_golden:
         verify.save_golden(save_golden, feeds, expected, models=loaded)
@@ -60,7 +62,8 @@ def verify_command(
             result = verify.verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, threads=threads)
     _print_result(result)
     if json_out:
-        io.write_bytes(json_out, json.dumps(result.to_dict(), indent=2).encode(), inputs=loaded)
+        record = {**result.to_dict(), "input_shapes": input_shapes(feeds)}
+        io.write_bytes(json_out, json.dumps(record, indent=2).encode(), inputs=loaded)
     if junit_out:
         io.write_bytes(junit_out, junit_xml(result).encode(), inputs=loaded)
     if not result.passed:

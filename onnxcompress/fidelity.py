@@ -34,7 +34,7 @@ import onnx_ir as ir
 EXACT_RELATIVE_TOLERANCE = 1e-4
 EXACT_EPSILONS = 4  # an exact rewrite may round an fp16/bf16 result differently, by a few epsilons
 SPREAD_FLOOR = 0.1
-MIN_SLICE_ELEMENTS = 16  # fewer values give no usable spread: an axis whose slices are smaller is not sliced
+MIN_SLICE_ELEMENTS = 8  # fewer values give no usable spread: an axis whose slices are smaller is not sliced
 
 
 @dataclasses.dataclass(frozen=True)

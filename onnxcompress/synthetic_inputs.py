@@ -17,9 +17,10 @@ rule below reads one thing from the graph:
   value that op accepts;
 - otherwise: floats are standard normal, integers in [0, 10), booleans random.
 
-A scalar input (rank 0 or ``[1]``) that matched no consumer rule is a *guess*: it more likely
-selects what the graph does than carries data. When ONNX Runtime fails on the inputs,
-``SyntheticFeeds.fix`` names the guesses (or the dims chosen) and says to pass ``--inputs``.
+An input read as an argument whose rule found no value, or a scalar (rank 0 or ``[1]``) that
+matched no rule, is a *guess* (a scalar more likely selects what the graph does than carries data).
+When ONNX Runtime fails on the inputs, ``SyntheticFeeds.fix`` names the guesses (or the dims chosen)
+and says to pass ``--inputs``.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def _default_shape(value: ir.Value, batch: int, symbols: dict[str, int], sizes: 
     if value.shape is None:
         if isinstance(value.type, (ir.SequenceType, ir.OptionalType)):
             return UNKNOWN_ELEMENT_SHAPE
-        if _consumer_value(value, (), {}, np.random.default_rng(0)) is not None:
+        if _consumer_value(value, (), {}, np.random.default_rng(0))[0] is not None:
             return ()  # an If condition or a Loop trip count declared without a shape
         raise UsageError(f"input {value.name!r} has no shape; pin it with --input-shape {value.name}:d0,d1,...")
     dims = []
@@ -269,12 +270,12 @@ def _tensor(value: ir.Value, dtype: ir.DataType, shape: tuple[int, ...], chosen,
     named = _named_value(value, shape, np_dtype)
     if named is not None:
         return named, False
-    argument = _consumer_value(value, shape, chosen, rng)
+    argument, read_as_argument = _consumer_value(value, shape, chosen, rng)
     if argument is not None:
         return argument.astype(np_dtype), False
     if _is_state(value):
         return np.zeros(shape, np_dtype), False
-    return _random(np_dtype, shape, rng), _is_scalar(shape)
+    return _random(np_dtype, shape, rng), read_as_argument or _is_scalar(shape)
 
 
 def _numpy_dtype(value: ir.Value, dtype: ir.DataType) -> np.dtype:
@@ -478,6 +479,11 @@ def _class_indices(arg: Argument) -> np.ndarray | None:
     return arg.rng.integers(0, classes, size=arg.shape) if classes else None
 
 
+def _from_data_only(arg: Argument) -> None:
+    """Arguments only real data can give (Col2Im's image and block shapes, AffineGrid's size): named when a run fails."""
+    return None
+
+
 def _compared_constant(arg: Argument) -> np.ndarray | None:
     """The constant the input is compared with (a sample rate compared with 16000 selects that branch)."""
     other = arg.constant(1 - arg.index)
@@ -529,23 +535,30 @@ ARGUMENT_RULES: dict[tuple[str, int], ArgumentRule] = {
     ("NonMaxSuppression", 2): _few,
     ("NonMaxSuppression", 3): _half,
     ("NonMaxSuppression", 4): _zero,
+    ("Col2Im", 1): _from_data_only,
+    ("Col2Im", 2): _from_data_only,
+    ("AffineGrid", 1): _from_data_only,
     ("Dropout", 1): _half,
     ("Dropout", 2): _false,
 }
 
 
-def _consumer_value(value: ir.Value, shape: tuple[int, ...], chosen, rng: np.random.Generator) -> np.ndarray | None:
-    """The value the first op reading ``value`` with a rule accepts, shaped like ``value``, or None."""
+def _consumer_value(value: ir.Value, shape: tuple[int, ...], chosen, rng: np.random.Generator) -> tuple[np.ndarray | None, bool]:
+    """The value the first op reading ``value`` with a rule accepts, shaped like ``value`` (or None), and whether
+    any op reads it as an argument: one whose rule found no value needs a real one."""
+    argument = False
     for node, index in _readers(value):
         rule = ARGUMENT_RULES.get((node.op_type, index)) if node.domain in ("", "ai.onnx") else None
+        argument = argument or rule is not None
         found = rule(Argument(node, index, shape, chosen, rng)) if rule else None
-        if found is not None:
-            found = np.asarray(found)
-            if found.size == 1:
-                return np.full(shape, found.reshape(-1)[0])
-            if found.size == math.prod(shape):
-                return found.reshape(shape)
-    return None
+        if found is None:
+            continue
+        found = np.asarray(found)
+        if found.ndim and found.size == math.prod(shape):
+            return found.reshape(shape), True
+        if found.size == 1:
+            return np.full(shape, found.reshape(-1)[0]), True
+    return None, argument
 
 
 def _readers(value: ir.Value) -> Iterator[tuple[ir.Node, int]]:

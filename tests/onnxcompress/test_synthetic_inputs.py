@@ -191,6 +191,14 @@ def test_an_input_the_graph_says_nothing_about_is_named_in_a_one_line_hint(tmp_p
     assert "with a value for 'k'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 2  # shapes + error
 
 
+def test_arguments_only_real_data_can_give_are_named_as_guesses():
+    model = _model('<ir_version: 8, opset_import: ["" : 18]> m (float[1, 4, 6] x, int64[2] image, int64[2] block) '
+                   "=> (float[1, 1, H, W] y) { y = Col2Im(x, image, block) }")
+    feeds = runtime.synthetic_inputs(model)
+    assert feeds.guesses == ["image", "block"]
+    assert "with a value for 'image', 'block'" in feeds.fix()
+
+
 def test_a_failure_after_the_inputs_ran_once_is_the_models():
     model = _model(UNGUESSABLE_TEXT)
     feeds = runtime.synthetic_inputs(model)

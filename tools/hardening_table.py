@@ -11,14 +11,16 @@ recommended chain) runs as ``onnxcompress run MODEL -o OUT -p ... --calibration 
   (the entry's own measure, plus the worst whole-output cosine beside it), parameters before and
   after, and its latency ratio to the input measured side by side (``onnxcompress bench IN OUT --json``,
   dynamic dims pinned to a held-out sample's shape);
-- ``declined``: exit 2 with a one-line usage error (the reason is kept);
-- ``failed``: anything else: a failed check (exit 1), an unexpected error, a crash, a timeout, an
-  output ONNX Runtime cannot run; the first line of the message is kept.
+- ``declined``: a one-line refusal: a usage error (exit 2), or a lossy pass that would break its
+  fidelity budget and says so (exit 1, the message starts with the pass's name); the reason is kept;
+- ``failed``: anything else: an exact pass that changed the outputs (exit 1), an unexpected error, a
+  crash, a timeout, an output ONNX Runtime cannot run; the first line of the message is kept.
 
     python tools/hardening_table.py [--only captcha-crnn,yolo-head-legacy] [--timeout 600] [--rounds 5]
 
 ``--only`` re-runs those models and keeps the others' results from the last run; results are written
-after every model, so an interrupted run keeps what it measured. Writes tools/results/hardening.json
+after every model, so an interrupted run keeps what it measured. ``--redraw`` runs nothing: it
+re-classifies the stored cells and rewrites both files. Writes tools/results/hardening.json
 and docs/hardening.md.
 """
 
@@ -52,7 +54,8 @@ CHAINS = (
 )
 RECOMMEND = "recommend"
 CHECK_SAMPLES = 2
-DECLINED_EXIT = 2
+PRUNE_PARAMS = re.compile(r"^prune-channels: params ([\d,]+) -> ([\d,]+)")
+USAGE_EXIT, CHECK_EXIT = 2, 1
 CRASH_MARKERS = ("ONNXCOMPRESS_DEBUG", "Traceback", "internal error", "cannot load the model", "failed to run the model")
 
 
@@ -130,9 +133,21 @@ def run_chain(entry: Entry, prepared: dict, specs: list[str], folder: Path, time
     code, text, seconds = invoke(args, timeout)
     cell = {"chain": specs, "exit": code, "seconds": round(seconds, 1), "notes": _notes(report)}
     if code != 0 or not output.is_file():
-        declined = code == DECLINED_EXIT and not any(marker in text for marker in CRASH_MARKERS)
-        return {**cell, "status": "declined" if declined else "failed", "message": first_line(text) or f"exit {code}"}
+        cell = {**cell, "message": first_line(text) or f"exit {code}", "crashed": any(m in text for m in CRASH_MARKERS)}
+        return {**cell, "status": refusal_status(cell)}
     return {**cell, **measure(entry, prepared, output, timeout, rounds)}
+
+
+def refusal_status(cell: dict) -> str:
+    """``declined`` for a one-line usage error or a lossy pass refusing to break its budget, else ``failed``."""
+    from onnxcompress.passes.base import REGISTRY
+
+    if cell.get("crashed") or cell["exit"] not in (USAGE_EXIT, CHECK_EXIT):
+        return "failed"
+    if cell["exit"] == USAGE_EXIT:
+        return "declined"
+    named = cell["message"].split(":", 1)[0].strip()
+    return "declined" if named in REGISTRY and not REGISTRY[named].exact else "failed"
 
 
 def _notes(report: Path) -> list[str]:
@@ -158,7 +173,7 @@ def measure(entry: Entry, prepared: dict, output: Path, timeout: float, rounds: 
         "status": "ok",
         "fidelity": {**task.to_dict(), "cosine": cosine},
         "params": [prepared["params"], stats.model_stats(candidate).params],
-        "latency_ratio": latency_ratio(prepared, output, timeout, rounds),
+        "latency_ratio": latency_ratio(prepared, output, timeout, rounds) if rounds > 0 else "not measured",
     }
 
 
@@ -191,23 +206,31 @@ def table_row(entry: Entry, timeout: float, rounds: int) -> dict:
         row["cells"][RECOMMEND] = run_chain(entry, prepared, chain, folder / "run", timeout, rounds)
     print(f"  {entry.name} recommend: {_cell_text(row['cells'][RECOMMEND])}", flush=True)
     row["seconds"] = round(time.perf_counter() - start, 1)
+    row["commit"] = metadata()["commit"]
+    row["bench_rounds"] = rounds
     return row
 
 
 def _cell_text(cell: dict) -> str:
-    """A table cell: ``ok 0.98 x0.71``, ``declined: ...`` or ``FAILED: ...``."""
+    """A table cell: ``ok 0.98 x0.71`` (``ok 0.98`` where latency was not measured), ``declined: ...`` or ``FAILED: ...``."""
     if cell["status"] == "ok":
         ratio = cell["latency_ratio"]
-        latency = f" x{ratio:.2f}" if isinstance(ratio, float) else " (no bench)"
+        latency = f" x{ratio:.2f}" if isinstance(ratio, float) else " (bench failed)" if ratio.startswith("bench failed") else ""
         grown = " GREW" if pruned_and_grew(cell) else ""
         return f"ok {cell['fidelity']['score']:.2f}{latency}{grown}"
     return f"{'declined' if cell['status'] == 'declined' else 'FAILED'}: {_short(cell['message'])}"
 
 
 def pruned_and_grew(cell: dict) -> bool:
-    """A chain with a pruning pass whose output has more parameters than its input (folding and
-    quantization may add constants; pruning must never add parameters)."""
-    return any(spec.startswith("prune") for spec in cell["chain"]) and cell["params"][1] > cell["params"][0]
+    """A pruning step whose output has more parameters than its input, read from the step's own note
+    (``params A -> B``) or, for a prune-only chain, from the output (folding and quantization may add
+    constants; pruning must never add parameters)."""
+    for note in cell.get("notes", []):
+        match = PRUNE_PARAMS.search(note)
+        if match:
+            before, after = (int(group.replace(",", "")) for group in match.groups())
+            return after > before
+    return all(spec.startswith("prune") for spec in cell["chain"]) and cell["params"][1] > cell["params"][0]
 
 
 def _short(message: str, limit: int = 70) -> str:
@@ -237,15 +260,21 @@ def summary(results: dict) -> dict:
 def write_doc(results: dict, meta: dict) -> None:
     """docs/hardening.md: the table, the counts, the failures, the losses."""
     summed = summary(results)
+    commits: dict[str, list[str]] = {}
+    for name, row in results.items():
+        commits.setdefault(row.get("commit", meta["commit"]), []).append(name)
+    made_at = f"at commit `{next(iter(commits))}`" if len(commits) == 1 else "at the commits listed under the table"
     header = ["model", *CHAINS, RECOMMEND]
     lines = [
         "# Hardening corpus: every pass on models no one on the team wrote",
         "",
-        f"Written by `tools/hardening_table.py` at commit `{meta['commit']}` ({meta['date']}, {meta['cpu']}). "
+        f"Written by `tools/hardening_table.py` {made_at} ({meta['date']}, {meta['cpu']}, "
+        f"onnxruntime {meta['onnxruntime']}, torch {meta['torch']}). "
         "Each cell is one `onnxcompress run MODEL -o OUT -p CHAIN --calibration calibration.npz --inputs check.npz --no-bench` "
         "as a stranger runs it: `ok SCORE xRATIO` (task fidelity against the input model on held-out samples, 1.00 = same "
-        "answers; latency ratio to the input from `onnxcompress bench`), `declined: reason` (exit 2, one line) or "
-        "`FAILED: first line` (a failed check, an unexpected error, a timeout, or an output ONNX Runtime cannot run). "
+        "answers; latency ratio to the input from `onnxcompress bench`, where measured), `declined: reason` (exit 2, one line) or "
+        "`FAILED: first line` (an exact pass that changed the outputs, an unexpected error, a timeout, or an output "
+        "ONNX Runtime cannot run); a lossy pass that refuses to break its fidelity budget (exit 1, one line) counts as declined. "
         "`GREW` marks a pruned output with more parameters than its input. Latency ratios were measured while "
         "other work shared the 2 cores: read them as rough. The models, their inputs and their task "
         "measures are in `models/hardening/` (`onnxcompress.models.hardening`); the full records, with notes, "
@@ -259,6 +288,11 @@ def write_doc(results: dict, meta: dict) -> None:
             lines.append(f"| {name} | " + " | ".join([_short(row["error"])] + [""] * (len(header) - 2)) + " |")
             continue
         lines.append(f"| {name} | " + " | ".join(_cell_text(row["cells"][s]) if s in row["cells"] else "" for s in header[1:]) + " |")
+    if len(commits) > 1:
+        lines += ["", "Rows were measured at different commits while the passes were being changed:", ""]
+        lines += [f"- `{commit}`: {', '.join(names)}" for commit, names in commits.items()]
+    benched = [f"{name} ({row['bench_rounds']} rounds)" for name, row in results.items() if row.get("bench_rounds", 1) > 0]
+    lines += ["", f"Latency was measured for: {', '.join(benched) or 'none'}; the other ok cells show fidelity only."]
     lines += ["", "## Counts", "", "| chain | ok | declined | failed |", "|---|---|---|---|"]
     lines += [f"| {spec} | {c.get('ok', 0)} | {c.get('declined', 0)} | {c.get('failed', 0)} |" for spec, c in summed["counts"].items()]
     lines += ["", "## Distinct failures", ""]
@@ -297,8 +331,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated entry names; the others keep their last results")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per command")
-    parser.add_argument("--rounds", type=int, default=5, help="bench rounds per ok cell")
+    parser.add_argument("--rounds", type=int, default=5, help="bench rounds per ok cell (0: no latency)")
+    parser.add_argument("--redraw", action="store_true", help="re-classify the stored cells and rewrite the files; run nothing")
     args = parser.parse_args()
+    if args.redraw:
+        return redraw()
     names = args.only.split(",") if args.only else list(ENTRIES)
     unknown = set(names) - set(ENTRIES)
     if unknown:
@@ -309,9 +346,25 @@ def main() -> None:
     for name in names:
         print(f"{name}", flush=True)
         results[name] = table_row(ENTRIES[name], args.timeout, args.rounds)
-        ordered = {n: results[n] for n in ENTRIES if n in results}
-        JSON_OUT.write_text(json.dumps({"meta": meta, "summary": summary(ordered), "results": ordered}, indent=1, default=_json_default))
-        write_doc(ordered, meta)
+        write_results(results, {**meta, "rounds": args.rounds})
+
+
+def redraw() -> None:
+    """Re-classify every stored refusal (``refusal_status``) and rewrite the JSON and the doc."""
+    stored = json.loads(JSON_OUT.read_text())
+    for row in stored["results"].values():
+        for cell in row.get("cells", {}).values():
+            if cell["status"] != "ok" and "exit" in cell:
+                cell.setdefault("crashed", any(marker in cell["message"] for marker in CRASH_MARKERS))
+                cell["status"] = refusal_status(cell)
+    write_results(stored["results"], stored["meta"])
+
+
+def write_results(results: dict, meta: dict) -> None:
+    """tools/results/hardening.json and docs/hardening.md, entries in corpus order."""
+    ordered = {name: results[name] for name in ENTRIES if name in results}
+    JSON_OUT.write_text(json.dumps({"meta": meta, "summary": summary(ordered), "results": ordered}, indent=1, default=_json_default))
+    write_doc(ordered, meta)
 
 
 def _json_default(value):

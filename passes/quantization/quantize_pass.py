@@ -16,8 +16,8 @@ them the worst relative error of any output or slice of one at most ``max_error`
 budget, the fallback keeps up to ``max_fallback`` layers in FP32 (``fallback.py``); if the budget still
 does not hold the pass raises ``CheckFailed`` naming the metric, its value and the budget, and writes
 nothing, unless ``accept_loss`` accepts the loss (the model is then kept and a note says the budget
-broke). The defaults keep ordinary INT8 noise (relative errors of 0.2 or less per slice) and fail a
-collapse (a slice whose error is as large as its own spread).
+broke). The default ``max_error`` lies between the error ordinary INT8 noise leaves and a collapse
+(a slice whose error is as large as its own spread).
 """
 
 from __future__ import annotations
@@ -133,8 +133,6 @@ class QuantizePass(CompressionPass):
     def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:
         """Inputs to judge fidelity on: the first calibration feed in the model's own batch, else synthetic inputs."""
         if self.context.calibration is not None:
-            from onnxcompress.calibration.validation import model_batches
-
             return next(model_batches(self.context.calibration, model)).arrays()
         return runtime.synthetic_inputs(model)
 
@@ -177,7 +175,8 @@ class QuantizePass(CompressionPass):
         if result.within_budget:
             self.note(f"fidelity budget held on {budget.on}: {budget.describe(result.score)}")
             return result.proto
-        broken = f"{self.name}: {budget.describe(result.score)} on {budget.on}, over budget with {len(result.kept_fp32)} of up to {self.max_fallback} candidates kept in FP32"
+        broken = (f"{self.name}: {budget.describe(result.score)} on {budget.on}, over budget even with up to {result.tried} "
+                  f"{'layer' if result.tried == 1 else 'layers'} kept in FP32")
         if not self.accept_loss:
             raise CheckFailed(f"{broken}; accept_loss=true writes the model anyway")
         self.note(f"budget broken, model kept as accept_loss=true asks: {broken}")

@@ -420,9 +420,13 @@ def _unit_axes(arg: Argument) -> np.ndarray | None:
 
 
 def _data_shape(arg: Argument) -> np.ndarray | None:
-    """Resize sizes: the data's own shape."""
+    """Resize sizes: the data's own size along the resized axes (every axis, or the ``axes`` attribute's)."""
     data = arg.input_shape(0)
-    return np.array(data) if data is not None and len(data) == arg.size else None
+    if data is None:
+        return None
+    axes = arg.node.attributes.get("axes")
+    sizes = [data[axis % len(data)] for axis in (axes.as_ints() if axes is not None else range(len(data)))]
+    return np.array(sizes) if len(sizes) == arg.size else None
 
 
 def _even_split(arg: Argument) -> np.ndarray | None:
@@ -472,6 +476,12 @@ def _sequence_lengths(arg: Argument) -> np.ndarray | None:
     return arg.rng.integers(0, steps + 1, size=arg.shape)
 
 
+def _recurrent_lengths(arg: Argument) -> int | None:
+    """RNN/GRU/LSTM sequence lengths: the whole sequence (the time axis of X: 0, or 1 with ``layout=1``)."""
+    data = arg.input_shape(0)
+    return data[arg.attribute("layout", 0)] if data is not None else None
+
+
 def _class_indices(arg: Argument) -> np.ndarray | None:
     """Loss targets: class indices below the class count (the scores' axis 1, or the class weights' length)."""
     scores, weights = arg.input_shape(0), arg.input_shape(2)
@@ -516,6 +526,7 @@ ARGUMENT_RULES: dict[tuple[str, int], ArgumentRule] = {
     ("Squeeze", 1): _unit_axes,
     **{(op, 1): _leading_axes for op in REDUCTIONS},
     ("Split", 1): _even_split,
+    ("SplitToSequence", 1): _even_split,
     ("Pad", 1): _zero,
     ("Pad", 3): _leading_axes,
     ("TopK", 1): _one,
@@ -527,9 +538,11 @@ ARGUMENT_RULES: dict[tuple[str, int], ArgumentRule] = {
     ("Gather", 1): _axis_indices,
     ("GatherElements", 1): _axis_indices,
     ("ScatterElements", 1): _axis_indices,
+    ("Scatter", 1): _axis_indices,
     ("GatherND", 1): _nd_indices,
     ("ScatterND", 1): _nd_indices,
     ("ReverseSequence", 1): _sequence_lengths,
+    **{(op, 4): _recurrent_lengths for op in ("RNN", "GRU", "LSTM")},
     ("NegativeLogLikelihoodLoss", 1): _class_indices,
     ("SoftmaxCrossEntropyLoss", 1): _class_indices,
     ("NonMaxSuppression", 2): _few,

@@ -139,6 +139,10 @@ ARGUMENT_MODELS = {
     "Resize scales": "(float[1, 1, 4, 4] x, float[4] scales) => (float[1, 1, 4, 4] y) { y = Resize(x, , scales) }",
     "Squeeze axes": "(float[3, 1, 4, 1] x, int64[2] a) => (float[3, 4] y) { y = Squeeze(x, a) }",
     "ReduceSum axes": "(float[3, 4] x, int64[1] a) => (float[1, 4] y) { y = ReduceSum(x, a) }",
+    "Resize sizes on some axes": "(float[1, 1, 4, 4] x, int64[2] sizes) => (float[1, 1, 4, 4] y) "
+                                 "{ y = Resize <axes = [2, 3]> (x, , , sizes) }",
+    "RNN sequence lengths": "(float[5, 2, 3] x, float[1, 4, 3] w, float[1, 4, 4] r, int32[2] n) => (float[1, 2, 4] h) "
+                            "{ _y, h = RNN <hidden_size = 4> (x, w, r, , n) }",
     "Split sizes": "(float[7, 2] x, int64[3] s) => (float[A, 2] p, float[B, 2] q, float[C, 2] r) { p, q, r = Split(x, s) }",
     "integer Div": "(int32[4] x, int32[4] d) => (int32[4] y) { y = Div(x, d) }",
     "Gather indices": "(float[3, 4] x, int64[20] i) => (float[20, 4] y) { y = Gather(x, i) }",

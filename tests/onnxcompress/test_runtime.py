@@ -1,13 +1,15 @@
-"""The ORT wrapper: sessions from IR or files, runs, shape pins, and what a failed run on synthetic inputs says."""
+"""The ORT wrapper: sessions from IR or files, runs, feeds ORT has no numpy type for, shape pins."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
-import onnx_ir as ir
+import onnxruntime as ort
 import pytest
 
 from onnxcompress import runtime
 from onnxcompress.errors import UsageError
+
 
 def test_run_from_ir_and_from_file_agree_at_every_level(mlp_model, mlp_path):
     feeds = runtime.synthetic_inputs(mlp_model, batch=3)
@@ -34,3 +36,11 @@ def test_invalid_model_and_failing_run_are_one_line_errors(mlp_model):
     mlp_model.graph.node(0).op_type = "NoSuchOp"
     with pytest.raises(UsageError, match="cannot load the model"):
         runtime.session(mlp_model)
+
+
+def test_bfloat16_and_float8_arrays_are_fed_as_ort_values_and_others_as_they_are():
+    plain = np.ones(2, np.float32)
+    fed = runtime.ort_feeds({"b": np.ones(2, ml_dtypes.bfloat16), "f8": np.ones(2, ml_dtypes.float8_e4m3fn), "x": plain})
+    assert isinstance(fed["b"], ort.OrtValue) and fed["b"].data_type() == "tensor(bfloat16)"
+    assert isinstance(fed["f8"], ort.OrtValue) and fed["f8"].data_type() == "tensor(float8e4m3fn)"
+    assert fed["x"] is plain

@@ -5,15 +5,18 @@ outputs, and within ``EXACT_EPSILONS`` epsilons × scale for coarser floats (fp1
 of theirs is larger than 1e-4), judged at the coarser of the output's type and the model's
 (``model_precision``).
 
-Loss: the cosine of each whole output, and the *relative error* of the output and of each of its
-slices along every axis but the batch: ``rms(candidate − reference)`` over the reference slice's
-spread; the worst slice of each output is kept (``SliceError``). A whole-output number hides a
-collapse in a small part of an output: in a detector's ``[batch, 4 + classes, anchors]`` output the
+Loss: the cosine of each whole output, and its *slice error* (``SliceError``): the relative error
+``rms(candidate − reference)`` over the reference's spread, of the whole output and, along every
+axis but the batch, of each slice with its own spread, then the root mean square over the axis's
+slices; the largest of these is kept, with the axis and its worst slice. A whole-output number hides
+a collapse in a small part of an output: in a detector's ``[batch, 4 + classes, anchors]`` output the
 box coordinates, in the hundreds, dominate the tensor, so the class scores near 0.1 can collapse
-while the cosine stays above 0.999. Judged per slice, each class row is compared with its own
-spread and a collapsed one stands out. Cosine or correlation per slice would not do: cosine
-ignores an offset (a collapsed row of all-positive scores keeps a cosine near 1), correlation an
-offset and a scale.
+while the cosine stays above 0.999; judged against its own spread, each collapsed class row has an
+error near 1. Cosine or correlation per slice would not do: cosine ignores an offset (a collapsed
+row of all-positive scores keeps a cosine near 1), correlation an offset and a scale. The mean over
+an axis's slices, not their maximum, is kept because the maximum of many slices, each estimated on a
+few samples, grows with their number; a collapse of most slices, or of one among a few dozen, still
+shows.
 
 A slice's spread is its standard deviation, floored at ``SPREAD_FLOOR`` × its own magnitude (root
 mean square) and × a typical slice's magnitude (the median over the slices): a slice that barely
@@ -39,7 +42,8 @@ MIN_SLICE_ELEMENTS = 8  # fewer values give no usable spread: an axis whose slic
 
 @dataclasses.dataclass(frozen=True)
 class SliceError:
-    """The largest relative error in one output: of the slice at ``index`` along ``axis``, or of the whole output (``axis`` None)."""
+    """The slice error of one output: of the slices along ``axis`` (root mean square; ``index`` the worst one),
+    or of the whole output (``axis`` None)."""
 
     error: float
     axis: int | None = None
@@ -95,7 +99,7 @@ class Fidelity:
 
     @property
     def slice_error(self) -> float:
-        """Largest relative error of any output or slice of one (0 when the outputs are the same)."""
+        """Largest slice error of any output (0 when the outputs are the same)."""
         return max((o.worst_slice.error for o in self.outputs), default=0.0)
 
     @property
@@ -213,13 +217,14 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
 
 
 def slice_error(reference: np.ndarray, candidate: np.ndarray) -> SliceError:
-    """The largest relative error of the whole output and of its slices along each of ``slice_axes``."""
+    """The larger of the whole output's relative error and, along each of ``slice_axes``, the root mean square
+    of its slices' relative errors (each slice judged against its own spread), with the worst slice's index."""
     worst = SliceError(float(_relative_errors(reference.reshape(1, -1), candidate.reshape(1, -1))[0]))
     for axis in slice_axes(reference.shape):
         errors = _relative_errors(_rows(reference, axis), _rows(candidate, axis))
-        index = int(np.argmax(errors))
-        if errors[index] > worst.error:
-            worst = SliceError(float(errors[index]), axis, index)
+        error = float(np.sqrt(np.mean(errors**2)))
+        if error > worst.error:
+            worst = SliceError(error, axis, int(np.argmax(errors)))
     return worst
 
 

@@ -32,7 +32,7 @@ class QuantizeDynamic(QuantizePass):
     ``ranges_file``) instead of per batch, so a sample's result no longer depends on its batch
     (``calibrated_scales.py``). Activations that ``scale-tokens`` divided by their row peaks are quantized
     row by row in one ``QuantizeLinear`` from opset 21 (``row_quantizers.py``).
-    By default the result must keep a fidelity budget on held-out calibration samples (worst slice error ≤ 0.5;
+    By default the result must keep a fidelity budget on held-out calibration samples (slice error ≤ 0.5;
     accuracy drop ≤ 0.01 with labels), layers going back to FP32 until it does, else ``CheckFailed``
     unless ``accept_loss=true`` (``quantize_pass.py``).
     """

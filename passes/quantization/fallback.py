@@ -1,11 +1,10 @@
 """Accuracy-aware fallback: return the most damaging layers to FP32 until a fidelity budget holds.
 
 A budget is one or more limits on how far the quantized model may be from FP32 (``Limit``): the
-drop of top-1 accuracy on labelled data, 1 − cosine of the outputs, and the worst relative error of
-any output or slice of one (``fidelity.slice_error``: it sees class scores collapse beside box
-coordinates, which a whole-output cosine does not). Each candidate is quantized *alone* and scored
-by that relative error (``damage``: continuous, so layers rank even when a small labelled set shows
-no accuracy change). Candidates are then kept in FP32 by damage per weight element, one at a time,
+drop of top-1 accuracy on labelled data, 1 − cosine of the outputs, and the outputs' slice error
+(``fidelity.slice_error``: it sees class scores collapse beside box coordinates, which a whole-output
+cosine does not). Each candidate is quantized *alone* and scored by that slice error (``damage``:
+continuous, so layers rank even when a small labelled set shows no accuracy change). Candidates are then kept in FP32 by damage per weight element, one at a time,
 until every limit holds. A candidate is a weighted layer, or the *output tail* as one group (the
 quantized nodes without weights after the last weighted layers, ``selection.output_tail``), which
 can ruin an output with no layer to blame. ORT's quantizers have no such loop (its
@@ -27,7 +26,7 @@ from onnxcompress.passes.quantization.ort_bridge import Selection
 
 Quantize = Callable[[Selection], onnx.ModelProto]
 Feeds = Mapping[str, np.ndarray]
-SLICE_ERROR = "worst slice error"
+SLICE_ERROR = "slice error"
 COSINE = "1 - cosine"
 ACCURACY = "accuracy drop"
 
@@ -67,7 +66,7 @@ class Budget:
         return all(value <= limit.bound for value, limit in zip(score.values, self.limits))
 
     def describe(self, score: Score) -> str:
-        """``worst slice error 9.94 > 0.5 at 'output0' axis 1 index 34``: the limits broken (all when none is)."""
+        """``slice error 9.94 > 0.5 at 'output0' axis 1 index 34``: the limits broken (all when none is)."""
         pairs = list(zip(score.values, self.limits))
         broken = [(v, limit) for v, limit in pairs if not v <= limit.bound] or pairs
         text = ", ".join(f"{limit.metric} {v:.4g} {'>' if not v <= limit.bound else '<='} {limit.bound:g}" for v, limit in broken)
@@ -151,7 +150,7 @@ def _joined(runs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray] |
 
 
 def output_budget(judged: Judged, *, max_error: float | None, max_drop: float | None = None, on: str = "") -> Budget:
-    """Budget on the outputs: the worst slice error at most ``max_error`` and 1 − cosine at most ``max_drop`` (each when given)."""
+    """Budget on the outputs: the slice error at most ``max_error`` and 1 − cosine at most ``max_drop`` (each when given)."""
     limits = tuple([Limit(SLICE_ERROR, max_error)] * (max_error is not None) + [Limit(COSINE, max_drop)] * (max_drop is not None))
 
     def score(proto: onnx.ModelProto) -> Score:
@@ -164,7 +163,7 @@ def output_budget(judged: Judged, *, max_error: float | None, max_drop: float | 
 
 def accuracy_budget(labelled, base: float, max_drop: float, judged: Judged, max_error: float | None = None, on: str = "") -> Budget:
     """Budget on the drop from ``base`` of the top-1 accuracy on ``labelled`` (an object with ``accuracy(model,
-    threads)``) at most ``max_drop``, and the worst slice error on ``judged`` at most ``max_error`` when given."""
+    threads)``) at most ``max_drop``, and the slice error on ``judged`` at most ``max_error`` when given."""
     outputs = output_budget(judged, max_error=max_error)
 
     def score(proto: onnx.ModelProto) -> Score:

@@ -11,9 +11,9 @@ The budget holds by default, on samples the quantizer was not fitted to: every f
 sample is held out of calibration (``calibration.holdout``, at most 32), or, without calibration data,
 synthetic inputs are used and a note says so; with labelled data the labelled samples. Its limits:
 top-1 accuracy drop at most ``max_drop`` (default ``DEFAULT_MAX_ACCURACY_DROP``) with labels; without
-them the worst relative error of any output or slice of one at most ``max_error`` (default
-``DEFAULT_MAX_ERROR``, ``fidelity.slice_error``) and 1 − cosine at most ``max_drop`` when given. Over
-budget, the fallback keeps up to ``max_fallback`` layers in FP32 (``fallback.py``); if the budget still
+them the outputs' slice error (``fidelity.slice_error``: relative error of each output, and of its
+slices each against its own spread) at most ``max_error`` (default ``DEFAULT_MAX_ERROR``), and
+1 − cosine at most ``max_drop`` when given. Over budget, the fallback keeps up to ``max_fallback`` layers in FP32 (``fallback.py``); if the budget still
 does not hold the pass raises ``CheckFailed`` naming the metric, its value and the budget, and writes
 nothing, unless ``accept_loss`` accepts the loss (the model is then kept and a note says the budget
 broke). The default ``max_error`` lies between the error ordinary INT8 noise leaves and a collapse

@@ -31,7 +31,7 @@ class QuantizeStatic(QuantizePass):
     ResNet-style CNN, where ORT's default S8S8 was slower than FP32). Depthwise convs are padded with
     zero filters to a multiple of 16 channels first (``pad_depthwise``, exact), where ORT's int8
     depthwise kernel runs about twice as fast.
-    By default the result must keep a fidelity budget on held-out calibration samples (worst slice error ≤ 0.5;
+    By default the result must keep a fidelity budget on held-out calibration samples (slice error ≤ 0.5;
     accuracy drop ≤ 0.01 with labels), layers going back to FP32 until it does, else ``CheckFailed``
     unless ``accept_loss=true`` (``quantize_pass.py``).
     """

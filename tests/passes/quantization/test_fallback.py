@@ -40,7 +40,7 @@ def test_output_budget_returns_the_sensitive_layer_to_fp32() -> None:
     fallback = run.details["fallback"]
     assert fallback["kept_fp32"] == ["matmul_0"]
     assert fallback["within_budget"] and fallback["values"]["1 - cosine"] <= 1e-3
-    assert fallback["budget"] == {"worst slice error": 0.5, "1 - cosine": 1e-3}
+    assert fallback["budget"] == {"slice error": 0.5, "1 - cosine": 1e-3}
     assert fallback["sensitivity"]["matmul_0"] > fallback["sensitivity"]["matmul_1"]
     assert [n.op_type for n in model.graph if n.name == "matmul_0"] == ["MatMul"]
     assert any("matmul_0" in line for line in run.notes)
@@ -171,8 +171,8 @@ def test_a_group_candidate_is_kept_in_fp32_as_one() -> None:
 
 
 def test_budget_describes_the_broken_limits_and_where() -> None:
-    budget = fallback.Budget((fallback.Limit("worst slice error", 0.5), fallback.Limit("1 - cosine", 0.01)), None, None)
-    assert budget.describe(fallback.Score((9.9, 0.001), "'y' axis 1 index 34")) == "worst slice error 9.9 > 0.5 at 'y' axis 1 index 34"
+    budget = fallback.Budget((fallback.Limit("slice error", 0.5), fallback.Limit("1 - cosine", 0.01)), None, None)
+    assert budget.describe(fallback.Score((9.9, 0.001), "'y' axis 1 index 34")) == "slice error 9.9 > 0.5 at 'y' axis 1 index 34"
     assert budget.describe(fallback.Score((0.1, 0.02), "'y' whole")) == "1 - cosine 0.02 > 0.01"
-    assert budget.describe(fallback.Score((0.1, 0.001))) == "worst slice error 0.1 <= 0.5, 1 - cosine 0.001 <= 0.01"
+    assert budget.describe(fallback.Score((0.1, 0.001))) == "slice error 0.1 <= 0.5, 1 - cosine 0.001 <= 0.01"
     assert budget.excess(fallback.Score((1.0, 0.001))) == pytest.approx(1.0) and not budget.holds(fallback.Score((float("nan"), 0.0)))

@@ -63,7 +63,7 @@ def test_a_collapse_no_candidate_can_rescue_fails_the_pass() -> None:
     with pytest.raises(CheckFailed) as failed:
         QuantizeStatic().apply(model, calibration=ArrayReader(head_inputs()))
     message = str(failed.value)
-    assert message.startswith("quantize-static: worst slice error ") and "> 0.5 at 'y' axis 1 index " in message
+    assert message.startswith("quantize-static: slice error ") and "> 0.5 at 'y' axis 1 index " in message
     assert "on 8 held-out calibration samples" in message and message.endswith("accept_loss=true writes the model anyway")
     assert "\n" not in message
 
@@ -93,7 +93,7 @@ def test_the_fallback_rescues_a_layer_whose_weights_int8_cannot_hold() -> None:
     run = QuantizeDynamic(per_channel=False).apply(model, calibration=ArrayReader({"x": x}))
     fallback = run.details["fallback"]
     assert fallback["kept_fp32"] == ["matmul_0"] and fallback["within_budget"]
-    assert fallback["values"]["worst slice error"] <= 0.5 < fallback["sensitivity"]["matmul_0"]
+    assert fallback["values"]["slice error"] <= 0.5 < fallback["sensitivity"]["matmul_0"]
     assert [n.op_type for n in model.graph if n.name == "matmul_0"] == ["MatMul"]
     assert checks.graph_problems(model) == []
 
@@ -101,9 +101,9 @@ def test_the_fallback_rescues_a_layer_whose_weights_int8_cannot_hold() -> None:
 def test_ordinary_int8_noise_keeps_the_default_budget(cnn, cnn_inputs) -> None:
     run = QuantizeStatic().apply(cnn, calibration=ArrayReader(cnn_inputs))
     fallback = run.details["fallback"]
-    assert fallback["within_budget"] and fallback["kept_fp32"] == [] and fallback["values"]["worst slice error"] < 0.2
+    assert fallback["within_budget"] and fallback["kept_fp32"] == [] and fallback["values"]["slice error"] < 0.2
     assert fallback["judged_on"] == "4 held-out calibration samples"
-    assert any(note.startswith("fidelity budget held on 4 held-out calibration samples: worst slice error") for note in run.notes)
+    assert any(note.startswith("fidelity budget held on 4 held-out calibration samples: slice error") for note in run.notes)
 
 
 def test_without_calibration_data_the_budget_is_judged_on_synthetic_inputs(mlp) -> None:
@@ -114,7 +114,7 @@ def test_without_calibration_data_the_budget_is_judged_on_synthetic_inputs(mlp) 
 
 def test_max_error_sets_the_budget_and_is_checked(mlp) -> None:
     run = QuantizeDynamic(max_error=2.0)(mlp)
-    assert run.details["fallback"]["budget"] == {"worst slice error": 2.0}
+    assert run.details["fallback"]["budget"] == {"slice error": 2.0}
     with pytest.raises(Exception, match="max_error must be > 0"):
         QuantizeDynamic(max_error=0.0)
 
@@ -144,7 +144,7 @@ def test_cli_exits_1_and_writes_nothing_when_the_budget_breaks(tmp_path, capsys)
     code = main(["run", str(path), "-o", str(out), "-p", "quantize-static", "--calibration", str(data), "--no-bench", "--report", str(report)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and not out.exists()
-    assert "worst slice error" in err and "> 0.5" in err and "accept_loss=true" in err and "\n" not in err
+    assert "slice error" in err and "> 0.5" in err and "accept_loss=true" in err and "\n" not in err
 
 
 def test_cli_accept_loss_writes_the_model_and_says_the_budget_broke(tmp_path) -> None:
@@ -154,7 +154,7 @@ def test_cli_accept_loss_writes_the_model_and_says_the_budget_broke(tmp_path) ->
                  "--no-bench", "--report", str(report)])
     assert code == 0 and out.is_file()
     step = json.loads((report / "report.json").read_text())["steps"][1]
-    assert any(note.startswith("budget broken, model kept as accept_loss=true asks: quantize-static: worst slice error")
+    assert any(note.startswith("budget broken, model kept as accept_loss=true asks: quantize-static: slice error")
                for note in step["notes"])
     assert step["details"]["fallback"]["accepted_loss"] and step["fidelity"]["worst_slice"]["error"] > 0.5
 

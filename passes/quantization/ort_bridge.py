@@ -54,16 +54,28 @@ def with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def tensors_to_calibrate(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
     """Float activations read or written by the nodes that will be quantized (ORT's calibrator's choice),
-    without tensors of no elements (``empty_tensors``: a ``Resize``'s empty ``roi`` has no values to take
-    a range of, and ORT quantizes neither)."""
+    without the empty ones (``empty_activations``)."""
+    empty = set(empty_activations(proto, op_types))
+    return [name for name in _activations(proto, op_types) if name not in empty]
+
+
+def empty_activations(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
+    """The float activations of quantized nodes that have no elements (``empty_tensors``: a ``Resize``'s
+    empty ``roi`` Constant): there is no value to take a range of, and ORT quantizes none of them."""
+    empty = empty_tensors(proto)
+    return [name for name in _activations(proto, op_types) if name in empty]
+
+
+def _activations(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
+    """Float tensors, other than initializers, read or written by nodes of ``op_types``, in graph order."""
     typed = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
     floats = {v.name for v in typed if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    skipped = {t.name for t in proto.graph.initializer} | empty_tensors(proto)
+    weights = {t.name for t in proto.graph.initializer}
     wanted: dict[str, None] = {}
     for node in proto.graph.node:
         if node.op_type in op_types:
             for name in [*node.input, *node.output]:
-                if name in floats and name not in skipped:
+                if name in floats and name not in weights:
                     wanted[name] = None
     return list(wanted)
 

@@ -121,6 +121,9 @@ class QuantizeStatic(QuantizePass):
             self.note("rewrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) + " after Convs into int8-capable Clip/Add/Mul forms")
         rewritten_proto = ort_bridge.with_shapes(io.to_proto(rewritten))
         names = ort_bridge.tensors_to_calibrate(rewritten_proto, selection.op_types)
+        empty = ort_bridge.empty_activations(rewritten_proto, selection.op_types)
+        if empty:
+            self.note(f"left {len(empty)} empty tensor(s) out of calibration (e.g. {empty[0]!r}): they hold no values to take a range of")
         run = activation_ranges(rewritten, self.context.calibration, names, method=self.method, ranges_file=self.ranges_file)
         self.context.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
         self.note(f"{target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")

@@ -159,7 +159,7 @@ def test_cli_accept_loss_writes_the_model_and_says_the_budget_broke(tmp_path) ->
     assert step["details"]["fallback"]["accepted_loss"] and step["fidelity"]["worst_slice"]["error"] > 0.5
 
 
-def test_empty_resize_constants_are_not_calibrated() -> None:
+def test_empty_resize_constants_are_left_out_of_calibration_with_a_note() -> None:
     """An exporter's empty ``roi`` Constant has no values to take a range of and is left out (x, c, r, scales and y are not)."""
     model = with_weights("""
         <ir_version: 8, opset_import: ["" : 17]>
@@ -176,4 +176,5 @@ def test_empty_resize_constants_are_not_calibrated() -> None:
     x = np.random.default_rng(7).normal(size=(16, 3, 8, 8)).astype(np.float32)
     run = QuantizeStatic().apply(model, calibration=ArrayReader({"x": x}))
     assert run.details["calibration"]["tensors"] == 5 and run.details["fallback"]["within_budget"]
+    assert "left 1 empty tensor(s) out of calibration (e.g. 'roi'): they hold no values to take a range of" in run.notes
     assert "QuantizeLinear" in {n.op_type for n in model.graph} and runtime.run(model, {"x": x[:2]})["y"].shape == (2, 8, 16, 16)

@@ -7,17 +7,12 @@ folded BatchNorm and shared biases, and ORT then leaves the Convs in FP32 betwee
 convert to a QDQ-capable opset, quantize, hold a fidelity budget, and count the Q/DQ pairs ORT's
 optimizer could not fuse.
 
-The budget holds by default, on samples the quantizer was not fitted to: every fourth calibration
-sample is held out of calibration (``calibration.holdout``, at most 32), or, without calibration data,
-synthetic inputs are used and a note says so; with labelled data the labelled samples. Its limits:
-top-1 accuracy drop at most ``max_drop`` (default ``DEFAULT_MAX_ACCURACY_DROP``) with labels; without
-them the outputs' slice error (``fidelity.slice_error``: relative error of each output, and of its
-slices each against its own spread) at most ``max_error`` (default ``DEFAULT_MAX_ERROR``), and
-1 − cosine at most ``max_drop`` when given. Over budget, the fallback keeps up to ``max_fallback`` layers in FP32 (``fallback.py``); if the budget still
-does not hold the pass raises ``CheckFailed`` naming the metric, its value and the budget, and writes
+By default the result holds the fidelity budget of ``onnxcompress.passes.budget`` (judged on held-out
+calibration samples, labelled samples or synthetic inputs; ``max_drop``, ``max_error``). Over budget,
+the fallback keeps up to ``max_fallback`` layers in FP32 (``fallback.py``); if the budget still does
+not hold the pass raises ``CheckFailed`` naming the metric, its value and the budget, and writes
 nothing, unless ``accept_loss`` accepts the loss (the model is then kept and a note says the budget
-broke). The default ``max_error`` lies between the error ordinary INT8 noise leaves and a collapse
-(a slice whose error is as large as its own spread).
+broke).
 """
 
 from __future__ import annotations
@@ -30,9 +25,9 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass, RemoveInitializersFromInputsPass
 
 from onnxcompress import io, runtime
-from onnxcompress.calibration import holdout
 from onnxcompress.calibration.validation import model_batches
-from onnxcompress.errors import CheckFailed, UsageError
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization import fallback, guard
@@ -40,8 +35,6 @@ from onnxcompress.passes.quantization.ort_bridge import Selection, with_shapes
 from onnxcompress.passes.quantization.selection import fallback_candidates, output_tail, select, weight_sizes
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
 
-DEFAULT_MAX_ERROR = 0.5
-DEFAULT_MAX_ACCURACY_DROP = 0.01
 TAIL = "the output tail"
 
 
@@ -74,8 +67,7 @@ class QuantizePass(CompressionPass):
         """Refuse bad choices, a ``max_drop`` outside [0, 1], a negative ``max_fallback`` and op types this
         quantization cannot handle (subclasses call it once their own options are set)."""
         self.check_choices()
-        self.require(self.max_drop is None or 0 <= self.max_drop <= 1, "max_drop", "in [0, 1]")
-        self.require(self.max_error is None or self.max_error > 0, "max_error", "> 0")
+        fidelity_budget.check_options(self)
         self.require(self.max_fallback >= 0, "max_fallback", ">= 0")
         supported = self.supported_op_types()
         unsupported = sorted(set(self.op_types or []) - set(supported))
@@ -136,50 +128,29 @@ class QuantizePass(CompressionPass):
             return next(model_batches(self.context.calibration, model)).arrays()
         return runtime.synthetic_inputs(model)
 
-    def _budget(self, model: ir.Model) -> fallback.Budget:
+    def _budget(self, model: ir.Model) -> fidelity_budget.Budget:
         """The fidelity budget of this run, on FP32's outputs; holds calibration samples out of this run's
         calibration data (``self.context.calibration`` becomes the rest)."""
-        labelled, reader = self.context.labelled, self.context.calibration
-        if labelled is not None:
-            judged = fallback.Judged(model, [labelled.feeds], self.fidelity_output)
-            base = labelled.accuracy(model, runtime.DEFAULT_THREADS)
-            max_drop = self.max_drop if self.max_drop is not None else DEFAULT_MAX_ACCURACY_DROP
-            return fallback.accuracy_budget(labelled, base, max_drop, judged, self.max_error, f"{len(labelled.labels)} labelled samples")
-        if reader is None:
-            feeds, judged_on = [runtime.synthetic_inputs(model)], "synthetic inputs (no calibration data to hold samples out of)"
-        else:
-            held = holdout.held_out(reader, model)
-            if held.samples:
-                self.context.calibration = holdout.CalibrationPart(reader, model)
-                feeds, judged_on = held.feeds, f"{held.samples} held-out calibration samples"
-            else:
-                feeds, judged_on = [next(model_batches(reader, model)).arrays()], "calibration samples (too few to hold any out)"
-        judged = fallback.Judged(model, feeds, self.fidelity_output)
-        max_error = self.max_error if self.max_error is not None else DEFAULT_MAX_ERROR
-        return fallback.output_budget(judged, max_error=max_error, max_drop=self.max_drop, on=judged_on)
+        budget, self.context.calibration = fidelity_budget.default_budget(
+            model, calibration=self.context.calibration, labelled=self.context.labelled,
+            max_error=self.max_error, max_drop=self.max_drop, output=self.fidelity_output)
+        return budget
 
     def _within_budget(
-        self, budget: fallback.Budget, proto: onnx.ModelProto, quantize: fallback.Quantize,
+        self, budget: fidelity_budget.Budget, proto: onnx.ModelProto, quantize: fallback.Quantize,
         selection: Selection, quantized: onnx.ModelProto | None,
     ) -> onnx.ModelProto:
         """The quantized model, with layers kept in FP32 until the budget holds; ``CheckFailed`` if it cannot
         hold, unless ``accept_loss``."""
         result = fallback.fall_back(quantize, selection, self._candidates(proto, selection), budget, self.max_fallback, quantized)
         self.context.details["fallback"] = {
-            "judged_on": budget.on, "budget": {limit.metric: limit.bound for limit in budget.limits},
-            "values": budget.to_dict(result.score), "where": result.score.where, "within_budget": result.within_budget,
-            "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity, "accepted_loss": not result.within_budget,
+            **budget.report(result.score), "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity,
+            "accepted_loss": not result.within_budget,
         }
         for line in result.reasons(budget):
             self.note(line)
-        if result.within_budget:
-            self.note(f"fidelity budget held on {budget.on}: {budget.describe(result.score)}")
-            return result.proto
-        broken = (f"{self.name}: {budget.describe(result.score)} on {budget.on}, over budget even with up to {result.tried} "
-                  f"{'layer' if result.tried == 1 else 'layers'} kept in FP32")
-        if not self.accept_loss:
-            raise CheckFailed(f"{broken}; accept_loss=true writes the model anyway")
-        self.note(f"budget broken, model kept as accept_loss=true asks: {broken}")
+        tried = f", over budget even with up to {result.tried} {'layer' if result.tried == 1 else 'layers'} kept in FP32"
+        fidelity_budget.settle(self, budget, result.score, accept_loss=self.accept_loss, effort=tried)
         return result.proto
 
     @staticmethod

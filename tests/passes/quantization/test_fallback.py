@@ -10,6 +10,7 @@ from onnxcompress import checks, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, QuantizeStatic
+from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.quantization import fallback
 from onnxcompress.passes.quantization.ort_bridge import Selection
 from onnxcompress.pipeline import LabelledData
@@ -108,7 +109,7 @@ def test_unknown_fidelity_output_is_a_usage_error() -> None:
         QuantizeDynamic(max_drop=1e-3, fidelity_output="logits").apply(model, calibration=reader)
 
 
-def _additive_budget(damage: dict[str, float], max_drop: float) -> tuple[fallback.Quantize, fallback.Budget]:
+def _additive_budget(damage: dict[str, float], max_drop: float) -> tuple[fallback.Quantize, fidelity_budget.Budget]:
     """A fake quantizer whose "model" is the set of quantized layers, and a budget adding their damages."""
     layers = list(damage)
 
@@ -119,8 +120,8 @@ def _additive_budget(damage: dict[str, float], max_drop: float) -> tuple[fallbac
     def total(quantized: frozenset[str]) -> float:
         return sum(damage[name] for name in quantized)
 
-    limits = (fallback.Limit("1 - cosine", max_drop),)
-    return quantize, fallback.Budget(limits, lambda q: fallback.Score((total(q),)), total)
+    limits = (fidelity_budget.Limit("1 - cosine", max_drop),)
+    return quantize, fidelity_budget.Budget(limits, lambda q: fidelity_budget.Score((total(q),)), total)
 
 
 def _layers(costs: dict[str, int]) -> list[fallback.Candidate]:
@@ -152,10 +153,10 @@ def test_over_budget_fallback_returns_the_configuration_with_the_lowest_drop() -
     def quantize(selection: Selection) -> frozenset[str]:
         return frozenset(selection.only or "abc") - set(selection.exclude)
 
-    def score(quantized: frozenset[str]) -> fallback.Score:
-        return fallback.Score((drops.get(quantized, 0.01 * len(quantized)),))
+    def score(quantized: frozenset[str]) -> fidelity_budget.Score:
+        return fidelity_budget.Score((drops.get(quantized, 0.01 * len(quantized)),))
 
-    budget = fallback.Budget((fallback.Limit("accuracy drop", 0.01),), score, lambda q: 0.01 * len(q))
+    budget = fidelity_budget.Budget((fidelity_budget.Limit("accuracy drop", 0.01),), score, lambda q: 0.01 * len(q))
     result = fallback.fall_back(quantize, Selection(op_types=["Conv"]), _layers(dict.fromkeys("abc", 1)), budget, max_layers=2)
     assert result.kept_fp32 == ["a"] and not result.within_budget
     assert result.score.values == (0.03,) and result.proto == frozenset("bc") and result.tried == 2
@@ -171,8 +172,8 @@ def test_a_group_candidate_is_kept_in_fp32_as_one() -> None:
 
 
 def test_budget_describes_the_broken_limits_and_where() -> None:
-    budget = fallback.Budget((fallback.Limit("slice error", 0.5), fallback.Limit("1 - cosine", 0.01)), None, None)
-    assert budget.describe(fallback.Score((9.9, 0.001), "'y' axis 1 index 34")) == "slice error 9.9 > 0.5 at 'y' axis 1 index 34"
-    assert budget.describe(fallback.Score((0.1, 0.02), "'y' whole")) == "1 - cosine 0.02 > 0.01"
-    assert budget.describe(fallback.Score((0.1, 0.001))) == "slice error 0.1 <= 0.5, 1 - cosine 0.001 <= 0.01"
-    assert budget.excess(fallback.Score((1.0, 0.001))) == pytest.approx(1.0) and not budget.holds(fallback.Score((float("nan"), 0.0)))
+    budget = fidelity_budget.Budget((fidelity_budget.Limit("slice error", 0.5), fidelity_budget.Limit("1 - cosine", 0.01)), None, None)
+    assert budget.describe(fidelity_budget.Score((9.9, 0.001), "'y' axis 1 index 34")) == "slice error 9.9 > 0.5 at 'y' axis 1 index 34"
+    assert budget.describe(fidelity_budget.Score((0.1, 0.02), "'y' whole")) == "1 - cosine 0.02 > 0.01"
+    assert budget.describe(fidelity_budget.Score((0.1, 0.001))) == "slice error 0.1 <= 0.5, 1 - cosine 0.001 <= 0.01"
+    assert budget.excess(fidelity_budget.Score((1.0, 0.001))) == pytest.approx(1.0) and not budget.holds(fidelity_budget.Score((float("nan"), 0.0)))

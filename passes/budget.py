@@ -1,0 +1,204 @@
+"""The fidelity budget a lossy pass holds by default, and its verdict.
+
+A budget is one or more limits on how far a changed model may be from the model the pass was
+given (``Limit``): the drop of top-1 accuracy on labelled data, 1 − cosine of the outputs, and the
+outputs' slice error (``fidelity.slice_error``: the relative error of each output and of its slices,
+each against its own spread, so class scores collapsing beside box coordinates count, which a
+whole-output cosine does not see).
+
+It is judged on samples the pass was not fitted to (``default_budget``): with labelled data the
+labelled samples (top-1 drop at most ``max_drop``, default ``DEFAULT_MAX_ACCURACY_DROP``); else
+every fourth calibration sample, held out of the calibration the pass fits on
+(``calibration.holdout``), or, without calibration data, synthetic inputs, which can show a collapse
+of the outputs but not judge the model's task (slice error at most ``max_error``, default
+``DEFAULT_MAX_ERROR``, and 1 − cosine at most ``max_drop`` when given). The default ``max_error``
+lies between the error ordinary INT8 noise leaves and a collapse (a slice whose error is as large as
+its own spread).
+
+Over budget, ``settle`` raises ``CheckFailed`` naming the metric, its value and the budget (so
+nothing is written and the CLI exits 1), unless the pass's ``accept_loss`` accepts the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcompress import fidelity, runtime
+from onnxcompress.calibration import holdout
+from onnxcompress.calibration.validation import model_batches
+from onnxcompress.errors import CheckFailed, UsageError
+
+DEFAULT_MAX_ERROR = 0.5
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+SLICE_ERROR = "slice error"
+COSINE = "1 - cosine"
+ACCURACY = "accuracy drop"
+SYNTHETIC = "synthetic inputs (no calibration data to hold samples out of; they cannot judge the model's task)"
+
+Feeds = Mapping[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """One bound of a budget: a changed model's ``metric`` (0 = as the original, larger is worse) at most ``bound``."""
+
+    metric: str
+    bound: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A changed model measured against a budget: one value per limit, and where its outputs are worst."""
+
+    values: tuple[float, ...]
+    where: str = ""
+
+
+@dataclasses.dataclass
+class Budget:
+    """The limits a changed model must keep, how to ``score`` one, the ``damage`` that ranks what changed, and
+    what it is judged ``on`` (for messages)."""
+
+    limits: tuple[Limit, ...]
+    score: Callable[[onnx.ModelProto], Score]
+    damage: Callable[[onnx.ModelProto], float]
+    on: str = ""
+
+    def excess(self, score: Score) -> float:
+        """How far ``score`` is over the budget: the worst limit's excess relative to its bound; ≤ 0 when it holds."""
+        return max(((value - limit.bound) / (limit.bound or 1.0) for value, limit in zip(score.values, self.limits)), default=0.0)
+
+    def holds(self, score: Score) -> bool:
+        """Every limit kept (a NaN value keeps none)."""
+        return all(value <= limit.bound for value, limit in zip(score.values, self.limits))
+
+    def describe(self, score: Score) -> str:
+        """``slice error 9.94 > 0.5 at 'output0' axis 1 index 34``: the limits broken (all when none is)."""
+        pairs = list(zip(score.values, self.limits))
+        broken = [(v, limit) for v, limit in pairs if not v <= limit.bound] or pairs
+        text = ", ".join(f"{limit.metric} {v:.4g} {'>' if not v <= limit.bound else '<='} {limit.bound:g}" for v, limit in broken)
+        return text + (f" at {score.where}" if score.where and any(limit.metric == SLICE_ERROR for _, limit in broken) else "")
+
+    def to_dict(self, score: Score) -> dict[str, float]:
+        """``{metric: value}`` of ``score``."""
+        return {limit.metric: value for value, limit in zip(score.values, self.limits)}
+
+    def report(self, score: Score) -> dict[str, Any]:
+        """What was judged on, the limits, the values and where the outputs are worst (a pass's ``details``)."""
+        return {"judged_on": self.on, "budget": {limit.metric: limit.bound for limit in self.limits},
+                "values": self.to_dict(score), "where": score.where, "within_budget": self.holds(score)}
+
+
+class Judged:
+    """Feeds a changed model is judged on (one or more runs in the model's batch) and the reference's outputs on them.
+
+    Padding positions (``fidelity.padding_mask``) are dropped from the outputs; the runs' outputs are
+    joined along their first axis when their other axes agree, else each run is compared on its own.
+    """
+
+    def __init__(self, reference: ir.Model, feeds: Sequence[Feeds], output: str | None = None) -> None:
+        self.feeds = [dict(f) for f in feeds]
+        self.masks = [fidelity.padding_mask(f) for f in self.feeds]
+        self.output = output
+        self.expected = [self._kept(runtime.run(reference, f), mask) for f, mask in zip(self.feeds, self.masks)]
+
+    def fidelity(self, proto: onnx.ModelProto) -> fidelity.Fidelity:
+        """How the outputs of ``proto`` compare with the reference's on these feeds."""
+        model = ir.serde.deserialize_model(proto)
+        produced = [self._kept(runtime.run(model, f), mask) for f, mask in zip(self.feeds, self.masks)]
+        expected, got = _joined(self.expected), _joined(produced)
+        if expected is not None and got is not None:
+            return fidelity.compare(expected, got)
+        return fidelity.Fidelity([o for e, g in zip(self.expected, produced) for o in fidelity.compare(e, g).outputs])
+
+    def _kept(self, outputs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
+        if self.output is not None and self.output not in outputs:
+            raise UsageError(f"fidelity_output {self.output!r} is not a model output; outputs are: {', '.join(outputs)}")
+        names = [self.output] if self.output is not None else list(outputs)
+        return {name: fidelity.unpadded(np.asarray(outputs[name]), mask) for name in names}
+
+
+def _joined(runs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """The runs' outputs concatenated along their first axis, or None when some output's other axes differ between runs."""
+    joined = {}
+    for name in runs[0]:
+        arrays = [run[name] for run in runs]
+        if len({a.shape[1:] for a in arrays}) > 1 or arrays[0].ndim == 0:
+            return None if len(arrays) > 1 else {name: arrays[0] for name in runs[0]}
+        joined[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return joined
+
+
+def output_budget(judged: Judged, *, max_error: float | None, max_drop: float | None = None, on: str = "") -> Budget:
+    """Budget on the outputs: the slice error at most ``max_error`` and 1 − cosine at most ``max_drop`` (each when given)."""
+    limits = tuple([Limit(SLICE_ERROR, max_error)] * (max_error is not None) + [Limit(COSINE, max_drop)] * (max_drop is not None))
+
+    def score(proto: onnx.ModelProto) -> Score:
+        found = judged.fidelity(proto)
+        values = {SLICE_ERROR: found.slice_error, COSINE: 1.0 - found.cosine}
+        return Score(tuple(values[limit.metric] for limit in limits), found.where())
+
+    return Budget(limits, score, lambda proto: judged.fidelity(proto).slice_error, on)
+
+
+def accuracy_budget(labelled, base: float, max_drop: float, judged: Judged, max_error: float | None = None, on: str = "") -> Budget:
+    """Budget on the drop from ``base`` of the top-1 accuracy on ``labelled`` (an object with ``accuracy(model,
+    threads)``) at most ``max_drop``, and the slice error on ``judged`` at most ``max_error`` when given."""
+    outputs = output_budget(judged, max_error=max_error)
+
+    def score(proto: onnx.ModelProto) -> Score:
+        drop = base - labelled.accuracy(ir.serde.deserialize_model(proto), runtime.DEFAULT_THREADS)
+        rest = outputs.score(proto) if outputs.limits else Score(())
+        return Score((drop, *rest.values), rest.where)
+
+    return Budget((Limit(ACCURACY, max_drop), *outputs.limits), score, outputs.damage, on)
+
+
+def default_budget(
+    model: ir.Model, *, calibration: Any = None, labelled: Any = None,
+    max_error: float | None = None, max_drop: float | None = None, output: str | None = None,
+) -> tuple[Budget, Any]:
+    """The budget a lossy pass holds on ``model`` (read before it changes), and the calibration reader left to fit
+    on: ``calibration`` without its held-out samples, or ``calibration`` itself when none are held out."""
+    if labelled is not None:
+        judged = Judged(model, [labelled.feeds], output)
+        base = labelled.accuracy(model, runtime.DEFAULT_THREADS)
+        drop = max_drop if max_drop is not None else DEFAULT_MAX_ACCURACY_DROP
+        return accuracy_budget(labelled, base, drop, judged, max_error, f"{len(labelled.labels)} labelled samples"), calibration
+    rest = calibration
+    if calibration is None:
+        feeds, judged_on = [runtime.synthetic_inputs(model)], SYNTHETIC
+    else:
+        held = holdout.held_out(calibration, model)
+        if held.samples:
+            rest = holdout.CalibrationPart(calibration, model)
+            feeds, judged_on = held.feeds, f"{held.samples} held-out calibration samples"
+        else:
+            feeds, judged_on = [next(model_batches(calibration, model)).arrays()], "calibration samples (too few to hold any out)"
+    error = max_error if max_error is not None else DEFAULT_MAX_ERROR
+    return output_budget(Judged(model, feeds, output), max_error=error, max_drop=max_drop, on=judged_on), rest
+
+
+def check_options(pass_) -> None:
+    """Refuse a pass's ``max_drop`` outside [0, 1] and a ``max_error`` that is not positive."""
+    pass_.require(pass_.max_drop is None or 0 <= pass_.max_drop <= 1, "max_drop", "in [0, 1]")
+    pass_.require(pass_.max_error is None or pass_.max_error > 0, "max_error", "> 0")
+
+
+def settle(pass_, budget: Budget, score: Score, *, accept_loss: bool, effort: str = "") -> bool:
+    """Whether ``score`` holds ``budget``, noted on ``pass_``; over budget, ``CheckFailed`` naming the metric, its
+    value and the budget (``effort``: what was tried first), unless ``accept_loss`` (then a note says it broke)."""
+    if budget.holds(score):
+        pass_.note(f"fidelity budget held on {budget.on}: {budget.describe(score)}")
+        return True
+    broken = f"{pass_.name}: {budget.describe(score)} on {budget.on}{effort}"
+    if not accept_loss:
+        raise CheckFailed(f"{broken}; accept_loss=true writes the model anyway")
+    pass_.note(f"budget broken, model kept as accept_loss=true asks: {broken}")
+    return False

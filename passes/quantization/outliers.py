@@ -82,16 +82,30 @@ class SplitOutlierChannels(CompressionPass):
             self.note("no MatMul reading another MatMul through element-wise ops only: nothing to split")
             return ir.passes.PassResult(model, modified=False)
         peaks = channel_peaks(model, self.context.calibration, [p.activation.name for p in pairs])
-        split = {}
-        for pair in pairs:
-            outliers = outlier_channels(peaks[pair.activation.name], self.channels, self.min_ratio)
-            if len(outliers):
-                split_pair(model.graph, pair, outliers)
-                split[pair.second.name] = len(outliers)
+        split, chained = self._split_pairs(model.graph, pairs, peaks)
         self.context.details.update(split=split)
         self.note(f"split {sum(split.values())} outlier channels of {len(split)} of {len(pairs)} MatMul pairs into FP32 branches"
                   f" (at most {self.channels} each, peak >= {self.min_ratio}x the median channel)")
+        if chained:
+            self.note(f"left {len(chained)} MatMul pairs alone whose first MatMul was already split as the second of"
+                      f" the pair before it (chained MatMuls): {', '.join(chained)}")
         return ir.passes.PassResult(model, modified=bool(split))
+
+    def _split_pairs(self, graph: ir.Graph, pairs: list[SplitPair], peaks: dict[str, np.ndarray]) -> tuple[dict[str, int], list[str]]:
+        """Split each pair with outlier channels; returns the channels split per second MatMul, and the pairs left
+        alone because a MatMul of theirs was already rewritten (in ``W3·f(W2·f(W1·x))`` the middle MatMul is the
+        second of one pair and the first of the next, and only one of the two can be split)."""
+        split, rewritten, chained = {}, set(), []
+        for pair in pairs:
+            if {id(pair.first), id(pair.second)} & rewritten:
+                chained.append(pair.second.name)
+                continue
+            outliers = outlier_channels(peaks[pair.activation.name], self.channels, self.min_ratio)
+            if len(outliers):
+                split_pair(graph, pair, outliers)
+                split[pair.second.name] = len(outliers)
+                rewritten |= {id(pair.first), id(pair.second)}
+        return split, chained
 
 
 def splittable_pairs(model: ir.Model, excluded: set[str]) -> list[SplitPair]:

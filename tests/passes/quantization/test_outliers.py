@@ -123,6 +123,33 @@ def test_a_split_matmul_can_be_the_graph_output(assert_exact_rewrite) -> None:
     assert [v.name for v in after.graph.outputs] == ["m2"]
 
 
+def test_of_chained_pairs_the_second_is_left_alone_with_a_note(assert_exact_rewrite) -> None:
+    # a classifier head (Keras VGG16 in the corpus): MatMul → Relu → MatMul → Relu → MatMul; the middle MatMul
+    # ends the first pair and starts the second, and splitting the first removes it
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    head (float[N, 16] x) => (float[N, 4] y)
+    <float[16, 32] w1 = {0.0}, float[32, 32] w2 = {0.0}, float[32, 4] w3 = {0.0}>
+    {
+        m1 = MatMul (x, w1)
+        r1 = Relu (m1)
+        m2 = MatMul (r1, w2)
+        r2 = Relu (m2)
+        y = MatMul (r2, w3)
+    }
+    """
+    before = with_weights(text)
+    for name in ("w1", "w2"):
+        weight = before.graph.initializers[name].const_value.numpy() * np.where(np.arange(32) == 3, 30.0, 1.0)
+        before.graph.initializers[name].const_value = ir.tensor(weight.astype(np.float32), name=name)
+    after = io.clone(before)
+    feeds = {"x": np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32)}
+    run = SplitOutlierChannels().apply(after, calibration=ArrayReader(feeds))
+    assert_exact_rewrite(before, after, feeds)
+    assert list(run.details["split"]) == ["matmul_2"]
+    assert any("left 1 MatMul pairs alone" in note and note.endswith(": matmul_4") for note in run.notes)
+
+
 @pytest.mark.parametrize("options", [{"min_ratio": 50.0}, {"exclude": ["matmul_8"]}, {"exclude": ["matmul_1"]}])
 def test_flat_or_excluded_pairs_are_left_alone(options) -> None:
     model = ffn_with_outlier_channels()

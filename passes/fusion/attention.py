@@ -10,8 +10,9 @@ Ours: onnxscript fuses attention only into ORT's contrib ops (``com.microsoft``)
 for the standard op ran MiniLM-sized attention (batch 8, 12 heads, sequence 128) in 1.4 ms against
 2.0 ms decomposed, and all-MiniLM-L6-v2 ~10 % faster end to end, in FP32 and after dynamic INT8.
 
-ORT's CPU kernel rejects a mask whose query axis is broadcast (``[B, 1, 1, S]``, legal in the spec),
-so unless shapes prove the mask spells it out, the mask is expanded to the query length in the graph.
+Blocks whose head split or merge is not this one (PyTorch's ``nn.MultiheadAttention``, the dynamo
+exports' computed shapes) are fused on their 4-D heads instead (``attention_heads.py``); those rules
+leave a block to these when these fuse it, since the 3-D form spares ORT the head transposes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import constant, last_dim, same_dim
+from onnxcompress.passes.fusion import attention_heads
+from onnxcompress.passes.fusion._attention_mask import mask_for_ort
+from onnxcompress.passes.fusion._values import constant, last_dim
 from onnxcompress.passes.fusion.reshape_dims import copied_dims_shape
 
 NAME = "attention"
@@ -73,7 +76,7 @@ class AttentionFusion(pattern.RewriteRuleClassBase):
 
     def rewrite(self, op, q, k, v, q_shape, factor, out_shape, mask=None, **_):
         heads, _head_size = _head_split(q, q_shape)
-        inputs = [q, k, v] if mask is None else [q, k, v, _mask_for_ort(op, mask, q)]
+        inputs = [q, k, v] if mask is None else [q, k, v, mask_for_ort(op, mask, q, query_axis=1)]
         attended = op.Attention(*inputs, q_num_heads=heads, kv_num_heads=heads, scale=_scale(factor, self.divide))
         return attended if _merges_to_own_shape(q, out_shape) else op.Reshape(attended, out_shape)
 
@@ -130,38 +133,5 @@ def _scale(factor: ir.Value, divide: bool) -> float | None:
     return 1.0 / float(value.reshape(())) if divide else float(value.reshape(()))
 
 
-def _mask_for_ort(op, mask: ir.Value, q: ir.Value) -> ir.Value:
-    """The mask at rank 4 with its query axis spelled out, as ORT's CPU kernel requires, unless shapes prove it is;
-    blocks whose queries provably have one length share one expanded mask."""
-    query_length = q.shape[1] if q.shape is not None and len(q.shape) == 3 else None
-    if len(mask.shape) >= 2 and same_dim(mask.shape[-2], query_length):
-        return mask
-    shared = _expanded_for(mask, query_length)
-    if shared is not None:
-        return shared
-    ones = op.initializer(ir.tensor(np.array([1, 1], dtype=np.int64)), name=f"{q.name}_mask_lead")
-    one = op.initializer(ir.tensor(np.array([1], dtype=np.int64)), name=f"{q.name}_mask_key")
-    return op.Expand(mask, op.Concat(ones, op.Shape(q, start=1, end=2), one, axis=0))
-
-
-def _expanded_for(mask: ir.Value, query_length: int | ir.SymbolicDim | None) -> ir.Value | None:
-    """An ``Expand`` of ``mask`` to ``[1, 1, S, 1]`` an earlier rewrite made for queries of the same (provable) length."""
-    for user, _ in mask.uses():
-        target = user.inputs[1].producer() if user.op_type == "Expand" and len(user.inputs) > 1 else None
-        if target is None or target.op_type != "Concat" or len(target.inputs) != 3:
-            continue
-        lead, length, key = target.inputs
-        source = length.producer()
-        if (_ints(lead) == [1, 1] and _ints(key) == [1] and source is not None and source.op_type == "Shape"
-                and source.attributes.get_int("start", 0) == 1 and source.attributes.get_int("end", 0) == 2
-                and source.inputs[0].shape is not None and same_dim(source.inputs[0].shape[1], query_length)):
-            return user.outputs[0]
-    return None
-
-
-def _ints(value: ir.Value | None) -> list[int] | None:
-    array = constant(value)
-    return None if array is None else [int(x) for x in array.ravel()]
-
-
-RULES = [AttentionFusion.rule(divide=divide, masked=masked) for divide in (False, True) for masked in (True, False)]
+SPLIT_RULES = [AttentionFusion.rule(divide=divide, masked=masked) for divide in (False, True) for masked in (True, False)]
+RULES = SPLIT_RULES + attention_heads.rules(defer_to=SPLIT_RULES)

@@ -135,3 +135,107 @@ def test_fused_attention_is_quantized_around_not_into_ort_qattention(fused):
     for level in ("disable", "all"):
         got = runtime.run(after, feeds, optimization=level)["y"]
         assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+HEADS = """
+<ir_version: 10, opset_import: ["" : 23]>
+g (float[2, 4, 5, 8] q, {k_decl}, float[2, 4, 5, 8] v, float[2, 4, 1, 5] mask) => (float[2, 4, 5, 8] y)
+  <int64[1] minus_one = {{-1}}, int64[1] minus_two = {{-2}}, int64[1] big = {{9223372036854775807}},
+   int64[1] small = {{-9223372036854775808}}, float one = {{1.0}}, float[1] root = {{0.5}}> {{
+{keys}
+    qs = Mul(q, {factor})
+    ks = Mul(kt, {factor})
+    scores = MatMul(qs, ks)
+    masked = Add(scores, mask)
+    probs = Softmax<axis = -1>(masked)
+    y = MatMul(probs, v)
+}}
+"""
+# PyTorch's legacy export: sqrt(1 / sqrt(H)) on Q and on Kᵀ, H read from Q's shape at run time
+HEAD_SIZE_ROOT = """
+    q_shape = Shape(q)
+    h = Slice(q_shape, minus_one, big)
+    h_float = Cast<to = 1>(h)
+    h_root = Sqrt(h_float)
+    inverse = Div(one, h_root)
+    factor = Sqrt(inverse)
+"""
+# the dynamo export: Kᵀ by flattening the leading axes, swapping, and unflattening with K's own dims
+UNFLATTENED_KEYS = """
+    shape = Shape(k)
+    last = Slice(shape, minus_one, big)
+    second = Slice(shape, minus_two, minus_one)
+    lead = Slice(shape, small, minus_two)
+    flat_shape = Concat<axis = 0>(minus_one, second, last)
+    flat = Reshape(k, flat_shape)
+    swapped = Transpose<perm = [0, 2, 1]>(flat)
+    back_shape = Concat<axis = 0>(lead, {back})
+    kt = Reshape(swapped, back_shape)
+"""
+
+
+def heads_text(keys: str, factor: str, k_decl: str = "float[2, 4, 5, 8] k") -> str:
+    return HEADS.format(k_decl=k_decl, keys=keys, factor=factor)
+
+
+def attention_nodes(model: ir.Model) -> list[ir.Node]:
+    return [node for node in model.graph if node.op_type == "Attention"]
+
+
+def test_pytorch_legacy_heads_fuse_with_the_default_scale(fused, assert_exact_rewrite):
+    """Kᵀ by a Transpose, sqrt(1/sqrt(H)) on each side: the op's default scale 1/sqrt(H) stands."""
+    keys = "    kt = Transpose<perm = [0, 1, 3, 2]>(k)" + HEAD_SIZE_ROOT
+    before, after, fuse = fused(heads_text(keys, "factor"))
+    assert fuse.details["attention"] == 1
+    (attention,) = attention_nodes(after)
+    assert "scale" not in attention.attributes
+    assert {"MatMul", "Softmax", "Sqrt", "Cast", "Transpose"}.isdisjoint(ops(after))  # the scale chain and Kᵀ are gone
+    assert_exact_rewrite(before, after)
+
+
+def test_dynamo_unflattened_keys_fuse_with_the_product_of_both_scales(fused, assert_exact_rewrite):
+    before, after, fuse = fused(heads_text(UNFLATTENED_KEYS.format(back="last, second"), "root"))
+    (attention,) = attention_nodes(after)
+    assert attention.inputs[1].name == "k"  # K itself, the flatten/transpose/unflatten gone
+    assert attention.attributes.get_float("scale") == pytest.approx(0.25)
+    assert {"MatMul", "Softmax"}.isdisjoint(ops(after))
+    assert_exact_rewrite(before, after)
+
+
+def test_an_unflatten_that_does_not_swap_the_last_axes_is_not_fused(fused):
+    """Unflattening to [B, N, S, H] after the swap is a reshuffle, not Kᵀ: left alone."""
+    before, after, fuse = fused(heads_text(UNFLATTENED_KEYS.format(back="second, last"), "root"))
+    assert fuse.details["attention"] == 0 and ops(after) == ops(before)
+
+
+def test_keys_split_with_their_transpose_folded_in_get_their_own_perm(fused, assert_exact_rewrite):
+    """transformers' dynamo export: Kᵀ = Transpose(K as [B, S, N, H], [0, 2, 3, 1]) becomes K's [0, 2, 1, 3] split."""
+    before, after, _ = fused(heads_text("    kt = Transpose<perm = [0, 2, 3, 1]>(k)", "root", k_decl="float[2, 5, 4, 8] k"))
+    (attention,) = attention_nodes(after)
+    split = attention.inputs[1].producer()
+    assert split.op_type == "Transpose" and list(split.attributes.get_ints("perm")) == [0, 2, 1, 3]
+    assert_exact_rewrite(before, after)
+
+
+def test_a_scale_from_another_tensors_shape_is_left_alone(fused, assert_exact_rewrite):
+    keys = "    kt = Transpose<perm = [0, 1, 3, 2]>(k)" + HEAD_SIZE_ROOT.replace("Shape(q)", "Shape(v)")
+    before, after, fuse = fused(heads_text(keys, "factor").replace("float[2, 4, 5, 8] v", "float[2, 4, 5, 16] v")
+                                .replace("float[2, 4, 5, 8] y", "float[2, 4, 5, 16] y"))
+    assert fuse.details["attention"] == 0
+    assert_exact_rewrite(before, after)
+
+
+@pytest.mark.slow  # exports the corpus models on a first run (later runs read the cache)
+@pytest.mark.parametrize("name", ["torch-encoder-legacy", "torch-encoder-dynamo", "hf-bert-dynamo", "hf-distilbert-dynamo"])
+def test_every_attention_block_of_pytorch_and_dynamo_exports_is_fused(name, assert_exact_rewrite):
+    from onnxcompress.models.hardening import ENTRIES
+    from onnxcompress.passes import Cleanup, FoldConstants
+
+    entry = ENTRIES[name]
+    before = io.load(entry.model())
+    for pass_ in (FoldConstants(), Cleanup()):
+        pass_(before)
+    after = io.clone(before)
+    fuse = Fuse(opset=23).apply(after)
+    assert fuse.details["attention"] == 2 and "Softmax" not in ops(after)
+    assert_exact_rewrite(before, after, entry.feeds("held-out", 4))

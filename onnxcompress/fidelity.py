@@ -142,9 +142,14 @@ def compare(
 
     ``precision``: the model's coarsest float type (``model_precision``), which sets the exact-pass
     tolerance when it is coarser than an output's own. ``mask``: padding positions (``padding_mask``)
-    to leave out of the relative error, for outputs whose leading axes are the mask's.
+    to leave out of the relative error, for outputs whose leading axes are the mask's. An empty optional
+    output (None) is matched only by an empty optional.
     """
-    return Fidelity([_compare_one(name, np.asarray(ref), candidate.get(name), precision, mask) for name, ref in reference.items()])
+    return Fidelity([
+        _equality(name, name in candidate and candidate[name] is None) if ref is None
+        else _compare_one(name, np.asarray(ref), candidate.get(name), precision, mask)
+        for name, ref in reference.items()
+    ])
 
 
 def exact_tolerance(*dtypes: np.dtype | None) -> float:
@@ -204,8 +209,7 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
     cand = np.asarray(cand)
     tolerance = exact_tolerance(ref.dtype, precision)
     if ref.dtype == np.bool_ or not (np.issubdtype(ref.dtype, np.number) or _epsilon(ref.dtype)):
-        equal = bool(np.array_equal(ref, cand))
-        return OutputFidelity(name, 0.0 if equal else float("inf"), 1.0, 1.0 if equal else 0.0, True, SAME if equal else BROKEN, tolerance)
+        return _equality(name, bool(np.array_equal(ref, cand)), tolerance)
     r = ref.astype(np.float64)
     c = cand.astype(np.float64)
     finite = np.isfinite(r) & np.isfinite(c)
@@ -214,6 +218,11 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
     scale = max(float(np.max(np.abs(r[finite]), initial=0.0)), 1.0) if r.size else 1.0
     worst = slice_error(unpadded(np.where(finite, r, 0.0), mask), unpadded(np.where(finite, c, 0.0), mask)) if same_nonfinite else BROKEN
     return OutputFidelity(name, err, scale, _cosine(r[finite], c[finite]), True, worst, tolerance)
+
+
+def _equality(name: str, equal: bool, tolerance: float = EXACT_RELATIVE_TOLERANCE) -> OutputFidelity:
+    """The fidelity of an output judged only as equal or not (booleans, strings, empty optionals)."""
+    return OutputFidelity(name, 0.0 if equal else float("inf"), 1.0, 1.0 if equal else 0.0, True, SAME if equal else BROKEN, tolerance)
 
 
 def slice_error(reference: np.ndarray, candidate: np.ndarray) -> SliceError:

@@ -52,6 +52,14 @@ def test_integer_and_boolean_outputs():
     assert fidelity.compare(flags, {"b": np.array([True, True])}).cosine == 0.0
 
 
+def test_an_empty_optional_output_matches_only_an_empty_optional():
+    empty = {"o": None}
+    assert fidelity.compare(empty, {"o": None}).exact
+    for cand in ({}, {"o": np.ones(3, np.float32)}):
+        assert not fidelity.compare(empty, cand).exact
+    assert not fidelity.compare({"o": np.ones(3, np.float32)}, {"o": None}).exact
+
+
 def test_cosine_of_opposite_and_zero_outputs():
     ref = {"y": np.array([1.0, 2.0], np.float32)}
     assert fidelity.compare(ref, {"y": -ref["y"]}).cosine == pytest.approx(-1.0)

@@ -5,8 +5,10 @@ something is removed, so a model with nothing to prune comes back untouched. It 
 dependency graph (``dependencies``), scores every removable unit
 (``importance``), picks the lowest per group or globally (``selection``), optionally folds what the
 removed units contributed into the consumers (``recovery``), and slices every coupled tensor and
-shape constant at once (``rewrite``). Unlike Torch-Pruning it needs no PyTorch source — measured on
-the ResNet-18 layout at 50 %: 3.053M parameters and identical MACs to Torch-Pruning 1.6.1's 3.052M
+shape constant at once (``rewrite``). The result must then hold the same fidelity budget as the
+quantizers (``onnxcompress.passes.budget``), judged after any recovery; a model it cannot hold is not
+written (``CheckFailed``) unless ``accept_loss`` accepts the loss. Unlike Torch-Pruning it needs no
+PyTorch source — measured on the ResNet-18 layout at 50 %: 3.053M parameters and identical MACs to Torch-Pruning 1.6.1's 3.052M
 (``docs/bench_pruning.md``) — and unlike onnxsim's pruner it follows residual Adds, Concats,
 Flatten into Gemm and attention heads.
 """
@@ -20,6 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io
+from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.pruning import importance, recovery
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
@@ -45,6 +48,10 @@ class PruneChannels(CompressionPass):
 
     ``importance``: ``magnitude`` (weight L2), ``activation`` (|W|·‖X‖), ``mean_abs`` (mean |a|),
     ``apoz`` (1 − average percentage of zeros) or ``taylor``; all but ``magnitude`` need calibration.
+    By default the pruned model must keep a fidelity budget on held-out calibration samples (slice error
+    ≤ ``max_error``, 0.5 by default; with labels, accuracy drop ≤ ``max_drop``, 0.01 by default), on
+    synthetic inputs without calibration data, judged after ``bias_fold``/``reconstruct``; else
+    ``CheckFailed`` unless ``accept_loss=true`` (``onnxcompress.passes.budget``).
     """
 
     name = "prune-channels"
@@ -64,13 +71,18 @@ class PruneChannels(CompressionPass):
         dead_only: bool = False,
         bias_fold: bool = False,
         reconstruct: bool = False,
+        max_error: float | None = None,
+        max_drop: float | None = None,
+        accept_loss: bool = False,
     ) -> None:
         super().__init__()
         self.ratio, self.scope, self.importance = ratio, scope, importance
         self.round_to, self.min_channels, self.exclude = round_to, min_channels, list(exclude or [])
         self.heads, self.ffn, self.layernorm, self.dead_only = heads, ffn, layernorm, dead_only
         self.bias_fold, self.reconstruct = bias_fold, reconstruct
+        self.max_error, self.max_drop, self.accept_loss = max_error, max_drop, accept_loss
         self.check_choices()
+        fidelity_budget.check_options(self)
         self.require(0 <= ratio < 1, "ratio", "in [0, 1)")
         self.require(round_to >= 1, "round_to", "at least 1")
         self.require(min_channels >= 1, "min_channels", "at least 1")
@@ -90,6 +102,9 @@ class PruneChannels(CompressionPass):
             self.note("ratio=0: nothing removed (identity)")
             return ir.passes.PassResult(model, modified=False)
         self._validate_calibration(model)
+        budget, self.context.calibration = fidelity_budget.default_budget(
+            model, calibration=self.context.calibration, labelled=self.context.labelled,
+            max_error=self.max_error, max_drop=self.max_drop)
         work = io.clone(model)
         ties = untie_weights(work)
         infer_shapes(work)
@@ -113,6 +128,7 @@ class PruneChannels(CompressionPass):
         if after[0] >= before[0]:
             self.note(f"declined: the removal would not reduce parameters ({before[0]:,} -> {after[0]:,}); model left unchanged")
             return ir.passes.PassResult(model, modified=False)
+        self._hold(budget, work)
         model.graph = work.graph
         return ir.passes.PassResult(model, modified=True)
 
@@ -156,6 +172,14 @@ class PruneChannels(CompressionPass):
             self.note(recovery.reconstruct(model, graph, chosen, self.context.calibration))
         elif self.bias_fold:
             self.note(recovery.fold_into_bias(model, graph, chosen, self.context.calibration))
+
+    def _hold(self, budget: fidelity_budget.Budget, pruned: ir.Model) -> None:
+        """Judge ``pruned`` (recovery included) against the budget: ``CheckFailed`` over it unless ``accept_loss``."""
+        score = budget.score(io.to_proto(pruned))
+        self.context.details["budget"] = {**budget.report(score), "accepted_loss": not budget.holds(score)}
+        recovered = "least-squares reconstruction" if self.reconstruct else "bias folding" if self.bias_fold else None
+        effort = f", after {recovered}" if recovered else ", without recovery (reconstruct=true re-fits the consumers on calibration data)"
+        fidelity_budget.settle(self, budget, score, accept_loss=self.accept_loss, effort=effort)
 
     def _report(self, before: tuple[int, int], after: tuple[int, int]) -> None:
         groups = self.context.details["groups"]

@@ -57,7 +57,7 @@ def test_removal_rewrites_depthwise_group_and_gemm_columns(make_model, check_pru
     model = make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES)
     feeds = runtime.synthetic_inputs(model, batch=2)
     before = runtime.run(model, feeds, optimization="disable")
-    assert PruneChannels(ratio=0.5)(model).modified
+    assert PruneChannels(ratio=0.5, accept_loss=True)(model).modified
     after = check_pruned(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES), model, feeds)
     assert after["y"].shape == before["y"].shape
     depthwise = next(n for n in model.graph if n.op_type == "Conv" and n.attributes.get_int("group", 1) > 1)
@@ -112,7 +112,7 @@ g (float[N,3,8,8] x) => (float[N,2,8,8] y)
     shapes = {"w1": (8, 3, 1, 1), "w2": (2, 6, 1, 1)}
     model = make_model(text, shapes)
     feeds = runtime.synthetic_inputs(model, batch=2)
-    assert PruneChannels(ratio=0.5)(model).modified
+    assert PruneChannels(ratio=0.5, accept_loss=True)(model).modified
     check_pruned(make_model(text, shapes), model, feeds)
     conv = next(n for n in model.graph if n.op_type == "Conv")
     assert conv.inputs[1].const_value.shape[0] < 8  # filters removed from the first conv
@@ -129,7 +129,7 @@ def test_exclude_freezes_every_group_the_tensor_touches(make_model):
 
 
 def test_min_channels_bounds_every_group(make_model):
-    result = PruneChannels(ratio=0.9, min_channels=3)(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES))
+    result = PruneChannels(ratio=0.9, min_channels=3, accept_loss=True)(make_model(RESIDUAL_CONCAT, RESIDUAL_SHAPES))
     assert result.modified
     groups = {g["group"]: g for g in result.details["groups"]}
     assert groups["w1[0]"]["kept"] == 3

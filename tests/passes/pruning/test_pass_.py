@@ -9,7 +9,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress import io, runtime
-from onnxcompress.errors import UsageError
+from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.stats import parameter_count
 
@@ -43,7 +43,7 @@ def test_cnn_pruned_half_runs_and_shrinks(cnns, name, check_pruned):
     original = cnns[name]
     model = io.clone(original)
     feeds = runtime.synthetic_inputs(model, batch=2)
-    run = PruneChannels(ratio=0.5, round_to=4)(model)
+    run = PruneChannels(ratio=0.5, round_to=4, accept_loss=True)(model)
     assert run.modified
     check_pruned(original, model, feeds)
     assert parameter_count(model) < 0.6 * parameter_count(original)
@@ -55,7 +55,7 @@ def test_cnn_pruned_half_runs_and_shrinks(cnns, name, check_pruned):
 
 
 def test_residual_groups_reported(cnns):
-    groups = PruneChannels(ratio=0.5)(io.clone(cnns["resnet"])).details["groups"]
+    groups = PruneChannels(ratio=0.5, accept_loss=True)(io.clone(cnns["resnet"])).details["groups"]
     removed = [g for g in groups if g["removed"]]
     frozen = [g for g in groups if g["frozen"]]
     # 8 block-internal groups + 4 residual stages, each halved; stem input and logits frozen
@@ -132,7 +132,7 @@ def minilm2(tmp_path_factory):
 @pytest.mark.slow
 def test_minilm_heads_and_ffn_removed(minilm2, minilm_feeds, check_pruned):
     model = io.clone(minilm2)
-    run = PruneChannels(ratio=0.5)(model)
+    run = PruneChannels(ratio=0.5, accept_loss=True)(model)
     assert run.modified
     got = check_pruned(minilm2, model, minilm_feeds)
     kinds = {(g["kind"], g["removed"], g["kept"]) for g in run.details["groups"] if g["removed"]}
@@ -146,7 +146,104 @@ def test_minilm_heads_and_ffn_removed(minilm2, minilm_feeds, check_pruned):
 @pytest.mark.slow
 def test_minilm_heads_switch_off_keeps_attention(minilm2, minilm_feeds, check_pruned):
     model = io.clone(minilm2)
-    run = PruneChannels(ratio=0.5, heads=False)(model)
+    run = PruneChannels(ratio=0.5, heads=False, accept_loss=True)(model)
     assert run.modified
     check_pruned(minilm2, model, minilm_feeds)
     assert {g["kind"] for g in run.details["groups"] if g["removed"]} == {"neurons"}
+
+
+# Filters 0-3 of w1 are near zero but carry a bias of 1, so after the Relu they are a constant 1 that w2 reads:
+# magnitude pruning at 50 % removes them, which shifts every output channel unless recovery folds them back.
+CONSTANT_CHANNELS_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4, 6, 6] x) => (float[N, 6, 6, 6] y)
+<float[8, 4, 1, 1] w1 = {0.0}, float[8] b1 = {0.0}, float[6, 8, 1, 1] w2 = {0.0}, float[6] b2 = {0.0}> {
+  a = Conv (x, w1, b1)
+  r = Relu (a)
+  y = Conv (r, w2, b2)
+}
+"""
+
+
+def constant_channels() -> ir.Model:
+    """``CONSTANT_CHANNELS_TEXT`` with its weights set."""
+    rng = np.random.default_rng(3)
+    w1 = np.concatenate([rng.normal(scale=1e-3, size=(4, 4)), rng.normal(scale=2.0, size=(4, 4))]).reshape(8, 4, 1, 1)
+    b1 = np.array([1.0] * 4 + [0.0] * 4)
+    shifts = np.repeat(np.linspace(-1.0, 1.0, 6)[:, None], 4, axis=1)  # a different shift per output channel
+    w2 = np.concatenate([shifts, rng.normal(scale=0.3, size=(6, 4))], axis=1).reshape(6, 8, 1, 1)
+    model = ir.from_onnx_text(CONSTANT_CHANNELS_TEXT)
+    for name, array in {"w1": w1, "b1": b1, "w2": w2, "b2": np.zeros(6)}.items():
+        model.graph.initializers[name].const_value = ir.tensor(array.astype(np.float32), name=name)
+    return model
+
+
+def constant_channels_data(count: int = 32) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(4).normal(size=(count, 4, 6, 6)).astype(np.float32)}
+
+
+def test_a_collapse_fails_the_pass_and_leaves_the_model_alone():
+    from onnxcompress.calibration.readers import ArrayReader
+
+    model = constant_channels()
+    before = io.to_proto(model).SerializeToString()
+    with pytest.raises(CheckFailed) as failed:
+        PruneChannels(ratio=0.5).apply(model, calibration=ArrayReader(constant_channels_data()))
+    message = str(failed.value)
+    assert message.startswith("prune-channels: slice error ") and "> 0.5 at 'y'" in message and "\n" not in message
+    assert "on 8 held-out calibration samples, without recovery" in message and message.endswith("accept_loss=true writes the model anyway")
+    assert io.to_proto(model).SerializeToString() == before
+
+
+def test_the_budget_is_judged_after_recovery():
+    from onnxcompress.calibration.readers import ArrayReader
+
+    model = constant_channels()
+    run = PruneChannels(ratio=0.5, bias_fold=True).apply(model, calibration=ArrayReader(constant_channels_data()))
+    budget = run.details["budget"]
+    assert run.modified and budget["within_budget"] and not budget["accepted_loss"]
+    assert budget["judged_on"] == "8 held-out calibration samples" and budget["values"]["slice error"] < 0.05
+    assert any(note.startswith("fidelity budget held on 8 held-out calibration samples: slice error") for note in run.notes)
+    assert model.graph.initializers["w1"].const_value.shape[0] == 4
+
+
+def test_accept_loss_keeps_the_pruned_model_and_says_the_budget_broke():
+    model = constant_channels()
+    run = PruneChannels(ratio=0.5, accept_loss=True)(model)
+    budget = run.details["budget"]
+    assert run.modified and budget["accepted_loss"] and budget["values"]["slice error"] > 0.5
+    assert budget["judged_on"].startswith("synthetic inputs") and "cannot judge the model's task" in budget["judged_on"]
+    assert any(note.startswith("budget broken, model kept as accept_loss=true asks: prune-channels: slice error") for note in run.notes)
+
+
+def test_with_labels_the_budget_is_the_top1_drop():
+    from onnxcompress.pipeline import LabelledData
+
+    model = constant_channels()
+    feeds = constant_channels_data(16)
+    labels = runtime.run(model, feeds)["y"].reshape(16, -1).argmax(axis=1)
+    run = PruneChannels(ratio=0.5, max_drop=1.0).apply(model, labelled=LabelledData(feeds, labels))
+    budget = run.details["budget"]
+    assert budget["budget"] == {"accuracy drop": 1.0} and budget["judged_on"] == "16 labelled samples"
+    assert 0 < budget["values"]["accuracy drop"] <= 1.0 and budget["within_budget"]
+    with pytest.raises(CheckFailed, match=r"^prune-channels: accuracy drop .* > 0.01 on 16 labelled samples"):
+        PruneChannels(ratio=0.5).apply(constant_channels(), labelled=LabelledData(feeds, labels))
+
+
+@pytest.mark.parametrize(("options", "message"), [({"max_error": 0.0}, "max_error must be > 0"), ({"max_drop": 1.5}, r"max_drop must be in \[0, 1\]")])
+def test_bad_budget_options_are_usage_errors(options, message):
+    with pytest.raises(UsageError, match=message):
+        PruneChannels(**options)
+
+
+def test_cli_exits_1_and_writes_nothing_over_budget(tmp_path, capsys):
+    from onnxcompress.cli import main
+
+    path, data, out = tmp_path / "m.onnx", tmp_path / "calibration.npz", tmp_path / "out.onnx"
+    io.save(constant_channels(), path)
+    np.savez(data, **constant_channels_data())
+    assert main(["run", str(path), "-o", str(out), "-p", "prune-channels", "--calibration", str(data), "--no-bench"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert not out.exists() and "prune-channels: slice error" in err and "accept_loss=true" in err and "\n" not in err
+    options = "prune-channels:reconstruct=true"
+    assert main(["run", str(path), "-o", str(out), "-p", options, "--calibration", str(data), "--no-bench"]) == 0 and out.is_file()

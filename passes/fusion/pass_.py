@@ -59,6 +59,7 @@ class Fuse(CompressionPass):
             total += count
         if total:
             common.CommonSubexpressionEliminationPass()(model)  # rewrites can leave twin shape chains
+            model.graph.sort()  # onnxscript inserts a rewrite after the node it matched at, before any later input it reads
         common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=converted or total > 0)
 

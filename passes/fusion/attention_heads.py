@@ -228,11 +228,11 @@ def _keys_of(k_t: ir.Value) -> tuple[ir.Value, tuple[int, ...] | None] | None:
         keys = (perm[0], perm[1], perm[3], perm[2])
         return node.inputs[0], (None if keys == IDENTITY else keys)
     if node.op_type == "Reshape":
-        return _unflattened_keys(node)
+        return unflattened_keys(node)
     return None
 
 
-def _unflattened_keys(unflatten: ir.Node) -> tuple[ir.Value, None] | None:
+def unflattened_keys(unflatten: ir.Node) -> tuple[ir.Value, None] | None:
     """The dynamo form ``Reshape(Transpose(Reshape(K, [-1, S, H]), [0, 2, 1]), [B, N, H, S])``, shapes read from K."""
     swap = unflatten.inputs[0].producer()
     if swap is None or swap.op_type != "Transpose" or tuple(swap.attributes.get_ints("perm") or ()) != (0, 2, 1):

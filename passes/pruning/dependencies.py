@@ -19,6 +19,7 @@ from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, ChannelGraph, Coupl
 from onnxcompress.passes.pruning.rules import RULES, Refused
 
 PROBE_SIZES = (2, 3)
+PROBED = "pruning.probe_shapes"  # a value's meta entry: its shapes in the two probe runs
 
 
 def infer_shapes(model: ir.Model) -> None:
@@ -28,6 +29,8 @@ def infer_shapes(model: ir.Model) -> None:
     ``Concat`` of ``Shape`` pieces and ``Constant`` nodes, a mask built with ``Where``), so the model is
     also run by ONNX Runtime at two different sizes of its run-time dims: a dim equal in both runs is
     static. Measured on MiniLM, this is what recovers the head axis (12) onnx leaves symbolic.
+    Both runs' shapes stay in each value's ``meta[PROBED]``: they show how run-time dims combine
+    (a ``batch × heads`` axis), which a shape with unknown dims cannot.
     """
     ShapeInferencePass()(model)
     try:
@@ -40,6 +43,7 @@ def infer_shapes(model: ir.Model) -> None:
         value = values.get(name)
         if value is None or len(first) != len(second):
             continue
+        value.meta[PROBED] = (first, second)
         old = list(value.shape) if value.shape is not None and len(value.shape) == len(first) else [None] * len(first)
         value.shape = ir.Shape([a if a == b else (d if not isinstance(d, int) else None) for a, b, d in zip(first, second, old)])
 
@@ -58,7 +62,11 @@ def _probe_shapes(model: ir.Model, size: int) -> dict[str, tuple[int, ...]]:
 
 
 def build_channel_graph(model: ir.Model, *, layernorm: bool = False) -> ChannelGraph:
-    """Couple and freeze the elements of every tensor axis in the main graph."""
+    """Couple and freeze the elements of every tensor axis in the main graph, after rewriting PyTorch's
+    attention layout (exactly) into one the rules follow (``attention_layout``)."""
+    from onnxcompress.passes.pruning.attention_layout import normalise_attention
+
+    normalise_attention(model)
     graph = ChannelGraph()
     main = model.graph
     for node in main:

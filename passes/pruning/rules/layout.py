@@ -1,11 +1,13 @@
 """Layout ops: Transpose, Squeeze/Unsqueeze, Shape, and the reshapes (Flatten, Reshape).
 
-A reshape is matched axis group by axis group (equal products, after a common prefix of run-time
-batch/sequence axes). A kept axis couples one-to-one; a merge (Flatten into a linear layer,
-attention head merge) couples outer index c with inner elements [c·S, (c+1)·S); a split (attention
-head split) couples the other way round and freezes the inner axis. Reshape's target-shape entry of
-a changed axis must be a constant (directly, or a constant piece of a Concat built from ``Shape``
-pieces): it is rewritten; otherwise the axis is frozen.
+A reshape is matched axis group by axis group (equal products) after a prefix ending at the last
+run-time batch/sequence axis; the prefix's axes may merge or split among themselves (its static ones
+are frozen), as ``[S, B, N, H]`` → ``[S·B, N·H]`` keeps its static tail's layout whatever the prefix
+does when both tails hold as many elements. A kept axis couples one-to-one; a merge (Flatten into a
+linear layer, attention head merge) couples outer index c with inner elements [c·S, (c+1)·S); a split
+(attention head split) couples the other way round and freezes the inner axis. Reshape's target-shape
+entry of a changed axis must be a constant (directly, or a constant piece of a Concat built from
+``Shape`` pieces, or a computed piece of a static dim): it is rewritten; otherwise the axis is frozen.
 """
 
 from __future__ import annotations
@@ -75,16 +77,19 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
     if x.shape is None or y.shape is None:
         raise Refused("shapes unknown")
     din, dout = list(x.shape), list(y.shape)
-    lead = _dynamic_prefix(din)
-    if lead != _dynamic_prefix(dout) or not all(isinstance(d, int) for d in din[lead:] + dout[lead:]):
-        raise Refused("only a common prefix of run-time axes is supported")
-    if math.prod(din[lead:]) != math.prod(dout[lead:]) or 0 in din[lead:]:
+    lead_in, lead_out = _dynamic_prefix(din), _dynamic_prefix(dout)
+    if not all(isinstance(d, int) for d in din[lead_in:] + dout[lead_out:]):
+        raise Refused("only a prefix of run-time axes is supported")
+    if math.prod(din[lead_in:]) != math.prod(dout[lead_out:]) or 0 in din[lead_in:]:
         raise Refused("static sizes of input and output do not match")
-    for axis in range(lead):
-        c.handle(x, axis)
-        c.handle(y, axis)
+    for value, dims, lead in ((x, din, lead_in), (y, dout, lead_out)):
+        for axis in range(lead):
+            if isinstance(dims[axis], int):
+                c.freeze(value, axis, "static axis among run-time axes")
+            else:
+                c.handle(value, axis)
     changing = []
-    for ins, outs in _product_groups(din, dout, lead):
+    for ins, outs in _product_groups(din, dout, lead_in, lead_out):
         ins = [a for a in ins if din[a] != 1]
         outs = [a for a in outs if dout[a] != 1]
         if len(ins) == 1 and len(outs) == 1:
@@ -104,14 +109,12 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
 
 
 def _dynamic_prefix(dims: list) -> int:
-    count = 0
-    while count < len(dims) and not isinstance(dims[count], int):
-        count += 1
-    return count
+    """How many leading axes end at the last run-time one (a static sequence axis before a run-time batch counts)."""
+    return max((axis + 1 for axis, d in enumerate(dims) if not isinstance(d, int)), default=0)
 
 
-def _product_groups(din: list[int], dout: list[int], start: int) -> list[tuple[list[int], list[int]]]:
-    groups, i, j = [], start, start
+def _product_groups(din: list[int], dout: list[int], start_in: int, start_out: int) -> list[tuple[list[int], list[int]]]:
+    groups, i, j = [], start_in, start_out
     while i < len(din) and j < len(dout):
         ins, outs = [i], [j]
         pin, pout = din[i], dout[j]
@@ -157,7 +160,10 @@ class ReshapeRule(Rule):
 
 
 def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
-    """(node, input index, position) holding the target size of ``axis``, or None if not constant."""
+    """(node, input index, position) holding the target size of ``axis``, or None if not constant.
+
+    A one-element Concat piece computed at run time counts when the output's dim there is static
+    (the legacy exporter reads ``E`` through ``Shape``): the rewrite puts a constant in its place."""
     shape = node.inputs[1]
     if constant(shape) is not None:
         return node, 1, axis
@@ -170,14 +176,16 @@ def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
         if length is None:
             return None
         if position < length:
-            return (concat, index, position) if constant(piece) is not None else None
+            known = constant(piece) is not None or (length == 1 and isinstance(node.outputs[0].shape[axis], int))
+            return (concat, index, position) if known else None
         position -= length
     return None
 
 
 def _rewrite_shape_entry(node: ir.Node, axis: int, size: int) -> None:
     holder, index, position = _shape_entry(node, axis)
-    array = constant(holder.inputs[index]).copy()
+    known = constant(holder.inputs[index])
+    array = known.copy() if known is not None else np.zeros(1, dtype=np.int64)  # a computed piece of a static dim
     if array.reshape(-1)[position] == -1:
         return
     array.reshape(-1)[position] = size

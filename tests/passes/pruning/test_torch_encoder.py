@@ -1,9 +1,9 @@
 """PruneChannels on PyTorch's own nn.TransformerEncoder, exported by both exporters.
 
-Sequence-first with a packed ``in_proj`` the pass cannot follow (it must leave attention alone and
-say why) and layers deep-copied from one template, so the legacy exporter shares their identical
-weights: the pass must not crash, must prune the FFN neurons it can, and must never return a model
-with more parameters than it was given.
+Sequence-first with a packed ``in_proj`` (rewritten exactly into three projections and a batch-first
+head split, ``attention_layout``) and layers deep-copied from one template, so the legacy exporter
+shares their identical weights: the pass must remove heads and FFN neurons, must not crash, and must
+never return a model with more parameters than it was given.
 """
 
 from __future__ import annotations
@@ -47,17 +47,16 @@ def encoder(request, tmp_path_factory):
     return _export(tmp_path_factory, request.param)
 
 
-def test_encoder_ffn_pruned_never_grows(encoder):
+def test_encoder_heads_and_ffn_pruned_never_grows(encoder, check_pruned):
     model = io.clone(encoder)
     feeds = runtime.synthetic_inputs(model, shapes={"x": (2, SEQUENCE, 32)})
     run = PruneChannels(ratio=0.3)(model)
     assert run.modified
     assert parameter_count(model) < parameter_count(encoder)
     removed = [g for g in run.details["groups"] if g["removed"]]
-    assert {g["kind"] for g in removed} == {"neurons"}
-    assert len(removed) == 2  # one FFN per layer
-    got = runtime.run(model, feeds, optimization="disable")
-    assert got["y"].shape == (2, 32)
+    assert {g["kind"] for g in removed} == {"neurons", "heads"}
+    assert all(g["kept"] == 3 for g in removed if g["kind"] == "heads")  # 4 heads -> 3
+    assert check_pruned(encoder, model, feeds)["y"].shape == (2, 32)
 
 
 def test_growth_is_declined(tmp_path_factory, monkeypatch):

@@ -120,7 +120,7 @@ class QuantizeDynamic(QuantizePass):
             if not for_ort:
                 return proto
             chosen = dataclasses.replace(chosen, op_types=list(dict.fromkeys(for_ort)))
-            arrays = {weight: array for weight, (node, array) in rounded.items() if chosen.covers(node)}
+            arrays = {weight: array for weight, (nodes, array) in rounded.items() if all(map(chosen.covers, nodes))}
             source = rounding.with_initializers(proto, arrays) if arrays else proto
             quantized = ort_bridge.quantize_integer(source, target, per_channel=self.per_channel, selection=chosen)
             quantized, rows = row_quantizers.quantize_scaled_rows(quantized)
@@ -145,10 +145,12 @@ class QuantizeDynamic(QuantizePass):
 
     def _round_weights(
         self, model: ir.Model, proto: onnx.ModelProto, selection: ort_bridge.Selection, target: QuantTarget,
-    ) -> dict[str, tuple[str, np.ndarray]]:
-        """Weight → (its MatMul, GPTQ-rounded copy); a copy goes in only when a call quantizes its MatMul."""
+    ) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """Weight → (its MatMuls, GPTQ-rounded copy); a copy goes in only when a call quantizes all its MatMuls."""
         weights = rounding.weights_to_round(proto, selection.exclude) if "MatMul" in selection.op_types else {}
-        moments = rounding.input_second_moments(model, self.context.calibration, sorted({a for _, a in weights.values()}))
+        activations = sorted({a for uses in weights.values() for _, a in uses})
+        moments = rounding.input_second_moments(model, self.context.calibration, activations)
         rounded = rounding.rounded_weights(proto, moments, weights, target.weight_qmax, self.per_channel)
-        self.note(f"{len(rounded)} MatMul weights rounded with error feedback (GPTQ) on the calibration activations")
-        return {weight: (weights[weight][0], array) for weight, array in rounded.items()}
+        why = "" if rounded or "MatMul" not in selection.op_types else f": {rounding.none_rounded_reason(proto, selection.exclude)}"
+        self.note(f"{len(rounded)} MatMul weights rounded with error feedback (GPTQ) on the calibration activations{why}")
+        return {weight: (tuple(node for node, _ in weights[weight]), array) for weight, array in rounded.items()}

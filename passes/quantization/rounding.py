@@ -68,14 +68,18 @@ def _keep_extreme_steps(integers: np.ndarray, weight: np.ndarray, qmax: int, per
         integers[row, column] = np.sign(weight[row, column]) * qmax
 
 
+Uses = list[tuple[str, str]]  # the (MatMul node, activation) pairs that read one weight
+
+
 def rounded_weights(
-    proto: onnx.ModelProto, moments: Mapping[str, np.ndarray], weights: Mapping[str, tuple[str, str]], qmax: int, per_channel: bool,
+    proto: onnx.ModelProto, moments: Mapping[str, np.ndarray], weights: Mapping[str, Uses], qmax: int, per_channel: bool,
 ) -> dict[str, np.ndarray]:
-    """Each weight of ``weights`` (weight → (node, activation)) rounded with error feedback, by weight name."""
+    """Each weight of ``weights`` rounded with error feedback on the summed second moments of the activations of
+    all its MatMuls (a shared weight's summed output error is what that sum weighs), by weight name."""
     arrays = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.name in weights}
     return {
-        name: round_with_error_feedback(array, moments[weights[name][1]], qmax, per_channel)
-        for name, array in arrays.items() if weights[name][1] in moments
+        name: round_with_error_feedback(array, sum(moments[a] for _, a in weights[name]), qmax, per_channel)
+        for name, array in arrays.items() if all(a in moments for _, a in weights[name])
     }
 
 
@@ -88,16 +92,38 @@ def with_initializers(proto: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) 
     return copy
 
 
-def weights_to_round(proto: onnx.ModelProto, excluded: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """Weight → (node, activation) names of each MatMul (not excluded) whose weight is a 2-D float initializer used once."""
-    matrices = {t.name for t in proto.graph.initializer if len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT}
-    uses: dict[str, int] = {}
+def weights_to_round(proto: onnx.ModelProto, excluded: Sequence[str]) -> dict[str, Uses]:
+    """Weight → its (MatMul, activation) uses, for each 2-D float initializer that only MatMuls (none excluded) read as
+    their weight: one several layers share (an exporter deduplicates equal layers) is rounded once for all of them."""
+    uses: dict[str, Uses] = {}
+    elsewhere: set[str] = set()
+    matrices = _float_matrices(proto)
     for node in proto.graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    return {
-        node.input[1]: (node.name, node.input[0])
-        for node in proto.graph.node
-        if node.op_type == "MatMul" and node.name not in excluded and node.input[1] in matrices
-        and uses[node.input[1]] == 1 and node.input[0] not in matrices
-    }
+        for index, name in enumerate(node.input):
+            if name not in matrices:
+                continue
+            if _rounds_as_weight(node, index, excluded, matrices):
+                uses.setdefault(name, []).append((node.name, node.input[0]))
+            else:
+                elsewhere.add(name)
+    return {name: found for name, found in uses.items() if name not in elsewhere}
+
+
+def none_rounded_reason(proto: onnx.ModelProto, excluded: Sequence[str]) -> str:
+    """Why ``weights_to_round`` found nothing, for the pass's note."""
+    matrices = _float_matrices(proto)
+    matmuls = [node for node in proto.graph.node if node.op_type == "MatMul"]
+    gemms = sum(node.op_type == "Gemm" for node in proto.graph.node)
+    if not any(node.input[1] in matrices for node in matmuls):
+        return f"no MatMul reads a 2-D float32 initializer as its weight ({gemms} Gemm weights are not rounded)"
+    if all(node.name in excluded for node in matmuls if node.input[1] in matrices):
+        return "every MatMul with a weight is excluded"
+    return "every MatMul weight is also read by another op or as an activation"
+
+
+def _float_matrices(proto: onnx.ModelProto) -> set[str]:
+    return {t.name for t in proto.graph.initializer if len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT}
+
+
+def _rounds_as_weight(node: onnx.NodeProto, index: int, excluded: Sequence[str], matrices: set[str]) -> bool:
+    return node.op_type == "MatMul" and index == 1 and node.name not in excluded and node.input[0] not in matrices

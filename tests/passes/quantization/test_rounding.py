@@ -90,3 +90,48 @@ def test_a_layer_the_fallback_keeps_in_fp32_keeps_its_original_weights() -> None
     weight = next(n for n in model.graph if n.name == kept[0]).inputs[1]
     assert weight.name in ("wa", "wb")
     assert np.array_equal(weight.const_value.numpy(), mlp().graph.initializers[weight.name].const_value.numpy())
+
+
+def shared_weight_model() -> ir.Model:
+    """Two layers reading one weight, as an exporter writes deep-copied layers whose equal weights it deduplicated."""
+    return with_weights("""
+<ir_version: 8, opset_import: ["" : 17]>
+shared (float[N, 16] x) => (float[N, 16] y)
+<float[16, 16] w = {0.0}>
+{
+    h = MatMul (x, w)
+    r = Tanh (h)
+    y = MatMul (r, w)
+}
+""")
+
+
+def test_a_weight_two_matmuls_share_is_rounded_once_on_both_activations() -> None:
+    reference, calibration = shared_weight_model(), ArrayReader({"x": correlated_inputs(0)})
+    model = io.clone(reference)
+    run = QuantizeDynamic(gptq=True).apply(model, calibration=calibration)
+    assert any(line.startswith("1 MatMul weights rounded") for line in run.notes)
+    x = calibrated_part(calibration, reference)["x"]
+    hidden = np.tanh(x @ reference.graph.initializers["w"].const_value.numpy())
+    moment = x.T.astype(np.float64) @ x + hidden.T.astype(np.float64) @ hidden
+    qmax = kernel_for(None).weight_qmax
+    expected = round_with_error_feedback(reference.graph.initializers["w"].const_value.numpy(), moment, qmax, True)
+    quantized = [v for name, v in model.graph.initializers.items() if name.startswith("w") and name.endswith("_quantized")]
+    scales = [v for name, v in model.graph.initializers.items() if name.startswith("w") and name.endswith("_scale")]
+    assert quantized and len(quantized) == len(scales)
+    for stored, scale in zip(quantized, scales):
+        assert np.allclose(stored.const_value.numpy().astype(np.float32) * scale.const_value.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_rounding_no_weight_says_why() -> None:
+    model = with_weights("""
+<ir_version: 8, opset_import: ["" : 17]>
+gemm (float[N, 16] x) => (float[N, 8] y)
+<float[8, 16] w = {0.0}>
+{
+    y = Gemm <transB = 1> (x, w)
+}
+""")
+    run = QuantizeDynamic(gptq=True).apply(model, calibration=ArrayReader({"x": correlated_inputs(0)}))
+    assert any(line.startswith("0 MatMul weights rounded") and "no MatMul reads a 2-D float32 initializer" in line
+               for line in run.notes)

@@ -1,7 +1,15 @@
-"""Which pipeline to run on a model: its family from the graph, the ops that matter, the CPU.
+"""Which pipeline to run on a model: its family from the graph, the ops that matter, the CPU — proven on the model.
 
 The rules are short on purpose; each recommended pass carries the reason it was chosen, and a
 pass that is not registered in this installation is left out with a reason instead of suggested.
+
+``prove`` then runs the candidate chain step by step on the user's model, in-process through the
+``Pipeline`` (its checks, no benchmark per pass), judges each step's result against the input with
+the default fidelity budget of the lossy passes (``onnxcompress.passes.budget``: held-out
+calibration samples, or labelled samples, else synthetic inputs, which cannot judge the model's
+task) and times it side by side with the chain before it (a few rounds of ``bench.measure``). A step
+that fails, breaks the budget or makes the model slower is dropped with a one-line reason, and the
+steps after it run on the chain without it, so the command printed is the chain that ran.
 """
 
 from __future__ import annotations
@@ -10,18 +18,29 @@ import dataclasses
 import platform
 import re
 import shlex
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import runtime, spec, stats
-from onnxcompress.errors import UsageError
+from onnxcompress import bench, io, runtime, spec, stats
+from onnxcompress.calibration.validation import model_batches
+from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import REGISTRY
+from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
+from onnxcompress.pipeline import Measurement, Pipeline
 
 FAMILIES = ("cnn", "mobile-cnn", "transformer-encoder", "decoder", "mlp", "other")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp", "i8mm")
 DECODER_NAME = re.compile(r"past|present|cache", re.IGNORECASE)
+PROOF_ROUNDS = 3
+PROOF_ROUND_SECONDS = 0.05
+SLOWER_MARGIN = 0.05  # wider than the pipeline's: a few short rounds are noisier than its benchmark
+
+Timer = Callable[[Sequence[ir.Model], Mapping[str, np.ndarray]], list[float]]
 
 
 @dataclasses.dataclass
@@ -52,8 +71,49 @@ class Step:
 
 
 @dataclasses.dataclass
+class Check:
+    """One candidate step as run on the model: kept or dropped and why, its result's fidelity against the input
+    (``{metric: value}``) and its speed against the chain before it (None when it was not timed)."""
+
+    spec: str
+    kept: bool
+    reason: str
+    fidelity: dict[str, float] = dataclasses.field(default_factory=dict)
+    speedup: float | None = None
+
+
+@dataclasses.dataclass
+class Proof:
+    """What ``prove`` checked on the model: the budget and what it was judged on, every step, and the kept chain's
+    fidelity and latency against the input."""
+
+    judged_on: str
+    task_checked: bool  # False when only synthetic inputs were available
+    budget: dict[str, float]
+    checks: list[Check]
+    fidelity: dict[str, float]
+    where: str
+    latency_ms: dict[str, float]
+    latency_on: str
+
+    @property
+    def dropped(self) -> list[Check]:
+        """The steps left out of the chain."""
+        return [c for c in self.checks if not c.kept]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {**dataclasses.asdict(self), "speedup": self.speedup}
+
+    @property
+    def speedup(self) -> float:
+        """The input's latency over the kept chain's."""
+        return self.latency_ms["input"] / self.latency_ms["chain"]
+
+
+@dataclasses.dataclass
 class Recommendation:
-    """The family found, the evidence, the CPU, and the ordered steps."""
+    """The family found, the evidence, the CPU, the ordered steps and, once proven on the model, the proof."""
 
     family: str
     evidence: list[str]
@@ -61,13 +121,29 @@ class Recommendation:
     steps: list[Step]
     skipped: list[str]
     input_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)  # dynamic inputs, as measured
+    proof: Proof | None = None
 
-    def command(self, model: str | Path, output: str | Path) -> str:
-        """The ``onnxcompress run`` command line for these steps, pinning the dynamic dims it measures at."""
+    def command(self, model: str | Path, output: str | Path, *, calibration: str | Path | None = None,
+                labels: str | Path | None = None) -> str | None:
+        """The ``onnxcompress run`` command line for these steps (None when there is none), with the data they were
+        proven on (``DATA`` where a step needs calibration and none was given) and the dynamic dims it measures at."""
+        if not self.steps:
+            return None
         passes = " ".join(f"-p {shlex.quote(s.spec)}" for s in self.steps)
-        calibration = " --calibration DATA" if any(spec.parse_pass(s.spec).calibration_need() for s in self.steps) else ""
+        needed = any(spec.parse_pass(s.spec).calibration_need() for s in self.steps)
+        data = f" --calibration {shlex.quote(str(calibration))}" if calibration is not None else " --calibration DATA" if needed else ""
+        data += f" --labels {shlex.quote(str(labels))}" if labels is not None else ""
         shapes = f" {runtime.describe_shapes(self.input_shapes)}" if self.input_shapes else ""
-        return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{calibration}{shapes} --report report"
+        return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{data}{shapes} --report report"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: the family, CPU, steps, what was left out and what was checked."""
+        return {
+            "family": self.family, "evidence": self.evidence, "cpu": {"arch": self.cpu.arch, "int8_level": self.cpu.int8_level},
+            "steps": [dataclasses.asdict(s) for s in self.steps], "skipped": self.skipped,
+            "input_shapes": {name: list(dims) for name, dims in self.input_shapes.items()},
+            "proof": self.proof.to_dict() if self.proof is not None else None,
+        }
 
 
 def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuFeatures:
@@ -177,3 +253,87 @@ def _static_int8_step(family: str, int8: str) -> Step:
                 f"mobile CNN: static INT8; {int8}; needs calibration data. Depthwise convs and hard-swish near the input "
                 "cost int8 more than they save, so the fastest FP32 prefix is measured and kept (MobileNetV3-Large "
                 "layout trained on digits: 0.82-0.86x FP32 at batch 1, against 0.89-0.93x fully INT8)")
+
+
+def prove(
+    model: ir.Model, rec: Recommendation, *, calibration: Any = None, labelled: Any = None, timer: Timer | None = None,
+) -> Recommendation:
+    """``rec`` with only the steps that hold on ``model`` (not changed: every step runs on a copy), and the proof.
+
+    Each step runs through a one-pass ``Pipeline`` (its checks, its own budget for a lossy pass) on the
+    chain kept so far; its result must keep the default fidelity budget against the input (judged on
+    ``labelled`` data, else on calibration samples held out of ``calibration``, else on synthetic
+    inputs) and must not be slower than the chain before it (``timer``: side by side, a few rounds, so
+    within ``SLOWER_MARGIN``); a step that leaves the model as it was is kept untimed. Without
+    calibration data, a step that needs it is not run.
+    """
+    timer = timer or side_by_side
+    budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled)
+    feeds, latency_on = latency_feeds(model, calibration, rec.input_shapes)
+    measurement = Measurement(benchmark=False, input_shapes=rec.input_shapes or None, labelled=labelled)
+    current, checks = io.clone(model), []
+    for step in rec.steps:
+        candidate, failure = _run_step(step, current, measurement, calibration)
+        if candidate is None:
+            checks.append(Check(step.spec, False, failure))
+            continue
+        proto = io.to_proto(candidate)
+        score = budget.score(proto)
+        values = budget.to_dict(score)
+        if not budget.holds(score):
+            checks.append(Check(step.spec, False, f"{budget.describe(score)} against the input on {budget.on}", values))
+            continue
+        if proto.SerializeToString() == io.to_proto(current).SerializeToString():
+            checks.append(Check(step.spec, True, step.reason, values))
+            continue
+        before, after = timer([current, candidate], feeds)
+        if before / after < 1.0 - SLOWER_MARGIN:
+            checks.append(Check(step.spec, False, f"made the model slower: {before:.3g} ms -> {after:.3g} ms", values, before / after))
+            continue
+        checks.append(Check(step.spec, True, step.reason, values, before / after))
+        current = candidate
+    input_ms, chain_ms = timer([model, current], feeds)
+    kept = [s for s, c in zip(rec.steps, checks) if c.kept]
+    if kept and input_ms / chain_ms < 1.0 - SLOWER_MARGIN:
+        checks.append(Check("the chain", False, f"slower than the input as a whole ({input_ms:.3g} ms -> {chain_ms:.3g} ms): nothing recommended"))
+        kept, current, chain_ms = [], model, input_ms
+    final = budget.report(budget.score(io.to_proto(current)))
+    proof = Proof(final["judged_on"], calibration is not None or labelled is not None, final["budget"], checks,
+                  final["values"], final["where"], {"input": input_ms, "chain": chain_ms}, latency_on)
+    return dataclasses.replace(rec, steps=kept, proof=proof)
+
+
+def _run_step(step: Step, model: ir.Model, measurement: Measurement, calibration: Any) -> tuple[ir.Model | None, str]:
+    """The model after ``step`` on a copy of ``model``, or None and why the step cannot be kept."""
+    pass_ = spec.parse_pass(step.spec)
+    need = pass_.calibration_need()
+    if calibration is None and need is not None:
+        return None, f"not run: it needs calibration data (--calibration): {need}"
+    try:
+        return Pipeline([pass_], measurement=measurement).run(io.clone(model), calibration=calibration).model, ""
+    except (CheckFailed, UsageError) as exc:
+        return None, str(exc)
+    except Exception as exc:  # a defect in a pass must not become advice: the step is left out, the defect named
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return None, f"failed on a bug in onnxcompress ({type(exc).__name__}: {first}; please report it)"
+
+
+def latency_feeds(model: ir.Model, calibration: Any, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], str]:
+    """The inputs latency is measured on and a description: the first calibration sample (the first model batch
+    when the model's batch is fixed), else synthetic inputs at ``shapes``."""
+    if calibration is not None:
+        feed = next(model_batches(calibration, model))
+        if feed.model_batch is None:
+            return feed.arrays(0, 1), "the first calibration sample"
+        return feed.arrays(), f"the first calibration batch ({feed.samples} samples, the model's fixed batch)"
+    described = f" at {runtime.describe_shapes(shapes)}" if shapes else ""
+    return dict(runtime.synthetic_inputs(model, shapes=shapes or None)), f"synthetic inputs{described}"
+
+
+def side_by_side(models: Sequence[ir.Model], feeds: Mapping[str, np.ndarray]) -> list[float]:
+    """Median latency (ms) of each model on ``feeds``, measured side by side in a few alternating rounds (noisy
+    rounds are not retried: this decides between steps, it is not a benchmark)."""
+    sessions = [runtime.session(m) for m in models]
+    latencies = bench.measure(sessions, [feeds] * len(sessions), batch=1, rounds=PROOF_ROUNDS,
+                              round_seconds=PROOF_ROUND_SECONDS, max_extra_rounds=0)
+    return [latency.median_ms for latency in latencies]

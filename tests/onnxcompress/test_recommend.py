@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import pytest
 
-from onnxcompress import io, recommend
+from onnxcompress import io, recommend, runtime
+from onnxcompress.calibration import ArrayReader
+from onnxcompress.pipeline import LabelledData
+
+from ..passes.pruning.test_pass_ import constant_channels, constant_channels_data
 from onnxcompress.passes import REGISTRY
 from onnxcompress.recommend import CpuFeatures
 
@@ -124,3 +129,69 @@ def test_minilm_export_is_a_transformer_encoder(minilm_onnx):
     assert rec.family == "transformer-encoder"
     assert [s.spec for s in recommend.plan(rec.family, VNNI)][-4:] == ["split-outliers", "smooth", "scale-tokens", "quantize-dynamic:gptq=true"]
     assert "--calibration DATA" in rec.command("in.onnx", "out.onnx")
+
+
+def float_weights(models, feeds) -> list[float]:
+    """A stand-in latency: the float weight elements of each model (pruning and INT8 both lower it)."""
+    return [float(sum(v.const_value.size for v in m.graph.initializers.values() if v.const_value.dtype == ir.DataType.FLOAT))
+            for m in models]
+
+
+def node_count(models, feeds) -> list[float]:
+    """A stand-in latency that Q/DQ nodes raise: INT8 looks slower."""
+    return [float(len(m.graph)) for m in models]
+
+
+def test_a_step_that_breaks_fidelity_is_dropped_with_the_reason():
+    model = constant_channels(low_bias=1.0)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=float_weights)
+    assert [s.spec for s in rec.steps] == ["fold-constants", "cleanup", "fuse", "quantize-static"]
+    (dropped,) = rec.proof.dropped
+    assert dropped.spec == "prune-channels:ratio=0.3" and dropped.reason.startswith("prune-channels: slice error ")
+    assert "on 8 held-out calibration samples, without recovery" in dropped.reason
+    assert rec.proof.judged_on == "8 held-out calibration samples" and rec.proof.task_checked
+    assert rec.proof.fidelity["slice error"] <= 0.5 and rec.proof.speedup > 1.0
+    assert "--calibration calib.npz" in rec.command("m.onnx", "o.onnx", calibration="calib.npz")
+
+
+def test_when_everything_holds_every_step_is_kept_and_measured():
+    model = constant_channels(low_bias=0.0)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=float_weights)
+    assert [s.spec for s in rec.steps] == [s.spec for s in recommend.recommend(model, VNNI).steps]
+    assert rec.proof.dropped == [] and all(c.kept and c.fidelity["slice error"] <= 0.5 for c in rec.proof.checks)
+    assert rec.proof.budget == {"slice error": 0.5} and rec.proof.latency_on == "the first calibration sample"
+    pruned = next(c for c in rec.proof.checks if c.spec.startswith("prune"))
+    assert pruned.speedup > 1.0 and pruned.fidelity["slice error"] < 0.05
+
+
+def test_a_step_that_makes_the_model_slower_is_dropped():
+    model = constant_channels(low_bias=0.0)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=node_count)
+    assert [c.spec for c in rec.proof.dropped] == ["quantize-static"]
+    assert rec.proof.dropped[0].reason.startswith("made the model slower: ") and rec.proof.dropped[0].speedup < 1.0
+    assert rec.steps[-1].spec == "prune-channels:ratio=0.3"
+
+
+def test_labels_make_the_budget_top1():
+    model = constant_channels(low_bias=1.0)
+    feeds = constant_channels_data(16)
+    labels = runtime.run(model, feeds)["y"].reshape(16, -1).argmax(axis=1)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), labelled=LabelledData(feeds, labels), timer=float_weights)
+    assert rec.proof.judged_on == "16 labelled samples" and rec.proof.budget == {"accuracy drop": 0.01}
+    assert "prune-channels:ratio=0.3" in [c.spec for c in rec.proof.dropped]
+
+
+def test_without_data_it_says_what_it_could_not_check():
+    model = constant_channels(low_bias=0.0)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), timer=float_weights)
+    assert not rec.proof.task_checked and rec.proof.judged_on.startswith("synthetic inputs")
+    (dropped,) = rec.proof.dropped
+    assert dropped.spec == "quantize-static" and dropped.reason.startswith("not run: it needs calibration data (--calibration)")
+    assert "--calibration" not in rec.command("m.onnx", "o.onnx")
+
+
+def test_side_by_side_times_each_model(mlp_model):
+    feeds, _ = recommend.latency_feeds(mlp_model, ArrayReader({"x": np.ones((4, 16), np.float32)}), {})
+    assert {name: array.shape for name, array in feeds.items()} == {"x": (1, 16)}
+    latencies = recommend.side_by_side([mlp_model, mlp_model], feeds)
+    assert len(latencies) == 2 and all(ms > 0 for ms in latencies)

@@ -1,16 +1,17 @@
-"""``onnxcompress recommend``: the pipeline to run on a model, with a reason for every pass."""
+"""``onnxcompress recommend``: the pipeline to run on a model, proven on it, with a reason for every pass kept or dropped."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from onnxcompress import io, recommend as recommend_lib, spec
 from onnxcompress.cli.app import app, console
-from onnxcompress.cli.commands.run import open_calibration, print_report
+from onnxcompress.cli.commands.run import load_labelled, open_calibration, print_report
 from onnxcompress.errors import UsageError
-from onnxcompress.pipeline import Pipeline
+from onnxcompress.pipeline import LABELS_KEY, Measurement, Pipeline
 
 TARGETS = ("cpu",)
 
@@ -21,36 +22,65 @@ def recommend(
     target: str = typer.Option("cpu", "--target", help="Where the model will run (cpu)."),
     apply: bool = typer.Option(False, "--apply", help="Run the recommended pipeline and write -o OUT."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output model for --apply."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data for --apply (.npz or folder)."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Calibration data (.npz or folder): the chain is checked on samples held out of it."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}': the chain must keep top-1."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the recommendation and what was measured as JSON."),
 ) -> None:
-    """Recognise the model family and the CPU, and print the recommended pipeline."""
+    """Recognise the model family and the CPU, check the candidate chain on the model, and print what holds."""
     if target not in TARGETS:
         raise UsageError(f"unknown --target {target!r}; supported: {', '.join(TARGETS)}")
     if apply and output is None:
         raise UsageError("--apply needs -o OUT (where to write the optimized model)")
     source = io.load(model)
-    rec = recommend_lib.recommend(source)
-    print_recommendation(rec, model, output or model.with_name(model.stem + ".opt.onnx"))
     if apply:
         io.check_output_path(output, [source])
+    reader = open_calibration(calibration, source) if calibration else None
+    labelled = load_labelled(labels, source, "top1") if labels else None
+    rec = recommend_lib.prove(source, recommend_lib.recommend(source), calibration=reader, labelled=labelled)
+    command = rec.command(model, output or model.with_name(model.stem + ".opt.onnx"), calibration=calibration, labels=labels)
+    print_recommendation(rec, model, command)
+    if json_out is not None:
+        io.write_bytes(json_out, json.dumps({**rec.to_dict(), "command": command}, indent=2).encode(), inputs=[source])
+    if apply and not rec.steps:
+        console.print(f"--apply: no step to apply, {output} not written", highlight=False, markup=False)
+    elif apply:
         passes = [spec.parse_pass(s.spec) for s in rec.steps]
-        reader = open_calibration(calibration, source) if calibration else None
-        result = Pipeline(passes).run(source, calibration=reader)
+        result = Pipeline(passes, measurement=Measurement(labelled=labelled)).run(source, calibration=reader)
         io.save(result.model, output, inputs=[source])
         print_report(result.report)
         console.print(f"wrote {output}")
 
 
-def print_recommendation(rec: recommend_lib.Recommendation, model: Path, output: Path) -> None:
-    """Family, evidence, CPU, the steps with reasons, and the command to run them."""
+def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command: str | None) -> None:
+    """Family, evidence, CPU, what was checked, the steps kept and dropped with reasons, and the command to run."""
     console.print(f"[bold]{model}[/bold]: {rec.family} ({'; '.join(rec.evidence)})", highlight=False)
     console.print(f"cpu: {rec.cpu.arch}, int8 support: {rec.cpu.int8_level}", highlight=False)
+    proof = rec.proof
+    if proof is not None:
+        limits = ", ".join(f"{metric} <= {bound:g}" for metric, bound in proof.budget.items())
+        console.print(f"checked on this model, step by step: fidelity against the input on {proof.judged_on} ({limits}); "
+                      f"latency side by side on {proof.latency_on}", highlight=False, markup=False)
     for index, step in enumerate(rec.steps, 1):
         console.print(f"  {index}. [bold]{step.spec}[/bold] - {step.reason}", highlight=False)
+    for check in proof.dropped if proof is not None else []:
+        console.print(f"  dropped {check.spec}: {check.reason}", highlight=False, markup=False)
     for line in rec.skipped:
         console.print(f"  [dim]skipped {line}[/dim]", highlight=False)
+    if proof is not None:
+        values = ", ".join(f"{metric} {value:.3g}" for metric, value in proof.fidelity.items())
+        console.print(f"measured: the chain against the input: {values}; latency {proof.latency_ms['input']:.3g} ms -> "
+                      f"{proof.latency_ms['chain']:.3g} ms ({proof.speedup:.2f}x)", highlight=False, markup=False)
+        if not proof.task_checked:
+            console.print("not checked: fidelity on the model's task. Without --calibration (and --labels) the chain was judged on "
+                          "synthetic inputs, which cannot judge it, and steps needing calibration data were not run; give "
+                          "--calibration DATA to check them on your data", highlight=False, markup=False)
     if rec.input_shapes:
         shapes = ", ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in rec.input_shapes.items())
         console.print(f"dynamic dims: the command checks and measures at {shapes}; set its --input-shape values to "
                       "the sizes the model runs at", highlight=False, markup=False)
-    console.print(f"run it with:\n  {rec.command(model, output)}", highlight=False, soft_wrap=True)
+    if command is None:
+        console.print("no step kept: the model is best left as it is", highlight=False)
+    else:
+        console.print(f"run it with:\n  {command}", highlight=False, soft_wrap=True, markup=False)

@@ -1,11 +1,30 @@
-"""``onnxcompress recommend``: family, reasons and command printed; ``--apply`` writes the model."""
+"""``onnxcompress recommend``: family, what was checked, reasons and command printed; the command runs as printed;
+``--apply`` writes the model."""
 
 from __future__ import annotations
 
-from onnxcompress import io, runtime, stats
+import json
+import shlex
+
+import numpy as np
+import pytest
+
+from onnxcompress import bench, io, runtime, stats
 from onnxcompress import recommend as recommend_lib
 from onnxcompress.cli import main
-from onnxcompress.passes import CompressionPass
+
+from ...passes.pruning.test_pass_ import constant_channels, constant_channels_data
+from ..test_recommend import float_weights
+
+MEASURE = bench.measure
+
+
+@pytest.fixture(autouse=True)
+def steady_latency(monkeypatch):
+    """Steps are timed by a stand-in (a tiny model's latency is noise) and --apply's benchmark is one short round:
+    these tests check what is printed, written and run, not how fast."""
+    monkeypatch.setattr(recommend_lib, "side_by_side", float_weights)
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: MEASURE(*a, **{**k, "rounds": 1, "round_seconds": 0.01, "max_extra_rounds": 0}))
 
 
 def test_prints_family_steps_and_command(cnn_path, capsys):
@@ -13,6 +32,29 @@ def test_prints_family_steps_and_command(cnn_path, capsys):
     out = capsys.readouterr().out
     assert f"{cnn_path}: cnn (Conv x1)" in out.replace("\n", "")
     assert "int8 support:" in out and "onnxcompress run" in out
+    assert "checked on this model, step by step: fidelity against the input on synthetic inputs" in out.replace("\n", "")
+    assert "not checked: fidelity on the model's task" in out and "measured: the chain against the input: slice error" in out
+
+
+def test_the_printed_command_runs_as_printed(tmp_path, monkeypatch, capsys):
+    """Pruning breaks this model's outputs: recommend drops it, says why, and prints a command that then runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(recommend_lib, "cpu_features", lambda: recommend_lib.CpuFeatures("x86_64", frozenset({"avx512_vnni"})))
+    io.save(constant_channels(low_bias=1.0), tmp_path / "m.onnx")
+    data = constant_channels_data()
+    np.savez(tmp_path / "calib.npz", **data)
+    labels = runtime.run(io.load(tmp_path / "m.onnx"), {"x": data["x"][:16]})["y"].reshape(16, -1).argmax(axis=1)
+    np.savez(tmp_path / "labelled.npz", x=data["x"][:16], labels=labels)
+    assert main(["recommend", "m.onnx", "--calibration", "calib.npz", "--labels", "labelled.npz", "--json", "rec.json"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped prune-channels:ratio=0.3: prune-channels: accuracy drop" in out.replace("\n", "")
+    assert "on 16 labelled samples" in out.replace("\n", "") and "not checked" not in out
+    command = out.split("run it with:")[1].strip()
+    assert "prune-channels" not in command and "--calibration calib.npz --labels labelled.npz" in command
+    written = json.loads((tmp_path / "rec.json").read_text())
+    assert written["command"] == command and written["proof"]["judged_on"] == "16 labelled samples"
+    assert [c["spec"] for c in written["proof"]["checks"] if not c["kept"]] == ["prune-channels:ratio=0.3"]
+    assert main(shlex.split(command)[1:]) == 0 and (tmp_path / "m.opt.onnx").is_file()
 
 
 def test_apply_writes_the_optimized_model(mlp_path, tmp_path, capsys):
@@ -27,17 +69,3 @@ def test_bad_target_and_apply_without_output_exit_2(mlp_path, capsys):
     assert main(["recommend", str(mlp_path), "--apply"]) == 2
     err = capsys.readouterr().err
     assert "unknown --target 'tpu'" in err and "--apply needs -o OUT" in err
-
-
-def test_apply_without_calibration_for_a_chain_needing_it_exits_2_before_anything_runs(cnn_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(recommend_lib, "cpu_features", lambda: recommend_lib.CpuFeatures("x86_64", frozenset({"avx512_vnni"})))
-    ran = []
-    monkeypatch.setattr(CompressionPass, "apply", lambda *args, **kwargs: ran.append("a pass"))
-    monkeypatch.setattr(runtime, "run", lambda *args, **kwargs: ran.append("a model"))
-    out = tmp_path / "opt.onnx"
-    assert main(["recommend", str(cnn_path), "--apply", "-o", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert "quantize-static" in captured.out  # the recommendation is printed first
-    err = captured.err.strip()
-    assert "quantize-static needs calibration data (--calibration)" in err and "\n" not in err
-    assert ran == [] and not out.exists()

@@ -165,11 +165,11 @@ g (float[N, 4, 6, 6] x) => (float[N, 6, 6, 6] y)
 """
 
 
-def constant_channels() -> ir.Model:
-    """``CONSTANT_CHANNELS_TEXT`` with its weights set."""
+def constant_channels(low_bias: float = 1.0) -> ir.Model:
+    """``CONSTANT_CHANNELS_TEXT`` with its weights set; the near-zero filters' bias is ``low_bias`` (0: they are dead)."""
     rng = np.random.default_rng(3)
     w1 = np.concatenate([rng.normal(scale=1e-3, size=(4, 4)), rng.normal(scale=2.0, size=(4, 4))]).reshape(8, 4, 1, 1)
-    b1 = np.array([1.0] * 4 + [0.0] * 4)
+    b1 = np.array([low_bias] * 4 + [0.0] * 4)
     shifts = np.repeat(np.linspace(-1.0, 1.0, 6)[:, None], 4, axis=1)  # a different shift per output channel
     w2 = np.concatenate([shifts, rng.normal(scale=0.3, size=(6, 4))], axis=1).reshape(6, 8, 1, 1)
     model = ir.from_onnx_text(CONSTANT_CHANNELS_TEXT)

@@ -148,8 +148,9 @@ def digits_student(num_classes: int = 10, width: int = 8, *, pool: str = "global
         ).eval()
 
 
-def with_batch_statistics(module: nn.Module, shape: tuple[int, ...], *, samples: int = 64, seed: int = 0) -> nn.Module:
-    """``module`` (in place, returned in eval mode) with BatchNorm statistics averaged over random inputs of ``shape``.
+def with_batch_statistics(module: nn.Module, shape: tuple[int, ...], *, samples: int = 64, seed: int = 0, inputs=None) -> nn.Module:
+    """``module`` (in place, returned in eval mode) with BatchNorm statistics averaged over random inputs of ``shape``
+    (or over the batch ``inputs``, for a deep net whose activations on real images grow far from those on noise).
 
     With their initial statistics (mean 0, variance 1) the untrained nets' activations shrink layer by
     layer until every input gets the same logits, so agreement with FP32 would measure nothing.
@@ -162,5 +163,5 @@ def with_batch_statistics(module: nn.Module, shape: tuple[int, ...], *, samples:
             layer.momentum = None  # a plain average over the batches seen
     with seeded(seed), torch.no_grad():
         module.train()
-        module(torch.randn(samples, *shape))
+        module(torch.randn(samples, *shape) if inputs is None else inputs)
     return module.eval()

@@ -3,7 +3,7 @@ inputs and a task-level fidelity each (see ``docs/hardening.md`` and ``tools/har
 
 Sources, one module each: ``captcha`` and ``tumor`` (trained models shipped in PyPI wheels),
 ``torch_encoder`` (PyTorch's ``nn.TransformerEncoder``), ``hf`` (transformers architectures from small
-configs) and ``detector`` (a YOLO-style head); exported ones in both exporters' spellings
+configs), ``detector`` (a YOLO-style head) and ``yolov8`` (a YOLOv8n-shaped detector); exported ones in both exporters' spellings
 (``exported``). ``entry`` says what an entry is, ``fidelity`` how answers are compared, ``cache`` where
 exports are kept; ``photos``, ``text`` and ``audio`` make the inputs.
 """

@@ -11,9 +11,12 @@ import onnxruntime as ort
 import pytest
 
 from onnxcompress import fidelity as tensor_fidelity
+from onnxcompress import io
 from onnxcompress.models.hardening import ENTRIES
+from onnxcompress.passes import Cleanup, FoldConstants, Fuse
 
 SAMPLES = 4  # enough for nearest neighbours; the VGG takes about a second a sample
+DETECTORS = ("yolo-head", "yolov8")
 pytestmark = pytest.mark.slow  # the first run exports every model (later runs read the cache)
 
 
@@ -50,10 +53,21 @@ def test_splits_differ():
     assert not np.allclose(calibration, held_out)
 
 
-@pytest.mark.parametrize("name", [name for name in ENTRIES if name.startswith("yolo-head")])
+@pytest.mark.parametrize("name", [name for name in ENTRIES if name.startswith(DETECTORS)])
 def test_detector_class_collapse_is_seen_where_cosine_misses_it(name):
     feeds, outputs = reference(name)
     collapsed = {"output0": outputs["output0"].copy()}
     collapsed["output0"][:, 4:] = np.median(outputs["output0"][:, 4:])  # class scores flattened, boxes kept
     assert tensor_fidelity.compare(outputs, collapsed).cosine > 0.99
     assert ENTRIES[name].fidelity(feeds, outputs, collapsed).metrics["class_agreement"] < 0.2
+
+
+@pytest.mark.parametrize("name", [name for name in ENTRIES if name.startswith("yolov8")])
+def test_yolov8_keeps_its_outputs_through_the_exact_passes(name, assert_exact_rewrite):
+    # fuse once wrote a YOLOv8 export out of topological order
+    feeds, _ = reference(name)
+    before = io.load(ENTRIES[name].model())
+    after = io.clone(before)
+    for pass_ in (FoldConstants(), Cleanup(), Fuse()):
+        after = pass_(after).model
+    assert_exact_rewrite(before, after, feeds)

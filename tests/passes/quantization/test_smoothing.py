@@ -197,3 +197,26 @@ def test_grouped_heads_keep_the_context_mul(assert_exact_rewrite) -> None:
     assert_exact_rewrite(before, after, inputs(1))
     context = next(node for node in after.graph if node.op_type == "Attention").outputs[0]
     assert [use.node.op_type for use in context.uses()] == ["Mul"]
+
+
+@pytest.mark.slow  # the chain calibrates four passes on a real export (~40 s each on 2 cores)
+@pytest.mark.parametrize("name", ["torch-encoder-legacy", "torch-encoder-dynamo"])
+def test_recommended_transformer_chain_keeps_pytorchs_encoder_at_cosine_099(name) -> None:
+    """PyTorch's nn.TransformerEncoder through the chain ``recommend`` prints for transformers (the README's),
+    calibrated on the entry's own sentences: its held-out sentence embeddings keep mean cosine >= 0.99."""
+    import onnxcompress as oc
+    from onnxcompress.models.hardening import ENTRIES
+    from onnxcompress.recommend import CpuFeatures, plan
+
+    entry = ENTRIES[name]
+    steps = [step.spec for step in plan("transformer-encoder", CpuFeatures("x86_64", frozenset({"avx2"})))]
+    assert steps[-1].startswith("quantize-dynamic") and "smooth" in steps and "scale-tokens" in steps
+    model = io.load(entry.model())
+    held_out = entry.feeds("held-out", 32)
+    measurement = oc.Measurement(benchmark=False, feeds={k: v[:4] for k, v in held_out.items()})  # the legacy export runs at 32 tokens only
+    result = oc.run(io.clone(model), steps, calibration=ArrayReader(entry.feeds("calibration", 32)), measurement=measurement)
+    assert {"Attention"} <= {node.op_type for node in result.model.graph}
+    want = runtime.run(model, held_out)["sentence_embedding"]
+    got = runtime.run(result.model, held_out)["sentence_embedding"]
+    cosine = np.sum(want * got, axis=1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+    assert cosine.mean() >= 0.99

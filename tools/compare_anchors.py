@@ -218,7 +218,7 @@ TOOLS: dict[str, list[tuple[str, str, Callable[[Case, Path], Path]]]] = {
         ("int8", "onnxcompress quantize-static", ours("fold-constants;cleanup;fuse;quantize-static")),
         ("int8", "ORT quantize_static U8S8 per-channel",
          via_ir(lambda case, m: quant.ort_static(m, case.calibration, u8s8_per_channel=True))),
-        ("prune", f"onnxcompress prune-channels {PRUNE_RATIO}", ours(f"fold-constants;cleanup;fuse;prune-channels:ratio={PRUNE_RATIO}")),
+        ("prune", f"onnxcompress prune-channels {PRUNE_RATIO}", ours(f"fold-constants;cleanup;fuse;prune-channels:ratio={PRUNE_RATIO},accept_loss=true")),
         ("prune", f"Torch-Pruning magnitude {PRUNE_RATIO}", torch_pruning_tool),
     ],
 }

@@ -3,7 +3,7 @@ way a stranger runs it, through the ``onnxcompress`` command line.
 
 For each model: calibration (``calibration.npz``) and held-out (``held-out.npz``) samples are written
 from the entry's own inputs, and ``check.npz`` (two held-out samples) for the pipeline's checks;
-``onnxcompress recommend`` is asked for its chain. Then every chain (each single pass, then the
+``onnxcompress recommend --calibration calibration.npz`` is asked for the chain it proves on that data. Then every chain (each single pass, then the
 recommended chain) runs as ``onnxcompress run MODEL -o OUT -p ... --calibration calibration.npz
 --inputs check.npz --no-bench --report DIR`` in a subprocess with a timeout, and is recorded as:
 
@@ -111,9 +111,10 @@ def prepare(entry: Entry, folder: Path) -> dict:
     }
 
 
-def recommended_chain(model: Path, timeout: float) -> tuple[list[str] | None, str]:
-    """The ``-p`` specs of the command ``onnxcompress recommend`` prints, or None and why not."""
-    code, text, _ = invoke(["recommend", str(model)], timeout)
+def recommended_chain(model: Path, calibration: Path, timeout: float) -> tuple[list[str] | None, str]:
+    """The ``-p`` specs of the command ``onnxcompress recommend`` prints when given the calibration data
+    to prove its chain on, or None and why not."""
+    code, text, _ = invoke(["recommend", str(model), "--calibration", str(calibration)], timeout)
     command = next((line.strip() for line in text.splitlines() if line.strip().startswith("onnxcompress run ")), None)
     if code != 0 or command is None:
         return None, first_line(text) or f"exit {code}"
@@ -199,7 +200,7 @@ def table_row(entry: Entry, timeout: float, rounds: int) -> dict:
     for spec in CHAINS:
         row["cells"][spec] = run_chain(entry, prepared, [spec], folder / "run", timeout, rounds)
         print(f"  {entry.name} {spec}: {_cell_text(row['cells'][spec])}", flush=True)
-    chain, command = recommended_chain(prepared["model"], timeout)
+    chain, command = recommended_chain(prepared["model"], folder / "calibration.npz", timeout)
     if chain is None:
         row["cells"][RECOMMEND] = {"status": "failed", "chain": [], "message": f"recommend: {command}"}
     else:

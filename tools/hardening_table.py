@@ -313,7 +313,9 @@ def write_doc(results: dict, meta: dict) -> None:
 def metadata() -> dict:
     """Commit, date, CPU and package versions of this run."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    own_files = [f":!{path.relative_to(ROOT)}" for path in (JSON_OUT, DOC_OUT)]  # this run rewrites them after every model
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *own_files],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.machine())
     import onnxruntime
     import torch

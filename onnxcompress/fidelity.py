@@ -143,13 +143,23 @@ def compare(
     ``precision``: the model's coarsest float type (``model_precision``), which sets the exact-pass
     tolerance when it is coarser than an output's own. ``mask``: padding positions (``padding_mask``)
     to leave out of the relative error, for outputs whose leading axes are the mask's. An empty optional
-    output (None) is matched only by an empty optional.
+    output (None) is matched only by an empty optional; a sequence output (a list, its tensors of any
+    shapes) is judged by its worst element.
     """
-    return Fidelity([
-        _equality(name, name in candidate and candidate[name] is None) if ref is None
-        else _compare_one(name, np.asarray(ref), candidate.get(name), precision, mask)
-        for name, ref in reference.items()
-    ])
+    return Fidelity([_compare_value(name, ref, candidate, precision, mask) for name, ref in reference.items()])
+
+
+def _compare_value(name: str, ref: object, candidate: Mapping[str, object], precision: np.dtype | None, mask: np.ndarray | None) -> OutputFidelity:
+    """One output of any ONNX kind: an empty optional, a sequence or a tensor."""
+    if ref is None:
+        return _equality(name, name in candidate and candidate[name] is None)
+    cand = candidate.get(name)
+    if not isinstance(ref, list):
+        return _compare_one(name, np.asarray(ref), cand, precision, mask)
+    if not isinstance(cand, list) or len(cand) != len(ref):
+        return OutputFidelity(name, float("inf"), 1.0, 0.0, False, BROKEN)
+    elements = Fidelity([_compare_one(name, np.asarray(r), c, precision, mask) for r, c in zip(ref, cand)])
+    return elements.worst() or _equality(name, True)
 
 
 def exact_tolerance(*dtypes: np.dtype | None) -> float:
@@ -175,7 +185,8 @@ def padding_mask(feeds: Mapping[str, np.ndarray]) -> np.ndarray | None:
     ``attention_mask`` holding only 0s and 1s, some of them 0, as a boolean ``[batch, sequence]`` array
     (True where real); None when no input is one."""
     for name, array in feeds.items():
-        array = np.asarray(array)
+        if not isinstance(array, np.ndarray):
+            continue  # a sequence, optional or map input
         if "mask" in name.lower() and array.ndim == 2 and array.dtype.kind in "biu" and np.isin(array, (0, 1)).all():
             return array.astype(bool) if not array.all() else None
     return None
@@ -204,7 +215,7 @@ def _numpy(dtype: ir.DataType) -> np.dtype | None:
 
 
 def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision: np.dtype | None, mask: np.ndarray | None) -> OutputFidelity:
-    if cand is None or np.shape(cand) != ref.shape:
+    if cand is None or isinstance(cand, list) or np.shape(cand) != ref.shape:
         return OutputFidelity(name, float("inf"), 1.0, 0.0, False, BROKEN)
     cand = np.asarray(cand)
     tolerance = exact_tolerance(ref.dtype, precision)

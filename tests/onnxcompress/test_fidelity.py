@@ -60,6 +60,15 @@ def test_an_empty_optional_output_matches_only_an_empty_optional():
     assert not fidelity.compare({"o": np.ones(3, np.float32)}, {"o": None}).exact
 
 
+def test_a_sequence_output_of_tensors_of_different_shapes_is_judged_by_its_worst_element():
+    ref = {"s": [np.ones(3, np.float32), np.arange(4, dtype=np.float32).reshape(2, 2)]}
+    assert fidelity.compare(ref, {"s": [a.copy() for a in ref["s"]]}).exact
+    changed = fidelity.compare(ref, {"s": [ref["s"][0], ref["s"][1] + 0.5]})
+    assert not changed.exact and changed.max_abs_err == 0.5
+    for cand in ({"s": ref["s"][:1]}, {"s": np.ones(3, np.float32)}, {}):
+        assert not fidelity.compare(ref, cand).outputs[0].shape_matches
+
+
 def test_cosine_of_opposite_and_zero_outputs():
     ref = {"y": np.array([1.0, 2.0], np.float32)}
     assert fidelity.compare(ref, {"y": -ref["y"]}).cosine == pytest.approx(-1.0)
@@ -165,6 +174,7 @@ def test_padding_positions_are_left_out_of_the_relative_error():
     assert fidelity.compare({"h": ref}, {"h": cand}).slice_error > 0.5
     assert fidelity.compare({"h": ref}, {"h": cand}, mask=fidelity.padding_mask(feeds)).slice_error < 0.1
     assert fidelity.padding_mask({"attention_mask": np.ones((4, 16), np.int64)}) is None
+    assert fidelity.padding_mask({"images": [np.ones((4, 3)), np.ones((2, 5))], **feeds}) is not None  # a sequence input
     assert fidelity.padding_mask({"mask_image": rng.normal(size=(4, 16))}) is None
 
 

@@ -265,11 +265,17 @@ def prove(
     ``labelled`` data, else on calibration samples held out of ``calibration``, else on synthetic
     inputs) and must not be slower than the chain before it (``timer``: side by side, a few rounds, so
     within ``SLOWER_MARGIN``); a step that leaves the model as it was is kept untimed. Without
-    calibration data, a step that needs it is not run.
+    calibration data, a step that needs it is not run, and a model that synthetic inputs cannot drive
+    gets no step.
     """
     timer = timer or side_by_side
-    budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled)
-    feeds, latency_on = latency_feeds(model, calibration, rec.input_shapes)
+    try:
+        budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled)
+        feeds, latency_on = latency_feeds(model, calibration, rec.input_shapes)
+    except UsageError as exc:
+        if calibration is not None or labelled is not None:
+            raise
+        return dataclasses.replace(rec, steps=[], skipped=[*rec.skipped, f"every step: not run, {exc}; give --calibration DATA"])
     measurement = Measurement(benchmark=False, input_shapes=rec.input_shapes or None, labelled=labelled)
     current, checks = io.clone(model), []
     for step in rec.steps:
@@ -292,7 +298,8 @@ def prove(
             continue
         checks.append(Check(step.spec, True, step.reason, values, before / after))
         current = candidate
-    input_ms, chain_ms = timer([model, current], feeds)
+    changed = any(c.kept and c.speedup is not None for c in checks)  # a kept step that changed the model (and was timed)
+    input_ms, chain_ms = timer([model, current], feeds) if changed else timer([model], feeds) * 2
     kept = [s for s, c in zip(rec.steps, checks) if c.kept]
     if kept and input_ms / chain_ms < 1.0 - SLOWER_MARGIN:
         checks.append(Check("the chain", False, f"slower than the input as a whole ({input_ms:.3g} ms -> {chain_ms:.3g} ms): nothing recommended"))

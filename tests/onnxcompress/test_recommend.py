@@ -8,6 +8,7 @@ import pytest
 
 from onnxcompress import io, recommend, runtime
 from onnxcompress.calibration import ArrayReader
+from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import LabelledData
 
 from ..passes.pruning.test_pass_ import constant_channels, constant_channels_data
@@ -195,3 +196,15 @@ def test_side_by_side_times_each_model(mlp_model):
     assert {name: array.shape for name, array in feeds.items()} == {"x": (1, 16)}
     latencies = recommend.side_by_side([mlp_model, mlp_model], feeds)
     assert len(latencies) == 2 and all(ms > 0 for ms in latencies)
+
+
+def test_a_model_synthetic_inputs_cannot_drive_gets_no_step_and_the_reason(monkeypatch, mlp_model):
+    def refuse(*args, **kwargs):
+        raise UsageError("running the model on synthetic inputs failed at input 'x': pass --inputs FILE.npz with real inputs")
+
+    monkeypatch.setattr(runtime, "synthetic_inputs", refuse)
+    rec = recommend.prove(mlp_model, recommend.recommend(mlp_model, VNNI), timer=float_weights)
+    assert rec.steps == [] and rec.proof is None and rec.command("m.onnx", "o.onnx") is None
+    assert rec.skipped[-1].startswith("every step: not run, running the model on synthetic inputs failed at input 'x'")
+    with pytest.raises(UsageError):
+        recommend.prove(mlp_model, recommend.recommend(mlp_model, VNNI), calibration=ArrayReader({"y": np.ones((4, 16), np.float32)}))

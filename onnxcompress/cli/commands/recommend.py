@@ -47,7 +47,8 @@ def recommend(
         console.print(f"--apply: no step to apply, {output} not written", highlight=False, markup=False)
     elif apply:
         passes = [spec.parse_pass(s.spec) for s in rec.steps]
-        result = Pipeline(passes, measurement=Measurement(labelled=labelled)).run(source, calibration=reader)
+        measurement = Measurement(labelled=labelled, input_shapes=rec.input_shapes or None)
+        result = Pipeline(passes, measurement=measurement).run(source, calibration=reader)
         io.save(result.model, output, inputs=[source])
         print_report(result.report)
         console.print(f"wrote {output}")

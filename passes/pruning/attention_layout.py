@@ -66,7 +66,7 @@ def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
 def _axes(node: ir.Node, node_rank: int) -> list[int] | None:
     given = constant(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
     axes = given.ravel().tolist() if given is not None else node.attributes.get_ints("axes", None)
-    return None if axes is None else sorted(int(a) % node_rank for a in axes)
+    return None if axes is None or node_rank == 0 else sorted(int(a) % node_rank for a in axes)
 
 
 def _perm(node: ir.Node | None) -> tuple[int, ...] | None:
@@ -241,17 +241,16 @@ def _transpose_keys(graph: ir.Graph, unflatten: ir.Node) -> bool:
 
 def _broadcast_mask(expand: ir.Node) -> bool:
     """Adds of a mask ``Expand``-ed to every head (``[B, 1, 1, S]`` → ``[B·N, 1, S]`` → ``[B, N, 1, S]``) read it unexpanded."""
-    mask, target = expand.inputs[0], constant(expand.inputs[1])
+    mask = expand.inputs[0]
     flat = _only_use(expand.outputs[0], "Reshape")
     heads_out = _only_use(flat.outputs[0], "Reshape") if flat is not None else None
-    if heads_out is None or target is None or target.ndim != 1 or len(target) != 4 or rank(mask) != 4:
+    if heads_out is None or rank(mask) != 4 or not isinstance(heads_out.outputs[0].shape[1], int):
         return False
-    heads = int(target[1])
-    if target.tolist() != [1, heads, 1, 1]:
-        return False
-    pm, pf, pe = _probes(mask), _probes(flat.outputs[0]), _probes(heads_out.outputs[0])
-    if pm is None or pf is None or pe is None or any(
-            m[1:3] != (1, 1) or f != (m[0] * heads, 1, m[3]) or e != (m[0], heads, 1, m[3]) for m, f, e in zip(pm, pf, pe)):
+    heads = heads_out.outputs[0].shape[1]
+    pm, px, pf, pe = (_probes(v) for v in (mask, expand.outputs[0], flat.outputs[0], heads_out.outputs[0]))
+    if None in (pm, px, pf, pe) or any(
+            m[1:3] != (1, 1) or x != (m[0], heads, 1, m[3]) or f != (m[0] * heads, 1, m[3]) or e != x
+            for m, x, f, e in zip(pm, px, pf, pe)):
         return False
     expanded = heads_out.outputs[0]
     adds = [use for use in expanded.uses() if use.node.op_type == "Add" and _covers_heads(use.node, use.idx, heads)]

@@ -7,6 +7,8 @@ freeze every axis they touch, with a reason naming the op and node.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
@@ -22,7 +24,7 @@ PROBE_SIZES = (2, 3)
 PROBED = "pruning.probe_shapes"  # a value's meta entry: its shapes in the two probe runs
 
 
-def infer_shapes(model: ir.Model) -> None:
+def infer_shapes(model: ir.Model, example: Mapping[str, Sequence[int]] | None = None) -> None:
     """Fill in static shapes of intermediate values in place.
 
     onnx shape inference loses static sizes behind shape arithmetic (a head count behind a
@@ -30,12 +32,14 @@ def infer_shapes(model: ir.Model) -> None:
     also run by ONNX Runtime at two different sizes of its run-time dims: a dim equal in both runs is
     static. Measured on MiniLM, this is what recovers the head axis (12) onnx leaves symbolic.
     Both runs' shapes stay in each value's ``meta[PROBED]``: they show how run-time dims combine
-    (a ``batch × heads`` axis), which a shape with unknown dims cannot.
+    (a ``batch × heads`` axis), which a shape with unknown dims cannot. ``example`` (the input shapes
+    of real data) serves a model that does not run at the probe sizes, such as PyTorch's legacy export
+    of ``nn.MultiheadAttention``, which fixes the key length in a constant: the probes then keep its
+    sizes and vary the batch axis only.
     """
     ShapeInferencePass()(model)
-    try:
-        probes = [_probe_shapes(model, size) for size in PROBE_SIZES]
-    except UsageError:  # no runnable synthetic inputs (unshaped inputs, tiny dynamic images): keep onnx's shapes
+    probes = _probe_runs(model, example)
+    if probes is None:
         return
     values = {v.name: v for node in model.graph for v in node.outputs}
     for name, first in probes[0].items():
@@ -48,10 +52,28 @@ def infer_shapes(model: ir.Model) -> None:
         value.shape = ir.Shape([a if a == b else (d if not isinstance(d, int) else None) for a, b, d in zip(first, second, old)])
 
 
-def _probe_shapes(model: ir.Model, size: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of every node output when run-time input dims are ``size`` (batch) or ``size + 14`` (others)."""
+def _probe_runs(model: ir.Model, example: Mapping[str, Sequence[int]] | None) -> list[dict[str, tuple[int, ...]]] | None:
+    """The shapes of the two probe runs, or None when the model runs at neither the probe sizes nor the example's."""
+    for sizes in (None, example) if example is not None else (None,):
+        try:
+            return [_probe_shapes(model, size, sizes) for size in PROBE_SIZES]
+        except UsageError:  # no runnable synthetic inputs (unshaped inputs, tiny dynamic images, a fixed length)
+            continue
+    return None
+
+
+def _probe_shapes(model: ir.Model, size: int, example: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Shapes of every node output when run-time input dims are ``size`` (batch) or ``size + 14`` (others; the
+    ``example``'s size there when given)."""
+    def dim(name: str, axis: int, d) -> int:
+        if isinstance(d, int):
+            return d
+        if axis == 0:
+            return size
+        return int(example[name][axis]) if example is not None and name in example else size + 14
+
     shapes = {
-        v.name: tuple(d if isinstance(d, int) else size + (14 if axis else 0) for axis, d in enumerate(v.shape))
+        v.name: tuple(dim(v.name, axis, d) for axis, d in enumerate(v.shape))
         for v in model.graph.inputs
         if v.shape is not None and v.name not in model.graph.initializers
     }

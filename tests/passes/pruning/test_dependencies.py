@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx_ir as ir
+
 from onnxcompress import runtime
 from onnxcompress.passes.pruning import PruneChannels
-from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
+from onnxcompress.passes.pruning.dependencies import PROBED, build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.groups import group_infos
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
@@ -134,3 +137,26 @@ def test_min_channels_bounds_every_group(make_model):
     groups = {g["group"]: g for g in result.details["groups"]}
     assert groups["w1[0]"]["kept"] == 3
     assert groups["w2[0]"]["kept"] == 3
+
+
+FIXED_LENGTH = HEADER + """
+g (float[N,S,4] x) => (float[N,6] y) {
+  flat = Reshape(x, shape)
+  h = MatMul(flat, w)
+  y = ReduceMean<axes=[1], keepdims=0>(h)
+}"""
+
+
+def test_a_model_fixed_to_its_datas_length_is_probed_at_that_length(make_model):
+    """An export that baked its sequence length into a constant (PyTorch's legacy MHA) runs at no probe size: the
+    probes keep the example data's length and vary the batch only, so the static axes still come out."""
+    model = make_model(FIXED_LENGTH, {"w": (4, 6)})
+    model.graph.initializers["shape"] = shape = ir.Value(
+        name="shape", const_value=ir.tensor(np.array([-1, 8, 4], dtype=np.int64), name="shape"))
+    shape.shape, shape.type = ir.Shape([3]), ir.TensorType(ir.DataType.INT64)
+    model.graph.node(0).replace_input_with(1, shape)
+    h = model.graph.node(1).outputs[0]
+    infer_shapes(model)
+    assert PROBED not in h.meta
+    infer_shapes(model, example={"x": (4, 8, 4)})
+    assert list(h.shape)[1:] == [8, 6] and h.meta[PROBED] == ((2, 8, 6), (3, 8, 6))

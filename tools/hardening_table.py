@@ -16,7 +16,7 @@ recommended chain) runs as ``onnxcompress run MODEL -o OUT -p ... --calibration 
 - ``failed``: anything else: an exact pass that changed the outputs (exit 1), an unexpected error, a
   crash, a timeout, an output ONNX Runtime cannot run; the first line of the message is kept.
 
-    python tools/hardening_table.py [--only captcha-crnn,yolo-head-legacy] [--timeout 600] [--rounds 5]
+    python tools/hardening_table.py [--only captcha-crnn,yolo-head-legacy] [--timeout 600] [--rounds 5] [--bench-recommended-only]
 
 ``--only`` re-runs those models and keeps the others' results from the last run; results are written
 after every model, so an interrupted run keeps what it measured. ``--redraw`` runs nothing: it
@@ -188,8 +188,8 @@ def latency_ratio(prepared: dict, output: Path, timeout: float, rounds: int) -> 
     return round(json.loads(result.read_text())[1]["ratio"], 3)
 
 
-def table_row(entry: Entry, timeout: float, rounds: int) -> dict:
-    """Every chain on one entry."""
+def table_row(entry: Entry, timeout: float, rounds: int, single_pass_rounds: int) -> dict:
+    """Every chain on one entry; single passes benched in ``single_pass_rounds``, the recommended chain in ``rounds``."""
     folder = WORK / entry.name
     start = time.perf_counter()
     try:
@@ -198,7 +198,7 @@ def table_row(entry: Entry, timeout: float, rounds: int) -> dict:
         return {"source": entry.source, "error": f"cannot build or run the reference: {type(exc).__name__}: {first_line(str(exc))}"}
     row = {"source": entry.source, "params": prepared["params"], "samples": dict(entry.samples), "cells": {}}
     for spec in CHAINS:
-        row["cells"][spec] = run_chain(entry, prepared, [spec], folder / "run", timeout, rounds)
+        row["cells"][spec] = run_chain(entry, prepared, [spec], folder / "run", timeout, single_pass_rounds)
         print(f"  {entry.name} {spec}: {_cell_text(row['cells'][spec])}", flush=True)
     chain, command = recommended_chain(prepared["model"], folder / "calibration.npz", timeout)
     if chain is None:
@@ -209,6 +209,7 @@ def table_row(entry: Entry, timeout: float, rounds: int) -> dict:
     row["seconds"] = round(time.perf_counter() - start, 1)
     row["commit"] = metadata()["commit"]
     row["bench_rounds"] = rounds
+    row["single_pass_bench_rounds"] = single_pass_rounds
     return row
 
 
@@ -258,6 +259,11 @@ def summary(results: dict) -> dict:
     return {"counts": {k: dict(v) for k, v in counts.items()}, "failures": failures, "silent_losses": silent, "params_grew": grew}
 
 
+def _benched_cells(row: dict) -> str:
+    """``, recommended chain only`` when the row's single passes were not benched."""
+    return ", recommended chain only" if row.get("single_pass_bench_rounds", row["bench_rounds"]) == 0 else ""
+
+
 def write_doc(results: dict, meta: dict) -> None:
     """docs/hardening.md: the table, the counts, the failures, the losses."""
     summed = summary(results)
@@ -292,7 +298,7 @@ def write_doc(results: dict, meta: dict) -> None:
     if len(commits) > 1:
         lines += ["", "Rows were measured at different commits while the passes were being changed:", ""]
         lines += [f"- `{commit}`: {', '.join(names)}" for commit, names in commits.items()]
-    benched = [f"{name} ({row['bench_rounds']} rounds)" for name, row in results.items() if row.get("bench_rounds", 1) > 0]
+    benched = [f"{name} ({row['bench_rounds']} rounds{_benched_cells(row)})" for name, row in results.items() if row.get("bench_rounds", 1) > 0]
     lines += ["", f"Latency was measured for: {', '.join(benched) or 'none'}; the other ok cells show fidelity only."]
     lines += ["", "## Counts", "", "| chain | ok | declined | failed |", "|---|---|---|---|"]
     lines += [f"| {spec} | {c.get('ok', 0)} | {c.get('declined', 0)} | {c.get('failed', 0)} |" for spec, c in summed["counts"].items()]
@@ -335,6 +341,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated entry names; the others keep their last results")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per command")
     parser.add_argument("--rounds", type=int, default=5, help="bench rounds per ok cell (0: no latency)")
+    parser.add_argument("--bench-recommended-only", action="store_true",
+                        help="bench only the recommended chain (its claim is 'not slower than the input'), not each single pass")
     parser.add_argument("--redraw", action="store_true", help="re-classify the stored cells and rewrite the files; run nothing")
     args = parser.parse_args()
     if args.redraw:
@@ -348,7 +356,7 @@ def main() -> None:
     meta = metadata()
     for name in names:
         print(f"{name}", flush=True)
-        results[name] = table_row(ENTRIES[name], args.timeout, args.rounds)
+        results[name] = table_row(ENTRIES[name], args.timeout, args.rounds, 0 if args.bench_recommended_only else args.rounds)
         write_results(results, {**meta, "rounds": args.rounds})
 
 

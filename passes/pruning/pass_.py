@@ -22,6 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io
+from onnxcompress.calibration.validation import model_batches
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.pruning import importance, recovery
@@ -97,6 +98,13 @@ class PruneChannels(CompressionPass):
             return "bias_fold and reconstruct fit what the removed channels carried on activations"
         return None
 
+    def _example_shapes(self, model: ir.Model) -> dict[str, tuple[int, ...]] | None:
+        """Input shapes of the first calibration batch (in the model's own batch), to probe a model that
+        does not run at the probe sizes; None without calibration data."""
+        if self.context.calibration is None:
+            return None
+        return {name: array.shape for name, array in next(model_batches(self.context.calibration, model)).arrays().items()}
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if self.ratio == 0 and not self.dead_only:
             self.note("ratio=0: nothing removed (identity)")
@@ -107,7 +115,7 @@ class PruneChannels(CompressionPass):
             max_error=self.max_error, max_drop=self.max_drop)
         work = io.clone(model)
         ties = untie_weights(work)
-        infer_shapes(work)
+        infer_shapes(work, example=self._example_shapes(work))
         graph = build_channel_graph(work, layernorm=self.layernorm)
         _freeze_excluded(graph, work, self.exclude)
         infos = group_infos(graph)

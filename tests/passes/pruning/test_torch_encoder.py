@@ -71,3 +71,18 @@ def test_growth_is_declined(tmp_path_factory, monkeypatch):
     assert not run.modified
     assert any(n.startswith("declined: the removal would not reduce parameters") for n in run.notes)
     assert io.to_proto(model).SerializeToString() == before
+
+
+def test_fixed_key_length_export_probed_at_its_calibration_sizes():
+    """The corpus's legacy export declares its sequence dynamic but fixes the key length in a constant, so it
+    runs at no probe size: with calibration data the pass probes at the data's sizes and removes heads."""
+    from onnxcompress.calibration.readers import ArrayReader
+    from onnxcompress.models.hardening import ENTRIES
+
+    entry = ENTRIES["torch-encoder-legacy"]
+    original = io.load(entry.model())
+    model = io.clone(original)
+    outcome = PruneChannels(ratio=0.3, accept_loss=True).apply(model, calibration=ArrayReader(entry.feeds("calibration", 16)))
+    removed = [g for g in outcome.details["groups"] if g["removed"]]
+    assert "heads" in {g["kind"] for g in removed}
+    assert parameter_count(outcome.model) < parameter_count(original)

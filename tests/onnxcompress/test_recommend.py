@@ -208,3 +208,12 @@ def test_a_model_synthetic_inputs_cannot_drive_gets_no_step_and_the_reason(monke
     assert rec.skipped[-1].startswith("every step: not run, running the model on synthetic inputs failed at input 'x'")
     with pytest.raises(UsageError):
         recommend.prove(mlp_model, recommend.recommend(mlp_model, VNNI), calibration=ArrayReader({"y": np.ones((4, 16), np.float32)}))
+
+
+def test_a_slowdown_seen_once_is_timed_again_and_the_second_measurement_stands():
+    model = constant_channels(low_bias=0.0)
+    measurements = iter([[1.0, 2.0], [1.0, 1.0]])
+    assert recommend.confirmed_slowdown(lambda models, feeds: next(measurements), model, model, {}) == (1.0, 1.0)
+    calls = []
+    assert recommend.confirmed_slowdown(lambda models, feeds: calls.append(1) or [2.0, 1.0], model, model, {}) == (2.0, 1.0)
+    assert len(calls) == 1  # a speedup is not re-timed

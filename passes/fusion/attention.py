@@ -22,7 +22,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from onnxcompress.passes.fusion import attention_heads
-from onnxcompress.passes.fusion._attention_mask import mask_for_ort
+from onnxcompress.passes.fusion._attention_mask import fits_scores, mask_for_ort
 from onnxcompress.passes.fusion._values import constant, last_dim
 from onnxcompress.passes.fusion.reshape_dims import copied_dims_shape
 
@@ -72,11 +72,13 @@ class AttentionFusion(pattern.RewriteRuleClassBase):
             return result.fail("Softmax is not over the key axis")
         if mask is not None and (mask.dtype != ir.DataType.FLOAT or mask.shape is None or len(mask.shape) > 4):
             return result.fail("the mask is not a float tensor of known rank <= 4")
+        if mask is not None and not fits_scores(mask, [q.shape[0], splits[0][0], q.shape[1], k.shape[1]]):
+            return result.fail(f"the mask {mask.shape} broadcasts the scores to a larger shape")
         return result
 
     def rewrite(self, op, q, k, v, q_shape, factor, out_shape, mask=None, **_):
         heads, _head_size = _head_split(q, q_shape)
-        inputs = [q, k, v] if mask is None else [q, k, v, mask_for_ort(op, mask, q, query_axis=1)]
+        inputs = [q, k, v] if mask is None else [q, k, v, mask_for_ort(op, mask, q, k, sequence_axis=1)]
         attended = op.Attention(*inputs, q_num_heads=heads, kv_num_heads=heads, scale=_scale(factor, self.divide))
         return attended if _merges_to_own_shape(q, out_shape) else op.Reshape(attended, out_shape)
 
@@ -128,7 +130,7 @@ def _merges_to_own_shape(q: ir.Value, shape: ir.Value) -> bool:
 
 def _scale(factor: ir.Value, divide: bool) -> float | None:
     value = constant(factor)
-    if value is None or value.size != 1 or not float(value.reshape(())) > 0:
+    if value is None or value.size != 1 or value.ndim > 4 or not float(value.reshape(())) > 0:
         return None
     return 1.0 / float(value.reshape(())) if divide else float(value.reshape(()))
 

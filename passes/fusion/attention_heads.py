@@ -25,11 +25,11 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._attention_mask import mask_for_ort
+from onnxcompress.passes.fusion._attention_mask import fits_scores, mask_for_ort
 from onnxcompress.passes.fusion._values import FLOAT_TYPES, constant, rank
 
 HEADS_RANK = 4
-QUERY_AXIS = 2
+SEQUENCE_AXIS = 2  # of Q, K and V as heads [B, N, S, H]
 IDENTITY = (0, 1, 2, 3)
 Monomial = tuple[float, float]  # (c, e): the value c · H^e, H the head size
 
@@ -61,7 +61,7 @@ class HeadsAttentionFusion(pattern.RewriteRuleClassBase):
         parts = self._parts(q_side, k_side, factor)
         if parts is None:
             return result.fail("Q or Kᵀ is not 4-D heads scaled by constants or powers of the head size")
-        q, (k, _), _ = parts
+        q, (k, perm), _ = parts
         if any(x.dtype != ir.DataType.FLOAT for x in (q, k, v)) or any(rank(x) != HEADS_RANK for x in (q, k, v)):
             return result.fail("Q, K and V are not all float32 4-D heads")
         if probs.producer().attributes.get_int("axis", -1) not in (-1, HEADS_RANK - 1):
@@ -71,14 +71,16 @@ class HeadsAttentionFusion(pattern.RewriteRuleClassBase):
         if mask is not None and (mask.dtype not in FLOAT_TYPES or mask.dtype != q.dtype or rank(mask) is None
                                  or rank(mask) > HEADS_RANK):
             return result.fail("the mask is not a float tensor of known rank <= 4")
+        if mask is not None and not fits_scores(mask, [*q.shape[:SEQUENCE_AXIS + 1], _key_length(k, perm)]):
+            return result.fail(f"the mask {mask.shape} broadcasts the scores to a larger shape")
         if self._deferred(context, weighted):
             return result.fail("the 3-D rule fuses this block with its head split and merge")
         return result
 
     def rewrite(self, op, q_side, k_side, v, factor=None, mask=None, **_):
         q, (k, perm), monomial = self._parts(q_side, k_side, factor)
-        keys = k if perm is None else op.Transpose(k, perm=list(perm))
-        inputs = [q, keys, v] if mask is None else [q, keys, v, mask_for_ort(op, mask, q, QUERY_AXIS)]
+        keys = k if perm is None else _transposed(op, k, perm)
+        inputs = [q, keys, v] if mask is None else [q, keys, v, mask_for_ort(op, mask, q, keys, SEQUENCE_AXIS)]
         scale = _scale(monomial, q)
         return op.Attention(*inputs) if scale is None else op.Attention(*inputs, scale=scale)
 
@@ -104,6 +106,19 @@ class HeadsAttentionFusion(pattern.RewriteRuleClassBase):
         if len(merges) != 1 or merges[0].node.op_type != "Reshape":
             return False
         return any(rule.match(context.model, context.graph_or_function, merges[0].node) for rule in _commuted(self.defer_to))
+
+
+def _key_length(k: ir.Value, perm: tuple[int, ...] | None) -> int | ir.SymbolicDim | None:
+    """The key length of ``k`` as ``[B, N, S, H]`` after ``perm`` (None: ``k`` is already in that layout)."""
+    return None if k.shape is None else k.shape[SEQUENCE_AXIS if perm is None else perm[SEQUENCE_AXIS]]
+
+
+def _transposed(op, k: ir.Value, perm: tuple[int, ...]) -> ir.Value:
+    """``Transpose(k, perm)`` with its shape set from ``k``'s, so the mask can be proven to fit the keys."""
+    keys = op.Transpose(k, perm=list(perm))
+    if k.shape is not None:
+        keys.shape, keys.dtype = ir.Shape([k.shape[axis] for axis in perm]), k.dtype
+    return keys
 
 
 @functools.cache
@@ -150,7 +165,8 @@ def _monomial(value: ir.Value | None, q: ir.Value) -> Monomial | None:
     ``Shape``, and Cast (to a float type), Sqrt, Reciprocal, Mul and Div of those; None otherwise."""
     array = constant(value)
     if array is not None:
-        return (float(array.reshape(())), 0.0) if array.size == 1 and array.dtype.kind in "fiu" else None
+        scalar = array.size == 1 and array.ndim <= HEADS_RANK and array.dtype.kind in "fiu"  # a 5-D [1]*5 adds an axis
+        return (float(array.reshape(())), 0.0) if scalar else None
     node = value.producer() if value is not None else None
     if node is None:
         return None

@@ -225,6 +225,58 @@ def test_a_scale_from_another_tensors_shape_is_left_alone(fused, assert_exact_re
     assert_exact_rewrite(before, after)
 
 
+# onnx's test_flexattention_score_mod after fold-constants: a score_mod that adds a scalar to the scores (at
+# opset 26, where ORT reads a key-broadcast mask wrongly without an error; at 23 it refuses it)
+SCORE_BIAS = """
+<ir_version: 10, opset_import: ["" : 26]>
+g (float[1, 2, 3, 4] q, float[1, 2, 3, 4] k, float[1, 2, 3, 4] v) => (float[1, 2, 3, 4] y)
+  <float root = {0.70710677}, float bias = {0.5}> {
+    qs = Mul(q, root)
+    ks = Mul(k, root)
+    kt = Transpose<perm = [0, 1, 3, 2]>(ks)
+    scores = MatMul(qs, kt)
+    biased = Add(scores, bias)
+    probs = Softmax<axis = 3>(biased)
+    y = MatMul(probs, v)
+}
+"""
+
+
+@pytest.mark.parametrize("text", [
+    SCORE_BIAS,
+    heads_text("    kt = Transpose<perm = [0, 1, 3, 2]>(k)", "root").replace("float[2, 4, 1, 5] mask", "float[2, 4, 5, 1] mask"),
+    attention_text(mask_shape="2, 1, 5, 1"),
+    attention_text(mask_shape="1"),
+], ids=["scalar-score-bias", "heads-key-broadcast", "split-key-broadcast", "split-one-value"])
+def test_a_mask_broadcast_along_the_keys_is_spelled_out_for_ort(fused, assert_exact_rewrite, text):
+    """ORT's kernel reads a mask whose key axis is broadcast wrongly or not at all: it is expanded to the key length."""
+    before, after, fuse = fused(text)
+    assert fuse.details["attention"] == 1
+    (attention,) = attention_nodes(after)
+    assert attention.inputs[3].producer().op_type == "Expand"
+    assert_exact_rewrite(before, after)
+
+
+def test_a_mask_that_broadcasts_the_scores_up_is_left_alone(fused, assert_exact_rewrite):
+    """Scores of one batch plus a mask of two are two batches: the fused op would output one."""
+    text = heads_text("    kt = Transpose<perm = [0, 1, 3, 2]>(k)", "root").replace("float[2, 4, 5, 8] q", "float[1, 4, 5, 8] q") \
+        .replace("float[2, 4, 5, 8] k", "float[1, 4, 5, 8] k").replace("float[2, 4, 5, 8] v", "float[1, 4, 5, 8] v")
+    before, after, fuse = fused(text)
+    assert fuse.details["attention"] == 0
+    assert_exact_rewrite(before, after)
+
+
+def test_a_scale_of_higher_rank_than_the_scores_is_left_alone(fused, assert_exact_rewrite):
+    """A one-element factor of rank 5 adds an axis to the scores: not a scale the op can take."""
+    text = heads_text("    kt = Transpose<perm = [0, 1, 3, 2]>(k)", "root") \
+        .replace("scores = MatMul(qs, ks)", "raw = MatMul(qs, ks)\n    scores = Mul(raw, half)") \
+        .replace("float[1] root = {0.5}>", "float[1] root = {0.5}, float[1, 1, 1, 1, 1] half = {0.5}>") \
+        .replace("float[2, 4, 5, 8] y)", "float[1, 2, 4, 5, 8] y)")
+    before, after, fuse = fused(text)
+    assert fuse.details["attention"] == 0
+    assert_exact_rewrite(before, after)
+
+
 @pytest.mark.slow  # exports the corpus models on a first run (later runs read the cache)
 @pytest.mark.parametrize("name", ["torch-encoder-legacy", "torch-encoder-dynamo", "hf-bert-dynamo", "hf-distilbert-dynamo"])
 def test_every_attention_block_of_pytorch_and_dynamo_exports_is_fused(name, assert_exact_rewrite):

@@ -2,43 +2,11 @@
 
 A rule couples the elements of its node's input and output axes in a ``Coupler`` and, when a
 removal changes something that is not a sliced tensor (a Conv's ``group``, a Split's sizes, a
-Reshape's shape constant), rewrites its node afterwards. Rules register by op type in ``RULES``;
-importing this package imports every rule module.
+Reshape's shape constant), rewrites its node afterwards. Rules register by op type in ``RULES``
+(``base``); importing this package imports every rule module, so ``RULES`` is complete.
 """
 
-from __future__ import annotations
+from onnxcompress.passes.pruning.rules import conv, elementwise, layout, linear, norm, pool, routing  # noqa: F401  (they register)
+from onnxcompress.passes.pruning.rules.base import RULES, Refused, Rule
 
-from typing import ClassVar
-
-import onnx_ir as ir
-
-from onnxcompress.passes.pruning.graph import Coupler
-
-RULES: dict[str, Rule] = {}
-
-
-class Refused(Exception):
-    """A rule cannot prove the node consistent under removal; its axes get frozen with this reason."""
-
-
-class Rule:
-    """Couples the axes of one family of ops; subclasses list their ``ops`` and register on definition."""
-
-    ops: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        for op in cls.ops:
-            if op in RULES:
-                raise RuntimeError(f"two pruning rules for {op}")
-            RULES[op] = cls()
-
-    def couple(self, node: ir.Node, c: Coupler) -> None:
-        """Couple the node's axes in ``c`` (raise ``Refused`` to freeze them all)."""
-        raise NotImplementedError
-
-    def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
-        """Update attributes/shape constants after ``removed`` (indices by ``(id(value), axis)``)."""
-
-
-from onnxcompress.passes.pruning.rules import conv, elementwise, layout, linear, norm, pool, routing  # noqa: E402,F401
+__all__ = ["RULES", "Refused", "Rule"]

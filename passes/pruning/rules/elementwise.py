@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxcompress.passes.pruning.graph import Coupler, rank
-from onnxcompress.passes.pruning.rules import Refused, Rule
+from onnxcompress.passes.pruning.rules.base import Refused, Rule
 
 UNARY = (
     "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus",

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes.pruning.graph import Coupler, rank
-from onnxcompress.passes.pruning.rules import Refused, Rule
+from onnxcompress.passes.pruning.rules.base import Refused, Rule
 from onnxcompress.passes.pruning.rules.constants import constant, fresh_name, replace_input_with_constant
 
 

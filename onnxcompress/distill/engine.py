@@ -1,4 +1,5 @@
-"""The distillation loop: batches, early stopping on validation, fixed seeds, per-epoch metrics.
+"""The distillation loop: batches, early stopping on validation, fixed seeds, per-epoch metrics;
+``multi_stage`` chains two runs through a teacher assistant.
 
 It does not reuse ``onnxcompress.models.training.fit``: that loop's loss sees only the model's
 outputs and the labels, while distillation losses also need the batch's inputs (teacher outputs,
@@ -92,6 +93,16 @@ def distill(
                 break
     student.load_state_dict(best[2])
     return DistillResult(student.eval(), history, best[1])
+
+
+def multi_stage(teacher: torch.nn.Module, assistant: torch.nn.Module, student: torch.nn.Module, data, **distill_options: Any):
+    """Teacher → assistant → student (Mirzadeh et al.'s teacher assistant): two runs, returns both results.
+
+    The assistant, between the two in size, bridges a capacity gap too wide for one step.
+    """
+    first = distill(teacher, assistant, data, **distill_options)
+    second = distill(first.student, student, data, **distill_options)
+    return first, second
 
 
 def teacher_outputs(teacher: torch.nn.Module, inputs, batch_size: int) -> torch.Tensor:

@@ -3,7 +3,8 @@
 A strategy owns the (frozen) teacher and turns one batch into a scalar loss for the student.
 ``standard`` (Hinton soft/hard, or embedding distance), ``hidden`` (adds intermediate-layer
 alignment with projections), ``attribution`` (adds input-gradient map matching), ``reverse_kld``
-(KL(student ‖ teacher)) and ``multi_stage`` (teacher → assistant → student, two ``distill`` runs).
+(KL(student ‖ teacher)); ``multi_stage`` (teacher → assistant → student) is two ``distill`` runs and
+lives in ``engine``, which builds these strategies.
 """
 
 from __future__ import annotations
@@ -165,18 +166,6 @@ def build(name: str, teacher: torch.nn.Module, **options: Any) -> Standard:
         return STRATEGIES[name](teacher, **options)
     except TypeError as exc:
         raise UsageError(f"strategy {name!r}: {exc}") from None
-
-
-def multi_stage(teacher: torch.nn.Module, assistant: torch.nn.Module, student: torch.nn.Module, data, **distill_options: Any):
-    """Teacher → assistant → student (Mirzadeh et al.'s teacher assistant): two runs, returns both results.
-
-    The assistant, between the two in size, bridges a capacity gap too wide for one step.
-    """
-    from onnxcompress.distill.engine import distill  # the engine builds strategies: import here, not at load
-
-    first = distill(teacher, assistant, data, **distill_options)
-    second = distill(first.student, student, data, **distill_options)
-    return first, second
 
 
 @contextmanager

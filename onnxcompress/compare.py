@@ -17,25 +17,9 @@ from onnxcompress import bench, io, runtime, spec
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import CompressionPass
 from onnxcompress.pipeline import Measurement, Pipeline
+from onnxcompress.records import Outcome
 
 RECIPE_SEPARATOR = ";"
-
-
-@dataclasses.dataclass
-class Outcome:
-    """One recipe's result: size, latency, quality (cosine or accuracy) and Pareto membership."""
-
-    name: str
-    size_bytes: int
-    latency_ms: float
-    quality: float
-    speedup: float = 1.0
-    pareto: bool = False
-    model: ir.Model | None = dataclasses.field(default=None, repr=False)
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict (without the model, which is never copied: ``dataclasses.asdict`` would deep-copy it)."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "model"}
 
 
 def pareto_front(points: Sequence[tuple[float, ...]]) -> list[bool]:

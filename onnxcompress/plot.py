@@ -18,11 +18,10 @@ from onnxcompress.errors import UsageError
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-    from onnxcompress.compare import Outcome
-    from onnxcompress.report import Report
+    from onnxcompress.records import Outcome, RunRecord
 
 
-def plot_report(report: Report, path: str | os.PathLike, *, inputs: Iterable[ir.Model] = ()) -> Path:
+def plot_report(report: RunRecord, path: str | os.PathLike, *, inputs: Iterable[ir.Model] = ()) -> Path:
     """Three bar charts side by side, one bar per step: size (MB), median latency (ms), cosine (a PNG at ``path``)."""
     plt = _pyplot()
     labels = [f"{i}. {s.pass_name}" + ("" if s.status in ("input", "kept") else " (rolled back)") for i, s in enumerate(report.steps)]

@@ -1,8 +1,7 @@
-"""The record of a pipeline run: one ``StepRecord`` per step, the input model first."""
+"""A pipeline run's record written out: strict JSON, Markdown, a plain table, and a folder with both and the chart."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -13,58 +12,14 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxcompress import io
-from onnxcompress.bench import Latency
-from onnxcompress.fidelity import Fidelity
+from onnxcompress import plot as plot_module
+from onnxcompress.records import RunRecord, StepRecord
+
+__all__ = ["Report", "StepRecord", "check_report_folder", "report_paths"]
 
 
-@dataclasses.dataclass
-class StepRecord:
-    """What one step did to the model and what it measured afterwards."""
-
-    pass_name: str
-    options: dict[str, Any]
-    status: str  # "input", "kept" or "rolled back"
-    size_bytes: int
-    params: int
-    nodes: int
-    op_histogram: dict[str, int]
-    seconds: float = 0.0
-    latency: Latency | None = None
-    speedup: float | None = None
-    fidelity: Fidelity | None = None
-    accuracy: float | None = None
-    notes: list[str] = dataclasses.field(default_factory=list)
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict with the design's field names."""
-        return {
-            "pass": self.pass_name,
-            "options": self.options,
-            "status": self.status,
-            "size_bytes": self.size_bytes,
-            "params": self.params,
-            "nodes": self.nodes,
-            "op_histogram": self.op_histogram,
-            "latency_ms": self.latency.to_dict() if self.latency else None,
-            "speedup": self.speedup,
-            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
-            "accuracy": self.accuracy,
-            "seconds": self.seconds,
-            "notes": self.notes,
-            "details": self.details,
-        }
-
-
-@dataclasses.dataclass
-class Report:
-    """All the steps of one run."""
-
-    steps: list[StepRecord]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"steps": [s.to_dict() for s in self.steps]}
+class Report(RunRecord):
+    """A run's record (``RunRecord``) with the ways it is written: JSON, Markdown, a plain table, a folder."""
 
     def to_json(self) -> str:
         """Strict JSON text: non-finite numbers (an exact pass's inf error, a NaN) become null."""
@@ -80,9 +35,7 @@ class Report:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         written = [self.write_json(json_path, inputs=inputs), io.write_bytes(markdown_path, self.to_markdown().encode(), inputs=inputs)]
         if plot:
-            from onnxcompress.plot import plot_report
-
-            written.append(plot_report(self, png[0], inputs=inputs))
+            written.append(plot_module.plot_report(self, png[0], inputs=inputs))
         return written
 
     def rows(self) -> list[dict[str, str]]:

@@ -1,0 +1,84 @@
+"""What runs record, as plain data: a ``StepRecord`` per pipeline step, the ``RunRecord`` of a run's steps, and
+an ``Outcome`` per recipe of a comparison.
+
+The pipeline and ``compare`` fill them, ``report`` writes them (JSON, Markdown, a folder with the chart) and
+``plot`` draws them; kept apart from all of these, so that each imports the records and none the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from onnxcompress.bench import Latency
+    from onnxcompress.fidelity import Fidelity
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """What one step did to the model and what it measured afterwards."""
+
+    pass_name: str
+    options: dict[str, Any]
+    status: str  # "input", "kept" or "rolled back"
+    size_bytes: int
+    params: int
+    nodes: int
+    op_histogram: dict[str, int]
+    seconds: float = 0.0
+    latency: Latency | None = None
+    speedup: float | None = None
+    fidelity: Fidelity | None = None
+    accuracy: float | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the design's field names."""
+        return {
+            "pass": self.pass_name,
+            "options": self.options,
+            "status": self.status,
+            "size_bytes": self.size_bytes,
+            "params": self.params,
+            "nodes": self.nodes,
+            "op_histogram": self.op_histogram,
+            "latency_ms": self.latency.to_dict() if self.latency else None,
+            "speedup": self.speedup,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "accuracy": self.accuracy,
+            "seconds": self.seconds,
+            "notes": self.notes,
+            "details": self.details,
+        }
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """All the steps of one run, the input model first."""
+
+    steps: list[StepRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"steps": [s.to_dict() for s in self.steps]}
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One recipe's result: size, latency, quality (cosine or accuracy) and Pareto membership."""
+
+    name: str
+    size_bytes: int
+    latency_ms: float
+    quality: float
+    speedup: float = 1.0
+    pareto: bool = False
+    model: ir.Model | None = dataclasses.field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (without the model, which is never copied: ``dataclasses.asdict`` would deep-copy it)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "model"}

@@ -12,20 +12,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import bench, checks, fidelity, io, runtime, stats
+from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass
 from onnxcompress.report import Report, StepRecord
 
 StepCallback = Callable[[str, str], None]
 SLOWER_MARGIN = 0.02
-Metric = Literal["top1"]
-LABELS_KEY = "labels"  # the member of a labelled-data .npz holding the class labels; the others are inputs
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:

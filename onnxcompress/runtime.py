@@ -16,6 +16,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress import io
+from onnxcompress.defaults import DEFAULT_THREADS
 from onnxcompress.errors import UsageError
 from onnxcompress.synthetic_inputs import (  # noqa: F401  (re-exported: every command takes them from here)
     SyntheticFeeds,
@@ -31,7 +32,6 @@ OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-DEFAULT_THREADS = 2
 Feeds = dict[str, np.ndarray]
 # numpy types ORT's Python API does not map itself (ml_dtypes'): fed as OrtValues of their ONNX type
 ONNX_TYPE_OF = {

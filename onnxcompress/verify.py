@@ -21,10 +21,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import checks, fidelity, io, runtime, shape_rules
+from onnxcompress.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from onnxcompress.errors import UsageError
 
-DEFAULT_RTOL = 1e-3
-DEFAULT_ATOL = 1e-4
 TOP_K = 5
 INPUT_PREFIX = "input:"
 OUTPUT_PREFIX = "output:"

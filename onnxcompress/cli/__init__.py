@@ -10,6 +10,9 @@ Exit codes:
   saying so, with the exception's type and first line; ``ONNXCOMPRESS_DEBUG=1`` adds the traceback.
 - 130: interrupted (Ctrl-C).
 
+Declaring the commands loads no ONNX tooling: each command imports what it uses when it runs, so
+``onnxcompress --help`` and ``--version`` stay light.
+
 The app runs in typer's standalone mode, so typer reports its own usage errors and ends with
 ``SystemExit``; no click exception class is named here (typer vendors its own click).
 """

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from onnxcompress import runtime
+from onnxcompress.defaults import DEFAULT_THREADS
 
 app = typer.Typer(
     name="onnxcompress",
@@ -45,7 +45,7 @@ def _options(
 
 def threads_option() -> Any:
     """``--threads``: ORT intra-op threads, from 1 to four per core (at most 256); shared by every command."""
-    return typer.Option(runtime.DEFAULT_THREADS, "--threads", min=1, max=MAX_THREADS, help="ONNX Runtime intra-op threads.")
+    return typer.Option(DEFAULT_THREADS, "--threads", min=1, max=MAX_THREADS, help="ONNX Runtime intra-op threads.")
 
 
 def batch_option() -> Any:

@@ -6,14 +6,16 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-import onnx_ir as ir
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from onnxcompress import bench as bench_lib
-from onnxcompress import io, runtime
 from onnxcompress.cli.app import app, batch_option, console, err_console, status, threads_option
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_ir as ir
 
 
 @app.command("bench")
@@ -27,6 +29,9 @@ def bench(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
 ) -> None:
     """Measure median latency (p10-p90) under ORT_ENABLE_ALL, alternating models round by round."""
+    from onnxcompress import bench as bench_lib
+    from onnxcompress import io, runtime
+
     shapes = runtime.parse_input_shapes(input_shape)
     loaded = [io.load(m) for m in models]
     if json_out:
@@ -53,17 +58,23 @@ def bench(
 def print_input_shapes(*dynamic: Mapping[str, tuple[int, ...]]) -> None:
     """A line on stderr with the shapes synthetic inputs gave dynamic dims (``SyntheticFeeds.dynamic``), as the
     ``--input-shape`` pins that repeat them: one per distinct set, none when no dim was dynamic."""
+    from onnxcompress import runtime
+
     for line in dict.fromkeys(runtime.describe_shapes(shapes) for shapes in dynamic if shapes):
         err_console.print(f"synthetic inputs: dynamic dims set to {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def input_shapes(feeds: Mapping[str, object]) -> dict[str, list[int]]:
     """The shape of every input fed, for a JSON record."""
+    import numpy as np
+
     return {name: list(np.shape(value)) for name, value in feeds.items()}
 
 
 def _given_feeds(path: Path, models: list[ir.Model]) -> list[dict[str, np.ndarray]]:
     """The arrays of ``path``, checked against every model's inputs (names and ranks)."""
+    from onnxcompress import io
+
     arrays = io.load_arrays(path, models[0])
     for model in models[1:]:
         io.check_input_arrays({name: a.shape for name, a in arrays.items()}, model, path)
@@ -72,4 +83,6 @@ def _given_feeds(path: Path, models: list[ir.Model]) -> list[dict[str, np.ndarra
 
 def _rows(feeds: Mapping[str, np.ndarray]) -> int:
     """The batch of given inputs: the first axis of the first input with one."""
+    import numpy as np
+
     return next((int(a.shape[0]) for a in feeds.values() if np.ndim(a)), 1)

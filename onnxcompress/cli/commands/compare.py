@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from onnxcompress import compare as compare_lib
-from onnxcompress import io, plot, runtime
 from onnxcompress.cli.app import app, batch_option, console, status, threads_option
 from onnxcompress.cli.commands.run import open_calibration
-from onnxcompress.pipeline import Measurement
+
+if TYPE_CHECKING:
+    from onnxcompress import compare as compare_lib
 
 
 @app.command("compare")
@@ -29,6 +31,10 @@ def compare(
     rounds: int = typer.Option(5, "--rounds", min=1),
 ) -> None:
     """Run each recipe on MODEL, time all results side by side and mark the Pareto-best."""
+    from onnxcompress import compare as compare_lib
+    from onnxcompress import io, plot, runtime
+    from onnxcompress.pipeline import Measurement
+
     source = io.load(model)
     for out in (plot_out, json_out):
         if out is not None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from onnxcompress import io, stats
 from onnxcompress.cli.app import app, console
 
 
@@ -18,6 +17,8 @@ def inspect_model(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Show a model's opset, signature, parameter count, size and op histogram."""
+    from onnxcompress import io, stats
+
     st = stats.model_stats(io.load(model))
     st.size_bytes = model.stat().st_size + _external_data_bytes(model)
     if as_json:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from onnxcompress import io, recommend as recommend_lib, spec
 from onnxcompress.cli.app import app, console
 from onnxcompress.cli.commands.run import load_labelled, open_calibration, print_report
+from onnxcompress.defaults import LABELS_KEY
 from onnxcompress.errors import UsageError
-from onnxcompress.pipeline import LABELS_KEY, Measurement, Pipeline
+
+if TYPE_CHECKING:
+    from onnxcompress import recommend as recommend_lib
 
 TARGETS = ("cpu",)
 
@@ -29,6 +33,10 @@ def recommend(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the recommendation and what was measured as JSON."),
 ) -> None:
     """Recognise the model family and the CPU, check the candidate chain on the model, and print what holds."""
+    from onnxcompress import io, spec
+    from onnxcompress import recommend as recommend_lib
+    from onnxcompress.pipeline import Measurement, Pipeline
+
     if target not in TARGETS:
         raise UsageError(f"unknown --target {target!r}; supported: {', '.join(TARGETS)}")
     if apply and output is None:

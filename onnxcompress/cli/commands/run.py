@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx_ir as ir
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from onnxcompress import io, plot, runtime, spec
 from onnxcompress.cli.app import app, batch_option, console, err_console, threads_option
 from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
+from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import UsageError
-from onnxcompress.pipeline import LABELS_KEY, LabelledData, Measurement, Metric, Pipeline
-from onnxcompress.report import Report, check_report_folder
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from onnxcompress.pipeline import LabelledData
+    from onnxcompress.report import Report
 
 
 @app.command("run")
@@ -37,6 +42,10 @@ def run_pipeline(
     batch: int = batch_option(),
 ) -> None:
     """Run passes on MODEL and write the result to OUTPUT."""
+    from onnxcompress import io, plot, runtime, spec
+    from onnxcompress.pipeline import Measurement, Pipeline
+    from onnxcompress.report import check_report_folder
+
     passes = (spec.load_recipe(recipe) if recipe else []) + [spec.parse_pass(s) for s in pass_specs]
     if not passes:
         raise UsageError("no passes given: use -p PASS (see `onnxcompress passes`) or --recipe FILE")
@@ -68,6 +77,8 @@ def run_pipeline(
 
 def synthetic_shapes(model: ir.Model, batch: int, pins: dict[str, tuple[int, ...]]) -> dict[str, list[int]]:
     """The shapes of the synthetic inputs the checks will use (said on stderr when a dim is dynamic), before ``model`` changes."""
+    from onnxcompress import runtime
+
     chosen = runtime.input_shapes(model, batch=batch, shapes=pins)
     print_input_shapes({name: chosen[name] for name in runtime.dynamic_inputs(model)})
     return {name: list(dims) for name, dims in chosen.items()}
@@ -75,6 +86,9 @@ def synthetic_shapes(model: ir.Model, batch: int, pins: dict[str, tuple[int, ...
 
 def load_labelled(path: Path, model, metric: Metric) -> LabelledData:
     """The labelled data of ``path`` (inputs by name, class labels under ``LABELS_KEY``) checked against ``model``."""
+    from onnxcompress import io
+    from onnxcompress.pipeline import LabelledData
+
     return LabelledData.from_arrays(io.load_arrays(path), model, metric=metric, source=str(path))
 
 
@@ -87,6 +101,8 @@ def open_calibration(path: Path, model):
 
 def write_report(report: Report, folder: Path, inputs: list[ir.Model]) -> None:
     """Write report.json, report.md and, when matplotlib is installed, report.png into ``folder`` (never over ``inputs``' files)."""
+    from onnxcompress import plot
+
     try:
         report.write(folder, plot=plot.available(), inputs=inputs)
     except OSError as exc:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from onnxcompress import io, runtime, spec, verify
-from onnxcompress.bisect import bisect_passes
 from onnxcompress.cli.app import app, batch_option, console, status, threads_option
 from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
+from onnxcompress.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from onnxcompress.errors import CheckFailed, UsageError
-from onnxcompress.junit import junit_xml
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from onnxcompress import verify
 
 
 @app.command("verify")
@@ -30,8 +34,8 @@ def verify_command(
     bisect: Path | None = typer.Option(None, "--bisect", help="TOML recipe: find its first pass that breaks the tolerance."),
     inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs by name (default: synthetic)."),
     ranges: Path | None = typer.Option(None, "--ranges", help="Calibration ranges JSON: synthesize float inputs inside them."),
-    rtol: float = typer.Option(verify.DEFAULT_RTOL, "--rtol", min=0.0),
-    atol: float = typer.Option(verify.DEFAULT_ATOL, "--atol", min=0.0),
+    rtol: float = typer.Option(DEFAULT_RTOL, "--rtol", min=0.0),
+    atol: float = typer.Option(DEFAULT_ATOL, "--atol", min=0.0),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
     junit_out: Path | None = typer.Option(None, "--junit", help="Write JUnit XML (one test case per check and output)."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Shape of a synthetic input with dynamic dims: NAME:d0,d1,..."),
@@ -40,6 +44,9 @@ def verify_command(
     threads: int = threads_option(),
 ) -> None:
     """Verify structure and outputs of a model against a reference model or a golden file."""
+    from onnxcompress import io, runtime, verify
+    from onnxcompress.junit import junit_xml
+
     _check_arguments(models, golden, save_golden, bisect, inputs)
     loaded = [io.load(m) for m in models]
     for out in filter(None, (save_golden, json_out, junit_out)):
@@ -87,6 +94,8 @@ def _check_arguments(models, golden, save_golden, bisect, inputs) -> None:
 
 
 def _synthetic(model, ranges: Path | None, input_shape: list[str], batch: int, seed: int) -> dict[str, np.ndarray]:
+    from onnxcompress import runtime, verify
+
     known = None
     if ranges:
         from onnxcompress.calibration import load_ranges
@@ -97,6 +106,9 @@ def _synthetic(model, ranges: Path | None, input_shape: list[str], batch: int, s
 
 
 def _bisect(model, recipe: Path, feeds, rtol: float, atol: float, threads: int) -> verify.VerifyResult:
+    from onnxcompress import spec, verify
+    from onnxcompress.bisect import bisect_passes
+
     outcome = bisect_passes(model, spec.load_recipe(recipe), feeds, rtol=rtol, atol=atol, threads=threads)
     for step in outcome.steps:
         console.print(f"{'ok  ' if step.passed else 'FAIL'} {step.pass_name} {step.error}", highlight=False, markup=False)

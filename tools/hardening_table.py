@@ -279,7 +279,7 @@ def write_doc(results: dict, meta: dict) -> None:
         f"onnxruntime {meta['onnxruntime']}, torch {meta['torch']}). "
         "Each cell is one `onnxcompress run MODEL -o OUT -p CHAIN --calibration calibration.npz --inputs check.npz --no-bench` "
         "as a stranger runs it: `ok SCORE xRATIO` (task fidelity against the input model on held-out samples, 1.00 = same "
-        "answers; latency ratio to the input from `onnxcompress bench`, where measured), `declined: reason` (exit 2, one line) or "
+        "answers; latency ratio to the input from `onnxcompress bench`, where measured: below 1 is faster), `declined: reason` (exit 2, one line) or "
         "`FAILED: first line` (an exact pass that changed the outputs, an unexpected error, a timeout, or an output "
         "ONNX Runtime cannot run); a lossy pass that refuses to break its fidelity budget (exit 1, one line) counts as declined. "
         "`GREW` marks a pruned output with more parameters than its input. Latency ratios were measured while "

@@ -38,6 +38,8 @@ INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp", "i8mm")
 DECODER_NAME = re.compile(r"past|present|cache", re.IGNORECASE)
 PROOF_ROUNDS = 3
 PROOF_ROUND_SECONDS = 0.05
+CONFIRM_ROUNDS = 7
+CONFIRM_ROUND_SECONDS = 0.2
 SLOWER_MARGIN = 0.05  # wider than the pipeline's: a few short rounds are noisier than its benchmark
 
 Timer = Callable[[Sequence[ir.Model], Mapping[str, np.ndarray]], list[float]]
@@ -264,7 +266,7 @@ def prove(
     chain kept so far; its result must keep the default fidelity budget against the input (judged on
     ``labelled`` data, else on calibration samples held out of ``calibration``, else on synthetic
     inputs) and must not be slower than the chain before it (``timer``: side by side, a few rounds, so
-    within ``SLOWER_MARGIN``, a slowdown confirmed by a second measurement); a step that leaves the model as it was is kept untimed. Without
+    within ``SLOWER_MARGIN``); a step that leaves the model as it was is kept untimed. Without
     calibration data, a step that needs it is not run, and a model that synthetic inputs cannot drive
     gets no step.
     """
@@ -292,7 +294,7 @@ def prove(
         if proto.SerializeToString() == io.to_proto(current).SerializeToString():
             checks.append(Check(step.spec, True, step.reason, values))
             continue
-        before, after = confirmed_slowdown(timer, current, candidate, feeds)
+        before, after = timer([current, candidate], feeds)
         if before / after < 1.0 - SLOWER_MARGIN:
             checks.append(Check(step.spec, False, f"made the model slower: {before:.3g} ms -> {after:.3g} ms", values, before / after))
             continue
@@ -308,16 +310,6 @@ def prove(
     proof = Proof(final["judged_on"], calibration is not None or labelled is not None, final["budget"], checks,
                   final["values"], final["where"], {"input": input_ms, "chain": chain_ms}, latency_on)
     return dataclasses.replace(rec, steps=kept, proof=proof)
-
-
-def confirmed_slowdown(timer: Timer, before: ir.Model, after: ir.Model, feeds: Mapping[str, np.ndarray]) -> tuple[float, float]:
-    """Latencies (ms) of ``before`` and ``after``; a slowdown beyond ``SLOWER_MARGIN`` is timed once more and
-    the second measurement stands, so one noisy measurement of a few short rounds does not drop a step."""
-    first = timer([before, after], feeds)
-    if first[0] / first[1] >= 1.0 - SLOWER_MARGIN:
-        return first[0], first[1]
-    second = timer([before, after], feeds)
-    return second[0], second[1]
 
 
 def _run_step(step: Step, model: ir.Model, measurement: Measurement, calibration: Any) -> tuple[ir.Model | None, str]:
@@ -348,9 +340,14 @@ def latency_feeds(model: ir.Model, calibration: Any, shapes: Mapping[str, tuple[
 
 
 def side_by_side(models: Sequence[ir.Model], feeds: Mapping[str, np.ndarray]) -> list[float]:
-    """Median latency (ms) of each model on ``feeds``, measured side by side in a few alternating rounds (noisy
-    rounds are not retried: this decides between steps, it is not a benchmark)."""
+    """Median latency (ms) of each model on ``feeds``, measured side by side: a few short alternating rounds,
+    and when a model differs from the first by more than ``SLOWER_MARGIN``, a full measurement (more and
+    longer rounds, noisy ones retried) whose figures stand, so one noisy glimpse does not decide a step."""
     sessions = [runtime.session(m) for m in models]
-    latencies = bench.measure(sessions, [feeds] * len(sessions), batch=1, rounds=PROOF_ROUNDS,
-                              round_seconds=PROOF_ROUND_SECONDS, max_extra_rounds=0)
-    return [latency.median_ms for latency in latencies]
+    batches = [feeds] * len(sessions)
+    quick = [latency.median_ms for latency in bench.measure(
+        sessions, batches, batch=1, rounds=PROOF_ROUNDS, round_seconds=PROOF_ROUND_SECONDS, max_extra_rounds=0)]
+    if all(abs(quick[0] / ms - 1.0) <= SLOWER_MARGIN for ms in quick[1:]):
+        return quick
+    return [latency.median_ms for latency in bench.measure(
+        sessions, batches, batch=1, rounds=CONFIRM_ROUNDS, round_seconds=CONFIRM_ROUND_SECONDS)]

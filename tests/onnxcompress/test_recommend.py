@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from onnxcompress import io, recommend, runtime
+from onnxcompress import bench, io, recommend, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import LabelledData
@@ -210,10 +210,19 @@ def test_a_model_synthetic_inputs_cannot_drive_gets_no_step_and_the_reason(monke
         recommend.prove(mlp_model, recommend.recommend(mlp_model, VNNI), calibration=ArrayReader({"y": np.ones((4, 16), np.float32)}))
 
 
-def test_a_slowdown_seen_once_is_timed_again_and_the_second_measurement_stands():
-    model = constant_channels(low_bias=0.0)
-    measurements = iter([[1.0, 2.0], [1.0, 1.0]])
-    assert recommend.confirmed_slowdown(lambda models, feeds: next(measurements), model, model, {}) == (1.0, 1.0)
+def test_a_difference_seen_in_the_quick_rounds_is_measured_again_in_full(monkeypatch, mlp_model):
     calls = []
-    assert recommend.confirmed_slowdown(lambda models, feeds: calls.append(1) or [2.0, 1.0], model, model, {}) == (2.0, 1.0)
-    assert len(calls) == 1  # a speedup is not re-timed
+
+    def measure(sessions, feeds, *, rounds, round_seconds, **options):
+        calls.append(rounds)
+        medians = [1.0, 2.0] if len(calls) == 1 else [1.0, 1.01]  # a noisy glimpse, then the full measurement
+        return [bench.Latency(ms, ms, ms, 1, rounds, 0, 1, 1) for ms in medians]
+
+    monkeypatch.setattr(bench, "measure", measure)
+    feeds = {"x": np.ones((1, 16), np.float32)}
+    assert recommend.side_by_side([mlp_model, mlp_model], feeds) == [1.0, 1.01]
+    assert calls == [recommend.PROOF_ROUNDS, recommend.CONFIRM_ROUNDS]
+    calls.clear()
+    monkeypatch.setattr(bench, "measure", lambda sessions, feeds, *, rounds, **o: calls.append(rounds) or [bench.Latency(1.0, 1, 1, 1, rounds, 0, 1, 1)] * 2)
+    assert recommend.side_by_side([mlp_model, mlp_model], feeds) == [1.0, 1.0]
+    assert calls == [recommend.PROOF_ROUNDS]  # no difference: the quick rounds stand

@@ -113,6 +113,16 @@ class Feed:
         return {**{name: array[start:stop] for name, array in self.per_sample.items()}, **self.fixed}
 
 
+def first_samples(reader, model: ir.Model, samples: int) -> tuple[dict[str, np.ndarray], str]:
+    """The reader's first ``samples`` samples as feeds for ``model`` (its whole first batch when the model's batch
+    is fixed), and a description: real inputs to check and time a model on when no other inputs are given."""
+    feed = next(model_batches(reader, model))
+    if feed.model_batch is not None:
+        return feed.arrays(), f"the first calibration batch ({feed.samples} samples, the model's fixed batch)"
+    count = min(samples, feed.samples)
+    return feed.arrays(0, count), "the first calibration sample" if count == 1 else f"the first {count} calibration samples"
+
+
 def model_batches(reader, model: ir.Model) -> Iterator[Feed]:
     """The reader's samples in the model's own batch, each feed checked against ``model``; raises if none is fed.
 

@@ -26,7 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import bench, io, runtime, spec, stats
-from onnxcompress.calibration.validation import model_batches
+from onnxcompress.calibration.validation import first_samples
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import REGISTRY
 from onnxcompress.passes import budget as fidelity_budget
@@ -128,14 +128,15 @@ class Recommendation:
     def command(self, model: str | Path, output: str | Path, *, calibration: str | Path | None = None,
                 labels: str | Path | None = None) -> str | None:
         """The ``onnxcompress run`` command line for these steps (None when there is none), with the data they were
-        proven on (``DATA`` where a step needs calibration and none was given) and the dynamic dims it measures at."""
+        proven on (``DATA`` where a step needs calibration and none was given) and, without calibration data (which
+        ``run`` checks on), the dynamic dims its synthetic inputs take."""
         if not self.steps:
             return None
         passes = " ".join(f"-p {shlex.quote(s.spec)}" for s in self.steps)
         needed = any(spec.parse_pass(s.spec).calibration_need() for s in self.steps)
         data = f" --calibration {shlex.quote(str(calibration))}" if calibration is not None else " --calibration DATA" if needed else ""
         data += f" --labels {shlex.quote(str(labels))}" if labels is not None else ""
-        shapes = f" {runtime.describe_shapes(self.input_shapes)}" if self.input_shapes else ""
+        shapes = f" {runtime.describe_shapes(self.input_shapes)}" if self.input_shapes and calibration is None else ""  # else checked on the data
         return f"onnxcompress run {shlex.quote(str(model))} -o {shlex.quote(str(output))} {passes}{data}{shapes} --report report"
 
     def to_dict(self) -> dict[str, Any]:
@@ -278,7 +279,8 @@ def prove(
         if calibration is not None or labelled is not None:
             raise
         return dataclasses.replace(rec, steps=[], skipped=[*rec.skipped, f"every step: not run, {exc}; give --calibration DATA"])
-    measurement = Measurement(benchmark=False, input_shapes=rec.input_shapes or None, labelled=labelled)
+    measurement = Measurement(benchmark=False, input_shapes=rec.input_shapes or None, feeds=feeds if calibration is not None else None,
+                              labelled=labelled)
     current, checks = io.clone(model), []
     for step in rec.steps:
         candidate, failure = _run_step(step, current, measurement, calibration)
@@ -328,13 +330,10 @@ def _run_step(step: Step, model: ir.Model, measurement: Measurement, calibration
 
 
 def latency_feeds(model: ir.Model, calibration: Any, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], str]:
-    """The inputs latency is measured on and a description: the first calibration sample (the first model batch
-    when the model's batch is fixed), else synthetic inputs at ``shapes``."""
+    """The inputs each step is checked and timed on, and a description: the first calibration sample (the
+    first model batch when the model's batch is fixed), else synthetic inputs at ``shapes``."""
     if calibration is not None:
-        feed = next(model_batches(calibration, model))
-        if feed.model_batch is None:
-            return feed.arrays(0, 1), "the first calibration sample"
-        return feed.arrays(), f"the first calibration batch ({feed.samples} samples, the model's fixed batch)"
+        return first_samples(calibration, model, 1)
     described = f" at {runtime.describe_shapes(shapes)}" if shapes else ""
     return dict(runtime.synthetic_inputs(model, shapes=shapes or None)), f"synthetic inputs{described}"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -226,3 +228,10 @@ def test_a_difference_seen_in_the_quick_rounds_is_measured_again_in_full(monkeyp
     monkeypatch.setattr(bench, "measure", lambda sessions, feeds, *, rounds, **o: calls.append(rounds) or [bench.Latency(1.0, 1, 1, 1, rounds, 0, 1, 1)] * 2)
     assert recommend.side_by_side([mlp_model, mlp_model], feeds) == [1.0, 1.0]
     assert calls == [recommend.PROOF_ROUNDS]  # no difference: the quick rounds stand
+
+
+def test_the_command_pins_synthetic_dims_only_when_it_has_no_data_to_check_on(mlp_model):
+    rec = dataclasses.replace(recommend.recommend(mlp_model, VNNI), input_shapes={"x": (1, 16)})
+    assert "--input-shape x:1,16" in rec.command("m.onnx", "o.onnx")
+    with_data = rec.command("m.onnx", "o.onnx", calibration="calib.npz")
+    assert "--calibration calib.npz" in with_data and "--input-shape" not in with_data

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from onnxcompress.cli.app import app, console
-from onnxcompress.cli.commands.run import load_labelled, open_calibration, print_report
+from onnxcompress.cli.commands.run import check_samples, load_labelled, open_calibration, print_report
 from onnxcompress.defaults import LABELS_KEY
 from onnxcompress.errors import UsageError
 
@@ -48,22 +48,24 @@ def recommend(
     labelled = load_labelled(labels, source, "top1") if labels else None
     rec = recommend_lib.prove(source, recommend_lib.recommend(source), calibration=reader, labelled=labelled)
     command = rec.command(model, output or model.with_name(model.stem + ".opt.onnx"), calibration=calibration, labels=labels)
-    print_recommendation(rec, model, command)
+    print_recommendation(rec, model, command, on_data=reader is not None)
     if json_out is not None:
         io.write_bytes(json_out, json.dumps({**rec.to_dict(), "command": command}, indent=2).encode(), inputs=[source])
     if apply and not rec.steps:
         console.print(f"--apply: no step to apply, {output} not written", highlight=False, markup=False)
     elif apply:
         passes = [spec.parse_pass(s.spec) for s in rec.steps]
-        measurement = Measurement(labelled=labelled, input_shapes=rec.input_shapes or None)
+        feeds = check_samples(reader, source, 1) if reader is not None else None
+        measurement = Measurement(labelled=labelled, input_shapes=rec.input_shapes or None, feeds=feeds)
         result = Pipeline(passes, measurement=measurement).run(source, calibration=reader)
         io.save(result.model, output, inputs=[source])
         print_report(result.report)
         console.print(f"wrote {output}")
 
 
-def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command: str | None) -> None:
-    """Family, evidence, CPU, what was checked, the steps kept and dropped with reasons, and the command to run."""
+def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command: str | None, *, on_data: bool = False) -> None:
+    """Family, evidence, CPU, what was checked, the steps kept and dropped with reasons, and the command to run
+    (``on_data``: the command checks on calibration samples, so the synthetic inputs' dims do not matter)."""
     console.print(f"[bold]{model}[/bold]: {rec.family} ({'; '.join(rec.evidence)})", highlight=False)
     console.print(f"cpu: {rec.cpu.arch}, int8 support: {rec.cpu.int8_level}", highlight=False)
     proof = rec.proof
@@ -85,7 +87,7 @@ def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command
             console.print("not checked: fidelity on the model's task. Without --calibration (and --labels) the chain was judged on "
                           "synthetic inputs, which cannot judge it, and steps needing calibration data were not run; give "
                           "--calibration DATA to check them on your data", highlight=False, markup=False)
-    if rec.input_shapes:
+    if rec.input_shapes and not on_data:
         shapes = ", ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in rec.input_shapes.items())
         console.print(f"dynamic dims: the command checks and measures at {shapes}; set its --input-shape values to "
                       "the sizes the model runs at", highlight=False, markup=False)

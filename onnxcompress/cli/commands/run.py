@@ -54,7 +54,8 @@ def run_pipeline(
     if report_dir:
         check_report_folder(report_dir, plot=plot.available(), inputs=[source])
     pins = runtime.parse_input_shapes(input_shape)
-    feeds = io.load_arrays(inputs, source) if inputs else None
+    reader = open_calibration(calibration, source) if calibration else None
+    feeds = io.load_arrays(inputs, source) if inputs else check_samples(reader, source, batch) if reader else None
     used = input_shapes(feeds) if feeds is not None else synthetic_shapes(source, batch, pins)
     measurement = Measurement(
         benchmark=not no_bench,
@@ -65,7 +66,6 @@ def run_pipeline(
         labelled=load_labelled(labels, source, metric) if labels else None,
     )
     pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
-    reader = open_calibration(calibration, source) if calibration else None
     result = pipeline.run(source, calibration=reader)
     result.report.steps[0].details["input_shapes"] = used
     io.save(result.model, output, inputs=[source])
@@ -73,6 +73,16 @@ def run_pipeline(
         write_report(result.report, report_dir, [source])
     print_report(result.report)
     console.print(f"wrote {output}")
+
+
+def check_samples(reader, model: ir.Model, batch: int) -> dict:
+    """The first ``batch`` calibration samples: without ``--inputs`` the checks run on real data rather than
+    synthetic inputs (said on stderr)."""
+    from onnxcompress.calibration.validation import first_samples
+
+    feeds, described = first_samples(reader, model, batch)
+    err_console.print(f"checks and timings on {described} (--inputs FILE.npz to choose others)", highlight=False, markup=False)
+    return feeds
 
 
 def synthetic_shapes(model: ir.Model, batch: int, pins: dict[str, tuple[int, ...]]) -> dict[str, list[int]]:

@@ -138,3 +138,30 @@ def test_unknown_metric_exits_2(mlp_path, tmp_path, capsys):
     labelled, _ = _labels_file(mlp_path, tmp_path)
     assert main(["run", str(mlp_path), "-o", str(tmp_path / "o.onnx"), "-p", "test-scale", "--labels", str(labelled), "--metric", "top5"]) == 2
     assert "top5" in capsys.readouterr().err
+
+
+FIXED_LENGTH_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+fixed (float[N, S] x) => (float[N, S] y) <float[1, 8] c = {1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0}> {
+  y = Add(x, c)
+}
+"""
+
+
+def test_without_inputs_the_checks_run_on_calibration_samples(tmp_path, capsys):
+    """A model that runs only at its data's length (declared dynamic, fixed by a constant) is checked on the
+    calibration samples, not on synthetic inputs at a guessed length."""
+    import onnx.parser
+
+    model = tmp_path / "fixed.onnx"
+    onnx.save(onnx.parser.parse_model(FIXED_LENGTH_TEXT), model)
+    calibration = tmp_path / "cal.npz"
+    np.savez(calibration, x=np.ones((4, 8), np.float32))
+    report = tmp_path / "rep"
+    args = ["run", str(model), "-o", str(tmp_path / "o.onnx"), "-p", "cleanup", "--no-bench", "--report", str(report)]
+    assert main(args) == 2  # synthetic inputs at a guessed length do not run it
+    capsys.readouterr()
+    assert main([*args, "--calibration", str(calibration)]) == 0
+    assert "checks and timings on the first calibration sample" in capsys.readouterr().err
+    steps = json.loads((report / "report.json").read_text())["steps"]
+    assert steps[0]["details"]["input_shapes"] == {"x": [1, 8]}

@@ -53,6 +53,7 @@ CHAINS = (
     "smooth", "scale-tokens", "quantize-dynamic", "quantize-static",
 )
 RECOMMEND = "recommend"
+NO_STEP = "no step kept"  # what recommend prints when its proof keeps nothing
 CHECK_SAMPLES = 2
 PRUNE_PARAMS = re.compile(r"^prune-channels: params ([\d,]+) -> ([\d,]+)")
 USAGE_EXIT, CHECK_EXIT = 2, 1
@@ -113,9 +114,11 @@ def prepare(entry: Entry, folder: Path) -> dict:
 
 def recommended_chain(model: Path, calibration: Path, timeout: float) -> tuple[list[str] | None, str]:
     """The ``-p`` specs of the command ``onnxcompress recommend`` prints when given the calibration data
-    to prove its chain on, or None and why not."""
+    to prove its chain on ([] when its proof kept no step), or None and why not."""
     code, text, _ = invoke(["recommend", str(model), "--calibration", str(calibration)], timeout)
     command = next((line.strip() for line in text.splitlines() if line.strip().startswith("onnxcompress run ")), None)
+    if code == 0 and NO_STEP in text:
+        return [], NO_STEP
     if code != 0 or command is None:
         return None, first_line(text) or f"exit {code}"
     words = shlex.split(command)
@@ -203,6 +206,8 @@ def table_row(entry: Entry, timeout: float, rounds: int, single_pass_rounds: int
     chain, command = recommended_chain(prepared["model"], folder / "calibration.npz", timeout)
     if chain is None:
         row["cells"][RECOMMEND] = {"status": "failed", "chain": [], "message": f"recommend: {command}"}
+    elif not chain:  # its proof kept no step: an answer, not a failure
+        row["cells"][RECOMMEND] = {"status": "declined", "chain": [], "message": f"recommend: {command}"}
     else:
         row["cells"][RECOMMEND] = run_chain(entry, prepared, chain, folder / "run", timeout, rounds)
     print(f"  {entry.name} recommend: {_cell_text(row['cells'][RECOMMEND])}", flush=True)

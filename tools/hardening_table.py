@@ -305,6 +305,9 @@ def write_doc(results: dict, meta: dict) -> None:
         lines += [f"- `{commit}`: {', '.join(names)}" for commit, names in commits.items()]
     benched = [f"{name} ({row['bench_rounds']} rounds{_benched_cells(row)})" for name, row in results.items() if row.get("bench_rounds", 1) > 0]
     lines += ["", f"Latency was measured for: {', '.join(benched) or 'none'}; the other ok cells show fidelity only."]
+    missing = [name for name in ENTRIES if name not in results]
+    if missing:
+        lines += ["", f"Not in this table (no result on the current passes yet): {', '.join(missing)}."]
     lines += ["", "## Counts", "", "| chain | ok | declined | failed |", "|---|---|---|---|"]
     lines += [f"| {spec} | {c.get('ok', 0)} | {c.get('declined', 0)} | {c.get('failed', 0)} |" for spec, c in summed["counts"].items()]
     lines += ["", "## Distinct failures", ""]

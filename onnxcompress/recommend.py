@@ -163,13 +163,14 @@ def detect_family(model: ir.Model) -> tuple[str, list[str]]:
     """The model family and the facts that decided it."""
     ops = stats.model_stats(model).op_histogram
     names = [v.name or "" for v in (*model.graph.inputs, *model.graph.outputs)]
-    attention = ops.get("Softmax", 0) and ops.get("MatMul", 0) >= 2
+    attention = attention_blocks(model)
     if ops.get("Trilu") or any(DECODER_NAME.search(n) for n in names):
         cache = [n for n in names if DECODER_NAME.search(n)]
         return "decoder", [f"causal mask (Trilu x{ops.get('Trilu', 0)})" if ops.get("Trilu") else f"key/value cache I/O {cache[:3]}"]
     if attention:
         norms = ops.get("LayerNormalization", 0) + ops.get("ReduceMean", 0)
-        return "transformer-encoder", [f"attention: Softmax x{ops['Softmax']}, MatMul x{ops['MatMul']}", f"normalisation ops x{norms}"]
+        return "transformer-encoder", [f"attention: Softmax over activation products x{attention}, MatMul x{ops.get('MatMul', 0)}",
+                                       f"normalisation ops x{norms}"]
     if ops.get("Conv"):
         depthwise = sum(map(is_depthwise_conv, model.graph))
         if depthwise:
@@ -179,6 +180,30 @@ def detect_family(model: ir.Model) -> tuple[str, list[str]]:
     if dense:
         return "mlp", [f"dense layers (Gemm/MatMul) x{dense}, no Conv or attention"]
     return "other", [f"top ops: {', '.join(list(ops)[:5]) or 'none'}"]
+
+
+SCORE_OPS = frozenset({"Add", "Mul", "Div", "Sub", "Where", "Cast"})  # scale, mask and casts between scores and Softmax
+
+
+def attention_blocks(model: ir.Model) -> int:
+    """Attention blocks: ``Attention`` ops, and Softmaxes over the product of two activations (Q·Kᵀ, reached
+    through a scale or mask); a classifier's Softmax over a dense layer (a stored weight) is not one."""
+    blocks = sum(node.op_type == "Attention" for node in model.graph)
+    for node in model.graph:
+        if node.op_type != "Softmax":
+            continue
+        producer = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
+        while producer is not None and producer.op_type in SCORE_OPS:
+            first = producer.inputs[0] if producer.inputs else None
+            producer = first.producer() if first is not None else None
+        if producer is not None and producer.op_type == "MatMul" and all(_computed(v) for v in producer.inputs):
+            blocks += 1
+    return blocks
+
+
+def _computed(value: ir.Value | None) -> bool:
+    """A value computed at run time (neither stored nor produced by a Constant)."""
+    return value is not None and value.const_value is None and (value.producer() is None or value.producer().op_type != "Constant")
 
 
 def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation:

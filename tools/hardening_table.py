@@ -315,7 +315,8 @@ def write_doc(results: dict, meta: dict) -> None:
     lines += ["", "## Exit 0 with task fidelity below 0.9", ""] + ([f"- {line}" for line in summed["silent_losses"]] or ["- none"])
     lines += ["", "## Pruned outputs with more parameters than their input", ""] + ([f"- {line}" for line in summed["params_grew"]] or ["- none"])
     lines += ["", "## Recommended chains", ""]
-    lines += [f"- {name}: `{' '.join(row['cells'][RECOMMEND]['chain'])}`" for name, row in results.items() if RECOMMEND in row.get("cells", {})]
+    lines += [f"- {name}: " + (f"`{' '.join(chain)}`" if chain else f"none ({NO_STEP})")
+              for name, row in results.items() if RECOMMEND in row.get("cells", {}) for chain in [row["cells"][RECOMMEND]["chain"]]]
     lines += ["", "## Also covered elsewhere", "",
               "The onnx wheel's zoo models (`onnx/backend/test/data/light`: nine IR 3 / opset 9 architectures) go through "
               "`fold-constants, cleanup, fuse` in `tests/passes/test_exact_real_models.py` and both quantizers in "

@@ -235,3 +235,27 @@ def test_the_command_pins_synthetic_dims_only_when_it_has_no_data_to_check_on(ml
     assert "--input-shape x:1,16" in rec.command("m.onnx", "o.onnx")
     with_data = rec.command("m.onnx", "o.onnx", calibration="calib.npz")
     assert "--calibration calib.npz" in with_data and "--input-shape" not in with_data
+
+
+VGG_HEAD_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+vgg (float[N, 3, 8, 8] x) => (float[N, 4] p) <float[8, 3, 3, 3] w = {0.0}, float[512, 16] d1 = {0.0}, float[16, 4] d2 = {0.0}> {
+  c = Conv <pads = [1, 1, 1, 1]> (x, w)
+  r = Relu(c)
+  f = Flatten(r)
+  h = MatMul(f, d1)
+  l = MatMul(h, d2)
+  p = Softmax <axis = -1> (l)
+}
+"""
+
+
+def test_a_classifier_softmax_over_dense_layers_is_not_attention():
+    """A Keras VGG16 (Conv layers, a dense head of MatMuls, a Softmax) was taken for a transformer."""
+    import onnx.parser
+
+    model = ir.from_proto(onnx.parser.parse_model(VGG_HEAD_TEXT))
+    assert recommend.attention_blocks(model) == 0
+    assert recommend.detect_family(model)[0] == "cnn"
+    encoder = ir.from_proto(onnx.parser.parse_model(ENCODER_TEXT))
+    assert recommend.attention_blocks(encoder) == 1

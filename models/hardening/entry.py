@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxcompress.models.hardening import cache as cache_module
+
 Feeds = dict[str, np.ndarray]
 Outputs = Mapping[str, np.ndarray]
 SPLITS = ("calibration", "held-out")
@@ -82,8 +84,6 @@ class Entry:
 
     def model(self, cache: str | os.PathLike | None = None) -> Path:
         """The model's path: the shipped file, or an export cached under ``cache`` (see ``cache``)."""
-        from onnxcompress.models.hardening import cache as cache_module
-
         self.check_installed()
         if self.shipped:
             return self.make(Path())

@@ -24,8 +24,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxcompress.passes.fusion.attention_heads import unflattened_keys
-from onnxcompress.passes.pruning.dependencies import PROBED
-from onnxcompress.passes.pruning.graph import rank
+from onnxcompress.passes.pruning.graph import PROBED, rank
 from onnxcompress.passes.pruning.rules.constants import constant, fresh_name, replace_input_with_constant
 
 PACKED = 3  # Q, K and V in one projection

@@ -17,11 +17,11 @@ from onnxcompress import runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.calibration.activations import expose_tensors
 
-from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, ChannelGraph, Coupler, rank
+from onnxcompress.passes.pruning.attention_layout import normalise_attention
+from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, PROBED, ChannelGraph, Coupler, rank
 from onnxcompress.passes.pruning.rules import RULES, Refused
 
 PROBE_SIZES = (2, 3)
-PROBED = "pruning.probe_shapes"  # a value's meta entry: its shapes in the two probe runs
 
 
 def infer_shapes(model: ir.Model, example: Mapping[str, Sequence[int]] | None = None) -> None:
@@ -86,8 +86,6 @@ def _probe_shapes(model: ir.Model, size: int, example: Mapping[str, Sequence[int
 def build_channel_graph(model: ir.Model, *, layernorm: bool = False) -> ChannelGraph:
     """Couple and freeze the elements of every tensor axis in the main graph, after rewriting PyTorch's
     attention layout (exactly) into one the rules follow (``attention_layout``)."""
-    from onnxcompress.passes.pruning.attention_layout import normalise_attention
-
     normalise_attention(model)
     graph = ChannelGraph()
     main = model.graph

@@ -234,6 +234,7 @@ class Coupler:
 
 
 NOT_A_CHANNEL = "not a channel axis of this op"
+PROBED = "pruning.probe_shapes"  # a value's meta entry: its shapes in the two probe runs (dependencies.infer_shapes)
 
 
 def rank(value: ir.Value | None) -> int:

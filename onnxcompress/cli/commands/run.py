@@ -77,11 +77,13 @@ def run_pipeline(
 
 def check_samples(reader, model: ir.Model, batch: int) -> dict:
     """The first ``batch`` calibration samples: without ``--inputs`` the checks run on real data rather than
-    synthetic inputs (said on stderr)."""
+    synthetic inputs (said on stderr when the model has dynamic dims, as for synthetic inputs)."""
+    from onnxcompress import runtime
     from onnxcompress.calibration.validation import first_samples
 
     feeds, described = first_samples(reader, model, batch)
-    err_console.print(f"checks and timings on {described} (--inputs FILE.npz to choose others)", highlight=False, markup=False)
+    if runtime.dynamic_inputs(model):
+        err_console.print(f"checks and timings on {described} (--inputs FILE.npz to choose others)", highlight=False, markup=False)
     return feeds
 
 

@@ -307,6 +307,7 @@ def prove(
     measurement = Measurement(benchmark=False, input_shapes=rec.input_shapes or None, feeds=feeds if calibration is not None else None,
                               labelled=labelled)
     current, checks = io.clone(model), []
+    current_bytes = io.to_proto(current).SerializeToString()  # to tell a step that changed nothing, serialized once per kept step
     for step in rec.steps:
         candidate, failure = _run_step(step, current, measurement, calibration)
         if candidate is None:
@@ -318,7 +319,8 @@ def prove(
         if not budget.holds(score):
             checks.append(Check(step.spec, False, f"{budget.describe(score)} against the input on {budget.on}", values))
             continue
-        if proto.SerializeToString() == io.to_proto(current).SerializeToString():
+        candidate_bytes = proto.SerializeToString()
+        if candidate_bytes == current_bytes:
             checks.append(Check(step.spec, True, step.reason, values))
             continue
         before, after = timer([current, candidate], feeds)
@@ -326,7 +328,7 @@ def prove(
             checks.append(Check(step.spec, False, f"made the model slower: {before:.3g} ms -> {after:.3g} ms", values, before / after))
             continue
         checks.append(Check(step.spec, True, step.reason, values, before / after))
-        current = candidate
+        current, current_bytes = candidate, candidate_bytes
     changed = any(c.kept and c.speedup is not None for c in checks)  # a kept step that changed the model (and was timed)
     input_ms, chain_ms = timer([model, current], feeds) if changed else timer([model], feeds) * 2
     kept = [s for s, c in zip(rec.steps, checks) if c.kept]

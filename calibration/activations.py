@@ -24,7 +24,7 @@ import onnx_ir.passes.common
 
 from onnxcompress import io, runtime
 from onnxcompress.calibration.validation import model_batches
-from onnxcompress.errors import UsageError
+from onnxcompress.errors import UsageError, first_line
 
 ACTIVATION_BYTES = 64 * 2**20
 
@@ -83,7 +83,7 @@ def _run(session, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.nda
     try:
         return session.run(names, feeds)
     except Exception as exc:  # ORT raises several unrelated types for bad feeds
-        raise UsageError(f"ONNX Runtime failed on calibration data: {str(exc).strip().splitlines()[0]}") from None
+        raise UsageError(f"ONNX Runtime failed on calibration data: {first_line(exc)}") from None
 
 
 def _rows_within(max_bytes: int, values: Sequence[np.ndarray], rows: int) -> int:
@@ -130,7 +130,7 @@ def _with_types(model: ir.Model) -> ir.Model:
     try:
         return ir.passes.common.ShapeInferencePass(strict_mode=False)(model).model
     except Exception as exc:  # onnx raises InferenceError and others for graphs it cannot type
-        raise UsageError(f"cannot infer the types of the requested tensors: {str(exc).strip().splitlines()[0]}") from None
+        raise UsageError(f"cannot infer the types of the requested tensors: {first_line(exc)}") from None
 
 
 def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:

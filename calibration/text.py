@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxcompress.errors import UsageError
+from onnxcompress.errors import UsageError, first_line
 
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
@@ -68,7 +68,7 @@ def load_tokenizer(tokenizer_dir: str | os.PathLike):
     try:
         return Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own Exception subclass for unreadable files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UsageError(f"{path}: not a readable tokenizer ({reason})") from None
 
 

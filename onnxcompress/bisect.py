@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io, runtime, verify
-from onnxcompress.errors import OnnxCompressError
+from onnxcompress.errors import OnnxCompressError, first_line
 from onnxcompress.passes import CompressionPass
 
 
@@ -65,7 +65,7 @@ def bisect_passes(
             working = pass_(working).model
         except Exception as exc:  # a pass that crashes breaks the pipeline as surely as a wrong rewrite
             message = str(exc) if isinstance(exc, OnnxCompressError) else f"{type(exc).__name__}: {exc}"
-            steps.append(BisectStep(pass_.name, None, message.strip().splitlines()[0] if message.strip() else message))
+            steps.append(BisectStep(pass_.name, None, first_line(message)))
             break
         result = verify.verify_against(working, feeds, expected, rtol=rtol, atol=atol, threads=threads)
         steps.append(BisectStep(pass_.name, result))

@@ -6,6 +6,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress import io
+from onnxcompress.errors import first_line
 
 
 def graph_problems(model: ir.Model) -> list[str]:
@@ -17,12 +18,12 @@ def graph_problems(model: ir.Model) -> list[str]:
     try:
         onnx.checker.check_model(proto, full_check=False)
     except onnx.checker.ValidationError as exc:
-        problems.append(f"checker: {_first_line(exc)}")
+        problems.append(f"checker: {first_line(exc)}")
     if _only_standard_domains(proto):
         try:
             onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
         except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-            problems.append(f"shape inference: {_first_line(exc)}")
+            problems.append(f"shape inference: {first_line(exc)}")
     return problems
 
 
@@ -30,7 +31,3 @@ def _only_standard_domains(proto: onnx.ModelProto) -> bool:
     """Strict inference refuses ops it has no schema for (e.g. ORT contrib ops); skip it there."""
     return all(node.domain in ("", "ai.onnx") for node in proto.graph.node)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

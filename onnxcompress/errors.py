@@ -24,3 +24,13 @@ class CheckFailed(OnnxCompressError):
     """A verification ran and the model failed it (wrong outputs, invalid graph after a pass)."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-blank line of an error's message (or of a text), for one-line reports.
+
+    An exception with an empty message reads as its type's name, so the line is never blank.
+    """
+    text = error if isinstance(error, str) else str(error)
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line or ("" if isinstance(error, str) else type(error).__name__)

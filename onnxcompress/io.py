@@ -48,7 +48,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 from google.protobuf.message import DecodeError
 
-from onnxcompress.errors import UsageError
+from onnxcompress.errors import UsageError, first_line
 
 SOURCE_KEY = "onnxcompress.source_path"
 EXTERNAL_FILES_KEY = "onnxcompress.external_files"
@@ -75,7 +75,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # onnx_ir raises several types for malformed graphs
-        raise UsageError(f"{path}: malformed ONNX graph ({_first_line(exc)})") from None
+        raise UsageError(f"{path}: malformed ONNX graph ({first_line(exc)})") from None
     ir.external_data.set_base_dir(model.graph, str(path.parent.resolve()))
     model.meta[SOURCE_KEY] = str(path.resolve())
     model.meta[EXTERNAL_FILES_KEY] = tuple(str(p) for p in _external_files(model))
@@ -335,7 +335,7 @@ def upgraded_opset(proto: onnx.ModelProto, version: int, purpose: str) -> onnx.M
         del converted.graph.value_info[:]  # the converter keeps types its adapters made stale (Dropout's mask turns bool)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported adapters
-        raise UsageError(f"{purpose} needs opset >= {version}; converting from opset {current} failed: {_first_line(exc)}") from None
+        raise UsageError(f"{purpose} needs opset >= {version}; converting from opset {current} failed: {first_line(exc)}") from None
     return converted
 
 
@@ -473,10 +473,6 @@ def _external_files(model: ir.Model) -> list[Path]:
         if isinstance(value.const_value, ir.ExternalTensor)
     })
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _external_tensors(proto: onnx.ModelProto):

@@ -15,7 +15,6 @@ steps after it run on the chain without it, so the command printed is the chain 
 from __future__ import annotations
 
 import dataclasses
-import platform
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -26,8 +25,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import bench, io, runtime, spec, stats
+from onnxcompress.cpu import CpuFeatures, cpu_features
 from onnxcompress.calibration.validation import first_samples
-from onnxcompress.errors import CheckFailed, UsageError
+from onnxcompress.errors import CheckFailed, UsageError, first_line
 from onnxcompress.passes import REGISTRY
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
@@ -43,25 +43,6 @@ CONFIRM_ROUND_SECONDS = 0.2
 SLOWER_MARGIN = 0.05  # wider than the pipeline's: a few short rounds are noisier than its benchmark
 
 Timer = Callable[[Sequence[ir.Model], Mapping[str, np.ndarray]], list[float]]
-
-
-@dataclasses.dataclass
-class CpuFeatures:
-    """The CPU facts that decide whether INT8 pays: architecture and its int8 dot-product flags."""
-
-    arch: str
-    flags: frozenset[str]
-
-    @property
-    def int8_level(self) -> str:
-        """"vnni" (int8 dot product), "avx2" (int8 via 16-bit madd), "arm-dot", or "none"."""
-        if self.flags & {"avx512_vnni", "avx_vnni"}:
-            return "vnni"
-        if self.flags & {"asimddp", "i8mm"}:
-            return "arm-dot"
-        if "avx2" in self.flags:
-            return "avx2"
-        return "none"
 
 
 @dataclasses.dataclass
@@ -147,16 +128,6 @@ class Recommendation:
             "input_shapes": {name: list(dims) for name, dims in self.input_shapes.items()},
             "proof": self.proof.to_dict() if self.proof is not None else None,
         }
-
-
-def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuFeatures:
-    """Architecture and flags of this machine (``/proc/cpuinfo``; empty flags when unreadable)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        text = ""
-    match = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
-    return CpuFeatures(platform.machine() or "unknown", frozenset(match.group(1).split()) if match else frozenset())
 
 
 def detect_family(model: ir.Model) -> tuple[str, list[str]]:
@@ -352,8 +323,7 @@ def _run_step(step: Step, model: ir.Model, measurement: Measurement, calibration
     except (CheckFailed, UsageError) as exc:
         return None, str(exc)
     except Exception as exc:  # a defect in a pass must not become advice: the step is left out, the defect named
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        return None, f"failed on a bug in onnxcompress ({type(exc).__name__}: {first}; please report it)"
+        return None, f"failed on a bug in onnxcompress ({type(exc).__name__}: {first_line(exc)}; please report it)"
 
 
 def latency_feeds(model: ir.Model, calibration: Any, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], str]:

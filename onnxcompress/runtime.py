@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from onnxcompress import io
 from onnxcompress.defaults import DEFAULT_THREADS
-from onnxcompress.errors import UsageError
+from onnxcompress.errors import UsageError, first_line
 from onnxcompress.synthetic_inputs import (  # noqa: F401  (re-exported: every command takes them from here)
     SyntheticFeeds,
     describe_shapes,
@@ -57,7 +57,7 @@ def session(
             return _session_from_ir(model, options)
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises several unrelated types for invalid graphs
-        raise UsageError(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from None
+        raise UsageError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
 
 
 def run(
@@ -99,8 +99,8 @@ def _ort_value(value: object) -> object:
 
 def _run_failure(exc: BaseException, feeds: Mapping[str, object]) -> str:
     if isinstance(feeds, SyntheticFeeds) and not feeds.ran:
-        return f"the model does not run on synthetic inputs: {feeds.fix()} (ONNX Runtime: {_first_line(exc)})"
-    return f"ONNX Runtime failed to run the model: {_first_line(exc)}"
+        return f"the model does not run on synthetic inputs: {feeds.fix()} (ONNX Runtime: {first_line(exc)})"
+    return f"ONNX Runtime failed to run the model: {first_line(exc)}"
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -126,7 +126,3 @@ def _session_from_ir(model: ir.Model, options: ort.SessionOptions) -> ort.Infere
         io.save(model, path)
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

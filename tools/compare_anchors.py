@@ -28,7 +28,8 @@ import onnx
 
 import onnx_ir as ir
 
-from onnxcompress import bench, compare, fidelity, io, plot, recommend, runtime, stats
+from onnxcompress import bench, compare, fidelity, io, plot, runtime, stats
+from onnxcompress.cpu import cpu_features, cpu_model_name
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.spec import parse_pass
 
@@ -298,20 +299,13 @@ def _table_row(r: Row) -> str:
 
 def machine_lines() -> list[str]:
     """CPU model, int8-relevant flags, cores, OS and package versions."""
-    cpu = recommend.cpu_features()
-    model_name = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if line.startswith("model name")), platform.processor())
+    cpu = cpu_features()
+    model_name = cpu_model_name()
     flags = sorted(cpu.flags & {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
     versions = ", ".join(f"{p} {_version(p)}" for p in VERSIONED)
     return [f"- Machine: {model_name}, {os.cpu_count()} logical cores, {platform.machine()}, {platform.platform()}",
             f"- CPU flags that matter: {' '.join(flags) or 'none'} (int8 support: {cpu.int8_level})",
             f"- Python {platform.python_version()}; {versions}"]
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def _version(package: str) -> str:

@@ -42,6 +42,7 @@ import numpy as np
 
 from onnxcompress import fidelity as tensor_fidelity
 from onnxcompress import io, runtime, stats
+from onnxcompress.cpu import cpu_model_name
 from onnxcompress.models.hardening import ENTRIES, Entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def first_line(text: str) -> str:
+def user_message(text: str) -> str:
     """The message a user reads first: the ``error:`` line, else the last non-empty line."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
@@ -120,7 +121,7 @@ def recommended_chain(model: Path, calibration: Path, timeout: float) -> tuple[l
     if code == 0 and NO_STEP in text:
         return [], NO_STEP
     if code != 0 or command is None:
-        return None, first_line(text) or f"exit {code}"
+        return None, user_message(text) or f"exit {code}"
     words = shlex.split(command)
     return [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-p"], command
 
@@ -137,7 +138,7 @@ def run_chain(entry: Entry, prepared: dict, specs: list[str], folder: Path, time
     code, text, seconds = invoke(args, timeout)
     cell = {"chain": specs, "exit": code, "seconds": round(seconds, 1), "notes": _notes(report)}
     if code != 0 or not output.is_file():
-        cell = {**cell, "message": first_line(text) or f"exit {code}", "crashed": any(m in text for m in CRASH_MARKERS)}
+        cell = {**cell, "message": user_message(text) or f"exit {code}", "crashed": any(m in text for m in CRASH_MARKERS)}
         return {**cell, "status": refusal_status(cell)}
     return {**cell, **measure(entry, prepared, output, timeout, rounds)}
 
@@ -170,7 +171,7 @@ def measure(entry: Entry, prepared: dict, output: Path, timeout: float, rounds: 
         candidate = io.load(output)
         outputs = runtime.run(candidate, prepared["held_out"])
     except Exception as exc:  # the CLI said ok but the file does not load or run: that is a failure
-        return {"status": "failed", "message": f"output does not run: {first_line(str(exc))}"}
+        return {"status": "failed", "message": f"output does not run: {user_message(str(exc))}"}
     task = entry.fidelity(prepared["held_out"], prepared["reference"], outputs)
     cosine = tensor_fidelity.compare(prepared["reference"], outputs).cosine
     return {
@@ -187,7 +188,7 @@ def latency_ratio(prepared: dict, output: Path, timeout: float, rounds: int) -> 
     pins = [w for shape in prepared["shapes"] for w in ("--input-shape", shape)]
     code, text, _ = invoke(["bench", str(prepared["model"]), str(output), "--rounds", str(rounds), *pins, "--json", str(result)], timeout)
     if code != 0 or not result.is_file():
-        return f"bench failed: {first_line(text)}"
+        return f"bench failed: {user_message(text)}"
     return round(json.loads(result.read_text())[1]["ratio"], 3)
 
 
@@ -198,7 +199,7 @@ def table_row(entry: Entry, timeout: float, rounds: int, single_pass_rounds: int
     try:
         prepared = prepare(entry, folder)
     except Exception as exc:
-        return {"source": entry.source, "error": f"cannot build or run the reference: {type(exc).__name__}: {first_line(str(exc))}"}
+        return {"source": entry.source, "error": f"cannot build or run the reference: {type(exc).__name__}: {user_message(str(exc))}"}
     row = {"source": entry.source, "params": prepared["params"], "samples": dict(entry.samples), "cells": {}}
     for spec in CHAINS:
         row["cells"][spec] = run_chain(entry, prepared, [spec], folder / "run", timeout, single_pass_rounds)
@@ -331,7 +332,7 @@ def metadata() -> dict:
     own_files = [f":!{path.relative_to(ROOT)}" for path in (JSON_OUT, DOC_OUT)]  # this run rewrites them after every model
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *own_files],
                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.machine())
+    cpu = cpu_model_name()
     import onnxruntime
     import torch
 

@@ -25,7 +25,7 @@ import traceback
 
 from onnxcompress.cli import commands  # noqa: F401  (registers the commands)
 from onnxcompress.cli.app import app, err_console
-from onnxcompress.errors import OnnxCompressError
+from onnxcompress.errors import OnnxCompressError, first_line
 
 DEBUG_ENV = "ONNXCOMPRESS_DEBUG"
 EXIT_BUG = 70
@@ -52,7 +52,7 @@ def report_bug(exc: Exception) -> int:
     if os.environ.get(DEBUG_ENV):
         traceback.print_exception(exc, file=sys.stderr)
     hint = "traceback above" if os.environ.get(DEBUG_ENV) else f"set {DEBUG_ENV}=1 for the traceback"
-    return _fail(f"bug in onnxcompress: {type(exc).__name__}: {_first_line(exc)} ({hint}; please report it)", EXIT_BUG)
+    return _fail(f"bug in onnxcompress: {type(exc).__name__}: {first_line(str(exc))} ({hint}; please report it)", EXIT_BUG)
 
 
 def _exit_code(code: object) -> int:
@@ -66,10 +66,6 @@ def _fail(message: str, code: int) -> int:
     err_console.print(f"error: {message}", style="red", markup=False, highlight=False, soft_wrap=True)
     return code
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def console_script() -> None:

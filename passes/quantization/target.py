@@ -12,18 +12,17 @@ from __future__ import annotations
 import dataclasses
 import platform
 import typing
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from onnxcompress.cpu import read_cpu_flags
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.ranges import U8_LEVELS
 
 ElementType = Literal["uint8", "int8"]
 TYPES = typing.get_args(ElementType)
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
-CPUINFO = Path("/proc/cpuinfo")
 FULL_QMAX, REDUCED_QMAX = 127, 64  # ORT's symmetric int8 weight integers, and its 7-bit ones
 INT16_MAX = 32767
 PAIR_PRODUCTS_AT_ONCE = 1 << 22  # bounds the memory of simulating pair saturation
@@ -123,16 +122,3 @@ def resolve_target(activation_type: str | None, weight_type: str | None, reduce_
         weight_type or default.weight_type,
         default.reduce_range if reduce_range is None else reduce_range,
     )
-
-
-def read_cpu_flags(path: Path = CPUINFO) -> set[str]:
-    """The feature flags of the first CPU listed in ``/proc/cpuinfo`` (empty where unreadable)."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()

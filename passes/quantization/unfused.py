@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from onnxcompress.errors import UsageError
+from onnxcompress.errors import UsageError, first_line
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -52,7 +52,7 @@ def optimized_graph(proto: onnx.ModelProto, threads: int = 1) -> onnx.ModelProto
         try:
             ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises several unrelated types for invalid graphs
-            raise UsageError(f"ONNX Runtime cannot load the quantized model: {str(exc).strip().splitlines()[0]}") from None
+            raise UsageError(f"ONNX Runtime cannot load the quantized model: {first_line(exc)}") from None
         return onnx.load(str(path))
 
 

@@ -15,7 +15,7 @@ from onnxcompress.pipeline import LabelledData
 
 from ..passes.pruning.test_pass_ import constant_channels, constant_channels_data
 from onnxcompress.passes import REGISTRY
-from onnxcompress.recommend import CpuFeatures
+from onnxcompress.cpu import CpuFeatures
 
 ENCODER_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -105,15 +105,6 @@ def test_no_int8_on_a_cpu_without_int8_support():
 def test_transformers_are_fused_at_the_opset_with_attention(family):
     fuse = recommend.plan(family, VNNI)[2]
     assert fuse.spec == "fuse:opset=23" and "Attention" in fuse.reason
-
-
-def test_cpu_features_read_from_cpuinfo(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx_vnni\n")
-    assert recommend.cpu_features(cpuinfo).int8_level == "vnni"
-    cpuinfo.write_text("processor : 0\nFeatures\t: fp asimd asimddp\n")
-    assert recommend.cpu_features(cpuinfo).int8_level == "arm-dot"
-    assert recommend.cpu_features(tmp_path / "missing").int8_level == "none"
 
 
 def test_recommendation_keeps_only_installed_passes_and_builds_the_command(cnn_model):

@@ -206,7 +206,8 @@ def test_recommended_transformer_chain_keeps_pytorchs_encoder_at_cosine_099(name
     calibrated on the entry's own sentences: its held-out sentence embeddings keep mean cosine >= 0.99."""
     import onnxcompress as oc
     from onnxcompress.models.hardening import ENTRIES
-    from onnxcompress.recommend import CpuFeatures, plan
+    from onnxcompress.cpu import CpuFeatures
+    from onnxcompress.recommend import plan
 
     entry = ENTRIES[name]
     steps = [step.spec for step in plan("transformer-encoder", CpuFeatures("x86_64", frozenset({"avx2"})))]

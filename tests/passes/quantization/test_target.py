@@ -7,7 +7,7 @@ import pytest
 
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization import target as target_module
-from onnxcompress.passes.quantization.target import Int8Kernel, QuantTarget, cpu_default, cpu_kernel, read_cpu_flags, resolve_target
+from onnxcompress.passes.quantization.target import Int8Kernel, QuantTarget, cpu_default, cpu_kernel, resolve_target
 
 
 @pytest.mark.parametrize(
@@ -22,13 +22,6 @@ from onnxcompress.passes.quantization.target import Int8Kernel, QuantTarget, cpu
 def test_cpu_default(machine, flags, expected) -> None:
     target = cpu_default(machine, flags)
     assert (target.activation_type, target.weight_type, target.reduce_range) == expected
-
-
-def test_cpuinfo_flags_are_read(tmp_path) -> None:
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu\n")
-    assert read_cpu_flags(info) == {"fpu", "avx2", "avx512_vnni"}
-    assert read_cpu_flags(tmp_path / "missing") == set()
 
 
 def test_explicit_options_override_and_bad_names_are_refused() -> None:

@@ -1,12 +1,11 @@
 """Pass specs: ``name:k=v,k=v`` strings and TOML recipes turned into configured passes.
 
-Option values are coerced to the constructor's annotated types; an unknown pass or option is a
-one-line ``UsageError`` that lists the valid ones.
+Option values are coerced to the types the pass declares (``CompressionPass.option_specs``); an
+unknown pass or option is a one-line ``UsageError`` that lists the valid ones.
 """
 
 from __future__ import annotations
 
-import inspect
 import typing
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
 from onnxcompress import io
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import REGISTRY, CompressionPass
+from onnxcompress.passes.base import is_union, type_text
 
 LIST_SEPARATOR = "|"
 TRUE_WORDS = {"true", "1", "yes", "on"}
@@ -37,19 +37,24 @@ def parse_pass(spec: str) -> CompressionPass:
     return build_pass(name.strip(), options)
 
 
-def build_pass(name: str, options: dict[str, Any]) -> CompressionPass:
-    """Build a registered pass from option values (strings are coerced to the option's type)."""
+def pass_class(name: str) -> type[CompressionPass]:
+    """The pass registered as ``name``; an unknown name is a one-line ``UsageError`` listing the available ones."""
     cls = REGISTRY.get(name)
     if cls is None:
         raise UsageError(f"unknown pass {name!r}; available: {', '.join(sorted(REGISTRY))}")
-    params = cls.option_parameters()
-    hints = typing.get_type_hints(cls.__init__)
+    return cls
+
+
+def build_pass(name: str, options: dict[str, Any]) -> CompressionPass:
+    """Build a registered pass from option values (strings are coerced to the option's type)."""
+    cls = pass_class(name)
+    specs = cls.option_specs()
     kwargs = {}
     for key, value in options.items():
-        if key not in params:
-            valid = ", ".join(params) or "none"
+        if key not in specs:
+            valid = ", ".join(specs) or "none"
             raise UsageError(f"pass {name!r} has no option {key!r}; options: {valid}")
-        kwargs[key] = coerce(value, hints.get(key, str), f"{name}:{key}") if isinstance(value, str) else value
+        kwargs[key] = coerce(value, specs[key].annotation, f"{name}:{key}") if isinstance(value, str) else value
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -69,24 +74,18 @@ def load_recipe(path: str | Path) -> list[CompressionPass]:
         raise UsageError(f"recipe {path}: expected one or more [[pass]] tables")
     passes = []
     for entry in entries:
-        options = {k: _recipe_value(v) for k, v in entry.items() if k != "name"}
+        options = {k: spell(v) for k, v in entry.items() if k != "name"}
         if "name" not in entry:
             raise UsageError(f"recipe {path}: a [[pass]] table has no name")
         passes.append(build_pass(entry["name"], options))
     return passes
 
 
-def describe_option(param: inspect.Parameter, annotation: Any) -> str:
-    """``name=default (type)`` for `onnxcompress passes`."""
-    default = "" if param.default is inspect.Parameter.empty else f"={param.default!r}"
-    return f"{param.name}{default} ({_type_name(annotation)})"
-
-
 def coerce(text: str, annotation: Any, where: str) -> Any:
     """Turn a CLI string into a value of ``annotation``'s type, or raise a ``UsageError``."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if is_union(annotation):
         if text.lower() in {"none", "null"} and type(None) in args:
             return None
         for arg in (a for a in args if a is not type(None)):
@@ -94,7 +93,7 @@ def coerce(text: str, annotation: Any, where: str) -> Any:
                 return coerce(text, arg, where)
             except UsageError:
                 continue
-        raise UsageError(f"{where}: cannot read {text!r} as {_type_name(annotation)}")
+        raise UsageError(f"{where}: cannot read {text!r} as {type_text(annotation)}")
     if origin is typing.Literal:
         if text not in [str(a) for a in args]:
             raise UsageError(f"{where}: {text!r} is not one of {', '.join(map(str, args))}")
@@ -119,19 +118,12 @@ def coerce(text: str, annotation: Any, where: str) -> Any:
     raise UsageError(f"{where}: this option cannot be set from the command line")
 
 
-def _recipe_value(value: Any) -> Any:
-    return LIST_SEPARATOR.join(map(str, value)) if isinstance(value, list) else (
-        value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-    )
-
-
-def _type_name(annotation: Any) -> str:
-    """``float``, ``list[str]``, a choice's values (``local|global``), a union's parts (``uint8|int8|none``)."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return "|".join(map(str, typing.get_args(annotation)))
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        return "|".join("none" if a is type(None) else _type_name(a) for a in typing.get_args(annotation))
-    if origin is not None:
-        return str(annotation).replace("typing.", "")
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+def spell(value: Any) -> str:
+    """A value as a spec writes it (``none``, ``true``, ``a|b``): how TOML values and defaults are shown and read."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return LIST_SEPARATOR.join(map(spell, value))
+    return str(value)

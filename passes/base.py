@@ -3,7 +3,11 @@
 A pass is an ``onnx_ir`` in-place pass with a stable CLI ``name``, typed keyword options stored
 as attributes of the same names, and an ``exact`` flag (exact passes must keep the model's outputs;
 the pipeline checks them). Subclassing with a ``name`` registers the pass: there is no other list.
-Options are validated by the constructor, so a bad one is refused before anything runs.
+Each option is declared once, in the constructor's signature, as ``Annotated[<type>, "<one line of
+help>"] = <default>`` (a ``Literal[...]`` type lists the allowed values); ``option_specs`` reads that
+contract for the CLI, TOML recipes and ``onnxcompress passes NAME``, and a registered pass with an
+option lacking help is refused when its class is defined. Options are validated by the constructor,
+so a bad one is refused before anything runs.
 
 A pass object holds its options and nothing else. What one run is given (calibration data,
 labelled data) and what it leaves for the report (notes, details) live in a ``PassContext`` made
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
+import types
 import typing
 from typing import Any, ClassVar
 
@@ -54,6 +59,30 @@ class PassOutcome(ir.passes.PassResult):
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """One option of a pass as its constructor declares it: ``name: Annotated[annotation, help] = default``.
+
+    ``annotation`` is the option's type without the help (what ``spec.coerce`` reads), ``default`` is
+    ``inspect.Parameter.empty`` for a required option.
+    """
+
+    name: str
+    annotation: Any
+    default: Any
+    help: str
+
+    @property
+    def choices(self) -> tuple | None:
+        """The values the option allows when its type is a ``Literal`` choice, else None."""
+        return literal_choices(self.annotation)
+
+    def describe(self) -> str:
+        """``name=default (type)``, as ``onnxcompress passes`` lists it on one line."""
+        default = "" if self.default is inspect.Parameter.empty else f"={self.default!r}"
+        return f"{self.name}{default} ({type_text(self.annotation)})"
+
+
 _RUNNING: contextvars.ContextVar[tuple[CompressionPass, PassContext] | None] = contextvars.ContextVar("running_pass", default=None)
 
 
@@ -70,6 +99,10 @@ class CompressionPass(ir.passes.InPlacePass):
             return
         if name in REGISTRY and REGISTRY[name] is not cls:
             raise RuntimeError(f"two passes are registered as {name!r}")
+        unexplained = [o.name for o in cls.option_specs().values() if not o.help.strip() or "\n" in o.help]
+        if unexplained:
+            raise RuntimeError(f"pass {name!r} ({cls.__module__}.{cls.__name__}): no one-line help for option {', '.join(unexplained)}; "
+                               'declare each as Annotated[<type>, "<one line of help>"] = <default>')
         REGISTRY[name] = cls
 
     def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> PassOutcome:
@@ -125,11 +158,9 @@ class CompressionPass(ir.passes.InPlacePass):
 
     def check_choices(self) -> None:
         """Refuse any option typed as a ``Literal`` choice whose value is not one of its choices."""
-        hints = typing.get_type_hints(type(self).__init__)
-        for option in self.option_parameters():
-            allowed = literal_choices(hints.get(option))
-            if allowed is not None:
-                self.require(getattr(self, option) in allowed, option, "one of " + ", ".join(map(str, allowed)))
+        for option in self.option_specs().values():
+            if option.choices is not None:
+                self.require(getattr(self, option.name) in option.choices, option.name, "one of " + ", ".join(map(str, option.choices)))
 
     @classmethod
     def summary(cls) -> str:
@@ -141,6 +172,12 @@ class CompressionPass(ir.passes.InPlacePass):
         """The constructor's keyword options, by name."""
         params = inspect.signature(cls.__init__).parameters
         return {n: p for n, p in params.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+    @classmethod
+    def option_specs(cls) -> dict[str, OptionSpec]:
+        """The constructor's options with their type, default and help, by name (an option without a type hint is a ``str``)."""
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        return {name: _option_spec(param, hints.get(name, str)) for name, param in cls.option_parameters().items()}
 
     def options(self) -> dict[str, Any]:
         """The options this instance was built with (for the report)."""
@@ -156,6 +193,33 @@ def literal_choices(annotation: Any) -> tuple | None:
     if not literals or len(literals) + (type(None) in args) != len(args):
         return None
     return tuple(v for a in literals for v in typing.get_args(a)) + ((None,) if type(None) in args else ())
+
+
+def type_text(annotation: Any, *, values: bool = True) -> str:
+    """``float``, ``list[str]``, a union's parts (``uint8|int8|none``) and a choice's values (``local|global``), or
+    with ``values=False`` the type of a choice's values (``str``)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        args = typing.get_args(annotation)
+        return "|".join(map(str, args)) if values else "|".join(dict.fromkeys(type(a).__name__ for a in args))
+    if is_union(annotation):
+        return "|".join("none" if a is type(None) else type_text(a, values=values) for a in typing.get_args(annotation))
+    if origin is not None:
+        return str(annotation).replace("typing.", "")
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def is_union(annotation: Any) -> bool:
+    """True for ``A | B`` and ``typing.Union[A, B]`` (``Optional`` included)."""
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _option_spec(param: inspect.Parameter, hint: Any) -> OptionSpec:
+    """The option ``param`` with its type hint split into type and help (the first string of an ``Annotated``)."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return OptionSpec(param.name, hint, param.default, "")
+    help_text = next((extra for extra in hint.__metadata__ if isinstance(extra, str)), "")
+    return OptionSpec(param.name, hint.__origin__, param.default, help_text)
 
 
 def _intermediate_values(graph: ir.Graph) -> list[ir.Value]:

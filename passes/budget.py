@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import onnx
@@ -42,6 +42,13 @@ ACCURACY = "accuracy drop"
 SYNTHETIC = "synthetic inputs (no calibration data to hold samples out of; they cannot judge the model's task)"
 
 Feeds = Mapping[str, np.ndarray]
+
+# The budget's options, declared once for every lossy pass that holds it (``CompressionPass.option_specs``).
+MaxError = Annotated[float | None, "most slice error allowed (each output and slice against its own spread); "
+                                   "none: 0.5, or no limit when labelled data is given"]
+MaxDrop = Annotated[float | None, "with labelled data: most top-1 accuracy drop, an absolute fraction (0.01 = 1 point; none: 0.01); "
+                                  "without: most 1 - cosine of the outputs (none: no limit)"]
+AcceptLoss = Annotated[bool, "keep a model that breaks the fidelity budget (a note says so) instead of failing with exit 1 and writing nothing"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ folded (the folder refuses graph inputs).
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common
@@ -31,7 +32,11 @@ class FoldConstants(CompressionPass):
     name = "fold-constants"
     exact = True
 
-    def __init__(self, max_folded_mb: float = 1.0, shape_inference: bool = True) -> None:
+    def __init__(
+        self,
+        max_folded_mb: Annotated[float, "largest tensor, in MiB, one folded constant may hold; a bigger result stays computed at run time"] = 1.0,
+        shape_inference: Annotated[bool, "run ONNX shape inference while folding, so shape arithmetic on static dims folds too"] = True,
+    ) -> None:
         super().__init__()
         self.max_folded_mb = max_folded_mb
         self.shape_inference = shape_inference

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from types import ModuleType
+from typing import Annotated
 
 import onnx
 import onnx_ir as ir
@@ -35,10 +36,11 @@ class Fuse(CompressionPass):
     name = "fuse"
     exact = True
 
-    def __init__(self, opset: int | None = None) -> None:
-        """``opset``: convert the model up to this opset first (onnx's version converter), so the families
-        whose op is newer than the export apply (``Gelu`` needs 20, ``Attention`` 23); a model already
-        there is left as it is."""
+    def __init__(
+        self,
+        opset: Annotated[int | None, "convert the model up to this opset first (onnx's version converter) so newer fused ops apply "
+                                     "(Gelu needs 20, Attention 23); none, or a model already there, keeps its opset"] = None,
+    ) -> None:
         super().__init__()
         newest = onnx.defs.onnx_opset_version()
         if opset is not None and not 1 <= opset <= newest:

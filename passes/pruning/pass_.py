@@ -16,7 +16,7 @@ Flatten into Gemm and attention heads.
 from __future__ import annotations
 
 import fnmatch
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -25,6 +25,7 @@ from onnxcompress import io
 from onnxcompress.calibration.validation import model_batches
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
 from onnxcompress.passes.pruning import importance, recovery
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.flops import model_macs
@@ -60,21 +61,25 @@ class PruneChannels(CompressionPass):
 
     def __init__(
         self,
-        ratio: float = 0.5,
-        scope: Scope = "local",
-        importance: Importance = "magnitude",
-        round_to: int = 1,
-        min_channels: int = 1,
-        exclude: list[str] | None = None,
-        heads: bool = True,
-        ffn: bool = True,
-        layernorm: bool = False,
-        dead_only: bool = False,
-        bias_fold: bool = False,
-        reconstruct: bool = False,
-        max_error: float | None = None,
-        max_drop: float | None = None,
-        accept_loss: bool = False,
+        ratio: Annotated[float, "fraction of units to remove, in [0, 1): of each group (scope=local) or of all removable units "
+                                "(scope=global); 0 removes none"] = 0.5,
+        scope: Annotated[Scope, "local: remove ratio of every group; global: the lowest-scoring ratio of all groups' units together"] = "local",
+        importance: Annotated[Importance, "how units are scored, lowest removed first: weight L2 norm (magnitude), |W|·‖X‖ (activation), "
+                                          "mean |a|, 1 - share of zeros (apoz) or first-order Taylor; all but magnitude need calibration"] = "magnitude",
+        round_to: Annotated[int, "each group keeps a multiple of this many units (rounded up; 8 or 16 suit fast kernels); 1: no rounding"] = 1,
+        min_channels: Annotated[int, "fewest units any group keeps"] = 1,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of node or initializer names whose channels are never removed"] = None,
+        heads: Annotated[bool, "allow removing whole attention heads"] = True,
+        ffn: Annotated[bool, "allow removing neurons of linear layers (Gemm/MatMul outputs, e.g. a transformer's FFN)"] = True,
+        layernorm: Annotated[bool, "allow removing channels a LayerNormalization normalises over (lossy: its statistics change)"] = False,
+        dead_only: Annotated[bool, "remove only dead units (every reader multiplies them by zero weights, so no output changes), "
+                                   "whatever ratio says"] = False,
+        bias_fold: Annotated[bool, "add the removed channels' mean contribution on calibration data to each consumer's bias"] = False,
+        reconstruct: Annotated[bool, "re-fit each consumer's kept weights and bias by least squares on calibration data "
+                                     "(takes the place of bias_fold)"] = False,
+        max_error: MaxError = None,
+        max_drop: MaxDrop = None,
+        accept_loss: AcceptLoss = False,
     ) -> None:
         super().__init__()
         self.ratio, self.scope, self.importance = ratio, scope, importance

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from onnxcompress.errors import UsageError
+from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
 from onnxcompress.passes.quantization import calibrated_scales, ort_bridge, rounding, row_quantizers
 from onnxcompress.passes.quantization.embedding import quantize_embeddings
 from onnxcompress.passes.quantization.gemm import split_gemms
 from onnxcompress.passes.quantization.selection import excluded_nodes
 from onnxcompress.passes.quantization.fallback import Quantize
-from onnxcompress.passes.quantization.quantize_pass import QuantizePass
+from onnxcompress.passes.quantization.quantize_pass import (
+    Exclude, FidelityOutput, MaxFallback, PerChannel, QuantizePass, ReduceRange, WeightType,
+)
 from onnxcompress.passes.quantization.ranges import Method, activation_ranges
-from onnxcompress.passes.quantization.target import ElementType, QuantTarget, resolve_target
+from onnxcompress.passes.quantization.target import QuantTarget, resolve_target
 
 
 class QuantizeDynamic(QuantizePass):
@@ -42,20 +45,25 @@ class QuantizeDynamic(QuantizePass):
     def __init__(
         self,
         *,
-        per_channel: bool = True,
-        weight_type: ElementType | None = None,
-        reduce_range: bool | None = None,
-        op_types: list[str] | None = None,
-        exclude: list[str] | None = None,
-        gptq: bool = False,
-        activation_scales: Literal["dynamic", "calibrated"] = "dynamic",
-        method: Method | None = None,
-        ranges_file: str | None = None,
-        max_drop: float | None = None,
-        max_fallback: int = 8,
-        fidelity_output: str | None = None,
-        max_error: float | None = None,
-        accept_loss: bool = False,
+        per_channel: PerChannel = True,
+        weight_type: WeightType = None,
+        reduce_range: ReduceRange = None,
+        op_types: Annotated[list[str] | None, "op types to quantize (a|b); none: MatMul, Gemm, Attention and embedding Gathers"] = None,
+        exclude: Exclude = None,
+        gptq: Annotated[bool, "round MatMul weights with error feedback on calibration activations (GPTQ) instead of to nearest; "
+                              "needs int8 weights"] = False,
+        activation_scales: Annotated[Literal["dynamic", "calibrated"], "dynamic: computed per batch at run time; calibrated: "
+                                                                       "calibrated once (method, ranges_file), so a sample's result "
+                                                                       "does not depend on its batch"] = "dynamic",
+        method: Annotated[Method | None, "with activation_scales=calibrated: the range estimator (as quantize-static's); "
+                                         "none: minmax"] = None,
+        ranges_file: Annotated[str | None, "with activation_scales=calibrated: JSON file of activation ranges, read when it exists, "
+                                           "else written after calibrating"] = None,
+        max_drop: MaxDrop = None,
+        max_fallback: MaxFallback = 8,
+        fidelity_output: FidelityOutput = None,
+        max_error: MaxError = None,
+        accept_loss: AcceptLoss = False,
     ) -> None:
         super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output,
                          max_error=max_error, accept_loss=accept_loss)

@@ -20,6 +20,7 @@ at the same latency.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
 import onnx_ir as ir
@@ -61,7 +62,14 @@ class SplitOutlierChannels(CompressionPass):
 
     name = "split-outliers"
 
-    def __init__(self, *, channels: int = 4, min_ratio: float = 4.0, exclude: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        channels: Annotated[int, "most outlier channels moved into the FP32 branch per activation"] = 4,
+        min_ratio: Annotated[float, "split a channel only if its calibrated peak is at least this many times the median channel's "
+                                    "(at least 1)"] = 4.0,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names never split; a pattern matching no node is an error"] = None,
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.min_ratio = min_ratio

@@ -18,6 +18,7 @@ broke).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
 import numpy as np
 import onnx
@@ -33,9 +34,20 @@ from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization import fallback, guard
 from onnxcompress.passes.quantization.ort_bridge import Selection, with_shapes
 from onnxcompress.passes.quantization.selection import fallback_candidates, output_tail, select, weight_sizes
+from onnxcompress.passes.quantization.target import ElementType
 from onnxcompress.passes.quantization.unfused import unfused_after_ort
 
 TAIL = "the output tail"
+
+# Options both quantizers declare, with their help (``CompressionPass.option_specs``).
+PerChannel = Annotated[bool, "one weight scale per output channel (true) or one per tensor (false)"]
+WeightType = Annotated[ElementType | None, "INT8 weight type; none: chosen for this CPU (int8)"]
+ReduceRange = Annotated[bool | None, "7-bit weights, so the U8S8 kernels of CPUs without VNNI cannot saturate; "
+                                     "none: true on x86 without VNNI, else false"]
+Exclude = Annotated[list[str] | None, "glob patterns (a|b) of node names left in FP32; a pattern matching no node is an error"]
+MaxFallback = Annotated[int, "most layers put back in FP32 (most damage per weight element first) until the fidelity budget holds; "
+                             "the output tail counts as one; 0: none"]
+FidelityOutput = Annotated[str | None, "the one model output the fidelity budget judges (e.g. the one consumers read); none: all outputs"]
 
 
 class QuantizePass(CompressionPass):

@@ -28,6 +28,7 @@ best α differs by layer (0.5 to 0.95 on MiniLM), and an activation with no outl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 import onnx_ir as ir
@@ -54,7 +55,13 @@ class SmoothActivations(CompressionPass):
 
     name = "smooth"
 
-    def __init__(self, *, alpha: float | None = None, exclude: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        alpha: Annotated[float | None, "share of each channel's range moved into the weights, in [0, 1] (0: none, 1: all); none: chosen "
+                                       "per activation, or no smoothing, by simulating dynamic INT8 on the first calibration batch"] = None,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names not smoothed; a pattern matching no node is an error"] = None,
+    ) -> None:
         super().__init__()
         self.alpha = alpha
         self.exclude = exclude

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import onnx
 import onnx_ir as ir
 
 from onnxcompress import io
+from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
 from onnxcompress.passes.quantization import float_prefix, ort_bridge
 from onnxcompress.passes.quantization.channel_gate import tile_channel_gates
 from onnxcompress.passes.quantization.depthwise_padding import pad_depthwise_channels
 from onnxcompress.passes.quantization.fallback import Quantize
 from onnxcompress.passes.quantization.hard_activations import rewrite_hard_activations
 from onnxcompress.passes.quantization.integer_friendly import fold_batch_norms, sums_as_adds
-from onnxcompress.passes.quantization.quantize_pass import QuantizePass
+from onnxcompress.passes.quantization.quantize_pass import (
+    Exclude, FidelityOutput, MaxFallback, PerChannel, QuantizePass, ReduceRange, WeightType,
+)
 from onnxcompress.passes.quantization.ranges import Method, activation_ranges
 from onnxcompress.passes.quantization.target import ElementType, resolve_target
 
@@ -41,21 +44,26 @@ class QuantizeStatic(QuantizePass):
     def __init__(
         self,
         *,
-        method: Method = "minmax",
-        per_channel: bool = True,
-        activation_type: ElementType | None = None,
-        weight_type: ElementType | None = None,
-        reduce_range: bool | None = None,
-        op_types: list[str] | None = None,
-        exclude: list[str] | None = None,
-        ranges_file: str | None = None,
-        pad_depthwise: bool = True,
-        fp32_prefix: Literal["none", "fastest"] = "none",
-        max_drop: float | None = None,
-        max_fallback: int = 8,
-        fidelity_output: str | None = None,
-        max_error: float | None = None,
-        accept_loss: bool = False,
+        method: Annotated[Method, "activation range estimator: observed extremes (minmax), 0.01 % clipped off each tail (percentile), "
+                                  "or least KL divergence (entropy) or squared error (mse) of 8-bit quantization"] = "minmax",
+        per_channel: PerChannel = True,
+        activation_type: Annotated[ElementType | None, "INT8 activation type; none: chosen for this CPU (uint8 on x86, int8 on ARM)"] = None,
+        weight_type: WeightType = None,
+        reduce_range: ReduceRange = None,
+        op_types: Annotated[list[str] | None, "op types to quantize (a|b); none: Conv, MatMul, Gemm and the ops around them "
+                                              "that keep ORT's int8 kernels fused"] = None,
+        exclude: Exclude = None,
+        ranges_file: Annotated[str | None, "JSON file of activation ranges: read when it exists (then no calibration is needed), "
+                                           "else written after calibrating"] = None,
+        pad_depthwise: Annotated[bool, "pad depthwise convs with zero filters to a multiple of 16 channels (exact), "
+                                       "where ORT's int8 depthwise kernel is fast"] = True,
+        fp32_prefix: Annotated[Literal["none", "fastest"], "none: quantize from the first layer; fastest: time the model with each "
+                                                           "leading part kept in FP32 at batch 1 and keep the fastest"] = "none",
+        max_drop: MaxDrop = None,
+        max_fallback: MaxFallback = 8,
+        fidelity_output: FidelityOutput = None,
+        max_error: MaxError = None,
+        accept_loss: AcceptLoss = False,
     ) -> None:
         super().__init__(op_types=op_types, exclude=exclude, max_drop=max_drop, max_fallback=max_fallback, fidelity_output=fidelity_output,
                          max_error=max_error, accept_loss=accept_loss)

@@ -23,6 +23,7 @@ against 0.45–0.49× when the division was a Mul before ORT's per-tensor quanti
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
 import onnx_ir as ir
@@ -50,7 +51,13 @@ class ScaleTokens(CompressionPass):
 
     name = "scale-tokens"
 
-    def __init__(self, *, min_cut: float = 0.03, exclude: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        min_cut: Annotated[float, "scale an activation only where per-token scales cut its simulated INT8 error by at least this "
+                                  "fraction, in [0, 1], of the model's worst per-tensor error"] = 0.03,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names left alone; a pattern matching no node is an error"] = None,
+    ) -> None:
         super().__init__()
         self.min_cut = min_cut
         self.exclude = exclude

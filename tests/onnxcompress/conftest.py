@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -83,7 +85,7 @@ class ScaleWeights(CompressionPass):
     name = "test-scale"
     exact = False
 
-    def __init__(self, factor: float = 0.5) -> None:
+    def __init__(self, factor: Annotated[float, "what every float initializer is multiplied by"] = 0.5) -> None:
         super().__init__()
         self.factor = factor
 
@@ -107,7 +109,7 @@ class SlowDown(CompressionPass):
     name = "test-slowdown"
     exact = False
 
-    def __init__(self, depth: int = 300) -> None:
+    def __init__(self, depth: Annotated[int, "Exp→Log pairs appended to the first output"] = 300) -> None:
         super().__init__()
         self.depth = depth
 

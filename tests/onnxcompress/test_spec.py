@@ -9,6 +9,7 @@ import pytest
 
 from onnxcompress import spec
 from onnxcompress.errors import UsageError
+from onnxcompress.passes import REGISTRY
 
 
 def test_spec_builds_the_pass_with_typed_options():
@@ -118,10 +119,23 @@ def test_every_pass_refuses_bad_options_when_built_naming_pass_and_option(text, 
 
 
 def test_choices_are_listed_with_their_values():
-    from onnxcompress.passes import REGISTRY
+    options = REGISTRY["quantize-static"].option_specs()
+    assert options["method"].describe() == "method='minmax' (minmax|percentile|entropy|mse)"
+    assert options["weight_type"].describe() == "weight_type=None (uint8|int8|none)"
+    assert options["max_drop"].describe() == "max_drop=None (float|none)"
 
-    hints = typing.get_type_hints(REGISTRY["quantize-static"].__init__)
-    params = REGISTRY["quantize-static"].option_parameters()
-    assert spec.describe_option(params["method"], hints["method"]) == "method='minmax' (minmax|percentile|entropy|mse)"
-    assert spec.describe_option(params["weight_type"], hints["weight_type"]) == "weight_type=None (uint8|int8|none)"
-    assert spec.describe_option(params["max_drop"], hints["max_drop"]) == "max_drop=None (float|none)"
+
+def test_options_declared_with_help_are_read_by_their_type():
+    built = spec.parse_pass("prune-channels:exclude=conv1|conv2,max_drop=0.02,scope=global,heads=false")
+    assert (built.exclude, built.max_drop, built.scope, built.heads) == (["conv1", "conv2"], 0.02, "global", False)
+
+
+@pytest.mark.parametrize(("value", "text"), [(None, "none"), (True, "true"), (["a", "b"], "a|b"), (0.5, "0.5"), ("minmax", "minmax")])
+def test_spell_writes_values_as_a_spec_does(value, text):
+    assert spec.spell(value) == text
+
+
+def test_every_registered_default_spelled_reads_back_as_itself():
+    for name, cls in REGISTRY.items():
+        for option in cls.option_specs().values():
+            assert spec.coerce(spec.spell(option.default), option.annotation, f"{name}:{option.name}") == option.default

@@ -1,17 +1,17 @@
-"""The pass base class: a run's context, notes and details per run, data handed in, choices checked."""
+"""The pass base class: a run's context, notes and details per run, data handed in, choices checked, options declared with help."""
 
 from __future__ import annotations
 
 import copy
 import threading
-from typing import Literal
+from typing import Annotated, Literal
 
 import onnx_ir as ir
 import pytest
 
 from onnxcompress.errors import UsageError
-from onnxcompress.passes import CompressionPass, PassOutcome
-from onnxcompress.passes.base import literal_choices
+from onnxcompress.passes import REGISTRY, CompressionPass, PassOutcome
+from onnxcompress.passes.base import OptionSpec, literal_choices, type_text
 
 TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -26,7 +26,9 @@ class Echo(CompressionPass):
 
     name = "test-base-echo"
 
-    def __init__(self, mode: Literal["a", "b"] | None = "a", times: int = 1) -> None:
+    def __init__(
+        self, mode: Annotated[Literal["a", "b"] | None, "a choice"] = "a", times: Annotated[int, "notes per run"] = 1,
+    ) -> None:
         super().__init__()
         self.mode, self.times = mode, times
         self.check_choices()
@@ -106,3 +108,39 @@ def test_options_are_checked_when_built() -> None:
 ])
 def test_literal_choices(annotation, choices) -> None:
     assert literal_choices(annotation) == choices
+
+
+def test_option_specs_read_type_default_choices_and_help_from_the_signature() -> None:
+    mode, times = Echo.option_specs().values()
+    assert mode == OptionSpec("mode", Literal["a", "b"] | None, "a", "a choice") and mode.choices == ("a", "b", None)
+    assert times == OptionSpec("times", int, 1, "notes per run") and times.choices is None
+    assert mode.describe() == "mode='a' (a|b|none)" and type_text(mode.annotation, values=False) == "str|none"
+
+
+def test_every_registered_pass_option_has_one_line_of_help() -> None:
+    for name, cls in REGISTRY.items():
+        for option in cls.option_specs().values():
+            assert option.help.strip() and "\n" not in option.help, f"{name}:{option.name}"
+
+
+def test_a_registered_pass_with_an_option_lacking_one_line_of_help_is_refused_when_defined() -> None:
+    with pytest.raises(RuntimeError, match=r"^pass 'test-base-unexplained' \(tests\.passes\.test_base\.Unexplained\): no one-line help for option plain, split;"):
+        class Unexplained(CompressionPass):
+            """One option with help, one without and one with two lines."""
+
+            name = "test-base-unexplained"
+
+            def __init__(self, told: Annotated[int, "a count"] = 1, plain: int = 2, split: Annotated[int, "two\nlines"] = 3) -> None:
+                super().__init__()
+
+    assert "test-base-unexplained" not in REGISTRY
+
+
+def test_a_base_class_without_a_name_is_not_registered_and_needs_no_help() -> None:
+    class Base(CompressionPass):
+        """Options its registered subclasses declare again, with help."""
+
+        def __init__(self, *, plain: int) -> None:
+            super().__init__()
+
+    assert Base not in REGISTRY.values() and Base.option_specs()["plain"].help == ""

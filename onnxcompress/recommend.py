@@ -31,6 +31,7 @@ from onnxcompress.errors import CheckFailed, UsageError, first_line
 from onnxcompress.passes import REGISTRY
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
+from onnxcompress.passes.values import is_constant
 from onnxcompress.pipeline import Measurement, Pipeline
 
 FAMILIES = ("cnn", "mobile-cnn", "transformer-encoder", "decoder", "mlp", "other")
@@ -167,14 +168,9 @@ def attention_blocks(model: ir.Model) -> int:
         while producer is not None and producer.op_type in SCORE_OPS:
             first = producer.inputs[0] if producer.inputs else None
             producer = first.producer() if first is not None else None
-        if producer is not None and producer.op_type == "MatMul" and all(_computed(v) for v in producer.inputs):
+        if producer is not None and producer.op_type == "MatMul" and all(v is not None and not is_constant(v) for v in producer.inputs):
             blocks += 1
     return blocks
-
-
-def _computed(value: ir.Value | None) -> bool:
-    """A value computed at run time (neither stored nor produced by a Constant)."""
-    return value is not None and value.const_value is None and (value.producer() is None or value.producer().op_type != "Constant")
 
 
 def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation:

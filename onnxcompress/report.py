@@ -11,7 +11,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxcompress import io
+from onnxcompress import io, markdown
 from onnxcompress import plot as plot_module
 from onnxcompress.records import RunRecord, StepRecord
 
@@ -56,9 +56,7 @@ class Report(RunRecord):
     def to_markdown(self) -> str:
         """A Markdown table plus each step's notes."""
         rows = self.rows()
-        headers = list(rows[0]) if rows else []
-        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(r[h] for h in headers) + " |" for r in rows]
+        lines = markdown.records_table(rows)
         for index, step in enumerate(self.steps):
             if step.notes or step.options:
                 options = ", ".join(f"{k}={v}" for k, v in step.options.items())

@@ -1,4 +1,8 @@
-"""What a fusion rule may rely on: constants that cannot be overridden, and static shapes."""
+"""What a pass may rely on about a graph value: its constant array, its rank, its static shape.
+
+One reading for every pass family, so fusion, pruning and quantization agree on what is a constant
+(an initializer or a Constant node's output, never an overridable graph input).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,22 @@ import onnx_ir as ir
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
 
 
+def is_constant(value: ir.Value | None) -> bool:
+    """Whether the value is a true constant (an initializer or a Constant node's output, not an
+    overridable graph input); its data is not read."""
+    if value is None or value.is_graph_input():
+        return False
+    producer = value.producer()
+    return value.const_value is not None or (producer is not None and producer.op_type == "Constant" and "value" in producer.attributes)
+
+
 def constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's array when it is a true constant (an overridable graph input is not)."""
-    if value is None or value.const_value is None or value.is_graph_input():
+    """The value's array when it is a true constant (see ``is_constant``), else None."""
+    if not is_constant(value):
         return None
-    return value.const_value.numpy()
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    return value.producer().attributes["value"].as_tensor().numpy()
 
 
 def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
@@ -23,8 +38,14 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
 
 
 def rank(value: ir.Value | None) -> int | None:
-    """The value's rank when known."""
+    """The value's rank when known, else None."""
     return None if value is None or value.shape is None else len(value.shape)
+
+
+def rank_or_zero(value: ir.Value | None) -> int:
+    """The value's rank, 0 when unknown: a loop over its axes then visits none (what pruning's rules want)."""
+    known = rank(value)
+    return 0 if known is None else known
 
 
 def last_dim(value: ir.Value | None) -> int | None:

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from onnxcompress import bench, io, runtime
+from onnxcompress.apps.demo import DemoSettings
 from onnxcompress.calibration import ArrayReader
-from onnxcompress.distill.demo import DemoSettings
+from onnxcompress.markdown import table as markdown_table
 from onnxcompress.models import digits, training, vision
 from onnxcompress.models.export import export_onnx
 from onnxcompress.spec import parse_pass
@@ -79,15 +80,11 @@ def markdown(rows: dict) -> str:
         "alternated round by round in one run; speedup = FP32 latency / model latency; accuracy on the",
         "360-image held-out split of scikit-learn's digits; calibration on 200 training images.",
         "",
-        "| model | accuracy | batch 1 ms | speedup b1 | batch 64 ms | speedup b64 | clean rounds b1/b64 |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, row in rows.items():
-        b1, b64 = row["batch1"], row["batch64"]
-        lines.append(
-            f"| {name} | {row['accuracy']:.4f} | {b1['median_ms']:.3f} | {b1['speedup']:.2f}x | "
-            f"{b64['median_ms']:.3f} | {b64['speedup']:.2f}x | {b1['rounds_kept']}/{b64['rounds_kept']} |"
-        )
+    header = ["model", "accuracy", "batch 1 ms", "speedup b1", "batch 64 ms", "speedup b64", "clean rounds b1/b64"]
+    lines += markdown_table(header, ([name, f"{row['accuracy']:.4f}", f"{b1['median_ms']:.3f}", f"{b1['speedup']:.2f}x",
+                                      f"{b64['median_ms']:.3f}", f"{b64['speedup']:.2f}x", f"{b1['rounds_kept']}/{b64['rounds_kept']}"]
+                                     for name, row in rows.items() for b1, b64 in [(row["batch1"], row["batch64"])]))
     ours, fp32 = rows["onnxcompress quantize-static"], rows["fp32"]
     drop = (fp32["accuracy"] - ours["accuracy"]) * 100
     lines += [

@@ -28,6 +28,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxcompress import bench, fidelity, io, runtime
+from onnxcompress.markdown import table as markdown_table
 from onnxcompress.passes import Cleanup, FoldConstants, Fuse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,19 +177,19 @@ def write_markdown(results: dict[str, dict], targets: list[str], meta: dict) -> 
         "",
     ]
     for name, rows in results.items():
-        out += [f"## {name}", "", "| tool | nodes | tool s | latency ms | speedup | rounds kept/dropped | max abs err |", "|---|---|---|---|---|---|---|"]
-        for tool, row in rows.items():
-            if "error" in row:
-                out.append(f"| {tool} | failed: {row['error']} | | | | | |")
-                continue
-            lat = row["latency"]
-            out.append(
-                f"| {tool} | {row['nodes']} | {row['seconds']:.2f} | {lat['median_ms']:.3f} | {row['speedup']:.3f} | "
-                f"{lat['rounds_kept']}/{lat['rounds_dropped']} | {row['max_abs_err']:.2g} |"
-            )
-        out.append("")
+        header = ["tool", "nodes", "tool s", "latency ms", "speedup", "rounds kept/dropped", "max abs err"]
+        out += [f"## {name}", "", *markdown_table(header, (_tool_cells(tool, row) for tool, row in rows.items())), ""]
     out += ["## Targets", "", *targets, "", *NODE_COUNT_NOTE, ""]
     DOC_OUT.write_text("\n".join(out))
+
+
+def _tool_cells(tool: str, row: dict) -> list[str]:
+    """One tool's row: its figures, or the failure in the nodes column."""
+    if "error" in row:
+        return [tool, f"failed: {row['error']}", "", "", "", "", ""]
+    lat = row["latency"]
+    return [tool, row["nodes"], f"{row['seconds']:.2f}", f"{lat['median_ms']:.3f}", f"{row['speedup']:.3f}",
+            f"{lat['rounds_kept']}/{lat['rounds_dropped']}", f"{row['max_abs_err']:.2g}"]
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcompress import bench, io, runtime
+from onnxcompress.markdown import table as markdown_table
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.pruning.flops import model_macs
 from onnxcompress.stats import parameter_count
@@ -139,26 +140,22 @@ def to_markdown(results: dict) -> str:
         "the machine was shared, so latencies are noisy (rounds with foreign CPU load are dropped; `clean` says",
         "whether any clean round was left).",
         "",
-        "| model | variant | params | MACs/sample | latency ms | × input | clean |",
-        "|---|---|---:|---:|---:|---:|---|",
     ]
-    for name, rows in results["models"].items():
-        for variant, row in rows.items():
-            lat = row["latency"]
-            lines.append(
-                f"| {name} | {variant} | {row['params']:,} | {row['macs']:,} | {lat['median_ms']:.2f} "
-                f"| {row['latency_ratio']:.3f} | {lat['clean']} |"
-            )
+    lines += markdown_table(
+        ["model", "variant", "params", "MACs/sample", "latency ms", "× input", "clean"],
+        ([name, variant, f"{row['params']:,}", f"{row['macs']:,}", f"{row['latency']['median_ms']:.2f}", f"{row['latency_ratio']:.3f}",
+          row["latency"]["clean"]] for name, rows in results["models"].items() for variant, row in rows.items()),
+        align=["---", "---", "---:", "---:", "---:", "---:", "---"])
     lines += ["", "Targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()), ""]
     if "digits" in results:
         lines += [
             f"## Recovery without training: digits ResNet (width 8, 16×16), {RATIO:.0%} removed, "
             f"{CALIBRATION_SAMPLES} calibration images",
             "",
-            "| recovery | test accuracy | logit MSE vs input |",
-            "|---|---:|---:|",
         ]
-        lines += [f"| {k} | {v['accuracy']:.3f} | {v['logit_mse']:.3f} |" for k, v in results["digits"].items()]
+        lines += markdown_table(["recovery", "test accuracy", "logit MSE vs input"],
+                                ([k, f"{v['accuracy']:.3f}", f"{v['logit_mse']:.3f}"] for k, v in results["digits"].items()),
+                                align=["---", "---:", "---:"])
         lines.append("")
     return "\n".join(lines)
 

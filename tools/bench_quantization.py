@@ -36,6 +36,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, io, runtime
 from onnxcompress.calibration import ArrayReader
+from onnxcompress.markdown import table as markdown_table
 from onnxcompress.passes import (
     Cleanup, FoldConstants, Fuse, QuantizeDynamic, QuantizeStatic, ScaleTokens, SmoothActivations, SplitOutlierChannels,
 )
@@ -426,12 +427,10 @@ def markdown(results: dict[str, list[dict]], seconds: float) -> str:
              "from one run to the next a small net's ratios still move by up to about 0.1.", ""]
     for name, rows in results.items():
         quality_keys = [k for k in rows[0] if k not in {"variant", "notes", "unfused_qdq"} and not k.startswith("b")]
-        lines += [f"## {name}", "", "| variant | " + " | ".join(quality_keys) + " | unfused Q/DQ | b1 ms | b1 ratio | b8 ms | b8 ratio | clean b1/b8 |",
-                  "|" + " --- |" * (len(quality_keys) + 7)]
-        for r in rows:
-            quality = " | ".join(f"{r[k]:.4f}" for k in quality_keys)
-            lines.append(f"| {r['variant']} | {quality} | {r['unfused_qdq']} | {r['b1_ms']:.2f} | {r['b1_ratio']:.2f} | "
-                         f"{r['b8_ms']:.2f} | {r['b8_ratio']:.2f} | {r['b1_clean_rounds']}/{r['b8_clean_rounds']} |")
+        header = ["variant", *quality_keys, "unfused Q/DQ", "b1 ms", "b1 ratio", "b8 ms", "b8 ratio", "clean b1/b8"]
+        lines += [f"## {name}", "", *markdown_table(header, (
+            [r["variant"], *(f"{r[k]:.4f}" for k in quality_keys), r["unfused_qdq"], f"{r['b1_ms']:.2f}", f"{r['b1_ratio']:.2f}",
+             f"{r['b8_ms']:.2f}", f"{r['b8_ratio']:.2f}", f"{r['b1_clean_rounds']}/{r['b8_clean_rounds']}"] for r in rows))]
         lines += [""] + [f"- {r['variant']} — {n}" for r in rows for n in r["notes"]] + [""]
     return "\n".join(lines)
 

@@ -30,6 +30,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, compare, fidelity, io, plot, runtime, stats
 from onnxcompress.cpu import cpu_features, cpu_model_name
+from onnxcompress.markdown import table as markdown_table
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.spec import parse_pass
 
@@ -282,19 +283,19 @@ def markdown(results: dict[str, list[Row]], plots: dict[str, Path], seconds: flo
     if any(r.latency and not r.latency.clean for rows in results.values() for r in rows):
         lines += [NOISY_WARNING, ""]
     for name, rows in results.items():
-        lines += [f"## {name}", "", "| family | tool | size MB | nodes | median ms (p10-p90) | speedup | cosine | max abs err | accuracy | rounds kept/dropped | tool s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [_table_row(r) for r in rows]
+        header = ["family", "tool", "size MB", "nodes", "median ms (p10-p90)", "speedup", "cosine", "max abs err", "accuracy", "rounds kept/dropped", "tool s"]
+        lines += [f"## {name}", "", *markdown_table(header, map(_table_cells, rows))]
         lines += ["", f"![{name}]({plots[name].name})", ""] if name in plots else [""]
     return "\n".join(lines) + "\n"
 
 
-def _table_row(r: Row) -> str:
+def _table_cells(r: Row) -> list[str]:
     if r.error:
-        return f"| {r.family} | {r.tool} | - | - | - | - | - | - | - | - | failed: {r.error.replace('|', '/')} |"
+        return [r.family, r.tool, *["-"] * 8, f"failed: {r.error}"]
     lat = r.latency
-    return (f"| {r.family} | {r.tool} | {r.size_bytes / 1e6:.2f} | {r.nodes} | {lat.median_ms:.3f} ({lat.p10_ms:.3f}-{lat.p90_ms:.3f}) "
-            f"| {r.speedup:.2f}x | {r.cosine:.6f} | {r.max_abs_err:.2e} | {'-' if r.accuracy is None else f'{r.accuracy:.4f}'} | {lat.rounds_kept}/{lat.rounds_dropped} | {r.seconds:.1f} |")
+    return [r.family, r.tool, f"{r.size_bytes / 1e6:.2f}", r.nodes, f"{lat.median_ms:.3f} ({lat.p10_ms:.3f}-{lat.p90_ms:.3f})",
+            f"{r.speedup:.2f}x", f"{r.cosine:.6f}", f"{r.max_abs_err:.2e}", "-" if r.accuracy is None else f"{r.accuracy:.4f}",
+            f"{lat.rounds_kept}/{lat.rounds_dropped}", f"{r.seconds:.1f}"]
 
 
 def machine_lines() -> list[str]:

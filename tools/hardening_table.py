@@ -43,6 +43,7 @@ import numpy as np
 from onnxcompress import fidelity as tensor_fidelity
 from onnxcompress import io, runtime, stats
 from onnxcompress.cpu import cpu_model_name
+from onnxcompress.markdown import table as markdown_table
 from onnxcompress.models.hardening import ENTRIES, Entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,14 +294,10 @@ def write_doc(results: dict, meta: dict) -> None:
         "measures are in `models/hardening/` (`onnxcompress.models.hardening`); the full records, with notes, "
         "cosines and parameter counts, in `tools/results/hardening.json`.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
     ]
-    for name, row in results.items():
-        if "error" in row:
-            lines.append(f"| {name} | " + " | ".join([_short(row["error"])] + [""] * (len(header) - 2)) + " |")
-            continue
-        lines.append(f"| {name} | " + " | ".join(_cell_text(row["cells"][s]) if s in row["cells"] else "" for s in header[1:]) + " |")
+    lines += markdown_table(header, ([name, _short(row["error"]), *[""] * (len(header) - 2)] if "error" in row else
+                                     [name, *(_cell_text(row["cells"][s]) if s in row["cells"] else "" for s in header[1:])]
+                                     for name, row in results.items()))
     if len(commits) > 1:
         lines += ["", "Rows were measured at different commits while the passes were being changed:", ""]
         lines += [f"- `{commit}`: {', '.join(names)}" for commit, names in commits.items()]
@@ -309,8 +306,8 @@ def write_doc(results: dict, meta: dict) -> None:
     missing = [name for name in ENTRIES if name not in results]
     if missing:
         lines += ["", f"Not in this table (no result on the current passes yet): {', '.join(missing)}."]
-    lines += ["", "## Counts", "", "| chain | ok | declined | failed |", "|---|---|---|---|"]
-    lines += [f"| {spec} | {c.get('ok', 0)} | {c.get('declined', 0)} | {c.get('failed', 0)} |" for spec, c in summed["counts"].items()]
+    lines += ["", "## Counts", "", *markdown_table(["chain", "ok", "declined", "failed"], (
+        [spec, c.get("ok", 0), c.get("declined", 0), c.get("failed", 0)] for spec, c in summed["counts"].items()))]
     lines += ["", "## Distinct failures", ""]
     lines += [f"- `{_short(message, 200)}`: {', '.join(where)}" for message, where in summed["failures"].items()] or ["- none"]
     lines += ["", "## Exit 0 with task fidelity below 0.9", ""] + ([f"- {line}" for line in summed["silent_losses"]] or ["- none"])

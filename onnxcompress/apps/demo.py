@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onnxcompress import io, plot
+from onnxcompress import io, markdown, plot
 from onnxcompress.calibration import ArrayReader
-from onnxcompress.distill import stages
+from onnxcompress.apps import stage_table
 from onnxcompress.distill.engine import distill
-from onnxcompress.distill.export import build_chain, export
+from onnxcompress.distill.export import export
 from onnxcompress.models import digits, training, vision
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.report import Report
+from onnxcompress.spec import parse_pass
 
 INPUT, OUTPUT = "image", "logits"
 DEFAULT_CHAIN = (
@@ -67,7 +68,6 @@ class DemoResult:
     stages: Report
     pipeline: Report
     targets: dict[str, bool] | None
-    skipped_passes: list[str]
 
     def target_lines(self) -> list[str]:
         """``met: …`` / ``MISSED: …`` per target, or the smoke-run note when none was judged."""
@@ -87,7 +87,7 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
              [("teacher", teacher), ("student", student), ("student_labels_only", label_only)]}
     test = LabelledData({INPUT: split.x_test}, split.y_test)
     log("running the pass chain on the student")
-    chain, skipped = build_chain(s.chain)
+    chain = [parse_pass(spec) for spec in s.chain]
     measurement = Measurement(benchmark=s.benchmark_steps, threads=s.threads, feeds={INPUT: split.x_test[:1]}, labelled=test, rounds=s.rounds)
     pipeline = Pipeline(chain, measurement=measurement, max_drop=s.max_drop)
     compressed = pipeline.run(io.load(paths["student"]), calibration=ArrayReader({INPUT: split.x_train}))
@@ -96,8 +96,8 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
     log("measuring every stage side by side")
     named = [("teacher", io.load(paths["teacher"])), ("student (labels only)", io.load(paths["student_labels_only"])),
              ("student (distilled)", io.load(paths["student"])), ("final (after passes)", compressed.model)]
-    table = stages.measure_stages([stages.Stage(*n) for n in named], test, threads=s.threads, rounds=s.rounds)
-    result = DemoResult(table, compressed.report, None if s.smoke else _targets(table), skipped)
+    table = stage_table.measure_stages([stage_table.Stage(*n) for n in named], test, threads=s.threads, rounds=s.rounds)
+    result = DemoResult(table, compressed.report, None if s.smoke else _targets(table))
     _write_reports(result, out)
     return result
 
@@ -137,7 +137,7 @@ def _targets(table: Report) -> dict[str, bool]:
 
 
 def _write_reports(result: DemoResult, out: Path) -> None:
-    data = {"stages": result.stages.to_dict(), "pipeline": result.pipeline.to_dict(), "targets": result.targets, "skipped_passes": result.skipped_passes}
+    data = {"stages": result.stages.to_dict(), "pipeline": result.pipeline.to_dict(), "targets": result.targets}
     io.write_bytes(out / "report.json", json.dumps(data, indent=2, default=str).encode())
     io.write_bytes(out / "report.md", demo_markdown(result).encode())
     if plot.available():
@@ -147,10 +147,9 @@ def _write_reports(result: DemoResult, out: Path) -> None:
 def demo_markdown(result: DemoResult) -> str:
     """Stage table, targets, then the pass chain's per-step report."""
     targets = [f"- {line}" for line in result.target_lines()]
-    skipped = [f"- pass not installed, skipped: {p}" for p in result.skipped_passes]
     return "\n".join([
         "# onnxcompress demo: digits teacher → distilled student → pass chain", "",
         "## Stages (ORT CPU, measured side by side; speedup vs the teacher)", "",
-        stages.rows_markdown(stages.stage_rows(result.stages)), "## Targets", "", *targets, *skipped, "",
+        *markdown.records_table(stage_table.stage_rows(result.stages)), "", "## Targets", "", *targets, "",
         "## Pass chain on the distilled student", "", result.pipeline.to_markdown(),
     ])

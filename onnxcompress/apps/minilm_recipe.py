@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onnxcompress import bench, io, runtime
-from onnxcompress.distill.embedding_fidelity import EmbeddingFidelity, compare_embeddings
+from onnxcompress import bench, io, markdown, runtime
+from onnxcompress.apps.embedding_fidelity import EmbeddingFidelity, compare_embeddings
 from onnxcompress.distill.engine import distill
-from onnxcompress.distill.export import build_chain, export
+from onnxcompress.distill.export import export
 from onnxcompress.distill.students import drop_layers
 from onnxcompress.errors import UsageError
 from onnxcompress.models import corpus, minilm
 from onnxcompress.pipeline import Measurement, Pipeline
 from onnxcompress.report import Report
+from onnxcompress.spec import parse_pass
 
 DEFAULT_CHAIN = ("fold-constants", "cleanup", "fuse", "quantize-dynamic")
 EMBEDDING = minilm.OUTPUT_NAMES[1]
@@ -60,7 +61,6 @@ class RecipeResult:
     latency_ms: dict[str, float]
     speedup: dict[str, float]
     pipeline: Report
-    skipped_passes: list[str]
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -69,7 +69,6 @@ class RecipeResult:
             "latency_ms_batch1_seq128": self.latency_ms,
             "speedup_vs_teacher": self.speedup,
             "pipeline": self.pipeline.to_dict(),
-            "skipped_passes": self.skipped_passes,
         }
 
 
@@ -112,13 +111,13 @@ def run_recipe(out: Path, settings: RecipeSettings | None = None, log: Callable[
     for path, module in zip(paths.values(), [teacher, untrained, student.encoder]):
         _export_encoder(module, path)
     log("running the pass chain on the student")
-    chain, skipped = build_chain(s.chain)
+    chain = [parse_pass(spec) for spec in s.chain]
     bench_feeds = minilm.tokenize(test[:1], pad_to=BENCH_SEQUENCE)
     measurement = Measurement(threads=s.threads, feeds=bench_feeds, rounds=s.rounds)
     compressed = Pipeline(chain, measurement=measurement).run(io.load(paths["student (distilled)"]))
     paths["final (after passes)"] = io.save(compressed.model, out / "final.onnx")
     log("measuring fidelity and latency against the teacher")
-    result = _measure(paths, minilm.tokenize(test, max_length=BENCH_SEQUENCE), bench_feeds, s, compressed.report, skipped)
+    result = _measure(paths, minilm.tokenize(test, max_length=BENCH_SEQUENCE), bench_feeds, s, compressed.report)
     io.write_bytes(out / "report.json", json.dumps(result.to_dict(), indent=2, default=str).encode())
     io.write_bytes(out / "report.md", recipe_markdown(result, s).encode())
     return result
@@ -131,7 +130,7 @@ def _export_encoder(module: torch.nn.Module, path: Path) -> Path:
     return export(module, path, inputs, input_names=minilm.INPUT_NAMES, output_names=minilm.OUTPUT_NAMES, dynamic_axes=axes)
 
 
-def _measure(paths: dict[str, Path], test_feeds, bench_feeds, s: RecipeSettings, pipeline: Report, skipped: list[str]) -> RecipeResult:
+def _measure(paths: dict[str, Path], test_feeds, bench_feeds, s: RecipeSettings, pipeline: Report) -> RecipeResult:
     models = {name: io.load(p) for name, p in paths.items()}
     embeddings = {name: runtime.run(m, test_feeds, threads=s.threads)[EMBEDDING] for name, m in models.items()}
     fidelity = {name: compare_embeddings(embeddings["teacher"], e) for name, e in embeddings.items() if name != "teacher"}
@@ -139,19 +138,21 @@ def _measure(paths: dict[str, Path], test_feeds, bench_feeds, s: RecipeSettings,
     latencies = bench.measure(sessions, [bench_feeds] * len(sessions), batch=1, threads=s.threads, rounds=s.rounds)
     latency = {name: lat.median_ms for name, lat in zip(models, latencies)}
     speedup = {name: latency["teacher"] / ms for name, ms in latency.items()}
-    return RecipeResult(fidelity, latency, speedup, pipeline, skipped)
+    return RecipeResult(fidelity, latency, speedup, pipeline)
 
 
 def recipe_markdown(result: RecipeResult, s: RecipeSettings) -> str:
     """The fidelity and latency table, then the pass chain's report."""
-    lines = [
-        f"| model | latency ms (batch 1, seq {BENCH_SEQUENCE}) | speedup vs teacher | mean cosine | min cosine | NN agreement | Spearman |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, ms in result.latency_ms.items():
-        f = result.fidelity.get(name)
-        quality = f"{f.mean_cosine:.4f} | {f.min_cosine:.4f} | {f.neighbour_agreement:.3f} | {f.spearman:.4f}" if f else "1 | 1 | 1 | 1"
-        lines.append(f"| {name} | {ms:.2f} | {result.speedup[name]:.2f}x | {quality} |")
+    header = ["model", f"latency ms (batch 1, seq {BENCH_SEQUENCE})", "speedup vs teacher", "mean cosine", "min cosine", "NN agreement", "Spearman"]
+    rows = [[name, f"{ms:.2f}", f"{result.speedup[name]:.2f}x", *_quality_cells(result.fidelity.get(name))] for name, ms in result.latency_ms.items()]
+    lines = markdown.table(header, rows)
     setup = (f"{s.student_layers}-layer student, {s.train_sentences} training / {s.test_sentences} held-out sentences, "
-             f"{s.epochs} epochs, chain: {', '.join(s.chain)}" + (f" (skipped, not installed: {', '.join(result.skipped_passes)})" if result.skipped_passes else ""))
+             f"{s.epochs} epochs, chain: {', '.join(s.chain)}")
     return "\n".join([setup, "", *lines, "", "## Pass chain on the distilled student", "", result.pipeline.to_markdown()])
+
+
+def _quality_cells(f: EmbeddingFidelity | None) -> list[str]:
+    """The fidelity cells of one model's row; the teacher (no entry) matches itself exactly."""
+    if f is None:
+        return ["1"] * 4
+    return [f"{f.mean_cosine:.4f}", f"{f.min_cosine:.4f}", f"{f.neighbour_agreement:.3f}", f"{f.spearman:.4f}"]

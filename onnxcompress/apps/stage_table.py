@@ -67,13 +67,6 @@ def stage_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
-def rows_markdown(rows: list[dict[str, str]]) -> str:
-    """A Markdown table of formatted rows."""
-    headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(r[h] for h in headers) + " |" for r in rows]) + "\n"
-
-
 def _latencies(stages: list[Stage], feeds: dict[str, np.ndarray], batch: int, threads: int, rounds: int) -> list[bench.Latency]:
     batch_feeds = {k: _rows(v, batch) for k, v in feeds.items()}
     sessions = [runtime.session(s.model, threads=threads) for s in stages]

@@ -11,7 +11,7 @@ import torch
 
 from onnxcompress import io
 from onnxcompress.models.export import export_onnx
-from onnxcompress.passes import REGISTRY, CompressionPass
+from onnxcompress.passes import CompressionPass
 from onnxcompress.pipeline import Pipeline, PipelineResult
 from onnxcompress.spec import parse_pass
 
@@ -61,9 +61,3 @@ def to_pipeline(
         export(student, target, example_inputs, input_names=input_names, output_names=output_names, opset=opset)
         model = io.load(target)
         return Pipeline(built, **pipeline_options).run(model, calibration=calibration)
-
-
-def build_chain(specs: Sequence[str]) -> tuple[list[CompressionPass], list[str]]:
-    """The passes of ``specs`` that this installation registers, and the specs it had to skip."""
-    present = [p for p in specs if p.partition(":")[0].strip() in REGISTRY]
-    return [parse_pass(p) for p in present], [p for p in specs if p not in present]

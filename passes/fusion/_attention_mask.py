@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.fusion._values import constant, same_dim
+from onnxcompress.passes.values import constant, same_dim
 
 
 def mask_for_ort(op, mask: ir.Value, q: ir.Value, keys: ir.Value, sequence_axis: int) -> ir.Value:

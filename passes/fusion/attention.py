@@ -23,7 +23,7 @@ from onnxscript.rewriter import pattern
 
 from onnxcompress.passes.fusion import attention_heads
 from onnxcompress.passes.fusion._attention_mask import fits_scores, mask_for_ort
-from onnxcompress.passes.fusion._values import constant, last_dim
+from onnxcompress.passes.values import constant, last_dim
 from onnxcompress.passes.fusion.reshape_dims import copied_dims_shape
 
 NAME = "attention"

@@ -26,7 +26,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from onnxcompress.passes.fusion._attention_mask import fits_scores, mask_for_ort
-from onnxcompress.passes.fusion._values import FLOAT_TYPES, constant, rank
+from onnxcompress.passes.values import FLOAT_TYPES, constant, rank
 
 HEADS_RANK = 4
 SEQUENCE_AXIS = 2  # of Q, K and V as heads [B, N, S, H]

@@ -11,7 +11,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import FLOAT_TYPES, constant, rank, static_shape
+from onnxcompress.passes.values import FLOAT_TYPES, constant, rank, static_shape
 
 NAME = "bias-add"
 MIN_OPSET = 7

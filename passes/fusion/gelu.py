@@ -12,7 +12,7 @@ import math
 
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import FLOAT_TYPES
+from onnxcompress.passes.values import FLOAT_TYPES
 
 NAME = "gelu"
 MIN_OPSET = 20

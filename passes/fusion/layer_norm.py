@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import FLOAT_TYPES, constant, last_dim, rank
+from onnxcompress.passes.values import FLOAT_TYPES, constant, last_dim, rank
 
 NAME = "layer-norm"
 MIN_OPSET = 17

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import constant, same_dim
+from onnxcompress.passes.values import constant, same_dim
 
 NAME = "reshape-dims"
 MIN_OPSET = 5

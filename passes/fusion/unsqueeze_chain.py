@@ -11,7 +11,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.fusion._values import constant
+from onnxcompress.passes.values import constant
 
 NAME = "unsqueeze-chain"
 MIN_OPSET = 13

@@ -24,8 +24,9 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxcompress.passes.fusion.attention_heads import unflattened_keys
-from onnxcompress.passes.pruning.graph import PROBED, rank
-from onnxcompress.passes.pruning.rules.constants import constant, fresh_name, replace_input_with_constant
+from onnxcompress.passes.pruning.graph import PROBED
+from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant
+from onnxcompress.passes.values import constant, rank_or_zero
 
 PACKED = 3  # Q, K and V in one projection
 PACKED_SPLIT = (3, 1, 2, 0, 4)
@@ -129,17 +130,17 @@ def _packed_projection(squeeze: ir.Node) -> tuple[ir.Value, np.ndarray, np.ndarr
     transpose = _producer(squeeze.inputs[0], "Transpose")
     unsqueeze = _producer(transpose.inputs[0], "Unsqueeze") if transpose is not None else None
     reshape = _producer(unsqueeze.inputs[0], "Reshape") if unsqueeze is not None else None
-    if reshape is None or _perm(transpose) != PACKED_SPLIT or _axes(unsqueeze, rank(unsqueeze.outputs[0])) != [0] \
-            or _axes(squeeze, rank(squeeze.inputs[0])) != [3]:
+    if reshape is None or _perm(transpose) != PACKED_SPLIT or _axes(unsqueeze, rank_or_zero(unsqueeze.outputs[0])) != [0] \
+            or _axes(squeeze, rank_or_zero(squeeze.inputs[0])) != [3]:
         return None
     if any(_only_use(node.outputs[0], after) is None
            for node, after in ((reshape, "Unsqueeze"), (unsqueeze, "Transpose"), (transpose, "Squeeze"))):
         return None
     linear, split = reshape.inputs[0], reshape.outputs[0]
-    if rank(split) != rank(linear) + 1 or rank(linear) < 2 or split.shape[-2] != PACKED or not isinstance(split.shape[-1], int):
+    if rank_or_zero(split) != rank_or_zero(linear) + 1 or rank_or_zero(linear) < 2 or split.shape[-2] != PACKED or not isinstance(split.shape[-1], int):
         return None
     width = split.shape[-1]
-    if linear.shape[-1] != PACKED * width or not _same_leading(linear, split, rank(linear) - 1):
+    if linear.shape[-1] != PACKED * width or not _same_leading(linear, split, rank_or_zero(linear) - 1):
         return None
     return _affine(linear, PACKED * width, width)
 
@@ -186,7 +187,7 @@ def _split_batch_first(graph: ir.Graph, merge: ir.Node) -> bool:
     if swap.outputs[0].is_graph_output() or not all(_reads_trailing_dims(node) for node in length_reads):
         return False
     q, heads_out = split.inputs[0], merge.outputs[0]
-    if rank(q) != 3 or rank(heads_out) != 4:
+    if rank_or_zero(q) != 3 or rank_or_zero(heads_out) != 4:
         return False
     heads, head_size = heads_out.shape[1], heads_out.shape[3]
     if not isinstance(heads, int) or not isinstance(head_size, int) or q.shape[-1] != heads * head_size:
@@ -243,7 +244,7 @@ def _broadcast_mask(expand: ir.Node) -> bool:
     mask = expand.inputs[0]
     flat = _only_use(expand.outputs[0], "Reshape")
     heads_out = _only_use(flat.outputs[0], "Reshape") if flat is not None else None
-    if heads_out is None or rank(mask) != 4 or not isinstance(heads_out.outputs[0].shape[1], int):
+    if heads_out is None or rank_or_zero(mask) != 4 or not isinstance(heads_out.outputs[0].shape[1], int):
         return False
     heads = heads_out.outputs[0].shape[1]
     pm, px, pf, pe = (_probes(v) for v in (mask, expand.outputs[0], flat.outputs[0], heads_out.outputs[0]))
@@ -261,4 +262,4 @@ def _broadcast_mask(expand: ir.Node) -> bool:
 def _covers_heads(add: ir.Node, index: int, heads: int) -> bool:
     """Whether the Add's other operand is rank 4 with ``heads`` on axis 1, so the mask still broadcasts to its shape."""
     other = add.inputs[1 - index]
-    return rank(other) == 4 and other.shape[1] == heads
+    return rank_or_zero(other) == 4 and other.shape[1] == heads

@@ -18,8 +18,9 @@ from onnxcompress.errors import UsageError
 from onnxcompress.calibration.activations import expose_tensors
 
 from onnxcompress.passes.pruning.attention_layout import normalise_attention
-from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, PROBED, ChannelGraph, Coupler, rank
+from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, PROBED, ChannelGraph, Coupler
 from onnxcompress.passes.pruning.rules import RULES, Refused
+from onnxcompress.passes.values import rank_or_zero
 
 PROBE_SIZES = (2, 3)
 
@@ -113,7 +114,7 @@ def _freeze_boundary(graph: ChannelGraph, main: ir.Graph) -> None:
         if node.graph is not main:
             boundary += [v for v in node.inputs if v is not None]
     for value in boundary:
-        for axis in range(rank(value)):
+        for axis in range(rank_or_zero(value)):
             slot = graph.slot(value, axis)
             if slot is not None:
                 graph.freeze(slot, f"graph input/output {value.name!r}")

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.passes.values import rank_or_zero
+
 
 @dataclasses.dataclass(frozen=True)
 class Slot:
@@ -220,7 +222,7 @@ class Coupler:
     def freeze_unmentioned(self, default_reason: str) -> None:
         """Freeze every axis of the node's inputs and outputs no coupling mentioned."""
         for value in (*self.node.inputs, *self.node.outputs):
-            for axis in range(rank(value)):
+            for axis in range(rank_or_zero(value)):
                 if (id(value), axis) not in self.mentioned:
                     self.freeze(value, axis, default_reason)
 
@@ -235,13 +237,6 @@ class Coupler:
 
 NOT_A_CHANNEL = "not a channel axis of this op"
 PROBED = "pruning.probe_shapes"  # a value's meta entry: its shapes in the two probe runs (dependencies.infer_shapes)
-
-
-def rank(value: ir.Value | None) -> int:
-    """Rank of a value (0 when unknown or absent)."""
-    if value is None or value.shape is None:
-        return 0
-    return len(value.shape)
 
 
 def _static_dim(value: ir.Value, axis: int) -> int | None:

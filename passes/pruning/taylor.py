@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import is_weight
-from onnxcompress.passes.pruning.rules.constants import constant
+from onnxcompress.passes.values import constant
 
 
 def _conv(node, x, w, b=None):

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcompress.passes.fusion._values import constant
+from onnxcompress.passes.values import constant
 from onnxcompress.passes.initializers import add_initializer
 
 NEEDS = frozenset({"Mul", "Tile"})

@@ -28,7 +28,7 @@ from collections.abc import Sequence, Set
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.fusion._values import constant
+from onnxcompress.passes.values import constant
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
 
 SQRT_6 = math.sqrt(6.0)

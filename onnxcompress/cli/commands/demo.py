@@ -28,17 +28,15 @@ def demo(
     except OSError as exc:
         raise UsageError(f"cannot write the demo into {out}: {exc.strerror or exc}") from None
     print_report(result.pipeline)
-    console.print(_stage_table(demo_module.stages.stage_rows(result.stages)))
+    console.print(_stage_table(demo_module.stage_table.stage_rows(result.stages)))
     for line in result.target_lines():
         console.print(line, style="red" if line.startswith("MISSED") else None, markup=False, highlight=False)
-    for skipped in result.skipped_passes:
-        console.print(f"[yellow]pass not installed, skipped: {skipped}[/yellow]")
     console.print(f"wrote {out}/: teacher.onnx, student.onnx, final.onnx, test.npz, report.json, report.md")
 
 
 def _load_demo():
     try:
-        from onnxcompress.distill import demo as demo_module
+        from onnxcompress.apps import demo as demo_module
     except ModuleNotFoundError as exc:
         raise UsageError(f"the demo needs the torch extra ({exc.name} is missing): pip install 'onnxcompress[torch]'") from None
     return demo_module

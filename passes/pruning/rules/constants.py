@@ -6,18 +6,6 @@ import numpy as np
 import onnx_ir as ir
 
 
-def constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's constant array (initializer or Constant node output), or None."""
-    if value is None or value.is_graph_input():
-        return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
-        return producer.attributes["value"].as_tensor().numpy()
-    return None
-
-
 def replace_input_with_constant(node: ir.Node, index: int, array: np.ndarray, name: str) -> None:
     """Point input ``index`` of ``node`` at a new initializer (never mutate a shared constant)."""
     graph = node.graph

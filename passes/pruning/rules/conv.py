@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
+from onnxcompress.passes.values import rank_or_zero
 
 
 def _weight_and_group(node: ir.Node) -> tuple[ir.Value, int]:
@@ -22,7 +23,7 @@ def _weight_and_group(node: ir.Node) -> tuple[ir.Value, int]:
 
 def _couple_batch(node: ir.Node, c: Coupler) -> None:
     x, y = node.inputs[0], node.outputs[0]
-    if rank(x) and rank(y):
+    if rank_or_zero(x) and rank_or_zero(y):
         c.same(x, 0, y, 0)
 
 

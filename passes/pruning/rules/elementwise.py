@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
+from onnxcompress.passes.values import rank_or_zero
 
 UNARY = (
     "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus",
@@ -25,7 +26,7 @@ VARIADIC = ("Sum", "Mean", "Max", "Min", "Where")
 
 def couple_broadcast(c: Coupler, operand: ir.Value, y: ir.Value) -> None:
     """Couple ``operand``'s axes with ``y``'s under numpy broadcasting."""
-    r, ry = rank(operand), rank(y)
+    r, ry = rank_or_zero(operand), rank_or_zero(y)
     if operand.shape is None or r > ry:
         raise Refused("operand rank unknown")
     for axis in range(r):
@@ -42,14 +43,14 @@ class UnaryRule(Rule):
     ops = (*UNARY, "Clip", "Dropout")
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
-        if any(rank(v) for v in node.inputs[1:] if v is not None):
+        if any(rank_or_zero(v) for v in node.inputs[1:] if v is not None):
             raise Refused("non-scalar extra input")
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
             raise Refused("extra outputs are used")
         x, y = node.inputs[0], node.outputs[0]
-        if rank(x) != rank(y):
+        if rank_or_zero(x) != rank_or_zero(y):
             raise Refused("rank unknown")
-        for axis in range(rank(x)):
+        for axis in range(rank_or_zero(x)):
             c.same(x, axis, y, axis)
 
 
@@ -72,7 +73,7 @@ class SoftmaxRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        r = rank(x)
+        r = rank_or_zero(x)
         opset = node.graph.opset_imports.get("", 13) if node.graph is not None else 13
         axis = node.attributes.get_int("axis", -1 if opset >= 13 else 1) % max(r, 1)
         for other in range(r):

@@ -17,9 +17,10 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
-from onnxcompress.passes.pruning.rules.constants import constant, fresh_name, replace_input_with_constant
+from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant
+from onnxcompress.passes.values import constant, rank_or_zero
 
 
 def _axes(node: ir.Node, r: int) -> list[int]:
@@ -38,7 +39,7 @@ class TransposeRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        perm = node.attributes.get_ints("perm", list(reversed(range(rank(x)))))
+        perm = node.attributes.get_ints("perm", list(reversed(range(rank_or_zero(x)))))
         for i, source in enumerate(perm):
             c.same(x, source, y, i)
 
@@ -53,11 +54,11 @@ class SqueezeRule(Rule):
         if x.shape is None or y.shape is None:
             raise Refused("rank unknown")
         if node.op_type == "Unsqueeze":
-            extra = set(_axes(node, rank(y)))
-            pairs = zip(range(rank(x)), [a for a in range(rank(y)) if a not in extra])
+            extra = set(_axes(node, rank_or_zero(y)))
+            pairs = zip(range(rank_or_zero(x)), [a for a in range(rank_or_zero(y)) if a not in extra])
         else:
-            dropped = set(_axes(node, rank(x))) or {a for a in range(rank(x)) if x.shape[a] == 1}
-            pairs = zip([a for a in range(rank(x)) if a not in dropped], range(rank(y)))
+            dropped = set(_axes(node, rank_or_zero(x))) or {a for a in range(rank_or_zero(x)) if x.shape[a] == 1}
+            pairs = zip([a for a in range(rank_or_zero(x)) if a not in dropped], range(rank_or_zero(y)))
         for in_axis, out_axis in pairs:
             c.same(x, in_axis, y, out_axis)
 
@@ -68,7 +69,7 @@ class ShapeRule(Rule):
     ops = ("Shape",)
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
-        for axis in range(rank(node.inputs[0])):
+        for axis in range(rank_or_zero(node.inputs[0])):
             c.handle(node.inputs[0], axis)
 
 
@@ -153,7 +154,7 @@ class ReshapeRule(Rule):
 
     def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
         y = node.outputs[0]
-        for axis in range(rank(y)):
+        for axis in range(rank_or_zero(y)):
             gone = len(removed.get((id(y), axis), []))
             if gone:
                 _rewrite_shape_entry(node, axis, y.shape[axis] - gone)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
 from onnxcompress.passes.pruning.rules.elementwise import couple_broadcast
+from onnxcompress.passes.values import rank_or_zero
 
 
 class GemmRule(Rule):
@@ -22,7 +23,7 @@ class GemmRule(Rule):
     def couple(self, node: ir.Node, c: Coupler) -> None:
         a, b = node.inputs[0], node.inputs[1]
         y = node.outputs[0]
-        if rank(a) != 2 or rank(b) != 2 or rank(y) != 2:
+        if rank_or_zero(a) != 2 or rank_or_zero(b) != 2 or rank_or_zero(y) != 2:
             raise Refused("operand ranks unknown")
         a_rows, a_k = (1, 0) if node.attributes.get_int("transA", 0) else (0, 1)
         b_k, b_cols = (1, 0) if node.attributes.get_int("transB", 0) else (0, 1)
@@ -42,7 +43,7 @@ class MatMulRule(Rule):
     def couple(self, node: ir.Node, c: Coupler) -> None:
         a, b = node.inputs
         y = node.outputs[0]
-        ra, rb, ry = rank(a), rank(b), rank(y)
+        ra, rb, ry = rank_or_zero(a), rank_or_zero(b), rank_or_zero(y)
         if ra < 2 or rb < 2 or ry != max(ra, rb):
             raise Refused("operands are not matrices of known rank")
         c.contract(a, ra - 1, b, rb - 2)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
+from onnxcompress.passes.values import rank_or_zero
 
 def _couple_same_axes(c: Coupler, x: ir.Value, y: ir.Value, axes: range) -> None:
     for axis in axes:
@@ -27,9 +28,9 @@ class ChannelNormRule(Rule):
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
             raise Refused("training-mode statistics outputs are used")
         x, y = node.inputs[0], node.outputs[0]
-        if rank(x) < 2 or rank(y) != rank(x):
+        if rank_or_zero(x) < 2 or rank_or_zero(y) != rank_or_zero(x):
             raise Refused("rank unknown")
-        _couple_same_axes(c, x, y, range(rank(x)))
+        _couple_same_axes(c, x, y, range(rank_or_zero(x)))
         for vector in node.inputs[1:]:
             if vector is not None:
                 c.same(vector, 0, x, 1)
@@ -44,7 +45,7 @@ class LayerNormRule(Rule):
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
             raise Refused("mean/inv-std outputs are used")
         x, y = node.inputs[0], node.outputs[0]
-        r = rank(x)
+        r = rank_or_zero(x)
         first = node.attributes.get_int("axis", -1) % max(r, 1)
         _couple_same_axes(c, x, y, range(first))
         if not c.layernorm:
@@ -55,5 +56,5 @@ class LayerNormRule(Rule):
         _couple_same_axes(c, x, y, range(first, r))
         for vector in node.inputs[1:]:
             if vector is not None:
-                for axis in range(rank(vector)):
-                    c.same(vector, axis, x, axis + r - rank(vector))
+                for axis in range(rank_or_zero(vector)):
+                    c.same(vector, axis, x, axis + r - rank_or_zero(vector))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
-from onnxcompress.passes.pruning.rules.constants import constant
+from onnxcompress.passes.values import constant, rank_or_zero
 
 
 def _couple_batch_and_channels(c: Coupler, x: ir.Value, y: ir.Value) -> None:
-    if rank(x) < 2 or rank(y) != rank(x):
+    if rank_or_zero(x) < 2 or rank_or_zero(y) != rank_or_zero(x):
         raise Refused("rank unknown")
     c.same(x, 0, y, 0)
     c.same(x, 1, y, 1)
@@ -41,7 +41,7 @@ class ReduceRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        r = rank(x)
+        r = rank_or_zero(x)
         axes = _reduce_axes(node, r)
         keep = node.attributes.get_int("keepdims", 1)
         kept = [a for a in range(r) if a not in axes]
@@ -86,7 +86,7 @@ class PadRule(Rule):
         has_axes = len(node.inputs) > 3 and node.inputs[3] is not None
         if pads is None or has_axes:
             raise Refused("pads are not constant over all axes")
-        r = rank(node.inputs[0])
+        r = rank_or_zero(node.inputs[0])
         if pads.size != 2 * r or pads[1] or pads[1 + r] or pads[0] or pads[r]:
             raise Refused("pads touch the batch or channel axis")
         _couple_batch_and_channels(c, node.inputs[0], node.outputs[0])

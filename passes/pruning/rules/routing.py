@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler, rank
+from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
-from onnxcompress.passes.pruning.rules.constants import constant, fresh_name, replace_input_with_constant
+from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant
+from onnxcompress.passes.values import constant, rank_or_zero
 
 Removed = dict[tuple[int, int], list[int]]
 
@@ -27,7 +28,7 @@ def _couple_pieces(c: Coupler, pieces: list[ir.Value], whole: ir.Value, axis: in
     for piece in pieces:
         if piece.shape is None or not isinstance(piece.shape[axis], int):
             raise Refused("sizes on the concat/split axis are not static")
-        for other in range(rank(whole)):
+        for other in range(rank_or_zero(whole)):
             if other == axis:
                 c.mapped(piece, axis, whole, axis, offset + np.arange(piece.shape[axis]))
             else:
@@ -42,7 +43,7 @@ class ConcatRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         y = node.outputs[0]
-        _couple_pieces(c, list(node.inputs), y, node.attributes.get_int("axis", 0) % max(rank(y), 1))
+        _couple_pieces(c, list(node.inputs), y, node.attributes.get_int("axis", 0) % max(rank_or_zero(y), 1))
 
 
 class SplitRule(Rule):
@@ -52,10 +53,10 @@ class SplitRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x = node.inputs[0]
-        _couple_pieces(c, list(node.outputs), x, node.attributes.get_int("axis", 0) % max(rank(x), 1))
+        _couple_pieces(c, list(node.outputs), x, node.attributes.get_int("axis", 0) % max(rank_or_zero(x), 1))
 
     def rewrite(self, node: ir.Node, removed: Removed) -> None:
-        axis = node.attributes.get_int("axis", 0) % rank(node.inputs[0])
+        axis = node.attributes.get_int("axis", 0) % rank_or_zero(node.inputs[0])
         sizes = np.array([_kept_count(removed, y, axis) for y in node.outputs], dtype=np.int64)
         node.attributes.pop("num_outputs", None)
         if node.graph.opset_imports.get("", 13) >= 13:
@@ -73,7 +74,7 @@ class SliceRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        for axis in range(rank(x)):
+        for axis in range(rank_or_zero(x)):
             params = _slice_params(node, axis)
             if params is None:
                 c.same(x, axis, y, axis)
@@ -98,7 +99,7 @@ class SliceRule(Rule):
 
 
 def _slice_axes(node: ir.Node) -> list[int]:
-    r = rank(node.inputs[0])
+    r = rank_or_zero(node.inputs[0])
     given = constant(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
     count = constant(node.inputs[1]).size
     return [int(a) % r for a in (given if given is not None else np.arange(count))]
@@ -130,9 +131,9 @@ class GatherRule(Rule):
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x, indices = node.inputs
         y = node.outputs[0]
-        axis = node.attributes.get_int("axis", 0) % max(rank(x), 1)
-        q = rank(indices)
-        for other in range(rank(x)):
+        axis = node.attributes.get_int("axis", 0) % max(rank_or_zero(x), 1)
+        q = rank_or_zero(indices)
+        for other in range(rank_or_zero(x)):
             if other < axis:
                 c.same(x, other, y, other)
             elif other > axis:
@@ -144,7 +145,7 @@ class GatherRule(Rule):
 
     def rewrite(self, node: ir.Node, removed: Removed) -> None:
         x, indices = node.inputs
-        axis = node.attributes.get_int("axis", 0) % rank(x)
+        axis = node.attributes.get_int("axis", 0) % rank_or_zero(x)
         gone = removed.get((id(x), axis), [])
         if not gone:
             return

@@ -10,7 +10,7 @@ import pytest
 
 from onnxcompress import io, runtime, stats
 from onnxcompress.cli import main
-from onnxcompress.distill.demo import SMOKE_NOTE, DemoResult
+from onnxcompress.apps.demo import SMOKE_NOTE, DemoResult
 from onnxcompress.report import Report
 
 
@@ -39,9 +39,9 @@ def test_quick_demo_writes_consistent_outputs(tmp_path, capsys):
 
 
 def test_judged_targets_read_met_or_missed():
-    result = DemoResult(Report([]), Report([]), {"small": True, "fast": False}, [])
+    result = DemoResult(Report([]), Report([]), {"small": True, "fast": False})
     assert result.target_lines() == ["met: small", "MISSED: fast"]
-    assert DemoResult(Report([]), Report([]), None, []).target_lines() == [SMOKE_NOTE]
+    assert DemoResult(Report([]), Report([]), None).target_lines() == [SMOKE_NOTE]
 
 
 def test_demo_into_a_file_is_a_one_line_error(tmp_path, capsys):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from onnxcompress.distill.embedding_fidelity import compare_embeddings
+from onnxcompress.apps.embedding_fidelity import compare_embeddings
 
 
 def test_identical_embeddings_are_perfect():

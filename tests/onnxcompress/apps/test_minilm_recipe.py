@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from onnxcompress.distill import minilm as recipe
+from onnxcompress.apps import minilm_recipe as recipe
 from onnxcompress.distill.students import drop_layers
 from onnxcompress.errors import UsageError
 from onnxcompress.models import minilm

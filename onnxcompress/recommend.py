@@ -28,7 +28,6 @@ from onnxcompress import bench, io, runtime, spec, stats
 from onnxcompress.cpu import CpuFeatures, cpu_features
 from onnxcompress.calibration.validation import first_samples
 from onnxcompress.errors import CheckFailed, UsageError, first_line
-from onnxcompress.passes import REGISTRY
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 from onnxcompress.passes.values import is_constant
@@ -177,10 +176,7 @@ def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation
     """The recommended pipeline for ``model`` on ``cpu`` (this machine by default)."""
     cpu = cpu or cpu_features()
     family, evidence = detect_family(model)
-    wanted = plan(family, cpu)
-    steps = [s for s in wanted if s.spec.split(":")[0] in REGISTRY]
-    skipped = [f"{s.spec.split(':')[0]}: not available in this installation" for s in wanted if s not in steps]
-    return Recommendation(family, evidence, cpu, steps, skipped, dynamic_input_shapes(model))
+    return Recommendation(family, evidence, cpu, plan(family, cpu), [], dynamic_input_shapes(model))
 
 
 def dynamic_input_shapes(model: ir.Model) -> dict[str, tuple[int, ...]]:

@@ -2,7 +2,7 @@
 
 from onnxcompress.passes.base import REGISTRY, CompressionPass, PassContext, PassOutcome
 from onnxcompress.passes.cleanup import Cleanup
-from onnxcompress.passes.folding import FoldConstants
+from onnxcompress.passes.fold_constants import FoldConstants
 from onnxcompress.passes.fusion import Fuse
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic, ScaleTokens, SmoothActivations, SplitOutlierChannels

@@ -78,3 +78,12 @@ def test_ci_runs_the_readme_set_up_commands():
     assert install[:2] == ["pip", "install"] and "-e" not in install  # a stranger's install, not editable
     extras = re.fullmatch(r'"\.\[([a-z,]+)\]"', install[2]).group(1)
     assert f'EXTRAS="{extras}"' in (ROOT / ".ci" / "fresh_install_smoke.sh").read_text()
+
+
+def test_the_pass_table_lists_every_registered_pass_with_its_kind():
+    """A new pass is documented where a stranger looks first (step 4 of docs/architecture.md's checklist)."""
+    from onnxcompress.passes import REGISTRY
+
+    rows = dict(re.findall(r"^\| `([a-z0-9-]+)` \| (exact|lossy) \|", README.read_text(), re.M))
+    shipped = {name: cls for name, cls in REGISTRY.items() if cls.__module__.startswith("onnxcompress.passes.")}  # not the tests' own
+    assert rows == {name: "exact" if cls.exact else "lossy" for name, cls in shipped.items()}

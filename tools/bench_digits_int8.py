@@ -3,7 +3,7 @@
 The digits CNN of issue 4 must be compute-bound for INT8 to pay: this is the demo's teacher
 (``DemoSettings`` widths and epochs, about 1.4 ms at batch 1), trained on scikit-learn's digits,
 calibrated on 200 training images, measured at batch 1 and 64 side by side with the FP32 model.
-Writes ``docs/bench_digits_int8.md`` and ``tools/results/bench_digits_int8.json``.
+Writes ``docs/benchmarks/bench_digits_int8.md`` and ``tools/results/bench_digits_int8.json``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
         for name, lat in zip(variants, latencies):
             rows[name][f"batch{batch}"] = {**lat.to_dict(), "speedup": latencies[0].median_ms / lat.median_ms}
     (ROOT / "tools/results/bench_digits_int8.json").write_text(json.dumps(rows, indent=2))
-    (ROOT / "docs/bench_digits_int8.md").write_text(markdown(rows))
+    (ROOT / "docs/benchmarks/bench_digits_int8.md").write_text(markdown(rows))
     print(markdown(rows))
 
 

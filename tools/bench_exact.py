@@ -11,7 +11,7 @@ error of its outputs against the input model's.
 
 ``--only`` re-measures those models and keeps the other models' results from the last run.
 
-Writes docs/bench_exact.md and tools/results/bench_exact.json.
+Writes docs/benchmarks/bench_exact.md and tools/results/bench_exact.json.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from onnxcompress.passes import Cleanup, FoldConstants, Fuse
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "tools" / "results" / "bench_exact.json"
-DOC_OUT = ROOT / "docs" / "bench_exact.md"
+DOC_OUT = ROOT / "docs" / "benchmarks" / "bench_exact.md"
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 MINILM_SEQ = 128
 Tool = Callable[[Path, Path], None]
@@ -165,7 +165,7 @@ def check_targets(results: dict[str, dict]) -> list[str]:
 
 
 def write_markdown(results: dict[str, dict], targets: list[str], meta: dict) -> None:
-    """docs/bench_exact.md: one table per model, then the targets."""
+    """docs/benchmarks/bench_exact.md: one table per model, then the targets."""
     out = [
         "# Exact passes vs onnxslim, onnx-simplifier and ORT offline optimization",
         "",

@@ -10,7 +10,7 @@ ENABLE_ALL, batch 1, every variant measured in the same alternating rounds as th
 
     python tools/bench_pruning.py [--rounds 7] [--only resnet18,minilm,digits]
 
-Writes docs/bench_pruning.md and tools/results/bench_pruning.json.
+Writes docs/benchmarks/bench_pruning.md and tools/results/bench_pruning.json.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from onnxcompress.stats import parameter_count
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "tools" / "results" / "bench_pruning.json"
-DOC_OUT = ROOT / "docs" / "bench_pruning.md"
+DOC_OUT = ROOT / "docs" / "benchmarks" / "bench_pruning.md"
 RATIO = 0.5
 MINILM_SEQ = 128
 CALIBRATION_SAMPLES = 64

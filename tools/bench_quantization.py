@@ -15,7 +15,7 @@ stop whole cases from sometimes running 1.3–1.7× slower; see the README.
 
     python tools/bench_quantization.py [--only digits,resnet18,mobilenet,mobilenet224,mobilenet_digits,mobilenetv3_large,mobilenetv3_large_digits,mask_detector,minilm] [--rounds 5]
 
-Writes docs/bench_quantization.md and tools/results/bench_quantization.json.
+Writes docs/benchmarks/bench_quantization.md and tools/results/bench_quantization.json.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from onnxcompress.markdown import table as markdown_table
 from onnxcompress.passes import (
     Cleanup, FoldConstants, Fuse, QuantizeDynamic, QuantizeStatic, ScaleTokens, SmoothActivations, SplitOutlierChannels,
 )
-from onnxcompress.passes.quantization.unfused import unfused_after_ort
+from onnxcompress.passes.quantization.support.unfused import unfused_after_ort
 from onnxcompress.pipeline import LabelledData
 
 ROOT = Path(__file__).resolve().parents[1]
 TMP = ROOT / "tools" / "results" / "tmp"
 JSON_OUT = ROOT / "tools" / "results" / "bench_quantization.json"
-DOC_OUT = ROOT / "docs" / "bench_quantization.md"
+DOC_OUT = ROOT / "docs" / "benchmarks" / "bench_quantization.md"
 CALIBRATION_SAMPLES = 200
 CALIBRATION_BATCH = 8  # memory of one calibration batch of activations (all tensors exposed at once)
 MINILM_SEQ = 128

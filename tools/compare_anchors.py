@@ -4,10 +4,10 @@ For each model every tool writes its ONNX file; then the input and all results a
 in one alternating ``onnxcompress.bench.measure`` run (ORT CPU, ORT_ENABLE_ALL, 2 threads), so each
 speed-up is a ratio measured under the same machine load. Fidelity is cosine / max abs error of the
 first output against the input model on the same feeds (for MiniLM the pooled ``sentence_embedding``:
-``last_hidden_state`` also holds the padding positions, which every consumer masks out). Writes ``docs/benchmarks.md`` and one PNG
-per model (``docs/benchmarks_<model>.png``). A tool that fails or is missing is a row saying why.
+``last_hidden_state`` also holds the padding positions, which every consumer masks out). Writes ``docs/benchmarks/benchmarks.md`` and one PNG
+per model (``docs/benchmarks/benchmarks_<model>.png``). A tool that fails or is missing is a row saying why.
 
-    python tools/compare_anchors.py [--only minilm,resnet18,digits] [--rounds 5] [--out docs/benchmarks.md]
+    python tools/compare_anchors.py [--only minilm,resnet18,digits] [--rounds 5] [--out docs/benchmarks/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def _batch(case: Case) -> int:
     return len(next(iter(case.feeds.values())))
 
 
-# ---- writing docs/benchmarks.md ---------------------------------------------------------------
+# ---- writing docs/benchmarks/benchmarks.md ---------------------------------------------------------------
 
 
 def markdown(results: dict[str, list[Row]], plots: dict[str, Path], seconds: float) -> str:
@@ -330,7 +330,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "benchmarks.md")
     args = parser.parse_args()
     selected = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(selected) - set(CASES))

@@ -21,7 +21,7 @@ recommended chain) runs as ``onnxcompress run MODEL -o OUT -p ... --calibration 
 ``--only`` re-runs those models and keeps the others' results from the last run; results are written
 after every model, so an interrupted run keeps what it measured. ``--redraw`` runs nothing: it
 re-classifies the stored cells and rewrites both files. Writes tools/results/hardening.json
-and docs/hardening.md.
+and docs/benchmarks/hardening.md.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from onnxcompress.models.hardening import ENTRIES, Entry
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "tools" / "results" / "hardening.json"
-DOC_OUT = ROOT / "docs" / "hardening.md"
+DOC_OUT = ROOT / "docs" / "benchmarks" / "hardening.md"
 WORK = Path.home() / ".cache" / "onnxcompress-hardening" / "table"
 CHAINS = (
     "fold-constants", "cleanup", "fuse", "fuse:opset=23", "prune-channels:ratio=0.3", "split-outliers",
@@ -272,7 +272,7 @@ def _benched_cells(row: dict) -> str:
 
 
 def write_doc(results: dict, meta: dict) -> None:
-    """docs/hardening.md: the table, the counts, the failures, the losses."""
+    """docs/benchmarks/hardening.md: the table, the counts, the failures, the losses."""
     summed = summary(results)
     commits: dict[str, list[str]] = {}
     for name, row in results.items():
@@ -379,7 +379,7 @@ def redraw() -> None:
 
 
 def write_results(results: dict, meta: dict) -> None:
-    """tools/results/hardening.json and docs/hardening.md, entries in corpus order."""
+    """tools/results/hardening.json and docs/benchmarks/hardening.md, entries in corpus order."""
     ordered = {name: results[name] for name in ENTRIES if name in results}
     JSON_OUT.write_text(json.dumps({"meta": meta, "summary": summary(ordered), "results": ordered}, indent=1, default=_json_default))
     write_doc(ordered, meta)

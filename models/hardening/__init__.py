@@ -1,5 +1,5 @@
 """A hardening corpus: models no one on the team wrote, built from installed packages, with realistic
-inputs and a task-level fidelity each (see ``docs/hardening.md`` and ``tools/hardening_table.py``).
+inputs and a task-level fidelity each (see ``docs/benchmarks/hardening.md`` and ``tools/hardening_table.py``).
 
 Sources, one module each: ``captcha`` and ``tumor`` (trained models shipped in PyPI wheels),
 ``torch_encoder`` (PyTorch's ``nn.TransformerEncoder``), ``hf`` (transformers architectures from small

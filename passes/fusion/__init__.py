@@ -1,5 +1,5 @@
 """Fusion: multi-op patterns rewritten into single standard ONNX ops, one rule family per module."""
 
-from onnxcompress.passes.fusion.pass_ import Fuse
+from onnxcompress.passes.fusion.fuse import Fuse
 
 __all__ = ["Fuse"]

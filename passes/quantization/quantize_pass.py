@@ -31,11 +31,11 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import allow_plain_initializers
-from onnxcompress.passes.quantization import fallback, guard
-from onnxcompress.passes.quantization.ort_bridge import Selection, with_shapes
-from onnxcompress.passes.quantization.selection import fallback_candidates, output_tail, select, weight_sizes
-from onnxcompress.passes.quantization.target import ElementType
-from onnxcompress.passes.quantization.unfused import unfused_after_ort
+from onnxcompress.passes.quantization.support import fallback, guard
+from onnxcompress.passes.quantization.support.ort_bridge import Selection, with_shapes
+from onnxcompress.passes.quantization.support.selection import fallback_candidates, output_tail, select, weight_sizes
+from onnxcompress.passes.quantization.support.target import ElementType
+from onnxcompress.passes.quantization.support.unfused import unfused_after_ort
 
 TAIL = "the output tail"
 

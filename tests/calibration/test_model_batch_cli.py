@@ -10,7 +10,7 @@ import pytest
 
 from onnxcompress import io
 from onnxcompress.cli import main
-from onnxcompress.passes.quantization import guard
+from onnxcompress.passes.quantization.support import guard
 
 from .conftest import conv_model_proto
 

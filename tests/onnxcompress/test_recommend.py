@@ -13,7 +13,7 @@ from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.pipeline import LabelledData
 
-from ..passes.pruning.test_pass_ import constant_channels, constant_channels_data
+from ..passes.pruning.test_prune_channels import constant_channels, constant_channels_data
 from onnxcompress.passes import REGISTRY
 from onnxcompress.cpu import CpuFeatures
 

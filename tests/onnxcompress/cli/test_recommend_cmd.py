@@ -13,7 +13,7 @@ from onnxcompress import bench, io, runtime, stats
 from onnxcompress import recommend as recommend_lib
 from onnxcompress.cli import main
 
-from ...passes.pruning.test_pass_ import constant_channels, constant_channels_data
+from ...passes.pruning.test_prune_channels import constant_channels, constant_channels_data
 from ..test_recommend import float_weights
 
 MEASURE = bench.measure

@@ -61,10 +61,10 @@ def test_encoder_heads_and_ffn_pruned_never_grows(encoder, check_pruned):
 
 def test_growth_is_declined(tmp_path_factory, monkeypatch):
     """Without tying equal copies back, the legacy export's shared layer weights would grow the model: declined."""
-    from onnxcompress.passes.pruning import pass_
+    from onnxcompress.passes.pruning import prune_channels
 
     original = _export(tmp_path_factory, dynamo=False)
-    monkeypatch.setattr(pass_, "retie_unchanged", lambda model, ties: 0)
+    monkeypatch.setattr(prune_channels, "retie_unchanged", lambda model, ties: 0)
     model = io.clone(original)
     before = io.to_proto(model).SerializeToString()
     run = PruneChannels(ratio=0.3)(model)

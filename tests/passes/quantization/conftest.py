@@ -9,7 +9,7 @@ import pytest
 
 from onnxcompress import io
 from onnxcompress.calibration import ArrayReader
-from onnxcompress.passes.quantization.target import Int8Kernel, cpu_kernel, resolve_target
+from onnxcompress.passes.quantization.support.target import Int8Kernel, cpu_kernel, resolve_target
 
 CNN_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>

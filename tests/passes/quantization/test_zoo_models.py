@@ -8,8 +8,8 @@ import pytest
 
 from onnxcompress import io, runtime
 from onnxcompress.calibration import SyntheticReader
-from onnxcompress.passes.quantization.dynamic import QuantizeDynamic
-from onnxcompress.passes.quantization.static import QuantizeStatic
+from onnxcompress.passes.quantization.quantize_dynamic import QuantizeDynamic
+from onnxcompress.passes.quantization.quantize_static import QuantizeStatic
 
 MIN_COSINE = 0.99
 

@@ -1,0 +1,105 @@
+"""Which nodes a quantization pass touches: op types, ``exclude`` names/glob patterns, fallback candidates.
+
+An option that selects nothing is an error, not a no-op: silently ignored options are one of the
+issue's complaints about today's tools.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.quantization.support.ort_bridge import Selection
+
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
+# Nodes a rewrite put on purpose in an FP32 branch (``split-outliers``): never quantized, never smoothed.
+FLOAT_BRANCH_SUFFIX = "/outliers"
+
+
+def select(proto: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] | None) -> Selection:
+    """The selection for ``op_types`` (checked when the pass was built) minus nodes whose names match an ``exclude`` pattern."""
+    names = [node.name for node in proto.graph.node]
+    excluded = matching_names(names, exclude) + [n for n in names if is_float_branch(n)] + standard_attention_nodes(proto)
+    return Selection(op_types=list(op_types), exclude=excluded)
+
+
+def standard_attention_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of ONNX's own ``Attention`` nodes (opset 23), which ORT's quantizers must not touch.
+
+    They key on the op type alone and would rewrite one into the contrib ``QAttention``, which has
+    other inputs and cannot load; its Q/K/V projections are MatMuls and are quantized as such.
+    """
+    return [node.name for node in proto.graph.node if node.op_type == "Attention" and node.domain in ("", "ai.onnx")]
+
+
+def is_float_branch(name: str) -> bool:
+    """True for a node that a rewrite meant to stay in FP32 (its name ends in ``FLOAT_BRANCH_SUFFIX``)."""
+    return name.endswith(FLOAT_BRANCH_SUFFIX)
+
+
+def excluded_nodes(model: ir.Model, patterns: Sequence[str] | None) -> set[str]:
+    """Names of the ``model``'s main-graph nodes that the ``exclude`` glob ``patterns`` match."""
+    return set(matching_names([node.name for node in model.graph], patterns))
+
+
+def matching_names(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:
+    """The ``names`` matching any of the ``exclude`` glob ``patterns``; a pattern matching nothing is an error."""
+    matched: list[str] = []
+    for pattern in patterns or []:
+        hits = fnmatch.filter(names, pattern)
+        if not hits:
+            raise UsageError(f"exclude pattern {pattern!r} matches no node name")
+        matched.extend(h for h in hits if h not in matched)
+    return matched
+
+
+def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[str]:
+    """Names of the weighted layers (Conv/MatMul/Gemm/Attention with a constant weight) the selection quantizes.
+
+    A MatMul of two activations (attention scores) is not a candidate: no quantizer here touches it,
+    so keeping it "in FP32" would spend the fallback on a no-op.
+    """
+    weights = {init.name for init in proto.graph.initializer}
+    return [
+        node.name
+        for node in proto.graph.node
+        if node.op_type in WEIGHTED_OPS and node.op_type in selection.op_types and node.name not in selection.exclude
+        and len(node.input) > 1 and node.input[1] in weights
+    ]
+
+
+def output_tail(proto: onnx.ModelProto, selection: Selection) -> list[str]:
+    """Names of the quantized nodes without weights between the last weighted layers and the outputs.
+
+    Found going up from the graph outputs through producers and stopping at weighted layers: a
+    detector's box decode and the Concat that puts box coordinates beside class scores under one
+    scale. Quantizing these can ruin an output with no layer to blame, so the fallback may keep
+    them in FP32 as one group. Gathers and weighted op types are never part of it.
+    """
+    weights = {init.name for init in proto.graph.initializer}
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    ops = set(selection.op_types) - {*WEIGHTED_OPS, "Gather"}
+    tail: list[str] = []
+    seen: set[str] = set()
+    pending = [value.name for value in proto.graph.output]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in seen or (node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in weights):
+            continue
+        seen.add(node.name)
+        if node.op_type in ops and node.name not in selection.exclude and selection.covers(node.name):
+            tail.append(node.name)
+        pending.extend(name for name in node.input if name)
+    return tail
+
+
+def weight_sizes(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
+    """Elements in each named node's initializer inputs: the cost (in FP32 work) of keeping it unquantized."""
+    sizes = {init.name: int(np.prod(init.dims)) for init in proto.graph.initializer}
+    wanted = set(names)
+    return {node.name: sum(sizes.get(i, 0) for i in node.input) for node in proto.graph.node if node.name in wanted}

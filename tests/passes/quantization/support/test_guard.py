@@ -1,0 +1,59 @@
+"""Guards: already-quantized models are refused, old opsets converted or refused."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import io
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.quantization.support.guard import at_qdq_opset, quantized_nodes, refuse_quantized
+
+from ..conftest import MLP_TEXT, with_weights
+
+QLINEAR_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (uint8[2, 2] a) => (uint8[2, 2] y)
+<float s = {0.1}, uint8 z = {0}>
+{
+    y = QLinearMatMul (a, s, z, a, s, z, s, z)
+}
+"""
+
+
+def test_quantized_ops_are_found_and_refused() -> None:
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(QLINEAR_TEXT))
+    assert quantized_nodes(model) == ["QLinearMatMul"]
+    with pytest.raises(UsageError, match="already quantized"):
+        refuse_quantized(model)
+
+
+DYNAMIC_MATMUL_TEXT = """
+<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+g (float[2, 2] a) => (float[2, 2] y)
+<int8[2, 2] w = {1, 2, 3, 4}, float s = {0.1}>
+{
+    y = com.microsoft.DynamicQuantizeMatMul (a, w, s)
+}
+"""
+
+
+def test_ort_fused_dynamic_int8_ops_count_as_quantized() -> None:
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(DYNAMIC_MATMUL_TEXT))
+    assert quantized_nodes(model) == ["DynamicQuantizeMatMul"]
+
+
+def test_float_model_passes_and_old_opset_is_converted() -> None:
+    model = with_weights(MLP_TEXT.replace('"" : 17', '"" : 11'))
+    refuse_quantized(model)
+    converted = at_qdq_opset(io.to_proto(model))
+    assert converted.opset_import[0].version == 13
+    onnx.checker.check_model(converted, full_check=True)
+
+
+def test_unconvertible_opset_is_refused() -> None:
+    proto = onnx.parser.parse_model(MLP_TEXT.replace('"" : 17', '"" : 11'))
+    proto.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(UsageError, match="opset"):
+        at_qdq_opset(proto)

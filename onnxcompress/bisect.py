@@ -1,9 +1,10 @@
 """Find the first pass of a pipeline that breaks a tolerance.
 
-Passes are applied one after another to a copy of the model, and the model is verified after
-each one against the input model's outputs on the same inputs, stopping at the first failure.
-This runs every pass once (a binary search over prefixes would re-run early passes log n times)
-and names exactly the pass that broke the graph or the numbers, with its verification result.
+The passes run through the pipeline's own step loop (``Pipeline.steps``: the checks ``run`` makes
+after every pass) on a copy of the model, and the model is verified after each one against the
+input model's outputs on the same inputs, stopping at the first failure. This runs every pass once
+(a binary search over prefixes would re-run early passes log n times) and names exactly the pass
+that broke the graph or the numbers, with its verification result or the check it failed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import onnx_ir as ir
 from onnxcompress import io, runtime, verify
 from onnxcompress.errors import OnnxCompressError, first_line
 from onnxcompress.passes import CompressionPass
+from onnxcompress.pipeline import Measurement, Pipeline
 
 
 @dataclasses.dataclass
@@ -58,12 +60,14 @@ def bisect_passes(
     feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(model)
     verify.check_feed_names(model, feeds)
     expected = runtime.run(model, feeds, threads=threads, optimization="disable")
-    working = io.clone(model)
-    steps = []
+    pipeline = Pipeline(passes, measurement=Measurement(benchmark=False, threads=threads, feeds=feeds))
+    loop = pipeline.steps(io.clone(model))
+    next(loop)  # the input's own record
+    steps: list[BisectStep] = []
     for pass_ in passes:
         try:
-            working = pass_(working).model
-        except Exception as exc:  # a pass that crashes breaks the pipeline as surely as a wrong rewrite
+            _, working = next(loop)
+        except Exception as exc:  # a pass that crashes or fails a check breaks the pipeline as surely as a wrong rewrite
             message = str(exc) if isinstance(exc, OnnxCompressError) else f"{type(exc).__name__}: {exc}"
             steps.append(BisectStep(pass_.name, None, first_line(message)))
             break

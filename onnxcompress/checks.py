@@ -1,12 +1,22 @@
-"""Structural checks run after every pass: onnx checker, strict shape inference, an ORT session."""
+"""Structural checks, the same after every pass of a pipeline and in ``verify``: the onnx checker, strict
+shape inference, and the per-op channel rules they let through (ORT loading the model comes on top)."""
 
 from __future__ import annotations
 
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import io
+from onnxcompress import io, shape_rules
 from onnxcompress.errors import first_line
+
+
+CHECKER = "onnx checker and strict shape inference"
+CHANNEL_RULES = "channel consistency rules"
+
+
+def structure_problems(model: ir.Model) -> dict[str, list[str]]:
+    """What each structural check rejects, by check (``CHECKER``, ``CHANNEL_RULES``); empty lists when valid."""
+    return {CHECKER: graph_problems(model), CHANNEL_RULES: shape_rules.shape_problems(model)}
 
 
 def graph_problems(model: ir.Model) -> list[str]:

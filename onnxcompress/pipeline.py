@@ -1,7 +1,7 @@
 """Run passes in order and, between them, check, verify and measure — once, for every pass.
 
-Each step: run the pass (timed), check the graph (checker + strict shape inference + an ORT
-session with its optimizer disabled, so ORT cannot hide a malformed rewrite), compare outputs with
+Each step: run the pass (timed), check the graph (``checks.structure_problems``, as ``verify``
+does, and an ORT session with its optimizer disabled, so ORT cannot hide a malformed rewrite), compare outputs with
 the input model (an *exact* pass that changes them stops the run with an error naming it), record
 stats, benchmark side by side with the input, and roll the step back when it made latency worse
 (``reject_slower``) or broke the accuracy budget (``max_drop``).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -135,6 +135,15 @@ class Pipeline:
         are handed to each pass for its run only; a pass that needs calibration data and gets none is
         refused before anything runs.
         """
+        steps = list(self.steps(model, calibration=calibration))
+        return PipelineResult(steps[-1][1], Report([record for record, _ in steps]))
+
+    def steps(self, model: ir.Model, *, calibration: object | None = None) -> Iterator[tuple[StepRecord, ir.Model]]:
+        """The step loop every command shares (``run``, ``compare``, ``verify --bisect``): the input's record,
+        then each pass's record with the model kept after it, as each step is checked and measured.
+
+        A caller may stop early; a pass that fails a check raises from the step that ran it.
+        """
         for pass_ in self.passes:
             pass_.check_calibration(calibration)
         m = self.measurement
@@ -144,7 +153,8 @@ class Pipeline:
         judge = Judge(fidelity.model_precision(reference), fidelity.padding_mask(feeds))
         self.on_step("measure", "input")
         baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected, judge)
-        steps, before = [baseline], expected
+        yield baseline, model
+        before = expected
         for pass_ in self.passes:
             self.on_step("run", pass_.name)
             snapshot = io.clone(model)
@@ -165,8 +175,7 @@ class Pipeline:
                 record.notes.append(f"rolled back: {reason}")
             else:
                 before = outputs
-            steps.append(record)
-        return PipelineResult(model, Report(steps))
+            yield record, model
 
     def _record(self, name, options, status, model, seconds, reference, feeds, expected, judge, previous=None) -> tuple[StepRecord, runtime.Feeds]:
         """The step's record (fidelity vs the input) and the model's outputs on ``feeds``."""
@@ -206,9 +215,9 @@ class Pipeline:
     def _check_structure(pass_: CompressionPass, model: ir.Model, reference: ir.Model) -> None:
         """Refuse a graph the checker rejects, unless the input already had the same problem (onnx's inference
         of a function op such as MeanVarianceNormalization without its default attributes fails on valid models)."""
-        problems = checks.graph_problems(model)
+        problems = _flat(checks.structure_problems(model))
         if problems:
-            problems = [p for p in problems if p not in checks.graph_problems(reference)]
+            problems = [p for p in problems if p not in _flat(checks.structure_problems(reference))]
         if problems:
             raise CheckFailed(f"pass {pass_.name!r} produced an invalid graph: {problems[0]}")
 
@@ -231,3 +240,7 @@ class Pipeline:
             if drop > self.max_drop:
                 return f"accuracy dropped {drop:.4f} > max_drop {self.max_drop}"
         return None
+
+
+def _flat(problems: Mapping[str, list[str]]) -> list[str]:
+    return [problem for found in problems.values() for problem in found]

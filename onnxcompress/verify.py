@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import checks, fidelity, io, runtime, shape_rules
+from onnxcompress import checks, fidelity, io, runtime
 from onnxcompress.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from onnxcompress.errors import UsageError
 
@@ -141,12 +141,7 @@ def verify_against(
 
 def structure_checks(model: ir.Model) -> list[CheckResult]:
     """Checker + strict inference, channel rules, and an ORT session with its optimizer disabled."""
-    problems = checks.graph_problems(model)
-    rules = shape_rules.shape_problems(model)
-    results = [
-        CheckResult("onnx checker and strict shape inference", not problems, "; ".join(problems)),
-        CheckResult("channel consistency rules", not rules, "; ".join(rules)),
-    ]
+    results = [CheckResult(name, not problems, "; ".join(problems)) for name, problems in checks.structure_problems(model).items()]
     try:
         runtime.session(model, optimization="disable")
         results.append(CheckResult("ORT session (ORT_DISABLE_ALL)", True))

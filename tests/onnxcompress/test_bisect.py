@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onnxcompress import io, spec
 from onnxcompress.bisect import bisect_passes
+from onnxcompress.passes import CompressionPass
 
 
 def test_first_lossy_pass_is_named(cnn_model):
@@ -27,10 +28,12 @@ def test_the_input_model_is_left_untouched(cnn_model):
 
 
 def test_a_crashing_pass_is_the_first_failure(cnn_model):
-    class Crash:
+    class Crash(CompressionPass):
+        """Raise inside the pass."""
+
         name = "crash"
 
-        def __call__(self, model):
+        def call(self, model):
             raise RuntimeError("boom\nsecond line")
 
     outcome = bisect_passes(cnn_model, [spec.parse_pass("test-noop"), Crash()])

@@ -162,3 +162,35 @@ def test_an_fp16_models_exact_fold_is_judged_at_fp16_precision():
     result = Pipeline([FoldConstants(), Cleanup()], measurement=Measurement(benchmark=False, feeds=feeds)).run(model)
     folded = result.report.steps[1].fidelity.outputs[0]
     assert folded.exact and folded.tolerance == 4 * 2.0**-10 and 0 < folded.max_abs_err > 1e-4 * folded.scale
+
+
+class ShortenConvBias(CompressionPass):
+    """Drop the last value of the first Conv's bias: a graph the onnx checker accepts and verify's channel rules do not."""
+
+    name = "test-short-bias"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        conv = next(node for node in model.graph if node.op_type == "Conv" and len(node.inputs) == 3)
+        bias = conv.inputs[2].const_value.numpy()[:-1]
+        conv.inputs[2].const_value = ir.tensor(bias, name=conv.inputs[2].name)
+        conv.inputs[2].shape = ir.Shape(bias.shape)
+        return ir.passes.PassResult(model, modified=True)
+
+
+def test_the_pipeline_checks_what_verify_checks(cnn_model):
+    """A channel inconsistency the checker lets through stops the run naming the pass, as verify names it."""
+    model = io.clone(cnn_model)
+    ShortenConvBias()(model)
+    assert checks.structure_problems(model)[checks.CHECKER] == []
+    assert checks.structure_problems(model)[checks.CHANNEL_RULES]
+    with pytest.raises(CheckFailed, match=r"pass 'test-short-bias' produced an invalid graph: Conv node .*bias has \d+ values"):
+        Pipeline([ShortenConvBias()], measurement=Measurement(benchmark=False)).run(io.clone(cnn_model))
+
+
+def test_steps_yield_each_kept_model_as_it_is_checked(mlp_model):
+    """The step loop run, compare and verify --bisect share: the input first, then each pass, lazily."""
+    loop = Pipeline([parse_pass("test-noop"), parse_pass("test-scale:factor=0.5")], measurement=Measurement(benchmark=False)).steps(io.clone(mlp_model))
+    record, _ = next(loop)
+    assert record.pass_name == "input"
+    names = [record.pass_name for record, model in loop]
+    assert names == ["test-noop", "test-scale"]

@@ -144,3 +144,26 @@ def test_a_base_class_without_a_name_is_not_registered_and_needs_no_help() -> No
             super().__init__()
 
     assert Base not in REGISTRY.values() and Base.option_specs()["plain"].help == ""
+
+
+def test_no_shipped_pass_keeps_state_between_runs():
+    """A pass object holds its options only: no method but ``__init__`` assigns to ``self`` (what one run
+    needs or reports lives in its context), so running it again cannot see the last run."""
+    import ast
+    import inspect
+    import textwrap
+
+    from onnxcompress.passes import REGISTRY
+
+    writes = []
+    for name, cls in REGISTRY.items():
+        if not cls.__module__.startswith("onnxcompress.passes."):
+            continue
+        for klass in [k for k in cls.__mro__ if k.__module__.startswith("onnxcompress.passes.") and k is not CompressionPass]:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+            for method in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name != "__init__"]:
+                for node in ast.walk(method):
+                    targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                    writes += [f"{name}: {klass.__name__}.{method.name} sets self.{t.attr}" for t in targets
+                               if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"]
+    assert writes == []

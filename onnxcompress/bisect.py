@@ -1,10 +1,11 @@
-"""Find the first pass of a pipeline that breaks a tolerance.
+"""Find the first pass of a pipeline that breaks a tolerance or a fidelity gate (``verify.Gates``).
 
 The passes run through the pipeline's own step loop (``Pipeline.steps``: the checks ``run`` makes
 after every pass) on a copy of the model, and the model is verified after each one against the
 input model's outputs on the same inputs, stopping at the first failure. This runs every pass once
 (a binary search over prefixes would re-run early passes log n times) and names exactly the pass
-that broke the graph or the numbers, with its verification result or the check it failed.
+that broke the graph or the numbers, with its verification result or the check it failed. Passes
+that need calibration data (quantize-static, smooth) get ``calibration``, as ``run`` hands it to them.
 """
 
 from __future__ import annotations
@@ -52,16 +53,23 @@ def bisect_passes(
     passes: Sequence[CompressionPass],
     inputs: Mapping[str, np.ndarray] | None = None,
     *,
-    rtol: float = verify.DEFAULT_RTOL,
-    atol: float = verify.DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gates: verify.Gates | None = None,
+    calibration: object | None = None,
     threads: int = runtime.DEFAULT_THREADS,
 ) -> BisectResult:
-    """Apply ``passes`` in order to a copy of ``model``; stop at the first one that fails to verify."""
+    """Apply ``passes`` in order to a copy of ``model``; stop at the first one that fails to verify.
+
+    ``rtol``/``atol``/``gates`` judge each step as in ``verify.verify_models``; ``calibration`` (a reader,
+    see ``onnxcompress.calibration``) goes to the passes as in ``Pipeline.steps``, which refuses a pass
+    that needs it when it is missing (``UsageError``) before any pass runs.
+    """
     feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(model)
     verify.check_feed_names(model, feeds)
     expected = runtime.run(model, feeds, threads=threads, optimization="disable")
     pipeline = Pipeline(passes, measurement=Measurement(benchmark=False, threads=threads, feeds=feeds))
-    loop = pipeline.steps(io.clone(model))
+    loop = pipeline.steps(io.clone(model), calibration=calibration)
     next(loop)  # the input's own record
     steps: list[BisectStep] = []
     for pass_ in passes:
@@ -71,7 +79,7 @@ def bisect_passes(
             message = str(exc) if isinstance(exc, OnnxCompressError) else f"{type(exc).__name__}: {exc}"
             steps.append(BisectStep(pass_.name, None, first_line(message)))
             break
-        result = verify.verify_against(working, feeds, expected, rtol=rtol, atol=atol, threads=threads)
+        result = verify.verify_against(working, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads)
         steps.append(BisectStep(pass_.name, result))
         if not result.passed:
             break

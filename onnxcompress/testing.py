@@ -1,7 +1,13 @@
 """Assertions for pytest: the checks of ``onnxcompress verify``, raising ``AssertionError``.
 
 Messages name the worst output and element index, the two values there, and the tolerance that
-would have passed, so a failing CI log says what to look at without re-running anything.
+would have passed, or each fidelity gate missed with its value and threshold, so a failing CI log
+says what to look at without re-running anything. Every helper sets ``__tracebackhide__`` so a
+pytest traceback ends at the caller's line, not inside these helpers.
+
+Each comparing helper takes ``gates`` (``verify.Gates``: min cosine, SNR, top-k agreement): without
+it, outputs pass on ``rtol``/``atol`` (defaults ``verify.DEFAULT_RTOL``/``DEFAULT_ATOL``); with it,
+on every gate given, and on ``rtol``/``atol`` only when those are given too.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io, runtime, verify
+from onnxcompress.verify import Gates
+
+__all__ = ["Gates", "assert_matches_golden", "assert_models_close", "assert_outputs_close", "assert_valid_graph", "run_model"]
 
 ModelLike = ir.Model | str | os.PathLike
 
@@ -21,15 +30,17 @@ def assert_models_close(
     ref: ModelLike,
     cand: ModelLike,
     *,
-    rtol: float = verify.DEFAULT_RTOL,
-    atol: float = verify.DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gates: verify.Gates | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
 ) -> verify.VerifyResult:
     """Assert ``cand`` is structurally valid and its outputs match ``ref``'s on ``inputs``.
 
     ``inputs`` default to synthetic ones from ``ref``'s signature. Returns the full result.
     """
-    result = verify.verify_models(_model(ref), _model(cand), inputs, rtol=rtol, atol=atol)
+    __tracebackhide__ = True
+    result = verify.verify_models(_model(ref), _model(cand), inputs, rtol=rtol, atol=atol, gates=gates)
     _raise_on_failure(result)
     return result
 
@@ -38,30 +49,35 @@ def assert_outputs_close(
     expected: Mapping[str, np.ndarray],
     actual: Mapping[str, np.ndarray],
     *,
-    rtol: float = verify.DEFAULT_RTOL,
-    atol: float = verify.DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gates: verify.Gates | None = None,
 ) -> None:
-    """Assert two sets of outputs (by name) agree within ``atol + rtol * |expected|``."""
-    outputs = [verify.compare_output(n, e, actual.get(n), rtol=rtol, atol=atol) for n, e in expected.items()]
-    _raise_on_failure(verify.VerifyResult([], outputs, rtol, atol))
+    """Assert two sets of outputs (by name) agree within ``atol + rtol * |expected|`` or meet ``gates``."""
+    __tracebackhide__ = True
+    outputs = [verify.compare_output(n, e, actual.get(n), rtol=rtol, atol=atol, gates=gates) for n, e in expected.items()]
+    _raise_on_failure(verify.VerifyResult.judged([], outputs, rtol=rtol, atol=atol, gates=gates))
 
 
 def assert_matches_golden(
     model: ModelLike,
     golden: str | os.PathLike,
     *,
-    rtol: float = verify.DEFAULT_RTOL,
-    atol: float = verify.DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gates: verify.Gates | None = None,
 ) -> verify.VerifyResult:
     """Assert ``model`` reproduces a golden file written by ``verify --save-golden``."""
+    __tracebackhide__ = True
     inputs, expected = verify.load_golden(golden)
-    result = verify.verify_against(_model(model), inputs, expected, rtol=rtol, atol=atol)
+    result = verify.verify_against(_model(model), inputs, expected, rtol=rtol, atol=atol, gates=gates)
     _raise_on_failure(result)
     return result
 
 
 def assert_valid_graph(model: ModelLike) -> None:
     """Assert the structural checks pass: checker, strict inference, channel rules, ORT session."""
+    __tracebackhide__ = True
     failed = [c for c in verify.structure_checks(_model(model)) if not c.passed]
     if failed:
         raise AssertionError(f"{failed[0].name}: {failed[0].detail}")
@@ -77,6 +93,8 @@ def _model(model: ModelLike) -> ir.Model:
 
 
 def _raise_on_failure(result: verify.VerifyResult) -> None:
+    """Raise ``AssertionError`` naming the first failed check, else the worst output."""
+    __tracebackhide__ = True
     if result.passed:
         return
     failed_checks = [c for c in result.checks if not c.passed]

@@ -3,7 +3,8 @@
 Checks run in order: onnx checker + strict shape inference (``checks.graph_problems``), our
 per-op channel rules (``shape_rules``), and a session at ``ORT_DISABLE_ALL``; then every output is
 compared with ``atol``/``rtol`` (numpy's ``allclose`` rule), cosine, SNR and, for classifier-like
-outputs, top-1/top-k agreement, along with the smallest tolerance that would have passed.
+outputs, top-1/top-k agreement, along with the smallest tolerance that would have passed. What
+decides pass or fail is the tolerance rule, or the fidelity ``Gates`` when any is given (see there).
 
 Unlike ORT's ``compare_bert_results`` (always exits 0) and Polygraphy (no JUnit, and uniform
 [0, 1] inputs that fail calibrated models falsely), inputs are synthesized from the model's
@@ -55,6 +56,64 @@ class OutputResult:
     top1_agreement: float | None = None
     topk_agreement: float | None = None
     detail: str = ""
+    missed_gates: list[str] = dataclasses.field(default_factory=list)  # e.g. "cosine 0.9931 < 0.999"
+
+
+@dataclasses.dataclass(frozen=True)
+class Gates:
+    """Fidelity thresholds per output, each optional (None: not gated): what "close enough" means for a lossy model.
+
+    With no gate given, an output passes on ``|cand - ref| <= atol + rtol * |ref|`` exactly as without
+    gates. With one or more given, it passes when it meets every gate given; atol/rtol then only report,
+    unless they are given explicitly too (``rtol``/``atol`` not None), in which case they gate as well.
+    ``min_topk_agreement`` is the mean overlap of the ``top_k`` best classes per row (``top_k=1``: top-1
+    agreement) and applies to classifier-like outputs (``[batch, classes]`` floats) only; for any other
+    output it is reported as not applicable in the output's detail, never counted as met.
+    """
+
+    min_cosine: float | None = None
+    min_snr_db: float | None = None
+    min_topk_agreement: float | None = None
+    top_k: int = TOP_K
+
+    def __post_init__(self) -> None:
+        """Refuse thresholds no output could meet or fail (one-line ``UsageError``)."""
+        _check_range("min_cosine (--min-cosine)", self.min_cosine, -1.0, 1.0)
+        _check_range("min_snr_db (--min-snr)", self.min_snr_db, -np.inf, np.inf)
+        _check_range("min_topk_agreement (--min-topk-agreement)", self.min_topk_agreement, 0.0, 1.0)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise UsageError(f"top_k (--top-k) must be a whole number of at least 1, got {self.top_k}")
+
+    @property
+    def given(self) -> bool:
+        """At least one fidelity threshold is set."""
+        return any(v is not None for v in (self.min_cosine, self.min_snr_db, self.min_topk_agreement))
+
+    def tolerance_gates(self, rtol: float | None, atol: float | None) -> bool:
+        """Whether atol/rtol decide: always without fidelity gates, with them only when given explicitly."""
+        return not self.given or rtol is not None or atol is not None
+
+    def missed(self, output: OutputResult) -> list[str]:
+        """One ``NAME VALUE < THRESHOLD`` line per gate ``output`` does not meet (NaN meets none)."""
+        measured = [
+            ("cosine", output.cosine, self.min_cosine, ""),
+            ("SNR", output.snr_db, self.min_snr_db, " dB"),
+            (f"top-{self.top_k} agreement", output.topk_agreement, self.min_topk_agreement, ""),
+        ]
+        return [f"{name} {_below(value, threshold)}{unit} < {_number(threshold)}{unit}" for name, value, threshold, unit in measured
+                if threshold is not None and value is not None and not value >= threshold]
+
+    def not_applicable(self, output: OutputResult) -> list[str]:
+        """The gates ``output`` cannot be measured on (top-k on an output that is not classifier scores)."""
+        if self.min_topk_agreement is not None and output.topk_agreement is None:
+            return [f"top-{self.top_k} agreement gate not applicable (not [batch, classes] float scores)"]
+        return []
+
+    def describe(self) -> str:
+        """The thresholds given, e.g. ``cosine >= 0.99, top-5 agreement >= 0.9``."""
+        given = [("cosine", self.min_cosine, ""), ("SNR", self.min_snr_db, " dB"),
+                 (f"top-{self.top_k} agreement", self.min_topk_agreement, "")]
+        return ", ".join(f"{name} >= {_number(value)}{unit}" for name, value, unit in given if value is not None)
 
 
 @dataclasses.dataclass
@@ -65,6 +124,22 @@ class VerifyResult:
     outputs: list[OutputResult]
     rtol: float
     atol: float
+    gates: Gates = dataclasses.field(default_factory=Gates)
+    tolerance_gates: bool = True  # whether atol/rtol decided, or only reported (``Gates``)
+
+    @classmethod
+    def judged(
+        cls,
+        checks: list[CheckResult],
+        outputs: list[OutputResult],
+        *,
+        rtol: float | None = None,
+        atol: float | None = None,
+        gates: Gates | None = None,
+    ) -> VerifyResult:
+        """The result of ``checks`` and ``outputs``, recording the criteria the outputs were judged by (defaults filled in)."""
+        gates = gates or Gates()
+        return cls(checks, outputs, _or(rtol, DEFAULT_RTOL), _or(atol, DEFAULT_ATOL), gates, gates.tolerance_gates(rtol, atol))
 
     @property
     def passed(self) -> bool:
@@ -81,12 +156,21 @@ class VerifyResult:
         """The output that needs the largest absolute tolerance."""
         return max(self.outputs, key=lambda o: (not o.passed, o.min_atol), default=None)
 
+    def criteria(self) -> str:
+        """What decided pass or fail, in one line (``rtol=0.001 atol=0.0001``, the gates, or both)."""
+        tolerance = f"rtol={self.rtol:g} atol={self.atol:g}"
+        if not self.gates.given:
+            return tolerance
+        return self.gates.describe() + (f", {tolerance}" if self.tolerance_gates else f"; {tolerance} only reported")
+
     def to_dict(self) -> dict:
         """JSON-ready form (the ``--json`` file)."""
         return {
             "passed": self.passed,
             "rtol": self.rtol,
             "atol": self.atol,
+            "tolerance_gates": self.tolerance_gates,
+            "gates": dataclasses.asdict(self.gates),
             "checks": [dataclasses.asdict(c) for c in self.checks],
             "outputs": [_jsonable(dataclasses.asdict(o)) for o in self.outputs],
         }
@@ -97,19 +181,21 @@ def verify_models(
     candidate: ir.Model,
     inputs: Mapping[str, np.ndarray] | None = None,
     *,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gates: Gates | None = None,
     threads: int = runtime.DEFAULT_THREADS,
 ) -> VerifyResult:
     """Check ``candidate``'s structure and compare its outputs with ``reference``'s on ``inputs``.
 
     Inputs default to synthetic ones from the reference's signature. The reference must run
     (else ``UsageError``); anything wrong with the candidate is a failed check in the result.
+    ``rtol``/``atol`` default to ``DEFAULT_RTOL``/``DEFAULT_ATOL``; how they combine with ``gates``: ``Gates``.
     """
     feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(reference)
     check_feed_names(reference, feeds)
     expected = runtime.run(reference, feeds, threads=threads, optimization="disable")
-    return verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, threads=threads)
+    return verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads)
 
 
 def verify_against(
@@ -117,13 +203,15 @@ def verify_against(
     inputs: Mapping[str, np.ndarray],
     expected: Mapping[str, np.ndarray],
     *,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gates: Gates | None = None,
     threads: int = runtime.DEFAULT_THREADS,
 ) -> VerifyResult:
     """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden).
 
     Every output of ``model`` must be in ``expected``: one that is not fails (it would go unchecked).
+    Tolerances and ``gates`` as in ``verify_models``.
     """
     check_feed_names(model, inputs)
     results = structure_checks(model)
@@ -133,10 +221,10 @@ def verify_against(
             actual = runtime.run(model, inputs, threads=threads, optimization="disable")
         except UsageError as exc:
             results.append(CheckResult("run (ORT_DISABLE_ALL)", False, str(exc)))
-    outputs = [compare_output(name, ref, actual.get(name), rtol=rtol, atol=atol) for name, ref in expected.items()]
+    outputs = [compare_output(name, ref, actual.get(name), rtol=rtol, atol=atol, gates=gates) for name, ref in expected.items()]
     unchecked = "no expected values (missing from the golden file or the reference outputs)"
     outputs += [_failed_output(v.name, unchecked) for v in model.graph.outputs if v.name not in expected]
-    return VerifyResult(results, outputs, rtol, atol)
+    return VerifyResult.judged(results, outputs, rtol=rtol, atol=atol, gates=gates)
 
 
 def structure_checks(model: ir.Model) -> list[CheckResult]:
@@ -150,8 +238,19 @@ def structure_checks(model: ir.Model) -> list[CheckResult]:
     return results
 
 
-def compare_output(name: str, ref: np.ndarray, cand: np.ndarray | None, *, rtol: float, atol: float) -> OutputResult:
-    """Compare one output under ``|cand - ref| <= atol + rtol * |ref|`` (NaN equals NaN)."""
+def compare_output(
+    name: str,
+    ref: np.ndarray,
+    cand: np.ndarray | None,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gates: Gates | None = None,
+) -> OutputResult:
+    """Compare one output under ``|cand - ref| <= atol + rtol * |ref|`` (NaN equals NaN) and ``gates`` (see ``Gates``)."""
+    gates = gates or Gates()
+    tolerance_gates = gates.tolerance_gates(rtol, atol)
+    rtol, atol = _or(rtol, DEFAULT_RTOL), _or(atol, DEFAULT_ATOL)
     ref = np.asarray(ref)
     base = fidelity.compare({name: ref}, {name: cand} if cand is not None else {}).outputs[0]
     if not base.shape_matches:
@@ -165,21 +264,25 @@ def compare_output(name: str, ref: np.ndarray, cand: np.ndarray | None, *, rtol:
                             detail="" if equal else "values differ")
     err, magnitude = _errors(ref, cand)
     excess = err - (atol + rtol * magnitude)
-    passed = bool(excess.size == 0 or excess.max() <= 0)
+    within = bool(excess.size == 0 or excess.max() <= 0)
     index = tuple(int(i) for i in np.unravel_index(int(np.argmax(excess)), ref.shape)) if excess.size else None
     result = OutputResult(
-        name, passed, float(err.max(initial=0.0)), base.cosine, _snr_db(ref, cand), index,
+        name, within, float(err.max(initial=0.0)), base.cosine, _snr_db(ref, cand), index,
         min_atol=float(np.max(err - rtol * magnitude, initial=0.0)),
         min_rtol=_min_rtol(err, magnitude, atol),
     )
     if _classifier_like(ref):
-        result.top1_agreement, result.topk_agreement = _topk_agreement(ref, cand)
-    if not passed:
-        result.detail = (
+        result.top1_agreement, result.topk_agreement = _topk_agreement(ref, cand, gates.top_k)
+    result.missed_gates = gates.missed(result)
+    result.passed = (within or not tolerance_gates) and not result.missed_gates
+    problems = list(result.missed_gates)
+    if tolerance_gates and not within:
+        problems.append(
             f"max abs error {result.max_abs_err:.4g} at index {list(index)} "
             f"(reference {_item(ref[index])}, candidate {_item(cand[index])}); "
             f"would pass with atol>={result.min_atol:.4g} (at rtol {rtol:g}) or rtol>={result.min_rtol:.4g} (at atol {atol:g})"
         )
+    result.detail = "; ".join(problems + gates.not_applicable(result))
     return result
 
 
@@ -295,14 +398,40 @@ def _classifier_like(ref: np.ndarray) -> bool:
     return ref.ndim == 2 and ref.shape[1] >= 2 and np.issubdtype(ref.dtype, np.floating)
 
 
-def _topk_agreement(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
-    """Share of rows with the same arg-max, and mean overlap of the top-k classes."""
-    k = min(TOP_K, ref.shape[1])
+def _topk_agreement(ref: np.ndarray, cand: np.ndarray, top_k: int = TOP_K) -> tuple[float, float]:
+    """Share of rows with the same arg-max, and mean overlap of the top-k classes (k at most the class count)."""
+    k = min(top_k, ref.shape[1])
     top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))
     ref_top = np.argsort(-ref, axis=1)[:, :k]
     cand_top = np.argsort(-cand, axis=1)[:, :k]
     overlap = [len(set(a) & set(b)) / k for a, b in zip(ref_top, cand_top)]
     return top1, float(np.mean(overlap))
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _number(value: float) -> str:
+    """A threshold as the user wrote it (shortest round-trip form, no trailing ``.0``)."""
+    text = repr(float(value))
+    return text.removesuffix(".0")
+
+
+def _below(value: float, threshold: float) -> str:
+    """``value`` with the fewest digits (at least 4) that still show it below ``threshold``."""
+    for digits in range(4, 18):
+        text = f"{value:.{digits}g}"
+        if float(text) < threshold:
+            return text
+    return repr(float(value))
+
+
+def _check_range(name: str, value: float | None, low: float, high: float) -> None:
+    """A one-line ``UsageError`` unless ``value`` is None or a number within [low, high]."""
+    if value is not None and not (isinstance(value, (int, float)) and low <= value <= high and not np.isnan(value)):
+        bounds = "a number" if np.isinf(low) and np.isinf(high) else f"in [{low:g}, {high:g}]"
+        raise UsageError(f"{name} must be {bounds}, got {value}")
 
 
 def _item(value: np.generic) -> str:

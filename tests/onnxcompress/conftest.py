@@ -150,6 +150,25 @@ def verify_models(tmp_path, cnn_model) -> dict:
     return paths
 
 
+@pytest.fixture
+def int8_models(tmp_path, cnn_model) -> dict:
+    """The CNN (``ref``), its quantize-static INT8 form (``int8``), the ``calibration`` .npz it was calibrated
+    on, and held-out ``inputs`` (.npz, 16 samples) from the same distribution, all as paths.
+
+    The INT8 model is close in cosine, SNR and top-k but not within the default rtol/atol.
+    """
+    from onnxcompress import calibration, spec
+
+    rng = np.random.default_rng(0)
+    paths = {"ref": io.save(cnn_model, tmp_path / "ref.onnx")}
+    paths["calibration"] = io.save_arrays(tmp_path / "calibration.npz", {"x": rng.standard_normal((32, 3, 8, 8)).astype(np.float32)})
+    paths["inputs"] = io.save_arrays(tmp_path / "inputs.npz", {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)})
+    reader = calibration.open_reader(paths["calibration"], cnn_model)
+    quantized = spec.parse_pass("quantize-static").apply(io.clone(cnn_model), calibration=reader).model
+    paths["int8"] = io.save(quantized, tmp_path / "int8.onnx")
+    return paths
+
+
 def _external_model(folder, model: ir.Model, **entries: str):
     """Save ``model`` with its tensors in ``weights.bin`` and then overwrite external-data entries."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data

@@ -39,3 +39,28 @@ def test_a_crashing_pass_is_the_first_failure(cnn_model):
     outcome = bisect_passes(cnn_model, [spec.parse_pass("test-noop"), Crash()])
     assert outcome.first_failure.pass_name == "crash"
     assert outcome.first_failure.error == "RuntimeError: boom"
+
+
+def test_a_quantizing_recipe_bisects_with_calibration_and_names_the_step_a_gate_fails(int8_models):
+    from onnxcompress import calibration, verify
+
+    model = io.load(int8_models["ref"])
+    reader = calibration.open_reader(int8_models["calibration"], model)
+    feeds = io.load_arrays(int8_models["inputs"])
+    passes = [spec.parse_pass("test-noop"), spec.parse_pass("quantize-static")]
+    kept = bisect_passes(model, passes, feeds, gates=verify.Gates(min_cosine=0.99), calibration=reader)
+    assert kept.first_failure is None and len(kept.steps) == 2
+    assert "QuantizeLinear" not in str(io.to_proto(model))
+    strict = bisect_passes(model, passes, feeds, gates=verify.Gates(min_snr_db=95), calibration=reader)
+    assert [s.pass_name for s in strict.steps] == ["test-noop", "quantize-static"]
+    (output,) = strict.first_failure.result.outputs
+    assert output.missed_gates == [f"SNR {output.snr_db:.4g} dB < 95 dB"]
+
+
+def test_a_quantizing_recipe_without_calibration_is_refused(cnn_model):
+    import pytest
+
+    from onnxcompress.errors import UsageError
+
+    with pytest.raises(UsageError, match="calibration"):
+        bisect_passes(cnn_model, [spec.parse_pass("quantize-static")])

@@ -6,6 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
+
 from onnxcompress import io
 from onnxcompress.cli import main
 
@@ -36,6 +38,11 @@ def test_documented_commands_run(tmp_path, cnn_model, monkeypatch):
     io.save(cnn_model, tmp_path / "model.onnx")
     (tmp_path / "tests").mkdir()
     (tmp_path / "recipe.toml").write_text('[[pass]]\nname = "fold-constants"\n\n[[pass]]\nname = "cleanup"\n')
+    (tmp_path / "int8.toml").write_text('[[pass]]\nname = "fold-constants"\n\n[[pass]]\nname = "quantize-static"\n')
+    rng = np.random.default_rng(0)
+    for name, samples in (("calibration.npz", 32), ("samples.npz", 16)):
+        io.save_arrays(tmp_path / name, {"x": rng.standard_normal((samples, 3, 8, 8)).astype(np.float32)})
     for argv in documented_commands():
         assert main(argv) == 0, f"documented command failed: onnxcompress {shlex.join(argv)}"
-    assert (tmp_path / "verify-golden.xml").read_text().count("<failure") == 0
+    for junit in ("verify-golden.xml", "verify-int8.xml"):
+        assert (tmp_path / junit).read_text().count("<failure") == 0

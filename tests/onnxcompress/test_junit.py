@@ -27,3 +27,14 @@ def test_passing_result_has_no_failures_and_reports_numbers(verify_models):
     output_case = suite.findall("testcase")[-1]
     assert output_case.get("classname") == "onnxcompress.verify.outputs"
     assert "max abs error 0" in output_case.find("system-out").text
+
+
+def test_the_gates_are_suite_properties_and_a_missed_gate_is_the_failure_message(verify_models):
+    gates = verify.Gates(min_cosine=0.9999999, min_topk_agreement=0.5, top_k=1)
+    result = verify.verify_models(io.load(verify_models["ref"]), io.load(verify_models["perturbed"]), gates=gates)
+    suite = ET.fromstring(junit_xml(result)).find("testsuite")
+    properties = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert properties == {"rtol": "0.001", "atol": "0.0001", "tolerance_gates": "False",
+                          "min_cosine": "0.9999999", "min_topk_agreement": "0.5", "top_k": "1"}
+    message = suite.findall("testcase")[-1].find("failure").get("message")
+    assert message.startswith("cosine ") and message.endswith(" < 0.9999999")

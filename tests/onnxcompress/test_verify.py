@@ -170,3 +170,82 @@ def test_json_form_has_no_non_finite_numbers(verify_models):
     result = verify.verify_models(io.load(verify_models["ref"]), io.load(verify_models["wrong_channels"]))
     document = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert document["passed"] is False and document["outputs"][0]["max_abs_err"] == "inf"
+
+
+def _int8(int8_models) -> tuple[ir.Model, ir.Model, dict[str, np.ndarray]]:
+    """The reference CNN, its INT8 form and held-out inputs."""
+    return io.load(int8_models["ref"]), io.load(int8_models["int8"]), io.load_arrays(int8_models["inputs"])
+
+
+def test_an_int8_model_fails_on_tolerance_and_passes_on_fidelity_gates(int8_models):
+    ref, int8, feeds = _int8(int8_models)
+    assert not verify.verify_models(ref, int8, feeds).passed
+    gates = verify.Gates(min_cosine=0.99, min_topk_agreement=0.9)
+    result = verify.verify_models(ref, int8, feeds, gates=gates)
+    (output,) = result.outputs
+    assert result.passed and output.missed_gates == [] and output.detail == ""
+    assert output.cosine >= 0.99 and output.topk_agreement >= 0.9 and output.min_atol > verify.DEFAULT_ATOL
+    assert result.tolerance_gates is False and "only reported" in result.criteria()
+
+
+def test_tolerances_given_with_gates_gate_too(int8_models):
+    ref, int8, feeds = _int8(int8_models)
+    gates = verify.Gates(min_cosine=0.99)
+    result = verify.verify_models(ref, int8, feeds, atol=verify.DEFAULT_ATOL, gates=gates)
+    (output,) = result.outputs
+    assert not result.passed and result.tolerance_gates and output.missed_gates == []
+    assert "would pass with atol>=" in output.detail
+
+
+def test_a_gate_set_too_high_names_the_gate_its_value_and_threshold(int8_models):
+    ref, int8, feeds = _int8(int8_models)
+    gates = verify.Gates(min_cosine=0.9999999, min_snr_db=80, min_topk_agreement=0.5)
+    result = verify.verify_models(ref, int8, feeds, gates=gates)
+    (output,) = result.outputs
+    assert not result.passed
+    assert output.missed_gates == [f"cosine {output.cosine:.4g} < 0.9999999", f"SNR {output.snr_db:.4g} dB < 80 dB"]
+    assert result.failures() == [f"output 'y': {output.missed_gates[0]}; {output.missed_gates[1]}"]
+
+
+def test_top_k_sets_the_agreement_gated():
+    ref = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]], np.float32)
+    cand = np.array([[3.0, 1.0, 2.0, 0.0], [0.0, 1.0, 3.0, 2.0]], np.float32)  # row 0 keeps its arg-max, row 1 does not
+    top1 = verify.compare_output("y", ref, cand, gates=verify.Gates(min_topk_agreement=0.75, top_k=1))
+    top2 = verify.compare_output("y", ref, cand, gates=verify.Gates(min_topk_agreement=0.75, top_k=2))
+    assert (top1.topk_agreement, top1.missed_gates) == (0.5, ["top-1 agreement 0.5 < 0.75"])
+    assert top2.topk_agreement == 0.75 and top2.passed
+
+
+def test_the_topk_gate_on_a_non_classifier_output_is_not_applicable():
+    ref = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    result = verify.compare_output("features", ref, ref + 0.5, gates=verify.Gates(min_topk_agreement=0.99))
+    assert result.passed and result.topk_agreement is None and result.missed_gates == []
+    assert result.detail == "top-5 agreement gate not applicable (not [batch, classes] float scores)"
+    failed = verify.compare_output("features", ref, -ref, gates=verify.Gates(min_cosine=0.5, min_topk_agreement=0.99))
+    assert not failed.passed and failed.detail == "cosine -1 < 0.5; top-5 agreement gate not applicable (not [batch, classes] float scores)"
+
+
+@pytest.mark.parametrize(
+    ("gates", "message"),
+    [
+        ({"min_cosine": 1.5}, "min_cosine (--min-cosine) must be in [-1, 1], got 1.5"),
+        ({"min_topk_agreement": -0.1}, "min_topk_agreement (--min-topk-agreement) must be in [0, 1], got -0.1"),
+        ({"min_snr_db": float("nan")}, "min_snr_db (--min-snr) must be a number, got nan"),
+        ({"top_k": 0}, "top_k (--top-k) must be a whole number of at least 1, got 0"),
+    ],
+)
+def test_gates_out_of_range_are_refused(gates, message):
+    with pytest.raises(UsageError) as raised:
+        verify.Gates(**gates)
+    assert str(raised.value) == message
+
+
+def test_json_form_carries_the_gates_and_what_each_output_missed(int8_models):
+    import json
+
+    ref, int8, feeds = _int8(int8_models)
+    result = verify.verify_models(ref, int8, feeds, gates=verify.Gates(min_snr_db=90))
+    document = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert document["gates"] == {"min_cosine": None, "min_snr_db": 90, "min_topk_agreement": None, "top_k": verify.TOP_K}
+    assert document["tolerance_gates"] is False and document["passed"] is False
+    assert document["outputs"][0]["missed_gates"][0].endswith("dB < 90 dB")

@@ -2,7 +2,9 @@
 
 ``verify REF CAND`` compares two models, ``verify MODEL --golden G.npz`` compares against stored
 outputs, ``--save-golden`` stores the inputs and reference outputs, ``--bisect RECIPE.toml`` names
-the first pass of a recipe that breaks the tolerance.
+the first pass of a recipe that breaks the tolerance (``--calibration`` feeds the passes that need
+data). Outputs pass on ``--rtol``/``--atol``, or, when any ``--min-*`` gate is given, on every gate
+given (``verify.Gates``; ``--rtol``/``--atol`` then gate only when given too).
 """
 
 from __future__ import annotations
@@ -31,11 +33,20 @@ def verify_command(
     models: list[Path] = typer.Argument(..., help="REFERENCE CANDIDATE, or one MODEL with --golden/--save-golden/--bisect."),
     golden: Path | None = typer.Option(None, "--golden", help="Compare MODEL with the outputs stored in this .npz."),
     save_golden: Path | None = typer.Option(None, "--save-golden", help="Store the inputs and reference outputs here."),
-    bisect: Path | None = typer.Option(None, "--bisect", help="TOML recipe: find its first pass that breaks the tolerance."),
+    bisect: Path | None = typer.Option(None, "--bisect", help="TOML recipe: find its first pass that breaks the tolerance or a gate."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="With --bisect: calibration data for the recipe's passes, as for run (its samples are the inputs)."),
     inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs by name (default: synthetic)."),
     ranges: Path | None = typer.Option(None, "--ranges", help="Calibration ranges JSON: synthesize float inputs inside them."),
-    rtol: float = typer.Option(DEFAULT_RTOL, "--rtol", min=0.0),
-    atol: float = typer.Option(DEFAULT_ATOL, "--atol", min=0.0),
+    rtol: float | None = typer.Option(
+        None, "--rtol", min=0.0, help=f"Relative tolerance (default {DEFAULT_RTOL:g}); with a --min-* gate it gates only if given."),
+    atol: float | None = typer.Option(
+        None, "--atol", min=0.0, help=f"Absolute tolerance (default {DEFAULT_ATOL:g}); with a --min-* gate it gates only if given."),
+    min_cosine: float | None = typer.Option(None, "--min-cosine", help="Gate: each output's cosine similarity to the reference is at least this (-1..1)."),
+    min_snr: float | None = typer.Option(None, "--min-snr", help="Gate: each output's signal-to-noise ratio is at least this many dB."),
+    min_topk: float | None = typer.Option(
+        None, "--min-topk-agreement", help="Gate: [batch, classes] outputs' top-k agreement is at least this (0..1); other outputs: not applicable."),
+    top_k: int = typer.Option(5, "--top-k", help="k of the top-k agreement (1: the arg-max agrees)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
     junit_out: Path | None = typer.Option(None, "--junit", help="Write JUnit XML (one test case per check and output)."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Shape of a synthetic input with dynamic dims: NAME:d0,d1,..."),
@@ -43,18 +54,28 @@ def verify_command(
     seed: int = typer.Option(0, "--seed"),
     threads: int = threads_option(),
 ) -> None:
-    """Verify structure and outputs of a model against a reference model or a golden file."""
+    """Verify structure and outputs of a model against a reference model or a golden file.
+
+    An output passes on --rtol/--atol when no --min-* gate is given; with gates, when it meets every gate
+    given (and --rtol/--atol only if those are given too).
+    """
     from onnxcompress import io, runtime, verify
+    from onnxcompress.cli.commands.run import check_samples, open_calibration
     from onnxcompress.junit import junit_xml
 
-    _check_arguments(models, golden, save_golden, bisect, inputs)
+    _check_arguments(models, golden, save_golden, bisect, inputs, calibration)
+    gates = verify.Gates(min_cosine, min_snr, min_topk, top_k)
     loaded = [io.load(m) for m in models]
     for out in filter(None, (save_golden, json_out, junit_out)):
         io.check_output_path(out, loaded)
+    reader = open_calibration(calibration, loaded[0]) if calibration else None
     if golden:
         feeds, expected = verify.load_golden(golden, loaded[0])
     else:
-        feeds = io.load_arrays(inputs, loaded[0]) if inputs else _synthetic(loaded[0], ranges, input_shape, batch, seed)
+        if inputs:
+            feeds = io.load_arrays(inputs, loaded[0])
+        else:
+            feeds = check_samples(reader, loaded[0], batch) if reader else _synthetic(loaded[0], ranges, input_shape, batch, seed)
         verify.check_feed_names(loaded[0], feeds)
         print_input_shapes(getattr(feeds, "dynamic", {}))
         expected = runtime.run(loaded[0], feeds, threads=threads, optimization="disable")
@@ -63,10 +84,10 @@ def verify_command(
         console.print(f"wrote golden {save_golden} ({len(feeds)} input(s), {len(expected)} output(s))")
     with status("verifying"):
         if bisect:
-            result = _bisect(loaded[0], bisect, feeds, rtol, atol, threads)
+            result = _bisect(loaded[0], bisect, feeds, rtol, atol, gates, reader, threads)
         else:
             candidate = loaded[-1] if (golden or len(loaded) == 2) else loaded[0]
-            result = verify.verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, threads=threads)
+            result = verify.verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads)
     _print_result(result)
     if json_out:
         record = {**result.to_dict(), "input_shapes": input_shapes(feeds)}
@@ -76,10 +97,10 @@ def verify_command(
     if not result.passed:
         failures = result.failures()
         raise CheckFailed(f"verification failed ({len(failures)} failure(s)); first: {failures[0]}")
-    console.print("verification passed")
+    console.print(f"verification passed ({result.criteria()})", highlight=False, markup=False)
 
 
-def _check_arguments(models, golden, save_golden, bisect, inputs) -> None:
+def _check_arguments(models, golden, save_golden, bisect, inputs, calibration) -> None:
     if len(models) > 2:
         raise UsageError(f"verify takes one or two models, got {len(models)}")
     single = len(models) == 1
@@ -91,6 +112,8 @@ def _check_arguments(models, golden, save_golden, bisect, inputs) -> None:
         raise UsageError("--bisect RECIPE takes one model (the pipeline's input)")
     if single and not (golden or save_golden or bisect):
         raise UsageError("give REFERENCE CANDIDATE, or one MODEL with --golden, --save-golden or --bisect")
+    if calibration and not bisect:
+        raise UsageError("--calibration feeds the passes of --bisect RECIPE; use --inputs for the data to compare on")
 
 
 def _synthetic(model, ranges: Path | None, input_shape: list[str], batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -105,21 +128,22 @@ def _synthetic(model, ranges: Path | None, input_shape: list[str], batch: int, s
     return verify.synthesize_inputs(model, known, batch=batch, shapes=shapes, seed=seed)
 
 
-def _bisect(model, recipe: Path, feeds, rtol: float, atol: float, threads: int) -> verify.VerifyResult:
+def _bisect(model, recipe: Path, feeds, rtol: float | None, atol: float | None, gates: verify.Gates, reader, threads: int) -> verify.VerifyResult:
     from onnxcompress import spec, verify
     from onnxcompress.bisect import bisect_passes
 
-    outcome = bisect_passes(model, spec.load_recipe(recipe), feeds, rtol=rtol, atol=atol, threads=threads)
+    outcome = bisect_passes(model, spec.load_recipe(recipe), feeds, rtol=rtol, atol=atol, gates=gates, calibration=reader, threads=threads)
     for step in outcome.steps:
         console.print(f"{'ok  ' if step.passed else 'FAIL'} {step.pass_name} {step.error}", highlight=False, markup=False)
     failed = outcome.first_failure
     if failed is None:
-        console.print(f"all {len(outcome.steps)} pass(es) keep the outputs within rtol={rtol:g} atol={atol:g}")
-        return outcome.steps[-1].result
+        last = outcome.steps[-1].result
+        console.print(f"all {len(outcome.steps)} pass(es) keep the outputs within {last.criteria()}", highlight=False, markup=False)
+        return last
     console.print(f"first failing pass: {failed.pass_name}", markup=False)
     if failed.result is None:
         check = verify.CheckResult(f"pass {failed.pass_name}", False, failed.error)
-        return verify.VerifyResult([check], [], rtol, atol)
+        return verify.VerifyResult.judged([check], [], rtol=rtol, atol=atol, gates=gates)
     failed.result.checks.insert(0, verify.CheckResult(f"pass {failed.pass_name}", False, "first pass after which the model fails verification"))
     return failed.result
 
@@ -127,14 +151,22 @@ def _bisect(model, recipe: Path, feeds, rtol: float, atol: float, threads: int) 
 def _print_result(result: verify.VerifyResult) -> None:
     for check in result.checks:
         console.print(f"{_mark(check.passed)} {check.name}", highlight=False)
-    table = Table("output", "result", "max abs err", "cosine", "SNR dB", "top-1", "min atol", "min rtol")
+    k = result.gates.top_k
+    table = Table("output", "result", "max abs err", "cosine", "SNR dB", "top-1", *([f"top-{k}"] if k > 1 else []), "min atol", "min rtol")
     for o in result.outputs:
-        top1 = "" if o.top1_agreement is None else f"{o.top1_agreement:.3f}"
-        table.add_row(o.name, _mark(o.passed), f"{o.max_abs_err:.3g}", f"{o.cosine:.6f}", f"{o.snr_db:.1f}", top1,
-                      f"{o.min_atol:.3g}", f"{o.min_rtol:.3g}")
+        agreement = [_share(o.top1_agreement)] + ([_share(o.topk_agreement)] if k > 1 else [])
+        table.add_row(o.name, _mark(o.passed), f"{o.max_abs_err:.3g}", f"{o.cosine:.6f}", f"{o.snr_db:.1f}",
+                      *agreement, f"{o.min_atol:.3g}", f"{o.min_rtol:.3g}")
     console.print(table)
     for line in result.failures():
         console.print(f"FAIL {line}", markup=False, highlight=False)
+    for o in result.outputs:
+        if o.passed and o.detail:
+            console.print(f"note output {o.name!r}: {o.detail}", markup=False, highlight=False)
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def _mark(passed: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_bisect_names_the_first_breaking_pass(cnn_path, tmp_path, capsys):
     junit = tmp_path / "b.xml"
     code, out, err = run_cli(["verify", cnn_path, "--bisect", recipe, "--junit", junit], capsys)
     assert code == 1 and "first failing pass: test-scale" in out
-    assert err.startswith("error: verification failed (2 failure(s)); first: pass test-scale: first pass after which")
+    assert err.splitlines()[-1].startswith("error: verification failed (2 failure(s)); first: pass test-scale: first pass after which")
     assert ET.parse(junit).getroot().get("failures") == "2"
 
 
@@ -108,3 +109,96 @@ def test_unusable_arguments_exit_2(verify_models, tmp_path, capsys, argv, messag
     names = {"r": verify_models["ref"], "g": tmp_path / "missing.npz", "bad": tmp_path / "bad.npz"}
     code, _, err = run_cli(["verify", *[a.format(**names) for a in argv]], capsys)
     assert (code, err) == (2, f"error: {message.format(**names)}\n")
+
+
+def test_an_int8_model_fails_on_tolerance_and_passes_on_fidelity_gates(int8_models, tmp_path, capsys):
+    pair = ["verify", int8_models["ref"], int8_models["int8"], "--inputs", int8_models["inputs"]]
+    code, _, err = run_cli(pair, capsys)
+    assert code == 1 and "would pass with atol>=" in err
+    report, junit = tmp_path / "v.json", tmp_path / "v.xml"
+    code, out, err = run_cli([*pair, "--min-cosine", "0.99", "--min-topk-agreement", "0.9", "--json", report, "--junit", junit], capsys)
+    assert (code, err) == (0, "")
+    assert "verification passed (cosine >= 0.99, top-5 agreement >= 0.9; rtol=0.001 atol=0.0001 only reported)" in out
+    assert "top-5" in out.splitlines()[4]  # the table's header shows the top-k agreement gated
+    document = json.loads(report.read_text())
+    assert document["passed"] and document["gates"]["min_cosine"] == 0.99 and document["tolerance_gates"] is False
+    properties = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property")}
+    assert properties["min_cosine"] == "0.99" and properties["min_topk_agreement"] == "0.9"
+
+
+def test_a_gate_set_too_high_fails_naming_gate_value_and_threshold(int8_models, capsys):
+    code, _, err = run_cli(["verify", int8_models["ref"], int8_models["int8"], "--inputs", int8_models["inputs"],
+                            "--min-cosine", "0.999999"], capsys)
+    assert code == 1
+    assert re.fullmatch(r"error: verification failed \(1 failure\(s\)\); first: output 'y': cosine 0\.99\d+ < 0\.999999\n", err)
+
+
+def test_rtol_given_with_a_gate_gates_too(int8_models, capsys):
+    code, _, err = run_cli(["verify", int8_models["ref"], int8_models["int8"], "--inputs", int8_models["inputs"],
+                            "--min-cosine", "0.99", "--rtol", "1e-3"], capsys)
+    assert code == 1 and "would pass with atol>=" in err and "cosine" not in err
+
+
+def test_gates_apply_to_a_golden(int8_models, tmp_path, capsys):
+    golden = tmp_path / "g.npz"
+    assert run_cli(["verify", int8_models["ref"], "--inputs", int8_models["inputs"], "--save-golden", golden], capsys)[0] == 0
+    assert run_cli(["verify", int8_models["int8"], "--golden", golden], capsys)[0] == 1
+    assert run_cli(["verify", int8_models["int8"], "--golden", golden, "--min-snr", "10"], capsys)[0] == 0
+
+
+FEATURES = """
+<ir_version: 8, opset_import: ["" : 17]>
+features (float[N, 3, 4, 4] x) => (float[N, 3, 4, 4] y) {
+  y = Relu(x)
+}
+"""
+
+
+def test_the_topk_gate_on_a_non_classifier_output_is_not_applicable(tmp_path, capsys):
+    import onnx_ir as ir
+
+    model = io.save(ir.from_onnx_text(FEATURES), tmp_path / "features.onnx")
+    code, out, _ = run_cli(["verify", model, model, "--min-topk-agreement", "0.9"], capsys)
+    assert code == 0
+    assert "note output 'y': top-5 agreement gate not applicable (not [batch, classes] float scores)" in out
+
+
+QUANTIZE_RECIPE = '[[pass]]\nname = "test-noop"\n\n[[pass]]\nname = "quantize-static"\n'
+
+
+def test_bisect_with_calibration_runs_a_recipe_that_quantizes(int8_models, tmp_path, capsys):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(QUANTIZE_RECIPE)
+    bisect = ["verify", int8_models["ref"], "--bisect", recipe, "--calibration", int8_models["calibration"], "--batch", "8"]
+    code, out, _ = run_cli([*bisect, "--min-cosine", "0.99"], capsys)
+    assert code == 0 and "all 2 pass(es) keep the outputs within cosine >= 0.99" in out
+    code, out, err = run_cli([*bisect, "--min-snr", "90"], capsys)
+    assert code == 1 and "first failing pass: quantize-static" in out
+    assert re.search(r"output 'y': SNR [\d.]+ dB < 90 dB", out)
+    assert err.splitlines()[-1].startswith("error: verification failed (2 failure(s)); first: pass quantize-static")
+
+
+def test_bisect_of_a_quantizing_recipe_without_calibration_exits_2(int8_models, tmp_path, capsys):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(QUANTIZE_RECIPE)
+    code, _, err = run_cli(["verify", int8_models["ref"], "--bisect", recipe], capsys)
+    assert code == 2 and "calibration" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--min-cosine", "1.5", "min_cosine (--min-cosine) must be in [-1, 1], got 1.5"),
+        ("--min-topk-agreement", "2", "min_topk_agreement (--min-topk-agreement) must be in [0, 1], got 2.0"),
+        ("--min-snr", "nan", "min_snr_db (--min-snr) must be a number, got nan"),
+        ("--top-k", "0", "top_k (--top-k) must be a whole number of at least 1, got 0"),
+    ],
+)
+def test_gates_out_of_range_exit_2_with_one_line(verify_models, capsys, option, value, message):
+    code, _, err = run_cli(["verify", verify_models["ref"], verify_models["copy"], option, value], capsys)
+    assert (code, err) == (2, f"error: {message}\n")
+
+
+def test_calibration_without_bisect_exits_2(int8_models, capsys):
+    code, _, err = run_cli(["verify", int8_models["ref"], int8_models["int8"], "--calibration", int8_models["calibration"]], capsys)
+    assert (code, err) == (2, "error: --calibration feeds the passes of --bisect RECIPE; use --inputs for the data to compare on\n")

@@ -20,6 +20,7 @@ from onnxcompress import bench, checks, fidelity, io, runtime, stats
 from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass
+from onnxcompress.provenance import Provenance
 from onnxcompress.report import Report, StepRecord
 
 StepCallback = Callable[[str, str], None]
@@ -135,8 +136,9 @@ class Pipeline:
         are handed to each pass for its run only; a pass that needs calibration data and gets none is
         refused before anything runs.
         """
+        provenance = Provenance.collect(model, self.passes, threads=self.measurement.threads)
         steps = list(self.steps(model, calibration=calibration))
-        return PipelineResult(steps[-1][1], Report([record for record, _ in steps]))
+        return PipelineResult(steps[-1][1], Report([record for record, _ in steps], provenance))
 
     def steps(self, model: ir.Model, *, calibration: object | None = None) -> Iterator[tuple[StepRecord, ir.Model]]:
         """The step loop every command shares (``run``, ``compare``, ``verify --bisect``): the input's record,
@@ -167,6 +169,7 @@ class Pipeline:
             previous = snapshot if self.reject_slower else None
             record, outputs = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, judge, previous)
             record.notes, record.details = list(outcome.notes), {**outcome.details, **record.details}
+            record.exact = pass_.exact
             self._check_exactness(pass_, judge.compare(before, outputs))
             reason = self._rollback_reason(record, baseline)
             if reason:

@@ -8,6 +8,7 @@ The pipeline and ``compare`` fill them, ``report`` writes them (JSON, Markdown, 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
     from onnxcompress.bench import Latency
     from onnxcompress.fidelity import Fidelity
+    from onnxcompress.provenance import Provenance
 
 
 @dataclasses.dataclass
@@ -35,6 +37,7 @@ class StepRecord:
     accuracy: float | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    exact: bool | None = None  # the pass's kind (exact or lossy); None for the input
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the design's field names."""
@@ -42,6 +45,7 @@ class StepRecord:
             "pass": self.pass_name,
             "options": self.options,
             "status": self.status,
+            "exact": self.exact,
             "size_bytes": self.size_bytes,
             "params": self.params,
             "nodes": self.nodes,
@@ -58,13 +62,20 @@ class StepRecord:
 
 @dataclasses.dataclass
 class RunRecord:
-    """All the steps of one run, the input model first."""
+    """All the steps of one run, the input model first, and what produced them (None when not recorded)."""
 
     steps: list[StepRecord]
+    provenance: Provenance | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The input file's name, or "model" when the provenance does not say."""
+        path = self.provenance.input_path if self.provenance else None
+        return PurePath(path).name if path else "model"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"steps": [s.to_dict() for s in self.steps]}
+        """JSON-ready dict, provenance first."""
+        return {"provenance": self.provenance.to_dict() if self.provenance else None, "steps": [s.to_dict() for s in self.steps]}
 
 
 @dataclasses.dataclass

@@ -1,8 +1,13 @@
-"""A pipeline run's record written out: strict JSON, Markdown, a plain table, and a folder with both and the chart."""
+"""A pipeline run's record written out: strict JSON, Markdown, a plain table, and a folder with both and the chart.
+
+Both files open with the run's provenance (``onnxcompress.provenance``). Without matplotlib the folder has no
+chart, and report.md and the ``onnxcompress.report`` logger say so in one line with how to get it.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -17,6 +22,8 @@ from onnxcompress.records import RunRecord, StepRecord
 
 __all__ = ["Report", "StepRecord", "check_report_folder", "report_paths"]
 
+LOGGER = logging.getLogger(__name__)
+
 
 class Report(RunRecord):
     """A run's record (``RunRecord``) with the ways it is written: JSON, Markdown, a plain table, a folder."""
@@ -30,11 +37,17 @@ class Report(RunRecord):
         return io.write_bytes(path, self.to_json().encode(), inputs=inputs)
 
     def write(self, folder: str | os.PathLike, *, plot: bool = True, inputs: Iterable[ir.Model] = ()) -> list[Path]:
-        """Write report.json, report.md and (with ``plot``) report.png into ``folder``; return the paths."""
-        json_path, markdown_path, *png = report_paths(folder, plot=plot)
+        """Write report.json, report.md and (with ``plot``, when matplotlib is installed) report.png into
+        ``folder``; return the paths. A chart asked for and not drawn is said in report.md and logged."""
+        draw = plot and plot_module.available()
+        json_path, markdown_path, *png = report_paths(folder, plot=draw)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        written = [self.write_json(json_path, inputs=inputs), io.write_bytes(markdown_path, self.to_markdown().encode(), inputs=inputs)]
-        if plot:
+        chart = f"![size, latency and fidelity per step]({png[0].name})" if draw else f"> {plot_module.MISSING}" if plot else None
+        if plot and not draw:
+            LOGGER.warning(plot_module.MISSING)
+        markdown_text = self.to_markdown(chart=chart).encode()
+        written = [self.write_json(json_path, inputs=inputs), io.write_bytes(markdown_path, markdown_text, inputs=inputs)]
+        if draw:
             written.append(plot_module.plot_report(self, png[0], inputs=inputs))
         return written
 
@@ -53,10 +66,16 @@ class Report(RunRecord):
         lines += ["  ".join(r[h].ljust(widths[h]) for h in headers) for r in rows]
         return "\n".join(lines)
 
-    def to_markdown(self) -> str:
-        """A Markdown table plus each step's notes."""
+    def to_markdown(self, *, chart: str | None = None) -> str:
+        """The provenance header, a Markdown table and each step's notes; ``chart``, a Markdown line under the
+        header (the chart's image, or why there is none)."""
         rows = self.rows()
-        lines = markdown.records_table(rows)
+        lines = [f"# onnxcompress report: {self.model_name}", ""]
+        if self.provenance:
+            lines += [f"- {line}" for line in self.provenance.header()] + [""]
+        if chart:
+            lines += [chart, ""]
+        lines += markdown.records_table(rows)
         for index, step in enumerate(self.steps):
             if step.notes or step.options:
                 options = ", ".join(f"{k}={v}" for k, v in step.options.items())

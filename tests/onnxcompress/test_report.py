@@ -1,10 +1,15 @@
-"""The report: JSON schema of every step, strict JSON for inf/NaN, Markdown table and notes."""
+"""The report: provenance first, JSON schema of every step, strict JSON for inf/NaN, Markdown header, table and
+notes, and a line instead of the chart without matplotlib."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 
 import pytest
+
+from onnxcompress import io, plot
 
 from onnxcompress.bench import Latency
 from onnxcompress.fidelity import Fidelity, OutputFidelity
@@ -16,6 +21,7 @@ FIELD_TYPES = {
     "pass": str,
     "options": dict,
     "status": str,
+    "exact": (bool, type(None)),
     "size_bytes": int,
     "params": int,
     "nodes": int,
@@ -55,6 +61,7 @@ def test_json_has_every_field_with_its_type_for_every_step(mlp_model, tmp_path):
         assert step["op_histogram"] == {"MatMul": 2, "Add": 1, "Relu": 1}
     assert steps[2]["options"] == {"factor": 0.5} and steps[1]["notes"] == ["nothing to do"]
     assert steps[1]["latency_ms"]["threads"] == 1
+    assert [s["exact"] for s in steps] == [None, True, False]
 
 
 def test_json_is_strict_when_values_are_not_finite():
@@ -90,3 +97,40 @@ def test_write_puts_json_markdown_and_png_in_a_new_folder(tmp_path):
     assert [p.name for p in written] == ["report.json", "report.md", "report.png"]
     assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report.write(tmp_path / "c", plot=False)[-1].name == "report.md"
+
+
+def test_json_opens_with_the_provenance(mlp_path, tmp_path):
+    report = Pipeline([parse_pass("test-noop")], measurement=Measurement(benchmark=False, threads=1)).run(io.load(mlp_path)).report
+    report.write_json(tmp_path / "report.json")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert list(data) == ["provenance", "steps"]
+    assert data["provenance"]["input_sha256"] == hashlib.sha256(mlp_path.read_bytes()).hexdigest()
+    assert data["provenance"]["command"] is None and data["provenance"]["recipe"] == ["test-noop"]
+
+
+def test_markdown_opens_with_the_model_name_and_provenance_header(mlp_path):
+    report = Pipeline([parse_pass("test-noop")], measurement=Measurement(benchmark=False, threads=1)).run(io.load(mlp_path)).report
+    report.provenance.command = "onnxcompress run mlp.onnx -o o.onnx -p test-noop"
+    lines = report.to_markdown().splitlines()
+    assert lines[0] == f"# onnxcompress report: {mlp_path.name}"
+    assert lines[2] == "- command: onnxcompress run mlp.onnx -o o.onnx -p test-noop"
+    assert lines[3] == f"- input: {mlp_path.resolve()} (sha256 {hashlib.sha256(mlp_path.read_bytes()).hexdigest()})"
+    assert any(line.startswith(f"- onnxcompress {report.provenance.versions['onnxcompress']}, onnxruntime ") for line in lines)
+
+
+def test_without_matplotlib_the_folder_says_the_chart_was_not_drawn(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(plot, "available", lambda: False)
+    report = Report([_step("input", "input", latency=_latency(1.0))])
+    with caplog.at_level(logging.WARNING, logger="onnxcompress.report"):
+        written = report.write(tmp_path / "rep")
+    assert [p.name for p in written] == ["report.json", "report.md"]
+    assert f"> {plot.MISSING}" in (tmp_path / "rep" / "report.md").read_text().splitlines()
+    assert [r.getMessage() for r in caplog.records] == [plot.MISSING]
+    assert "pip install 'onnxcompress[plot]'" in plot.MISSING
+
+
+def test_markdown_shows_the_chart_it_was_written_with(tmp_path):
+    Report([_step("input", "input", latency=_latency(1.0))]).write(tmp_path)
+    assert "![size, latency and fidelity per step](report.png)" in (tmp_path / "report.md").read_text()
+    Report([_step("input", "input")]).write(tmp_path / "no-chart", plot=False)
+    assert "report.png" not in (tmp_path / "no-chart" / "report.md").read_text()

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from onnxcompress.cli.app import app, batch_option, console, status, threads_option
+from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.run import open_calibration
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 @app.command("compare")
 def compare(
+    ctx: typer.Context,
     model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
     recipes: list[str] = typer.Option([], "-r", "--recipe", help="'PASS[:k=v];PASS...' or a .toml recipe; repeat."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
@@ -34,6 +36,7 @@ def compare(
     from onnxcompress import compare as compare_lib
     from onnxcompress import io, plot, runtime
     from onnxcompress.pipeline import Measurement
+    from onnxcompress.provenance import Provenance
 
     source = io.load(model)
     for out in (plot_out, json_out):
@@ -47,14 +50,17 @@ def compare(
         feeds=io.load_arrays(inputs, source) if inputs else None,
     )
     reader = open_calibration(calibration, source) if calibration else None
+    provenance = Provenance.collect(source, recipes, threads=threads, command=command_line(ctx))
     with status(f"running {len(recipes)} recipe(s)"):
         outcomes = compare_lib.compare_recipes(source, recipes, measurement=measurement, calibration=reader)
     print_outcomes(outcomes)
     if plot_out:
-        plot.plot_tradeoff(outcomes, plot_out, inputs=[source])
+        title = f"{model.name}: {len(recipes)} recipe(s) beside the input"
+        plot.plot_tradeoff(outcomes, plot_out, title=title, provenance=provenance, inputs=[source])
         console.print(f"wrote {plot_out}")
     if json_out:
-        io.write_bytes(json_out, json.dumps([o.to_dict() for o in outcomes], indent=2).encode(), inputs=[source])
+        document = {"provenance": provenance.to_dict(), "outcomes": [o.to_dict() for o in outcomes]}
+        io.write_bytes(json_out, json.dumps(document, indent=2).encode(), inputs=[source])
 
 
 def print_outcomes(outcomes: list[compare_lib.Outcome]) -> None:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from onnxcompress.cli.app import app, batch_option, console, err_console, threads_option
+from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
 from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import UsageError
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 @app.command("run")
 def run_pipeline(
+    ctx: typer.Context,
     model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the result."),
     pass_specs: list[str] = typer.Option([], "-p", "--pass", help="PASS[:k=v,...]; repeat, in order."),
@@ -67,6 +69,7 @@ def run_pipeline(
     )
     pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
     result = pipeline.run(source, calibration=reader)
+    result.report.provenance.command = command_line(ctx)
     result.report.steps[0].details["input_shapes"] = used
     io.save(result.model, output, inputs=[source])
     if report_dir:
@@ -113,10 +116,8 @@ def open_calibration(path: Path, model):
 
 def write_report(report: Report, folder: Path, inputs: list[ir.Model]) -> None:
     """Write report.json, report.md and, when matplotlib is installed, report.png into ``folder`` (never over ``inputs``' files)."""
-    from onnxcompress import plot
-
     try:
-        report.write(folder, plot=plot.available(), inputs=inputs)
+        report.write(folder, inputs=inputs)
     except OSError as exc:
         raise UsageError(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
 

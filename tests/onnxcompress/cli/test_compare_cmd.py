@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from onnxcompress.cli import main
@@ -11,8 +12,13 @@ def test_compare_writes_json_and_plot(mlp_path, tmp_path, capsys):
     js, png = tmp_path / "c.json", tmp_path / "c.png"
     args = ["compare", str(mlp_path), "-r", "test-noop", "-r", "test-scale:factor=-1;test-noop", "--rounds", "1", "--threads", "1"]
     assert main([*args, "--json", str(js), "--plot", str(png)]) == 0
-    records = json.loads(js.read_text())
+    document = json.loads(js.read_text())
+    records = document["outcomes"]
     assert [r["name"] for r in records] == ["input", "test-noop", "test-scale:factor=-1;test-noop"]
+    recipes = "-r test-noop -r 'test-scale:factor=-1;test-noop'"
+    assert document["provenance"]["command"] == f"onnxcompress compare {mlp_path} {recipes} --plot {png} --json {js} --threads 1 --rounds 1"
+    assert document["provenance"]["recipe"] == ["test-noop", "test-scale:factor=-1;test-noop"]
+    assert document["provenance"]["input_sha256"] == hashlib.sha256(mlp_path.read_bytes()).hexdigest()
     assert records[2]["quality"] < records[0]["quality"] and any(r["pareto"] for r in records[:2])
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "Pareto" in capsys.readouterr().out
@@ -33,6 +39,6 @@ def test_json_holds_every_recipe_even_with_a_deep_model(mlp_path, tmp_path):
     recipes = ["test-noop", "test-slowdown:depth=600", "test-scale:factor=0.5;test-noop"]
     args = ["compare", str(mlp_path), *[a for r in recipes for a in ("-r", r)], "--rounds", "1", "--threads", "1", "--json", str(js)]
     assert main(args) == 0
-    records = json.loads(js.read_text())
+    records = json.loads(js.read_text())["outcomes"]
     assert [r["name"] for r in records] == ["input", *recipes]
     assert all(set(r) == {"name", "size_bytes", "latency_ms", "quality", "speedup", "pareto"} for r in records)

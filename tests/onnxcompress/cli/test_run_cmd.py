@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,6 +23,10 @@ def test_run_writes_model_and_full_report(mlp_path, tmp_path, capsys):
     steps = json.loads((report / "report.json").read_text())["steps"]
     assert [s["pass"] for s in steps] == ["input", "test-noop", "test-scale"]
     assert steps[2]["latency_ms"]["median_ms"] > 0
+    provenance = json.loads((report / "report.json").read_text())["provenance"]
+    assert provenance["command"] == f"onnxcompress run {mlp_path} -o {out} -p test-noop -p test-scale:factor=0.5 --report {report} --threads 1"
+    assert provenance["input_sha256"] == hashlib.sha256(mlp_path.read_bytes()).hexdigest()
+    assert (report / "report.md").read_text().splitlines()[2] == f"- command: {provenance['command']}"
     feeds = runtime.synthetic_inputs(io.load(mlp_path))
     np.testing.assert_allclose(runtime.run(io.load(out), feeds)["y"], runtime.run(io.load(mlp_path), feeds)["y"] * 0.25, rtol=1e-4, atol=1e-5)
     assert "wrote" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from onnxcompress import progress
 from onnxcompress.models.seeding import seeded
 
 TRAIN_THREADS = 2
@@ -63,8 +64,10 @@ def fit(
     history, best = History(), (float("inf"), None)
     with _threads(threads), seeded(seed):
         order = torch.Generator().manual_seed(seed)
+        eta = progress.Eta(epochs)
         for epoch in range(epochs):
             history.train_loss.append(_train_epoch(module, x, y, loss_fn, optimizer, batch_size, order))
+            progress.log(f"training: epoch {epoch + 1}/{epochs}, loss {history.train_loss[-1]:.4f} (ETA {eta.remaining(epoch + 1)})")
             if validation is None:
                 continue
             val_loss, val_acc = evaluate(module, *validation, loss_fn=loss_fn)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import bench, checks, fidelity, io, runtime, stats
+from onnxcompress import bench, checks, fidelity, io, progress, runtime, stats
 from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass
@@ -96,9 +96,11 @@ class PipelineResult:
 
 @dataclasses.dataclass
 class Measurement:
-    """What the pipeline measures between steps and how."""
+    """What the pipeline measures and how: latency of the input and the final model side by side once, at the
+    end (``benchmark``), or of every step beside the input (``each_step``, slower; ``reject_slower`` implies it)."""
 
     benchmark: bool = True
+    each_step: bool = False
     threads: int = runtime.DEFAULT_THREADS
     batch: int = 1
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
@@ -156,8 +158,9 @@ class Pipeline:
         self.on_step("measure", "input")
         baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected, judge)
         yield baseline, model
-        before = expected
-        for pass_ in self.passes:
+        before, last = expected, baseline
+        for number, pass_ in enumerate(self.passes, 1):
+            progress.log(f"step {number}/{len(self.passes)}: {pass_.name}")
             self.on_step("run", pass_.name)
             snapshot = io.clone(model)
             start = time.perf_counter()
@@ -177,8 +180,10 @@ class Pipeline:
                 record.status = "rolled back"
                 record.notes.append(f"rolled back: {reason}")
             else:
-                before = outputs
+                before, last = outputs, record
             yield record, model
+        if m.benchmark and not self._times_each_step and self.passes:
+            self._time_input_and_final(baseline, last, reference, model, feeds)
 
     def _record(self, name, options, status, model, seconds, reference, feeds, expected, judge, previous=None) -> tuple[StepRecord, runtime.Feeds]:
         """The step's record (fidelity vs the input) and the model's outputs on ``feeds``."""
@@ -198,7 +203,7 @@ class Pipeline:
         )
         if m.labelled is not None:
             record.accuracy = m.labelled.accuracy(model, m.threads)
-        if m.benchmark:
+        if m.benchmark and self._times_each_step:
             compared = [reference] if status != "input" else []
             compared += [previous] if previous is not None else []
             latencies = self._latencies([*compared, model], feeds)
@@ -207,6 +212,16 @@ class Pipeline:
             if previous is not None:
                 record.details["step_speedup"] = latencies[-2].median_ms / latencies[-1].median_ms
         return record, got
+
+    @property
+    def _times_each_step(self) -> bool:
+        return self.measurement.each_step or self.reject_slower
+
+    def _time_input_and_final(self, baseline: StepRecord, final: StepRecord, reference: ir.Model, model: ir.Model, feeds) -> None:
+        """The input and the final model timed side by side once; the final step's record carries the speedup."""
+        progress.log("timing the input and the final model side by side")
+        baseline.latency, final.latency = self._latencies([reference, model], feeds)
+        baseline.speedup, final.speedup = 1.0, baseline.latency.median_ms / final.latency.median_ms
 
     def _latencies(self, models: list[ir.Model], feeds) -> list[bench.Latency]:
         """Latency of each model, measured side by side in one run."""

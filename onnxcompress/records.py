@@ -8,6 +8,7 @@ The pipeline and ``compare`` fill them, ``report`` writes them (JSON, Markdown, 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
     from onnxcompress.bench import Latency
     from onnxcompress.fidelity import Fidelity
     from onnxcompress.provenance import Provenance
+
+
+NOISY_NOTE = ("latency is rough: every timing round saw other processes using the CPU, "
+              "so the speedups may be off by more than their spread (time again on a quiet machine)")
+
+
+def noisy(steps: Sequence[StepRecord]) -> bool:
+    """Whether any step's latency comes from noisy rounds only (``NOISY_NOTE`` then says so beside the figures)."""
+    return any(step.latency is not None and not step.latency.clean for step in steps)
 
 
 @dataclasses.dataclass

@@ -18,7 +18,7 @@ import onnx_ir as ir
 
 from onnxcompress import io, markdown
 from onnxcompress import plot as plot_module
-from onnxcompress.records import RunRecord, StepRecord
+from onnxcompress.records import NOISY_NOTE, RunRecord, StepRecord, noisy
 
 __all__ = ["Report", "StepRecord", "check_report_folder", "report_paths"]
 
@@ -76,6 +76,8 @@ class Report(RunRecord):
         if chart:
             lines += [chart, ""]
         lines += markdown.records_table(rows)
+        if noisy(self.steps):
+            lines += ["", f"**{NOISY_NOTE}**"]
         for index, step in enumerate(self.steps):
             if step.notes or step.options:
                 options = ", ".join(f"{k}={v}" for k, v in step.options.items())

@@ -164,8 +164,8 @@ class CompressionPass(ir.passes.InPlacePass):
 
     @classmethod
     def summary(cls) -> str:
-        """First line of the class docstring."""
-        return (inspect.getdoc(cls) or "").splitlines()[0]
+        """First line of the class docstring, as plain text (reST's double backquotes dropped)."""
+        return (inspect.getdoc(cls) or "").splitlines()[0].replace("``", "")
 
     @classmethod
     def option_parameters(cls) -> dict[str, inspect.Parameter]:

@@ -13,6 +13,13 @@ LIGHT_MODELS_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "l
 
 
 @pytest.fixture(autouse=True)
+def no_progress_lines(monkeypatch):
+    """Progress lines off in the CLI (as ``ONNXCOMPRESS_LOG=warning`` does for a script), so a test reads the
+    results and errors alone; tests of the progress lines turn them back on."""
+    monkeypatch.setenv("ONNXCOMPRESS_LOG", "warning")
+
+
+@pytest.fixture(autouse=True)
 def no_bug_reported(request, monkeypatch):
     """Fail a test in which ``onnxcompress.cli.main`` took its defect path (exit 70), unless the test
     is marked ``internal_error`` (and then it must have taken it)."""

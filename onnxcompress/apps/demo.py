@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from onnxcompress import io, markdown, plot
+from onnxcompress import io, markdown, plot, progress
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.apps import stage_table
 from onnxcompress.distill.engine import distill
@@ -76,24 +75,24 @@ class DemoResult:
         return [f"{'met' if ok else 'MISSED'}: {name}" for name, ok in self.targets.items()]
 
 
-def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str], None] = lambda message: None) -> DemoResult:
+def run_demo(out: Path, settings: DemoSettings | None = None) -> DemoResult:
     """Run the whole demo into folder ``out`` (created) and return its measurements."""
     s = settings or DemoSettings()
     out.mkdir(parents=True, exist_ok=True)
     split = digits.load_split(size=32, seed=s.seed)
-    teacher, student, label_only = _train_models(split, s, log)
+    teacher, student, label_only = _train_models(split, s)
     sample = (torch.from_numpy(split.x_test[:1]),)
     paths = {name: export(m, out / f"{name}.onnx", sample, input_names=[INPUT], output_names=[OUTPUT]) for name, m in
              [("teacher", teacher), ("student", student), ("student_labels_only", label_only)]}
     test = LabelledData({INPUT: split.x_test}, split.y_test)
-    log("running the pass chain on the student")
+    progress.log("running the pass chain on the student")
     chain = [parse_pass(spec) for spec in s.chain]
-    measurement = Measurement(benchmark=s.benchmark_steps, threads=s.threads, feeds={INPUT: split.x_test[:1]}, labelled=test, rounds=s.rounds)
+    measurement = Measurement(benchmark=s.benchmark_steps, each_step=s.benchmark_steps, threads=s.threads, feeds={INPUT: split.x_test[:1]}, labelled=test, rounds=s.rounds)
     pipeline = Pipeline(chain, measurement=measurement, max_drop=s.max_drop)
     compressed = pipeline.run(io.load(paths["student"]), calibration=ArrayReader({INPUT: split.x_train}))
     io.save(compressed.model, out / "final.onnx")
     io.save_arrays(out / "test.npz", {"x": split.x_test, "y": split.y_test})
-    log("measuring every stage side by side")
+    progress.log("measuring every stage side by side")
     named = [("teacher", io.load(paths["teacher"])), ("student (labels only)", io.load(paths["student_labels_only"])),
              ("student (distilled)", io.load(paths["student"])), ("final (after passes)", compressed.model)]
     table = stage_table.measure_stages([stage_table.Stage(*n) for n in named], test, threads=s.threads, rounds=s.rounds)
@@ -102,17 +101,17 @@ def run_demo(out: Path, settings: DemoSettings | None = None, log: Callable[[str
     return result
 
 
-def _train_models(split: digits.DigitsSplit, s: DemoSettings, log: Callable[[str], None]):
+def _train_models(split: digits.DigitsSplit, s: DemoSettings):
     """The trained teacher, the distilled student and the same student trained on labels alone."""
     train, val = _carve_validation(split.x_train[: s.train_samples], split.y_train[: s.train_samples], s.seed)
     supervised = {"epochs": s.student_epochs, "lr": s.lr, "batch_size": s.batch_size, "seed": s.seed, "patience": s.patience}
-    log("training the teacher")
+    progress.log("training the teacher")
     teacher = vision.digits_resnet(num_classes=10, width=s.teacher_width, seed=s.seed)
     training.fit(teacher, *train, **{**supervised, "epochs": s.teacher_epochs}, x_val=val[0], y_val=val[1])
-    log("distilling the student")
+    progress.log("distilling the student")
     student = vision.digits_student(num_classes=10, width=s.student_width, seed=s.seed)
     distill(teacher, student, train, val=val, temperature=s.temperature, alpha=s.alpha, **supervised)
-    log("training the same student on labels alone")
+    progress.log("training the same student on labels alone")
     label_only = vision.digits_student(num_classes=10, width=s.student_width, seed=s.seed)
     training.fit(label_only, *train, **supervised, x_val=val[0], y_val=val[1])
     return teacher, student, label_only

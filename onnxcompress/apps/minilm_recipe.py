@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from onnxcompress import bench, io, markdown, runtime
+from onnxcompress import bench, io, markdown, progress, runtime
 from onnxcompress.apps.embedding_fidelity import EmbeddingFidelity, compare_embeddings
 from onnxcompress.distill.engine import distill
 from onnxcompress.distill.export import export
@@ -93,7 +92,7 @@ def check_model_dir(folder: Path) -> Path:
     return folder
 
 
-def run_recipe(out: Path, settings: RecipeSettings | None = None, log: Callable[[str], None] = lambda message: None) -> RecipeResult:
+def run_recipe(out: Path, settings: RecipeSettings | None = None) -> RecipeResult:
     """Distil, export, compress and measure into folder ``out``; returns the measurements."""
     s = settings or RecipeSettings()
     check_model_dir(minilm.model_path())
@@ -103,20 +102,20 @@ def run_recipe(out: Path, settings: RecipeSettings | None = None, log: Callable[
     teacher = minilm.load_encoder()
     untrained = drop_layers(teacher, s.student_layers)
     student = EmbeddingHead(drop_layers(teacher, s.student_layers))
-    log(f"distilling a {s.student_layers}-layer student on {len(train)} sentences")
+    progress.log(f"distilling a {s.student_layers}-layer student on {len(train)} sentences")
     distill(EmbeddingHead(teacher), student, (minilm.tokenize(train, max_length=s.max_length), None),
             kind="cosine", epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, seed=s.seed)
     paths = {"teacher": out / "teacher.onnx", "student (layers dropped, not distilled)": out / "student_undistilled.onnx",
              "student (distilled)": out / "student.onnx"}
     for path, module in zip(paths.values(), [teacher, untrained, student.encoder]):
         _export_encoder(module, path)
-    log("running the pass chain on the student")
+    progress.log("running the pass chain on the student")
     chain = [parse_pass(spec) for spec in s.chain]
     bench_feeds = minilm.tokenize(test[:1], pad_to=BENCH_SEQUENCE)
     measurement = Measurement(threads=s.threads, feeds=bench_feeds, rounds=s.rounds)
     compressed = Pipeline(chain, measurement=measurement).run(io.load(paths["student (distilled)"]))
     paths["final (after passes)"] = io.save(compressed.model, out / "final.onnx")
-    log("measuring fidelity and latency against the teacher")
+    progress.log("measuring fidelity and latency against the teacher")
     result = _measure(paths, minilm.tokenize(test, max_length=BENCH_SEQUENCE), bench_feeds, s, compressed.report)
     io.write_bytes(out / "report.json", json.dumps(result.to_dict(), indent=2, default=str).encode())
     io.write_bytes(out / "report.md", recipe_markdown(result, s).encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from onnxcompress.defaults import DEFAULT_THREADS
 
@@ -25,6 +27,7 @@ app = typer.Typer(
 )
 MAX_THREADS = min(256, 4 * (os.cpu_count() or 1))  # beyond a few threads per core ORT only thrashes
 MAX_BATCH = 1024  # synthetic inputs of an ImageNet-sized model stay under a gigabyte
+LOG_ENV = "ONNXCOMPRESS_LOG"  # default progress level: info, or warning to silence it
 PIPE_WIDTH = 200  # tables piped to a file or CI log are not squeezed into 80 columns
 console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
@@ -39,8 +42,39 @@ def _print_version(requested: bool) -> None:
 @app.callback()
 def _options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="More progress detail on stderr."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress lines on stderr, only results and errors."),
 ) -> None:
     """Options of the app itself (the help text is the app's)."""
+    show_progress(logging.DEBUG if verbose else logging.WARNING if quiet else _default_level())
+
+
+class ProgressHandler(logging.Handler):
+    """Progress records on stderr: dim on a terminal, plain lines with the elapsed time when piped (CI logs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if err_console.is_terminal:
+            err_console.print(f"[dim]{escape(message)}…[/dim]", highlight=False)
+        else:
+            err_console.print(f"[{time.perf_counter() - self.start:6.1f}s] {message}", markup=False, highlight=False)
+
+
+def show_progress(level: int) -> None:
+    """Route the ``onnxcompress`` logger's progress to stderr at ``level`` (one handler however often called)."""
+    logger = logging.getLogger("onnxcompress")
+    logger.handlers = [handler for handler in logger.handlers if not isinstance(handler, ProgressHandler)] + [ProgressHandler()]
+    logger.setLevel(level)
+
+
+def _default_level() -> int:
+    """INFO, or the level named by ``ONNXCOMPRESS_LOG`` (e.g. ``warning`` to silence progress in scripts)."""
+    name = os.environ.get(LOG_ENV, "info").upper()
+    return getattr(logging, name) if isinstance(getattr(logging, name, None), int) else logging.INFO
 
 
 def threads_option() -> Any:

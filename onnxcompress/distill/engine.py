@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import Progress
-
+from onnxcompress import progress
 from onnxcompress.distill import strategies
 from onnxcompress.errors import UsageError
 
@@ -78,19 +76,18 @@ def distill(
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochMetrics] = []
     best = (float("inf"), 0, copy.deepcopy(student.state_dict()))
-    with _progress_bar() as progress:
-        task = progress.add_task("distilling", total=epochs)
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            train_loss = _train_epoch(student, loss_of, (inputs, labels, teacher_out), batch_size, generator, optimizer, schedule)
-            val_loss, val_acc = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size) if val_tensors else (None, None)
-            history.append(EpochMetrics(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start))
-            progress.update(task, advance=1, description=f"distilling · loss {train_loss:.4f}")
-            score = val_loss if val_loss is not None else train_loss
-            if score < best[0]:
-                best = (score, epoch, copy.deepcopy(student.state_dict()))
-            elif patience is not None and epoch - best[1] >= patience:
-                break
+    eta = progress.Eta(epochs)
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        train_loss = _train_epoch(student, loss_of, (inputs, labels, teacher_out), batch_size, generator, optimizer, schedule)
+        val_loss, val_acc = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size) if val_tensors else (None, None)
+        history.append(EpochMetrics(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start))
+        progress.log(f"distilling: epoch {epoch}/{epochs}, loss {train_loss:.4f} (ETA {eta.remaining(epoch)})")
+        score = val_loss if val_loss is not None else train_loss
+        if score < best[0]:
+            best = (score, epoch, copy.deepcopy(student.state_dict()))
+        elif patience is not None and epoch - best[1] >= patience:
+            break
     student.load_state_dict(best[2])
     return DistillResult(student.eval(), history, best[1])
 
@@ -176,7 +173,3 @@ def _train_epoch(student, loss_of, data, batch_size, generator, optimizer, sched
 def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     return iter(torch.randperm(n, generator=generator).split(batch_size))
 
-
-def _progress_bar() -> Progress:
-    console = Console(stderr=True)
-    return Progress(console=console, disable=not console.is_terminal, transient=True)

@@ -194,3 +194,19 @@ def test_steps_yield_each_kept_model_as_it_is_checked(mlp_model):
     assert record.pass_name == "input"
     names = [record.pass_name for record, model in loop]
     assert names == ["test-noop", "test-scale"]
+
+
+def test_by_default_the_input_and_the_final_model_are_timed_once_side_by_side(mlp_model):
+    passes = [parse_pass("test-noop"), parse_pass("test-scale:factor=0.5"), parse_pass("test-noop")]
+    steps = Pipeline(passes, measurement=Measurement(rounds=2)).run(io.clone(mlp_model)).report.steps
+    assert [step.latency is not None for step in steps] == [True, False, False, True]
+    assert steps[0].speedup == 1.0 and steps[-1].speedup == steps[0].latency.median_ms / steps[-1].latency.median_ms
+    each = Pipeline(passes, measurement=Measurement(rounds=2, each_step=True)).run(io.clone(mlp_model)).report.steps
+    assert all(step.latency is not None and step.speedup > 0 for step in each)
+
+
+def test_each_step_is_logged_as_it_starts(mlp_model, caplog):
+    with caplog.at_level("INFO", logger="onnxcompress"):
+        Pipeline([parse_pass("test-noop"), parse_pass("test-scale:factor=0.5")], measurement=Measurement(rounds=1)).run(io.clone(mlp_model))
+    assert [r.getMessage() for r in caplog.records if r.name == "onnxcompress"] == [
+        "step 1/2: test-noop", "step 2/2: test-scale", "timing the input and the final model side by side"]

@@ -14,6 +14,7 @@ from onnxcompress import io, plot
 from onnxcompress.bench import Latency
 from onnxcompress.fidelity import Fidelity, OutputFidelity
 from onnxcompress.pipeline import Measurement, Pipeline
+from onnxcompress.records import NOISY_NOTE
 from onnxcompress.report import Report, StepRecord
 from onnxcompress.spec import parse_pass
 
@@ -46,7 +47,7 @@ def _step(name: str, status: str, **extra) -> StepRecord:
 
 
 def test_json_has_every_field_with_its_type_for_every_step(mlp_model, tmp_path):
-    pipeline = Pipeline([parse_pass("test-noop"), parse_pass("test-scale:factor=0.5")], measurement=Measurement(rounds=1, threads=1))
+    pipeline = Pipeline([parse_pass("test-noop"), parse_pass("test-scale:factor=0.5")], measurement=Measurement(rounds=1, threads=1, each_step=True))
     report = pipeline.run(mlp_model).report
     path = tmp_path / "report.json"
     report.write_json(path)
@@ -134,3 +135,13 @@ def test_markdown_shows_the_chart_it_was_written_with(tmp_path):
     assert "![size, latency and fidelity per step](report.png)" in (tmp_path / "report.md").read_text()
     Report([_step("input", "input")]).write(tmp_path / "no-chart", plot=False)
     assert "report.png" not in (tmp_path / "no-chart" / "report.md").read_text()
+
+
+def test_noisy_latency_is_flagged_beside_the_figures(mlp_model):
+    report = Pipeline([parse_pass("test-noop")], measurement=Measurement(rounds=1, threads=1)).run(mlp_model).report
+    for step in report.steps:
+        step.latency.rounds_kept = 0  # as when every round saw other processes on the CPU
+    assert f"**{NOISY_NOTE}**" in report.to_markdown()
+    for step in report.steps:
+        step.latency.rounds_kept = 1
+    assert NOISY_NOTE not in report.to_markdown()

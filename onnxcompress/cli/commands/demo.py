@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from onnxcompress.cli.app import app, console, err_console
+from onnxcompress.cli.app import app, console
 from onnxcompress.cli.commands.run import print_report
 from onnxcompress.errors import UsageError
 
@@ -24,7 +24,7 @@ def demo(
     if pass_specs:
         settings.chain = tuple(pass_specs)
     try:
-        result = demo_module.run_demo(out, settings, log=log_step)
+        result = demo_module.run_demo(out, settings)
     except OSError as exc:
         raise UsageError(f"cannot write the demo into {out}: {exc.strerror or exc}") from None
     print_report(result.pipeline)
@@ -47,9 +47,3 @@ def _stage_table(rows: list[dict[str, str]]) -> Table:
     for row in rows:
         table.add_row(*row.values())
     return table
-
-
-def log_step(message: str) -> None:
-    """A dim progress line on stderr, only on a terminal."""
-    if err_console.is_terminal:
-        err_console.print(f"[dim]{message}…[/dim]")

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from onnxcompress.cli.app import app, console
-from onnxcompress.cli.commands.demo import log_step
 from onnxcompress.cli.commands.run import print_report
 from onnxcompress.errors import UsageError
 
@@ -28,7 +27,7 @@ def distill_minilm(
     settings.student_layers = layers
     settings.epochs = epochs or settings.epochs
     try:
-        result = recipe.run_recipe(out, settings, log=log_step)
+        result = recipe.run_recipe(out, settings)
     except OSError as exc:
         raise UsageError(f"cannot write into {out}: {exc.strerror or exc}") from None
     print_report(result.pipeline)

@@ -1,4 +1,4 @@
-"""``onnxcompress passes [NAME]``: the registered passes one line each, or one pass option by option."""
+"""``onnxcompress passes [NAME]``: the registered passes as a table that wraps to the terminal, or one pass option by option."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ from onnxcompress.cli.app import app, console
 def list_passes(
     name: str | None = typer.Argument(None, help="A pass to describe option by option (e.g. quantize-static)."),
 ) -> None:
-    """List the registered passes and their options, one line each; with NAME, each option's type, default, allowed values and help."""
+    """List the registered passes with what they do and their options; with NAME, each option's type, default, allowed values and help."""
     from onnxcompress.passes import REGISTRY
     from onnxcompress.passes.base import type_text
     from onnxcompress.spec import pass_class, spell
 
     if name is None:
+        table = Table("pass", "kind", "what it does", "options", caption="onnxcompress passes NAME: each option's type, default, allowed values and help")
         for registered, cls in sorted(REGISTRY.items()):
-            options = ", ".join(option.describe() for option in cls.option_specs().values())
-            _say(f"{_heading(registered, cls)} options: {options or '-'}")
+            table.add_row(*map(Text, (registered, _kind(cls), cls.summary(), ", ".join(cls.option_specs()) or "-")))
+        console.print(table)
         return
     cls = pass_class(name)
     _say(_heading(name, cls))
@@ -42,7 +43,11 @@ def list_passes(
 
 def _heading(name: str, cls: type) -> str:
     """``name [exact|lossy] summary``."""
-    return f"{name} [{'exact' if cls.exact else 'lossy'}] {cls.summary()}"
+    return f"{name} [{_kind(cls)}] {cls.summary()}"
+
+
+def _kind(cls: type) -> str:
+    return "exact" if cls.exact else "lossy"
 
 
 def _say(line: str) -> None:

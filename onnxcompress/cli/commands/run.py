@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from onnxcompress import records
 from onnxcompress.cli.app import app, batch_option, console, err_console, threads_option
 from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
@@ -28,10 +29,12 @@ def run_pipeline(
     model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the result."),
     pass_specs: list[str] = typer.Option([], "-p", "--pass", help="PASS[:k=v,...]; repeat, in order."),
-    recipe: Path | None = typer.Option(None, "--recipe", help="TOML recipe of [[pass]] tables (run before -p)."),
+    recipe: Path | None = typer.Option(None, "--recipe", help="TOML recipe: one [\\[pass]] table per pass, with its name and options (run before -p)."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
     report_dir: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and report.png here."),
     no_bench: bool = typer.Option(False, "--no-bench", help="Skip the latency measurement."),
+    bench_each: bool = typer.Option(
+        False, "--bench-each", help="Time every step beside the input (slower); by default the input and the final model are timed once, at the end."),
     reject_slower: bool = typer.Option(False, "--reject-slower", help="Roll back a step that makes latency worse."),
     max_drop: float | None = typer.Option(
         None, "--max-drop", min=0.0, max=1.0, help="Roll back a lossy step losing more accuracy than this (needs --labels)."),
@@ -61,13 +64,14 @@ def run_pipeline(
     used = input_shapes(feeds) if feeds is not None else synthetic_shapes(source, batch, pins)
     measurement = Measurement(
         benchmark=not no_bench,
+        each_step=bench_each,
         threads=threads,
         batch=batch,
         input_shapes=pins,
         feeds=feeds,
         labelled=load_labelled(labels, source, metric) if labels else None,
     )
-    pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop, on_step=_progress())
+    pipeline = Pipeline(passes, measurement=measurement, reject_slower=reject_slower, max_drop=max_drop)
     result = pipeline.run(source, calibration=reader)
     result.report.provenance.command = command_line(ctx)
     result.report.steps[0].details["input_shapes"] = used
@@ -123,20 +127,15 @@ def write_report(report: Report, folder: Path, inputs: list[ir.Model]) -> None:
 
 
 def print_report(report: Report) -> None:
-    """The per-step table on the console."""
+    """The per-step table on the console, with a warning when its latency figures are noisy."""
     rows = report.rows()
     table = Table(*rows[0].keys())
     for row in rows:
         table.add_row(*row.values())
     console.print(table)
+    if records.noisy(report.steps):
+        console.print(f"[yellow]{records.NOISY_NOTE}[/yellow]", highlight=False)
     for step in report.steps:
         for note in step.notes:
             console.print(f"[dim]{step.pass_name}: {note}[/dim]", highlight=False)
 
-
-def _progress():
-    def on_step(event: str, name: str) -> None:
-        if err_console.is_terminal:
-            err_console.print(f"[dim]{event} {name}…[/dim]")
-
-    return on_step

@@ -9,22 +9,25 @@ from onnxcompress.cli.app import console
 from onnxcompress.passes import REGISTRY
 
 
-def test_lists_every_registered_pass(capsys):
+def test_lists_every_registered_pass_with_its_kind_and_options(capsys):
     assert main(["passes"]) == 0
-    out = capsys.readouterr().out
-    for name in REGISTRY:
-        assert name in out
-    line = next(line for line in out.splitlines() if "test-scale" in line)
-    assert "lossy" in line and "factor=0.5 (float)" in line
-
-
-def test_choices_are_shown_and_run_data_is_not_an_option(capsys):
-    assert main(["passes"]) == 0
-    lines = {line.split(" ", 1)[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert "importance='magnitude' (magnitude|activation|mean_abs|apoz|taylor)" in lines["prune-channels"]
-    assert "activation_scales='dynamic' (dynamic|calibrated)" in lines["quantize-dynamic"]
+    rows = {cells[0]: cells for cells in _table_rows(capsys.readouterr().out)}
+    assert set(REGISTRY) <= set(rows)
+    assert rows["test-scale"][1] == "lossy" and rows["test-scale"][3] == "factor"
+    assert rows["cleanup"][1:4:2] == ["exact", "-"]
     for name in ("smooth", "scale-tokens", "split-outliers", "quantize-static", "quantize-dynamic", "prune-channels"):
-        assert "calibration=" not in lines[name] and "labelled=" not in lines[name]
+        assert "calibration" not in rows[name][3] and "labelled" not in rows[name][3]
+
+
+def test_the_listing_fits_an_80_column_terminal(capsys, monkeypatch):
+    monkeypatch.setattr(console, "width", 80)
+    assert main(["passes"]) == 0
+    assert max(map(len, capsys.readouterr().out.splitlines())) <= 80
+
+
+def _table_rows(out: str) -> list[list[str]]:
+    """The cells of a rich table's one-line rows (a wide console: no cell wraps)."""
+    return [[cell.strip() for cell in line.strip("│┃").split("│")] for line in out.splitlines() if line.startswith("│")]
 
 
 @pytest.fixture

@@ -170,3 +170,20 @@ def test_without_inputs_the_checks_run_on_calibration_samples(tmp_path, capsys):
     assert "checks and timings on the first calibration sample" in capsys.readouterr().err
     steps = json.loads((report / "report.json").read_text())["steps"]
     assert steps[0]["details"]["input_shapes"] == {"x": [1, 8]}
+
+
+def test_piped_run_says_each_step_on_stderr_and_quiet_says_nothing(mlp_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ONNXCOMPRESS_LOG")
+    assert main(["run", str(mlp_path), "-o", str(tmp_path / "a.onnx"), "-p", "test-noop", "-p", "cleanup", "--no-bench"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [re.sub(r"^\[ *\d+\.\ds\] ", "", line) for line in lines] == ["step 1/2: test-noop", "step 2/2: cleanup"]
+    assert main(["-q", "run", str(mlp_path), "-o", str(tmp_path / "b.onnx"), "-p", "test-noop", "--no-bench"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_bench_each_times_every_step_and_the_default_only_the_ends(mlp_path, tmp_path):
+    for flag, timed in (([], [True, False, True]), (["--bench-each"], [True, True, True])):
+        report = tmp_path / f"report{len(flag)}"
+        assert main(["run", str(mlp_path), "-o", str(tmp_path / f"m{len(flag)}.onnx"), "-p", "test-noop", "-p", "cleanup", *flag, "--report", str(report)]) == 0
+        steps = json.loads((report / "report.json").read_text())["steps"]
+        assert [step["latency_ms"] is not None for step in steps] == timed

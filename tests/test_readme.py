@@ -3,6 +3,7 @@ the README's set-up commands: the test command exactly, the install's extras in 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -87,3 +88,17 @@ def test_the_pass_table_lists_every_registered_pass_with_its_kind():
     rows = dict(re.findall(r"^\| `([a-z0-9-]+)` \| (exact|lossy) \|", README.read_text(), re.M))
     shipped = {name: cls for name, cls in REGISTRY.items() if cls.__module__.startswith("onnxcompress.passes.")}  # not the tests' own
     assert rows == {name: "exact" if cls.exact else "lossy" for name, cls in shipped.items()}
+
+
+def test_the_own_model_path_runs_as_written(tmp_path):
+    """The README's "your own model" commands, run in order by bash in an empty folder, each exiting 0."""
+    import subprocess
+    import sys
+
+    block = re.search(r"## Your own model.*?```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    script = re.sub(r"\s+# [^\n]*", "", block)  # the comments telling a user what to put in
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "small.onnx").is_file() and (tmp_path / "report" / "report.json").is_file()
+    assert "verification passed" in done.stdout

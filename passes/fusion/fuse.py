@@ -5,9 +5,11 @@ pattern/check/rewrite idiom) runs only where the model's opset has its target op
 one of its trigger ops. We apply our chosen rules rather than onnxscript's default rule set, which
 spends most of its time on rules we do not need (``SlicesSplit`` took ~71 % of the time on a
 5k-node model); building a commuted rule set costs more than applying it to a small graph, so each
-family's set is built once per process. Ops no rule knows are left alone. ``opset`` converts an
-older export up first so the newer fused ops are available: on all-MiniLM-L6-v2 (opset 17),
-``fuse:opset=23`` fuses the six attention blocks and runs ~10 % faster than ``fuse`` at batch 8.
+family's set is built once per process. Ops no rule knows are left alone. A fused node keeps the
+name of the first node it replaced and records all their names (``passes/names.py``), so ``exclude``
+patterns written for the exported model still match. ``opset`` converts an older export up first so
+the newer fused ops are available: on all-MiniLM-L6-v2 (opset 17), ``fuse:opset=23`` fuses the six
+attention blocks and runs ~10 % faster than ``fuse`` at batch 8.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from onnxcompress import io
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.fusion import attention, bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
+from onnxcompress.passes.names import apply_keeping_names
 
 # attention after reshape-dims: it needs the head-split Reshapes' shapes as constants
 FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain, attention)
@@ -55,7 +58,7 @@ class Fuse(CompressionPass):
             common.ShapeInferencePass(strict_mode=False)(model)
         total = 0
         for family in families:
-            count = rule_set(family).apply_to_model(model)
+            count = apply_family(family, model)
             self.context.details[family.NAME] = count
             self.note(f"{family.NAME}: {count} fused")
             total += count
@@ -89,6 +92,11 @@ class Fuse(CompressionPass):
             else:
                 chosen.append(family)
         return chosen
+
+
+def apply_family(family: ModuleType, model: ir.Model) -> int:
+    """Apply one family's rules to ``model`` (in place), the replaced nodes' names kept (``names.py``); the number fused."""
+    return apply_keeping_names(rule_set(family), model)
 
 
 @functools.cache

@@ -15,7 +15,6 @@ Flatten into Gemm and attention heads.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Annotated, Literal
 
 import numpy as np
@@ -26,6 +25,7 @@ from onnxcompress.calibration.validation import model_batches
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
+from onnxcompress.passes.exclude import Candidate, node_candidates, noted, resolve
 from onnxcompress.passes.pruning import importance, recovery
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.flops import model_macs
@@ -68,7 +68,8 @@ class PruneChannels(CompressionPass):
                                           "mean |a|, 1 - share of zeros (apoz) or first-order Taylor; all but magnitude need calibration"] = "magnitude",
         round_to: Annotated[int, "each group keeps a multiple of this many units (rounded up; 8 or 16 suit fast kernels); 1: no rounding"] = 1,
         min_channels: Annotated[int, "fewest units any group keeps"] = 1,
-        exclude: Annotated[list[str] | None, "glob patterns (a|b) of node or initializer names whose channels are never removed"] = None,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of node or initializer names whose channels are never removed; "
+                                      "a pattern matching none is an error"] = None,
         heads: Annotated[bool, "allow removing whole attention heads"] = True,
         ffn: Annotated[bool, "allow removing neurons of linear layers (Gemm/MatMul outputs, e.g. a transformer's FFN)"] = True,
         layernorm: Annotated[bool, "allow removing channels a LayerNormalization normalises over (lossy: its statistics change)"] = False,
@@ -122,7 +123,7 @@ class PruneChannels(CompressionPass):
         ties = untie_weights(work)
         infer_shapes(work, example=self._example_shapes(work))
         graph = build_channel_graph(work, layernorm=self.layernorm)
-        _freeze_excluded(graph, work, self.exclude)
+        _freeze_excluded(self, graph, work)
         infos = group_infos(graph)
         units = [u for u in graph.units() if u.group in infos]
         frozen = self._frozen_reasons(graph, units, infos)
@@ -206,19 +207,17 @@ class PruneChannels(CompressionPass):
                 self.note(f"frozen {g['kind']} {g['group']}: {g['reason']}")
 
 
-def _freeze_excluded(graph: ChannelGraph, model: ir.Model, patterns: list[str]) -> None:
-    """Freeze every axis of nodes and initializers whose name matches one of ``patterns``."""
-    if not patterns:
+def _freeze_excluded(pass_: PruneChannels, graph: ChannelGraph, model: ir.Model) -> None:
+    """Freeze every axis of the nodes and initializers ``pass_.exclude`` names (``exclude.resolve``), noted in the run."""
+    if not pass_.exclude:
         return
-    values = [v for v in model.graph.initializers.values() if _matches(v.name, patterns)]
+    initializers = [Candidate(name, (name,), "initializer", True) for name in model.graph.initializers]
+    names = set(noted(pass_, resolve(pass_.name, pass_.exclude, [*node_candidates(model, lambda node: True), *initializers]), "name"))
+    values = [v for name, v in model.graph.initializers.items() if name in names]
     for node in model.graph:
-        if _matches(node.name, patterns):
+        if node.name in names:
             values += [v for v in (*node.inputs, *node.outputs) if v is not None]
     for value in values:
         for slot in graph.slots():
             if slot.value is value:
                 graph.freeze(slot, f"excluded by the user ({value.name!r})")
-
-
-def _matches(name: str | None, patterns: list[str]) -> bool:
-    return bool(name) and any(fnmatch.fnmatchcase(name, p) for p in patterns)

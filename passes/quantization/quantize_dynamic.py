@@ -15,7 +15,6 @@ from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
 from onnxcompress.passes.quantization.support import calibrated_scales, ort_bridge, rounding, row_quantizers
 from onnxcompress.passes.quantization.support.embedding import quantize_embeddings
 from onnxcompress.passes.quantization.support.gemm import split_gemms
-from onnxcompress.passes.quantization.support.selection import excluded_nodes
 from onnxcompress.passes.quantization.support.fallback import Quantize
 from onnxcompress.passes.quantization.quantize_pass import (
     Exclude, FidelityOutput, MaxFallback, PerChannel, QuantizePass, ReduceRange, WeightType,
@@ -102,11 +101,11 @@ class QuantizeDynamic(QuantizePass):
         """
         return list(ort_bridge.DYNAMIC_OP_TYPES)
 
-    def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
+    def prepare_graph(self, model: ir.Model, op_types: list[str], excluded: list[str]) -> None:
         """Embedding tables (Gathers not excluded) stored row-wise INT8 (``embedding.py``) rather than by ORT, per tensor."""
         if "Gather" not in op_types:
             return
-        names = quantize_embeddings(model.graph, excluded_nodes(model, self.exclude))
+        names = quantize_embeddings(model.graph, set(excluded))
         if names:
             self.note(f"{len(names)} embedding tables stored as row-wise INT8 ({', '.join(names)})")
 

@@ -30,6 +30,7 @@ from onnxcompress.calibration.validation import model_batches
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.exclude import excluded_nodes, of_type
 from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization.support import fallback, guard
 from onnxcompress.passes.quantization.support.ort_bridge import Selection, with_shapes
@@ -44,7 +45,8 @@ PerChannel = Annotated[bool, "one weight scale per output channel (true) or one 
 WeightType = Annotated[ElementType | None, "INT8 weight type; none: chosen for this CPU (int8)"]
 ReduceRange = Annotated[bool | None, "7-bit weights, so the U8S8 kernels of CPUs without VNNI cannot saturate; "
                                      "none: true on x86 without VNNI, else false"]
-Exclude = Annotated[list[str] | None, "glob patterns (a|b) of node names left in FP32; a pattern matching no node is an error"]
+Exclude = Annotated[list[str] | None, "glob patterns (a|b) of node names left in FP32 (names from before fuse match too); "
+                                     "a pattern matching no node of op_types is an error"]
 MaxFallback = Annotated[int, "most layers put back in FP32 (most damage per weight element first) until the fidelity budget holds; "
                              "the output tail counts as one; 0: none"]
 FidelityOutput = Annotated[str | None, "the one model output the fidelity budget judges (e.g. the one consumers read); none: all outputs"]
@@ -94,8 +96,9 @@ class QuantizePass(CompressionPass):
         """Op types quantized when ``op_types`` is not given."""
         raise NotImplementedError
 
-    def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
-        """Exact FP32 rewrites (in place) that let more of ``op_types`` run as integer kernels; none by default."""
+    def prepare_graph(self, model: ir.Model, op_types: list[str], excluded: list[str]) -> None:
+        """Exact FP32 rewrites (in place) that let more of ``op_types`` run as integer kernels, leaving the ``excluded``
+        nodes' names; none by default."""
 
     def prepare(self, model: ir.Model, proto: onnx.ModelProto, selection: Selection) -> fallback.Quantize:
         """Whatever must run once (e.g. calibration), returning a function quantizing a selection."""
@@ -122,9 +125,10 @@ class QuantizePass(CompressionPass):
         if computed:
             self.note(f"{len(computed)} Conv/Gemm weights are computed in the graph, not stored (e.g. {computed[0]!r}): "
                       "ORT's quantizers treat only stored weights as weights; run fold-constants first")
-        self.prepare_graph(model, op_types)
+        excluded = excluded_nodes(self, model, of_type(*op_types))
+        self.prepare_graph(model, op_types, excluded)
         proto = with_shapes(io.to_proto(model))
-        selection = select(proto, op_types, self.exclude)
+        selection = select(proto, op_types, excluded)
         quantize = self.prepare(model, proto, selection)
         selection, quantized = self.choose_selection(model, proto, quantize, selection)
         quantized = self._within_budget(budget, proto, quantize, selection, quantized)

@@ -93,7 +93,7 @@ class QuantizeStatic(QuantizePass):
         """Conv/MatMul/Gemm and the ops around them that keep ORT's integer kernels fused."""
         return list(ort_bridge.STATIC_OP_TYPES)
 
-    def prepare_graph(self, model: ir.Model, op_types: list[str]) -> None:
+    def prepare_graph(self, model: ir.Model, op_types: list[str], excluded: list[str]) -> None:
         """BatchNorms folded and two-input Sums made Adds (``integer_friendly``), depthwise convs padded to
         ORT's fast channel grid (``depthwise_padding``) and per-channel gates tiled for ORT's int8 Mul
         (``channel_gate``); hard activations wait for ``prepare``."""

@@ -31,8 +31,8 @@ import onnx_ir as ir
 from onnxcompress import io
 from onnxcompress.calibration.activations import first_batch_activations
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.exclude import excluded_nodes, of_type
 from onnxcompress.passes.initializers import add_initializer
-from onnxcompress.passes.quantization.support.selection import excluded_nodes
 from onnxcompress.passes.quantization.smooth import dynamic_int8_error, sample_runs, smoothable_groups
 from onnxcompress.passes.quantization.support.target import Int8Kernel, cpu_kernel
 
@@ -56,7 +56,7 @@ class ScaleTokens(CompressionPass):
         *,
         min_cut: Annotated[float, "scale an activation only where per-token scales cut its simulated INT8 error by at least this "
                                   "fraction, in [0, 1], of the model's worst per-tensor error"] = 0.03,
-        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names left alone; a pattern matching no node is an error"] = None,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names left alone; a pattern matching no MatMul is an error"] = None,
     ) -> None:
         super().__init__()
         self.min_cut = min_cut
@@ -69,7 +69,7 @@ class ScaleTokens(CompressionPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite every activation whose simulated INT8 error per-token scales cut enough."""
-        groups = smoothable_groups(model, excluded_nodes(model, self.exclude))
+        groups = smoothable_groups(model, set(excluded_nodes(self, model, of_type("MatMul"))))
         if not groups:
             self.note("no MatMul with a constant 2-D weight to scale")
             return ir.passes.PassResult(model, modified=False)

@@ -35,9 +35,10 @@ import onnx_ir as ir
 
 from onnxcompress.calibration.activations import channel_peaks, first_batch_activations
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.exclude import excluded_nodes, of_type
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
 from onnxcompress.passes.quantization.support.ranges import U8_LEVELS, u8_scale_and_zero_point
-from onnxcompress.passes.quantization.support.selection import excluded_nodes, is_float_branch
+from onnxcompress.passes.quantization.support.selection import is_float_branch
 from onnxcompress.passes.quantization.support.target import Int8Kernel, cpu_kernel
 
 SmoothGroups = dict[str, list[ir.Node]]
@@ -60,7 +61,7 @@ class SmoothActivations(CompressionPass):
         *,
         alpha: Annotated[float | None, "share of each channel's range moved into the weights, in [0, 1] (0: none, 1: all); none: chosen "
                                        "per activation, or no smoothing, by simulating dynamic INT8 on the first calibration batch"] = None,
-        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names not smoothed; a pattern matching no node is an error"] = None,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names not smoothed; a pattern matching no MatMul is an error"] = None,
     ) -> None:
         super().__init__()
         self.alpha = alpha
@@ -73,7 +74,7 @@ class SmoothActivations(CompressionPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Smooth every group of constant-weight MatMuls sharing an activation."""
-        groups = smoothable_groups(model, excluded_nodes(model, self.exclude))
+        groups = smoothable_groups(model, set(excluded_nodes(self, model, of_type("MatMul"))))
         if not groups:
             self.note("no MatMul with a constant 2-D weight to smooth")
             return ir.passes.PassResult(model, modified=False)

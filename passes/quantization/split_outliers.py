@@ -28,8 +28,9 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 from onnxcompress.calibration.activations import channel_peaks
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.exclude import excluded_nodes, of_type
 from onnxcompress.passes.initializers import add_initializer, drop_if_unused
-from onnxcompress.passes.quantization.support.selection import FLOAT_BRANCH_SUFFIX, excluded_nodes
+from onnxcompress.passes.quantization.support.selection import FLOAT_BRANCH_SUFFIX
 
 # Ops that map channel c of their inputs to channel c of their output, whatever else they read.
 ELEMENTWISE_OPS = frozenset({
@@ -68,7 +69,7 @@ class SplitOutlierChannels(CompressionPass):
         channels: Annotated[int, "most outlier channels moved into the FP32 branch per activation"] = 4,
         min_ratio: Annotated[float, "split a channel only if its calibrated peak is at least this many times the median channel's "
                                     "(at least 1)"] = 4.0,
-        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names never split; a pattern matching no node is an error"] = None,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of MatMul node names never split; a pattern matching no MatMul is an error"] = None,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -84,7 +85,7 @@ class SplitOutlierChannels(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Split every MatMul pair whose shared activation has outlier channels."""
         LiftConstantsToInitializersPass(size_limit=0)(model)  # exporters write GELU's scalars as Constant nodes
-        pairs = splittable_pairs(model, excluded_nodes(model, self.exclude))
+        pairs = splittable_pairs(model, set(excluded_nodes(self, model, of_type("MatMul"))))
         self.context.details.update(split={})
         if not pairs:
             self.note("no MatMul reading another MatMul through element-wise ops only: nothing to split")

@@ -12,14 +12,14 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxcompress.passes.fusion import conv_bn
-from onnxcompress.passes.fusion.fuse import rule_set
+from onnxcompress.passes.fusion.fuse import apply_family
 
 
 def fold_batch_norms(model: ir.Model) -> int:
-    """Fold (in place) BatchNormalization into the Conv/ConvTranspose/Gemm before it; the number folded."""
+    """Fold (in place) BatchNormalization into the Conv/ConvTranspose/Gemm before it, which keeps its name; the number folded."""
     if not any(node.op_type == "BatchNormalization" for node in model.graph):
         return 0
-    return rule_set(conv_bn).apply_to_model(model)
+    return apply_family(conv_bn, model)
 
 
 def sums_as_adds(model: ir.Model) -> int:

@@ -1,19 +1,14 @@
-"""Which nodes a quantization pass touches: op types, ``exclude`` names/glob patterns, fallback candidates.
-
-An option that selects nothing is an error, not a no-op: silently ignored options are one of the
-issue's complaints about today's tools.
+"""Which nodes a quantization pass touches: op types, the nodes ``exclude`` names (``passes/exclude.py``
+matches the patterns), FP32 branches, fallback candidates.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 
 import numpy as np
 import onnx
-import onnx_ir as ir
 
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.support.ort_bridge import Selection
 
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
@@ -21,11 +16,11 @@ WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
 FLOAT_BRANCH_SUFFIX = "/outliers"
 
 
-def select(proto: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] | None) -> Selection:
-    """The selection for ``op_types`` (checked when the pass was built) minus nodes whose names match an ``exclude`` pattern."""
+def select(proto: onnx.ModelProto, op_types: Sequence[str], excluded: Sequence[str]) -> Selection:
+    """The selection for ``op_types`` (checked when the pass was built) minus the ``excluded`` nodes, FP32 branches
+    and standard Attention nodes."""
     names = [node.name for node in proto.graph.node]
-    excluded = matching_names(names, exclude) + [n for n in names if is_float_branch(n)] + standard_attention_nodes(proto)
-    return Selection(op_types=list(op_types), exclude=excluded)
+    return Selection(op_types=list(op_types), exclude=[*excluded, *(n for n in names if is_float_branch(n)), *standard_attention_nodes(proto)])
 
 
 def standard_attention_nodes(proto: onnx.ModelProto) -> list[str]:
@@ -40,22 +35,6 @@ def standard_attention_nodes(proto: onnx.ModelProto) -> list[str]:
 def is_float_branch(name: str) -> bool:
     """True for a node that a rewrite meant to stay in FP32 (its name ends in ``FLOAT_BRANCH_SUFFIX``)."""
     return name.endswith(FLOAT_BRANCH_SUFFIX)
-
-
-def excluded_nodes(model: ir.Model, patterns: Sequence[str] | None) -> set[str]:
-    """Names of the ``model``'s main-graph nodes that the ``exclude`` glob ``patterns`` match."""
-    return set(matching_names([node.name for node in model.graph], patterns))
-
-
-def matching_names(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:
-    """The ``names`` matching any of the ``exclude`` glob ``patterns``; a pattern matching nothing is an error."""
-    matched: list[str] = []
-    for pattern in patterns or []:
-        hits = fnmatch.filter(names, pattern)
-        if not hits:
-            raise UsageError(f"exclude pattern {pattern!r} matches no node name")
-        matched.extend(h for h in hits if h not in matched)
-    return matched
 
 
 def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[str]:

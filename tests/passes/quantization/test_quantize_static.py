@@ -11,7 +11,7 @@ import pytest
 from onnxcompress import calibration, checks, io, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
-from onnxcompress.passes import QuantizeStatic
+from onnxcompress.passes import Fuse, QuantizeStatic
 from onnxcompress.passes.quantization.support.ranges import Method
 
 from .conftest import CNN_TEXT, calibrated_part, kernel_for, with_weights
@@ -108,6 +108,23 @@ def test_exclude_glob_keeps_matching_nodes_float(cnn, cnn_reader) -> None:
     QuantizeStatic(exclude=["conv_2*"]).apply(cnn, calibration=cnn_reader)
     conv = next(n for n in cnn.graph if n.name == "conv_2")
     assert all(v.producer() is None or v.producer().op_type != "DequantizeLinear" for v in conv.inputs[1:])
+
+
+@pytest.mark.parametrize("name", ["/stem/stem.0/Conv", "/stem/stem.1/BatchNormalization"])
+def test_exclude_by_a_name_from_before_fuse_keeps_that_conv_float(exported_chain, name) -> None:
+    """The Conv that BatchNormalization was folded into answers to both names; the Gemm beside it is still quantized."""
+    model = exported_chain()
+    Fuse()(model)
+    rng = np.random.default_rng(0)
+    reader = ArrayReader({"x": rng.normal(size=(8, 2, 4, 4)).astype(np.float32), "t": rng.normal(size=(8, 3)).astype(np.float32)})
+    outcome = QuantizeStatic(exclude=[name], accept_loss=True).apply(model, calibration=reader)
+    assert "excluded 1 node: /stem/stem.0/Conv" in outcome.notes
+    layers = {node.name: node for node in model.graph if node.op_type in ("Conv", "Gemm")}
+    assert not _reads_dequantized(layers["/stem/stem.0/Conv"]) and _reads_dequantized(layers["/fc/MatMul"])
+
+
+def _reads_dequantized(node: ir.Node) -> bool:
+    return any(v is not None and v.producer() is not None and v.producer().op_type == "DequantizeLinear" for v in node.inputs)
 
 
 def test_ranges_file_is_written_then_reused(cnn, cnn_reader, tmp_path) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import onnx
-import pytest
 
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.support.ort_bridge import Selection
-from onnxcompress.passes.quantization.support.selection import fallback_candidates, matching_names, select
+from onnxcompress.passes.quantization.support.selection import FLOAT_BRANCH_SUFFIX, fallback_candidates, select
 
 ATTENTION_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -36,8 +34,7 @@ def test_fallback_candidates_are_the_layers_with_constant_weights() -> None:
     assert fallback_candidates(proto, Selection(op_types=["MatMul"], exclude=["matmul_1"])) == ["matmul_0"]
 
 
-def test_exclude_patterns_match_names_and_a_pattern_matching_nothing_is_an_error() -> None:
-    assert matching_names(["a/q", "a/k", "b/q"], ["a/*", "*/q"]) == ["a/q", "a/k", "b/q"]
-    assert select(named(ATTENTION_TEXT), ["MatMul"], ["matmul_[01]"]).exclude == ["matmul_0", "matmul_1"]
-    with pytest.raises(UsageError, match="matches no node"):
-        matching_names(["a"], ["z*"])
+def test_selection_leaves_out_the_excluded_nodes_and_fp32_branches() -> None:
+    proto = named(ATTENTION_TEXT)
+    proto.graph.node[3].name = f"up{FLOAT_BRANCH_SUFFIX}"
+    assert select(proto, ["MatMul"], ["matmul_0"]).exclude == ["matmul_0", f"up{FLOAT_BRANCH_SUFFIX}"]

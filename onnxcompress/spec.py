@@ -32,9 +32,24 @@ def parse_pass(spec: str) -> CompressionPass:
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise UsageError(f"bad option {item!r} in {spec!r}: expected key=value")
+            raise UsageError(f"bad option {item!r} in {spec!r}: expected key=value{_list_hint(name.strip(), options, item)}")
         options[key.strip()] = value.strip()
     return build_pass(name.strip(), options)
+
+
+def _list_hint(name: str, options: dict[str, str], item: str) -> str:
+    """When ``item`` follows a list option, say that commas separate options and ``|`` list items (``a=x|y``)."""
+    last, cls = next(reversed(options), None), REGISTRY.get(name)
+    option = cls.option_specs().get(last) if cls is not None and last is not None else None
+    if option is None or not _is_list(option.annotation):
+        return ""
+    return f"; list items are separated by {LIST_SEPARATOR!r}, not ',' ({last}={options[last]}{LIST_SEPARATOR}{item})"
+
+
+def _is_list(annotation: Any) -> bool:
+    """True for a list or tuple option, optional or not."""
+    parts = typing.get_args(annotation) if is_union(annotation) else (annotation,)
+    return any(part in (list, tuple) or typing.get_origin(part) in (list, tuple) for part in parts)
 
 
 def pass_class(name: str) -> type[CompressionPass]:

@@ -24,6 +24,8 @@ def test_spec_builds_the_pass_with_typed_options():
         ("test-scale:ratio=1", "pass 'test-scale' has no option 'ratio'; options: factor"),
         ("test-scale:factor", "bad option 'factor'"),
         ("test-scale:factor=big", "test-scale:factor: 'big' is not a valid float"),
+        ("quantize-static:exclude=/0/*,/1/*", r"bad option '/1/\*' .*; list items are separated by '\|', not ',' \(exclude=/0/\*\|/1/\*\)$"),
+        ("test-scale:factor=2,3", r"bad option '3' in 'test-scale:factor=2,3': expected key=value$"),
     ],
 )
 def test_bad_specs_are_one_line_usage_errors(text, message):

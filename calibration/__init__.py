@@ -1,9 +1,11 @@
 """Calibration data and activation ranges: readers, activation streaming and range estimators.
 
-Readers stream model inputs in batches (``.npz``, arrays, image folders, text with a local tokenizer,
-synthetic); ``stream_activations`` runs the model exposing intermediate tensors one batch at a time;
-the estimators (min-max, percentile, entropy/KL, MSE) keep memory independent of the sample count;
-ranges can be saved to a JSON file so calibration runs once.
+Readers stream model inputs in batches (``.npz``, arrays, feed dicts, image folders, text with a local
+tokenizer, synthetic), and ``as_reader`` makes one of any form the data comes in (a path, a dict of
+arrays, an iterable of feed dicts, an ONNX Runtime ``CalibrationDataReader``); ``stream_activations``
+runs the model exposing intermediate tensors one batch at a time; the estimators (min-max, percentile,
+entropy/KL, MSE) keep memory independent of the sample count; ranges can be saved to a JSON file so
+calibration runs once.
 """
 
 from onnxcompress.calibration.activations import expose_tensors, float_tensor_names, stream_activations
@@ -11,7 +13,7 @@ from onnxcompress.calibration.estimators import ESTIMATORS, MSE, Entropy, MinMax
 from onnxcompress.calibration.histogram import StreamingHistogram
 from onnxcompress.calibration.images import ImageFolderReader
 from onnxcompress.calibration.ranges import Ranges, estimate_ranges, load_ranges, model_hash, save_ranges
-from onnxcompress.calibration.readers import ArrayReader, NpzReader, Reader, SyntheticReader, open_reader
+from onnxcompress.calibration.readers import ArrayReader, FeedsReader, NpzReader, Reader, SyntheticReader, as_reader, open_reader
 from onnxcompress.calibration.text import TextReader
 from onnxcompress.calibration.validation import validate_reader
 
@@ -20,6 +22,7 @@ __all__ = [
     "MSE",
     "ArrayReader",
     "Entropy",
+    "FeedsReader",
     "ImageFolderReader",
     "MinMax",
     "NpzReader",
@@ -29,6 +32,7 @@ __all__ = [
     "StreamingHistogram",
     "SyntheticReader",
     "TextReader",
+    "as_reader",
     "estimate_ranges",
     "expose_tensors",
     "float_tensor_names",

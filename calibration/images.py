@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io
-from onnxcompress.calibration.validation import model_inputs
+from onnxcompress.calibration.validation import model_inputs, shape_label
 from onnxcompress.errors import UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -38,8 +38,7 @@ class ImageFolderReader:
         std: Sequence[float] | None = None,
         batch_size: int = 32,
     ) -> None:
-        if layout not in LAYOUTS:
-            raise UsageError(f"image layout must be one of {LAYOUTS}, got {layout!r}")
+        layout = _layout(layout)
         if channels not in (1, 3):
             raise UsageError(f"images must have 1 or 3 channels, got {channels}")
         if batch_size < 1:
@@ -54,19 +53,42 @@ class ImageFolderReader:
             raise UsageError("image std must not contain zeros")
 
     @classmethod
-    def for_model(cls, folder: str | os.PathLike, model: ir.Model, **options) -> ImageFolderReader:
-        """A reader shaped for the model's single image input ([N, C, H, W] or [N, H, W, C], C = 1 or 3)."""
+    def for_model(
+        cls, folder: str | os.PathLike, model: ir.Model, *, size: tuple[int, int] | None = None, layout: str | None = None, **options,
+    ) -> ImageFolderReader:
+        """A reader shaped for the model's single image input ([N, C, H, W] or [N, H, W, C], C = 1 or 3).
+
+        ``layout`` (NCHW or NHWC, any case) and ``size`` (height, width) default to what the input declares;
+        give them when it leaves them dynamic. ``options`` (``mean``, ``std``, ``batch_size``) go to the reader.
+        """
         inputs = model_inputs(model)
         if len(inputs) != 1 or inputs[0].shape is None or len(inputs[0].shape) != 4:
             raise UsageError("an image folder can only calibrate a model with one 4-D image input")
         value = inputs[0]
         dims = list(value.shape)
-        layout = "NCHW" if dims[1] in (1, 3) else "NHWC" if dims[3] in (1, 3) else None
-        spatial = dims[2:4] if layout == "NCHW" else dims[1:3]
-        if layout is None or not all(isinstance(d, int) for d in spatial):
-            raise UsageError(f"input {value.name!r} needs static height/width and 1 or 3 channels to read images")
+        layout = _layout(layout) if layout is not None else "NCHW" if dims[1] in (1, 3) else "NHWC" if dims[3] in (1, 3) else None
+        if layout is None:
+            raise UsageError(f"input {value.name!r} of shape {shape_label(dims)} has no axis of 1 or 3 channels; give the layout (--layout nchw|nhwc)")
         channels = dims[1] if layout == "NCHW" else dims[3]
-        return cls(folder, input_name=value.name, size=tuple(spatial), channels=channels, layout=layout, **options)
+        channels = channels if isinstance(channels, int) else 3
+        if channels not in (1, 3):
+            raise UsageError(f"input {value.name!r} of shape {shape_label(dims)} has {channels} channels in layout {layout}; images give 1 or 3")
+        size = tuple(size) if size is not None else tuple(dims[2:4] if layout == "NCHW" else dims[1:3])
+        if not all(isinstance(d, int) for d in size):
+            raise UsageError(f"input {value.name!r} of shape {shape_label(dims)} has a dynamic height or width; give the image size (--image-size H,W)")
+        return cls(folder, input_name=value.name, size=size, channels=channels, layout=layout, **options)
+
+    def describe(self) -> str:
+        """How the images are turned into the model's input, in one line (the CLI says it on stderr)."""
+        scaling = "scaled to [0, 1]" + (
+            f", minus mean {_values_text(self.mean)}, divided by std {_values_text(self.std)}" if self.normalised
+            else " without mean/std normalisation")
+        return f"{len(self.files)} images from {self.folder}, resized to {self.size[0]}x{self.size[1]}, {scaling}, {self.layout}"
+
+    @property
+    def normalised(self) -> bool:
+        """Whether a mean or std other than 0 and 1 is applied."""
+        return bool(np.any(self.mean != 0) or np.any(self.std != 1))
 
     def batches(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield ``{input name: float32 images}`` batches."""
@@ -92,6 +114,17 @@ def image_files(folder: Path) -> list[Path]:
     if not files:
         raise UsageError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp, .npy) found")
     return files
+
+
+def _layout(layout: str) -> str:
+    """``layout`` in upper case, if it is one of ``LAYOUTS``."""
+    if layout.upper() not in LAYOUTS:
+        raise UsageError(f"image layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout.upper()
+
+
+def _values_text(values: np.ndarray) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:

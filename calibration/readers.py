@@ -1,9 +1,11 @@
-"""Calibration data readers: batches of model inputs streamed from arrays, ``.npz`` files or a signature.
+"""Calibration data readers: batches of model inputs from arrays, feed dicts, ``.npz`` files or a signature.
 
 A reader is any object with ``input_names: list[str]`` and ``batches() -> Iterator[dict[str, np.ndarray]]``
-that can be iterated again and holds at most one batch in memory. ``NpzReader`` streams each array
-out of the zip member batch by batch instead of loading it whole (``np.load`` on an ``.npz`` reads
-every array completely), so its memory does not grow with the number of samples.
+that can be iterated again and holds at most one batch in memory (beyond data the caller already holds
+in memory: ``ArrayReader``, ``FeedsReader``). ``as_reader`` turns whatever form the data comes in into
+one, ``open_reader`` a path. ``NpzReader`` streams each array out of the zip member batch by batch
+instead of loading it whole (``np.load`` on an ``.npz`` reads every array completely), so its memory
+does not grow with the number of samples.
 
 A reader's batch size is how many samples it reads at a time, not what the model is fed:
 ``validation.model_batches`` feeds them in the model's own batch. Arrays without a sample axis (a
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
@@ -25,10 +27,13 @@ import onnx_ir as ir
 
 from onnxcompress import io, runtime
 from onnxcompress.calibration.images import ImageFolderReader
-from onnxcompress.calibration.validation import feed_layout, validate_reader
+from onnxcompress.calibration.text import TextReader
+from onnxcompress.calibration.validation import check_names, feed_layout, validate_reader
 from onnxcompress.errors import UsageError
 
 Batch = dict[str, np.ndarray]
+ACCEPTED = ("a path (.npz file, image folder), a dict of arrays by input name, an iterable of feed dicts, "
+            "an ONNX Runtime CalibrationDataReader or a reader (input_names, batches())")
 
 
 @runtime_checkable
@@ -113,17 +118,92 @@ class SyntheticReader:
             yield runtime.synthetic_inputs(self.model, batch=count, seed=self.seed + index)
 
 
-def open_reader(source: str | os.PathLike, model: ir.Model, batch_size: int = 32) -> Reader:
-    """The reader for ``source`` (an ``.npz`` file or a folder of images), checked against ``model``."""
+class FeedsReader:
+    """Feed dicts held in memory, one batch each (what an iterable of feeds or an ONNX Runtime
+    ``CalibrationDataReader`` gave: such sources can be read only once, the passes read a reader often)."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]]) -> None:
+        self.feeds = [_feed_dict(feed, index) for index, feed in enumerate(feeds)]
+        if not self.feeds:
+            raise UsageError("calibration data is empty: it gave no feed dicts")
+        self.input_names = list(self.feeds[0])
+        for index, feed in enumerate(self.feeds):
+            if set(feed) != set(self.input_names):
+                raise UsageError(f"calibration feed {index} has inputs {sorted(feed)} but feed 0 has {sorted(self.input_names)}")
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield the feeds in the order they were given."""
+        yield from self.feeds
+
+
+def open_reader(
+    source: str | os.PathLike, model: ir.Model, batch_size: int = 32, *, tokenizer: str | os.PathLike | None = None, **image_options,
+) -> Reader:
+    """The reader for ``source``, checked against ``model``: an ``.npz`` file (keys = input names, first axis =
+    samples), a folder of images (``image_options``: ``size``, ``layout``, ``mean``, ``std`` of
+    ``ImageFolderReader.for_model``; None means the default) or, with ``tokenizer`` (a folder holding
+    ``tokenizer.json``), a text file of one sentence per line."""
     source = io.check_data_path(source, "file or folder", prefix="calibration data ", folder=True)
+    given = {name: value for name, value in image_options.items() if value is not None}
+    if given and not source.is_dir():
+        raise UsageError(f"image options ({', '.join(given)}) apply to a folder of images, and calibration data {source} is a file")
+    if tokenizer is not None and (source.is_dir() or source.suffix == ".npz"):
+        raise UsageError(f"a tokenizer reads a text file of sentences, and calibration data {source} is {'a folder' if source.is_dir() else 'an .npz'}")
     if source.is_dir():
-        reader: Reader = ImageFolderReader.for_model(source, model, batch_size=batch_size)
+        reader: Reader = ImageFolderReader.for_model(source, model, batch_size=batch_size, **given)
     elif source.suffix == ".npz":
         reader = NpzReader(source, batch_size=batch_size, model=model)
+    elif tokenizer is not None:
+        reader = TextReader.for_model(source, tokenizer, model, batch_size=batch_size)
+    elif source.suffix == ".txt":
+        raise UsageError(f"calibration data {source}: a text file needs the folder of its tokenizer.json (--tokenizer DIR)")
     else:
-        raise UsageError(f"calibration data {source}: expected an .npz file or a folder of images")
+        raise UsageError(f"calibration data {source}: expected an .npz file, a folder of images or a .txt file with a tokenizer")
     validate_reader(reader, model)
     return reader
+
+
+def as_reader(data: object, model: ir.Model, *, batch_size: int = 32) -> Reader:
+    """The reader the passes use for ``data`` in any form a user may have it, checked against ``model``.
+
+    ``data`` is a reader (returned as it is once its input names match; its feeds are checked as they
+    stream), a path (``open_reader``), a dict of arrays keyed by input name (first axis = samples), an
+    ONNX Runtime ``CalibrationDataReader`` (anything with ``get_next()``: read to the end once, rewound
+    before and after when it has ``rewind()``) or any other iterable of feed dicts (one batch each).
+    """
+    if isinstance(data, Reader):
+        check_names(data.input_names, model)
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return open_reader(data, model, batch_size=batch_size)
+    if callable(getattr(data, "get_next", None)):
+        reader: Reader = FeedsReader(_drained(data))
+    elif isinstance(data, Mapping):
+        reader = ArrayReader(data, batch_size=batch_size, model=model)
+    elif isinstance(data, Iterable) and not isinstance(data, (bytes, np.ndarray)):
+        reader = FeedsReader(data)
+    else:
+        raise UsageError(f"calibration data must be {ACCEPTED}; got {type(data).__name__}")
+    validate_reader(reader, model)
+    return reader
+
+
+def _drained(source) -> list:
+    """Every feed of an ONNX Runtime-style reader (``get_next()`` until None), rewound first and after when it can be."""
+    rewind = getattr(source, "rewind", None)
+    if callable(rewind):
+        rewind()
+    feeds = list(iter(source.get_next, None))
+    if callable(rewind):
+        rewind()
+    return feeds
+
+
+def _feed_dict(feed: object, index: int) -> Batch:
+    """One feed of an iterable as ``{input name: array}``, or a one-line ``UsageError``."""
+    if not isinstance(feed, Mapping):
+        raise UsageError(f"calibration feed {index} is a {type(feed).__name__}, not a dict of arrays keyed by input name")
+    return {str(name): np.asarray(value) for name, value in feed.items()}
 
 
 def _check_batch_size(batch_size: int) -> int:

@@ -12,7 +12,9 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import onnx_ir as ir
 
+from onnxcompress.calibration.validation import model_inputs
 from onnxcompress.errors import UsageError, first_line
 
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -42,6 +44,21 @@ class TextReader:
         self.tokenizer = load_tokenizer(tokenizer_dir)
         self.max_length, self.pad_to, self.batch_size = max_length, pad_to, batch_size
         self.input_names = list(input_names)
+
+    @classmethod
+    def for_model(cls, source: str | os.PathLike | Sequence[str], tokenizer_dir: str | os.PathLike, model: ir.Model, **options) -> TextReader:
+        """A reader feeding every input of ``model`` (named as in ``ENCODING_FIELDS``), padded to the sequence
+        length its inputs declare when that is fixed; ``options`` (``max_length``, ``batch_size``) go to the reader."""
+        inputs = model_inputs(model)
+        lengths = {v.shape[1] for v in inputs if v.shape is not None and len(v.shape) == 2 and isinstance(v.shape[1], int)}
+        pad_to = lengths.pop() if len(lengths) == 1 else None
+        return cls(source, tokenizer_dir, input_names=[v.name for v in inputs], **{"pad_to": pad_to, **options})
+
+    def describe(self) -> str:
+        """Where the sentences come from and how they are tokenized, in one line (the CLI says it on stderr)."""
+        source = self.source if isinstance(self.source, Path) else f"{len(self.source)} given sentences"
+        padding = f"padded to {self.pad_to} tokens" if self.pad_to else f"padded to the longest of each {self.batch_size}"
+        return f"sentences of {source}, tokenized for {', '.join(self.input_names)}, at most {self.max_length} tokens, {padding}"
 
     def batches(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield ``batch_size`` sentences at a time, padded to the longest (or to ``pad_to``)."""

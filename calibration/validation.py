@@ -227,9 +227,8 @@ def _check_shape(value: ir.Value, array: np.ndarray, symbols: dict[str, int]) ->
     dims = list(value.shape)
     fits = len(dims) == array.ndim and all(_dim_fits(d, n, symbols) for d, n in zip(dims, array.shape))
     if not fits:
-        expected = "(" + ", ".join(_dim_label(d) for d in dims) + ")"
         raise UsageError(
-            f"calibration input {value.name!r} has shape {tuple(array.shape)} but the model expects {expected}"
+            f"calibration input {value.name!r} has shape {tuple(array.shape)} but the model expects {shape_label(dims)}"
         )
 
 
@@ -241,7 +240,6 @@ def _dim_fits(dim: int | ir.SymbolicDim, size: int, symbols: dict[str, int]) -> 
     return symbols.setdefault(dim.value, size) == size
 
 
-def _dim_label(dim: int | ir.SymbolicDim) -> str:
-    if isinstance(dim, int):
-        return str(dim)
-    return dim.value or "?"
+def shape_label(dims: Iterable[int | ir.SymbolicDim]) -> str:
+    """A declared shape as text, ``(N, 3, 224, 224)``, with ``?`` for an unnamed dynamic dim."""
+    return "(" + ", ".join(str(d) if isinstance(d, int) else d.value or "?" for d in dims) + ")"

@@ -12,16 +12,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import bench, checks, fidelity, io, progress, runtime, stats
+from onnxcompress.calibration import as_reader
 from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass
 from onnxcompress.provenance import Provenance
 from onnxcompress.report import Report, StepRecord
+
+if TYPE_CHECKING:
+    import onnx
 
 StepCallback = Callable[[str, str], None]
 SLOWER_MARGIN = 0.02
@@ -88,9 +93,9 @@ class Judge:
 
 @dataclasses.dataclass
 class PipelineResult:
-    """The final model and the record of every step."""
+    """The final model (of the kind ``onnxcompress.run`` was given: an ``onnx.ModelProto`` for one) and the record of every step."""
 
-    model: ir.Model
+    model: ir.Model | onnx.ModelProto
     report: Report
 
 
@@ -134,9 +139,10 @@ class Pipeline:
     def run(self, model: ir.Model, *, calibration: object | None = None) -> PipelineResult:
         """Apply every pass to ``model`` (in place) and return it with the report.
 
-        ``calibration`` (a reader, see ``onnxcompress.calibration``) and the measurement's labelled data
-        are handed to each pass for its run only; a pass that needs calibration data and gets none is
-        refused before anything runs.
+        ``calibration`` (any form ``calibration.as_reader`` takes: a reader, a path, a dict of arrays, an
+        iterable of feed dicts, an ONNX Runtime ``CalibrationDataReader``) and the measurement's labelled
+        data are handed to each pass for its run only; a pass that needs calibration data and gets none is
+        refused before anything runs. ``onnxcompress.run`` leaves its input as it was.
         """
         provenance = Provenance.collect(model, self.passes, threads=self.measurement.threads)
         steps = list(self.steps(model, calibration=calibration))
@@ -150,6 +156,8 @@ class Pipeline:
         """
         for pass_ in self.passes:
             pass_.check_calibration(calibration)
+        if calibration is not None:
+            calibration = as_reader(calibration, model)
         m = self.measurement
         feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
         reference = io.clone(model)

@@ -26,6 +26,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, io, runtime, spec, stats
 from onnxcompress.cpu import CpuFeatures, cpu_features
+from onnxcompress.calibration import as_reader
 from onnxcompress.calibration.validation import first_samples
 from onnxcompress.errors import CheckFailed, UsageError, first_line
 from onnxcompress.passes import budget as fidelity_budget
@@ -257,9 +258,11 @@ def prove(
     inputs) and must not be slower than the chain before it (``timer``: side by side, a few rounds, so
     within ``SLOWER_MARGIN``); a step that leaves the model as it was is kept untimed. Without
     calibration data, a step that needs it is not run, and a model that synthetic inputs cannot drive
-    gets no step.
+    gets no step. ``calibration`` is in any form ``calibration.as_reader`` takes.
     """
     timer = timer or side_by_side
+    if calibration is not None:
+        calibration = as_reader(calibration, model)
     try:
         budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled)
         feeds, latency_on = latency_feeds(model, calibration, rec.input_shapes)

@@ -68,3 +68,29 @@ def test_errors(tmp_path, folder):
     (folder / "broken.png").write_bytes(b"not a png")
     with pytest.raises(UsageError, match=r"broken.png: not a readable image$"):
         list(ImageFolderReader(folder, input_name="x", size=(2, 2)).batches())
+
+
+DYNAMIC_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+net (float[N, A, B, C] pixels) => (float[N, A, B, C] out) { out = Relu(pixels) }
+"""
+
+
+def test_for_model_takes_layout_and_size_where_the_input_leaves_them_dynamic(folder):
+    model = ir.from_onnx_text(DYNAMIC_MODEL)
+    reader = ImageFolderReader.for_model(folder, model, layout="nhwc", size=(4, 6), mean=[0.5], std=[0.5])
+    (batch,) = list(reader.batches())
+    assert reader.layout == "NHWC" and batch["pixels"].shape == (3, 4, 6, 3)
+    np.testing.assert_allclose(batch["pixels"][0, 0, 0], [1.0, -1.0, -0.6], atol=1e-6)
+    assert reader.describe() == f"3 images from {folder}, resized to 4x6, scaled to [0, 1], minus mean 0.5,0.5,0.5, divided by std 0.5,0.5,0.5, NHWC"
+    with pytest.raises(UsageError, match=r"^input 'pixels' of shape \(N, A, B, C\) has no axis of 1 or 3 channels; give the layout"):
+        ImageFolderReader.for_model(folder, model)
+    with pytest.raises(UsageError, match=r"^input 'pixels' of shape \(N, A, B, C\) has a dynamic height or width; give the image size"):
+        ImageFolderReader.for_model(folder, model, layout="NCHW")
+
+
+def test_for_model_says_when_no_mean_or_std_is_applied_and_refuses_a_layout_without_image_channels(folder):
+    reader = ImageFolderReader.for_model(folder, ir.from_onnx_text(NHWC_MODEL))
+    assert reader.describe().endswith("resized to 4x6, scaled to [0, 1] without mean/std normalisation, NHWC")
+    with pytest.raises(UsageError, match=r"^input 'pixels' of shape \(N, 4, 6, 3\) has 4 channels in layout NCHW; images give 1 or 3$"):
+        ImageFolderReader.for_model(folder, ir.from_onnx_text(NHWC_MODEL), layout="nchw")

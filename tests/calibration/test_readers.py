@@ -1,4 +1,4 @@
-"""Readers: arrays, streamed .npz files and synthetic batches; ``open_reader`` picks and checks one."""
+"""Readers: arrays, feed dicts, streamed .npz files and synthetic batches; ``open_reader`` and ``as_reader`` pick and check one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from onnxcompress.calibration import ArrayReader, ImageFolderReader, NpzReader, Reader, SyntheticReader, open_reader
+from onnxruntime.quantization import CalibrationDataReader
+
+from onnxcompress.calibration import (
+    ArrayReader,
+    FeedsReader,
+    ImageFolderReader,
+    NpzReader,
+    Reader,
+    SyntheticReader,
+    as_reader,
+    open_reader,
+)
 from onnxcompress.errors import UsageError
 
 IMAGE_MODEL = """
@@ -86,7 +97,7 @@ def test_open_reader_refuses_other_sources(tmp_path, small_model):
     with pytest.raises(UsageError, match=r"nothing.npz: no such file or folder$"):
         open_reader(tmp_path / "nothing.npz", small_model)
     (tmp_path / "data.csv").write_text("1,2")
-    with pytest.raises(UsageError, match=r"data.csv: expected an .npz file or a folder of images$"):
+    with pytest.raises(UsageError, match=r"data.csv: expected an .npz file, a folder of images or a .txt file with a tokenizer$"):
         open_reader(tmp_path / "data.csv", small_model)
 
 
@@ -132,3 +143,96 @@ def test_open_reader_reads_a_fixed_batch_and_held_inputs(tmp_path, stateful_mode
     np.savez(tmp_path / "data.npz", **stateful_feeds())
     reader = open_reader(tmp_path / "data.npz", stateful_model("1"))
     assert reader.layout.held() == {"gain", "state", "step", "bias"}
+
+
+class OrtStyleReader(CalibrationDataReader):
+    """An ONNX Runtime calibration reader as ORT users write one: ``get_next()`` until None, ``rewind()``."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+        self.rewind()
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:
+        self._feeds = iter(self.feeds)
+
+
+def _small_feeds(samples: int = 10) -> dict[str, np.ndarray]:
+    return {"x": np.arange(samples * 4, dtype=np.float32).reshape(samples, 4)}
+
+
+def test_as_reader_slices_a_dict_of_arrays_by_samples(small_model):
+    reader = as_reader(_small_feeds(), small_model, batch_size=4)
+    assert isinstance(reader, ArrayReader) and [len(b["x"]) for b in reader.batches()] == [4, 4, 2]
+    np.testing.assert_array_equal(_concatenated(reader)["x"], _small_feeds()["x"])
+
+
+def test_as_reader_reads_an_ort_reader_once_rewinding_it_before_and_after(small_model):
+    feeds = [{"x": part} for part in np.split(_small_feeds()["x"], [3, 7])]
+    ort_reader = OrtStyleReader(feeds)
+    ort_reader.get_next()  # already partly read, as after an ORT quantize_static call
+    reader = as_reader(ort_reader, small_model)
+    assert isinstance(reader, FeedsReader)
+    for _ in range(2):  # a reader the passes can read again, with every feed
+        assert [len(b["x"]) for b in reader.batches()] == [3, 4, 3]
+    np.testing.assert_array_equal(ort_reader.get_next()["x"], feeds[0]["x"])
+
+
+def test_as_reader_holds_a_one_shot_iterable_of_feeds(small_model):
+    reader = as_reader(({"x": row[None]} for row in _small_feeds(3)["x"]), small_model)
+    assert [len(b["x"]) for b in reader.batches()] == [1, 1, 1] == [len(b["x"]) for b in reader.batches()]
+
+
+def test_as_reader_opens_a_path_and_keeps_a_reader(tmp_path, small_model):
+    np.savez(tmp_path / "data.npz", **_small_feeds())
+    assert isinstance(as_reader(str(tmp_path / "data.npz"), small_model), NpzReader)
+    given = ArrayReader(_small_feeds())
+    assert as_reader(given, small_model) is given
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (42, r"^calibration data must be a path \(.npz file, image folder\), a dict of arrays by input name, an iterable of feed "
+         r"dicts, an ONNX Runtime CalibrationDataReader or a reader \(input_names, batches\(\)\); got int$"),
+    (np.zeros((3, 4), np.float32), r"^calibration data must be .*; got ndarray$"),
+    ({"image": np.zeros((3, 4), np.float32)}, r"^calibration data lacks model input\(s\) \['x'\]; it has \['image'\]$"),
+    (ArrayReader({"image": np.zeros((3, 4), np.float32)}), r"^calibration data lacks model input\(s\) \['x'\]"),
+    ([{"x": np.zeros((2, 4), np.float32)}, {"y": np.zeros((2, 4), np.float32)}], r"^calibration feed 1 has inputs \['y'\] but feed 0 has \['x'\]$"),
+    ([np.zeros((2, 4), np.float32)], r"^calibration feed 0 is a ndarray, not a dict of arrays keyed by input name$"),
+    ([], r"^calibration data is empty: it gave no feed dicts$"),
+    ({"x": np.zeros((3, 5), np.float32)}, r"^calibration input 'x' has shape \(3, 5\) but the model expects \(N, 4\)$"),
+])
+def test_as_reader_refuses_other_data_in_one_line(small_model, data, message):
+    with pytest.raises(UsageError, match=message):
+        as_reader(data, small_model)
+
+
+TEXT_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+text (int64[N, 16] input_ids, int64[N, 16] attention_mask) => (int64[N, 16] y) { y = Add(input_ids, attention_mask) }
+"""
+
+
+def test_open_reader_tokenizes_a_text_file_for_the_models_inputs(tmp_path):
+    from onnxcompress.models import minilm
+
+    (tmp_path / "sentences.txt").write_text("The cat sat.\nA longer sentence than the first one.\n")
+    reader = open_reader(tmp_path / "sentences.txt", ir.from_onnx_text(TEXT_MODEL), tokenizer=minilm.model_path())
+    (batch,) = list(reader.batches())
+    assert set(batch) == {"input_ids", "attention_mask"} and batch["input_ids"].shape == (2, 16)  # padded to the model's length
+    assert "padded to 16 tokens" in reader.describe()
+
+
+@pytest.mark.parametrize(("source", "options", "message"), [
+    ("data.npz", {"tokenizer": "tok"}, r"^a tokenizer reads a text file of sentences, and calibration data .*data.npz is an .npz$"),
+    ("images", {"tokenizer": "tok"}, r"^a tokenizer reads a text file of sentences, and calibration data .*images is a folder$"),
+    ("data.npz", {"mean": (0.5,), "layout": "NCHW"}, r"^image options \(mean, layout\) apply to a folder of images, and calibration data .*data.npz is a file$"),
+    ("sentences.txt", {}, r"sentences.txt: a text file needs the folder of its tokenizer.json \(--tokenizer DIR\)$"),
+])
+def test_open_reader_refuses_options_that_do_not_fit_the_data(tmp_path, small_model, source, options, message):
+    np.savez(tmp_path / "data.npz", **_small_feeds())
+    (tmp_path / "images").mkdir()
+    (tmp_path / "sentences.txt").write_text("one sentence\n")
+    with pytest.raises(UsageError, match=message):
+        open_reader(tmp_path / source, small_model, **options)

@@ -9,6 +9,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress import checks, io, runtime
+from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass, QuantizeDynamic
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
@@ -75,10 +76,11 @@ def test_each_run_hands_the_passes_its_own_data_and_leaves_them_as_built(mlp_mod
     passes = [NotesItsData(), parse_pass("test-scale:factor=0.5")]
     built = [copy.deepcopy(vars(p)) for p in passes]
     pipeline = Pipeline(passes, measurement=QUICK)
-    first = pipeline.run(io.clone(mlp_model), calibration="A")
-    second = pipeline.run(io.clone(mlp_model), calibration="B")
-    assert first.report.steps[1].notes == ["calibration A, labelled False", "nothing to do"]
-    assert second.report.steps[1].notes == ["calibration B, labelled False", "nothing to do"]
+    a, b = (ArrayReader({"x": np.full((2, 16), value, np.float32)}) for value in (1, 2))
+    first = pipeline.run(io.clone(mlp_model), calibration=a)
+    second = pipeline.run(io.clone(mlp_model), calibration=b)
+    assert first.report.steps[1].notes == [f"calibration {a}, labelled False", "nothing to do"]
+    assert second.report.steps[1].notes == [f"calibration {b}, labelled False", "nothing to do"]
     assert second.report.steps[1].details == {"visited": 4}
     assert [vars(p) for p in passes] == built
 

@@ -76,9 +76,26 @@ def build_pass(name: str, options: dict[str, Any]) -> CompressionPass:
         raise UsageError(f"pass {name!r}: {exc}") from None
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"  # the recipes shipped with onnxcompress, by name
+
+
+def shipped_recipes() -> list[str]:
+    """The names of the shipped recipes (``--recipe cnn-int8``)."""
+    return sorted(path.stem for path in RECIPES.glob("*.toml"))
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """The file of ``recipe``: a path, or the name of a shipped recipe when no such file exists."""
+    path = Path(recipe)
+    shipped = RECIPES / f"{path.name}.toml"
+    return shipped if not path.exists() and path.parent == Path(".") and shipped.is_file() else path
+
+
 def load_recipe(path: str | Path) -> list[CompressionPass]:
-    """Read a TOML recipe: ``[[pass]]`` tables, each with ``name`` and its options."""
-    path = Path(path)
+    """Read a TOML recipe (a file, or a shipped recipe's name): ``[[pass]]`` tables, each with ``name`` and its options."""
+    path = recipe_path(path)
+    if not path.exists():
+        raise UsageError(f"recipe {path}: no such file, nor a shipped recipe ({', '.join(shipped_recipes())})")
     text = io.read_text(path, prefix="recipe ")
     try:
         data = tomllib.loads(text)

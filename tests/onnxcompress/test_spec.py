@@ -141,3 +141,14 @@ def test_every_registered_default_spelled_reads_back_as_itself():
     for name, cls in REGISTRY.items():
         for option in cls.option_specs().values():
             assert spec.coerce(spec.spell(option.default), option.annotation, f"{name}:{option.name}") == option.default
+
+
+def test_every_shipped_recipe_loads_by_name_and_a_missing_one_lists_them():
+    from onnxcompress.spec import load_recipe, shipped_recipes
+
+    assert {"exact", "cnn-int8", "transformer-int8"} <= set(shipped_recipes())
+    chains = {name: [p.name for p in load_recipe(name)] for name in shipped_recipes()}
+    assert chains["exact"] == ["fold-constants", "cleanup", "fuse"]
+    assert chains["cnn-int8"][-1] == "quantize-static" and chains["transformer-int8"][-1] == "quantize-dynamic"
+    with pytest.raises(UsageError, match=r"^recipe nope: no such file, nor a shipped recipe \(cnn-int8, exact, transformer-int8\)$"):
+        load_recipe("nope")

@@ -87,6 +87,23 @@ def batch_option() -> Any:
     return typer.Option(1, "--batch", min=1, max=MAX_BATCH, help="Batch size of the synthesized inputs.")
 
 
+CALIBRATION_HELP = {  # --calibration and the options saying how to read its data
+    "--calibration": "Calibration data: an .npz (keys = input names, first axis = samples), a folder of images, "
+                     "or a .txt file of sentences, one per line (with --tokenizer).",
+    "--image-size": "Image folder: H,W to resize to (default: the model's input).",
+    "--layout": "Image folder: nchw or nhwc (default: read from the model's input).",
+    "--mean": "Image folder: per-channel mean subtracted after scaling to [0, 1], e.g. 0.485,0.456,0.406 (default 0).",
+    "--std": "Image folder: per-channel std divided by after the mean, e.g. 0.229,0.224,0.225 (default 1).",
+    "--tokenizer": "Text calibration file: the folder of its tokenizer.json.",
+}
+
+
+def calibration_option(flag: str, purpose: str = "") -> Any:
+    """``--calibration`` or an option of ``CALIBRATION_HELP`` on how to read its data, declared once for every
+    command that takes calibration data; ``purpose`` leads the help."""
+    return typer.Option(None, flag, help=f"{purpose}{CALIBRATION_HELP[flag]}")
+
+
 @contextlib.contextmanager
 def status(message: str) -> Iterator[None]:
     """A spinner on stderr while slow work runs (only on a terminal), then the elapsed time."""

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from onnxcompress.cli.app import app, console
-from onnxcompress.cli.commands.run import check_samples, load_labelled, open_calibration, print_report
+from onnxcompress.cli.app import app, calibration_option, console
+from onnxcompress.cli.commands.run import DataOptions, check_samples, load_labelled, open_calibration, print_report
 from onnxcompress.defaults import LABELS_KEY
 from onnxcompress.errors import UsageError
 
@@ -26,8 +26,12 @@ def recommend(
     target: str = typer.Option("cpu", "--target", help="Where the model will run (cpu)."),
     apply: bool = typer.Option(False, "--apply", help="Run the recommended pipeline and write -o OUT."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output model for --apply."),
-    calibration: Path | None = typer.Option(
-        None, "--calibration", help="Calibration data (.npz or folder): the chain is checked on samples held out of it."),
+    calibration: Path | None = calibration_option("--calibration", "The chain is checked on samples held out of it. "),
+    image_size: str | None = calibration_option("--image-size"),
+    layout: str | None = calibration_option("--layout"),
+    mean: str | None = calibration_option("--mean"),
+    std: str | None = calibration_option("--std"),
+    tokenizer: Path | None = calibration_option("--tokenizer"),
     labels: Path | None = typer.Option(
         None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}': the chain must keep top-1."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the recommendation and what was measured as JSON."),
@@ -44,10 +48,12 @@ def recommend(
     source = io.load(model)
     if apply:
         io.check_output_path(output, [source])
-    reader = open_calibration(calibration, source) if calibration else None
+    data_options = DataOptions(image_size, layout, mean, std, tokenizer)
+    reader = open_calibration(calibration, source, data_options)
     labelled = load_labelled(labels, source, "top1") if labels else None
     rec = recommend_lib.prove(source, recommend_lib.recommend(source), calibration=reader, labelled=labelled)
     command = rec.command(model, output or model.with_name(model.stem + ".opt.onnx"), calibration=calibration, labels=labels)
+    command = command + data_options.flags() if command and calibration else command
     print_recommendation(rec, model, command, on_data=reader is not None)
     if json_out is not None:
         io.write_bytes(json_out, json.dumps({**rec.to_dict(), "command": command}, indent=2).encode(), inputs=[source])

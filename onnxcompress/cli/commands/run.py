@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from onnxcompress import records
-from onnxcompress.cli.app import app, batch_option, console, err_console, threads_option
+from onnxcompress.cli.app import app, batch_option, calibration_option, console, err_console, threads_option
 from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
 from onnxcompress.defaults import LABELS_KEY, Metric
@@ -30,7 +31,12 @@ def run_pipeline(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the result."),
     pass_specs: list[str] = typer.Option([], "-p", "--pass", help="PASS[:k=v,...]; repeat, in order."),
     recipe: Path | None = typer.Option(None, "--recipe", help="TOML recipe: one [\\[pass]] table per pass, with its name and options (run before -p)."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
+    calibration: Path | None = calibration_option("--calibration"),
+    image_size: str | None = calibration_option("--image-size"),
+    layout: str | None = calibration_option("--layout"),
+    mean: str | None = calibration_option("--mean"),
+    std: str | None = calibration_option("--std"),
+    tokenizer: Path | None = calibration_option("--tokenizer"),
     report_dir: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and report.png here."),
     no_bench: bool = typer.Option(False, "--no-bench", help="Skip the latency measurement."),
     bench_each: bool = typer.Option(
@@ -59,7 +65,7 @@ def run_pipeline(
     if report_dir:
         check_report_folder(report_dir, plot=plot.available(), inputs=[source])
     pins = runtime.parse_input_shapes(input_shape)
-    reader = open_calibration(calibration, source) if calibration else None
+    reader = open_calibration(calibration, source, DataOptions(image_size, layout, mean, std, tokenizer))
     feeds = io.load_arrays(inputs, source) if inputs else check_samples(reader, source, batch) if reader else None
     used = input_shapes(feeds) if feeds is not None else synthetic_shapes(source, batch, pins)
     measurement = Measurement(
@@ -111,11 +117,52 @@ def load_labelled(path: Path, model, metric: Metric) -> LabelledData:
     return LabelledData.from_arrays(io.load_arrays(path), model, metric=metric, source=str(path))
 
 
-def open_calibration(path: Path, model):
-    """The calibration reader for ``path`` (see ``onnxcompress.calibration``)."""
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """How ``--calibration`` data is read, as given: an image folder's ``--image-size``, ``--layout``,
+    ``--mean`` and ``--std``, a text file's ``--tokenizer`` (None: not given)."""
+
+    image_size: str | None = None
+    layout: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    tokenizer: Path | None = None
+
+    def flags(self) -> str:
+        """The options given, as command-line text (for a command printed to be run later)."""
+        given = {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+        return "".join(f" --{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in given.items())
+
+
+def open_calibration(path: Path | None, model, options: DataOptions = DataOptions()):
+    """The calibration reader for ``path`` read as ``options`` say (see ``calibration.open_reader``), None
+    without a path; which preprocessing an image folder or text file gets is said on stderr."""
     from onnxcompress import calibration
 
-    return calibration.open_reader(path, model)
+    if path is None:
+        if options.flags():
+            raise UsageError(f"{options.flags().split()[0]} says how to read calibration data; give --calibration too")
+        return None
+    reader = calibration.open_reader(
+        path, model, tokenizer=options.tokenizer, layout=options.layout, size=_numbers(options.image_size, "--image-size", "H,W", int),
+        mean=_numbers(options.mean, "--mean", "r,g,b"), std=_numbers(options.std, "--std", "r,g,b"))
+    if hasattr(reader, "describe"):
+        err_console.print(f"calibration: {reader.describe()}", highlight=False, markup=False)
+    return reader
+
+
+def _numbers(text: str | None, flag: str, form: str, kind: type = float) -> tuple | None:
+    """``text`` (``a,b,c``) as a tuple of ``kind``; ints are positive and as many as ``form`` names. A one-line
+    ``UsageError`` saying ``form`` otherwise."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or kind is int and (len(values) != len(form.split(",")) or min(values) < 1):
+        raise UsageError(f"{flag} takes {form}, got {text!r}")
+    return values
 
 
 def write_report(report: Report, folder: Path, inputs: list[ir.Model]) -> None:

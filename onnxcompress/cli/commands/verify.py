@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from onnxcompress.cli.app import app, batch_option, console, status, threads_option
+from onnxcompress.cli.app import app, batch_option, calibration_option, console, status, threads_option
 from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
 from onnxcompress.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from onnxcompress.errors import CheckFailed, UsageError
@@ -34,8 +34,12 @@ def verify_command(
     golden: Path | None = typer.Option(None, "--golden", help="Compare MODEL with the outputs stored in this .npz."),
     save_golden: Path | None = typer.Option(None, "--save-golden", help="Store the inputs and reference outputs here."),
     bisect: Path | None = typer.Option(None, "--bisect", help="TOML recipe: find its first pass that breaks the tolerance or a gate."),
-    calibration: Path | None = typer.Option(
-        None, "--calibration", help="With --bisect: calibration data for the recipe's passes, as for run (its samples are the inputs)."),
+    calibration: Path | None = calibration_option("--calibration", "With --bisect, for the recipe's passes (its samples are the inputs). "),
+    image_size: str | None = calibration_option("--image-size"),
+    layout: str | None = calibration_option("--layout"),
+    mean: str | None = calibration_option("--mean"),
+    std: str | None = calibration_option("--std"),
+    tokenizer: Path | None = calibration_option("--tokenizer"),
     inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs by name (default: synthetic)."),
     ranges: Path | None = typer.Option(None, "--ranges", help="Calibration ranges JSON: synthesize float inputs inside them."),
     rtol: float | None = typer.Option(
@@ -60,7 +64,7 @@ def verify_command(
     given (and --rtol/--atol only if those are given too).
     """
     from onnxcompress import io, runtime, verify
-    from onnxcompress.cli.commands.run import check_samples, open_calibration
+    from onnxcompress.cli.commands.run import DataOptions, check_samples, open_calibration
     from onnxcompress.junit import junit_xml
 
     _check_arguments(models, golden, save_golden, bisect, inputs, calibration)
@@ -68,7 +72,7 @@ def verify_command(
     loaded = [io.load(m) for m in models]
     for out in filter(None, (save_golden, json_out, junit_out)):
         io.check_output_path(out, loaded)
-    reader = open_calibration(calibration, loaded[0]) if calibration else None
+    reader = open_calibration(calibration, loaded[0], DataOptions(image_size, layout, mean, std, tokenizer))
     if golden:
         feeds, expected = verify.load_golden(golden, loaded[0])
     else:

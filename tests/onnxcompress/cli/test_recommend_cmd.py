@@ -69,3 +69,17 @@ def test_bad_target_and_apply_without_output_exit_2(mlp_path, capsys):
     assert main(["recommend", str(mlp_path), "--apply"]) == 2
     err = capsys.readouterr().err
     assert "unknown --target 'tpu'" in err and "--apply needs -o OUT" in err
+
+
+def test_the_printed_command_reads_an_image_folder_as_recommend_did(cnn_path, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, pixels in enumerate(np.random.default_rng(1).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)):
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    assert main(["recommend", str(cnn_path), "--calibration", str(folder), "--mean", "0.5", "--std", "0.25"]) == 0
+    captured = capsys.readouterr()
+    assert "minus mean 0.5,0.5,0.5, divided by std 0.25,0.25,0.25" in captured.err
+    command = captured.out.split("run it with:")[1].strip()
+    assert f"--calibration {folder}" in command and command.endswith("--mean 0.5 --std 0.25")

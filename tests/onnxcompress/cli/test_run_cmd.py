@@ -187,3 +187,106 @@ def test_bench_each_times_every_step_and_the_default_only_the_ends(mlp_path, tmp
         assert main(["run", str(mlp_path), "-o", str(tmp_path / f"m{len(flag)}.onnx"), "-p", "test-noop", "-p", "cleanup", *flag, "--report", str(report)]) == 0
         steps = json.loads((report / "report.json").read_text())["steps"]
         assert [step["latency_ms"] is not None for step in steps] == timed
+
+
+def _png_folder(folder, count: int = 12):
+    """``count`` seeded random 8x8 RGB PNGs, and the same images as float32 HWC in [0, 1]."""
+    from PIL import Image
+
+    folder.mkdir()
+    pixels = np.random.default_rng(5).integers(0, 256, (count, 8, 8, 3), dtype=np.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"{index:02}.png")
+    return folder, pixels.astype(np.float32) / 255.0
+
+
+def test_image_folder_mean_and_std_calibrate_as_the_normalised_arrays_would(cnn_path, tmp_path, capsys):
+    folder, images = _png_folder(tmp_path / "images")
+    mean, std = np.array([0.5, 0.4, 0.3], np.float32), np.array([0.25, 0.2, 0.5], np.float32)
+    normalised = io.save_arrays(tmp_path / "normalised.npz", {"x": ((images - mean) / std).transpose(0, 3, 1, 2)})
+    run = ["run", str(cnn_path), "-p", "quantize-static:method=minmax", "--no-bench", "--calibration"]
+    assert main([*run, str(folder), "--mean", "0.5,0.4,0.3", "--std", "0.25,0.2,0.5", "-o", str(tmp_path / "folder.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert f"calibration: 12 images from {folder}, resized to 8x8, scaled to [0, 1], minus mean 0.5,0.4,0.3, divided by std 0.25,0.2,0.5, NCHW" in err
+    assert main([*run, str(normalised), "-o", str(tmp_path / "arrays.onnx")]) == 0
+    assert main([*run, str(folder), "-o", str(tmp_path / "plain.onnx")]) == 0
+    assert "scaled to [0, 1] without mean/std normalisation, NCHW" in capsys.readouterr().err
+    assert (tmp_path / "folder.onnx").read_bytes() == (tmp_path / "arrays.onnx").read_bytes() != (tmp_path / "plain.onnx").read_bytes()
+
+
+DYNAMIC_IMAGE_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+net (float[N, A, B, C] x) => (float[N, A, B, C] y) { y = Relu(x) }
+"""
+
+
+def test_layout_and_image_size_read_a_folder_for_a_model_that_leaves_them_dynamic(tmp_path, capsys):
+    import onnx.parser
+
+    model = tmp_path / "dynamic.onnx"
+    onnx.save(onnx.parser.parse_model(DYNAMIC_IMAGE_TEXT), model)
+    folder, _ = _png_folder(tmp_path / "images", count=2)
+    report = tmp_path / "rep"
+    args = ["run", str(model), "-o", str(tmp_path / "o.onnx"), "-p", "test-noop", "--no-bench", "--report", str(report),
+            "--calibration", str(folder), "--layout", "nhwc", "--image-size", "4,6"]
+    assert main(args) == 0
+    assert "resized to 4x6, scaled to [0, 1] without mean/std normalisation, NHWC" in capsys.readouterr().err
+    assert json.loads((report / "report.json").read_text())["steps"][0]["details"]["input_shapes"] == {"x": [1, 4, 6, 3]}
+
+
+TEXT_MODEL_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+text (int64[N, S] input_ids, int64[N, S] attention_mask, int64[N, S] token_type_ids) => (int64[N, S] y) {
+  ids = Add(input_ids, attention_mask)
+  y = Add(ids, token_type_ids)
+}
+"""
+
+
+def test_a_text_file_with_a_tokenizer_folder_is_tokenized_for_the_model(tmp_path, capsys):
+    import onnx.parser
+    from tokenizers import Tokenizer
+
+    from onnxcompress.models import minilm
+
+    model = tmp_path / "text.onnx"
+    onnx.save(onnx.parser.parse_model(TEXT_MODEL_TEXT), model)
+    sentences = ["The cat sat.", "A sentence a good deal longer than the first one, with a comma."]
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences) + "\n")
+    report = tmp_path / "rep"
+    args = ["run", str(model), "-o", str(tmp_path / "o.onnx"), "-p", "test-noop", "--no-bench", "--report", str(report),
+            "--calibration", str(tmp_path / "sentences.txt"), "--tokenizer", str(minilm.model_path())]
+    assert main(args) == 0
+    assert f"calibration: sentences of {tmp_path / 'sentences.txt'}, tokenized for input_ids, attention_mask, token_type_ids" in capsys.readouterr().err
+    tokenizer = Tokenizer.from_file(str(minilm.model_path() / "tokenizer.json"))
+    tokenizer.no_padding()  # the file pads to 128 tokens
+    longest = max(len(tokenizer.encode(s).ids) for s in sentences)
+    shapes = json.loads((report / "report.json").read_text())["steps"][0]["details"]["input_shapes"]
+    assert shapes == {name: [1, longest] for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+@pytest.mark.parametrize(("data", "options", "message"), [
+    (None, ["--mean", "0.5"], "--mean says how to read calibration data; give --calibration too"),
+    ("cal.npz", ["--tokenizer", "tok"], "a tokenizer reads a text file of sentences, and calibration data {tmp}/cal.npz is an .npz"),
+    ("cal.npz", ["--image-size", "8,8"], "image options (size) apply to a folder of images, and calibration data {tmp}/cal.npz is a file"),
+    ("sentences.txt", [], "calibration data {tmp}/sentences.txt: a text file needs the folder of its tokenizer.json (--tokenizer DIR)"),
+    ("images", ["--image-size", "8"], "--image-size takes H,W, got '8'"),
+    ("images", ["--image-size", "8,0"], "--image-size takes H,W, got '8,0'"),
+    ("images", ["--mean", "0.5,red"], "--mean takes r,g,b, got '0.5,red'"),
+    ("images", ["--std", "0.5,0.5"], "image std needs 1 or 3 values, got 2"),
+    ("images", ["--layout", "chw"], "image layout must be one of ('NCHW', 'NHWC'), got 'chw'"),
+])
+def test_calibration_options_that_do_not_fit_exit_2_in_one_line(cnn_path, tmp_path, capsys, data, options, message):
+    np.savez(tmp_path / "cal.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    (tmp_path / "sentences.txt").write_text("one sentence\n")
+    _png_folder(tmp_path / "images", count=1)
+    out = tmp_path / "o.onnx"
+    calibration = ["--calibration", str(tmp_path / data)] if data else []
+    assert main(["run", str(cnn_path), "-o", str(out), "-p", "test-noop", "--no-bench", *calibration, *options]) == 2
+    assert capsys.readouterr().err == f"error: {message.format(tmp=tmp_path)}\n" and not out.exists()
+
+
+@pytest.mark.parametrize("command", [["recommend"], ["verify", "--bisect", "recipe.toml"]])
+def test_recommend_and_verify_bisect_take_the_same_calibration_options(cnn_path, capsys, command):
+    assert main([command[0], str(cnn_path), *command[1:], "--layout", "nhwc"]) == 2
+    assert capsys.readouterr().err == "error: --layout says how to read calibration data; give --calibration too\n"

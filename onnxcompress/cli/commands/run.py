@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from onnxcompress.pipeline import LabelledData
     from onnxcompress.report import Report
 
+MAIN_COLUMNS = ("step", "size MB", "latency ms", "speedup", "cosine", "slice err", "accuracy")  # what fits 80 columns
+FULL_TABLE_WIDTH = 140  # every column of the step table, unsqueezed
+
 
 @app.command("run")
 def run_pipeline(
@@ -174,11 +177,15 @@ def write_report(report: Report, folder: Path, inputs: list[ir.Model]) -> None:
 
 
 def print_report(report: Report) -> None:
-    """The per-step table on the console, with a warning when its latency figures are noisy."""
+    """The per-step table on the console, with a warning when its latency figures are noisy. Columns with
+    nothing measured are left out, and a terminal narrower than the whole table gets the main columns only."""
     rows = report.rows()
-    table = Table(*rows[0].keys())
+    columns = [key for key in rows[0] if any(row[key] != "-" for row in rows)]
+    narrow = console.width < FULL_TABLE_WIDTH
+    table = Table(*(key for key in columns if not narrow or key in MAIN_COLUMNS),
+                  caption="main columns only: a wider terminal or --report shows all" if narrow else None)
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(row[key] for key in columns if not narrow or key in MAIN_COLUMNS))
     console.print(table)
     if records.noisy(report.steps):
         console.print(f"[yellow]{records.NOISY_NOTE}[/yellow]", highlight=False)

@@ -290,3 +290,14 @@ def test_calibration_options_that_do_not_fit_exit_2_in_one_line(cnn_path, tmp_pa
 def test_recommend_and_verify_bisect_take_the_same_calibration_options(cnn_path, capsys, command):
     assert main([command[0], str(cnn_path), *command[1:], "--layout", "nhwc"]) == 2
     assert capsys.readouterr().err == "error: --layout says how to read calibration data; give --calibration too\n"
+
+
+def test_the_step_table_fits_an_80_column_terminal(mlp_path, tmp_path, capsys, monkeypatch):
+    from onnxcompress.cli.app import console
+
+    monkeypatch.setattr(console, "width", 80)
+    assert main(["run", str(mlp_path), "-o", str(tmp_path / "a.onnx"), "-p", "test-noop", "-p", "test-scale:factor=0.5", "--no-bench"]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80
+    assert "│ test-scale " in out and "…" not in out  # no cell cut short
+    assert "latency ms" not in out  # nothing was timed, so no empty latency column

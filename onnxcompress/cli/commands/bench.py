@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @app.command("bench")
 def bench(
-    models: list[Path] = typer.Argument(..., help="ONNX models; ratios are to the first."),
+    models: list[Path] = typer.Argument(..., help="ONNX models; speedups are against the first (above 1x: faster), as in run."),
     threads: int = threads_option(),
     batch: int = batch_option(),
     rounds: int = typer.Option(7, "--rounds", min=1),
@@ -43,14 +43,14 @@ def bench(
     with status(f"benchmarking {len(models)} model(s)"):
         results = bench_lib.measure(sessions, feeds, batch=rows, threads=threads, rounds=rounds)
     base = results[0].median_ms
-    table = Table("model", "median ms", "p10-p90 ms", "ratio", "rounds kept/dropped")
+    table = Table("model", "median ms", "p10-p90 ms", "speedup", "rounds kept/dropped")
     for path, r in zip(models, results):
-        table.add_row(str(path), f"{r.median_ms:.3f}", f"{r.p10_ms:.3f}-{r.p90_ms:.3f}", f"{r.median_ms / base:.3f}", f"{r.rounds_kept}/{r.rounds_dropped}")
+        table.add_row(str(path), f"{r.median_ms:.3f}", f"{r.p10_ms:.3f}-{r.p90_ms:.3f}", f"{base / r.median_ms:.2f}x", f"{r.rounds_kept}/{r.rounds_dropped}")
     console.print(table)
     if not all(r.clean for r in results):
         console.print("[yellow]warning: no clean rounds (other processes were using the CPU); figures are noisy[/yellow]")
     if json_out:
-        records = [{"model": str(p), **r.to_dict(), "ratio": r.median_ms / base, "input_shapes": input_shapes(f)}
+        records = [{"model": str(p), **r.to_dict(), "ratio": r.median_ms / base, "speedup": base / r.median_ms, "input_shapes": input_shapes(f)}
                    for p, r, f in zip(models, results, feeds)]
         io.write_bytes(json_out, json.dumps(records, indent=2).encode(), inputs=loaded)
 

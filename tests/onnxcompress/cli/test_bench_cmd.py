@@ -26,6 +26,7 @@ def test_bench_json(mlp_path, cnn_path, tmp_path, capsys):
         assert r["batch"] == 2 and r["threads"] == 1 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
         assert r["rounds_kept"] + r["rounds_dropped"] >= 1 and isinstance(r["clean"], bool)
     assert records[1]["ratio"] == records[1]["median_ms"] / records[0]["median_ms"]
+    assert records[1]["speedup"] == records[0]["median_ms"] / records[1]["median_ms"]  # as run's table reads: > 1 is faster
     assert "median ms" in capsys.readouterr().out
 
 

@@ -5,8 +5,12 @@ folds constant subgraphs and static shape arithmetic (Shape→Gather→Concat…
 static). What we add is a byte budget on every folded tensor (``max_folded_mb``): onnxscript never
 folds ``ConstantOfShape`` and onnxslim always does, and on ``onnx/backend/test/data/light`` the
 latter turns a 9 KB VGG-19 into 548 MiB; we fold a ``ConstantOfShape`` only when its output fits the
-budget. Initializers that are also graph inputs are overridable, so nothing that reads one is
-folded (the folder refuses graph inputs).
+budget. The folder evaluates a node before its own size check, so every node's output size is
+estimated from its constant inputs' shapes and values first (``folded_bytes``) and a node over the
+budget is never evaluated: an ``Expand`` to 8 GB costs nothing. Dead nodes are removed first and
+nothing inside a ``Loop``/``If``/``Scan`` body is folded, since those may never run. Initializers
+that are also graph inputs are overridable, so nothing that reads one is folded (the folder refuses
+graph inputs).
 """
 
 from __future__ import annotations
@@ -43,9 +47,13 @@ class FoldConstants(CompressionPass):
         self.require(math.isfinite(max_folded_mb) and max_folded_mb >= 0, "max_folded_mb", "a finite number >= 0")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        """Fold, then turn the remaining ``Constant`` nodes into initializers."""
+        """Drop dead nodes, fold, then turn the remaining ``Constant`` nodes into initializers."""
         nodes_before = _count_nodes(model)
+        common.RemoveUnusedNodesPass()(model)
+        self._bodies = _subgraphs(model)
+        self._over_budget: list[str] = []
         self._fold(model)
+        self._note_kept()
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         common.RemoveUnusedNodesPass()(model)
         self._allow_plain_initializers(model)
@@ -75,13 +83,30 @@ class FoldConstants(CompressionPass):
         return self.max_folded_mb * MB
 
     def _should_fold(self, node: ir.Node) -> bool | None:
-        """Fold ``ConstantOfShape`` only within the byte budget; other ops follow onnxscript's rules."""
-        if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx"):
-            return None
-        shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
-        if shape is None:
+        """Called before the folder evaluates ``node``: refuse bodies and anything over the budget.
+
+        ``ConstantOfShape`` within the budget is folded (onnxscript keeps it by default); other ops
+        within it follow onnxscript's rules. An output whose size cannot be told beforehand is not
+        folded when the op can grow its inputs (``GROWING_OPS``).
+        """
+        if node.graph in self._bodies:
             return False
-        return math.prod(int(d) for d in shape.numpy().ravel()) * _fill_itemsize(node) <= self._budget_bytes()
+        size = folded_bytes(node)
+        if size is None:
+            return False if _is_onnx(node) and node.op_type in GROWING_OPS else None
+        if size > self._budget_bytes() and size > _freed_bytes(node):
+            self._over_budget.append(f"{node.op_type} {node.name or node.outputs[0].name!r} ({_mib(size)})")
+            return False
+        return True if _is_onnx(node) and node.op_type == "ConstantOfShape" else None
+
+    def _note_kept(self) -> None:
+        """Say which nodes stayed computed at run time because their output would pass the budget."""
+        if self._over_budget:
+            shown = ", ".join(self._over_budget[:3]) + (", ..." if len(self._over_budget) > 3 else "")
+            self.note(
+                f"kept {len(self._over_budget)} nodes computed at run time, their outputs over the "
+                f"{self.max_folded_mb:g} MB budget: {shown}"
+            )
 
     def _allow_plain_initializers(self, model: ir.Model) -> None:
         """New folded constants are not graph inputs, which IR < 4 requires: raise the IR to 4."""
@@ -90,10 +115,141 @@ class FoldConstants(CompressionPass):
             self.note(f"raised IR version {old} -> 4 so folded constants need not be inputs")
 
 
-def _fill_itemsize(node: ir.Node) -> int:
-    """Bytes per element of a ConstantOfShape's output (float32 when ``value`` is absent)."""
-    value = node.attributes.get("value")
-    return value.as_tensor().dtype.itemsize if value is not None else FLOAT32_BYTES
+def folded_bytes(node: ir.Node) -> float | None:
+    """Bytes all of ``node``'s outputs would take once evaluated, from its constant inputs; None if unknown.
+
+    The ops that can make a large tensor from small ones are computed from their inputs' values
+    (``ConstantOfShape``, ``Expand``, ``Tile``, ``Range``) or shapes (broadcasting ops); any other op
+    is sized from the output shapes shape inference found.
+    """
+    estimate = _ESTIMATES.get(node.op_type) if _is_onnx(node) else None
+    elements = estimate(node) if estimate is not None else None
+    if elements is not None:
+        return elements * _itemsize(node)
+    total = 0.0
+    for output in node.outputs:
+        if output.shape is None or not output.shape.is_static() or output.dtype is None:
+            return None
+        total += math.prod(output.shape.numpy()) * _bytes_per_element(output.dtype)
+    return total
+
+
+def _constant_of_shape(node: ir.Node) -> int | None:
+    shape = _values(node, 0)
+    return None if shape is None else math.prod(max(int(d), 0) for d in shape.ravel())
+
+
+def _expand(node: ir.Node) -> int | None:
+    data, shape = _const_shape(node, 0), _values(node, 1)
+    if data is None or shape is None:
+        return None
+    return _broadcast_elements([data, tuple(int(d) for d in shape.ravel())])
+
+
+def _tile(node: ir.Node) -> int | None:
+    data, repeats = _const_shape(node, 0), _values(node, 1)
+    if data is None or repeats is None:
+        return None
+    return math.prod(data) * math.prod(max(int(r), 0) for r in repeats.ravel())
+
+
+def _range(node: ir.Node) -> int | None:
+    bounds = [_values(node, i) for i in range(3)]
+    if any(b is None or b.size != 1 for b in bounds):
+        return None
+    start, limit, delta = (float(b.ravel()[0]) for b in bounds)
+    if delta == 0 or not all(math.isfinite(v) for v in (start, limit, delta)):
+        return None
+    return max(math.ceil((limit - start) / delta), 0)
+
+
+def _broadcasting(node: ir.Node) -> int | None:
+    shapes = [_const_shape(node, i) for i in range(len(node.inputs)) if node.inputs[i] is not None]
+    return None if not shapes or any(s is None for s in shapes) else _broadcast_elements(shapes)
+
+
+def _broadcast_elements(shapes: list[tuple[int, ...]]) -> int:
+    """Elements of the numpy broadcast of ``shapes``, without building anything (mismatched dims: the larger)."""
+    rank = max(len(s) for s in shapes)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    return math.prod(max(max(dims), 0) if 0 not in dims else 0 for dims in zip(*padded))
+
+
+BROADCASTING_OPS = (
+    "Add Sub Mul Div Pow Mod Max Min Sum Mean And Or Xor Equal Less LessOrEqual Greater GreaterOrEqual "
+    "BitShift BitwiseAnd BitwiseOr BitwiseXor Where PRelu"
+).split()
+_ESTIMATES = {
+    "ConstantOfShape": _constant_of_shape,
+    "Expand": _expand,
+    "Tile": _tile,
+    "Range": _range,
+    **dict.fromkeys(BROADCASTING_OPS, _broadcasting),
+}
+# Ops whose output can be far larger than their inputs: never folded when its size is unknown.
+GROWING_OPS = frozenset(_ESTIMATES) | {"Pad", "Resize", "Upsample", "OneHot", "EyeLike", "Gather", "GatherElements", "GatherND", "MatMul", "Gemm", "Einsum", "ConvTranspose", "CumSum", "DepthToSpace", "SpaceToDepth", "Col2Im"}
+
+
+def _values(node: ir.Node, index: int):
+    """The numpy value of constant input ``index``, or None."""
+    value = node.inputs[index] if index < len(node.inputs) else None
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def _const_shape(node: ir.Node, index: int) -> tuple[int, ...] | None:
+    value = node.inputs[index] if index < len(node.inputs) else None
+    if value is None or value.const_value is None:
+        return None
+    return tuple(int(d) for d in value.const_value.shape.numpy())
+
+
+def _itemsize(node: ir.Node) -> float:
+    """Bytes per element of ``node``'s first output: its declared type, the ConstantOfShape fill, else its inputs'."""
+    if node.op_type == "ConstantOfShape":
+        value = node.attributes.get("value")
+        return value.as_tensor().dtype.itemsize if value is not None else FLOAT32_BYTES
+    dtype = node.outputs[0].dtype if node.outputs else None
+    if dtype is not None:
+        return _bytes_per_element(dtype)
+    known = [v.const_value.dtype for v in node.inputs if v is not None and v.const_value is not None]
+    return max((_bytes_per_element(t) for t in known), default=FLOAT32_BYTES)
+
+
+def _bytes_per_element(dtype: ir.DataType) -> float:
+    """``dtype``'s item size; strings count as 8 bytes (their pointer) since their length is unknown."""
+    try:
+        return dtype.itemsize
+    except TypeError:
+        return 8
+
+
+def _freed_bytes(node: ir.Node) -> float:
+    """Bytes of constant inputs only ``node`` reads: folding it frees them (onnxscript's own rule)."""
+    return sum(
+        v.const_value.nbytes
+        for v in node.inputs
+        if v is not None and v.const_value is not None and len(v.uses()) == 1 and not v.is_graph_input()
+    )
+
+
+def _subgraphs(model: ir.Model) -> set[ir.Graph]:
+    """Every ``Loop``/``If``/``Scan`` body in ``model``, at any depth: what may never run."""
+    bodies: set[ir.Graph] = set()
+    for node in model.graph.all_nodes():
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                bodies.add(attr.as_graph())
+            elif attr.type == ir.AttributeType.GRAPHS:
+                bodies.update(attr.as_graphs())
+    return bodies
+
+
+def _is_onnx(node: ir.Node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def _mib(size: float) -> str:
+    return f"{size / MB:,.0f} MB" if size >= MB else f"{size:,.0f} bytes"
 
 
 def _count_nodes(model: ir.Model) -> int:

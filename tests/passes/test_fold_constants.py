@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import pytest
+from onnx import helper, numpy_helper
 
 from onnxcompress import io
 from onnxcompress.errors import UsageError
@@ -127,3 +135,165 @@ def test_a_crashing_onnxscript_evaluator_stops_folding_without_failing(assert_ex
     assert any("folding stopped early" in note for note in fold.notes)
     feeds = {"x": np.arange(12, dtype=np.float32).reshape(6, 2), "split": np.array(2, np.int64)}
     assert_exact_rewrite(before, after, feeds)
+
+
+def _constant(name: str, array: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name))
+
+
+def _model(nodes: list[onnx.NodeProto]) -> ir.Model:
+    """``y = f(x)`` for ``x: float[1]``, from ``nodes``."""
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph(nodes, "bomb", [x], [y])
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+
+
+def _reduced_into_y(big: str) -> list[onnx.NodeProto]:
+    return [helper.make_node("ReduceMax", [big], ["m"], keepdims=0), helper.make_node("Add", ["x", "m"], ["y"])]
+
+
+def _expand_bomb(shape: list[int]) -> list[onnx.NodeProto]:
+    """Nodes making ``big``: a float32 1.0 expanded to ``shape``."""
+    return [
+        _constant("one", np.float32(1)),
+        _constant("shape", np.array(shape, np.int64)),
+        helper.make_node("Expand", ["one", "shape"], ["big"]),
+    ]
+
+
+def expand_bomb(shape: list[int] = [2, 10**9]) -> ir.Model:  # noqa: B006  (never mutated)
+    """``y = x + max(expand(1.0, shape))``: 8 GB once folded at the default shape."""
+    return _model([*_expand_bomb(shape), *_reduced_into_y("big")])
+
+
+def tile_bomb() -> ir.Model:
+    """A 1,000-element constant tiled 2,000,000 times: 8 GB."""
+    return _model([
+        _constant("row", np.ones(1000, np.float32)),
+        _constant("repeats", np.array([2_000_000], np.int64)),
+        helper.make_node("Tile", ["row", "repeats"], ["big"]),
+        *_reduced_into_y("big"),
+    ])
+
+
+def range_bomb() -> ir.Model:
+    """``Range(0, 2e9, 1)`` in float32: 8 GB."""
+    return _model([
+        _constant("start", np.float32(0)),
+        _constant("limit", np.float32(2e9)),
+        _constant("delta", np.float32(1)),
+        helper.make_node("Range", ["start", "limit", "delta"], ["big"]),
+        *_reduced_into_y("big"),
+    ])
+
+
+def broadcast_bomb() -> ir.Model:
+    """A [50000, 1] column plus a [1, 50000] row: 10 GB from two 200 kB constants."""
+    return _model([
+        _constant("col", np.ones((50_000, 1), np.float32)),
+        _constant("row", np.ones((1, 50_000), np.float32)),
+        helper.make_node("Add", ["col", "row"], ["big"]),
+        *_reduced_into_y("big"),
+    ])
+
+
+def dead_bomb() -> ir.Model:
+    """An 8 GB Expand whose output nothing reads."""
+    return _model([*_expand_bomb([2, 10**9]), helper.make_node("Identity", ["x"], ["y"])])
+
+
+def loop_bomb(shape: list[int] = [2, 10**9]) -> ir.Model:  # noqa: B006  (never mutated)
+    """A ``Loop`` with trip count 0 whose body expands to ``shape`` (8 GB by default): ORT never runs the body."""
+    state = [
+        helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+        helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v", onnx.TensorProto.FLOAT, [1]),
+    ]
+    out = [
+        helper.make_tensor_value_info("c2", onnx.TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v2", onnx.TensorProto.FLOAT, [1]),
+    ]
+    body_nodes = [
+        *_expand_bomb(shape),
+        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+        helper.make_node("Add", ["v", "s"], ["v2"]),
+        helper.make_node("Identity", ["c"], ["c2"]),
+    ]
+    body = helper.make_graph(body_nodes, "body", state, out)
+    return _model([
+        _constant("trips", np.int64(0)),
+        _constant("cond", np.bool_(True)),
+        helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body),
+    ])
+
+
+BOMBS = {
+    "expand": expand_bomb,
+    "expand_1gb": lambda: expand_bomb([2, 125_000_000]),  # under the subprocess's cap: a regression shows in its peak
+    "tile": tile_bomb,
+    "range": range_bomb,
+    "broadcast": broadcast_bomb,
+    "dead": dead_bomb,
+    "loop": loop_bomb,
+}
+PEAK_LIMIT_MB = 500
+ADDRESS_SPACE_CAP = 4 * 2**30
+BOMB_SCRIPT = f"""
+import json, resource, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_fold_constants import BOMBS
+from onnxcompress.passes import FoldConstants
+models = {{name: make() for name, make in BOMBS.items()}}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+report = {{}}
+for name, model in models.items():
+    notes = FoldConstants()(model).notes
+    report[name] = {{"ops": [node.op_type for node in model.graph], "notes": notes}}
+report["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def bombs_folded() -> dict:
+    """Every bomb through the pass in a subprocess capped at 4 GB (a regression fails there, not here):
+    ``{name: {"ops": [...], "notes": [...]}, "peak_mb": growth of the peak RSS}``."""
+    cap = lambda: resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_CAP, ADDRESS_SPACE_CAP))  # noqa: E731
+    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT], capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_memory_bombs_are_never_evaluated(bombs_folded):
+    assert bombs_folded["peak_mb"] < PEAK_LIMIT_MB
+
+
+@pytest.mark.parametrize(("name", "op"), [("expand", "Expand"), ("tile", "Tile"), ("range", "Range"), ("broadcast", "Add")])
+def test_a_node_over_the_budget_is_kept_with_a_note(bombs_folded, name, op):
+    assert op in bombs_folded[name]["ops"]
+    assert any(note.startswith("kept 1 nodes computed at run time") and op in note for note in bombs_folded[name]["notes"])
+
+
+def test_dead_nodes_are_removed_not_folded(bombs_folded):
+    assert bombs_folded["dead"]["ops"] == ["Identity"]
+
+
+def test_an_expand_just_over_the_budget_is_kept_and_exact(assert_exact_rewrite):
+    before = expand_bomb([2, 2**17])  # 1 MiB of float32, twice the budget below
+    after = io.clone(before)
+    FoldConstants(max_folded_mb=0.5)(after)
+    assert "Expand" in _ops(after)
+    assert_exact_rewrite(before, after)
+    FoldConstants(max_folded_mb=1.0)(after)
+    assert "Expand" not in _ops(after)
+
+
+def test_nothing_inside_a_loop_body_is_folded(assert_exact_rewrite, bombs_folded):
+    assert bombs_folded["loop"]["ops"] == ["Loop"]
+    before = loop_bomb([2, 1000])
+    after = io.clone(before)
+    FoldConstants()(after)  # the body's Expand fits the budget, and is still left alone
+    body = after.graph.node(len(after.graph) - 1).attributes["body"].as_graph()
+    assert [node.op_type for node in body] == ["Expand", "ReduceSum", "Add", "Identity"]  # constants lifted
+    assert_exact_rewrite(before, after, {"x": np.array([3.0], np.float32)})

@@ -241,7 +241,8 @@ class ArrayHeader:
 
 
 def array_budget() -> int:
-    """Most bytes an ``.npz`` may declare: ``MEMORY_SHARE`` of the available memory, at most ``MAX_ARRAY_BYTES``."""
+    """Most bytes of input arrays a command may hold (an ``.npz``'s declared total, synthetic inputs):
+    ``MEMORY_SHARE`` of the available memory, at most ``MAX_ARRAY_BYTES``."""
     return min(MAX_ARRAY_BYTES, int(MEMORY_SHARE * _available_memory()))
 
 
@@ -632,10 +633,15 @@ def _check_stored(label: str, declared: int, stored: int, holder: str) -> None:
 
 def _check_budget(label: str, total: int, budget: int) -> None:
     if total > budget:
-        raise UsageError(
-            f"{label} takes the declared total to {_size(total)}, more than the {_size(budget)} budget "
-            f"({MEMORY_SHARE:.0%} of available memory, at most {_size(MAX_ARRAY_BYTES)})"
-        )
+        raise UsageError(f"{label} takes the declared total to {over_budget(total, budget)}")
+
+
+def over_budget(total: int, budget: int) -> str:
+    """``total`` against ``budget`` for an error line: ``"X, more than the Y budget (its rule)"``."""
+    return (
+        f"{_size(total)}, more than the {_size(budget)} budget "
+        f"({MEMORY_SHARE:.0%} of available memory, at most {_size(MAX_ARRAY_BYTES)})"
+    )
 
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:

@@ -15,7 +15,11 @@ rule below reads one thing from the graph:
   as an ``If`` condition, a ``Loop`` trip count, a comparison with a constant (a sample rate
   compared with 16000), a shape, axes, sizes, scales, split sizes, indices or a divisor gets a
   value that op accepts;
-- otherwise: floats are standard normal, integers in [0, 10), booleans random.
+- otherwise: floats are standard normal, integers in [0, 10), booleans random, each drawn in the
+  input's own type.
+
+Nothing is drawn until the shapes chosen are known to fit the memory budget ``io.array_budget()``
+(the one an ``.npz`` of inputs is held to): a shape past it is one ``UsageError`` line.
 
 An input read as an argument whose rule found no value, or a scalar (rank 0 or ``[1]``) that
 matched no rule, is a *guess* (a scalar more likely selects what the graph does than carries data).
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress import io
 from onnxcompress.errors import UsageError
 
 SEQUENCE_LENGTH = 128
@@ -93,12 +98,35 @@ def synthetic_inputs(
     """
     rng = np.random.default_rng(seed)
     chosen = input_shapes(model, batch=batch, shapes=shapes)
+    check_budget(model, chosen)
     arrays, guesses = {}, []
     for value in fed_inputs(model.graph):
         arrays[value.name], guessed = _value(value, chosen[value.name], chosen, rng)
         if guessed:
             guesses.append(value.name)
     return SyntheticFeeds(arrays, dynamic={name: chosen[name] for name in dynamic_inputs(model)}, guesses=guesses)
+
+
+def check_budget(model: ir.Model, chosen: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse, in one line naming the largest input, synthetic inputs of ``chosen`` shapes past ``io.array_budget()``."""
+    sizes = {v.name: _input_bytes(v, chosen[v.name]) for v in fed_inputs(model.graph)}
+    total, budget = sum(sizes.values()), io.array_budget()
+    if total <= budget:
+        return
+    name = max(sizes, key=sizes.__getitem__)
+    dims = ",".join(map(str, chosen[name]))
+    raise UsageError(
+        f"synthetic input {name!r} of shape [{dims}] takes the inputs to {io.over_budget(total, budget)}: "
+        f"pass a smaller --batch or --input-shape {name}:d0,d1,..., or real inputs with --inputs FILE.npz"
+    )
+
+
+def _input_bytes(value: ir.Value, shape: tuple[int, ...]) -> int:
+    """Bytes a synthetic value of ``shape`` takes for ``value``'s type (a string counts as a pointer)."""
+    type_ = value.type.elem_type if isinstance(value.type, ir.OptionalType) else value.type
+    items = SEQUENCE_ITEMS if isinstance(type_, ir.SequenceType) else 1
+    dtype = (type_.elem_type.dtype if isinstance(type_, ir.SequenceType) else type_.dtype) if type_ is not None else ir.DataType.FLOAT
+    return items * math.prod(shape) * _numpy_dtype(value, dtype).itemsize
 
 
 def fed_inputs(graph: ir.Graph) -> list[ir.Value]:
@@ -316,13 +344,24 @@ def _is_scalar(shape: tuple[int, ...]) -> bool:
 
 
 def _random(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Random values drawn in ``dtype`` itself (numpy draws floats in float32 or float64 only: narrower floats
+    are drawn in float32), so no wider copy of the input is ever made."""
     if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(np.bool_)
+        return rng.integers(0, 2, size=shape, dtype=np.bool_)
     if dtype.kind in "iu":
-        return rng.integers(0, SMALL_INTEGERS, size=shape).astype(dtype)
+        return rng.integers(0, SMALL_INTEGERS, size=shape, dtype=dtype)
     if dtype.kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
+        values = np.empty(shape, dtype)
+        values.real = _normal(values.real.dtype, shape, rng)
+        values.imag = _normal(values.real.dtype, shape, rng)
+        return values
+    return _normal(dtype, shape, rng)
+
+
+def _normal(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if dtype in (np.float32, np.float64):
+        return rng.standard_normal(shape, dtype=dtype)
+    return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
 # Consumer rules: what value an op accepts at one of its inputs.

@@ -305,3 +305,38 @@ def test_run_records_the_shapes_it_used_in_the_report(sample_rate_path, tmp_path
     assert main(["run", str(sample_rate_path), "-o", str(tmp_path / "o.onnx"), "-p", "cleanup", "--no-bench", "--report", str(report)]) == 0
     details = json.loads((report / "report.json").read_text())["steps"][0]["details"]
     assert details["input_shapes"] == {"audio": [1, synthetic_inputs.SEQUENCE_LENGTH], "sr": []}
+
+
+DRAWN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1000] x, float16[N, 1000] half, int8[N, 1000] i, bool[N, 1000] b, complex64[N, 10] z) => (float[N, 1000] y) {
+    y = Identity(x)
+}
+"""
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("x", np.float32), ("half", np.float16), ("i", np.int8), ("b", np.bool_), ("z", np.complex64)])
+def test_random_inputs_are_drawn_in_their_own_type_without_a_wider_copy(name, dtype):
+    import tracemalloc
+
+    model = ir.from_onnx_text(DRAWN)
+    model.graph.inputs[:] = [v for v in model.graph.inputs if v.name == name]
+    tracemalloc.start()
+    try:
+        feeds = synthetic_inputs.synthetic_inputs(model, batch=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    array = feeds[name]
+    assert array.dtype == dtype and array.shape[0] == 1000
+    assert len(np.unique(array)) > 1
+    at_most = max(2 * array.nbytes, array.nbytes + 4 * array.size) + 2**16  # float32 at most, plus bookkeeping
+    assert peak <= at_most, f"{peak} bytes to draw {array.nbytes}"
+
+
+def test_inputs_past_the_budget_are_refused_before_drawing(monkeypatch):
+    model = ir.from_onnx_text(DRAWN)
+    monkeypatch.setattr(io, "array_budget", lambda: 1_000_000)
+    with pytest.raises(UsageError, match=r"^synthetic input 'x' of shape \[300,1000\] takes the inputs to \d\.\d MB, more than the 1\.0 MB budget .*--inputs FILE\.npz$"):
+        synthetic_inputs.synthetic_inputs(model, batch=300)
+    assert set(synthetic_inputs.synthetic_inputs(model, batch=10)) == {"x", "half", "i", "b", "z"}

@@ -1,0 +1,60 @@
+"""Synthetic inputs past the memory budget are refused before a byte is drawn: one line, exit 2, for a
+huge declared input, a huge ``--batch`` and a huge ``--input-shape``, in every command that draws them."""
+
+from __future__ import annotations
+
+import resource
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from onnxcompress.cli import main
+
+HEADROOM = 3 * 2**30  # address space the test may grow by: a regression fails on its 8 GB draw, not the machine
+COMMANDS = {
+    "bench": lambda model, out, extra: ["bench", model, "--rounds", "1", *extra],
+    "verify": lambda model, out, extra: ["verify", model, model, *extra],
+    "run": lambda model, out, extra: ["run", model, "-o", out / "out.onnx", "-p", "cleanup", *extra],
+}
+
+
+def identity_model(path, dtype: int, shape: list) -> str:
+    """``y = x`` for one input of ``dtype`` and ``shape``, saved to ``path``."""
+    x = helper.make_tensor_value_info("x", dtype, shape)
+    y = helper.make_tensor_value_info("y", dtype, shape)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+@pytest.fixture
+def capped_address_space():
+    """Lower this process's address-space limit to its current size plus ``HEADROOM`` for one test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as statm:
+        current = int(statm.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (current + HEADROOM, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+CASES = {
+    # name: (dtype, declared shape, extra options, the shape the error names)
+    "declared": (TensorProto.DOUBLE, [1, 1_000_000_000], [], "[1,1000000000]"),
+    "batch": (TensorProto.FLOAT, ["N", 10_000_000], ["--batch", "1024"], "[1024,10000000]"),  # --batch is at most 1024
+    "input-shape": (TensorProto.FLOAT, ["N", 4], ["--input-shape", "x:100000,100000"], "[100000,100000]"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_synthetic_inputs_past_the_budget_are_one_line(command, case, tmp_path, capsys, capped_address_space):
+    dtype, shape, extra, named = CASES[case]
+    model = identity_model(tmp_path / "m.onnx", dtype, shape)
+    code = main([str(a) for a in COMMANDS[command](model, tmp_path, extra)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: synthetic input 'x' of shape " + named), err
+    assert "budget" in err and "--inputs FILE.npz" in err
+    assert not (tmp_path / "out.onnx").exists()

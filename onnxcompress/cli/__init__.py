@@ -5,7 +5,9 @@ Exit codes:
 - 0: success.
 - 1: a check ran and failed (``CheckFailed``: wrong outputs, a broken graph).
 - 2: unusable input or options: typer's usage errors (usage line, the option named, "Try ... -h")
-  and our ``UsageError`` (a bad model file, an unknown pass, an unwritable output).
+  and our ``UsageError`` (a bad model file, an unknown pass, an unwritable output); also a
+  ``MemoryError`` the budgets did not foresee (the model or inputs are too large for this machine,
+  not a defect): "not enough memory: ...".
 - 70: a defect in onnxcompress itself (any other exception; sysexits' ``EX_SOFTWARE``): one line
   saying so, with the exception's type and first line; ``ONNXCOMPRESS_DEBUG=1`` adds the traceback.
 - 130: interrupted (Ctrl-C).
@@ -28,6 +30,7 @@ from onnxcompress.cli.app import app, err_console
 from onnxcompress.errors import OnnxCompressError, first_line
 
 DEBUG_ENV = "ONNXCOMPRESS_DEBUG"
+EXIT_USAGE = 2
 EXIT_BUG = 70
 EXIT_INTERRUPTED = 130
 
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
+    except MemoryError as exc:
+        detail = first_line(str(exc)) or "an allocation failed"
+        return _fail(f"not enough memory: {detail} (pass smaller inputs or --input-shape, or use a machine with more memory)", EXIT_USAGE)
     except Exception as exc:  # anything else is a defect in onnxcompress, never a bad input
         return report_bug(exc)
     return 0

@@ -58,3 +58,16 @@ def test_synthetic_inputs_past_the_budget_are_one_line(command, case, tmp_path, 
     assert err.count("\n") == 1 and err.startswith("error: synthetic input 'x' of shape " + named), err
     assert "budget" in err and "--inputs FILE.npz" in err
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_memory_error_is_one_line_not_a_bug_report(monkeypatch, capsys):
+    import sys
+
+    def exhausted(**_):
+        raise MemoryError("Unable to allocate 37.3 GiB for an array with shape (100000, 100000)")
+
+    monkeypatch.setattr(sys.modules["onnxcompress.cli"], "app", exhausted)
+    assert main(["bench", "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough memory: Unable to allocate 37.3 GiB") and err.count("\n") == 1, err
+    assert "bug" not in err

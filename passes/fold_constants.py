@@ -16,6 +16,7 @@ graph inputs).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated
 
 import onnx_ir as ir
@@ -50,10 +51,9 @@ class FoldConstants(CompressionPass):
         """Drop dead nodes, fold, then turn the remaining ``Constant`` nodes into initializers."""
         nodes_before = _count_nodes(model)
         common.RemoveUnusedNodesPass()(model)
-        self._bodies = _subgraphs(model)
-        self._over_budget: list[str] = []
-        self._fold(model)
-        self._note_kept()
+        kept: list[str] = []
+        self._fold(model, self._fold_filter(_subgraphs(model), kept))
+        self._note_kept(kept)
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         common.RemoveUnusedNodesPass()(model)
         self._allow_plain_initializers(model)
@@ -62,7 +62,7 @@ class FoldConstants(CompressionPass):
         self.note(f"folded {removed} nodes into constants (budget {self.max_folded_mb:g} MB per tensor)")
         return ir.passes.PassResult(model, modified=removed > 0)
 
-    def _fold(self, model: ir.Model) -> None:
+    def _fold(self, model: ir.Model, should_fold: Callable[[ir.Node], bool | None]) -> None:
         """Run onnxscript's folder; if one of its op evaluators crashes, keep what it folded so far.
 
         The folder replaces one node at a time, so the graph it leaves behind is valid and exact.
@@ -72,7 +72,7 @@ class FoldConstants(CompressionPass):
                 model,
                 onnx_shape_inference=self.shape_inference,
                 output_size_limit=int(self._budget_bytes() // FLOAT32_BYTES),
-                should_fold=self._should_fold,
+                should_fold=should_fold,
             )
         except RuntimeError as exc:
             if not str(exc).startswith(FOLDER_FAILURE):
@@ -82,29 +82,34 @@ class FoldConstants(CompressionPass):
     def _budget_bytes(self) -> float:
         return self.max_folded_mb * MB
 
-    def _should_fold(self, node: ir.Node) -> bool | None:
-        """Called before the folder evaluates ``node``: refuse bodies and anything over the budget.
+    def _fold_filter(self, bodies: set[ir.Graph], kept: list[str]) -> Callable[[ir.Node], bool | None]:
+        """The folder's ``should_fold`` for one run, asked before it evaluates a node: it refuses nodes in
+        ``bodies`` and anything over the budget (naming those in ``kept``).
 
         ``ConstantOfShape`` within the budget is folded (onnxscript keeps it by default); other ops
         within it follow onnxscript's rules. An output whose size cannot be told beforehand is not
         folded when the op can grow its inputs (``GROWING_OPS``).
         """
-        if node.graph in self._bodies:
-            return False
-        size = folded_bytes(node)
-        if size is None:
-            return False if _is_onnx(node) and node.op_type in GROWING_OPS else None
-        if size > self._budget_bytes() and size > _freed_bytes(node):
-            self._over_budget.append(f"{node.op_type} {node.name or node.outputs[0].name!r} ({_mib(size)})")
-            return False
-        return True if _is_onnx(node) and node.op_type == "ConstantOfShape" else None
 
-    def _note_kept(self) -> None:
+        def should_fold(node: ir.Node) -> bool | None:
+            if node.graph in bodies:
+                return False
+            size = folded_bytes(node)
+            if size is None:
+                return False if _is_onnx(node) and node.op_type in GROWING_OPS else None
+            if size > self._budget_bytes() and size > _freed_bytes(node):
+                kept.append(f"{node.op_type} {node.name or node.outputs[0].name!r} ({_mib(size)})")
+                return False
+            return True if _is_onnx(node) and node.op_type == "ConstantOfShape" else None
+
+        return should_fold
+
+    def _note_kept(self, kept: list[str]) -> None:
         """Say which nodes stayed computed at run time because their output would pass the budget."""
-        if self._over_budget:
-            shown = ", ".join(self._over_budget[:3]) + (", ..." if len(self._over_budget) > 3 else "")
+        if kept:
+            shown = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
             self.note(
-                f"kept {len(self._over_budget)} nodes computed at run time, their outputs over the "
+                f"kept {len(kept)} nodes computed at run time, their outputs over the "
                 f"{self.max_folded_mb:g} MB budget: {shown}"
             )
 

@@ -6,9 +6,9 @@ collecting every batch's outputs before estimating ranges, whose memory grows wi
 Samples are fed in the model's own batch (``validation.model_batches``: a model declaring a batch of 1
 gets one sample per run); when its batch is free, a reader batch is split into runs of as many samples
 as keep the exposed tensors under ``ACTIVATION_BYTES`` (the first run, of one sample, measures them). Exposing every activation of a
-224×224 MobileNet-style net costs ~90 MB of peak memory per sample: calibrating it with the readers'
-default batch of 32 peaked at 3.2 GB, and in runs under 64 MB it peaks at 0.27 GB at the same speed;
-MiniLM's 24 MatMul inputs in batches of 64 went from 1.76 GB and 9.0 s to 0.50 GB and 5.4 s. The
+224×224 MobileNet-style net and calibrating it with the readers' default batch of 32 peaked at 3.2 GB;
+in runs under 64 MB it peaks at 0.27 GB at the same speed, and MiniLM's MatMul inputs take less
+memory and time the same way (``docs/measured.md`` has the calibration figures). The
 consumers (estimators, running sums) give the same result however a batch is split. Shared by
 quantization (ranges, smoothing, GPTQ) and pruning (activation importance, reconstruction).
 """

@@ -1,9 +1,9 @@
 """Activation ranges over calibration data, and their JSON file so calibration runs once.
 
-``estimate_ranges`` streams the named tensors batch by batch into one estimator per tensor. Measured
-against ORT's ``EntropyCalibrater`` on the digits ResNet (29 tensors, 2048 bins, same batches;
-``tools/bench_calibration.py``): 6.4x faster at 200 samples, and peak RSS flat from 200 to 1000 samples
-where ORT's grew by 624 MB to 1.05 GB, because ORT keeps every batch's activations until the end.
+``estimate_ranges`` streams the named tensors batch by batch into one estimator per tensor. Against
+ORT's ``EntropyCalibrater`` (``tools/bench_calibration.py``; figures in ``docs/measured.md``) it is
+faster and its peak RSS stays flat as the sample count grows, where ORT's grows, because ORT keeps
+every batch's activations until the end.
 The file records the estimator, its options and a hash of the model's graph, so ``load_ranges`` can
 refuse ranges computed for another model.
 """

@@ -9,7 +9,7 @@ the first model measured in the same run.
 Before each model's turn in a round the process sleeps ``settle_seconds``: the previous session's
 worker threads keep spinning after its last run and take the core the next session's worker needs.
 Without the pause, switching models every 30 ms made a MobileNetV3-style net at batch 1 read
-1.1–1.8 ms instead of the 0.88 ms it takes alone; with 50 ms it read 0.92–1.0 ms.
+1.1–1.8 ms instead of the 0.88 ms it takes alone; a 50 ms pause (the default) brings it back near that.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ computes at run time stays right.
 
 Ours: onnxscript fuses attention only into ORT's contrib ops (``com.microsoft``). ORT's CPU kernel
 for the standard op ran MiniLM-sized attention (batch 8, 12 heads, sequence 128) in 1.4 ms against
-2.0 ms decomposed, and all-MiniLM-L6-v2 ~10 % faster end to end, in FP32 and after dynamic INT8.
+2.0 ms decomposed, and all-MiniLM-L6-v2 runs faster end to end, in FP32 and after dynamic INT8
+(the INT8 rows with and without ``fuse:opset=23`` in ``docs/benchmarks/bench_quantization.md``).
 
 Blocks whose head split or merge is not this one (PyTorch's ``nn.MultiheadAttention``, the dynamo
 exports' computed shapes) are fused on their 4-D heads instead (``attention_heads.py``); those rules

@@ -9,7 +9,7 @@ family's set is built once per process. Ops no rule knows are left alone. A fuse
 name of the first node it replaced and records all their names (``passes/names.py``), so ``exclude``
 patterns written for the exported model still match. ``opset`` converts an older export up first so
 the newer fused ops are available: on all-MiniLM-L6-v2 (opset 17), ``fuse:opset=23`` fuses the six
-attention blocks and runs ~10 % faster than ``fuse`` at batch 8.
+attention blocks into ``Attention`` ops (``attention.py``; latency in ``docs/benchmarks/bench_quantization.md``).
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ class QuantizeStatic(QuantizePass):
     Built on ORT's ``QDQQuantizer`` (its rules for what the CPU EP fuses), fed ranges from
     ``onnxcompress.calibration``'s estimators: with ``quantize_static`` itself, entropy gives the
     same scales as min-max and calibration memory grows with the sample count; ours stream with
-    bounded memory. Defaults to U8 activations / S8 weights on x86 (2.8–3.0x faster than FP32 on a
-    ResNet-style CNN, where ORT's default S8S8 was slower than FP32). Depthwise convs are padded with
+    bounded memory. Defaults to U8 activations / S8 weights on x86, where ORT's default S8S8 leaves
+    layers unfused and runs far slower (``docs/benchmarks/bench_quantization.md``). Depthwise convs are padded with
     zero filters to a multiple of 16 channels first (``pad_depthwise``, exact), where ORT's int8
     depthwise kernel runs about twice as fast.
     By default the result must keep a fidelity budget on held-out calibration samples (slice error ≤ 0.5;

@@ -6,23 +6,22 @@ under 2) leave the other channels a handful of levels. ``X·W = (X/s)·(s·W)`` 
 dividing each input channel by ``s = max|X|^α / max|W|^(1−α)`` (SmoothQuant) flattens the
 activation and puts the range into the weights, which per-channel INT8 handles well.
 ORT's ``quantize_dynamic`` has no such step (its ``SmoothQuant`` option is for static QDQ
-only, through neural-compressor). Measured on all-MiniLM-L6-v2 (300 held-out sentences,
-``tools/bench_quantization.py``): dynamic INT8 after ``smooth`` keeps mean embedding cosine
-0.998 against 0.993 without it, at the same latency. Real tokens gain (``last_hidden_state`` mean
-cosine 0.990 → 0.997); padding positions, which every consumer masks out, lose (min 0.62 → 0.24),
-so judge fidelity on the outputs that are used (``fidelity_output`` in the quantization passes).
+only, through neural-compressor). On all-MiniLM-L6-v2, dynamic INT8 after ``smooth`` keeps a higher
+mean embedding cosine than without it, at the same latency (``docs/benchmarks/bench_quantization.md``).
+Real tokens gain; padding positions, which every consumer masks out, lose, so judge fidelity on the
+outputs that are used (``fidelity_output`` in the quantization passes).
 
 ``1/s`` is one inserted Mul per activation, not folded into the producer: folding it into
 GELU's final ``× 0.5`` stops ORT fusing the GELU, which costs more than the Mul. The exception is
 an ONNX ``Attention`` output (the context): each of its channels is a softmax-weighted sum of the
-same channel of V, so ``1/s`` goes into the columns of V's projection for free (all-MiniLM-L6-v2 at
-batch 8: a Mul of 0.03 ms fewer on each of the five contexts smoothing chose).
+same channel of V, so ``1/s`` goes into the columns of V's projection for free (one Mul fewer per
+context).
 
 By default (``alpha`` unset) each activation gets the α, or no smoothing at all, that gives its
 MatMuls the lowest dynamic-INT8 error simulated on the first calibration batch, with the weight grid and
 integer sums of the kernel ORT runs on this CPU (``target.cpu_kernel``: 7-bit weights without VNNI): the
-best α differs by layer (0.5 to 0.95 on MiniLM), and an activation with no outliers left (after
-``split-outliers``) is better off without the Mul.
+best α differs by layer (the αs chosen on MiniLM are in ``docs/benchmarks/bench_quantization.md``), and
+an activation with no outliers left (after ``split-outliers``) is better off without the Mul.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``split-outliers``: give a MatMul's few outlier input channels an FP32 branch of their own.
 
 Dynamic INT8 quantizes an activation with one scale for the whole tensor, so one channel peaking
-at 25 while the median channel peaks at 1.5 leaves the rest a handful of levels. When that
+far above the median channel leaves the rest a handful of levels. When that
 activation is computed channel by channel from another MatMul (``W2·f(W1·x + b)``, the FFN of a
 transformer, with ``f`` element-wise such as GELU), its channels can be split without copying
 anything: the outlier columns of ``W1`` (and of the bias), the element-wise ops, and the matching

@@ -4,15 +4,9 @@ ORT's dynamic quantization computes each activation's scale at run time over the
 sentence's embedding depends on which sentences share its batch. That matters wherever the same
 input must always give the same vector (a search index built in batches, queried one by one).
 One U8 scale per tensor, calibrated once by min-max, makes every batch size give the batch-1 result.
-On all-MiniLM-L6-v2 (split-outliers + smooth + gptq, 5 sets of 250 held-out sentences), at the same
-latency:
-
-| activation scales | mean cosine b1 / b8 | nearest-neighbour agreement b1 / b8 |
-|---|---|---|
-| dynamic (per batch) | 0.9994 / 0.9993 | 0.956 / 0.946 |
-| calibrated | 0.9991 / 0.9991 | 0.947 / 0.947 |
-
-Clipped ranges (percentile, entropy, MSE) lost 0.005–0.02 cosine there, so min-max is the default.
+On all-MiniLM-L6-v2 that costs a little fidelity at batch 1 and nothing in latency (the
+``activation_scales=calibrated`` rows of ``docs/benchmarks/bench_quantization.md``). Clipped ranges
+(percentile, entropy, MSE) lost more cosine there, so min-max is the default.
 
 Each ``DynamicQuantizeLinear`` becomes a ``QuantizeLinear`` with a constant scale. Each
 ``MatMulInteger → Cast → Mul(scale product) [→ Add(bias)]`` chain becomes one com.microsoft

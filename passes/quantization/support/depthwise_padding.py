@@ -2,8 +2,8 @@
 
 ORT's int8 depthwise QLinearConv runs 16 channels at a time; a channel count off that grid takes a
 slow path. Measured here (ORT 1.32, AVX-512 VNNI, 3x3 depthwise at 56x56, batch 1, kernel time):
-72 channels 95 us but 80 channels 50 us, 120 channels 131 us but 128 channels 69 us, 24 channels
-45 us but 32 channels 31 us; MobileNetV3's 72 and 120 make its int8 depthwise convs slower than
+72 channels 95 us but 80 channels 50 us, and likewise 120 against 128 and 24 against 32
+(``docs/measured.md``); MobileNetV3's 72 and 120 make its int8 depthwise convs slower than
 FP32. No quantizer pads channels; Torch-Pruning rounds channel counts only when removing.
 
 The padding is exact: every tensor coupled to the depthwise conv's channels (found with the pruning

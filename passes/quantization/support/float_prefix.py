@@ -1,9 +1,9 @@
 """Leading parts of a CNN to keep in FP32 when int8 would be slower there, chosen by measuring them.
 
 On small mobile nets int8 loses at the highest resolutions: ORT's float convs fuse hard-swish for
-free, while in int8 it costs a QLinearAdd and a QLinearMul (90 µs for the Mul alone at
-64×112×112). On the MobileNetV3-style net trained on digits (224×224), keeping the stem and first
-block in FP32 took batch 8 from 0.90–0.92× to 0.83–0.86× FP32 and batch 1 from 1.09–1.12× to parity.
+free, while in int8 it costs a QLinearAdd and a QLinearMul. On the MobileNetV3-style net trained on
+digits (224×224), keeping the stem and first block in FP32 made it faster at batch 1 and batch 8
+(``docs/measured.md``, ``docs/benchmarks/bench_quantization.md``).
 Which prefix pays depends on the net and the machine, so ``quantize-static`` can try a few at
 batch 1 and keep the fastest, or the shortest within 3% of it: batch-1 timings of these nets move by
 that much from round to round, and a longer prefix measured 1% faster at batch 1 was 40% slower at

@@ -11,12 +11,12 @@ These exact FP32 rewrites fold the activation's affine part into the producing C
   since ``y·Clip(y/6 + 1/2, 0, 1) = (y/√6)·Clip(y/√6 + √6/2, 0, √6)``, one QLinearAdd (whose output
   quantization does the Clip) and one QLinearMul, with no separate multiply by 1/6.
 
-Measured axis, ours vs ORT ``quantize_static`` (which keeps those float regions), MobileNetV3-style
-net at 224x224, latency relative to FP32 in the same run (docs/benchmarks/bench_quantization.md, 7 clean
-rounds): 1.36x at batch 1 and 1.15x at batch 8, against 2.28x/2.75x for ORT's U8S8 per-channel and
-2.98x/3.36x for its S8S8 default; 0 layers left unfused instead of 21/34. Still slower than FP32:
-ORT fuses HardSwish into its FP32 NCHWc Conv for free, while the int8 QLinearMul costs as much as a
-float Mul, and the squeeze-excite Mul broadcasts along the innermost (NHWC) axis.
+Against ORT ``quantize_static`` (which keeps those float regions) on the MobileNetV3-style nets,
+``quantize-static`` with these rewrites leaves no layer unfused and runs faster
+(``docs/benchmarks/bench_quantization.md``).
+What int8 still pays there: ORT fuses HardSwish into its FP32 NCHWc Conv for free, while the int8
+QLinearMul costs as much as a float Mul, and the squeeze-excite Mul broadcasts along the innermost
+(NHWC) axis (``channel_gate.py``).
 A Conv output read by anything else, non-constant weights or non-float types are left alone.
 """
 

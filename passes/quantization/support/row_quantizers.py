@@ -9,8 +9,8 @@ a row (``block_size``). So ``QuantizeLinear(x, r · c)`` with a constant ``c`` w
 rows in one pass, and each MatMul becomes a ``MatMulIntegerToFloat`` with the constant activation
 scale ``c``; the outputs are multiplied back by ``r`` as before. ORT's tools have no per-row
 activation quantizer. Measured on one MiniLM FFN output MatMul at batch 8 × 128 tokens (1536 → 384):
-0.91 ms against 1.08 ms for the Mul + ``DynamicQuantizeMatMul`` form, at the same error; on the whole
-all-MiniLM-L6-v2 recipe, about 1 ms of 27 at batch 8. Folding the multiply-back into the MatMul too
+0.91 ms against 1.08 ms for the Mul + ``DynamicQuantizeMatMul`` form, at the same error (the whole
+all-MiniLM-L6-v2 recipe: ``docs/measured.md``). Folding the multiply-back into the MatMul too
 (ORT's kernel accepts a per-row activation scale, outside the op's spec, and then scales the bias
 with it) gained nothing measurable at batch 8 and was left out.
 """

@@ -20,7 +20,7 @@ else:
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]  # package name -> folder
-NEEDS_TORCH = ("onnxcompress.distill", "onnxcompress.models")  # packages behind the torch extra
+NEEDS_TORCH = ("onnxcompress.distill", "onnxcompress.models", "onnxcompress.apps")  # packages behind the torch extra
 HINTS = {"demo": "onnxcompress[torch]", "distill-minilm": "onnxcompress[minilm]"}
 
 

@@ -88,7 +88,7 @@ def test_minilm_rows_are_quantized_per_row_and_closer_to_fp32(minilm_onnx, minil
     from onnxcompress import fidelity, io
     from onnxcompress.passes import Fuse
 
-    from .conftest import minilm_calibration
+    from ..conftest import minilm_calibration
 
     fp32 = io.load(minilm_onnx)
     expected = runtime.run(fp32, minilm_feeds)["sentence_embedding"]

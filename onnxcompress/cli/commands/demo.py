@@ -15,7 +15,7 @@ from onnxcompress.errors import UsageError
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the models, test split and reports."),
-    quick: bool = typer.Option(False, "--quick", help="Smoke run: tiny models, a few epochs (about a minute); no target judged."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: tiny models, a few epochs (about 20 seconds); no target judged."),
     pass_specs: list[str] = typer.Option([], "-p", "--pass", help="Replace the pass chain: PASS[:k=v,...], repeat in order."),
 ) -> None:
     """Train a digits CNN teacher, distil a small student, compress it, and report every stage."""

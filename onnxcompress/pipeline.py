@@ -28,7 +28,6 @@ from onnxcompress.report import Report, StepRecord
 if TYPE_CHECKING:
     import onnx
 
-StepCallback = Callable[[str, str], None]
 SLOWER_MARGIN = 0.02
 
 
@@ -124,13 +123,11 @@ class Pipeline:
         measurement: Measurement | None = None,
         reject_slower: bool = False,
         max_drop: float | None = None,
-        on_step: StepCallback | None = None,
     ) -> None:
         self.passes = list(passes)
         self.measurement = measurement or Measurement()
         self.reject_slower = reject_slower
         self.max_drop = max_drop
-        self.on_step = on_step or (lambda event, name: None)
         if max_drop is not None and not 0 <= max_drop <= 1:
             raise UsageError(f"max_drop must be in [0, 1], got {max_drop}")
         if max_drop is not None and self.measurement.labelled is None:
@@ -163,20 +160,17 @@ class Pipeline:
         reference = io.clone(model)
         expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")
         judge = Judge(fidelity.model_precision(reference), fidelity.padding_mask(feeds))
-        self.on_step("measure", "input")
         baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected, judge)
         yield baseline, model
         before, last = expected, baseline
         for number, pass_ in enumerate(self.passes, 1):
             progress.log(f"step {number}/{len(self.passes)}: {pass_.name}")
-            self.on_step("run", pass_.name)
             snapshot = io.clone(model)
             start = time.perf_counter()
             outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled)
             model = outcome.model
             seconds = time.perf_counter() - start
             self._check_structure(pass_, model, reference)
-            self.on_step("measure", pass_.name)
             previous = snapshot if self.reject_slower else None
             record, outputs = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, judge, previous)
             record.notes, record.details = list(outcome.notes), {**outcome.details, **record.details}

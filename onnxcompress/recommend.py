@@ -295,6 +295,11 @@ def prove(
             continue
         checks.append(Check(step.spec, True, step.reason, values, before / after))
         current, current_bytes = candidate, candidate_bytes
+    orphans = unserved_preparations([s for s, c in zip(rec.steps, checks) if c.kept])
+    if orphans:  # e.g. smooth without the INT8 step it prepares for: extra work for nothing, so prove the chain without it
+        reasons = [f"{s.spec}: left out, it prepares for {' or '.join(spec.parse_pass(s.spec).prepares)} and none was kept" for s in orphans]
+        rest = dataclasses.replace(rec, steps=[s for s in rec.steps if s not in orphans], skipped=[*rec.skipped, *reasons])
+        return prove(model, rest, calibration=calibration, labelled=labelled, timer=timer)
     changed = any(c.kept and c.speedup is not None for c in checks)  # a kept step that changed the model (and was timed)
     input_ms, chain_ms = timer([model, current], feeds) if changed else timer([model], feeds) * 2
     kept = [s for s, c in zip(rec.steps, checks) if c.kept]
@@ -305,6 +310,12 @@ def prove(
     proof = Proof(final["judged_on"], calibration is not None or labelled is not None, final["budget"], checks,
                   final["values"], final["where"], {"input": input_ms, "chain": chain_ms}, latency_on)
     return dataclasses.replace(rec, steps=kept, proof=proof)
+
+
+def unserved_preparations(steps: Sequence[Step]) -> list[Step]:
+    """The steps that exist to improve a later pass (``CompressionPass.prepares``) with no such pass after them."""
+    names = [spec.parse_pass(s.spec).name for s in steps]
+    return [s for i, s in enumerate(steps) if (served := spec.parse_pass(s.spec).prepares) and not set(served) & set(names[i + 1:])]
 
 
 def _run_step(step: Step, model: ir.Model, measurement: Measurement, calibration: Any) -> tuple[ir.Model | None, str]:

@@ -90,6 +90,7 @@ class CompressionPass(ir.passes.InPlacePass):
 
     name: ClassVar[str]
     exact: ClassVar[bool] = True
+    prepares: ClassVar[tuple[str, ...]] = ()  # the passes whose result this one exists to improve (none: it stands alone)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

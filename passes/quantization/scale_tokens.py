@@ -49,6 +49,7 @@ class ScaleTokens(CompressionPass):
     """
 
     name = "scale-tokens"
+    prepares = ("quantize-dynamic", "quantize-static")
 
     def __init__(
         self,

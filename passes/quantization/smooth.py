@@ -54,6 +54,7 @@ class SmoothActivations(CompressionPass):
     """
 
     name = "smooth"
+    prepares = ("quantize-dynamic", "quantize-static")
 
     def __init__(
         self,

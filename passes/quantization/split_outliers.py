@@ -62,6 +62,7 @@ class SplitOutlierChannels(CompressionPass):
     """
 
     name = "split-outliers"
+    prepares = ("quantize-dynamic", "quantize-static")
 
     def __init__(
         self,

@@ -250,3 +250,24 @@ def test_a_classifier_softmax_over_dense_layers_is_not_attention():
     assert recommend.detect_family(model)[0] == "cnn"
     encoder = ir.from_proto(onnx.parser.parse_model(ENCODER_TEXT))
     assert recommend.attention_blocks(encoder) == 1
+
+
+def test_a_preparation_whose_int8_step_was_dropped_is_left_out_too():
+    from ..passes.quantization.test_smooth import block_with_outlier_channels, inputs
+
+    model = block_with_outlier_channels()
+    steps = [recommend.Step("smooth:alpha=0.5", "prepares INT8"), recommend.Step("quantize-dynamic", "INT8")]
+    rec = dataclasses.replace(recommend.recommend(model, VNNI), steps=steps, skipped=[])
+
+    def int8_slower(models, feeds) -> list[float]:  # smoothing costs nothing, INT8 looks slower
+        return [2.0 if any(n.op_type == "DynamicQuantizeLinear" for n in m.graph) else 1.0 for m in models]
+
+    proven = recommend.prove(model, rec, calibration=ArrayReader(inputs(0)), timer=int8_slower)
+    assert proven.steps == []
+    assert proven.skipped == ["smooth:alpha=0.5: left out, it prepares for quantize-dynamic or quantize-static and none was kept"]
+    assert [c.spec for c in proven.proof.dropped] == ["quantize-dynamic"]
+
+
+def test_preparations_are_kept_when_their_int8_step_follows():
+    steps = [recommend.Step(s, "") for s in ("smooth", "fuse", "quantize-dynamic", "split-outliers")]
+    assert [s.spec for s in recommend.unserved_preparations(steps)] == ["split-outliers"]

@@ -292,7 +292,11 @@ def write_doc(results: dict, meta: dict) -> None:
         "`GREW` marks a pruned output with more parameters than its input. Latency ratios were measured while "
         "other work shared the 2 cores: read them as rough. The models, their inputs and their task "
         "measures are in `models/hardening/` (`onnxcompress.models.hardening`); the full records, with notes, "
-        "cosines and parameter counts, in `tools/results/hardening.json`.",
+        "cosines and parameter counts, in `tools/results/hardening.json`. An encoder's score is retrieval (each "
+        "held-out sample's new embedding finds the input model's embedding of the same sample as the closest of all "
+        "of them) and mean cosine; nearest-neighbour agreement is recorded beside them but not scored, because on "
+        "an encoder whose embeddings of different inputs agree to a cosine of 0.99998 (the randomly initialised "
+        "Whisper encoder) it measures rounding noise (see `fidelity.embeddings`).",
         "",
     ]
     lines += markdown_table(header, ([name, _short(row["error"]), *[""] * (len(header) - 2)] if "error" in row else

@@ -31,10 +31,12 @@ class MissingPackage(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class TaskFidelity:
-    """How well a candidate does the reference's task: ``score`` is the worst of ``metrics`` (1.0 = same answers)."""
+    """How well a candidate does the reference's task: ``score`` is the worst of ``metrics`` (1.0 = same answers);
+    ``shown`` holds figures reported beside them that do not count towards the score."""
 
     metric: str
     metrics: dict[str, float]
+    shown: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -42,8 +44,8 @@ class TaskFidelity:
         return min(self.metrics.values())
 
     def to_dict(self) -> dict:
-        """JSON-ready: the metric's description, the score and every metric."""
-        return {"metric": self.metric, "score": self.score, **self.metrics}
+        """JSON-ready: the metric's description, the score, every metric and the figures shown beside them."""
+        return {"metric": self.metric, "score": self.score, **self.metrics, **self.shown}
 
 
 Fidelity = Callable[[Feeds, Outputs, Outputs], TaskFidelity]

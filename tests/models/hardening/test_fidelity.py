@@ -27,14 +27,24 @@ def test_decoded_strings_compare_whole_strings():
     assert judge({}, {"codes": codes}, {"codes": codes * [[1, 1, 1], [1, 1, 0]]}).score == 0.5
 
 
-def test_embeddings_see_both_swapped_neighbours_and_a_lower_cosine():
+def test_embeddings_see_lost_retrieval_and_a_lower_cosine_and_show_swapped_neighbours():
     base = RNG.standard_normal((8, 16))
     pairs = np.concatenate([base, base + 0.05 * RNG.standard_normal((8, 16))])  # each sample's neighbour is its twin
     judge = fidelity.embeddings("e")
     assert judge({}, {"e": pairs}, {"e": pairs}).score == pytest.approx(1.0)
     noisy = judge({}, {"e": pairs}, {"e": pairs + 2.0 * RNG.standard_normal(pairs.shape)})
-    assert noisy.metrics["nn_agreement"] < 1.0
-    assert noisy.metrics["mean_cosine"] < 0.9
+    assert noisy.metrics["retrieval"] < 1.0 and noisy.metrics["mean_cosine"] < 0.9
+    assert noisy.shown["nn_agreement"] < 1.0 and "nn_agreement" in noisy.to_dict()
+
+
+def test_embeddings_score_retrieval_not_neighbours_decided_by_noise():
+    rng = np.random.default_rng(0)
+    common = 100.0 * rng.standard_normal(16)  # every sample's embedding is nearly the same vector
+    reference = common + rng.standard_normal((16, 16))
+    candidate = reference + 0.3 * rng.standard_normal(reference.shape)  # noise below the samples' differences
+    judged = fidelity.embeddings("e")({}, {"e": reference}, {"e": candidate})
+    assert judged.metrics["retrieval"] == 1.0 and judged.score > 0.99
+    assert judged.shown["nn_agreement"] < 0.9  # which near-twin is closest is decided by the noise
 
 
 def test_next_token_ignores_padding():

@@ -1,0 +1,104 @@
+"""A trainable view of an ONNX graph: a ``torch.nn.Module`` whose parameters are the graph's float weights.
+
+The module evaluates the graph node by node with ``torch_ops`` (no source ``nn.Module`` and no
+converter: onnx2torch, the converter we measured against, cannot be imported beside torch 2.13
+because it needs torchvision). Its parameters *are* the graph's float initializers of more than
+one element, so ``write_back`` puts trained values into the same graph: the structure is unchanged
+and every pass after it sees an ordinary model. Scalars and BatchNormalization statistics stay
+fixed (they are constants of the arithmetic or running averages, not weights gradients should move).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from onnxcompress.errors import UsageError
+from onnxcompress.passes.training.torch_ops import OPS, unsupported_ops
+
+FIXED_INPUTS = {"BatchNormalization": (3, 4)}  # running mean and variance
+
+
+class GraphModule(torch.nn.Module):
+    """``model``'s main graph as a module: ``forward(feeds)`` gives its outputs by name, ``write_back()``
+    stores the trained parameters in ``model``'s initializers (the same objects, so ``model`` changes)."""
+
+    def __init__(self, model: ir.Model) -> None:
+        super().__init__()
+        refuse_untrainable(model)
+        self.model = model
+        self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+        fixed = _fixed_initializers(model.graph)
+        self.names: dict[str, str] = {}  # parameter key -> initializer name
+        self._constants: dict[str, torch.Tensor] = {}
+        for index, (name, value) in enumerate(model.graph.initializers.items()):
+            tensor = torch.from_numpy(np.array(value.const_value.numpy()))
+            if tensor.is_floating_point() and tensor.numel() > 1 and name not in fixed:
+                key = f"p{index}"
+                self.register_parameter(key, torch.nn.Parameter(tensor))
+                self.names[key] = name
+            else:
+                self._constants[name] = tensor
+        for node in model.graph:
+            if node.op_type == "Constant":
+                self._constants[node.outputs[0].name] = torch.from_numpy(np.array(_constant_node_value(node)))
+
+    def forward(self, feeds: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, torch.Tensor]:
+        """The graph's outputs on ``feeds`` (arrays or tensors by input name)."""
+        values = self.evaluate(feeds)
+        return {out.name: values[out.name] for out in self.model.graph.outputs}
+
+    def evaluate(self, feeds: Mapping[str, torch.Tensor | np.ndarray], watch: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+        """Every value of the graph on ``feeds`` by name; each value in ``watch`` restarts as a leaf that
+        records its gradient (``.grad`` is then ∂loss/∂value)."""
+        watched = set(watch)
+        values: dict[str, torch.Tensor] = {**self._constants}
+        values.update({self.names[key]: parameter for key, parameter in self.named_parameters()})
+        values.update({name: torch.as_tensor(array) for name, array in feeds.items()})
+        for node in self.model.graph:
+            if node.op_type == "Constant":
+                continue
+            args = [values[v.name] if v is not None and v.name else None for v in node.inputs]
+            result = OPS[node.op_type](node, self.opset, *args)
+            for output, tensor in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
+                values[output.name] = tensor.detach().requires_grad_(True) if output.name in watched else tensor
+        return values
+
+    def write_back(self) -> int:
+        """Copy every parameter into its initializer (keeping its dtype); returns how many changed."""
+        changed = 0
+        for key, parameter in self.named_parameters():
+            value = self.model.graph.initializers[self.names[key]]
+            old = value.const_value.numpy()
+            new = parameter.detach().numpy().astype(old.dtype)
+            if not np.array_equal(old, new):
+                value.const_value = ir.tensor(new, name=value.name)
+                changed += 1
+        return changed
+
+
+def refuse_untrainable(model: ir.Model) -> None:
+    """A one-line ``UsageError`` naming the ops (or control flow) the trainable view cannot run."""
+    unsupported = unsupported_ops(model.graph)
+    if unsupported:
+        raise UsageError(f"cannot train this graph in PyTorch: op(s) {', '.join(unsupported)} are not supported")
+
+
+def _fixed_initializers(graph: ir.Graph) -> set[str]:
+    return {node.inputs[i].name for node in graph for i in FIXED_INPUTS.get(node.op_type, ())
+            if i < len(node.inputs) and node.inputs[i] is not None}
+
+
+def _constant_node_value(node: ir.Node) -> np.ndarray:
+    """A ``Constant`` node's value, whichever attribute holds it."""
+    for name, attribute in node.attributes.items():
+        if name == "value":
+            return attribute.as_tensor().numpy()
+        if name in ("value_float", "value_int"):
+            return np.array(attribute.value, np.float32 if name == "value_float" else np.int64)
+        if name in ("value_floats", "value_ints"):
+            return np.array(list(attribute.value), np.float32 if name == "value_floats" else np.int64)
+    raise UsageError(f"cannot train this graph in PyTorch: Constant node {node.name!r} has no numeric value")

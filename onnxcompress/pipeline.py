@@ -167,7 +167,8 @@ class Pipeline:
             progress.log(f"step {number}/{len(self.passes)}: {pass_.name}")
             snapshot = io.clone(model)
             start = time.perf_counter()
-            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled)
+            recovery_follows = any(later.recovers for later in self.passes[number:])
+            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=reference, recovery_follows=recovery_follows)
             model = outcome.model
             seconds = time.perf_counter() - start
             self._check_structure(pass_, model, reference)

@@ -41,11 +41,15 @@ class PassContext:
     """One run of a pass: the data it is handed and the notes and details it leaves for the report.
 
     ``calibration`` is a calibration reader (``onnxcompress.calibration``), ``labelled`` inputs with
-    class labels (``onnxcompress.pipeline.LabelledData``); either may be None.
+    class labels (``onnxcompress.pipeline.LabelledData``); either may be None. ``teacher`` is the model
+    the chain started from (what ``recover`` distils from), and ``recovery_follows`` says a later step
+    of the chain recovers what this one loses (so a lossy pass leaves its budget to that step).
     """
 
     calibration: Any = None
     labelled: Any = None
+    teacher: ir.Model | None = None
+    recovery_follows: bool = False
     notes: list[str] = dataclasses.field(default_factory=list)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -91,6 +95,7 @@ class CompressionPass(ir.passes.InPlacePass):
     name: ClassVar[str]
     exact: ClassVar[bool] = True
     prepares: ClassVar[tuple[str, ...]] = ()  # the passes whose result this one exists to improve (none: it stands alone)
+    recovers: ClassVar[bool] = False  # trains the model back towards the chain's input (``recover``)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -111,8 +116,10 @@ class CompressionPass(ir.passes.InPlacePass):
 
     def apply(
         self, model_or_result: ir.Model | ir.passes.PassResult, /, *, calibration: Any = None, labelled: Any = None,
+        teacher: ir.Model | None = None, recovery_follows: bool = False,
     ) -> PassOutcome:
-        """Run the pass on the model (in place) with this run's calibration and labelled data.
+        """Run the pass on the model (in place) with this run's calibration and labelled data, and the chain's
+        ``teacher`` and ``recovery_follows`` (see ``PassContext``; the ``Pipeline`` fills them in).
 
         This is the one way to give a pass data: ``Smooth().apply(model, calibration=reader)``.
         A pass that cannot run without calibration data raises a ``UsageError`` before it starts.
@@ -120,7 +127,7 @@ class CompressionPass(ir.passes.InPlacePass):
         self.check_calibration(calibration)
         model = model_or_result.model if isinstance(model_or_result, ir.passes.PassResult) else model_or_result
         annotated = [v for v in _intermediate_values(model.graph) if v.shape is not None]
-        context = PassContext(calibration, labelled)
+        context = PassContext(calibration, labelled, teacher, recovery_follows)
         token = _RUNNING.set((self, context))
         try:
             result = super().__call__(model)

@@ -190,6 +190,10 @@ class PruneChannels(CompressionPass):
     def _hold(self, budget: fidelity_budget.Budget, pruned: ir.Model) -> None:
         """Judge ``pruned`` (recovery included) against the budget: ``CheckFailed`` over it unless ``accept_loss``."""
         score = budget.score(io.to_proto(pruned))
+        if self.context.recovery_follows:
+            self.context.details["budget"] = {**budget.report(score), "left_to": "recover"}
+            self.note(f"budget left to the recover step later in the chain: {budget.describe(score)} on {budget.on} before it")
+            return
         self.context.details["budget"] = {**budget.report(score), "accepted_loss": not budget.holds(score)}
         recovered = "least-squares reconstruction" if self.reconstruct else "bias folding" if self.bias_fold else None
         effort = f", after {recovered}" if recovered else ", without recovery (reconstruct=true re-fits the consumers on calibration data)"

@@ -20,7 +20,9 @@ else:
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]  # package name -> folder
-NEEDS_TORCH = ("onnxcompress.distill", "onnxcompress.models", "onnxcompress.apps")  # packages behind the torch extra
+# packages and modules behind the torch extra (the recover pass itself imports without it and asks for it when run)
+NEEDS_TORCH = ("onnxcompress.distill", "onnxcompress.models", "onnxcompress.apps", "onnxcompress.passes.training.graph_module",
+               "onnxcompress.passes.training.torch_ops", "onnxcompress.passes.training.targets")
 HINTS = {"demo": "onnxcompress[torch]", "distill-minilm": "onnxcompress[minilm]"}
 
 

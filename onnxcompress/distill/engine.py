@@ -56,9 +56,14 @@ def distill(
     val: Data | None = None,
     patience: int | None = None,
     weight_decay: float = 1e-4,
+    seconds: float | None = None,
+    start_from_student: bool = False,
     **strategy_options: Any,
 ) -> DistillResult:
-    """Train ``student`` to mimic ``teacher`` on ``data``; stop early when validation loss stalls ``patience`` epochs."""
+    """Train ``student`` to mimic ``teacher`` on ``data``; stop early when validation loss stalls ``patience`` epochs,
+    or after the epoch in which ``seconds`` of training have passed. With ``start_from_student`` (a student that
+    already does the job, being fine-tuned), the student as given competes as epoch 0 for the best validation loss,
+    so training that only makes it worse is undone (``best_epoch`` 0)."""
     torch.manual_seed(seed)
     inputs, labels = as_tensors(data)
     if num_samples(inputs) == 0:
@@ -75,18 +80,23 @@ def distill(
     val_teacher = teacher_outputs(teacher, val_tensors[0], batch_size) if val_tensors else None
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochMetrics] = []
-    best = (float("inf"), 0, copy.deepcopy(student.state_dict()))
+    start_loss = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size)[0] if val_tensors and start_from_student else float("inf")
+    best = (start_loss, 0, copy.deepcopy(student.state_dict()))  # epoch 0: the student as given
     eta = progress.Eta(epochs)
+    started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         train_loss = _train_epoch(student, loss_of, (inputs, labels, teacher_out), batch_size, generator, optimizer, schedule)
         val_loss, val_acc = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size) if val_tensors else (None, None)
         history.append(EpochMetrics(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start))
-        progress.log(f"distilling: epoch {epoch}/{epochs}, loss {train_loss:.4f} (ETA {eta.remaining(epoch)})")
+        held = f", held-out loss {val_loss:.4f}" if val_loss is not None else ""
+        progress.log(f"distilling: epoch {epoch}/{epochs}, loss {train_loss:.4f}{held} (ETA {eta.remaining(epoch)})")
         score = val_loss if val_loss is not None else train_loss
         if score < best[0]:
             best = (score, epoch, copy.deepcopy(student.state_dict()))
         elif patience is not None and epoch - best[1] >= patience:
+            break
+        if seconds is not None and time.perf_counter() - started >= seconds:
             break
     student.load_state_dict(best[2])
     return DistillResult(student.eval(), history, best[1])

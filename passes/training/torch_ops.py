@@ -68,13 +68,16 @@ def _padded(x: torch.Tensor, pads: list[int], value: float = 0.0) -> torch.Tenso
 
 
 def conv(node, opset, x, w, b=None):
+    group = _int(node, "group", 1)
+    if w.shape[0] == 0:  # every output channel pruned away: ONNX gives an empty tensor, torch refuses the weight
+        return conv(node, opset, x, torch.zeros((group, *w.shape[1:]), dtype=w.dtype))[:, :0]
     spatial = w.dim() - 2
     pads = _pads(node, x, list(w.shape[2:]))
     symmetric = pads[:spatial] == pads[spatial:]
     x = x if symmetric else _padded(x, pads)
     function = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
     return function(x, w, b, _ints(node, "strides", [1] * spatial), pads[:spatial] if symmetric else 0,
-                    _ints(node, "dilations", [1] * spatial), _int(node, "group", 1))
+                    _ints(node, "dilations", [1] * spatial), group)
 
 
 def gemm(node, opset, a, b, c=None):

@@ -1,0 +1,186 @@
+"""``recover``: fine-tune a compressed graph by distillation from the chain's input model, on calibration data.
+
+Structured pruning without training loses much of a model's accuracy at useful ratios; this pass
+gives it back the way Torch-Pruning and NNCF do, by training, but from the ONNX graph alone: the
+graph's float weights become PyTorch parameters (``graph_module``), the teacher (the chain's input,
+or ``teacher=PATH``) runs in ONNX Runtime, and the trained weights are written back into the same
+graph, so the structure is unchanged and the passes after it see an ordinary model.
+
+The student is trained on the calibration samples the budget does not judge on, with a tenth of them
+kept aside to stop early (the best epoch on them is kept); the result must then hold the fidelity
+budget against the teacher on the held-out samples, as any lossy pass does, and a lossy step earlier
+in the chain leaves its budget to this one (``PassContext.recovery_follows``). Training that does not
+bring the model closer to the teacher is undone.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import io
+from onnxcompress.calibration.validation import model_batches
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import budget as fidelity_budget
+from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
+
+Kind = Literal["mse", "kd"]
+EARLY_STOP_SHARE = 0.1
+SCALE_SAMPLES = 256  # samples the teacher's spread per output element is measured on
+
+
+class Recover(CompressionPass):
+    """Distil the chain's input model into this one on calibration data, training the graph's float weights.
+
+    ``kind=mse`` matches every float output, each scaled by the teacher's spread (logits, embeddings,
+    boxes alike); ``kind=kd`` is Hinton's soft-target loss at ``temperature`` on a classifier's one
+    ``[samples, classes]`` output. Needs the ``torch`` extra and calibration data.
+    """
+
+    name = "recover"
+    exact = False
+    recovers = True
+
+    def __init__(
+        self,
+        *,
+        epochs: Annotated[int, "most passes over the training samples (the best epoch on the early-stopping samples is kept)"] = 5,
+        seconds: Annotated[float, "time budget: stop after the epoch in which this many seconds of training have passed (0: none)"] = 0.0,
+        lr: Annotated[float, "AdamW learning rate (cosine decay over the epochs)"] = 1e-3,
+        batch_size: Annotated[int, "samples per training step (the model's own batch when it is fixed)"] = 32,
+        patience: Annotated[int, "stop after this many epochs without a lower early-stopping loss"] = 3,
+        kind: Annotated[Kind, "mse: every float output, scaled by the teacher's spread; kd: soft-target KL on one [samples, classes] output"] = "mse",
+        temperature: Annotated[float, "softening temperature of kind=kd"] = 4.0,
+        teacher: Annotated[str | None, "ONNX file to distil from (none: the model the chain started from)"] = None,
+        seed: Annotated[int, "seed of the sample order and the early-stopping split"] = 0,
+        max_error: MaxError = None,
+        max_drop: MaxDrop = None,
+        accept_loss: AcceptLoss = False,
+    ) -> None:
+        super().__init__()
+        self.epochs, self.seconds, self.lr, self.batch_size, self.patience = epochs, seconds, lr, batch_size, patience
+        self.kind, self.temperature, self.teacher, self.seed = kind, temperature, teacher, seed
+        self.max_error, self.max_drop, self.accept_loss = max_error, max_drop, accept_loss
+        self.check_choices()
+        fidelity_budget.check_options(self)
+        self.require(epochs >= 1, "epochs", "at least 1")
+        self.require(seconds >= 0, "seconds", ">= 0")
+        self.require(lr > 0, "lr", "> 0")
+        self.require(batch_size >= 1, "batch_size", "at least 1")
+        self.require(patience >= 1, "patience", "at least 1")
+        self.require(temperature > 0, "temperature", "> 0")
+
+    def calibration_need(self) -> str | None:
+        """Recovery trains on calibration samples."""
+        return "it trains the model on calibration samples"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        try:
+            import torch  # noqa: F401
+        except ModuleNotFoundError:
+            raise UsageError("recover needs PyTorch: pip install 'onnxcompress[torch]'") from None
+        from onnxcompress.passes.training.graph_module import GraphModule
+
+        teacher = self._teacher()
+        budget, rest = fidelity_budget.default_budget(teacher, calibration=self.context.calibration, labelled=self.context.labelled,
+                                                      max_error=self.max_error, max_drop=self.max_drop)
+        graph = GraphModule(model)
+        if not list(graph.parameters()):
+            raise UsageError("recover: the model has no float weights to train (recover before quantizing)")
+        before, damage = budget.score(io.to_proto(model)), budget.damage(io.to_proto(model))
+        if damage == 0:
+            self.note(f"nothing to recover: the model computes what its teacher does on {budget.on}")
+            return ir.passes.PassResult(model, modified=False)
+        initial = {key: p.detach().clone() for key, p in graph.named_parameters()}
+        history = self._train(graph, teacher, rest)
+        graph.write_back()
+        after = budget.score(io.to_proto(model))
+        if budget.damage(io.to_proto(model)) >= damage:
+            self._undo(graph, initial)
+            self.note(f"training did not bring the model closer to its teacher on {budget.on}: weights left as they were")
+            after = before
+        else:
+            self.note(f"trained {history.best_epoch} of {len(history.history)} epochs run (best on the early-stopping samples): "
+                      f"{budget.describe(before)} -> {budget.describe(after)} on {budget.on}")
+        self.context.details["recover"] = {"before": budget.to_dict(before), "epochs": [vars(e) for e in history.history],
+                                           "best_epoch": history.best_epoch}
+        self.context.details["budget"] = {**budget.report(after), "accepted_loss": not budget.holds(after)}
+        fidelity_budget.settle(self, budget, after, accept_loss=self.accept_loss, effort=", after recovery")
+        return ir.passes.PassResult(model, modified=after is not before)
+
+    def _teacher(self) -> ir.Model:
+        if self.teacher is not None:
+            return io.load(self.teacher)
+        if self.context.teacher is None:
+            raise UsageError("recover needs a teacher: run it in a chain (the chain's input model teaches) or give teacher=PATH")
+        return self.context.teacher
+
+    def _train(self, graph, teacher: ir.Model, reader):
+        """Distil ``teacher`` into ``graph`` on ``reader``'s samples; the engine's result (best epoch restored)."""
+        from onnxcompress.distill import engine, strategies
+        from onnxcompress.passes.training import targets
+
+        per_sample, fixed, model_batch = training_samples(reader, graph.model)
+        total = len(next(iter(per_sample.values())))
+        order = np.random.default_rng(self.seed).permutation(total)
+        aside = max(1, int(total * EARLY_STOP_SHARE)) if total > 1 else 0
+        train = {name: a[order[aside:]] for name, a in per_sample.items()}
+        stop = {name: a[order[:aside]] for name, a in per_sample.items()}
+        batch = model_batch or min(self.batch_size, len(order) - aside)
+        probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}
+        names = targets.trained_outputs(teacher, len(next(iter(probe.values()))), probe)
+        if self.kind == "kd":
+            names = self._kd_output(teacher, names, probe)
+            scales: dict = {names[0]: 1.0}
+        else:
+            scales = targets.output_scales({n: v for n, v in zip(names, _run(teacher, probe, names))})
+        strategy = strategies.Standard(targets.Teacher(teacher, scales, fixed), temperature=self.temperature, alpha=1.0,
+                                       kind="ce" if self.kind == "kd" else "mse")
+        return engine.distill(
+            strategy.teacher, targets.Student(graph, scales, fixed), (train, None), strategy=strategy, epochs=self.epochs,
+            lr=self.lr, batch_size=batch, seed=self.seed, val=(stop, None) if aside else None, patience=self.patience,
+            seconds=self.seconds or None, start_from_student=True,
+        )
+
+    def _kd_output(self, teacher: ir.Model, names: list[str], probe) -> list[str]:
+        classes = [n for n, v in zip(names, _run(teacher, probe, names)) if np.ndim(v) == 2 and np.shape(v)[1] >= 2]
+        if len(classes) != 1:
+            raise UsageError(f"recover: kind=kd needs exactly one [samples, classes] output, found {len(classes)}; kind=mse matches any")
+        return classes
+
+    @staticmethod
+    def _undo(graph, initial) -> None:
+        import torch
+
+        with torch.no_grad():
+            for key, parameter in graph.named_parameters():
+                parameter.copy_(initial[key])
+        graph.write_back()
+
+
+def training_samples(reader, model: ir.Model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int | None]:
+    """The reader's samples joined per input (``per_sample``), the inputs fed whole (``fixed``), and the model's
+    batch when it is fixed; samples of different shapes are refused in one line."""
+    parts: dict[str, list[np.ndarray]] = {}
+    fixed: dict[str, np.ndarray] = {}
+    model_batch = None
+    for feed in model_batches(reader, model):
+        for name, array in feed.per_sample.items():
+            parts.setdefault(name, []).append(array)
+        fixed, model_batch = feed.fixed, feed.model_batch
+    try:
+        return {name: np.concatenate(arrays) for name, arrays in parts.items()}, fixed, model_batch
+    except ValueError:
+        shapes = sorted({a.shape[1:] for arrays in parts.values() for a in arrays})
+        raise UsageError(f"recover: calibration samples must share one shape to be batched, found {shapes[:3]}") from None
+
+
+def _run(model: ir.Model, feeds, names: list[str]) -> list[np.ndarray]:
+    from onnxcompress import runtime
+
+    outputs = runtime.run(model, feeds)
+    return [outputs[n] for n in names]
+

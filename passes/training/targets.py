@@ -1,0 +1,80 @@
+"""What ``recover`` trains a graph to reproduce: a model's outputs, each element scaled by the teacher's spread,
+flattened per sample and joined into one ``[samples, features]`` tensor.
+
+Scaling each element by the teacher's spread over the samples lets one mean squared error weigh box
+coordinates in the hundreds and class scores near 0.1, or a hidden state and an embedding, alike.
+The teacher runs in ONNX Runtime (it is not trained, so it needs no gradients and runs at ORT's
+speed); the student is the trainable view of the graph being recovered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from onnxcompress import runtime
+from onnxcompress.errors import UsageError
+from onnxcompress.fidelity import SPREAD_FLOOR
+from onnxcompress.passes.training.graph_module import GraphModule
+
+SCALE_FLOOR = 1e-6
+
+
+def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> list[str]:
+    """The float outputs with one row per sample on ``probe`` (``samples`` rows): what recovery can match."""
+    outputs = runtime.run(model, probe)
+    names = [name for name, value in outputs.items()
+             if np.asarray(value).dtype.kind == "f" and np.ndim(value) >= 1 and np.shape(value)[0] == samples]
+    if not names:
+        raise UsageError("recover: the model has no float output with one row per sample to train towards")
+    return names
+
+
+def output_scales(outputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Per output, each element's spread over the samples (its standard deviation along the first axis), floored
+    at ``SPREAD_FLOOR`` of the output's magnitude as the fidelity judge floors a slice's: dividing by it makes
+    the squared error read as the slice error the budget judges, so a class column that barely varies counts."""
+    scales = {}
+    for name, value in outputs.items():
+        array = np.asarray(value, np.float64)
+        floor = max(SPREAD_FLOOR * float(np.sqrt(np.mean(array**2))), SCALE_FLOOR)
+        scales[name] = torch.from_numpy(np.maximum(array.std(axis=0), floor).astype(np.float32))
+    return scales
+
+
+def joined(outputs: Mapping[str, torch.Tensor], scales: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
+    """``outputs`` (those in ``scales``) divided by their scales, as one ``[samples, features]`` tensor."""
+    return torch.cat([(outputs[name] / scale).reshape(len(outputs[name]), -1) for name, scale in scales.items()], dim=1)
+
+
+class Teacher(torch.nn.Module):
+    """A fixed ONNX model run in ONNX Runtime, giving its joined, scaled outputs (no gradients)."""
+
+    def __init__(self, model: ir.Model, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray]) -> None:
+        super().__init__()
+        self.session = runtime.session(model)
+        self.scales, self.fixed = dict(scales), dict(fixed)
+
+    def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
+        """The teacher's joined outputs on one batch."""
+        arrays = {**{name: tensor.numpy() for name, tensor in feeds.items()}, **self.fixed}
+        names = list(self.scales)
+        values = self.session.run(names, arrays)
+        return joined({name: torch.from_numpy(np.asarray(v)) for name, v in zip(names, values)}, self.scales)
+
+
+class Student(torch.nn.Module):
+    """The trainable view of the graph being recovered, giving the same joined, scaled outputs."""
+
+    def __init__(self, graph: GraphModule, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.scales, self.fixed = dict(scales), {name: torch.as_tensor(a) for name, a in fixed.items()}
+
+    def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
+        """The student's joined outputs on one batch (differentiable in the graph's weights)."""
+        return joined(self.graph({**feeds, **self.fixed}), self.scales)
+

@@ -1,0 +1,103 @@
+"""``recover``: distillation from the chain's input brings a compressed graph back towards it, inside a chain."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+pytest.importorskip("torch")
+
+from onnxcompress import io  # noqa: E402
+from onnxcompress.calibration import ArrayReader  # noqa: E402
+from onnxcompress.errors import CheckFailed, UsageError  # noqa: E402
+from onnxcompress.passes.pruning import PruneChannels  # noqa: E402
+from onnxcompress.passes.training.recover import Recover  # noqa: E402
+from onnxcompress.pipeline import Measurement, Pipeline  # noqa: E402
+
+from ..pruning.conftest import text_model  # noqa: E402
+from ..pruning.test_taylor import CNN, SHAPES  # noqa: E402
+from .test_graph_module import ENCODER, ENCODER_SHAPES  # noqa: E402
+
+QUICK = Measurement(benchmark=False)
+
+
+def images(count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).standard_normal((count, 3, 8, 8)).astype(np.float32)}
+
+
+def step(result, name: str):
+    return next(s for s in result.report.steps if s.pass_name == name)
+
+
+def test_recover_after_pruning_lowers_the_error_on_held_out_samples_and_holds_the_budget():
+    # A random-weight CNN has no redundancy to lose, so half its channels cannot come back within the
+    # default 0.5; recovery brings the error from about 4 to about 0.7.
+    chain = [PruneChannels(ratio=0.5), Recover(epochs=30, lr=3e-3, patience=30, max_error=1.0)]
+    result = Pipeline(chain, measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(256))
+    pruned, recovered = step(result, "prune-channels"), step(result, "recover")
+    assert pruned.notes[-1].startswith("budget left to the recover step later in the chain: slice error")
+    before = pruned.details["budget"]["values"]["slice error"]
+    after = recovered.details["budget"]["values"]["slice error"]
+    assert after < 0.25 * before and recovered.details["budget"]["within_budget"]
+    assert recovered.fidelity.cosine > pruned.fidelity.cosine
+    assert recovered.params == pruned.params  # trained in place: the structure is the pruned one
+    epochs = recovered.details["recover"]["epochs"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] and len(epochs) >= 2
+
+
+def damaged_encoder(folder) -> ir.Model:
+    """A copy of the encoder with noise on its attention weights (what a lossy step leaves); the original is
+    saved as ``folder/teacher.onnx``."""
+    teacher = text_model(ENCODER, ENCODER_SHAPES)
+    io.save(teacher, folder / "teacher.onnx")
+    student = io.clone(teacher)
+    for name in ("wq", "wk"):
+        value = student.graph.initializers[name]
+        noise = np.random.default_rng(1).standard_normal(value.const_value.shape).astype(np.float32)
+        value.const_value = ir.tensor(value.const_value.numpy() + 0.2 * noise, name=name)
+    return student
+
+
+def test_recover_trains_an_encoder_back_towards_its_teacher_file(tmp_path):
+    student = damaged_encoder(tmp_path)
+    data = {"x": np.random.default_rng(2).standard_normal((200, 6, 16)).astype(np.float32)}
+    outcome = Recover(epochs=20, lr=1e-2, teacher=str(tmp_path / "teacher.onnx"), accept_loss=True).apply(
+        student, calibration=ArrayReader(data))
+    assert outcome.modified and outcome.notes[0].startswith("trained ")
+    before, after = outcome.details["recover"]["before"]["slice error"], outcome.details["budget"]["values"]["slice error"]
+    assert after < 0.6 * before
+
+
+def test_without_a_lossy_step_before_it_there_is_nothing_to_recover():
+    result = Pipeline([Recover()], measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(64))
+    assert step(result, "recover").notes == ["nothing to recover: the model computes what its teacher does on 16 held-out calibration samples"]
+
+
+def test_pruning_alone_still_holds_its_own_budget():
+    with pytest.raises(CheckFailed, match="^prune-channels: slice error"):
+        Pipeline([PruneChannels(ratio=0.5)], measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(64))
+
+
+def test_recovery_that_cannot_meet_the_budget_fails_the_chain():
+    chain = [PruneChannels(ratio=0.9), Recover(epochs=1, lr=1e-6, max_error=0.01)]
+    with pytest.raises(CheckFailed, match=r"^recover: slice error .* > 0.01 .*, after recovery; accept_loss=true"):
+        Pipeline(chain, measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(64))
+
+
+def test_outside_a_chain_it_needs_a_teacher_file():
+    with pytest.raises(UsageError, match="^recover needs a teacher: run it in a chain"):
+        Recover().apply(text_model(CNN, SHAPES), calibration=ArrayReader(images(16)))
+
+
+def test_an_untrainable_op_is_declined_in_one_line():
+    model = text_model(CNN.replace("h = HardSwish(c)", "h = Celu(c)"), SHAPES)
+    with pytest.raises(UsageError, match=r"^cannot train this graph in PyTorch: op\(s\) Celu are not supported$"):
+        Pipeline([Recover()], measurement=QUICK).run(model, calibration=images(16))
+
+
+def test_kd_needs_one_class_score_output(tmp_path):
+    student = damaged_encoder(tmp_path)
+    recover = Recover(kind="kd", teacher=str(tmp_path / "teacher.onnx"))
+    with pytest.raises(UsageError, match=r"^recover: kind=kd needs exactly one \[samples, classes\] output, found 0"):
+        recover.apply(student, calibration=ArrayReader({"x": np.ones((16, 6, 16), np.float32)}))

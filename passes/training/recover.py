@@ -49,7 +49,7 @@ class Recover(CompressionPass):
         *,
         epochs: Annotated[int, "most passes over the training samples (the best epoch on the early-stopping samples is kept)"] = 5,
         seconds: Annotated[float, "time budget: stop after the epoch in which this many seconds of training have passed (0: none)"] = 0.0,
-        lr: Annotated[float, "AdamW learning rate (cosine decay over the epochs)"] = 1e-3,
+        lr: Annotated[float, "AdamW learning rate (cosine decay over the epochs); fine-tuning wants a small one"] = 1e-4,
         batch_size: Annotated[int, "samples per training step (the model's own batch when it is fixed)"] = 32,
         patience: Annotated[int, "stop after this many epochs without a lower early-stopping loss"] = 3,
         kind: Annotated[Kind, "mse: every float output, scaled by the teacher's spread; kd: soft-target KL on one [samples, classes] output"] = "mse",

@@ -146,9 +146,10 @@ def test_every_registered_default_spelled_reads_back_as_itself():
 def test_every_shipped_recipe_loads_by_name_and_a_missing_one_lists_them():
     from onnxcompress.spec import load_recipe, shipped_recipes
 
-    assert {"exact", "cnn-int8", "transformer-int8"} <= set(shipped_recipes())
+    assert {"exact", "cnn-int8", "cnn-prune-recover", "transformer-int8"} <= set(shipped_recipes())
     chains = {name: [p.name for p in load_recipe(name)] for name in shipped_recipes()}
     assert chains["exact"] == ["fold-constants", "cleanup", "fuse"]
     assert chains["cnn-int8"][-1] == "quantize-static" and chains["transformer-int8"][-1] == "quantize-dynamic"
-    with pytest.raises(UsageError, match=r"^recipe nope: no such file, nor a shipped recipe \(cnn-int8, exact, transformer-int8\)$"):
+    assert chains["cnn-prune-recover"][3:] == ["prune-channels", "recover", "prune-channels", "recover", "quantize-static"]
+    with pytest.raises(UsageError, match=r"^recipe nope: no such file, nor a shipped recipe \(cnn-int8, cnn-prune-recover, exact, transformer-int8\)$"):
         load_recipe("nope")

@@ -69,6 +69,16 @@ def test_recover_trains_an_encoder_back_towards_its_teacher_file(tmp_path):
     assert after < 0.6 * before
 
 
+def test_pruning_in_steps_with_recovery_between_them_defers_each_budget_to_the_recovery_after_it():
+    chain = [PruneChannels(ratio=0.3), Recover(epochs=10, lr=3e-3, max_error=2.0), PruneChannels(ratio=0.3), Recover(epochs=10, lr=3e-3, max_error=2.0)]
+    result = Pipeline(chain, measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(256))
+    steps = result.report.steps[1:]
+    assert [s.pass_name for s in steps] == ["prune-channels", "recover", "prune-channels", "recover"]
+    assert all(s.notes[-1].startswith("budget left to the recover step") for s in steps[::2])
+    assert all(s.details["budget"]["within_budget"] for s in steps[1::2])
+    assert steps[0].params > steps[2].params == steps[3].params
+
+
 def test_without_a_lossy_step_before_it_there_is_nothing_to_recover():
     result = Pipeline([Recover()], measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(64))
     assert step(result, "recover").notes == ["nothing to recover: the model computes what its teacher does on 16 held-out calibration samples"]

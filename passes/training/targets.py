@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from onnxcompress import runtime
+from onnxcompress import fidelity, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.fidelity import SPREAD_FLOOR
 from onnxcompress.passes.training.graph_module import GraphModule
@@ -35,19 +35,29 @@ def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarra
 
 def output_scales(outputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Per output, each element's spread over the samples (its standard deviation along the first axis), floored
-    at ``SPREAD_FLOOR`` of the output's magnitude as the fidelity judge floors a slice's: dividing by it makes
-    the squared error read as the slice error the budget judges, so a class column that barely varies counts."""
+    as the fidelity judge floors a slice's, at ``SPREAD_FLOOR`` of the larger of its own magnitude and the median
+    element's: dividing by it makes the squared error read as the slice error the budget judges, so class scores
+    near 0.1 count as much as box coordinates in the hundreds beside them."""
     scales = {}
     for name, value in outputs.items():
         array = np.asarray(value, np.float64)
-        floor = max(SPREAD_FLOOR * float(np.sqrt(np.mean(array**2))), SCALE_FLOOR)
+        magnitude = np.sqrt(np.mean(array**2, axis=0))
+        floor = np.maximum(SPREAD_FLOOR * np.maximum(magnitude, np.median(magnitude)), SCALE_FLOOR)
         scales[name] = torch.from_numpy(np.maximum(array.std(axis=0), floor).astype(np.float32))
     return scales
 
 
-def joined(outputs: Mapping[str, torch.Tensor], scales: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
-    """``outputs`` (those in ``scales``) divided by their scales, as one ``[samples, features]`` tensor."""
-    return torch.cat([(outputs[name] / scale).reshape(len(outputs[name]), -1) for name, scale in scales.items()], dim=1)
+def joined(outputs: Mapping[str, torch.Tensor], scales: Mapping[str, torch.Tensor | float], feeds: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``outputs`` (those in ``scales``) divided by their scales, as one ``[samples, features]`` tensor; positions
+    the feeds' attention mask marks as padding are zeroed (what a text model computes there is never read)."""
+    mask = fidelity.padding_mask({name: tensor.numpy() for name, tensor in feeds.items()})
+    parts = []
+    for name, scale in scales.items():
+        value = outputs[name] / scale
+        if mask is not None and tuple(value.shape[: mask.ndim]) == mask.shape:
+            value = value * torch.from_numpy(mask).reshape(*mask.shape, *[1] * (value.dim() - mask.ndim))
+        parts.append(value.reshape(len(value), -1))
+    return torch.cat(parts, dim=1)
 
 
 class Teacher(torch.nn.Module):
@@ -63,7 +73,7 @@ class Teacher(torch.nn.Module):
         arrays = {**{name: tensor.numpy() for name, tensor in feeds.items()}, **self.fixed}
         names = list(self.scales)
         values = self.session.run(names, arrays)
-        return joined({name: torch.from_numpy(np.asarray(v)) for name, v in zip(names, values)}, self.scales)
+        return joined({name: torch.from_numpy(np.asarray(v)) for name, v in zip(names, values)}, self.scales, feeds)
 
 
 class Student(torch.nn.Module):
@@ -76,5 +86,5 @@ class Student(torch.nn.Module):
 
     def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
         """The student's joined outputs on one batch (differentiable in the graph's weights)."""
-        return joined(self.graph({**feeds, **self.fixed}), self.scales)
+        return joined(self.graph({**feeds, **self.fixed}), self.scales, feeds)
 

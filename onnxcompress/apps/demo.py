@@ -101,13 +101,22 @@ def run_demo(out: Path, settings: DemoSettings | None = None) -> DemoResult:
     return result
 
 
+def train_teacher(split: digits.DigitsSplit, s: DemoSettings) -> torch.nn.Module:
+    """The demo's teacher, trained on the training split less a validation part that picks its best epoch
+    (what ``tools/bench_recover.py`` prunes and recovers, too)."""
+    train, val = _carve_validation(split.x_train[: s.train_samples], split.y_train[: s.train_samples], s.seed)
+    teacher = vision.digits_resnet(num_classes=10, width=s.teacher_width, seed=s.seed)
+    training.fit(teacher, *train, epochs=s.teacher_epochs, lr=s.lr, batch_size=s.batch_size, seed=s.seed, patience=s.patience,
+                 x_val=val[0], y_val=val[1])
+    return teacher
+
+
 def _train_models(split: digits.DigitsSplit, s: DemoSettings):
     """The trained teacher, the distilled student and the same student trained on labels alone."""
     train, val = _carve_validation(split.x_train[: s.train_samples], split.y_train[: s.train_samples], s.seed)
     supervised = {"epochs": s.student_epochs, "lr": s.lr, "batch_size": s.batch_size, "seed": s.seed, "patience": s.patience}
     progress.log("training the teacher")
-    teacher = vision.digits_resnet(num_classes=10, width=s.teacher_width, seed=s.seed)
-    training.fit(teacher, *train, **{**supervised, "epochs": s.teacher_epochs}, x_val=val[0], y_val=val[1])
+    teacher = train_teacher(split, s)
     progress.log("distilling the student")
     student = vision.digits_student(num_classes=10, width=s.student_width, seed=s.seed)
     distill(teacher, student, train, val=val, temperature=s.temperature, alpha=s.alpha, **supervised)

@@ -111,3 +111,14 @@ def test_kd_needs_one_class_score_output(tmp_path):
     recover = Recover(kind="kd", teacher=str(tmp_path / "teacher.onnx"))
     with pytest.raises(UsageError, match=r"^recover: kind=kd needs exactly one \[samples, classes\] output, found 0"):
         recover.apply(student, calibration=ArrayReader({"x": np.ones((16, 6, 16), np.float32)}))
+
+
+def test_samples_that_cannot_be_batched_together_are_refused_in_one_line(tmp_path):
+    from onnxcompress.calibration import as_reader
+
+    student = damaged_encoder(tmp_path)
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.standard_normal((8, length, 16)).astype(np.float32)} for length in (6, 5)]  # two sequence lengths
+    recover = Recover(teacher=str(tmp_path / "teacher.onnx"))
+    with pytest.raises(UsageError, match=r"^recover: calibration samples must share one shape to be batched, found \[\(5, 16\), \(6, 16\)\]$"):
+        recover.apply(student, calibration=as_reader(feeds, student))

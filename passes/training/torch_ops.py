@@ -367,6 +367,8 @@ OPS: dict[str, Op] = {
     "HardSwish": _unary(lambda x: x * (x / 6 + 0.5).clamp(0, 1)), "Gelu": gelu, "Softmax": softmax, "LogSoftmax": log_softmax,
     "Clip": clip, "Reshape": reshape, "Flatten": flatten, "Transpose": transpose, "Unsqueeze": unsqueeze, "Squeeze": squeeze,
     "ReduceMean": reduce(lambda x, d, k: x.mean(dim=d, keepdim=k), 18), "ReduceSum": reduce(lambda x, d, k: x.sum(dim=d, keepdim=k), 13),
+    "ReduceL2": reduce(lambda x, d, k: x.pow(2).sum(dim=d, keepdim=k).sqrt(), 18),
+    "ReduceSumSquare": reduce(lambda x, d, k: x.pow(2).sum(dim=d, keepdim=k), 18),
     "ReduceMax": reduce(_amax, 18), "ReduceMin": reduce(_amin, 18), "Gather": gather, "GatherND": gather_nd, "Slice": slice_,
     "Split": split, "Concat": concat, "Cast": cast, "Expand": expand, "Tile": tile, "ConstantOfShape": constant_of_shape,
     "Range": range_, "Shape": shape, "Size": lambda node, opset, x: torch.tensor(x.numel(), dtype=torch.int64),

@@ -42,7 +42,9 @@ enc (float[N,T,16] x) => (float[N,T,16] y) {
   ln = LayerNormalization<axis=-1>(e, g1, b1)
   axes = Constant<value = int64[1] {-1}>()
   mean = ReduceMean<keepdims=1>(ln, axes)
-  y = Sub(ln, mean)
+  centred = Sub(ln, mean)
+  norm = ReduceL2<keepdims=1>(centred, axes)
+  y = Div(centred, norm)
 }"""
 ENCODER_SHAPES = {"wq": (16, 16), "wk": (16, 16), "g1": (16,), "b1": (16,)}
 

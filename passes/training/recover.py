@@ -131,12 +131,8 @@ class Recover(CompressionPass):
         stop = {name: a[order[:aside]] for name, a in per_sample.items()}
         batch = model_batch or min(self.batch_size, len(order) - aside)
         probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}
-        names = targets.trained_outputs(teacher, len(next(iter(probe.values()))), probe)
-        if self.kind == "kd":
-            names = self._kd_output(teacher, names, probe)
-            scales: dict = {names[0]: 1.0}
-        else:
-            scales = targets.output_scales({n: v for n, v in zip(names, _run(teacher, probe, names))})
+        outputs = targets.trained_outputs(teacher, len(next(iter(probe.values()))), probe)
+        scales = {self._kd_output(outputs): 1.0} if self.kind == "kd" else targets.output_scales(outputs)
         strategy = strategies.Standard(targets.Teacher(teacher, scales, fixed), temperature=self.temperature, alpha=1.0,
                                        kind="ce" if self.kind == "kd" else "mse")
         return engine.distill(
@@ -145,11 +141,13 @@ class Recover(CompressionPass):
             seconds=self.seconds or None, start_from_student=True,
         )
 
-    def _kd_output(self, teacher: ir.Model, names: list[str], probe) -> list[str]:
-        classes = [n for n, v in zip(names, _run(teacher, probe, names)) if np.ndim(v) == 2 and np.shape(v)[1] >= 2]
+    @staticmethod
+    def _kd_output(outputs: dict[str, np.ndarray]) -> str:
+        """The one ``[samples, classes]`` output kind=kd softens."""
+        classes = [name for name, value in outputs.items() if value.ndim == 2 and value.shape[1] >= 2]
         if len(classes) != 1:
             raise UsageError(f"recover: kind=kd needs exactly one [samples, classes] output, found {len(classes)}; kind=mse matches any")
-        return classes
+        return classes[0]
 
     @staticmethod
     def _undo(graph, initial) -> None:
@@ -176,11 +174,3 @@ def training_samples(reader, model: ir.Model) -> tuple[dict[str, np.ndarray], di
     except ValueError:
         shapes = sorted({a.shape[1:] for arrays in parts.values() for a in arrays})
         raise UsageError(f"recover: calibration samples must share one shape to be batched, found {shapes[:3]}") from None
-
-
-def _run(model: ir.Model, feeds, names: list[str]) -> list[np.ndarray]:
-    from onnxcompress import runtime
-
-    outputs = runtime.run(model, feeds)
-    return [outputs[n] for n in names]
-

@@ -23,14 +23,14 @@ from onnxcompress.passes.training.graph_module import GraphModule
 SCALE_FLOOR = 1e-6
 
 
-def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> list[str]:
-    """The float outputs with one row per sample on ``probe`` (``samples`` rows): what recovery can match."""
-    outputs = runtime.run(model, probe)
-    names = [name for name, value in outputs.items()
-             if np.asarray(value).dtype.kind == "f" and np.ndim(value) >= 1 and np.shape(value)[0] == samples]
-    if not names:
+def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The float outputs with one row per sample on ``probe`` (``samples`` rows), with their values there: what
+    recovery can match."""
+    outputs = {name: np.asarray(value) for name, value in runtime.run(model, probe).items()}
+    kept = {name: value for name, value in outputs.items() if value.dtype.kind == "f" and value.ndim >= 1 and len(value) == samples}
+    if not kept:
         raise UsageError("recover: the model has no float output with one row per sample to train towards")
-    return names
+    return kept
 
 
 def output_scales(outputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:

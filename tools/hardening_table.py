@@ -205,19 +205,33 @@ def table_row(entry: Entry, timeout: float, rounds: int, single_pass_rounds: int
     for spec in CHAINS:
         row["cells"][spec] = run_chain(entry, prepared, [spec], folder / "run", timeout, single_pass_rounds)
         print(f"  {entry.name} {spec}: {_cell_text(row['cells'][spec])}", flush=True)
-    chain, command = recommended_chain(prepared["model"], folder / "calibration.npz", timeout)
-    if chain is None:
-        row["cells"][RECOMMEND] = {"status": "failed", "chain": [], "message": f"recommend: {command}"}
-    elif not chain:  # its proof kept no step: an answer, not a failure
-        row["cells"][RECOMMEND] = {"status": "declined", "chain": [], "message": f"recommend: {command}"}
-    else:
-        row["cells"][RECOMMEND] = run_chain(entry, prepared, chain, folder / "run", timeout, rounds)
-    print(f"  {entry.name} recommend: {_cell_text(row['cells'][RECOMMEND])}", flush=True)
+    row["cells"][RECOMMEND] = recommend_cell(entry, prepared, folder, timeout, rounds)
     row["seconds"] = round(time.perf_counter() - start, 1)
     row["commit"] = metadata()["commit"]
     row["bench_rounds"] = rounds
     row["single_pass_bench_rounds"] = single_pass_rounds
     return row
+
+
+def recommend_cell(entry: Entry, prepared: dict, folder: Path, timeout: float, rounds: int) -> dict:
+    """The chain ``recommend`` proves on the entry, run and benched in ``rounds``; declined when it kept no step."""
+    chain, command = recommended_chain(prepared["model"], folder / "calibration.npz", timeout)
+    if chain is None:
+        cell = {"status": "failed", "chain": [], "message": f"recommend: {command}"}
+    elif not chain:  # its proof kept no step: an answer, not a failure
+        cell = {"status": "declined", "chain": [], "message": f"recommend: {command}"}
+    else:
+        cell = run_chain(entry, prepared, chain, folder / "run", timeout, rounds)
+    print(f"  {entry.name} recommend: {_cell_text(cell)}", flush=True)
+    return cell
+
+
+def recommend_again(entry: Entry, row: dict, timeout: float, rounds: int) -> dict:
+    """``row`` with only its recommend cell measured again (and the commit it was measured at)."""
+    folder = WORK / entry.name
+    prepared = prepare(entry, folder)
+    cell = recommend_cell(entry, prepared, folder, timeout, rounds)
+    return {**row, "cells": {**row["cells"], RECOMMEND: cell}, "recommend_commit": metadata()["commit"], "bench_rounds": rounds}
 
 
 def _cell_text(cell: dict) -> str:
@@ -248,11 +262,13 @@ def _short(message: str, limit: int = 70) -> str:
 
 
 def summary(results: dict) -> dict:
-    """Counts per chain, the distinct failures with the models they hit, and the silent losses."""
+    """Counts per chain, the distinct failures with the models they hit, the silent losses, grown pruned models and
+    recommended chains that read slower than their input."""
     counts: dict[str, Counter] = {spec: Counter() for spec in (*CHAINS, RECOMMEND)}
     failures: dict[str, list[str]] = {}
     silent: list[str] = []
     grew: list[str] = []
+    slower: list[str] = []
     for name, row in results.items():
         for spec, cell in row.get("cells", {}).items():
             counts[spec][cell["status"]] += 1
@@ -263,7 +279,10 @@ def summary(results: dict) -> dict:
                     silent.append(f"{name} / {spec}: {cell['fidelity']['score']:.2f} (cosine {cell['fidelity']['cosine']:.4f})")
                 if pruned_and_grew(cell):
                     grew.append(f"{name} / {spec}: {cell['params'][0]:,} -> {cell['params'][1]:,}")
-    return {"counts": {k: dict(v) for k, v in counts.items()}, "failures": failures, "silent_losses": silent, "params_grew": grew}
+                if spec == RECOMMEND and isinstance(cell["latency_ratio"], float) and cell["latency_ratio"] > 1.0:
+                    slower.append(f"{name}: x{cell['latency_ratio']:.2f} ({' '.join(cell['chain'])})")
+    return {"counts": {k: dict(v) for k, v in counts.items()}, "failures": failures, "silent_losses": silent, "params_grew": grew,
+            "recommended_slower": slower}
 
 
 def _benched_cells(row: dict) -> str:
@@ -305,6 +324,11 @@ def write_doc(results: dict, meta: dict) -> None:
     if len(commits) > 1:
         lines += ["", "Rows were measured at different commits while the passes were being changed:", ""]
         lines += [f"- `{commit}`: {', '.join(names)}" for commit, names in commits.items()]
+    again: dict[str, list[str]] = {}
+    for name, row in results.items():
+        if "recommend_commit" in row:
+            again.setdefault(row["recommend_commit"], []).append(name)
+    lines += [f"\nThe recommend column was measured again at `{commit}` for: {', '.join(names)}." for commit, names in again.items()]
     benched = [f"{name} ({row['bench_rounds']} rounds{_benched_cells(row)})" for name, row in results.items() if row.get("bench_rounds", 1) > 0]
     lines += ["", f"Latency was measured for: {', '.join(benched) or 'none'}; the other ok cells show fidelity only."]
     missing = [name for name in ENTRIES if name not in results]
@@ -316,6 +340,7 @@ def write_doc(results: dict, meta: dict) -> None:
     lines += [f"- `{_short(message, 200)}`: {', '.join(where)}" for message, where in summed["failures"].items()] or ["- none"]
     lines += ["", "## Exit 0 with task fidelity below 0.9", ""] + ([f"- {line}" for line in summed["silent_losses"]] or ["- none"])
     lines += ["", "## Pruned outputs with more parameters than their input", ""] + ([f"- {line}" for line in summed["params_grew"]] or ["- none"])
+    lines += ["", "## Recommended chains slower than their input", ""] + ([f"- {line}" for line in summed["recommended_slower"]] or ["- none"])
     lines += ["", "## Recommended chains", ""]
     lines += [f"- {name}: " + (f"`{' '.join(chain)}`" if chain else f"none ({NO_STEP})")
               for name, row in results.items() if RECOMMEND in row.get("cells", {}) for chain in [row["cells"][RECOMMEND]["chain"]]]
@@ -354,6 +379,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="bench rounds per ok cell (0: no latency)")
     parser.add_argument("--bench-recommended-only", action="store_true",
                         help="bench only the recommended chain (its claim is 'not slower than the input'), not each single pass")
+    parser.add_argument("--recommend-only", action="store_true",
+                        help="measure only the recommend column again (with --only), keeping each row's other cells")
     parser.add_argument("--redraw", action="store_true", help="re-classify the stored cells and rewrite the files; run nothing")
     args = parser.parse_args()
     if args.redraw:
@@ -367,7 +394,10 @@ def main() -> None:
     meta = metadata()
     for name in names:
         print(f"{name}", flush=True)
-        results[name] = table_row(ENTRIES[name], args.timeout, args.rounds, 0 if args.bench_recommended_only else args.rounds)
+        if args.recommend_only and name in results and "cells" in results[name]:
+            results[name] = recommend_again(ENTRIES[name], results[name], args.timeout, args.rounds)
+        else:
+            results[name] = table_row(ENTRIES[name], args.timeout, args.rounds, 0 if args.bench_recommended_only else args.rounds)
         write_results(results, {**meta, "rounds": args.rounds})
 
 

@@ -125,15 +125,16 @@ def test_minilm_export_is_a_transformer_encoder(minilm_onnx):
     assert "--calibration DATA" in rec.command("in.onnx", "out.onnx")
 
 
-def float_weights(models, feeds) -> list[float]:
+def float_weights(models, feeds, **_) -> list[float]:
     """A stand-in latency: the float weight elements of each model (pruning and INT8 both lower it)."""
     return [float(sum(v.const_value.size for v in m.graph.initializers.values() if v.const_value.dtype == ir.DataType.FLOAT))
             for m in models]
 
 
-def node_count(models, feeds) -> list[float]:
-    """A stand-in latency that Q/DQ nodes raise: INT8 looks slower."""
-    return [float(len(m.graph)) for m in models]
+def int8_costs(models, feeds, **_) -> list[float]:
+    """A stand-in latency that Q/DQ nodes raise (INT8 looks slower) and pruning lowers."""
+    qdq = [any(n.op_type == "QuantizeLinear" for n in m.graph) for m in models]
+    return [weights + 1e9 * slow for weights, slow in zip(float_weights(models, feeds), qdq)]
 
 
 def test_a_step_that_breaks_fidelity_is_dropped_with_the_reason():
@@ -160,7 +161,7 @@ def test_when_everything_holds_every_step_is_kept_and_measured():
 
 def test_a_step_that_makes_the_model_slower_is_dropped():
     model = constant_channels(low_bias=0.0)
-    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=node_count)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=int8_costs)
     assert [c.spec for c in rec.proof.dropped] == ["quantize-static"]
     assert rec.proof.dropped[0].reason.startswith("made the model slower: ") and rec.proof.dropped[0].speedup < 1.0
     assert rec.steps[-1].spec == "prune-channels:ratio=0.3"
@@ -219,6 +220,25 @@ def test_a_difference_seen_in_the_quick_rounds_is_measured_again_in_full(monkeyp
     monkeypatch.setattr(bench, "measure", lambda sessions, feeds, *, rounds, **o: calls.append(rounds) or [bench.Latency(1.0, 1, 1, 1, rounds, 0, 1, 1)] * 2)
     assert recommend.side_by_side([mlp_model, mlp_model], feeds) == [1.0, 1.0]
     assert calls == [recommend.PROOF_ROUNDS]  # no difference: the quick rounds stand
+    calls.clear()
+    recommend.side_by_side([mlp_model, mlp_model], feeds, full=True)
+    assert calls == [recommend.CONFIRM_ROUNDS]  # the whole chain's verdict is always the full measurement
+
+
+def test_a_chain_not_measurably_faster_than_the_input_is_not_recommended():
+    """Steps each within noise of the chain before them added up to a 5 % slower model on a real detector."""
+    model = constant_channels(low_bias=0.0)
+    verdicts = []
+
+    def ties_then_full(models, feeds, full=False) -> list[float]:  # every step ties; the full measurement says 1 % faster
+        verdicts.append(full)
+        return [1.01, 1.0] if full else [1.0] * len(models)
+
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=ties_then_full)
+    assert verdicts[-1] is True and not any(verdicts[:-1])
+    assert rec.steps == [] and rec.command("m.onnx", "o.onnx") is None
+    last = rec.proof.checks[-1]
+    assert last.spec == "the chain" and not last.kept and last.reason.startswith("not measurably faster than the input as a whole (1.01 ms -> 1 ms")
 
 
 def test_the_command_pins_synthetic_dims_only_when_it_has_no_data_to_check_on(mlp_model):
@@ -259,7 +279,7 @@ def test_a_preparation_whose_int8_step_was_dropped_is_left_out_too():
     steps = [recommend.Step("smooth:alpha=0.5", "prepares INT8"), recommend.Step("quantize-dynamic", "INT8")]
     rec = dataclasses.replace(recommend.recommend(model, VNNI), steps=steps, skipped=[])
 
-    def int8_slower(models, feeds) -> list[float]:  # smoothing costs nothing, INT8 looks slower
+    def int8_slower(models, feeds, **_) -> list[float]:  # smoothing costs nothing, INT8 looks slower
         return [2.0 if any(n.op_type == "DynamicQuantizeLinear" for n in m.graph) else 1.0 for m in models]
 
     proven = recommend.prove(model, rec, calibration=ArrayReader(inputs(0)), timer=int8_slower)

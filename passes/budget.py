@@ -198,6 +198,12 @@ def check_options(pass_) -> None:
     pass_.require(pass_.max_error is None or pass_.max_error > 0, "max_error", "> 0")
 
 
+def leave_to_recovery(pass_, budget: Budget, score: Score) -> None:
+    """Record ``score`` on ``pass_`` without judging it: a ``recover`` step later in the chain holds the budget."""
+    pass_.context.details["budget"] = {**budget.report(score), "left_to": "recover"}
+    pass_.note(f"budget left to the recover step later in the chain: {budget.describe(score)} on {budget.on} before it")
+
+
 def settle(pass_, budget: Budget, score: Score, *, accept_loss: bool, effort: str = "") -> bool:
     """Whether ``score`` holds ``budget``, noted on ``pass_``; over budget, ``CheckFailed`` naming the metric, its
     value and the budget (``effort``: what was tried first), unless ``accept_loss`` (then a note says it broke)."""

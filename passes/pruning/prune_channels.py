@@ -191,9 +191,7 @@ class PruneChannels(CompressionPass):
         """Judge ``pruned`` (recovery included) against the budget: ``CheckFailed`` over it unless ``accept_loss``."""
         score = budget.score(io.to_proto(pruned))
         if self.context.recovery_follows:
-            self.context.details["budget"] = {**budget.report(score), "left_to": "recover"}
-            self.note(f"budget left to the recover step later in the chain: {budget.describe(score)} on {budget.on} before it")
-            return
+            return fidelity_budget.leave_to_recovery(self, budget, score)
         self.context.details["budget"] = {**budget.report(score), "accepted_loss": not budget.holds(score)}
         recovered = "least-squares reconstruction" if self.reconstruct else "bias folding" if self.bias_fold else None
         effort = f", after {recovered}" if recovered else ", without recovery (reconstruct=true re-fits the consumers on calibration data)"

@@ -18,7 +18,7 @@ broke).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 import onnx
@@ -56,6 +56,7 @@ class QuantizePass(CompressionPass):
     """Base of the quantization passes (not registered: it has no ``name``)."""
 
     exact = False
+    trainable: ClassVar[bool] = False  # its output is a QDQ graph ``recover`` can train with simulated INT8
 
     def __init__(
         self,
@@ -157,7 +158,12 @@ class QuantizePass(CompressionPass):
         selection: Selection, quantized: onnx.ModelProto | None,
     ) -> onnx.ModelProto:
         """The quantized model, with layers kept in FP32 until the budget holds; ``CheckFailed`` if it cannot
-        hold, unless ``accept_loss``."""
+        hold, unless ``accept_loss``. When a ``recover`` step follows and can train this pass's output
+        (``trainable``), everything selected stays quantized and that step holds the budget."""
+        if self.context.recovery_follows and self.trainable:
+            quantized = quantized if quantized is not None else quantize(selection)
+            fidelity_budget.leave_to_recovery(self, budget, budget.score(quantized))
+            return quantized
         result = fallback.fall_back(quantize, selection, self._candidates(proto, selection), budget, self.max_fallback, quantized)
         self.context.details["fallback"] = {
             **budget.report(result.score), "kept_fp32": result.kept_fp32, "sensitivity": result.sensitivity,

@@ -36,10 +36,12 @@ class QuantizeStatic(QuantizePass):
     depthwise kernel runs about twice as fast.
     By default the result must keep a fidelity budget on held-out calibration samples (slice error ≤ 0.5;
     accuracy drop ≤ 0.01 with labels), layers going back to FP32 until it does, else ``CheckFailed``
-    unless ``accept_loss=true`` (``quantize_pass.py``).
+    unless ``accept_loss=true`` (``quantize_pass.py``). With ``recover`` after it in the chain, everything stays
+    INT8 and that step trains the QDQ graph with simulated INT8 (quantization-aware recovery) to hold the budget.
     """
 
     name = "quantize-static"
+    trainable = True
 
     def __init__(
         self,

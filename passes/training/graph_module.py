@@ -17,9 +17,10 @@ import onnx_ir as ir
 import torch
 
 from onnxcompress.errors import UsageError
+from onnxcompress.passes.training import fake_quant
 from onnxcompress.passes.training.torch_ops import OPS, unsupported_ops
 
-FIXED_INPUTS = {"BatchNormalization": (3, 4)}  # running mean and variance
+FIXED_INPUTS = {"BatchNormalization": (3, 4), "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}  # statistics, quantization grids
 
 
 class GraphModule(torch.nn.Module):
@@ -32,12 +33,18 @@ class GraphModule(torch.nn.Module):
         self.model = model
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         fixed = _fixed_initializers(model.graph)
+        grids = quantized_weights(model.graph)
         self.names: dict[str, str] = {}  # parameter key -> initializer name
+        self.grids: dict[str, Grid] = {}  # parameter key -> the grid a quantized weight is rounded to
         self._constants: dict[str, torch.Tensor] = {}
         for index, (name, value) in enumerate(model.graph.initializers.items()):
             tensor = torch.from_numpy(np.array(value.const_value.numpy()))
-            if tensor.is_floating_point() and tensor.numel() > 1 and name not in fixed:
-                key = f"p{index}"
+            key = f"p{index}"
+            if name in grids and tensor.numel() > 1:  # trained as its float value, rounded to its grid on every evaluation
+                self.grids[key] = grids[name]
+                self.register_parameter(key, torch.nn.Parameter(fake_quant.dequantize(tensor, *grids[name][:3])))
+                self.names[key] = name
+            elif tensor.is_floating_point() and tensor.numel() > 1 and name not in fixed:
                 self.register_parameter(key, torch.nn.Parameter(tensor))
                 self.names[key] = name
             else:
@@ -56,7 +63,7 @@ class GraphModule(torch.nn.Module):
         records its gradient (``.grad`` is then ∂loss/∂value)."""
         watched = set(watch)
         values: dict[str, torch.Tensor] = {**self._constants}
-        values.update({self.names[key]: parameter for key, parameter in self.named_parameters()})
+        values.update({self.names[key]: self._stored(key, parameter) for key, parameter in self.named_parameters()})
         values.update({name: torch.as_tensor(array) for name, array in feeds.items()})
         for node in self.model.graph:
             if node.op_type == "Constant":
@@ -73,11 +80,48 @@ class GraphModule(torch.nn.Module):
         for key, parameter in self.named_parameters():
             value = self.model.graph.initializers[self.names[key]]
             old = value.const_value.numpy()
-            new = parameter.detach().numpy().astype(old.dtype)
+            new = self._stored(key, parameter).detach().numpy().astype(old.dtype)
             if not np.array_equal(old, new):
                 value.const_value = ir.tensor(new, name=value.name)
                 changed += 1
         return changed
+
+
+    def _stored(self, key: str, parameter: torch.Tensor) -> torch.Tensor:
+        """What the graph holds for a parameter: its value, or for a quantized weight its integers (as floats)."""
+        if key not in self.grids:
+            return parameter
+        scale, zero_point, axis, bounds = self.grids[key]
+        return fake_quant.quantize(parameter, scale, zero_point, axis, bounds)
+
+
+Grid = tuple[torch.Tensor, "torch.Tensor | None", int, tuple[int, int]]  # scale, zero point, axis, integer bounds
+
+
+def quantized_weights(graph: ir.Graph) -> dict[str, Grid]:
+    """The integer initializers read only as the input of ``DequantizeLinear`` nodes with constant scales (a QDQ
+    model's weights and biases), each with the grid it is quantized on."""
+    consumers: dict[str, list[ir.Node]] = {}
+    for node in graph:
+        for index, value in enumerate(node.inputs):
+            if value is not None and value.name in graph.initializers:
+                consumers.setdefault(value.name, []).append(node if node.op_type == "DequantizeLinear" and index == 0 else None)
+    grids = {}
+    for name, nodes in consumers.items():
+        dtype = graph.initializers[name].const_value.dtype
+        if dtype not in fake_quant.RANGES or None in nodes or len(nodes) != 1:
+            continue
+        (node,) = nodes
+        scale, zero_point = (_initializer(graph, node.inputs[i]) if i < len(node.inputs) else None for i in (1, 2))
+        if scale is not None and not node.attributes.get_int("block_size", 0):
+            grids[name] = (scale, zero_point, node.attributes.get_int("axis", 1), fake_quant.RANGES[dtype])
+    return grids
+
+
+def _initializer(graph: ir.Graph, value: ir.Value | None) -> torch.Tensor | None:
+    if value is None or value.name not in graph.initializers:
+        return None
+    return torch.from_numpy(np.array(graph.initializers[value.name].const_value.numpy()))
 
 
 def refuse_untrainable(model: ir.Model) -> None:

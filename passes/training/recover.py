@@ -55,6 +55,7 @@ class Recover(CompressionPass):
         kind: Annotated[Kind, "mse: every float output, scaled by the teacher's spread; kd: soft-target KL on one [samples, classes] output"] = "mse",
         temperature: Annotated[float, "softening temperature of kind=kd"] = 4.0,
         teacher: Annotated[str | None, "ONNX file to distil from (none: the model the chain started from)"] = None,
+        hidden: Annotated[bool, "with kind=mse, also match the residual stream: the normalisations' outputs both graphs compute under one name and shape"] = True,
         seed: Annotated[int, "seed of the sample order and the early-stopping split"] = 0,
         max_error: MaxError = None,
         max_drop: MaxDrop = None,
@@ -62,7 +63,7 @@ class Recover(CompressionPass):
     ) -> None:
         super().__init__()
         self.epochs, self.seconds, self.lr, self.batch_size, self.patience = epochs, seconds, lr, batch_size, patience
-        self.kind, self.temperature, self.teacher, self.seed = kind, temperature, teacher, seed
+        self.kind, self.temperature, self.teacher, self.hidden, self.seed = kind, temperature, teacher, hidden, seed
         self.max_error, self.max_drop, self.accept_loss = max_error, max_drop, accept_loss
         self.check_choices()
         fidelity_budget.check_options(self)
@@ -89,11 +90,13 @@ class Recover(CompressionPass):
                                                       max_error=self.max_error, max_drop=self.max_drop)
         graph = GraphModule(model)
         if not list(graph.parameters()):
-            raise UsageError("recover: the model has no float weights to train (recover before quantizing)")
+            raise UsageError("recover: the model has no float or QDQ-quantized weights to train")
         before, damage = budget.score(io.to_proto(model)), budget.damage(io.to_proto(model))
         if damage == 0:
             self.note(f"nothing to recover: the model computes what its teacher does on {budget.on}")
             return ir.passes.PassResult(model, modified=False)
+        if graph.grids:
+            self.note(f"quantization-aware: {len(graph.grids)} quantized weight(s) train on their INT8 grids, the QDQ structure kept")
         initial = {key: p.detach().clone() for key, p in graph.named_parameters()}
         history = self._train(graph, teacher, rest)
         graph.write_back()
@@ -131,8 +134,18 @@ class Recover(CompressionPass):
         stop = {name: a[order[:aside]] for name, a in per_sample.items()}
         batch = model_batch or min(self.batch_size, len(order) - aside)
         probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}
+        candidates = targets.residual_stream(teacher, graph.model) if self.hidden and self.kind == "mse" else []
+        teacher = targets.with_outputs(teacher, candidates) if candidates else teacher
         outputs = targets.trained_outputs(teacher, len(next(iter(probe.values()))), probe)
-        scales = {self._kd_output(outputs): 1.0} if self.kind == "kd" else targets.output_scales(outputs)
+        hidden = self._same_shapes(graph, outputs, candidates, {**{name: a[:model_batch or 2] for name, a in train.items()}, **fixed})
+        outputs = {name: value for name, value in outputs.items() if name not in set(candidates) - set(hidden)}
+        if self.kind == "kd":
+            scales = {self._kd_output(outputs): 1.0}
+        else:
+            weights = targets.hidden_weights(outputs, hidden)
+            scales = {name: scale * weights[name] for name, scale in targets.output_scales(outputs).items()}
+        if hidden:
+            self.note(f"matching {len(hidden)} hidden state(s) of the residual stream beside the outputs")
         strategy = strategies.Standard(targets.Teacher(teacher, scales, fixed), temperature=self.temperature, alpha=1.0,
                                        kind="ce" if self.kind == "kd" else "mse")
         return engine.distill(
@@ -140,6 +153,17 @@ class Recover(CompressionPass):
             lr=self.lr, batch_size=batch, seed=self.seed, val=(stop, None) if aside else None, patience=self.patience,
             seconds=self.seconds or None, start_from_student=True,
         )
+
+    @staticmethod
+    def _same_shapes(graph, outputs: dict[str, np.ndarray], hidden: list[str], feeds: dict[str, np.ndarray]) -> list[str]:
+        """The ``hidden`` states the student computes at the teacher's shape (per sample) on ``feeds``."""
+        import torch
+
+        if not hidden:
+            return []
+        with torch.no_grad():
+            values = graph.evaluate(feeds)
+        return [name for name in hidden if name in outputs and tuple(values[name].shape[1:]) == outputs[name].shape[1:]]
 
     @staticmethod
     def _kd_output(outputs: dict[str, np.ndarray]) -> str:

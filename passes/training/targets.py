@@ -1,5 +1,6 @@
-"""What ``recover`` trains a graph to reproduce: a model's outputs, each element scaled by the teacher's spread,
-flattened per sample and joined into one ``[samples, features]`` tensor.
+"""What ``recover`` trains a graph to reproduce: a model's outputs (and, where the graphs correspond, its residual
+stream), each element scaled by the teacher's spread, flattened per sample and joined into one
+``[samples, features]`` tensor.
 
 Scaling each element by the teacher's spread over the samples lets one mean squared error weigh box
 coordinates in the hundreds and class scores near 0.1, or a hidden state and an embedding, alike.
@@ -15,12 +16,13 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from onnxcompress import fidelity, runtime
+from onnxcompress import fidelity, io, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.fidelity import SPREAD_FLOOR
 from onnxcompress.passes.training.graph_module import GraphModule
 
 SCALE_FLOOR = 1e-6
+HIDDEN_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization")
 
 
 def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -31,6 +33,36 @@ def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarra
     if not kept:
         raise UsageError("recover: the model has no float output with one row per sample to train towards")
     return kept
+
+
+def residual_stream(teacher: ir.Model, student: ir.Model) -> list[str]:
+    """The outputs of the normalisations (``HIDDEN_OPS``) both graphs compute under the same name: the residual
+    stream of a transformer, which pruning heads and FFN neurons leaves at its width (``recover`` then keeps
+    those of the same shape in both)."""
+    def normalised(model: ir.Model) -> list[str]:
+        outputs = {value.name for value in model.graph.outputs}
+        return [node.outputs[0].name for node in model.graph if node.op_type in HIDDEN_OPS and node.outputs[0].name not in outputs]
+
+    theirs = set(normalised(teacher))
+    return [name for name in normalised(student) if name in theirs]
+
+
+def with_outputs(model: ir.Model, names: list[str]) -> ir.Model:
+    """A copy of ``model`` that also outputs the values ``names`` (so ONNX Runtime returns them)."""
+    copy = io.clone(model)
+    values = {value.name: value for node in copy.graph for value in node.outputs}
+    copy.graph.outputs.extend(values[name] for name in names)
+    return copy
+
+
+def hidden_weights(outputs: Mapping[str, np.ndarray], hidden: list[str]) -> dict[str, float]:
+    """Per tensor, the factor its scale is multiplied by so that the ``hidden`` tensors together weigh in the
+    squared error what the model's outputs weigh (each hidden tensor an equal share), however many more
+    elements they have."""
+    hidden_set = set(hidden)
+    output_elements = sum(value[0].size for name, value in outputs.items() if name not in hidden_set)
+    return {name: float(np.sqrt(value[0].size * len(hidden) / output_elements)) if name in hidden_set else 1.0
+            for name, value in outputs.items()}
 
 
 def output_scales(outputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -85,6 +117,6 @@ class Student(torch.nn.Module):
         self.scales, self.fixed = dict(scales), {name: torch.as_tensor(a) for name, a in fixed.items()}
 
     def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
-        """The student's joined outputs on one batch (differentiable in the graph's weights)."""
-        return joined(self.graph({**feeds, **self.fixed}), self.scales, feeds)
+        """The student's joined outputs (and hidden states) on one batch (differentiable in the graph's weights)."""
+        return joined(self.graph.evaluate({**feeds, **self.fixed}), self.scales, feeds)
 

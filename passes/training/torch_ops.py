@@ -18,6 +18,8 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
+from onnxcompress.passes.training import fake_quant
+
 Op = Callable[..., Any]
 
 DTYPES = {
@@ -373,6 +375,7 @@ OPS: dict[str, Op] = {
     "Split": split, "Concat": concat, "Cast": cast, "Expand": expand, "Tile": tile, "ConstantOfShape": constant_of_shape,
     "Range": range_, "Shape": shape, "Size": lambda node, opset, x: torch.tensor(x.numel(), dtype=torch.int64),
     "Pad": pad, "Resize": resize, "Trilu": trilu, "ArgMax": argmax, "CumSum": cumsum,
+    "QuantizeLinear": fake_quant.quantize_linear, "DequantizeLinear": fake_quant.dequantize_linear,
 }
 
 

@@ -54,8 +54,18 @@ def real_model(name: str):
     return io.load(entry(name).model())
 
 
+def static_int8(model):
+    """``model`` through quantize-static on random images (its QDQ graph: INT8 weights read by DequantizeLinear)."""
+    from onnxcompress.calibration import ArrayReader
+    from onnxcompress.passes.quantization.quantize_static import QuantizeStatic
+
+    images = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    return QuantizeStatic(accept_loss=True).apply(model, calibration=ArrayReader({"x": images})).model
+
+
 @pytest.mark.parametrize("make", [lambda: text_model(CNN, CNN_SHAPES), lambda: text_model(ENCODER, ENCODER_SHAPES),
-                                  lambda: real_model("captcha-crnn")], ids=["cnn", "encoder", "captcha-crnn"])
+                                  lambda: real_model("captcha-crnn"), lambda: static_int8(text_model(CNN, CNN_SHAPES))],
+                         ids=["cnn", "encoder", "captcha-crnn", "cnn-qdq"])
 def test_the_view_computes_what_onnx_runtime_computes_and_round_trips_exactly(make):
     model = make()
     feeds = runtime.synthetic_inputs(model, batch=2)
@@ -96,3 +106,26 @@ def test_a_graph_with_an_op_it_cannot_run_is_declined_in_one_line():
     model = text_model(CNN.replace("h = HardSwish(c)", "h = Celu(c)"), CNN_SHAPES)
     with pytest.raises(UsageError, match=r"^cannot train this graph in PyTorch: op\(s\) Celu are not supported$"):
         GraphModule(model)
+
+
+def test_a_qdq_graph_trains_its_int8_weights_on_their_grids_and_stores_integers_again():
+    model = static_int8(text_model(CNN, CNN_SHAPES))
+    weights = {name: v.const_value.numpy().copy() for name, v in model.graph.initializers.items()
+               if v.const_value.dtype == ir.DataType.INT8 and not name.endswith("_zero_point")}
+    scales = {name: v.const_value.numpy().copy() for name, v in model.graph.initializers.items() if name.endswith(("_scale", "_zero_point"))}
+    module = GraphModule(model)
+    assert {module.names[key] for key in module.grids} >= set(weights) and weights
+    feeds = runtime.synthetic_inputs(model, batch=4)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
+    module(feeds)["y"].pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for key, p in module.named_parameters() if key in module.grids)
+    optimizer.step()
+    with torch.no_grad():
+        after_step = module(feeds)["y"].numpy()
+    assert module.write_back() > 0
+    for name, old in weights.items():  # still INT8 on the same grid, and some integers moved
+        assert model.graph.initializers[name].const_value.dtype == ir.DataType.INT8
+    assert any(not np.array_equal(model.graph.initializers[n].const_value.numpy(), old) for n, old in weights.items())
+    assert all(np.array_equal(model.graph.initializers[n].const_value.numpy(), old) for n, old in scales.items())
+    written = ir.serde.deserialize_model(io.to_proto(model))
+    np.testing.assert_allclose(run_everywhere(written, feeds)["y"], after_step, rtol=1e-4, atol=1e-4)

@@ -64,7 +64,8 @@ def test_recover_trains_an_encoder_back_towards_its_teacher_file(tmp_path):
     data = {"x": np.random.default_rng(2).standard_normal((200, 6, 16)).astype(np.float32)}
     outcome = Recover(epochs=20, lr=1e-2, teacher=str(tmp_path / "teacher.onnx"), accept_loss=True).apply(
         student, calibration=ArrayReader(data))
-    assert outcome.modified and outcome.notes[0].startswith("trained ")
+    assert outcome.modified and outcome.notes[1].startswith("trained ")
+    assert outcome.notes[0] == "matching 1 hidden state(s) of the residual stream beside the outputs"
     before, after = outcome.details["recover"]["before"]["slice error"], outcome.details["budget"]["values"]["slice error"]
     assert after < 0.6 * before
 
@@ -77,6 +78,21 @@ def test_pruning_in_steps_with_recovery_between_them_defers_each_budget_to_the_r
     assert all(s.notes[-1].startswith("budget left to the recover step") for s in steps[::2])
     assert all(s.details["budget"]["within_budget"] for s in steps[1::2])
     assert steps[0].params > steps[2].params == steps[3].params
+
+
+def test_after_static_int8_recovery_is_quantization_aware_and_keeps_the_qdq_graph():
+    from onnxcompress.passes.quantization.quantize_static import QuantizeStatic
+
+    chain = [QuantizeStatic(), Recover(epochs=10, lr=1e-3, patience=10)]
+    steps = [(record, io.clone(model)) for record, model in Pipeline(chain, measurement=QUICK).steps(text_model(CNN, SHAPES), calibration=ArrayReader(images(256)))]
+    (quantized_record, quantized), (recovered_record, recovered) = steps[1], steps[2]
+    assert quantized_record.notes[-2].startswith("budget left to the recover step later in the chain: slice error")
+    assert recovered_record.notes[0].startswith("quantization-aware: 6 quantized weight(s) train on their INT8 grids")
+    before = quantized_record.details["budget"]["values"]["slice error"]
+    after = recovered_record.details["budget"]["values"]["slice error"]
+    assert after < 0.9 * before
+    assert [n.op_type for n in recovered.graph] == [n.op_type for n in quantized.graph]  # the same QDQ model, new integers
+    assert {v.const_value.dtype for v in recovered.graph.initializers.values()} == {v.const_value.dtype for v in quantized.graph.initializers.values()}
 
 
 def test_without_a_lossy_step_before_it_there_is_nothing_to_recover():

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 from onnxcompress import io
 from onnxcompress.calibration.validation import model_batches
@@ -120,6 +121,8 @@ class PruneChannels(CompressionPass):
             model, calibration=self.context.calibration, labelled=self.context.labelled,
             max_error=self.max_error, max_drop=self.max_drop)
         work = io.clone(model)
+        LiftConstantsToInitializersPass()(work)  # weights in Constant nodes (TorchScript exports) become prunable initializers
+        params_before = parameter_count(work)
         ties = untie_weights(work)
         infer_shapes(work, example=self._example_shapes(work))
         graph = build_channel_graph(work, layernorm=self.layernorm)
@@ -128,7 +131,7 @@ class PruneChannels(CompressionPass):
         units = [u for u in graph.units() if u.group in infos]
         frozen = self._frozen_reasons(graph, units, infos)
         remove = self._choose(graph, units, frozen, work)
-        before = (parameter_count(model), model_macs(work))
+        before = (params_before, model_macs(work))
         self.context.details["groups"] = group_report(graph, units, infos, remove, frozen)
         if not remove.any():
             self.note("nothing can be pruned: every channel is frozen or needed (see details.groups)")

@@ -54,6 +54,29 @@ def test_cnn_pruned_half_runs_and_shrinks(cnns, name, check_pruned):
             assert channels % 4 == 0 or channels == 3 or node.outputs[0].is_graph_output()
 
 
+def with_weights_in_constant_nodes(model: ir.Model) -> ir.Model:
+    """``model`` with every initializer moved into a Constant node, as TorchScript exports store weights."""
+    import onnx
+
+    proto = io.to_proto(model)
+    constants = [onnx.helper.make_node("Constant", [], [init.name], value=init) for init in proto.graph.initializer]
+    nodes = [*constants, *proto.graph.node]
+    del proto.graph.initializer[:]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return ir.serde.deserialize_model(proto)
+
+
+def test_weights_held_in_constant_nodes_are_pruned(cnns, check_pruned):
+    original = with_weights_in_constant_nodes(cnns["resnet"])
+    assert not original.graph.initializers
+    model = io.clone(original)
+    run = PruneChannels(ratio=0.5, accept_loss=True)(model)
+    assert run.modified and run.notes[0].startswith("removed ")
+    check_pruned(original, model, runtime.synthetic_inputs(model, batch=2))
+    assert parameter_count(model) < 0.6 * parameter_count(cnns["resnet"])
+
+
 def test_residual_groups_reported(cnns):
     groups = PruneChannels(ratio=0.5, accept_loss=True)(io.clone(cnns["resnet"])).details["groups"]
     removed = [g for g in groups if g["removed"]]

@@ -136,8 +136,8 @@ class Recover(CompressionPass):
         probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}
         candidates = targets.residual_stream(teacher, graph.model) if self.hidden and self.kind == "mse" else []
         teacher = targets.with_outputs(teacher, candidates) if candidates else teacher
-        outputs = targets.trained_outputs(teacher, len(next(iter(probe.values()))), probe)
-        hidden = self._same_shapes(graph, outputs, candidates, {**{name: a[:model_batch or 2] for name, a in train.items()}, **fixed})
+        outputs, axes = targets.trained_outputs(teacher, len(next(iter(probe.values()))), probe)
+        hidden = self._same_shapes(graph, outputs, axes, candidates, {**{name: a[:model_batch or 2] for name, a in train.items()}, **fixed})
         outputs = {name: value for name, value in outputs.items() if name not in set(candidates) - set(hidden)}
         if self.kind == "kd":
             scales = {self._kd_output(outputs): 1.0}
@@ -146,16 +146,16 @@ class Recover(CompressionPass):
             scales = {name: scale * weights[name] for name, scale in targets.output_scales(outputs).items()}
         if hidden:
             self.note(f"matching {len(hidden)} hidden state(s) of the residual stream beside the outputs")
-        strategy = strategies.Standard(targets.Teacher(teacher, scales, fixed), temperature=self.temperature, alpha=1.0,
+        strategy = strategies.Standard(targets.Teacher(teacher, scales, fixed, axes), temperature=self.temperature, alpha=1.0,
                                        kind="ce" if self.kind == "kd" else "mse")
         return engine.distill(
-            strategy.teacher, targets.Student(graph, scales, fixed), (train, None), strategy=strategy, epochs=self.epochs,
+            strategy.teacher, targets.Student(graph, scales, fixed, axes), (train, None), strategy=strategy, epochs=self.epochs,
             lr=self.lr, batch_size=batch, seed=self.seed, val=(stop, None) if aside else None, patience=self.patience,
             seconds=self.seconds or None, start_from_student=True,
         )
 
     @staticmethod
-    def _same_shapes(graph, outputs: dict[str, np.ndarray], hidden: list[str], feeds: dict[str, np.ndarray]) -> list[str]:
+    def _same_shapes(graph, outputs: dict[str, np.ndarray], axes: dict[str, int], hidden: list[str], feeds: dict[str, np.ndarray]) -> list[str]:
         """The ``hidden`` states the student computes at the teacher's shape (per sample) on ``feeds``."""
         import torch
 
@@ -163,7 +163,7 @@ class Recover(CompressionPass):
             return []
         with torch.no_grad():
             values = graph.evaluate(feeds)
-        return [name for name in hidden if name in outputs and tuple(values[name].shape[1:]) == outputs[name].shape[1:]]
+        return [name for name in hidden if name in outputs and tuple(values[name].movedim(axes[name], 0).shape[1:]) == outputs[name].shape[1:]]
 
     @staticmethod
     def _kd_output(outputs: dict[str, np.ndarray]) -> str:

@@ -25,14 +25,30 @@ SCALE_FLOOR = 1e-6
 HIDDEN_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization")
 
 
-def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The float outputs with one row per sample on ``probe`` (``samples`` rows), with their values there: what
-    recovery can match."""
+def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The float outputs with one entry per sample on ``probe`` (``samples`` of them), with their values there
+    (the sample axis moved first) and the axis it was on: what recovery can match. A CTC model's
+    ``[time, batch, classes]`` logits count as much as a classifier's ``[batch, classes]``."""
     outputs = {name: np.asarray(value) for name, value in runtime.run(model, probe).items()}
-    kept = {name: value for name, value in outputs.items() if value.dtype.kind == "f" and value.ndim >= 1 and len(value) == samples}
-    if not kept:
-        raise UsageError("recover: the model has no float output with one row per sample to train towards")
-    return kept
+    declared = {value.name: sample_axis_declared(model, value) for value in model.graph.outputs}
+    axes = {}
+    for name, value in outputs.items():
+        sized = [axis for axis in range(value.ndim) if value.shape[axis] == samples]
+        axis = declared.get(name) if declared.get(name) in sized else sized[0] if sized else None
+        if value.dtype.kind == "f" and axis is not None:
+            axes[name] = axis
+    if not axes:
+        raise UsageError("recover: the model has no float output with one entry per sample to train towards")
+    return {name: np.moveaxis(outputs[name], axis, 0) for name, axis in axes.items()}, axes
+
+
+def sample_axis_declared(model: ir.Model, value: ir.Value) -> int | None:
+    """The axis of ``value`` whose declared dim is the first input's (symbolic) batch dim, if any."""
+    first = model.graph.inputs[0].shape if model.graph.inputs else None
+    batch = first[0] if first is not None and len(first) and not isinstance(first[0], int) else None
+    if batch is None or value.shape is None:
+        return None
+    return next((axis for axis, dim in enumerate(value.shape) if not isinstance(dim, int) and str(dim) == str(batch)), None)
 
 
 def residual_stream(teacher: ir.Model, student: ir.Model) -> list[str]:
@@ -79,13 +95,15 @@ def output_scales(outputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return scales
 
 
-def joined(outputs: Mapping[str, torch.Tensor], scales: Mapping[str, torch.Tensor | float], feeds: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """``outputs`` (those in ``scales``) divided by their scales, as one ``[samples, features]`` tensor; positions
-    the feeds' attention mask marks as padding are zeroed (what a text model computes there is never read)."""
+def joined(outputs: Mapping[str, torch.Tensor], scales: Mapping[str, torch.Tensor | float], feeds: Mapping[str, torch.Tensor],
+           axes: Mapping[str, int] | None = None) -> torch.Tensor:
+    """``outputs`` (those in ``scales``, each with its sample axis in ``axes`` moved first) divided by their scales,
+    as one ``[samples, features]`` tensor; positions the feeds' attention mask marks as padding are zeroed (what a
+    text model computes there is never read)."""
     mask = fidelity.padding_mask({name: tensor.numpy() for name, tensor in feeds.items()})
     parts = []
     for name, scale in scales.items():
-        value = outputs[name] / scale
+        value = outputs[name].movedim((axes or {}).get(name, 0), 0) / scale
         if mask is not None and tuple(value.shape[: mask.ndim]) == mask.shape:
             value = value * torch.from_numpy(mask).reshape(*mask.shape, *[1] * (value.dim() - mask.ndim))
         parts.append(value.reshape(len(value), -1))
@@ -95,28 +113,30 @@ def joined(outputs: Mapping[str, torch.Tensor], scales: Mapping[str, torch.Tenso
 class Teacher(torch.nn.Module):
     """A fixed ONNX model run in ONNX Runtime, giving its joined, scaled outputs (no gradients)."""
 
-    def __init__(self, model: ir.Model, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, model: ir.Model, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray],
+                 axes: Mapping[str, int]) -> None:
         super().__init__()
         self.session = runtime.session(model)
-        self.scales, self.fixed = dict(scales), dict(fixed)
+        self.scales, self.fixed, self.axes = dict(scales), dict(fixed), dict(axes)
 
     def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
         """The teacher's joined outputs on one batch."""
         arrays = {**{name: tensor.numpy() for name, tensor in feeds.items()}, **self.fixed}
         names = list(self.scales)
         values = self.session.run(names, arrays)
-        return joined({name: torch.from_numpy(np.asarray(v)) for name, v in zip(names, values)}, self.scales, feeds)
+        return joined({name: torch.from_numpy(np.asarray(v)) for name, v in zip(names, values)}, self.scales, feeds, self.axes)
 
 
 class Student(torch.nn.Module):
     """The trainable view of the graph being recovered, giving the same joined, scaled outputs."""
 
-    def __init__(self, graph: GraphModule, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, graph: GraphModule, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray],
+                 axes: Mapping[str, int]) -> None:
         super().__init__()
         self.graph = graph
-        self.scales, self.fixed = dict(scales), {name: torch.as_tensor(a) for name, a in fixed.items()}
+        self.scales, self.fixed, self.axes = dict(scales), {name: torch.as_tensor(a) for name, a in fixed.items()}, dict(axes)
 
     def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
         """The student's joined outputs (and hidden states) on one batch (differentiable in the graph's weights)."""
-        return joined(self.graph.evaluate({**feeds, **self.fixed}), self.scales, feeds)
+        return joined(self.graph.evaluate({**feeds, **self.fixed}), self.scales, feeds, self.axes)
 

@@ -45,3 +45,25 @@ def test_hidden_states_together_weigh_what_the_outputs_weigh():
     assert weights["y"] == 1.0
     # each hidden element's squared error is divided by weight**2: 160 elements / 80 = 2 output elements' worth each
     assert all(160 / weights[h] ** 2 == pytest.approx(4 / 2) for h in ("h1", "h2"))
+
+
+def test_a_ctc_models_time_first_logits_are_matched_along_their_sample_axis():
+    import onnx.parser
+    import onnx_ir as ir
+
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    ctc (float[batch, 6] x) => (float[5, batch, 6] logits) {
+      u = Unsqueeze(x, zero)
+      logits = Expand(u, shape)
+    }"""
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    model.graph.initializers["zero"] = ir.Value(name="zero", const_value=ir.tensor(np.array([0], np.int64)))
+    model.graph.initializers["shape"] = ir.Value(name="shape", const_value=ir.tensor(np.array([5, 1, 6], np.int64)))
+    for name in ("zero", "shape"):
+        model.graph.initializers[name].const_value.name = name
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)  # 5 samples: as many as time steps
+    outputs, axes = targets.trained_outputs(model, 5, {"x": x})
+    assert axes == {"logits": 1} and outputs["logits"].shape == (5, 5, 6)
+    np.testing.assert_array_equal(outputs["logits"][:, 0], x)  # sample i's row at every time step is x[i]
+    flat = targets.joined({"logits": torch.from_numpy(np.moveaxis(outputs["logits"], 0, 1))}, {"logits": 1.0}, {}, axes)
+    assert flat.shape == (5, 30) and torch.equal(flat[2, :6], torch.from_numpy(x[2]))

@@ -33,7 +33,7 @@ from onnxcompress.passes.pruning.flops import model_macs
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
-from onnxcompress.passes.pruning.selection import Constraints, choose
+from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
 from onnxcompress.passes.pruning.untie import retie_unchanged, untie_weights
 from onnxcompress.stats import parameter_count
 
@@ -170,10 +170,10 @@ class PruneChannels(CompressionPass):
     def _choose(self, graph: ChannelGraph, units: list[Unit], frozen: list[str | None], model: ir.Model) -> np.ndarray:
         removable = np.array([r is None for r in frozen], dtype=bool)
         if self.dead_only:
-            return removable & importance.dead_units(graph, units)
+            return keep_every_tensor(graph, units, removable & importance.dead_units(graph, units), np.zeros(len(units)))
         scores = importance.normalise(self._scores(graph, units, model), units)
         limits = Constraints(self.ratio, self.scope, self.round_to, self.min_channels)
-        return choose(units, scores, removable, limits)
+        return keep_every_tensor(graph, units, choose(units, scores, removable, limits), scores)
 
     def _scores(self, graph: ChannelGraph, units: list[Unit], model: ir.Model) -> np.ndarray:
         if self.importance in CALIBRATED_SCORES:

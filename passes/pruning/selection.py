@@ -2,7 +2,9 @@
 
 Constraints apply per group: at least ``min_channels`` units stay, and the kept count is rounded
 up to a multiple of ``round_to`` (fast kernels like channel counts that are multiples of 8/16).
-Frozen units are never removed and count as kept.
+Frozen units are never removed and count as kept. No tensor loses every channel
+(``keep_every_tensor``): a Concat's group holds the channels of each of its inputs, and the
+lowest-scoring half of them can be all of one input's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 
 import numpy as np
 
-from onnxcompress.passes.pruning.graph import Unit
+from onnxcompress.passes.pruning.graph import ChannelGraph, Slot, Unit
 
 
 @dataclasses.dataclass
@@ -55,3 +57,19 @@ def _within_limits(total: int, removable: int, count: int, limits: Constraints) 
     kept = max(total - min(count, removable), limits.min_channels)
     kept = min(total, math.ceil(kept / limits.round_to) * limits.round_to)
     return max(0, min(removable, total - kept))
+
+
+def keep_every_tensor(graph: ChannelGraph, units: list[Unit], remove: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``remove`` with, for every tensor axis it would empty, its highest-scoring removed unit kept: a Conv with
+    zero filters runs, but nothing can be measured or pruned on it again."""
+    remove = remove.copy()
+    covering: dict[Slot, list[int]] = {}
+    removed: dict[Slot, int] = {}
+    for index in np.flatnonzero(remove).tolist():
+        for slot, elements in units[index].indices(graph).items():
+            covering.setdefault(slot, []).append(index)
+            removed[slot] = removed.get(slot, 0) + len(elements)
+    for slot, members in covering.items():
+        if removed[slot] >= slot.size and all(remove[m] for m in members):
+            remove[max(members, key=lambda m: scores[m])] = False
+    return remove

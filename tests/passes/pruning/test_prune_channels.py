@@ -270,3 +270,16 @@ def test_cli_exits_1_and_writes_nothing_over_budget(tmp_path, capsys):
     assert not out.exists() and "prune-channels: slice error" in err and "accept_loss=true" in err and "\n" not in err
     options = "prune-channels:reconstruct=true"
     assert main(["run", str(path), "-o", str(out), "-p", options, "--calibration", str(data), "--no-bench"]) == 0 and out.is_file()
+
+
+def test_no_tensor_loses_every_channel_so_a_pruned_model_prunes_again():
+    """Half of a Concat's 14 channels was all 6 of one Conv's filters (a zero-filter Conv), and pruning again crashed."""
+    from .conftest import text_model
+    from .test_taylor import CNN, SHAPES
+
+    model = text_model(CNN, SHAPES)
+    for _ in range(3):
+        assert PruneChannels(ratio=0.5, accept_loss=True)(model).modified
+        assert all(0 not in v.const_value.shape for v in model.graph.initializers.values())
+    assert model.graph.initializers["w2"].const_value.shape[0] >= 1
+    runtime.run(model, runtime.synthetic_inputs(model, batch=2))

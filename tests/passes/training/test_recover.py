@@ -97,7 +97,7 @@ def test_after_static_int8_recovery_is_quantization_aware_and_keeps_the_qdq_grap
 
 def test_without_a_lossy_step_before_it_there_is_nothing_to_recover():
     result = Pipeline([Recover()], measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(64))
-    assert step(result, "recover").notes == ["nothing to recover: the model computes what its teacher does on 16 held-out calibration samples"]
+    assert step(result, "recover").notes == ["nothing to recover: the model does what its teacher does on 16 held-out calibration samples"]
 
 
 def test_pruning_alone_still_holds_its_own_budget():
@@ -125,8 +125,25 @@ def test_an_untrainable_op_is_declined_in_one_line():
 def test_kd_needs_one_class_score_output(tmp_path):
     student = damaged_encoder(tmp_path)
     recover = Recover(kind="kd", teacher=str(tmp_path / "teacher.onnx"))
-    with pytest.raises(UsageError, match=r"^recover: kind=kd needs exactly one \[samples, classes\] output, found 0"):
+    with pytest.raises(UsageError, match=r"^recover: kind=kd and reverse-kd need exactly one \[samples, classes\] output, found 0"):
         recover.apply(student, calibration=ArrayReader({"x": np.ones((16, 6, 16), np.float32)}))
+
+
+@pytest.mark.parametrize("kind", ["kd", "reverse-kd"])
+def test_the_classifier_losses_train_the_class_scores_back(kind):
+    from onnxcompress import runtime
+    from onnxcompress.pipeline import LabelledData
+
+    model = text_model(CNN, SHAPES)
+    test = images(200, seed=5)
+    bias = model.graph.initializers["bf"]  # centre the class scores, so the top-1 class follows the input
+    bias.const_value = ir.tensor(bias.const_value.numpy() - runtime.run(model, test)["y"].mean(axis=0), name="bf")
+    labelled = LabelledData(test, runtime.run(model, test)["y"].argmax(axis=1))  # judged on the teacher's top-1
+    assert len(set(labelled.labels.tolist())) >= 3
+    chain = [PruneChannels(ratio=0.5), Recover(kind=kind, temperature=1.0, epochs=15, lr=3e-3, patience=15, accept_loss=True)]
+    result = Pipeline(chain, measurement=Measurement(benchmark=False, labelled=labelled)).run(model, calibration=images(256))
+    before = step(result, "prune-channels").details["budget"]["values"]["accuracy drop"]
+    assert step(result, "recover").details["budget"]["values"]["accuracy drop"] < 0.7 * before, step(result, "recover").notes
 
 
 def test_samples_that_cannot_be_batched_together_are_refused_in_one_line(tmp_path):

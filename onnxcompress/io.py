@@ -48,6 +48,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 from google.protobuf.message import DecodeError
 
+from onnxcompress import sparse_initializers
 from onnxcompress.errors import UsageError, first_line
 
 SOURCE_KEY = "onnxcompress.source_path"
@@ -72,6 +73,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     proto = _read_proto(path)
     _check_model_proto(proto, path)
     _check_external_data(proto, path.parent)
+    sparse_initializers.densify(proto, path.parent, array_budget())
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # onnx_ir raises several types for malformed graphs
@@ -479,7 +481,7 @@ def _external_files(model: ir.Model) -> list[Path]:
 def _external_tensors(proto: onnx.ModelProto):
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-    return [t for t in _get_all_tensors(proto) if uses_external_data(t)]
+    return [t for t in (*_get_all_tensors(proto), *sparse_initializers.sparse_tensors(proto)) if uses_external_data(t)]
 
 
 

@@ -453,6 +453,8 @@ def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
 def _resolve_inside(root: Path, location: str, tensor_name: str) -> Path:
     if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
         raise UsageError(f"external data location {location!r} of tensor {tensor_name!r} is not a relative path")
+    if "\0" in location:
+        raise UsageError(f"external data location {location!r} of tensor {tensor_name!r} holds a NUL character")
     target = (root / location).resolve()
     if root not in target.parents:
         raise UsageError(f"external data location {location!r} of tensor {tensor_name!r} escapes the model's folder")

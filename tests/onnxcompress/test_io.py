@@ -79,6 +79,19 @@ def test_hard_linked_external_data_is_a_one_line_error(tmp_path, mlp_model):
         io.load(tmp_path / "src.onnx")
 
 
+def test_a_nul_character_in_an_external_location_is_a_one_line_error(tmp_path, mlp_model):
+    """The path functions raise a raw ValueError ('embedded null byte') on it."""
+    proto = io.to_proto(mlp_model)
+    onnx.save(proto, tmp_path / "src.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    proto = onnx.load(str(tmp_path / "src.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            entry.value = "w\0.bin" if entry.key == "location" else entry.value
+    onnx.save(proto, tmp_path / "nul.onnx")
+    with pytest.raises(UsageError, match=r"^external data location 'w\\x00\.bin' of tensor '\w+' holds a NUL character$"):
+        io.load(tmp_path / "nul.onnx")
+
+
 def test_external_data_round_trip_to_another_folder(tmp_path, mlp_model):
     onnx.save(io.to_proto(mlp_model), tmp_path / "src.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
     loaded = io.load(tmp_path / "src.onnx")

@@ -230,15 +230,15 @@ def test_a_chain_not_measurably_faster_than_the_input_is_not_recommended():
     model = constant_channels(low_bias=0.0)
     verdicts = []
 
-    def ties_then_full(models, feeds, full=False) -> list[float]:  # every step ties; the full measurement says 1 % faster
+    def ties_then_full(models, feeds, full=False) -> list[float]:  # every step ties; the full measurement says 4 % faster
         verdicts.append(full)
-        return [1.01, 1.0] if full else [1.0] * len(models)
+        return [1.04, 1.0] if full else [1.0] * len(models)
 
     rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=ties_then_full)
     assert verdicts[-1] is True and not any(verdicts[:-1])
     assert rec.steps == [] and rec.command("m.onnx", "o.onnx") is None
     last = rec.proof.checks[-1]
-    assert last.spec == "the chain" and not last.kept and last.reason.startswith("not measurably faster than the input as a whole (1.01 ms -> 1 ms")
+    assert last.spec == "the chain" and not last.kept and last.reason.startswith("not measurably faster than the input as a whole (1.04 ms -> 1 ms, under 1.05x)")
 
 
 def test_the_command_pins_synthetic_dims_only_when_it_has_no_data_to_check_on(mlp_model):

@@ -67,6 +67,10 @@ FILE_KINDS = {
 }
 
 
+NESTED_TOO_DEEP = ("subgraphs nested deeper than protobuf's parse limit (depth 100: about 31 levels of If, Loop or "
+                   "Scan); ONNX and ONNX Runtime cannot read this model either")
+
+
 def load(path: str | os.PathLike) -> ir.Model:
     """Load an ONNX model, external data included, or raise a one-line ``UsageError``."""
     path = Path(path)
@@ -408,6 +412,8 @@ def _read_proto(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        if "MaxDepth" in str(exc):
+            raise UsageError(f"{path}: {NESTED_TOO_DEEP}") from None
         raise UsageError(f"{path}: not an ONNX model or truncated ({type(exc).__name__})") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None

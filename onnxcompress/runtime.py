@@ -7,6 +7,7 @@ re-exported here, where every command takes it from.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 Feeds = dict[str, np.ndarray]
+ALLOCATION_FAILURE = re.compile(r"Failed to allocate memory for requested buffer of size (\d+)")
 # numpy types ORT's Python API does not map itself (ml_dtypes'): fed as OrtValues of their ONNX type
 ONNX_TYPE_OF = {
     np.dtype(t.numpy()): t.value
@@ -98,6 +100,10 @@ def _ort_value(value: object) -> object:
 
 
 def _run_failure(exc: BaseException, feeds: Mapping[str, object]) -> str:
+    allocation = ALLOCATION_FAILURE.search(str(exc))
+    if allocation:  # the model's own activations, whatever the inputs: naming an input to change would mislead
+        return (f"not enough memory to run the model: ONNX Runtime could not allocate a {int(allocation[1]) / 1e9:.1f} GB "
+                "buffer on this machine")
     if isinstance(feeds, SyntheticFeeds) and not feeds.ran:
         return f"the model does not run on synthetic inputs: {feeds.fix()} (ONNX Runtime: {first_line(exc)})"
     return f"ONNX Runtime failed to run the model: {first_line(exc)}"

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
+import resource
+
 import onnx
 import onnx_ir as ir
 import pytest
+from onnx import TensorProto, helper
 
 from onnxcompress import io
 from onnxcompress.passes import CompressionPass
@@ -278,3 +281,63 @@ def npz_bomb():
 def npy_bomb() -> bytes:
     """``npy_bomb_bytes()``, for tests that plant a bomb ``.npy``."""
     return npy_bomb_bytes()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: appended to a message's bytes it adds (or merges) that field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _vector(name: str, dtype: int = TensorProto.FLOAT) -> bytes:
+    return helper.make_tensor_value_info(name, dtype, [1, 4] if dtype == TensorProto.FLOAT else [])
+
+
+def _branch(depth: int, tag: str) -> bytes:
+    """Bytes of a graph whose output ``y_tag`` is ``x`` under ``depth`` nested If nodes (else branches negate)."""
+    out = f"y_{tag}"
+    if depth == 0:
+        return helper.make_graph([helper.make_node("Identity", ["x"], [out])], tag, [], [_vector(out)]).SerializeToString()
+    negate = helper.make_graph([helper.make_node("Neg", ["x"], [f"n_{tag}"])], f"n{tag}", [], [_vector(f"n_{tag}")])
+    node = helper.make_node("If", ["c"], [out], else_branch=negate).SerializeToString()
+    then = helper.AttributeProto(name="then_branch", type=helper.AttributeProto.GRAPH).SerializeToString()
+    node += _field(5, then + _field(6, _branch(depth - 1, tag + "t")))  # NodeProto.attribute, AttributeProto.g
+    return helper.make_graph([], tag, [], [_vector(out)]).SerializeToString() + _field(1, node)  # GraphProto.node
+
+
+def _nested_if_model(path, depth: int) -> str:
+    """``y = x`` under ``depth`` nested If nodes, written as raw protobuf: Python protobuf cannot hold it past ~33."""
+    inputs = helper.make_graph([], "main", [_vector("x"), _vector("c", TensorProto.BOOL)], []).SerializeToString()
+    model = helper.make_model(helper.make_graph([], "main", [], []), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model.ClearField("graph")
+    path.write_bytes(model.SerializeToString() + _field(7, _branch(depth, "r") + inputs))  # ModelProto.graph
+    return str(path)
+
+
+@pytest.fixture
+def nested_if_model():
+    """Builder ``(path, depth) -> path`` of ``y = x`` under ``depth`` nested If nodes (raw protobuf bytes)."""
+    return _nested_if_model
+
+
+HEADROOM = 3 * 2**30  # address space a test may grow by: a regression fails on its 8 GB draw, not the machine
+
+
+@pytest.fixture
+def capped_address_space():
+    """Lower this process's address-space limit to its current size plus ``HEADROOM`` for one test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as statm:
+        current = int(statm.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (current + HEADROOM, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

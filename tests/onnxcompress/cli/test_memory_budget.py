@@ -3,15 +3,12 @@ huge declared input, a huge ``--batch`` and a huge ``--input-shape``, in every c
 
 from __future__ import annotations
 
-import resource
-
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from onnxcompress.cli import main
 
-HEADROOM = 3 * 2**30  # address space the test may grow by: a regression fails on its 8 GB draw, not the machine
 COMMANDS = {
     "bench": lambda model, out, extra: ["bench", model, "--rounds", "1", *extra],
     "verify": lambda model, out, extra: ["verify", model, model, *extra],
@@ -26,17 +23,6 @@ def identity_model(path, dtype: int, shape: list) -> str:
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return str(path)
-
-
-@pytest.fixture
-def capped_address_space():
-    """Lower this process's address-space limit to its current size plus ``HEADROOM`` for one test."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    with open("/proc/self/statm") as statm:
-        current = int(statm.read().split()[0]) * resource.getpagesize()
-    resource.setrlimit(resource.RLIMIT_AS, (current + HEADROOM, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 CASES = {

@@ -34,7 +34,9 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 Feeds = dict[str, np.ndarray]
+# ORT's words when a tensor cannot be had: the machine has no room for it, or ORT caps a tensor's size
 ALLOCATION_FAILURE = re.compile(r"Failed to allocate memory for requested buffer of size (\d+)")
+SIZE_CAP = re.compile(r"would require more than (\d+) bytes")
 # numpy types ORT's Python API does not map itself (ml_dtypes'): fed as OrtValues of their ONNX type
 ONNX_TYPE_OF = {
     np.dtype(t.numpy()): t.value
@@ -100,10 +102,12 @@ def _ort_value(value: object) -> object:
 
 
 def _run_failure(exc: BaseException, feeds: Mapping[str, object]) -> str:
-    allocation = ALLOCATION_FAILURE.search(str(exc))
+    allocation, capped = ALLOCATION_FAILURE.search(str(exc)), SIZE_CAP.search(str(exc))
     if allocation:  # the model's own activations, whatever the inputs: naming an input to change would mislead
         return (f"not enough memory to run the model: ONNX Runtime could not allocate a {int(allocation[1]) / 1e9:.1f} GB "
                 "buffer on this machine")
+    if capped:
+        return f"the model cannot run: one of its tensors would pass ONNX Runtime's {int(capped[1]) / 1e9:.1f} GB limit ({first_line(exc)})"
     if isinstance(feeds, SyntheticFeeds) and not feeds.ran:
         return f"the model does not run on synthetic inputs: {feeds.fix()} (ONNX Runtime: {first_line(exc)})"
     return f"ONNX Runtime failed to run the model: {first_line(exc)}"

@@ -13,3 +13,4 @@ DEFAULT_RTOL = 1e-3  # output tolerances of ``verify``
 DEFAULT_ATOL = 1e-4
 Metric = Literal["top1"]  # how labelled data is scored (``pipeline.LabelledData``)
 LABELS_KEY = "labels"  # the member of a labelled-data .npz holding the class labels; the others are inputs
+MEMORY_BUDGET_ENV = "ONNXCOMPRESS_MEMORY_BUDGET"  # the array budget the user chose, e.g. "8GB" (``io.array_budget``)

@@ -32,6 +32,7 @@ import dataclasses
 import io as io_module
 import math
 import os
+import re
 import shutil
 import signal
 import stat
@@ -49,6 +50,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 from google.protobuf.message import DecodeError
 
 from onnxcompress import sparse_initializers
+from onnxcompress.defaults import MEMORY_BUDGET_ENV
 from onnxcompress.errors import UsageError, first_line
 
 SOURCE_KEY = "onnxcompress.source_path"
@@ -60,6 +62,7 @@ EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
 TEXT_LIMIT = 16_000_000  # recipes and ranges files are a few kilobytes
 MAX_ARRAY_BYTES = 4_000_000_000
 MEMORY_SHARE = 0.25  # of the memory available when an .npz is opened
+SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}  # decimal, as sizes are printed
 NPY_SUFFIX = ".npy"
 FILE_KINDS = {
     stat.S_IFLNK: "symbolic link", stat.S_IFDIR: "folder", stat.S_IFCHR: "character device",
@@ -247,9 +250,21 @@ class ArrayHeader:
 
 
 def array_budget() -> int:
-    """Most bytes of input arrays a command may hold (an ``.npz``'s declared total, synthetic inputs):
-    ``MEMORY_SHARE`` of the available memory, at most ``MAX_ARRAY_BYTES``."""
+    """Most bytes of input arrays a command may hold (an ``.npz``'s declared total, synthetic inputs, a
+    sparse tensor made dense): ``ONNXCOMPRESS_MEMORY_BUDGET`` when set, else ``MEMORY_SHARE`` of the
+    available memory, at most ``MAX_ARRAY_BYTES``."""
+    chosen = os.environ.get(MEMORY_BUDGET_ENV)
+    if chosen:
+        return parse_size(chosen, MEMORY_BUDGET_ENV)
     return min(MAX_ARRAY_BYTES, int(MEMORY_SHARE * _available_memory()))
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Bytes from ``"8GB"``, ``"512MB"``, ``"1.5 GB"`` or a plain number of bytes; a one-line ``UsageError`` else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?[bB]?)\s*", text)
+    if not match or float(match[1]) <= 0:
+        raise UsageError(f"{what} {text!r} is not a size: expected a positive number of bytes or e.g. 512MB, 8GB")
+    return int(float(match[1]) * SIZE_UNITS[match[2].upper().removesuffix("B")])
 
 
 def array_headers(path: str | os.PathLike) -> dict[str, ArrayHeader]:
@@ -648,10 +663,9 @@ def _check_budget(label: str, total: int, budget: int) -> None:
 
 def over_budget(total: int, budget: int) -> str:
     """``total`` against ``budget`` for an error line: ``"X, more than the Y budget (its rule)"``."""
-    return (
-        f"{_size(total)}, more than the {_size(budget)} budget "
-        f"({MEMORY_SHARE:.0%} of available memory, at most {_size(MAX_ARRAY_BYTES)})"
-    )
+    rule = (f"set by --memory-budget or {MEMORY_BUDGET_ENV}" if os.environ.get(MEMORY_BUDGET_ENV)
+            else f"{MEMORY_SHARE:.0%} of available memory, at most {_size(MAX_ARRAY_BYTES)}; --memory-budget changes it")
+    return f"{_size(total)}, more than the {_size(budget)} budget ({rule})"
 
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from onnxcompress.defaults import DEFAULT_THREADS
+from onnxcompress.defaults import DEFAULT_THREADS, MEMORY_BUDGET_ENV
 
 app = typer.Typer(
     name="onnxcompress",
@@ -44,9 +44,18 @@ def _options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="More progress detail on stderr."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress lines on stderr, only results and errors."),
+    memory_budget: str = typer.Option(
+        None, "--memory-budget", metavar="SIZE",
+        help="Most memory for input arrays (calibration .npz, synthetic inputs, sparse tensors made dense), e.g. 8GB; "
+             f"default a quarter of the available memory, at most 4 GB. Also {MEMORY_BUDGET_ENV}."),
 ) -> None:
     """Options of the app itself (the help text is the app's)."""
     show_progress(logging.DEBUG if verbose else logging.WARNING if quiet else _default_level())
+    if memory_budget is not None:
+        from onnxcompress.io import parse_size
+
+        parse_size(memory_budget, "--memory-budget")
+        os.environ[MEMORY_BUDGET_ENV] = memory_budget
 
 
 class ProgressHandler(logging.Handler):

@@ -366,6 +366,22 @@ def test_arrays_beyond_the_memory_budget_are_refused(tmp_path, monkeypatch):
         io.load_arrays(path)
 
 
+def test_the_budget_the_user_sets_holds_above_and_below_the_default(tmp_path, monkeypatch):
+    path = io.save_arrays(tmp_path / "a.npz", {"x": np.zeros(100, np.float32), "y": np.zeros(100, np.float32)})
+    monkeypatch.setattr(io, "MAX_ARRAY_BYTES", 600)
+    monkeypatch.setenv(io.MEMORY_BUDGET_ENV, "1kB")
+    assert io.array_budget() == 1000
+    assert set(io.load_arrays(path)) == {"x", "y"}
+    monkeypatch.setenv(io.MEMORY_BUDGET_ENV, "0.7 kb")
+    with pytest.raises(UsageError, match=r"800 bytes, more than the 700 bytes budget \(set by --memory-budget"):
+        io.load_arrays(path)
+
+
+@pytest.mark.parametrize(("text", "size"), [("8GB", 8 * 10**9), ("512mb", 512 * 10**6), ("1.5 G", 1_500_000_000), ("4096", 4096), ("2kB", 2000)])
+def test_sizes_parse_in_decimal_units(text, size):
+    assert io.parse_size(text) == size
+
+
 def test_array_headers_describe_members_without_reading_them(tmp_path):
     path = io.save_arrays(tmp_path / "a.npz", {"x": np.zeros((3, 4), np.float16), "ids": np.asfortranarray(np.ones((2, 5), np.int64))})
     headers = io.array_headers(path)

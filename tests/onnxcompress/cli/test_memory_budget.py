@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxcompress.cli import main
+from onnxcompress.defaults import MEMORY_BUDGET_ENV
 
 COMMANDS = {
     "bench": lambda model, out, extra: ["bench", model, "--rounds", "1", *extra],
@@ -57,3 +58,28 @@ def test_a_memory_error_is_one_line_not_a_bug_report(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: not enough memory: Unable to allocate 37.3 GiB") and err.count("\n") == 1, err
     assert "bug" not in err
+
+
+@pytest.fixture
+def budget_env(monkeypatch):
+    """The budget variable as the test found it once the test is over (``--memory-budget`` sets it)."""
+    monkeypatch.delenv(MEMORY_BUDGET_ENV, raising=False)
+
+
+def test_memory_budget_option_lowers_the_budget(tmp_path, capsys, budget_env):
+    model = identity_model(tmp_path / "m.onnx", TensorProto.FLOAT, [1, 1_000_000])  # 4 MB: within the default
+    assert main(["verify", model, model]) == 0
+    capsys.readouterr()
+    assert main(["--memory-budget", "1MB", "verify", model, model]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: synthetic input 'x' of shape [1,1000000] takes the inputs to 4.0 MB, more than the 1.0 MB "
+                   "budget (set by --memory-budget or ONNXCOMPRESS_MEMORY_BUDGET): pass a smaller --batch or "
+                   "--input-shape x:d0,d1,..., or real inputs with --inputs FILE.npz\n")
+
+
+@pytest.mark.parametrize("size", ["lots", "0", "-1GB", "8 parsecs"])
+def test_a_memory_budget_that_is_not_a_size_is_one_line(size, tmp_path, capsys, budget_env):
+    model = identity_model(tmp_path / "m.onnx", TensorProto.FLOAT, [1, 4])
+    assert main(["--memory-budget", size, "inspect", model]) == 2
+    assert capsys.readouterr().err == (f"error: --memory-budget {size!r} is not a size: expected a positive number "
+                                       "of bytes or e.g. 512MB, 8GB\n")

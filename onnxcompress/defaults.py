@@ -1,14 +1,16 @@
 """Defaults and option vocabularies that the library and the CLI's option declarations share.
 
-This module imports nothing, so declaring the CLI's options (and so ``onnxcompress --help``) does not
+This module imports only the standard library, so declaring the CLI's options (and so ``onnxcompress --help``) does not
 load ONNX Runtime; ``runtime``, ``verify`` and ``pipeline`` import them from here (their names there still work).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 DEFAULT_THREADS = 2  # ORT intra-op threads (``runtime``)
+MAX_THREADS = min(256, 4 * (os.cpu_count() or 1))  # beyond a few threads per core ORT only thrashes
 DEFAULT_RTOL = 1e-3  # output tolerances of ``verify``
 DEFAULT_ATOL = 1e-4
 Metric = Literal["top1"]  # how labelled data is scored (``pipeline.LabelledData``)

@@ -17,7 +17,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxcompress import io
-from onnxcompress.defaults import DEFAULT_THREADS
+from onnxcompress.defaults import DEFAULT_THREADS, MAX_THREADS
 from onnxcompress.errors import UsageError, first_line
 from onnxcompress.synthetic_inputs import (  # noqa: F401  (re-exported: every command takes them from here)
     SyntheticFeeds,
@@ -50,7 +50,9 @@ def session(
     threads: int = DEFAULT_THREADS,
     optimization: str = "all",
 ) -> ort.InferenceSession:
-    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all."""
+    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``."""
+    if not 1 <= threads <= MAX_THREADS:  # thousands of spinning ORT threads make a 2 s run take minutes
+        raise UsageError(f"threads={threads} is outside 1..{MAX_THREADS} (four per core on this machine)")
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     options.intra_op_num_threads = threads

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from onnxcompress.defaults import DEFAULT_THREADS, MEMORY_BUDGET_ENV
+from onnxcompress.defaults import DEFAULT_THREADS, MAX_THREADS, MEMORY_BUDGET_ENV
 
 app = typer.Typer(
     name="onnxcompress",
@@ -25,7 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
-MAX_THREADS = min(256, 4 * (os.cpu_count() or 1))  # beyond a few threads per core ORT only thrashes
 MAX_BATCH = 1024  # synthetic inputs of an ImageNet-sized model stay under a gigabyte
 LOG_ENV = "ONNXCOMPRESS_LOG"  # default progress level: info, or warning to silence it
 PIPE_WIDTH = 200  # tables piped to a file or CI log are not squeezed into 80 columns

@@ -44,3 +44,13 @@ def test_bfloat16_and_float8_arrays_are_fed_as_ort_values_and_others_as_they_are
     assert isinstance(fed["b"], ort.OrtValue) and fed["b"].data_type() == "tensor(bfloat16)"
     assert isinstance(fed["f8"], ort.OrtValue) and fed["f8"].data_type() == "tensor(float8e4m3fn)"
     assert fed["x"] is plain
+
+
+@pytest.mark.parametrize("threads", [0, runtime.MAX_THREADS + 1, 10_000])
+def test_threads_outside_the_machines_bound_are_refused_before_a_session(mlp_model, threads):
+    with pytest.raises(UsageError, match=rf"^threads={threads} is outside 1\.\.{runtime.MAX_THREADS} \(four per core"):
+        runtime.session(mlp_model, threads=threads)
+
+
+def test_the_most_threads_allowed_still_run(mlp_model):
+    assert runtime.session(mlp_model, threads=runtime.MAX_THREADS).get_outputs()

@@ -1,16 +1,17 @@
-"""Sparse initializers, made dense when a model is loaded.
+"""Sparse initializers, made dense when a model is loaded and sparse again when it is saved.
 
 ONNX lets a graph store an initializer as a ``SparseTensorProto`` (values, their indices, the dense
 dims). The IR library and every pass read dense initializers only, and the IR library drops sparse
 ones with a warning, so a model with one was misread; loading turns each into the dense initializer
-of the same name. Its values and indices may live in external data, checked by ``io`` under the same
+of the same name, and saving stores those names sparse again while at most half their values are
+nonzero (a pass may have changed them), so the output is no larger for it. Its values and indices may live in external data, checked by ``io`` under the same
 rules as dense tensors before anything is read; the dense size is checked against a byte budget
 first, so a small file declaring huge dims cannot take the machine's memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +41,36 @@ def sparse_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
             yield sparse.indices
 
 
-def densify(proto: onnx.ModelProto, folder: Path, budget: int) -> int:
+def densify(proto: onnx.ModelProto, folder: Path, budget: int) -> list[str]:
     """Replace every sparse initializer of ``proto`` by its dense initializer (external data read from
-    ``folder``); returns how many. A one-line ``UsageError`` for dense sizes over ``budget`` bytes and for
+    ``folder``); returns their names. A one-line ``UsageError`` for dense sizes over ``budget`` bytes and for
     indices outside the dims."""
-    count = 0
+    names = []
     for graph in graphs(proto):
         for sparse in graph.sparse_initializer:
             graph.initializer.append(numpy_helper.from_array(dense_array(sparse, folder, budget), sparse.values.name))
-            count += 1
+            names.append(sparse.values.name)
         del graph.sparse_initializer[:]
+    return names
+
+
+def sparsify(proto: onnx.ModelProto, names: Collection[str]) -> int:
+    """Store the initializers of ``proto`` named in ``names`` (those loaded sparse) as sparse initializers
+    again (linear indices) while at most half their values are nonzero; returns how many."""
+    count = 0
+    for graph in graphs(proto):
+        fed = {value.name for value in graph.input}  # an initializer that is also an input stays dense
+        dense = [tensor for tensor in graph.initializer if tensor.name in names and tensor.name not in fed]
+        for tensor in dense:
+            array = numpy_helper.to_array(tensor)
+            nonzero = np.flatnonzero(array)
+            if array.dtype.kind not in "biuf" or nonzero.size * 2 > array.size:
+                continue
+            values = numpy_helper.from_array(array.reshape(-1)[nonzero], tensor.name)
+            indices = numpy_helper.from_array(nonzero.astype(np.int64), f"{tensor.name}_indices")
+            graph.sparse_initializer.append(onnx.helper.make_sparse_tensor(values, indices, list(array.shape)))
+            graph.initializer.remove(tensor)
+            count += 1
     return count
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import helper, numpy_helper
 
@@ -70,8 +71,27 @@ def test_subgraphs_are_walked_too(tmp_path):
                                sparse_initializer=[proto.graph.sparse_initializer[0]])
     proto.graph.node.append(helper.make_node("If", ["c"], ["z"], then_branch=branch, else_branch=branch))
     assert [g.name for g in sparse_initializers.graphs(proto)] == ["g", "b", "b"]
-    assert sparse_initializers.densify(proto, tmp_path, 10**6) == 3
+    assert sparse_initializers.densify(proto, tmp_path, 10**6) == ["W", "W", "W"]
     assert not any(g.sparse_initializer for g in sparse_initializers.graphs(proto))
+
+
+def test_run_writes_it_sparse_again_with_the_same_values(tmp_path, capsys):
+    from onnxcompress.cli import main
+
+    source = sparse_matmul(tmp_path)
+    assert main(["run", str(source), "-o", str(tmp_path / "out.onnx"), "-p", "fold-constants", "-p", "cleanup", "--no-bench"]) == 0
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    assert [t.values.name for t in out.graph.sparse_initializer] == ["W"] and not out.graph.initializer
+    np.testing.assert_array_equal(io.load(tmp_path / "out.onnx").graph.initializers["W"].const_value.numpy(), DENSE)
+    assert (tmp_path / "out.onnx").stat().st_size <= source.stat().st_size + 64  # names and metadata, not a dense W
+
+
+def test_a_tensor_a_pass_made_mostly_nonzero_is_saved_dense(tmp_path):
+    model = io.load(sparse_matmul(tmp_path))
+    model.graph.initializers["W"].const_value = ir.tensor(np.ones((4, 3), np.float32), name="W")
+    io.save(model, tmp_path / "out.onnx")
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    assert not out.graph.sparse_initializer and [t.name for t in out.graph.initializer] == ["W"]
 
 
 @pytest.mark.parametrize("argv", [["run", "{m}", "-o", "{o}", "-p", "cleanup", "--no-bench"], ["verify", "{m}", "{m}"],

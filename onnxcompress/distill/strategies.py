@@ -78,8 +78,11 @@ class ReverseKLD(Standard):
     """KL(student ‖ teacher) on the outputs: mode-seeking, for generative heads."""
 
     def output_loss(self, student_out, teacher_out, labels):
-        """Reverse KL at the strategy's temperature."""
-        return losses.reverse_kl(student_out, teacher_out, self.temperature)
+        """Reverse KL at the strategy's temperature; with labels, α · reverse KL + (1 − α) · hard loss."""
+        soft = losses.reverse_kl(student_out, teacher_out, self.temperature)
+        if labels is None:
+            return soft
+        return self.alpha * soft + (1.0 - self.alpha) * losses.hard_loss(student_out, labels, kind=self.kind, class_weights=self.class_weights)
 
 
 class Hidden(Standard):

@@ -37,7 +37,8 @@ class Recover(CompressionPass):
 
     ``kind=mse`` matches every float output, each scaled by the teacher's spread (logits, embeddings,
     boxes alike); ``kind=kd`` is Hinton's soft-target loss at ``temperature`` on a classifier's one
-    ``[samples, classes]`` output, ``kind=reverse-kd`` the reverse (mode-seeking) KL on it. Declined: the
+    ``[samples, classes]`` output, ``kind=reverse-kd`` the reverse (mode-seeking) KL on it; with
+    ``labels=PATH`` both train on those labelled samples, ``alpha`` soft + ``1 - alpha`` hard. Declined: the
     library's attribution strategy, which needs the teacher's input gradients (the teacher runs in ORT).
     Needs the ``torch`` extra and calibration data.
     """
@@ -58,6 +59,9 @@ class Recover(CompressionPass):
                               "output; reverse-kd: KL(student || teacher) on it (mode-seeking)"] = "mse",
         temperature: Annotated[float, "softening temperature of kind=kd and reverse-kd"] = 4.0,
         teacher: Annotated[str | None, "ONNX file to distil from (none: the model the chain started from)"] = None,
+        labels: Annotated[str | None, "an .npz of training inputs with a 'labels' array (run's --labels format): kind=kd and "
+                                      "reverse-kd then train on these samples with hard cross-entropy beside the soft targets"] = None,
+        alpha: Annotated[float, "with labels: weight of the soft targets against the hard labels (1 - alpha)"] = 0.5,
         hidden: Annotated[bool, "with kind=mse, also match the residual stream: the normalisations' outputs both graphs compute under one name and shape"] = True,
         seed: Annotated[int, "seed of the sample order and the early-stopping split"] = 0,
         max_error: MaxError = None,
@@ -67,6 +71,7 @@ class Recover(CompressionPass):
         super().__init__()
         self.epochs, self.seconds, self.lr, self.batch_size, self.patience = epochs, seconds, lr, batch_size, patience
         self.kind, self.temperature, self.teacher, self.hidden, self.seed = kind, temperature, teacher, hidden, seed
+        self.labels, self.alpha = labels, alpha
         self.max_error, self.max_drop, self.accept_loss = max_error, max_drop, accept_loss
         self.check_choices()
         fidelity_budget.check_options(self)
@@ -76,6 +81,8 @@ class Recover(CompressionPass):
         self.require(batch_size >= 1, "batch_size", "at least 1")
         self.require(patience >= 1, "patience", "at least 1")
         self.require(temperature > 0, "temperature", "> 0")
+        self.require(0 <= alpha <= 1, "alpha", "within 0..1")
+        self.require(labels is None or kind != "mse", "labels", "used with kind=kd or reverse-kd (hard labels need class scores)")
 
     def calibration_need(self) -> str | None:
         """Recovery trains on calibration samples."""
@@ -130,11 +137,15 @@ class Recover(CompressionPass):
         from onnxcompress.passes.training import targets
 
         per_sample, fixed, model_batch = training_samples(reader, graph.model)
+        labels = None
+        if self.labels is not None:
+            per_sample, fixed, model_batch, labels = self._labelled_samples(graph.model)
         total = len(next(iter(per_sample.values())))
         order = np.random.default_rng(self.seed).permutation(total)
         aside = max(1, int(total * EARLY_STOP_SHARE)) if total > 1 else 0
         train = {name: a[order[aside:]] for name, a in per_sample.items()}
         stop = {name: a[order[:aside]] for name, a in per_sample.items()}
+        train_labels, stop_labels = (None, None) if labels is None else (labels[order[aside:]], labels[order[:aside]])
         batch = model_batch or min(self.batch_size, len(order) - aside)
         probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}
         candidates = targets.residual_stream(teacher, graph.model) if self.hidden and self.kind == "mse" else []
@@ -150,13 +161,28 @@ class Recover(CompressionPass):
         if hidden:
             self.note(f"matching {len(hidden)} hidden state(s) of the residual stream beside the outputs")
         loss = strategies.ReverseKLD if self.kind == "reverse-kd" else strategies.Standard
-        strategy = loss(targets.Teacher(teacher, scales, fixed, axes), temperature=self.temperature, alpha=1.0,
-                        kind="mse" if self.kind == "mse" else "ce")
+        if labels is not None:
+            self.note(f"hard labels: {total} labelled samples, soft targets weigh {self.alpha}, labels {1 - self.alpha:g}")
+        strategy = loss(targets.Teacher(teacher, scales, fixed, axes), temperature=self.temperature,
+                        alpha=1.0 if labels is None else self.alpha, kind="mse" if self.kind == "mse" else "ce")
         return engine.distill(
-            strategy.teacher, targets.Student(graph, scales, fixed, axes), (train, None), strategy=strategy, epochs=self.epochs,
-            lr=self.lr, batch_size=batch, seed=self.seed, val=(stop, None) if aside else None, patience=self.patience,
+            strategy.teacher, targets.Student(graph, scales, fixed, axes), (train, train_labels), strategy=strategy, epochs=self.epochs,
+            lr=self.lr, batch_size=batch, seed=self.seed, val=(stop, stop_labels) if aside else None, patience=self.patience,
             seconds=self.seconds or None, start_from_student=True,
         )
+
+    def _labelled_samples(self, model: ir.Model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int | None, np.ndarray]:
+        """``labels=PATH``'s inputs as ``training_samples`` gives them, and their class labels in the same order."""
+        from onnxcompress.calibration.readers import as_reader
+        from onnxcompress.pipeline import LabelledData
+
+        source = f"recover labels={self.labels}"
+        data = LabelledData.from_arrays(io.load_arrays(self.labels), model, source=source)
+        per_sample, fixed, model_batch = training_samples(as_reader(data.feeds, model), model)
+        fed = len(next(iter(per_sample.values())))
+        if fed != len(data.labels):
+            raise UsageError(f"{source}: {len(data.labels)} labels, but {fed} samples fit the model's batch of {model_batch}")
+        return per_sample, fixed, model_batch, data.labels.astype(np.int64)
 
     @staticmethod
     def _same_shapes(graph, outputs: dict[str, np.ndarray], axes: dict[str, int], hidden: list[str], feeds: dict[str, np.ndarray]) -> list[str]:

@@ -155,3 +155,35 @@ def test_samples_that_cannot_be_batched_together_are_refused_in_one_line(tmp_pat
     recover = Recover(teacher=str(tmp_path / "teacher.onnx"))
     with pytest.raises(UsageError, match=r"^recover: calibration samples must share one shape to be batched, found \[\(5, 16\), \(6, 16\)\]$"):
         recover.apply(student, calibration=as_reader(feeds, student))
+
+
+def test_hard_labels_train_the_class_scores_and_wrong_ones_do_not(tmp_path):
+    from onnxcompress import runtime
+    from onnxcompress.pipeline import LabelledData
+
+    model = text_model(CNN, SHAPES)
+    bias = model.graph.initializers["bf"]  # centre the class scores, so the top-1 class follows the input
+    bias.const_value = ir.tensor(bias.const_value.numpy() - runtime.run(model, images(200, seed=5))["y"].mean(axis=0), name="bf")
+    top1 = lambda feeds: runtime.run(model, feeds)["y"].argmax(axis=1)  # noqa: E731
+    test, train = images(200, seed=5), images(256, seed=7)
+    labelled = LabelledData(test, top1(test))  # judged on the teacher's top-1
+    drops = {}
+    for name, labels in {"right": top1(train), "wrong": np.zeros(256, np.int64)}.items():
+        io.save_arrays(tmp_path / f"{name}.npz", {**train, "labels": labels})
+        recover = Recover(kind="kd", labels=str(tmp_path / f"{name}.npz"), alpha=0.0, epochs=15, lr=3e-3, patience=15, accept_loss=True)
+        result = Pipeline([PruneChannels(ratio=0.5), recover], measurement=Measurement(benchmark=False, labelled=labelled)).run(
+            io.clone(model), calibration=images(64, seed=9))  # run works in place
+        assert any(note == "hard labels: 256 labelled samples, soft targets weigh 0.0, labels 1" for note in step(result, "recover").notes)
+        drops[name] = (step(result, "prune-channels").details["budget"]["values"]["accuracy drop"],
+                       step(result, "recover").details["budget"]["values"]["accuracy drop"])
+    assert drops["right"][1] < 0.7 * drops["right"][0], drops
+    assert drops["wrong"][1] > drops["right"][1] + 0.2, drops  # one class for every sample teaches nothing of use
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"kind": "mse", "labels": "x.npz"}, r"labels must be used with kind=kd or reverse-kd"),
+    ({"kind": "kd", "labels": "x.npz", "alpha": 1.5}, r"alpha must be within 0\.\.1"),
+])
+def test_label_options_that_cannot_work_are_refused(options, message):
+    with pytest.raises(UsageError, match=message):
+        Recover(**options)

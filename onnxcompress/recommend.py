@@ -9,7 +9,9 @@ the default fidelity budget of the lossy passes (``onnxcompress.passes.budget``:
 calibration samples, or labelled samples, else synthetic inputs, which cannot judge the model's
 task) and times it side by side with the chain before it (a few rounds of ``bench.measure``). A step
 that fails, breaks the budget or makes the model slower is dropped with a one-line reason, and the
-steps after it run on the chain without it, so the command printed is the chain that ran.
+steps after it run on the chain without it, so the command printed is the chain that ran. Pruning
+that breaks the budget alone is tried again followed by ``recover`` (training by distillation from
+the input on the calibration data) and kept when the two hold it together.
 """
 
 from __future__ import annotations
@@ -43,16 +45,21 @@ CONFIRM_ROUNDS = 7
 CONFIRM_ROUND_SECONDS = 0.2
 SLOWER_MARGIN = 0.05  # wider than the pipeline's: a few short rounds are noisier than its benchmark
 MIN_GAIN = 0.05  # the whole chain must be this much faster, in the full measurement: ties read up to ±3 % apart
+RECOVERY = "recover:epochs=5,seconds=120"  # tried after a pruning step that breaks the budget alone (needs torch and data)
+RECOVERY_REASON = ("the pruned model broke the fidelity budget alone: recover trains its weights back towards the input "
+                   "by distillation on the calibration data, and the two held the budget together")
 
 Timer = Callable[..., list[float]]  # (models, feeds, *, full=False) -> median ms of each model
 
 
 @dataclasses.dataclass
 class Step:
-    """One recommended pass spec and why."""
+    """One recommended pass spec and why; ``recovery``: a pass spec that may follow it when the step alone
+    breaks the fidelity budget (``recover`` after pruning), proven together with it."""
 
     spec: str
     reason: str
+    recovery: str | None = None
 
 
 @dataclasses.dataclass
@@ -217,7 +224,8 @@ def _lossy_steps(family: str, cpu: CpuFeatures) -> list[Step]:
         "none": "",
     }[cpu.int8_level]
     if family in ("cnn", "mobile-cnn"):
-        steps = [Step("prune-channels:ratio=0.3", "CNN: removing 30% of conv channels cuts MACs and size; check the accuracy in the report")]
+        steps = [Step("prune-channels:ratio=0.3", "CNN: removing 30% of conv channels cuts MACs and size; check the accuracy in the report",
+                      recovery=RECOVERY)]
         if cpu.int8_level != "none":
             steps.append(_static_int8_step(family, int8))
         return steps
@@ -257,7 +265,9 @@ def prove(
     chain kept so far; its result must keep the default fidelity budget against the input (judged on
     ``labelled`` data, else on calibration samples held out of ``calibration``, else on synthetic
     inputs) and must not be slower than the chain before it (``timer``: side by side, a few rounds, so
-    within ``SLOWER_MARGIN``); a step that leaves the model as it was is kept untimed. The whole chain
+    within ``SLOWER_MARGIN``); a step that leaves the model as it was is kept untimed. A step that breaks
+    the budget alone and names a ``recovery`` (pruning: ``recover``) is run again with it, given
+    calibration data and PyTorch, and judged and timed together with it. The whole chain
     must then be faster than the input by ``MIN_GAIN`` in the full measurement, or nothing is
     recommended: steps within noise of each other can add up to a slower model. Without
     calibration data, a step that needs it is not run, and a model that synthetic inputs cannot drive
@@ -275,37 +285,44 @@ def prove(
         return dataclasses.replace(rec, steps=[], skipped=[*rec.skipped, f"every step: not run, {exc}; give --calibration DATA"])
     measurement = Measurement(benchmark=False, input_shapes=rec.input_shapes or None, feeds=feeds if calibration is not None else None,
                               labelled=labelled)
-    current, checks = io.clone(model), []
+    current, checks, kept = io.clone(model), [], []
     current_bytes = io.to_proto(current).SerializeToString()  # to tell a step that changed nothing, serialized once per kept step
     for step in rec.steps:
-        candidate, failure = _run_step(step, current, measurement, calibration)
-        if candidate is None:
-            checks.append(Check(step.spec, False, failure))
+        specs = [step.spec]
+        candidate, failure = _run_step(specs, current, measurement, calibration)
+        proto = io.to_proto(candidate) if candidate is not None else None
+        score = budget.score(proto) if proto is not None else None
+        if (score is None or not budget.holds(score)) and _can_recover(step, calibration):
+            specs = [step.spec, step.recovery]  # the step's own budget is then left to the recovery after it
+            candidate, failure = _run_step(specs, current, measurement, calibration)
+            proto = io.to_proto(candidate) if candidate is not None else None
+            score = budget.score(proto) if proto is not None else None
+        if score is None:
+            checks.append(Check(" + ".join(specs), False, failure))
             continue
-        proto = io.to_proto(candidate)
-        score = budget.score(proto)
-        values = budget.to_dict(score)
+        spec_, values = " + ".join(specs), budget.to_dict(score)
         if not budget.holds(score):
-            checks.append(Check(step.spec, False, f"{budget.describe(score)} against the input on {budget.on}", values))
+            checks.append(Check(spec_, False, f"{budget.describe(score)} against the input on {budget.on}", values))
             continue
         candidate_bytes = proto.SerializeToString()
         if candidate_bytes == current_bytes:
-            checks.append(Check(step.spec, True, step.reason, values))
+            checks.append(Check(spec_, True, step.reason, values))
+            kept.append(dataclasses.replace(step, recovery=None))
             continue
         before, after = timer([current, candidate], feeds)
         if before / after < 1.0 - SLOWER_MARGIN:
-            checks.append(Check(step.spec, False, f"made the model slower: {before:.3g} ms -> {after:.3g} ms", values, before / after))
+            checks.append(Check(spec_, False, f"made the model slower: {before:.3g} ms -> {after:.3g} ms", values, before / after))
             continue
-        checks.append(Check(step.spec, True, step.reason, values, before / after))
+        checks.append(Check(spec_, True, step.reason, values, before / after))
+        kept += [dataclasses.replace(step, recovery=None), *([Step(step.recovery, RECOVERY_REASON)] if len(specs) > 1 else [])]
         current, current_bytes = candidate, candidate_bytes
-    orphans = unserved_preparations([s for s, c in zip(rec.steps, checks) if c.kept])
+    orphans = unserved_preparations(kept)
     if orphans:  # e.g. smooth without the INT8 step it prepares for: extra work for nothing, so prove the chain without it
         reasons = [f"{s.spec}: left out, it prepares for {' or '.join(spec.parse_pass(s.spec).prepares)} and none was kept" for s in orphans]
         rest = dataclasses.replace(rec, steps=[s for s in rec.steps if s not in orphans], skipped=[*rec.skipped, *reasons])
         return prove(model, rest, calibration=calibration, labelled=labelled, timer=timer)
     changed = any(c.kept and c.speedup is not None for c in checks)  # a kept step that changed the model (and was timed)
     input_ms, chain_ms = timer([model, current], feeds, full=True) if changed else timer([model], feeds) * 2
-    kept = [s for s, c in zip(rec.steps, checks) if c.kept]
     if changed and input_ms / chain_ms < 1.0 + MIN_GAIN:
         checks.append(Check("the chain", False, f"not measurably faster than the input as a whole ({input_ms:.3g} ms -> {chain_ms:.3g} ms, "
                                                 f"under {1.0 + MIN_GAIN:.2f}x): nothing recommended", speedup=input_ms / chain_ms))
@@ -322,14 +339,22 @@ def unserved_preparations(steps: Sequence[Step]) -> list[Step]:
     return [s for i, s in enumerate(steps) if (served := spec.parse_pass(s.spec).prepares) and not set(served) & set(names[i + 1:])]
 
 
-def _run_step(step: Step, model: ir.Model, measurement: Measurement, calibration: Any) -> tuple[ir.Model | None, str]:
-    """The model after ``step`` on a copy of ``model``, or None and why the step cannot be kept."""
-    pass_ = spec.parse_pass(step.spec)
-    need = pass_.calibration_need()
+def _can_recover(step: Step, calibration: Any) -> bool:
+    """Whether ``step``'s recovery can run here: it has one, calibration data to train on, and PyTorch."""
+    import importlib.util
+
+    return step.recovery is not None and calibration is not None and importlib.util.find_spec("torch") is not None
+
+
+def _run_step(specs: Sequence[str], model: ir.Model, measurement: Measurement, calibration: Any) -> tuple[ir.Model | None, str]:
+    """The model after the passes of ``specs`` (one step, or a step and its recovery) on a copy of ``model``,
+    or None and why the step cannot be kept."""
+    passes = [spec.parse_pass(text) for text in specs]
+    need = next((need for pass_ in passes if (need := pass_.calibration_need()) is not None), None)
     if calibration is None and need is not None:
         return None, f"not run: it needs calibration data (--calibration): {need}"
     try:
-        return Pipeline([pass_], measurement=measurement).run(io.clone(model), calibration=calibration).model, ""
+        return Pipeline(passes, measurement=measurement).run(io.clone(model), calibration=calibration).model, ""
     except (CheckFailed, UsageError) as exc:
         return None, str(exc)
     except Exception as exc:  # a defect in a pass must not become advice: the step is left out, the defect named

@@ -137,7 +137,8 @@ def int8_costs(models, feeds, **_) -> list[float]:
     return [weights + 1e9 * slow for weights, slow in zip(float_weights(models, feeds), qdq)]
 
 
-def test_a_step_that_breaks_fidelity_is_dropped_with_the_reason():
+def test_a_step_that_breaks_fidelity_is_dropped_with_the_reason(monkeypatch):
+    monkeypatch.setattr(recommend, "_can_recover", lambda step, calibration: False)  # as without PyTorch
     model = constant_channels(low_bias=1.0)
     rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=float_weights)
     assert [s.spec for s in rec.steps] == ["fold-constants", "cleanup", "fuse", "quantize-static"]
@@ -147,6 +148,28 @@ def test_a_step_that_breaks_fidelity_is_dropped_with_the_reason():
     assert rec.proof.judged_on == "8 held-out calibration samples" and rec.proof.task_checked
     assert rec.proof.fidelity["slice error"] <= 0.5 and rec.proof.speedup > 1.0
     assert "--calibration calib.npz" in rec.command("m.onnx", "o.onnx", calibration="calib.npz")
+
+
+def test_pruning_that_breaks_the_budget_is_tried_again_with_recovery():
+    pytest.importorskip("torch")
+    model = constant_channels(low_bias=1.0)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=float_weights)
+    (dropped,) = rec.proof.dropped  # 5 epochs on 24 samples is one step each: too little here, and said so
+    assert dropped.spec == f"prune-channels:ratio=0.3 + {recommend.RECOVERY}"
+    assert dropped.reason.startswith("recover: slice error ") and "after recovery" in dropped.reason
+
+
+def test_recovery_that_brings_pruning_within_the_budget_is_kept_with_it():
+    pytest.importorskip("torch")
+    model = constant_channels(low_bias=1.0)
+    recovery = "recover:epochs=20,lr=1e-2,batch_size=8"
+    rec = recommend.Recommendation("cnn", [], VNNI, [recommend.Step("prune-channels:ratio=0.3", "pruning", recovery=recovery)], [])
+    rec = recommend.prove(model, rec, calibration=ArrayReader(constant_channels_data(128)), timer=float_weights)
+    (check,) = rec.proof.checks[:1]
+    assert check.kept and check.spec == f"prune-channels:ratio=0.3 + {recovery}" and check.fidelity["slice error"] < 0.5
+    assert [(s.spec, s.recovery) for s in rec.steps] == [("prune-channels:ratio=0.3", None), (recovery, None)]
+    assert rec.steps[1].reason == recommend.RECOVERY_REASON
+    assert f"-p prune-channels:ratio=0.3 -p {recovery} --calibration c.npz" in rec.command("m.onnx", "o.onnx", calibration="c.npz")
 
 
 def test_when_everything_holds_every_step_is_kept_and_measured():

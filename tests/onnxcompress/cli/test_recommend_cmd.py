@@ -47,13 +47,13 @@ def test_the_printed_command_runs_as_printed(tmp_path, monkeypatch, capsys):
     np.savez(tmp_path / "labelled.npz", x=data["x"][:16], labels=labels)
     assert main(["recommend", "m.onnx", "--calibration", "calib.npz", "--labels", "labelled.npz", "--json", "rec.json"]) == 0
     out = capsys.readouterr().out
-    assert "dropped prune-channels:ratio=0.3: prune-channels: accuracy drop" in out.replace("\n", "")
+    assert f"dropped prune-channels:ratio=0.3 + {recommend_lib.RECOVERY}: recover: accuracy drop" in out.replace("\n", "")
     assert "on 16 labelled samples" in out.replace("\n", "") and "not checked" not in out
     command = out.split("run it with:")[1].strip()
     assert "prune-channels" not in command and "--calibration calib.npz --labels labelled.npz" in command
     written = json.loads((tmp_path / "rec.json").read_text())
     assert written["command"] == command and written["proof"]["judged_on"] == "16 labelled samples"
-    assert [c["spec"] for c in written["proof"]["checks"] if not c["kept"]] == ["prune-channels:ratio=0.3"]
+    assert [c["spec"] for c in written["proof"]["checks"] if not c["kept"]] == [f"prune-channels:ratio=0.3 + {recommend_lib.RECOVERY}"]
     assert main(shlex.split(command)[1:]) == 0 and (tmp_path / "m.opt.onnx").is_file()
 
 

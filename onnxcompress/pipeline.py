@@ -71,7 +71,7 @@ class LabelledData:
             raise UsageError(f"{source}: {len(labels)} labels, but inputs {wrong} do not have that many samples on their first axis")
         return cls(feeds, labels, metric)
 
-    def accuracy(self, model: ir.Model, threads: int) -> float:
+    def accuracy(self, model: ir.Model | io.Snapshot, threads: int) -> float:
         """``metric`` (top-1 accuracy) of ``model`` on this data."""
         logits = next(iter(runtime.run(model, self.feeds, threads=threads).values()))
         return METRICS[self.metric](logits, self.labels)
@@ -149,6 +149,11 @@ class Pipeline:
         """The step loop every command shares (``run``, ``compare``, ``verify --bisect``): the input's record,
         then each pass's record with the model kept after it, as each step is checked and measured.
 
+        Each model state is serialized once (``io.Snapshot``) and everything about it reads that: the checks,
+        the ORT sessions, the size, a roll-back to it and the chain's input as teacher (copied only when a pass
+        of the chain recovers). A pass that leaves the model byte for byte as the step before had it is not
+        checked and run again: the same graph gives the same verdict and the same outputs.
+
         A caller may stop early; a pass that fails a check raises from the step that ran it.
         """
         for pass_ in self.passes:
@@ -157,42 +162,48 @@ class Pipeline:
             calibration = as_reader(calibration, model)
         m = self.measurement
         feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
-        reference = io.clone(model)
+        reference = io.Snapshot(model)
+        teacher = reference.copy() if any(pass_.recovers for pass_ in self.passes) else None
         expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")
-        judge = Judge(fidelity.model_precision(reference), fidelity.padding_mask(feeds))
-        baseline, _ = self._record("input", {}, "input", model, 0.0, reference, feeds, expected, judge)
+        judge = Judge(fidelity.model_precision(model), fidelity.padding_mask(feeds))
+        baseline, _ = self._record("input", {}, "input", model, reference, 0.0, reference, feeds, expected, judge, outputs=expected)
         yield baseline, model
-        before, last = expected, baseline
+        before, last, kept = expected, baseline, reference
         for number, pass_ in enumerate(self.passes, 1):
             progress.log(f"step {number}/{len(self.passes)}: {pass_.name}")
-            snapshot = io.clone(model)
             start = time.perf_counter()
             recovery_follows = any(later.recovers for later in self.passes[number:])
-            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=reference, recovery_follows=recovery_follows)
+            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=teacher, recovery_follows=recovery_follows)
             model = outcome.model
             seconds = time.perf_counter() - start
-            self._check_structure(pass_, model, reference)
-            previous = snapshot if self.reject_slower else None
-            record, outputs = self._record(pass_.name, pass_.options(), "kept", model, seconds, reference, feeds, expected, judge, previous)
+            state = io.Snapshot(model)
+            unchanged = state.same_as(kept)
+            if not unchanged:
+                self._check_structure(pass_, model, state, reference)
+            previous = kept if self.reject_slower else None
+            record, outputs = self._record(pass_.name, pass_.options(), "kept", model, state, seconds, reference, feeds, expected, judge,
+                                           previous, outputs=before if unchanged else None)
             record.notes, record.details = list(outcome.notes), {**outcome.details, **record.details}
             record.exact = pass_.exact
             self._check_exactness(pass_, judge.compare(before, outputs))
             reason = self._rollback_reason(record, baseline)
             if reason:
-                model = snapshot
+                model = kept.copy()
                 record.status = "rolled back"
                 record.notes.append(f"rolled back: {reason}")
             else:
-                before, last = outputs, record
+                before, last, kept = outputs, record, state
             yield record, model
         if m.benchmark and not self._times_each_step and self.passes:
-            self._time_input_and_final(baseline, last, reference, model, feeds)
+            self._time_input_and_final(baseline, last, reference, kept, feeds)
 
-    def _record(self, name, options, status, model, seconds, reference, feeds, expected, judge, previous=None) -> tuple[StepRecord, runtime.Feeds]:
-        """The step's record (fidelity vs the input) and the model's outputs on ``feeds``."""
+    def _record(self, name, options, status, model, state, seconds, reference, feeds, expected, judge, previous=None,
+                outputs=None) -> tuple[StepRecord, runtime.Feeds]:
+        """The step's record (fidelity vs the input) and the model's outputs on ``feeds`` (run on ``state``, the
+        model's snapshot, unless the caller knows them already: ``outputs``)."""
         m = self.measurement
-        st = stats.model_stats(model)
-        got = runtime.run(model, feeds, threads=m.threads, optimization="disable")
+        st = stats.model_stats(model, state.proto)
+        got = outputs if outputs is not None else runtime.run(state, feeds, threads=m.threads, optimization="disable")
         record = StepRecord(
             pass_name=name,
             options=options,
@@ -205,11 +216,11 @@ class Pipeline:
             fidelity=judge.compare(expected, got),
         )
         if m.labelled is not None:
-            record.accuracy = m.labelled.accuracy(model, m.threads)
+            record.accuracy = m.labelled.accuracy(state, m.threads)
         if m.benchmark and self._times_each_step:
             compared = [reference] if status != "input" else []
             compared += [previous] if previous is not None else []
-            latencies = self._latencies([*compared, model], feeds)
+            latencies = self._latencies([*compared, state], feeds)
             record.latency = latencies[-1]
             record.speedup = latencies[0].median_ms / latencies[-1].median_ms
             if previous is not None:
@@ -220,25 +231,25 @@ class Pipeline:
     def _times_each_step(self) -> bool:
         return self.measurement.each_step or self.reject_slower
 
-    def _time_input_and_final(self, baseline: StepRecord, final: StepRecord, reference: ir.Model, model: ir.Model, feeds) -> None:
+    def _time_input_and_final(self, baseline: StepRecord, final: StepRecord, reference: io.Snapshot, model: io.Snapshot, feeds) -> None:
         """The input and the final model timed side by side once; the final step's record carries the speedup."""
         progress.log("timing the input and the final model side by side")
         baseline.latency, final.latency = self._latencies([reference, model], feeds)
         baseline.speedup, final.speedup = 1.0, baseline.latency.median_ms / final.latency.median_ms
 
-    def _latencies(self, models: list[ir.Model], feeds) -> list[bench.Latency]:
+    def _latencies(self, models: list[io.Snapshot], feeds) -> list[bench.Latency]:
         """Latency of each model, measured side by side in one run."""
         m = self.measurement
         sessions = [runtime.session(x, threads=m.threads) for x in models]
         return bench.measure(sessions, [feeds] * len(sessions), batch=m.batch, threads=m.threads, rounds=m.rounds)
 
     @staticmethod
-    def _check_structure(pass_: CompressionPass, model: ir.Model, reference: ir.Model) -> None:
+    def _check_structure(pass_: CompressionPass, model: ir.Model, state: io.Snapshot, reference: io.Snapshot) -> None:
         """Refuse a graph the checker rejects, unless the input already had the same problem (onnx's inference
         of a function op such as MeanVarianceNormalization without its default attributes fails on valid models)."""
-        problems = _flat(checks.structure_problems(model))
+        problems = _flat(checks.structure_problems(model, state.proto))
         if problems:
-            problems = [p for p in problems if p not in _flat(checks.structure_problems(reference))]
+            problems = [p for p in problems if p not in _flat(checks.structure_problems(reference.copy(), reference.proto))]
         if problems:
             raise CheckFailed(f"pass {pass_.name!r} produced an invalid graph: {problems[0]}")
 

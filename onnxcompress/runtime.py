@@ -45,12 +45,13 @@ ONNX_TYPE_OF = {
 
 
 def session(
-    model: ir.Model | str | os.PathLike,
+    model: ir.Model | io.Snapshot | str | os.PathLike,
     *,
     threads: int = DEFAULT_THREADS,
     optimization: str = "all",
 ) -> ort.InferenceSession:
-    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``."""
+    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``.
+    A ``Snapshot`` is loaded from the bytes it holds (an ``ir.Model`` is serialized first)."""
     if not 1 <= threads <= MAX_THREADS:  # thousands of spinning ORT threads make a 2 s run take minutes
         raise UsageError(f"threads={threads} is outside 1..{MAX_THREADS} (four per core on this machine)")
     options = ort.SessionOptions()
@@ -59,15 +60,17 @@ def session(
     options.inter_op_num_threads = 1
     options.log_severity_level = 4  # ORT errors are re-raised as one-line UsageErrors; no stderr dump
     try:
-        if isinstance(model, ir.Model):
-            return _session_from_ir(model, options)
+        if isinstance(model, io.Snapshot) and model.data is not None:
+            return ort.InferenceSession(model.data, options, providers=["CPUExecutionProvider"])
+        if isinstance(model, (ir.Model, io.Snapshot)):
+            return _session_from_ir(model if isinstance(model, ir.Model) else model.copy(), options)
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises several unrelated types for invalid graphs
         raise UsageError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
 
 
 def run(
-    model: ir.Model | ort.InferenceSession,
+    model: ir.Model | io.Snapshot | ort.InferenceSession,
     feeds: Mapping[str, np.ndarray],
     *,
     threads: int = DEFAULT_THREADS,

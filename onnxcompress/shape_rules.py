@@ -16,39 +16,63 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import io
+from onnxcompress import io, sparse_initializers
 
 Dims = tuple[int | None, ...] | None
-Rule = Callable[[ir.Node], list[str]]
 
 
-def shape_problems(model: ir.Model) -> list[str]:
-    """Every inconsistency the rules find, one line each naming the node; empty when consistent."""
+def shape_problems(model: ir.Model, *, proto: onnx.ModelProto | None = None, inferred: onnx.ModelProto | None = None) -> list[str]:
+    """Every inconsistency the rules find, one line each naming the node; empty when consistent.
+
+    The rules read the shapes of ``inferred`` (``model`` serialized with its shapes inferred, e.g. by the checker's
+    strict inference) or, without it, of onnx's lenient inference on ``proto`` (``model`` serialized, made when
+    not given). A model with no node the rules cover infers nothing.
+    """
     if io.initializer_bytes(model) > io.EXTERNAL_DATA_THRESHOLD:
         return []  # shape inference needs one protobuf; ORT checks such models when it loads them
-    inferred = _with_inferred_shapes(model)
+    nodes = [node for node in ir.traversal.RecursiveGraphIterator(model.graph) if _rule(node) is not None]
+    if not nodes:
+        return []
+    if inferred is None:
+        inferred = _inferred(proto if proto is not None else io.to_proto(model))
+    shapes = Shapes(inferred, {value.name for node in nodes for value in node.inputs if value is not None})
     problems = []
-    for node in ir.traversal.RecursiveGraphIterator(inferred.graph):
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        for problem in rule(node) if rule else []:
+    for node in nodes:
+        for problem in _rule(node)(node, shapes):
             problems.append(f"{node.op_type} node {node.name or '(unnamed)'!r}: {problem}")
     return problems
 
 
-def dims(value: ir.Value | None) -> Dims:
-    """Static dimensions of ``value`` (None for a symbolic one), or None when the rank is unknown."""
-    if value is None:
-        return None
-    shape = value.const_value.shape if value.const_value is not None else value.shape
-    if shape is None:
-        return None
-    return tuple(d if isinstance(d, int) else None for d in shape)
+class Shapes:
+    """Static dimensions of the graph values named ``names`` as the inferred proto has them (an initializer's
+    tensor, else the inputs, value_info and outputs of every graph), else as the value itself declares them."""
+
+    def __init__(self, inferred: onnx.ModelProto, names: set[str]) -> None:
+        self._found: dict[str, Dims] = {}
+        for graph in sparse_initializers.graphs(inferred):
+            for info in (*graph.input, *graph.value_info, *graph.output):
+                if info.name in names:
+                    self._found[info.name] = _proto_dims(info)
+            for tensor in graph.initializer:
+                if tensor.name in names:
+                    self._found[tensor.name] = tuple(tensor.dims)
+
+    def dims(self, value: ir.Value | None) -> Dims:
+        """Static dimensions of ``value`` (None for a symbolic one), or None when the rank is unknown."""
+        if value is None:
+            return None
+        if value.name in self._found:
+            return self._found[value.name]
+        shape = value.const_value.shape if value.const_value is not None else value.shape
+        if shape is None:
+            return None
+        return tuple(d if isinstance(d, int) else None for d in shape)
 
 
-def conv_rule(node: ir.Node) -> list[str]:
+def conv_rule(node: ir.Node, shapes: Shapes) -> list[str]:
     """Weight in-channels × group = input channels; out-channels divisible by group; bias length."""
-    x, w = dims(_input(node, 0)), dims(_input(node, 1))
-    bias = dims(_input(node, 2))
+    x, w = shapes.dims(_input(node, 0)), shapes.dims(_input(node, 1))
+    bias = shapes.dims(_input(node, 2))
     group = _int_attr(node, "group", 1)
     problems = []
     if x and w and len(x) > 1 and len(w) > 1 and None not in (x[1], w[1]) and w[1] * group != x[1]:
@@ -60,61 +84,61 @@ def conv_rule(node: ir.Node) -> list[str]:
     return problems
 
 
-def gemm_rule(node: ir.Node) -> list[str]:
+def gemm_rule(node: ir.Node, shapes: Shapes) -> list[str]:
     """The inner dimensions of A and B (after transA/transB) agree; C broadcasts to the result."""
-    a, b = dims(_input(node, 0)), dims(_input(node, 1))
+    a, b = shapes.dims(_input(node, 0)), shapes.dims(_input(node, 1))
     if not (a and b and len(a) == 2 and len(b) == 2):
         return []
     k_a = a[0] if _int_attr(node, "transA", 0) else a[1]
     k_b = b[1] if _int_attr(node, "transB", 0) else b[0]
     n = b[0] if _int_attr(node, "transB", 0) else b[1]
     problems = _mismatch("inner dimension", k_a, k_b)
-    c = dims(_input(node, 2))
+    c = shapes.dims(_input(node, 2))
     if c and n is not None and c[-1] not in (None, 1, n):
         problems.append(f"C has {c[-1]} columns for a result with {n}")
     return problems
 
 
-def matmul_rule(node: ir.Node) -> list[str]:
+def matmul_rule(node: ir.Node, shapes: Shapes) -> list[str]:
     """The last dimension of A equals the second-to-last of B (the last, when B is 1-D)."""
-    a, b = dims(_input(node, 0)), dims(_input(node, 1))
+    a, b = shapes.dims(_input(node, 0)), shapes.dims(_input(node, 1))
     if not (a and b):
         return []
     return _mismatch("inner dimension", a[-1], b[-2] if len(b) > 1 else b[0])
 
 
-def batchnorm_rule(node: ir.Node) -> list[str]:
+def batchnorm_rule(node: ir.Node, shapes: Shapes) -> list[str]:
     """Scale, bias, mean and variance each hold one value per input channel."""
-    x = dims(_input(node, 0))
+    x = shapes.dims(_input(node, 0))
     channels = x[1] if x and len(x) > 1 else None
     problems = []
     for index, role in enumerate(("scale", "bias", "mean", "var"), start=1):
-        vector = dims(_input(node, index))
+        vector = shapes.dims(_input(node, index))
         if vector and channels is not None and vector[0] is not None and vector[0] != channels:
             problems.append(f"{role} has {vector[0]} values for {channels} channels")
     return problems
 
 
-def concat_rule(node: ir.Node) -> list[str]:
+def concat_rule(node: ir.Node, shapes: Shapes) -> list[str]:
     """All inputs have the same rank and agree on every axis but the concatenation axis."""
-    shapes = [dims(v) for v in node.inputs]
-    if any(s is None for s in shapes) or not shapes:
+    found = [shapes.dims(v) for v in node.inputs]
+    if any(s is None for s in found) or not found:
         return []
-    if len({len(s) for s in shapes}) > 1:
-        return [f"inputs have different ranks {[len(s) for s in shapes]}"]
-    rank = len(shapes[0])
+    if len({len(s) for s in found}) > 1:
+        return [f"inputs have different ranks {[len(s) for s in found]}"]
+    rank = len(found[0])
     axis = _int_attr(node, "axis", 0) % max(rank, 1)
     problems = []
     for other in range(rank):
-        known = {s[other] for s in shapes} - {None}
+        known = {s[other] for s in found} - {None}
         if other != axis and len(known) > 1:
             problems.append(f"inputs disagree on axis {other}: {sorted(known)}")
     return problems
 
 
-def reshape_rule(node: ir.Node) -> list[str]:
+def reshape_rule(node: ir.Node, shapes: Shapes) -> list[str]:
     """A constant target shape holds exactly as many elements as a fully known input."""
-    x, target = dims(_input(node, 0)), _input(node, 1)
+    x, target = shapes.dims(_input(node, 0)), _input(node, 1)
     if not x or None in x or target is None or target.const_value is None:
         return []
     shape = [int(d) for d in np.asarray(target.const_value.numpy()).ravel()]
@@ -129,6 +153,7 @@ def reshape_rule(node: ir.Node) -> list[str]:
     return [] if known == total else [f"cannot reshape {total} elements to {shape}"]
 
 
+Rule = Callable[[ir.Node, Shapes], list[str]]
 RULES: dict[str, Rule] = {
     "Conv": conv_rule,
     "Gemm": gemm_rule,
@@ -139,14 +164,23 @@ RULES: dict[str, Rule] = {
 }
 
 
-def _with_inferred_shapes(model: ir.Model) -> ir.Model:
-    """A copy with onnx's (lenient) shape inference applied, so intermediate shapes are known."""
-    proto = io.to_proto(model)
+def _rule(node: ir.Node) -> Rule | None:
+    return RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+
+
+def _inferred(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with onnx's (lenient) shape inference applied, so intermediate shapes are known."""
     try:
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
-        pass  # the structural check reports inference errors; the rules use what is declared
-    return ir.serde.deserialize_model(proto)
+        return proto  # the structural check reports inference errors; the rules use what is declared
+
+
+def _proto_dims(info: onnx.ValueInfoProto) -> Dims:
+    """A value info's dimensions (None for a symbolic or unknown one), None when it has no tensor shape."""
+    if not info.type.tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim)
 
 
 def _input(node: ir.Node, index: int) -> ir.Value | None:

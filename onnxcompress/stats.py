@@ -6,6 +6,7 @@ import collections
 import dataclasses
 from typing import Any
 
+import onnx
 import onnx_ir as ir
 
 from onnxcompress import io
@@ -38,8 +39,9 @@ class ModelStats:
         return dataclasses.asdict(self)
 
 
-def model_stats(model: ir.Model) -> ModelStats:
-    """Compute the statistics of ``model`` (size is its serialized size in bytes)."""
+def model_stats(model: ir.Model, proto: onnx.ModelProto | None = None) -> ModelStats:
+    """Compute the statistics of ``model`` (size is its serialized size in bytes; ``proto``: ``model`` already
+    serialized with ``io.to_proto``, when the caller has it)."""
     graph = model.graph
     histogram = collections.Counter(_op_label(node) for node in ir.traversal.RecursiveGraphIterator(graph))
     return ModelStats(
@@ -48,7 +50,7 @@ def model_stats(model: ir.Model) -> ModelStats:
         inputs=[tensor_info(v) for v in graph.inputs if v.name not in graph.initializers],
         outputs=[tensor_info(v) for v in graph.outputs],
         params=parameter_count(model),
-        size_bytes=serialized_size(model),
+        size_bytes=proto.ByteSize() if proto is not None else serialized_size(model),
         nodes=sum(histogram.values()),
         op_histogram=dict(histogram.most_common()),
     )

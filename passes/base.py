@@ -42,7 +42,8 @@ class PassContext:
 
     ``calibration`` is a calibration reader (``onnxcompress.calibration``), ``labelled`` inputs with
     class labels (``onnxcompress.pipeline.LabelledData``); either may be None. ``teacher`` is the model
-    the chain started from (what ``recover`` distils from), and ``recovery_follows`` says a later step
+    the chain started from (what ``recover`` distils from; the pipeline hands it in when a pass of the chain
+    ``recovers``, None otherwise), and ``recovery_follows`` says a later step
     of the chain recovers what this one loses (so a lossy pass leaves its budget to that step).
     """
 

@@ -212,3 +212,22 @@ def test_each_step_is_logged_as_it_starts(mlp_model, caplog):
         Pipeline([parse_pass("test-noop"), parse_pass("test-scale:factor=0.5")], measurement=Measurement(rounds=1)).run(io.clone(mlp_model))
     assert [r.getMessage() for r in caplog.records if r.name == "onnxcompress"] == [
         "step 1/2: test-noop", "step 2/2: test-scale", "timing the input and the final model side by side"]
+
+
+def test_each_step_serializes_its_model_once_and_an_unchanged_model_is_not_checked_or_run_again(mlp_model, monkeypatch):
+    serialized, sessions, checked = [], [], []
+    monkeypatch.setattr(io, "to_proto", counting(io.to_proto, serialized))
+    monkeypatch.setattr(runtime, "session", counting(runtime.session, sessions))
+    monkeypatch.setattr(checks, "structure_problems", counting(checks.structure_problems, checked))
+    steps = Pipeline([parse_pass("test-noop"), parse_pass("test-scale:factor=0.5")], measurement=QUICK).run(mlp_model).report.steps
+    assert len(serialized) == 3  # the input and each pass's result, once each
+    assert len(sessions) == 2 and len(checked) == 1  # the no-op's graph is the input's: its checks and outputs stand
+    assert steps[1].fidelity.exact and not steps[2].fidelity.exact
+
+
+def counting(function, calls: list):
+    """``function`` recording each call's arguments in ``calls``."""
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+    return wrapper

@@ -149,3 +149,16 @@ def test_rules_look_inside_subgraphs():
     """
     problems = shape_rules.shape_problems(model_from_text(text, w=(6, 4)))
     assert len(problems) == 2 and all("inner dimension 8 != 6" in p for p in problems)
+
+
+def test_the_rules_read_the_shapes_strict_inference_found_and_a_graph_without_their_ops_infers_nothing(monkeypatch):
+    inferred = []
+    infer = onnx.shape_inference.infer_shapes
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", lambda *args, **kwargs: inferred.append(kwargs) or infer(*args, **kwargs))
+    conv = model_from_text(CONV.format(w="6,3,3,3", b="6", group=1), w=(6, 3, 3, 3), b=(6,))
+    problems = checks.structure_problems(conv)
+    assert problems[checks.CHANNEL_RULES] == ["Conv node '(unnamed)': weight has 3 input channels x group 1 = 3, input has 4"]
+    assert [kwargs.get("strict_mode") for kwargs in inferred] == [True]  # once, for the checker and the rules
+    inferred.clear()
+    relu = ir.from_onnx_text('<ir_version: 8, opset_import: ["" : 17]> g (float[2] x) => (float[2] y) { y = Relu(x) }')
+    assert shape_rules.shape_problems(relu) == [] and inferred == []

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from onnxcompress import progress
-from onnxcompress.distill import strategies
+from onnxcompress.distill import distributed, strategies
 from onnxcompress.errors import UsageError
 
 Data = tuple[Any, Any]  # (inputs: array/tensor or dict of them, labels: array/tensor or None)
@@ -166,17 +166,23 @@ def take(inputs, index: torch.Tensor):
 
 
 def _train_epoch(student, loss_of, data, batch_size, generator, optimizer, schedule) -> float:
+    """One pass over the shuffled batches; in a distributed run each rank trains on its share of every batch
+    (its loss weighted by the share's size) and the summed gradients make one step on the whole batch."""
     inputs, labels, teacher_out = data
     student.train()
     total, n = 0.0, num_samples(inputs)
-    for index in _shuffled_batches(n, batch_size, generator):
-        known = None if teacher_out is None else teacher_out[index]
-        loss = loss_of.loss(student, take(inputs, index), None if labels is None else labels[index], known)
+    trained = [*student.parameters(), *loss_of.parameters()]
+    for batch in _shuffled_batches(n, batch_size, generator):
+        index = distributed.share(batch)
         optimizer.zero_grad()
-        loss.backward()
+        if len(index):
+            known = None if teacher_out is None else teacher_out[index]
+            loss = loss_of.loss(student, take(inputs, index), None if labels is None else labels[index], known) * (len(index) / len(batch))
+            loss.backward()
+        distributed.sum_gradients(trained)
         optimizer.step()
         schedule.step()
-        total += float(loss.detach()) * len(index)
+        total += distributed.sum_value(float(loss.detach()) if len(index) else 0.0) * len(batch)
     return total / n
 
 

@@ -133,8 +133,11 @@ class Recover(CompressionPass):
 
     def _train(self, graph, teacher: ir.Model, reader):
         """Distil ``teacher`` into ``graph`` on ``reader``'s samples; the engine's result (best epoch restored)."""
-        from onnxcompress.distill import engine, strategies
+        from onnxcompress.distill import distributed, engine, strategies
         from onnxcompress.passes.training import targets
+
+        if distributed.start():
+            self.note(f"data-parallel on torch.distributed: {distributed.world_size()} processes share every batch")
 
         per_sample, fixed, model_batch = training_samples(reader, graph.model)
         labels = None

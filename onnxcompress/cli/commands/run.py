@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,11 +85,19 @@ def run_pipeline(
     result = pipeline.run(source, calibration=reader)
     result.report.provenance.command = command_line(ctx)
     result.report.steps[0].details["input_shapes"] = used
+    if not writes_files():
+        return
     io.save(result.model, output, inputs=[source])
     if report_dir:
         write_report(result.report, report_dir, [source])
     print_report(result.report)
     console.print(f"wrote {output}")
+
+
+def writes_files() -> bool:
+    """False in the processes other than rank 0 of a ``torchrun`` launch: every process runs the same chain
+    (``recover`` trains data-parallel), and one of them writes the results."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def check_samples(reader, model: ir.Model, batch: int) -> dict:

@@ -63,7 +63,9 @@ def distill(
     """Train ``student`` to mimic ``teacher`` on ``data``; stop early when validation loss stalls ``patience`` epochs,
     or after the epoch in which ``seconds`` of training have passed. With ``start_from_student`` (a student that
     already does the job, being fine-tuned), the student as given competes as epoch 0 for the best validation loss,
-    so training that only makes it worse is undone (``best_epoch`` 0)."""
+    so training that only makes it worse is undone (``best_epoch`` 0). Under ``torchrun`` the processes share
+    every batch (``distributed``)."""
+    distributed.start()
     torch.manual_seed(seed)
     inputs, labels = as_tensors(data)
     if num_samples(inputs) == 0:

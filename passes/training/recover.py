@@ -136,7 +136,7 @@ class Recover(CompressionPass):
         from onnxcompress.distill import distributed, engine, strategies
         from onnxcompress.passes.training import targets
 
-        if distributed.start():
+        if distributed.world_size() > 1:
             self.note(f"data-parallel on torch.distributed: {distributed.world_size()} processes share every batch")
 
         per_sample, fixed, model_batch = training_samples(reader, graph.model)

@@ -1,22 +1,24 @@
 """Several pipelines on the same model, measured side by side, with the Pareto-best marked.
 
-Each recipe runs on its own copy of the model with the pipeline's checks but without its own
-benchmark; then the input and every result are timed together in one alternating
-``bench.measure`` run, so the latencies are ratios taken under the same machine load.
+Each recipe runs as a task of an engine (``engine``: here, or on Ray workers with ``workers`` > 1 or an
+``address``) on its own copy of the model, with the pipeline's checks but without its own benchmark
+(``trial``); then, every task done, the input and every result are timed together in this process in one
+alternating ``bench.measure`` run, so the latencies are ratios taken under the same machine load and no
+two timings share a machine.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxcompress import bench, io, runtime, spec
+from onnxcompress import bench, io, runtime, spec, trial
+from onnxcompress.engine import make_engine
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import CompressionPass
-from onnxcompress.pipeline import Measurement, Pipeline
+from onnxcompress.pipeline import Measurement
 from onnxcompress.records import Outcome
 
 RECIPE_SEPARATOR = ";"
@@ -47,21 +49,32 @@ def compare_recipes(
     *,
     measurement: Measurement | None = None,
     calibration: object | None = None,
+    workers: int = 1,
+    address: str | None = None,
 ) -> list[Outcome]:
-    """Run every recipe on a copy of ``model``; the first outcome is the input itself."""
+    """Run every recipe on a copy of ``model`` (on ``workers`` Ray workers, or the Ray cluster at ``address``,
+    when given); the first outcome is the input itself. The first recipe that fails raises its error."""
     if not recipes:
         raise UsageError("no recipes given: use -r 'PASS;PASS' (or a .toml recipe) at least once")
     m = measurement or Measurement()
-    feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
-    checks_only = dataclasses.replace(m, benchmark=False, feeds=feeds)
-    built = [(r, parse_recipe(r)) for r in recipes]
-    results = [("input", Pipeline([], measurement=checks_only).run(io.clone(model), calibration=calibration))]
-    results += [(name, Pipeline(passes, measurement=checks_only).run(io.clone(model), calibration=calibration)) for name, passes in built]
-    sessions = [runtime.session(r.model, threads=m.threads) for _, r in results]
-    latencies = bench.measure(sessions, [feeds] * len(sessions), batch=m.batch, threads=m.threads, rounds=m.rounds)
-    outcomes = [_outcome(name, r, lat, latencies[0].median_ms) for (name, r), lat in zip(results, latencies)]
+    built = [("input", []), *((r, parse_recipe(r)) for r in recipes)]
+    inputs = trial.Inputs.of(model, m, calibration)
+    with make_engine(workers, address) as engine:
+        shared = engine.share(inputs)
+        trials = [future.result() for future in [engine.submit(trial.run, shared, name, passes) for name, passes in built]]
+    failed = next((t for t in trials if t.failure is not None), None)
+    if failed is not None:
+        raise failed.failure
+    latencies = time_side_by_side([t.model for t in trials], inputs, rounds=m.rounds)
+    outcomes = [_outcome(t, lat, latencies[0].median_ms, model) for t, lat in zip(trials, latencies)]
     mark_pareto(outcomes)
     return outcomes
+
+
+def time_side_by_side(models: Sequence[bytes], inputs: trial.Inputs, *, rounds: int) -> list[bench.Latency]:
+    """Latency of each serialized model on ``inputs``' feeds, all in one alternating ``bench.measure`` run in this process."""
+    sessions = [runtime.session(io.Snapshot(trial.from_bytes(data)), threads=inputs.threads) for data in models]
+    return bench.measure(sessions, [inputs.feeds] * len(sessions), batch=inputs.batch, threads=inputs.threads, rounds=rounds)
 
 
 def mark_pareto(outcomes: Sequence[Outcome]) -> None:
@@ -71,7 +84,8 @@ def mark_pareto(outcomes: Sequence[Outcome]) -> None:
         outcome.pareto = best
 
 
-def _outcome(name: str, result, latency: bench.Latency, base_ms: float) -> Outcome:
-    final = result.report.steps[-1]
+def _outcome(done: trial.Trial, latency: bench.Latency, base_ms: float, source: ir.Model) -> Outcome:
+    final = done.steps[-1]
     quality = final.accuracy if final.accuracy is not None else final.fidelity.cosine
-    return Outcome(name, final.size_bytes, latency.median_ms, quality, base_ms / latency.median_ms, model=result.model)
+    model = trial.from_bytes(done.model, like=source)
+    return Outcome(done.name, final.size_bytes, latency.median_ms, quality, base_ms / latency.median_ms, model=model)

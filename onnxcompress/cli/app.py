@@ -95,6 +95,20 @@ def batch_option() -> Any:
     return typer.Option(1, "--batch", min=1, max=MAX_BATCH, help="Batch size of the synthesized inputs.")
 
 
+def workers_option() -> Any:
+    """``--workers``: compression tasks at once, above 1 on a local Ray runtime (``compare``, ``search``)."""
+    return typer.Option(1, "--workers", min=1, max=MAX_THREADS,
+                        help="Compression tasks at once: above 1 they run on a local Ray runtime of that many CPUs "
+                             "(pip install 'onnxcompress\\[scale]'); latency is still timed side by side here, afterwards.")
+
+
+def ray_address_option() -> Any:
+    """``--ray-address``: run the compression tasks on an existing Ray cluster (``compare``, ``search``)."""
+    return typer.Option(None, "--ray-address", metavar="ADDR",
+                        help="Run the compression tasks on the Ray cluster at ADDR (e.g. auto, ray://host:10001) "
+                             "instead of this machine; onnxcompress must be installed there.")
+
+
 CALIBRATION_HELP = {  # --calibration and the options saying how to read its data
     "--calibration": "Calibration data: an .npz (keys = input names, first axis = samples), a folder of images, "
                      "or a .txt file of sentences, one per line (with --tokenizer).",

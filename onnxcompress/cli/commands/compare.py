@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from onnxcompress.cli.app import app, batch_option, console, status, threads_option
+from onnxcompress.cli.app import app, batch_option, console, ray_address_option, status, threads_option, workers_option
 from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.run import open_calibration
 
@@ -31,6 +31,8 @@ def compare(
     threads: int = threads_option(),
     batch: int = batch_option(),
     rounds: int = typer.Option(5, "--rounds", min=1),
+    workers: int = workers_option(),
+    ray_address: str | None = ray_address_option(),
 ) -> None:
     """Run each recipe on MODEL, time all results side by side and mark the Pareto-best."""
     from onnxcompress import compare as compare_lib
@@ -52,7 +54,8 @@ def compare(
     reader = open_calibration(calibration, source) if calibration else None
     provenance = Provenance.collect(source, recipes, threads=threads, command=command_line(ctx))
     with status(f"running {len(recipes)} recipe(s)"):
-        outcomes = compare_lib.compare_recipes(source, recipes, measurement=measurement, calibration=reader)
+        outcomes = compare_lib.compare_recipes(source, recipes, measurement=measurement, calibration=reader,
+                                               workers=workers, address=ray_address)
     print_outcomes(outcomes)
     if plot_out:
         title = f"{model.name}: {len(recipes)} recipe(s) beside the input"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 from onnxcompress.cli import main
 
@@ -42,3 +43,9 @@ def test_json_holds_every_recipe_even_with_a_deep_model(mlp_path, tmp_path):
     records = json.loads(js.read_text())["outcomes"]
     assert [r["name"] for r in records] == ["input", *recipes]
     assert all(set(r) == {"name", "size_bytes", "latency_ms", "quality", "speedup", "pareto"} for r in records)
+
+
+def test_more_workers_without_ray_names_the_extra(mlp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["compare", str(mlp_path), "-r", "cleanup", "--workers", "2"]) == 2
+    assert capsys.readouterr().err == "error: --workers 2 runs tasks on Ray, which is not installed: pip install 'onnxcompress[scale]'\n"

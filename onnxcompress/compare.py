@@ -14,14 +14,14 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxcompress import bench, io, runtime, spec, trial
+from onnxcompress import bench, grid, io, runtime, spec, trial
 from onnxcompress.engine import make_engine
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import CompressionPass
 from onnxcompress.pipeline import Measurement
 from onnxcompress.records import Outcome
 
-RECIPE_SEPARATOR = ";"
+RECIPE_SEPARATOR = grid.SEPARATOR
 
 
 def pareto_front(points: Sequence[tuple[float, ...]]) -> list[bool]:

@@ -12,10 +12,14 @@ from rich.table import Table
 
 from onnxcompress.cli.app import app, batch_option, console, ray_address_option, status, threads_option, workers_option
 from onnxcompress.cli.command_line import command_line
-from onnxcompress.cli.commands.run import open_calibration
+from onnxcompress.cli.commands.run import load_labelled, open_calibration
+from onnxcompress.defaults import Metric
 
 if TYPE_CHECKING:
+    import onnx_ir as ir
+
     from onnxcompress import compare as compare_lib
+    from onnxcompress.pipeline import Measurement
 
 
 @app.command("compare")
@@ -36,21 +40,11 @@ def compare(
 ) -> None:
     """Run each recipe on MODEL, time all results side by side and mark the Pareto-best."""
     from onnxcompress import compare as compare_lib
-    from onnxcompress import io, plot, runtime
-    from onnxcompress.pipeline import Measurement
+    from onnxcompress import io, plot
     from onnxcompress.provenance import Provenance
 
-    source = io.load(model)
-    for out in (plot_out, json_out):
-        if out is not None:
-            io.check_output_path(out, [source])
-    measurement = Measurement(
-        threads=threads,
-        batch=batch,
-        rounds=rounds,
-        input_shapes=runtime.parse_input_shapes(input_shape),
-        feeds=io.load_arrays(inputs, source) if inputs else None,
-    )
+    source, measurement = load_for_comparison(model, [plot_out, json_out], threads=threads, batch=batch, rounds=rounds,
+                                              input_shape=input_shape, inputs=inputs)
     reader = open_calibration(calibration, source) if calibration else None
     provenance = Provenance.collect(source, recipes, threads=threads, command=command_line(ctx))
     with status(f"running {len(recipes)} recipe(s)"):
@@ -64,6 +58,28 @@ def compare(
     if json_out:
         document = {"provenance": provenance.to_dict(), "outcomes": [o.to_dict() for o in outcomes]}
         io.write_bytes(json_out, json.dumps(document, indent=2).encode(), inputs=[source])
+
+
+def load_for_comparison(model: Path, outputs: list[Path | None], *, threads: int, batch: int, rounds: int, input_shape: list[str],
+                        inputs: Path | None, labels: Path | None = None, metric: Metric = "top1") -> tuple[ir.Model, Measurement]:
+    """The model (loaded once every output path is checked against it) and how recipes on it are checked and timed:
+    ``--inputs`` or synthetic inputs (``--input-shape``), ``--labels``, ``--threads``, ``--batch``, ``--rounds``."""
+    from onnxcompress import io, runtime
+    from onnxcompress.pipeline import Measurement
+
+    source = io.load(model)
+    for out in outputs:
+        if out is not None:
+            io.check_output_path(out, [source])
+    measurement = Measurement(
+        threads=threads,
+        batch=batch,
+        rounds=rounds,
+        input_shapes=runtime.parse_input_shapes(input_shape),
+        feeds=io.load_arrays(inputs, source) if inputs else None,
+        labelled=load_labelled(labels, source, metric) if labels else None,
+    )
+    return source, measurement
 
 
 def print_outcomes(outcomes: list[compare_lib.Outcome]) -> None:

@@ -16,6 +16,7 @@ WITH_THREADS = {
     "bench": ["bench", "m.onnx"],
     "compare": ["compare", "m.onnx", "-r", "cleanup"],
     "run": ["run", "m.onnx", "-o", "o.onnx"],
+    "search": ["search", "m.onnx", "-r", "cleanup", "-o", "o.onnx"],
     "verify": ["verify", "m.onnx"],
 }
 

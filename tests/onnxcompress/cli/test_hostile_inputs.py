@@ -26,6 +26,7 @@ COMMANDS = {
     "verify-pair": lambda model, out: ["verify", model, model],
     "compare": lambda model, out: ["compare", model, "-r", "cleanup"],
     "recommend": lambda model, out: ["recommend", model],
+    "search": lambda model, out: ["search", model, "-r", "cleanup", "--min-cosine", "0.9", "-o", out / "best.onnx", "--json", out / "r.json"],
 }
 
 

@@ -22,9 +22,9 @@ CHANNEL_RULES = "channel consistency rules"
 def structure_problems(model: ir.Model, proto: onnx.ModelProto | None = None) -> dict[str, list[str]]:
     """What each structural check rejects, by check (``CHECKER``, ``CHANNEL_RULES``); empty lists when valid.
 
-    ``proto`` is ``model`` already serialized (``io.to_proto``), when the caller has it.
+    ``proto`` is ``model`` already serialized (``io.to_proto``), when the caller has it (then it fits one protobuf).
     """
-    if _too_large(model):
+    if proto is None and _too_large(model):
         return {CHECKER: [], CHANNEL_RULES: []}
     proto = proto if proto is not None else io.to_proto(model)
     problems, inferred = _checked(proto)
@@ -33,7 +33,7 @@ def structure_problems(model: ir.Model, proto: onnx.ModelProto | None = None) ->
 
 def graph_problems(model: ir.Model, proto: onnx.ModelProto | None = None) -> list[str]:
     """What the onnx checker (full check) and strict shape inference reject; empty when valid."""
-    if _too_large(model):
+    if proto is None and _too_large(model):
         return []
     return _checked(proto if proto is not None else io.to_proto(model))[0]
 

@@ -34,6 +34,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress import walk
+
 EXACT_RELATIVE_TOLERANCE = 1e-4
 EXACT_EPSILONS = 4  # an exact rewrite may round an fp16/bf16 result differently, by a few epsilons
 SPREAD_FLOOR = 0.1
@@ -172,7 +174,7 @@ def model_precision(model: ir.Model) -> np.dtype | None:
     """The coarsest floating-point type among the model's inputs, outputs, initializers, typed values and
     ``Cast`` targets (an fp16 section between fp32 inputs and outputs counts), if any."""
     graph = model.graph
-    nodes = list(graph.all_nodes())
+    nodes = list(walk.nodes(graph))
     values = [*graph.inputs, *graph.outputs, *graph.initializers.values(), *(v for node in nodes for v in node.outputs)]
     dtypes = {value.dtype for value in values if value.dtype is not None}
     dtypes |= {ir.DataType(node.attributes["to"].as_int()) for node in nodes if node.op_type == "Cast" and "to" in node.attributes}

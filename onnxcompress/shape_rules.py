@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import io, sparse_initializers
+from onnxcompress import io, sparse_initializers, walk
 
 Dims = tuple[int | None, ...] | None
 
@@ -28,14 +28,15 @@ def shape_problems(model: ir.Model, *, proto: onnx.ModelProto | None = None, inf
     strict inference) or, without it, of onnx's lenient inference on ``proto`` (``model`` serialized, made when
     not given). A model with no node the rules cover infers nothing.
     """
-    if io.initializer_bytes(model) > io.EXTERNAL_DATA_THRESHOLD:
+    if proto is None and inferred is None and io.initializer_bytes(model) > io.EXTERNAL_DATA_THRESHOLD:
         return []  # shape inference needs one protobuf; ORT checks such models when it loads them
-    nodes = [node for node in ir.traversal.RecursiveGraphIterator(model.graph) if _rule(node) is not None]
+    nodes = [node for node in walk.nodes(model.graph) if _rule(node) is not None]
     if not nodes:
         return []
     if inferred is None:
         inferred = _inferred(proto if proto is not None else io.to_proto(model))
-    shapes = Shapes(inferred, {value.name for node in nodes for value in node.inputs if value is not None})
+    graphs = [inferred.graph] if all(node.graph is model.graph for node in nodes) else list(sparse_initializers.graphs(inferred))
+    shapes = Shapes(graphs, {value.name for node in nodes for value in node.inputs if value is not None})
     problems = []
     for node in nodes:
         for problem in _rule(node)(node, shapes):
@@ -44,12 +45,12 @@ def shape_problems(model: ir.Model, *, proto: onnx.ModelProto | None = None, inf
 
 
 class Shapes:
-    """Static dimensions of the graph values named ``names`` as the inferred proto has them (an initializer's
-    tensor, else the inputs, value_info and outputs of every graph), else as the value itself declares them."""
+    """Static dimensions of the graph values named ``names`` as ``graphs`` of the inferred proto have them (an
+    initializer's tensor, else their inputs, value_info and outputs), else as the value itself declares them."""
 
-    def __init__(self, inferred: onnx.ModelProto, names: set[str]) -> None:
+    def __init__(self, graphs: list[onnx.GraphProto], names: set[str]) -> None:
         self._found: dict[str, Dims] = {}
-        for graph in sparse_initializers.graphs(inferred):
+        for graph in graphs:
             for info in (*graph.input, *graph.value_info, *graph.output):
                 if info.name in names:
                     self._found[info.name] = _proto_dims(info)

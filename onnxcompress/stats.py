@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import io
+from onnxcompress import io, walk
 
 
 @dataclasses.dataclass
@@ -43,7 +43,7 @@ def model_stats(model: ir.Model, proto: onnx.ModelProto | None = None) -> ModelS
     """Compute the statistics of ``model`` (size is its serialized size in bytes; ``proto``: ``model`` already
     serialized with ``io.to_proto``, when the caller has it)."""
     graph = model.graph
-    histogram = collections.Counter(_op_label(node) for node in ir.traversal.RecursiveGraphIterator(graph))
+    histogram = collections.Counter(_op_label(node) for node in walk.nodes(graph))
     return ModelStats(
         opset=model.opset_imports.get("", 0),
         producer=f"{model.producer_name or ''} {model.producer_version or ''}".strip(),

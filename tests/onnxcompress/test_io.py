@@ -3,6 +3,7 @@ no change to the input, atomic writes that never clobber the input or leave part
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import signal
@@ -499,3 +500,38 @@ def test_clone_is_independent_below_and_above_the_protobuf_limit(mlp_model, monk
     copy.graph.initializers["b1"].const_value = ir.tensor(np.zeros(32, np.float32), name="b1")
     assert len(mlp_model.graph) == 4 and len(copy.graph) == 3
     assert np.abs(mlp_model.graph.initializers["b1"].const_value.numpy()).sum() > 0
+
+
+def test_a_model_reading_no_file_is_serialized_without_walking_the_protos_tensors(mlp_model, monkeypatch):
+    monkeypatch.setattr(io, "_external_tensors", lambda proto: pytest.fail("walked every tensor of a model with no external data"))
+    assert io.to_proto(mlp_model) == ir.serde.serialize_model(mlp_model)
+
+
+def test_external_data_of_a_constant_inside_a_subgraph_is_found_and_refused_in_one_line(tmp_path):
+    h = onnx.helper
+    constant = h.make_node("Constant", [], ["k"], value=onnx.numpy_helper.from_array(np.arange(4, dtype=np.float32), "k"))
+    then = h.make_graph([constant, h.make_node("Add", ["x", "k"], ["r"])], "t", [], [h.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [4])])
+    other = h.make_graph([h.make_node("Neg", ["x"], ["r2"])], "e", [], [h.make_tensor_value_info("r2", onnx.TensorProto.FLOAT, [4])])
+    graph = h.make_graph([h.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+                         [h.make_tensor_value_info("c", onnx.TensorProto.BOOL, []), h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])])
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    onnx.external_data_helper.convert_model_to_external_data(proto, location="k.bin", size_threshold=0, convert_attribute=True)
+    onnx.save(proto, tmp_path / "m.onnx")
+    loaded = io.load(tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match="external data outside initializers is not supported"):
+        io.to_proto(loaded)
+
+
+def test_the_garbage_collector_rests_while_a_graph_is_built(mlp_path, monkeypatch):
+    seen = []
+    build = ir.serde.deserialize_model
+    monkeypatch.setattr(ir.serde, "deserialize_model", lambda proto: seen.append(gc.isenabled()) or build(proto))
+    io.Snapshot(io.load(mlp_path)).copy()
+    assert seen == [False, False] and gc.isenabled()
+
+
+def test_a_snapshot_is_saved_as_the_model_is(tmp_path, mlp_model):
+    io.save(mlp_model, tmp_path / "plain.onnx")
+    io.save(mlp_model, tmp_path / "snapshot.onnx", snapshot=io.Snapshot(mlp_model))
+    assert (tmp_path / "plain.onnx").read_bytes() == (tmp_path / "snapshot.onnx").read_bytes()

@@ -30,6 +30,7 @@ and says to pass ``--inputs``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -142,7 +143,7 @@ def input_shapes(model: ir.Model, *, batch: int = 1, shapes: Mapping[str, tuple[
     if unknown:
         raise UsageError(f"--input-shape names unknown inputs {sorted(unknown)}; inputs are {[v.name for v in model.graph.inputs]}")
     symbols = _pinned_symbols(inputs, pins)
-    sizes = _Sizes.of(model.graph)
+    sizes = _Sizes(model.graph)
     chosen = {}
     for value in inputs:
         if value.name in pins:
@@ -205,17 +206,22 @@ def _default_shape(value: ir.Value, batch: int, symbols: dict[str, int], sizes: 
     return tuple(dims)
 
 
-@dataclasses.dataclass(frozen=True)
 class _Sizes:
-    """What the graph says about sizes: its total stride along height and width, and its widest 1-D kernel."""
+    """What the graph says about sizes: its total stride along height and width, and its widest 1-D kernel, each
+    read from the whole graph when a dynamic dimension first needs it (a static signature never does)."""
 
-    strides: tuple[int, int]
-    widest_kernel: int
+    def __init__(self, graph: ir.Graph) -> None:
+        self._graph = graph
 
-    @classmethod
-    def of(cls, graph: ir.Graph) -> _Sizes:
-        """Read from ``graph``."""
-        return cls(_total_strides(graph), _widest_1d_kernel(graph))
+    @functools.cached_property
+    def strides(self) -> tuple[int, int]:
+        """The total stride along height and width (``_total_strides``)."""
+        return _total_strides(self._graph)
+
+    @functools.cached_property
+    def widest_kernel(self) -> int:
+        """The widest 1-D kernel (``_widest_1d_kernel``)."""
+        return _widest_1d_kernel(self._graph)
 
 
 def _dynamic_size(value: ir.Value, axis: int, batch: int, sizes: _Sizes) -> int:

@@ -340,3 +340,14 @@ def test_inputs_past_the_budget_are_refused_before_drawing(monkeypatch):
     with pytest.raises(UsageError, match=r"^synthetic input 'x' of shape \[300,1000\] takes the inputs to \d\.\d MB, more than the 1\.0 MB budget .*--inputs FILE\.npz$"):
         synthetic_inputs.synthetic_inputs(model, batch=300)
     assert set(synthetic_inputs.synthetic_inputs(model, batch=10)) == {"x", "half", "i", "b", "z"}
+
+
+def test_a_static_signature_reads_nothing_from_the_graph_and_a_dynamic_image_side_does(monkeypatch):
+    read = []
+    for name in ("_total_strides", "_widest_1d_kernel"):
+        monkeypatch.setattr(synthetic_inputs, name, lambda graph, name=name: read.append(name) or ((1, 1) if name == "_total_strides" else 1))
+    static = ir.from_onnx_text('<ir_version: 8, opset_import: ["" : 17]> g (float[1, 3, 8, 8] x) => (float[1, 3, 8, 8] y) { y = Relu(x) }')
+    assert runtime.input_shapes(static) == {"x": (1, 3, 8, 8)} and read == []
+    dynamic = ir.from_onnx_text('<ir_version: 8, opset_import: ["" : 17]> g (float[N, 3, H, W] x) => (float[N, 3, H, W] y) { y = Relu(x) }')
+    runtime.input_shapes(dynamic)
+    assert read == ["_total_strides"]  # the image sides need the strides, once; nothing needs the kernel width

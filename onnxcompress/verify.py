@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import onnx_ir as ir
@@ -24,6 +24,9 @@ import onnx_ir as ir
 from onnxcompress import checks, fidelity, io, runtime
 from onnxcompress.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from onnxcompress.errors import UsageError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 TOP_K = 5
 INPUT_PREFIX = "input:"
@@ -214,11 +217,11 @@ def verify_against(
     Tolerances and ``gates`` as in ``verify_models``.
     """
     check_feed_names(model, inputs)
-    results = structure_checks(model)
+    results, session = _checked_session(model, threads)
     actual: Feeds = {}
-    if results[-1].passed:
+    if session is not None:
         try:
-            actual = runtime.run(model, inputs, threads=threads, optimization="disable")
+            actual = runtime.run(session, inputs)
         except UsageError as exc:
             results.append(CheckResult("run (ORT_DISABLE_ALL)", False, str(exc)))
     outputs = [compare_output(name, ref, actual.get(name), rtol=rtol, atol=atol, gates=gates) for name, ref in expected.items()]
@@ -229,13 +232,20 @@ def verify_against(
 
 def structure_checks(model: ir.Model) -> list[CheckResult]:
     """Checker + strict inference, channel rules, and an ORT session with its optimizer disabled."""
-    results = [CheckResult(name, not problems, "; ".join(problems)) for name, problems in checks.structure_problems(model).items()]
+    return _checked_session(model)[0]
+
+
+def _checked_session(model: ir.Model, threads: int = runtime.DEFAULT_THREADS) -> tuple[list[CheckResult], ort.InferenceSession | None]:
+    """``structure_checks`` on one serialization of ``model``, and the session it made (None when it could not)."""
+    state = io.Snapshot(model)
+    results = [CheckResult(name, not problems, "; ".join(problems)) for name, problems in checks.structure_problems(model, state.proto).items()]
     try:
-        runtime.session(model, optimization="disable")
+        session = runtime.session(state, threads=threads, optimization="disable")
         results.append(CheckResult("ORT session (ORT_DISABLE_ALL)", True))
     except UsageError as exc:
+        session = None
         results.append(CheckResult("ORT session (ORT_DISABLE_ALL)", False, str(exc)))
-    return results
+    return results, session
 
 
 def compare_output(

@@ -23,6 +23,18 @@ def test_exact_copy_passes_every_check_and_output(verify_models):
     assert output.max_abs_err == 0.0 and output.snr_db == float("inf") and output.top1_agreement == 1.0
 
 
+def test_the_candidate_is_serialized_once_and_loaded_in_ort_once(verify_models, monkeypatch):
+    reference, candidate = io.load(verify_models["ref"]), io.load(verify_models["copy"])
+    feeds = runtime.synthetic_inputs(reference)
+    expected = runtime.run(reference, feeds, optimization="disable")
+    serialized, sessions = [], []
+    to_proto, session = io.to_proto, runtime.session
+    monkeypatch.setattr(io, "to_proto", lambda model: serialized.append(model) or to_proto(model))
+    monkeypatch.setattr(runtime, "session", lambda model, **options: sessions.append(options) or session(model, **options))
+    assert verify.verify_against(candidate, feeds, expected, threads=2).passed
+    assert serialized == [candidate] and sessions == [{"threads": 2, "optimization": "disable"}]
+
+
 def test_perturbed_weight_fails_and_reports_the_tolerance_that_would_pass(verify_models):
     ref, cand = io.load(verify_models["ref"]), io.load(verify_models["perturbed"])
     result = verify.verify_models(ref, cand)

@@ -92,10 +92,12 @@ class Judge:
 
 @dataclasses.dataclass
 class PipelineResult:
-    """The final model (of the kind ``onnxcompress.run`` was given: an ``onnx.ModelProto`` for one) and the record of every step."""
+    """The final model (of the kind ``onnxcompress.run`` was given: an ``onnx.ModelProto`` for one), the record of
+    every step, and the final model as its last check serialized it (``io.save(model, path, snapshot=...)`` writes it)."""
 
     model: ir.Model | onnx.ModelProto
     report: Report
+    snapshot: io.Snapshot | None = None
 
 
 @dataclasses.dataclass
@@ -142,8 +144,8 @@ class Pipeline:
         refused before anything runs. ``onnxcompress.run`` leaves its input as it was.
         """
         provenance = Provenance.collect(model, self.passes, threads=self.measurement.threads)
-        steps = list(self.steps(model, calibration=calibration))
-        return PipelineResult(steps[-1][1], Report([record for record, _ in steps], provenance))
+        steps = list(self._steps(model, calibration))
+        return PipelineResult(steps[-1][1], Report([record for record, _, _ in steps], provenance), steps[-1][2])
 
     def steps(self, model: ir.Model, *, calibration: object | None = None) -> Iterator[tuple[StepRecord, ir.Model]]:
         """The step loop every command shares (``run``, ``compare``, ``verify --bisect``): the input's record,
@@ -154,8 +156,14 @@ class Pipeline:
         of the chain recovers). A pass that leaves the model byte for byte as the step before had it is not
         checked and run again: the same graph gives the same verdict and the same outputs.
 
-        A caller may stop early; a pass that fails a check raises from the step that ran it.
+        A caller may stop early, and must not change a model it is given: the next pass starts from that model
+        and from its snapshot. A pass that fails a check raises from the step that ran it.
         """
+        for record, kept, _ in self._steps(model, calibration):
+            yield record, kept
+
+    def _steps(self, model: ir.Model, calibration: object | None) -> Iterator[tuple[StepRecord, ir.Model, io.Snapshot]]:
+        """``steps``, each with the snapshot of the model it keeps."""
         for pass_ in self.passes:
             pass_.check_calibration(calibration)
         if calibration is not None:
@@ -167,13 +175,14 @@ class Pipeline:
         expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")
         judge = Judge(fidelity.model_precision(model), fidelity.padding_mask(feeds))
         baseline, _ = self._record("input", {}, "input", model, reference, 0.0, reference, feeds, expected, judge, outputs=expected)
-        yield baseline, model
+        yield baseline, model, reference
         before, last, kept = expected, baseline, reference
         for number, pass_ in enumerate(self.passes, 1):
             progress.log(f"step {number}/{len(self.passes)}: {pass_.name}")
             start = time.perf_counter()
             recovery_follows = any(later.recovers for later in self.passes[number:])
-            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=teacher, recovery_follows=recovery_follows)
+            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=teacher, recovery_follows=recovery_follows,
+                                  serialized=kept.proto)
             model = outcome.model
             seconds = time.perf_counter() - start
             state = io.Snapshot(model)
@@ -193,7 +202,7 @@ class Pipeline:
                 record.notes.append(f"rolled back: {reason}")
             else:
                 before, last, kept = outputs, record, state
-            yield record, model
+            yield record, model, kept
         if m.benchmark and not self._times_each_step and self.passes:
             self._time_input_and_final(baseline, last, reference, kept, feeds)
 

@@ -27,11 +27,15 @@ import dataclasses
 import inspect
 import types
 import typing
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import onnx_ir as ir
 
+from onnxcompress import walk
 from onnxcompress.errors import UsageError
+
+if TYPE_CHECKING:
+    import onnx
 
 REGISTRY: dict[str, type[CompressionPass]] = {}
 
@@ -45,12 +49,16 @@ class PassContext:
     the chain started from (what ``recover`` distils from; the pipeline hands it in when a pass of the chain
     ``recovers``, None otherwise), and ``recovery_follows`` says a later step
     of the chain recovers what this one loses (so a lossy pass leaves its budget to that step).
+    ``serialized`` is the model as the run received it, already serialized (``io.to_proto``; the pipeline's
+    snapshot of the step before), or None: what a pass that serializes the model before changing it (for
+    whole-model shape inference) may read instead, and only until it changes the model.
     """
 
     calibration: Any = None
     labelled: Any = None
     teacher: ir.Model | None = None
     recovery_follows: bool = False
+    serialized: onnx.ModelProto | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -117,10 +125,10 @@ class CompressionPass(ir.passes.InPlacePass):
 
     def apply(
         self, model_or_result: ir.Model | ir.passes.PassResult, /, *, calibration: Any = None, labelled: Any = None,
-        teacher: ir.Model | None = None, recovery_follows: bool = False,
+        teacher: ir.Model | None = None, recovery_follows: bool = False, serialized: onnx.ModelProto | None = None,
     ) -> PassOutcome:
         """Run the pass on the model (in place) with this run's calibration and labelled data, and the chain's
-        ``teacher`` and ``recovery_follows`` (see ``PassContext``; the ``Pipeline`` fills them in).
+        ``teacher``, ``recovery_follows`` and the model ``serialized`` (see ``PassContext``; the ``Pipeline`` fills them in).
 
         This is the one way to give a pass data: ``Smooth().apply(model, calibration=reader)``.
         A pass that cannot run without calibration data raises a ``UsageError`` before it starts.
@@ -128,7 +136,7 @@ class CompressionPass(ir.passes.InPlacePass):
         self.check_calibration(calibration)
         model = model_or_result.model if isinstance(model_or_result, ir.passes.PassResult) else model_or_result
         annotated = [v for v in _intermediate_values(model.graph) if v.shape is not None]
-        context = PassContext(calibration, labelled, teacher, recovery_follows)
+        context = PassContext(calibration, labelled, teacher, recovery_follows, serialized)
         token = _RUNNING.set((self, context))
         try:
             result = super().__call__(model)
@@ -232,7 +240,7 @@ def _option_spec(param: inspect.Parameter, hint: Any) -> OptionSpec:
 
 def _intermediate_values(graph: ir.Graph) -> list[ir.Value]:
     """Node outputs, in every subgraph too, that are not outputs of their graph."""
-    return [v for node in graph.all_nodes() for v in node.outputs if not v.is_graph_output()]
+    return [v for node in walk.nodes(graph) for v in node.outputs if not v.is_graph_output()]
 
 
 def _drop_added_shapes(graph: ir.Graph, annotated_before: list[ir.Value]) -> None:

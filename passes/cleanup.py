@@ -12,6 +12,7 @@ from __future__ import annotations
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
+from onnxcompress import walk
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.quiet import quiet
 
@@ -29,7 +30,6 @@ class Cleanup(CompressionPass):
         with quiet(common.initializer_deduplication.__name__):
             self._run_common_passes(model)
         _drop_unused_initializer_inputs(model.graph)
-        common.RemoveUnusedNodesPass()(model)
         removed = {key: before[key] - after for key, after in _census(model).items()}
         self.context.details.update({f"{key}_removed": count for key, count in removed.items()})
         self.note(", ".join(f"removed {count} {key}" for key, count in removed.items()))
@@ -49,7 +49,7 @@ class Cleanup(CompressionPass):
 def _bypass_identities(graph: ir.Graph) -> None:
     """Point readers of ``y = Identity(x)`` at ``x`` (in subgraphs too); identities that produce a
     graph output stay, so no output is renamed or duplicated."""
-    for node in list(ir.traversal.RecursiveGraphIterator(graph)):
+    for node in list(walk.nodes(graph)):
         if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or node.inputs[0] is None:
             continue
         output = node.outputs[0]
@@ -60,16 +60,17 @@ def _bypass_identities(graph: ir.Graph) -> None:
 
 
 def _drop_unused_initializer_inputs(graph: ir.Graph) -> None:
-    """Remove graph inputs that only exist to expose an initializer nothing reads."""
+    """Remove graph inputs that only exist to expose an initializer nothing reads, and their initializers."""
     unused = [v for v in graph.inputs if v.is_initializer() and not v.uses() and not v.is_graph_output()]
     for value in unused:
         graph.inputs.remove(value)
+        del graph.initializers[value.name]
 
 
 def _census(model: ir.Model) -> dict[str, int]:
     graph = model.graph
     return {
-        "nodes": sum(1 for _ in graph.all_nodes()),
+        "nodes": sum(1 for _ in walk.nodes(graph)),
         "initializers": len(graph.initializers),
         "inputs": len(graph.inputs),
     }

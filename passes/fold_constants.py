@@ -11,20 +11,26 @@ budget is never evaluated: an ``Expand`` to 8 GB costs nothing. Dead nodes are r
 nothing inside a ``Loop``/``If``/``Scan`` body is folded, since those may never run. Initializers
 that are also graph inputs are overridable, so nothing that reads one is folded (the folder refuses
 graph inputs).
+
+Shapes are inferred for the whole model at once first (``passes/shapes.py``); onnxscript's per-node
+inference, 0.15 ms a node in Python (35 s on a 200,000-node chain), then runs only around what the
+folder changes (``_Folder``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common
-from onnxscript import optimizer
+from onnxscript.optimizer import _constant_folding as folding  # the folder's class, to infer shapes only where needed
 
+from onnxcompress import walk
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.initializers import allow_plain_initializers
+from onnxcompress.passes.shapes import infer_shapes
 
 MB = 2**20
 FLOAT32_BYTES = 4
@@ -50,34 +56,43 @@ class FoldConstants(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Drop dead nodes, fold, then turn the remaining ``Constant`` nodes into initializers."""
         nodes_before = _count_nodes(model)
+        settled = self._infer_shapes(model)  # before anything changes: the proto the run was handed is this model
         common.RemoveUnusedNodesPass()(model)
         kept: list[str] = []
-        self._fold(model, self._fold_filter(_subgraphs(model), kept))
+        folded = self._fold(model, settled, self._fold_filter(_subgraphs(model), kept))
         self._note_kept(kept)
-        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-        common.RemoveUnusedNodesPass()(model)
+        lifted = common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
+        if folded or lifted:  # else nothing died since the first removal
+            common.RemoveUnusedNodesPass()(model)
         self._allow_plain_initializers(model)
         removed = nodes_before - _count_nodes(model)
         self.context.details["nodes_folded"] = removed
         self.note(f"folded {removed} nodes into constants (budget {self.max_folded_mb:g} MB per tensor)")
         return ir.passes.PassResult(model, modified=removed > 0)
 
-    def _fold(self, model: ir.Model, should_fold: Callable[[ir.Node], bool | None]) -> None:
-        """Run onnxscript's folder; if one of its op evaluators crashes, keep what it folded so far.
+    def _infer_shapes(self, model: ir.Model) -> set[ir.Value]:
+        """With ``shape_inference``, infer the whole model's shapes at once (``passes/shapes.py``) and return the
+        values it typed and shaped (what the folder need not infer again, see ``_Folder``); else nothing."""
+        if not self.shape_inference:
+            return set()
+        infer_shapes(model, self.context.serialized)
+        return {value for value in _all_values(model) if value.type is not None and value.shape is not None}
+
+    def _fold(self, model: ir.Model, settled: set[ir.Value], should_fold: Callable[[ir.Node], bool | None]) -> bool:
+        """Run onnxscript's folder (inferring shapes only at nodes not ``settled``, see ``_Folder``); if one of its op
+        evaluators crashes, keep what it folded so far. True unless the folder is known to have changed nothing.
 
         The folder replaces one node at a time, so the graph it leaves behind is valid and exact.
         """
+        folder = _Folder(settled, shape_inference=self.shape_inference, input_size_limit=folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                         output_size_limit=int(self._budget_bytes() // FLOAT32_BYTES), should_fold=should_fold)
         try:
-            optimizer.fold_constants(
-                model,
-                onnx_shape_inference=self.shape_inference,
-                output_size_limit=int(self._budget_bytes() // FLOAT32_BYTES),
-                should_fold=should_fold,
-            )
+            return folder(model).modified
         except RuntimeError as exc:
             if not str(exc).startswith(FOLDER_FAILURE):
                 raise
             self.note(f"folding stopped early: {exc} ({exc.__cause__!r})")
+            return True
 
     def _budget_bytes(self) -> float:
         return self.max_folded_mb * MB
@@ -118,6 +133,26 @@ class FoldConstants(CompressionPass):
         old = model.ir_version
         if allow_plain_initializers(model):
             self.note(f"raised IR version {old} -> 4 so folded constants need not be inputs")
+
+
+class _Folder(folding.FoldConstantsPass):
+    """onnxscript's constant folder, inferring a node's shapes on its own (0.15 ms a node, through Python) only
+    where the whole-model inference run before it may not have said everything: at a node with an input or
+    output not in ``settled`` (typed and shaped by that inference, and not changed since: an output whose
+    type or shape the folder's inference changes leaves it, so its readers are inferred again too)."""
+
+    def __init__(self, settled: set[ir.Value], **options: Any) -> None:
+        super().__init__(**options)
+        self._settled = settled
+
+    def _do_inference(self, node: ir.Node) -> None:
+        if all(value is None or value in self._settled for value in (*node.inputs, *node.outputs)):
+            return
+        before = [(value.type, value.shape) for value in node.outputs]
+        super()._do_inference(node)
+        for value, (type_, shape) in zip(node.outputs, before):
+            if value.type != type_ or value.shape != shape:
+                self._settled.discard(value)
 
 
 def folded_bytes(node: ir.Node) -> float | None:
@@ -239,14 +274,13 @@ def _freed_bytes(node: ir.Node) -> float:
 
 def _subgraphs(model: ir.Model) -> set[ir.Graph]:
     """Every ``Loop``/``If``/``Scan`` body in ``model``, at any depth: what may never run."""
-    bodies: set[ir.Graph] = set()
-    for node in model.graph.all_nodes():
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                bodies.add(attr.as_graph())
-            elif attr.type == ir.AttributeType.GRAPHS:
-                bodies.update(attr.as_graphs())
-    return bodies
+    return set(walk.graphs(model.graph)[1:])
+
+
+def _all_values(model: ir.Model) -> list[ir.Value]:
+    """Every value of every graph: inputs, initializers and node outputs."""
+    graphs = walk.graphs(model.graph)
+    return [*(v for g in graphs for v in (*g.inputs, *g.initializers.values())), *(v for g in graphs for node in g for v in node.outputs)]
 
 
 def _is_onnx(node: ir.Node) -> bool:
@@ -258,4 +292,4 @@ def _mib(size: float) -> str:
 
 
 def _count_nodes(model: ir.Model) -> int:
-    return sum(1 for _ in model.graph.all_nodes())
+    return sum(1 for _ in walk.nodes(model.graph))

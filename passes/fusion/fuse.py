@@ -23,11 +23,12 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
 
-from onnxcompress import io
+from onnxcompress import io, walk
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.fusion import attention, bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
 from onnxcompress.passes.names import apply_keeping_names
+from onnxcompress.passes.shapes import infer_shapes
 
 # attention after reshape-dims: it needs the head-split Reshapes' shapes as constants
 FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain, attention)
@@ -55,7 +56,7 @@ class Fuse(CompressionPass):
         converted = self._convert_opset(model)
         families = self._applicable(model)
         if families:
-            common.ShapeInferencePass(strict_mode=False)(model)
+            infer_shapes(model, None if converted else self.context.serialized)
         total = 0
         for family in families:
             count = apply_family(family, model)
@@ -81,7 +82,7 @@ class Fuse(CompressionPass):
     def _applicable(self, model: ir.Model) -> list[ModuleType]:
         """The families whose target op the opset has and whose trigger ops the graph contains."""
         opset = io.default_opset(model)
-        present = {node.op_type for node in model.graph.all_nodes() if node.domain in ("", "ai.onnx")}
+        present = {node.op_type for node in walk.nodes(model.graph) if node.domain in ("", "ai.onnx")}
         chosen = []
         for family in FAMILIES:
             if not family.TRIGGER_OPS & present:

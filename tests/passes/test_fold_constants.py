@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from memory_bombs import expand_bomb, loop_bomb
 from onnxcompress import io
 from onnxcompress.errors import UsageError
+from onnxcompress.models import scale
 from onnxcompress.passes import FoldConstants
 
 SHAPE_ARITHMETIC = """
@@ -196,3 +198,13 @@ def test_nothing_inside_a_loop_body_is_folded(assert_exact_rewrite, bombs_folded
     body = after.graph.node(len(after.graph) - 1).attributes["body"].as_graph()
     assert [node.op_type for node in body] == ["Expand", "ReduceSum", "Add", "Identity"]  # constants lifted
     assert_exact_rewrite(before, after, {"x": np.array([3.0], np.float32)})
+
+
+def test_the_folder_infers_a_node_on_its_own_only_where_folding_changed_its_inputs(monkeypatch):
+    inferred = []
+    infer = onnx.shape_inference.infer_node_outputs
+    monkeypatch.setattr(onnx.shape_inference, "infer_node_outputs", lambda *args: inferred.append(args[1].op_type) or infer(*args))
+    FoldConstants()(ir.serde.deserialize_model(scale.chain(300)))
+    assert inferred == []  # whole-model inference said everything
+    outcome = FoldConstants()(ir.serde.deserialize_model(scale.conv_chain(300)))
+    assert outcome.details["nodes_folded"] == 50 and inferred == ["Mul"] * 50  # each block's Mul reads its folded Sqrt

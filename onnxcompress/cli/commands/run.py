@@ -87,7 +87,7 @@ def run_pipeline(
     result.report.steps[0].details["input_shapes"] = used
     if not writes_files():
         return
-    io.save(result.model, output, inputs=[source])
+    io.save(result.model, output, inputs=[source], snapshot=result.snapshot)
     if report_dir:
         write_report(result.report, report_dir, [source])
     print_report(result.report)

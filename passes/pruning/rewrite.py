@@ -45,7 +45,7 @@ def _shrink(slot: Slot, indices: list[int]) -> None:
     value = slot.value
     if value.const_value is not None:
         array = np.delete(value.const_value.numpy(), indices, axis=slot.axis)
-        value.const_value = ir.tensor(array, name=value.name)
+        value.const_value = ir.tensor(np.ascontiguousarray(array), name=value.name)  # hashing (cleanup's dedup) needs C order
     dims = list(value.shape)
     dims[slot.axis] = dims[slot.axis] - len(indices)
     value.shape = ir.Shape(dims)

@@ -72,3 +72,32 @@ g (float[2,3,9,9] x, float[4,3,3,3] w) => (float[2,4,5,5] y) { y = Conv<pads=[1,
     got = design_matrix(node, x) @ w.reshape(4, -1).T
     n, o, h, w_ = expected.shape
     np.testing.assert_allclose(got.reshape(n, h, w_, o).transpose(0, 3, 1, 2), expected, atol=1e-4)
+
+
+DENSE_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8] x) => (float[N, 4] y) {
+    h = Gemm<transB = 1>(x, w1, b1)
+    r = Relu(h)
+    m = MatMul(r, w2)
+    s = Relu(m)
+    y = Gemm<transB = 1>(s, w3, b3)
+}
+"""
+
+
+def test_reconstructed_weights_are_c_ordered_so_cleanup_can_hash_them():
+    """A transposed least-squares solution stayed Fortran-ordered: cleanup's deduplication then crashed on it."""
+    import onnx_ir as ir
+
+    from onnxcompress.calibration.readers import ArrayReader
+    from onnxcompress.passes import Cleanup
+
+    rng = np.random.default_rng(0)
+    model = ir.from_onnx_text(DENSE_CHAIN)
+    for name, shape in {"w1": (16, 8), "b1": (16,), "w2": (16, 12), "w3": (4, 12), "b3": (4,)}.items():
+        model.graph.register_initializer(ir.Value(name=name, const_value=ir.tensor(rng.normal(size=shape).astype(np.float32), name=name)))
+    reader = ArrayReader({"x": rng.normal(size=(64, 8)).astype(np.float32)})
+    assert PruneChannels(ratio=0.5, reconstruct=True, accept_loss=True).apply(model, calibration=reader).modified
+    assert [n for n, v in model.graph.initializers.items() if not v.const_value.numpy().flags["C_CONTIGUOUS"]] == []
+    Cleanup().apply(model)

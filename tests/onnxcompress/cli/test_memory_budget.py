@@ -3,6 +3,8 @@ huge declared input, a huge ``--batch`` and a huge ``--input-shape``, in every c
 
 from __future__ import annotations
 
+import os
+
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -61,9 +63,14 @@ def test_a_memory_error_is_one_line_not_a_bug_report(monkeypatch, capsys):
 
 
 @pytest.fixture
-def budget_env(monkeypatch):
-    """The budget variable as the test found it once the test is over (``--memory-budget`` sets it)."""
-    monkeypatch.delenv(MEMORY_BUDGET_ENV, raising=False)
+def budget_env():
+    """No budget variable during the test, and the one found before it afterwards: ``--memory-budget`` sets it in
+    this process, and a budget left behind would shrink every later test's."""
+    found = os.environ.pop(MEMORY_BUDGET_ENV, None)
+    yield
+    os.environ.pop(MEMORY_BUDGET_ENV, None)
+    if found is not None:
+        os.environ[MEMORY_BUDGET_ENV] = found
 
 
 def test_memory_budget_option_lowers_the_budget(tmp_path, capsys, budget_env):

@@ -15,8 +15,8 @@ for that run, which the pass reads as ``self.context`` while it runs; ``apply`` 
 and returns the notes and details with the model, so running the same pass objects again, on other
 data or in another thread, cannot see the last run's.
 
-Passes may infer shapes for their own analysis, but the shape annotations they add to intermediate
-values are dropped afterwards: ORT runs a model *slower* with them (measured: all-MiniLM-L6-v2 at
+Passes may infer shapes for their own analysis, but the shape and type annotations they add to
+intermediate values are dropped afterwards: ORT runs a model *slower* with them (measured: all-MiniLM-L6-v2 at
 batch 1, sequence 128 took 1.13x as long once ``ShapeInferencePass`` had annotated it).
 """
 
@@ -135,14 +135,14 @@ class CompressionPass(ir.passes.InPlacePass):
         """
         self.check_calibration(calibration)
         model = model_or_result.model if isinstance(model_or_result, ir.passes.PassResult) else model_or_result
-        annotated = [v for v in _intermediate_values(model.graph) if v.shape is not None]
+        annotated = [v for v in _intermediate_values(model.graph) if v.shape is not None or v.type is not None]
         context = PassContext(calibration, labelled, teacher, recovery_follows, serialized)
         token = _RUNNING.set((self, context))
         try:
             result = super().__call__(model)
         finally:
             _RUNNING.reset(token)
-        _drop_added_shapes(result.model.graph, annotated)
+        _drop_added_annotations(result.model.graph, annotated)
         return PassOutcome(result.model, result.modified, context.notes, context.details)
 
     @property
@@ -243,12 +243,14 @@ def _intermediate_values(graph: ir.Graph) -> list[ir.Value]:
     return [v for node in walk.nodes(graph) for v in node.outputs if not v.is_graph_output()]
 
 
-def _drop_added_shapes(graph: ir.Graph, annotated_before: list[ir.Value]) -> None:
-    """Clear the shape of every intermediate value that had none before the pass."""
+def _drop_added_annotations(graph: ir.Graph, annotated_before: list[ir.Value]) -> None:
+    """Clear the shape and type of every intermediate value that had neither before the pass: a type alone is a
+    ``value_info`` entry too, which would make an unchanged model serialize differently (and be checked and run again)."""
     keep = {id(v) for v in annotated_before}
     for value in _intermediate_values(graph):
         if id(value) not in keep:
             value.shape = None
+            value.type = None
 
 
 def _plain(value: Any) -> Any:

@@ -167,3 +167,26 @@ def test_no_shipped_pass_keeps_state_between_runs():
                     writes += [f"{name}: {klass.__name__}.{method.name} sets self.{t.attr}" for t in targets
                                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"]
     assert writes == []
+
+
+class Annotate(CompressionPass):
+    """Infer types and shapes onto every value, as passes do for their own analysis, and change nothing else."""
+
+    name = "test-base-annotate"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for value in (v for node in model.graph for v in node.outputs):
+            value.type, value.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape(["N", 4])
+        return ir.passes.PassResult(model, modified=False)
+
+
+def test_types_and_shapes_a_pass_added_are_dropped_and_those_the_model_had_kept() -> None:
+    text = TEXT.replace("y = Relu(x)", "h = Relu(x)\n  y = Neg(h)")
+    model = ir.from_onnx_text(text)
+    before = ir.to_proto(model).SerializeToString()
+    Annotate()(model)
+    assert ir.to_proto(model).SerializeToString() == before  # not even a type-only value_info entry is left
+    model = ir.from_onnx_text(text.replace("=> (float[N, 4] y)", "=> (float[N, 4] y) <float h>"))
+    Annotate()(model)
+    h = model.graph.node(0).outputs[0]
+    assert h.type == ir.TensorType(ir.DataType.FLOAT) and h.shape == ir.Shape(["N", 4])  # annotated before: kept

@@ -210,14 +210,16 @@ def verify_against(
     atol: float | None = None,
     gates: Gates | None = None,
     threads: int = runtime.DEFAULT_THREADS,
+    state: io.Snapshot | None = None,
 ) -> VerifyResult:
     """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden).
 
     Every output of ``model`` must be in ``expected``: one that is not fails (it would go unchecked).
-    Tolerances and ``gates`` as in ``verify_models``.
+    Tolerances and ``gates`` as in ``verify_models``. ``state``: ``model``'s snapshot when the caller has it
+    (``io.load_with_snapshot``), what the checks and the session read instead of serializing ``model`` again.
     """
     check_feed_names(model, inputs)
-    results, session = _checked_session(model, threads)
+    results, session = _checked_session(model, threads, state)
     actual: Feeds = {}
     if session is not None:
         try:
@@ -235,9 +237,10 @@ def structure_checks(model: ir.Model) -> list[CheckResult]:
     return _checked_session(model)[0]
 
 
-def _checked_session(model: ir.Model, threads: int = runtime.DEFAULT_THREADS) -> tuple[list[CheckResult], ort.InferenceSession | None]:
-    """``structure_checks`` on one serialization of ``model``, and the session it made (None when it could not)."""
-    state = io.Snapshot(model)
+def _checked_session(model: ir.Model, threads: int = runtime.DEFAULT_THREADS,
+                     state: io.Snapshot | None = None) -> tuple[list[CheckResult], ort.InferenceSession | None]:
+    """``structure_checks`` on one serialization of ``model`` (``state``, or made here), and the session it made (None when it could not)."""
+    state = state or io.Snapshot(model)
     results = [CheckResult(name, not problems, "; ".join(problems)) for name, problems in checks.structure_problems(model, state.proto).items()]
     try:
         session = runtime.session(state, threads=threads, optimization="disable")

@@ -535,3 +535,15 @@ def test_a_snapshot_is_saved_as_the_model_is(tmp_path, mlp_model):
     io.save(mlp_model, tmp_path / "plain.onnx")
     io.save(mlp_model, tmp_path / "snapshot.onnx", snapshot=io.Snapshot(mlp_model))
     assert (tmp_path / "plain.onnx").read_bytes() == (tmp_path / "snapshot.onnx").read_bytes()
+
+
+def test_load_with_snapshot_keeps_the_files_proto_and_inlines_external_data(tmp_path, mlp_model, monkeypatch):
+    io.save(mlp_model, tmp_path / "m.onnx")
+    onnx.save(io.to_proto(mlp_model), tmp_path / "x.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    serialize, serialized = ir.serde.serialize_model, []
+    monkeypatch.setattr(ir.serde, "serialize_model", lambda *a, **k: serialized.append(1) or serialize(*a, **k))
+    model, state = io.load_with_snapshot(tmp_path / "m.onnx")
+    assert state.proto == onnx.load(str(tmp_path / "m.onnx")) and serialized == []  # the file's proto, not serialized again
+    assert [v.name for v in model.graph.inputs] == [i.name for i in state.proto.graph.input]
+    _, external = io.load_with_snapshot(tmp_path / "x.onnx")
+    assert serialized == [1] and all(t.data_location == onnx.TensorProto.DEFAULT and t.raw_data for t in external.proto.graph.initializer)

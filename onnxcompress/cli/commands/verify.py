@@ -69,7 +69,7 @@ def verify_command(
 
     _check_arguments(models, golden, save_golden, bisect, inputs, calibration)
     gates = verify.Gates(min_cosine, min_snr, min_topk, top_k)
-    loaded = [io.load(m) for m in models]
+    loaded, states = map(list, zip(*(io.load_with_snapshot(m) for m in models)))
     for out in filter(None, (save_golden, json_out, junit_out)):
         io.check_output_path(out, loaded)
     reader = open_calibration(calibration, loaded[0], DataOptions(image_size, layout, mean, std, tokenizer))
@@ -82,7 +82,7 @@ def verify_command(
             feeds = check_samples(reader, loaded[0], batch) if reader else _synthetic(loaded[0], ranges, input_shape, batch, seed)
         verify.check_feed_names(loaded[0], feeds)
         print_input_shapes(getattr(feeds, "dynamic", {}))
-        expected = runtime.run(loaded[0], feeds, threads=threads, optimization="disable")
+        expected = runtime.run(states[0], feeds, threads=threads, optimization="disable")
     if save_golden:
         verify.save_golden(save_golden, feeds, expected, models=loaded)
         console.print(f"wrote golden {save_golden} ({len(feeds)} input(s), {len(expected)} output(s))")
@@ -90,8 +90,9 @@ def verify_command(
         if bisect:
             result = _bisect(loaded[0], bisect, feeds, rtol, atol, gates, reader, threads)
         else:
-            candidate = loaded[-1] if (golden or len(loaded) == 2) else loaded[0]
-            result = verify.verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads)
+            which = -1 if (golden or len(loaded) == 2) else 0
+            result = verify.verify_against(loaded[which], feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads,
+                                           state=states[which])
     _print_result(result)
     if json_out:
         record = {**result.to_dict(), "input_shapes": input_shapes(feeds)}

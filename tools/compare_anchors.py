@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, compare, fidelity, io, plot, runtime, stats
 from onnxcompress.cpu import cpu_features, cpu_model_name
-from onnxcompress.markdown import table as markdown_table
+from onnxcompress.markdown import sections, table as markdown_table
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.spec import parse_pass
 
@@ -343,7 +343,8 @@ def main() -> None:
             print(f"[{time.perf_counter() - start:6.0f} s] {name}", flush=True)
             results[name] = run_case(CASES[name](Path(tmp)), Path(tmp), args.rounds)
             plots[name] = tradeoff_plot(name, results[name], args.out.parent)
-    args.out.write_text(markdown(results, plots, time.perf_counter() - start))
+    kept = sections(args.out.read_text()) if args.out.exists() else ""  # what other tools wrote into the page
+    args.out.write_text(markdown(results, plots, time.perf_counter() - start) + (f"\n{kept}" if kept else ""))
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
 
 

@@ -9,6 +9,7 @@ two timings share a machine.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def compare_recipes(
     built = [("input", []), *((r, parse_recipe(r)) for r in recipes)]
     inputs = trial.Inputs.of(model, m, calibration)
     with make_engine(workers, address) as engine:
-        shared = engine.share(inputs)
+        shared = engine.share(dataclasses.replace(inputs, task_threads=engine.task_threads))
         trials = [future.result() for future in [engine.submit(trial.run, shared, name, passes) for name, passes in built]]
     failed = next((t for t in trials if t.failure is not None), None)
     if failed is not None:

@@ -3,8 +3,8 @@
 An engine ``share``s a value every task reads (shipped once, not once a task) and ``submit``s a function
 with its arguments, returning a ``concurrent.futures.Future``; callers wait on the futures as they like.
 ``SerialEngine`` runs each task at once in this process. ``RayEngine`` runs them as Ray tasks, one CPU
-each: with no address on a Ray runtime it starts on this machine with ``workers`` CPUs and shuts down when
-closed, with an address on that cluster. Tasks get their arguments pickled, so what they take and return
+each (and one ORT thread each: ``task_threads``): with no address on a Ray runtime it starts on this machine
+with ``workers`` CPUs and shuts down when closed, with an address on that cluster. Tasks get their arguments pickled, so what they take and return
 must be plain data (models as bytes: ``trial``). Ray is an optional dependency (``onnxcompress[scale]``),
 imported only when a ``RayEngine`` is made. No engine times anything: latency is measured by the caller
 afterwards, in one process, so that two timings never share a machine.
@@ -12,8 +12,13 @@ afterwards, in one process, so that two timings never share a machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +44,11 @@ class Engine(Protocol):
         """Release the workers (an engine is also a context manager that closes on exit)."""
         ...
 
+    @property
+    def task_threads(self) -> int | None:
+        """The threads one task should compute with (None: as many as the caller asked for)."""
+        ...
+
 
 class _Closing:
     """An engine as a context manager: ``close`` on leaving the block."""
@@ -56,6 +66,8 @@ class _Closing:
 class SerialEngine(_Closing):
     """Every task in this process, run when submitted."""
 
+    task_threads = None  # one task at a time: it may use every thread asked for
+
     def share(self, value: Any) -> Any:
         """``value`` itself: tasks run here."""
         return value
@@ -70,9 +82,10 @@ class SerialEngine(_Closing):
         return future
 
 
-
 class RayEngine(_Closing):
     """Tasks on Ray workers, one CPU each: a local runtime of ``workers`` CPUs, or the cluster at ``address``."""
+
+    task_threads = 1  # a task holds one CPU; more threads would contend with the tasks beside it
 
     def __init__(self, workers: int, address: str | None = None) -> None:
         try:
@@ -85,7 +98,9 @@ class RayEngine(_Closing):
         if self._owned:
             try:
                 if address:
-                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                    _check_reachable(address)
+                    with _stderr_discarded():
+                        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
                 else:
                     ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError... for an unusable address
@@ -110,6 +125,29 @@ class RayEngine(_Closing):
         """Shut down the runtime this engine started (a cluster keeps running; this process only leaves it)."""
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Connect to ``address``'s host and port once, raising ``OSError`` if nothing answers: Ray itself retries an
+    unreachable cluster for minutes, logging to the console as it goes. ``auto`` and names without a port are Ray's to resolve."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host and port.isdigit():
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+
+
+@contextlib.contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 into a discarded file: Ray's C++ client logs every retry of a host that answers but is no
+    Ray cluster there for 20 s, before the one-line error it raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _settle(future: Future, done: Future) -> None:

@@ -28,7 +28,9 @@ from onnxcompress.records import StepRecord
 @dataclasses.dataclass(frozen=True)
 class Inputs:
     """What all trials on one model share: the model (serialized), the fixed inputs its outputs are compared
-    on, the calibration batches read once (None: no data), the labelled data and the ORT threads and batch."""
+    on, the calibration batches read once (None: no data), the labelled data and the ORT threads and batch.
+    ``task_threads``: the ORT threads a trial runs with when not ``threads`` (the timing's): one on Ray, whose
+    tasks each hold one CPU, so that two trials on two cores do not run four spinning threads."""
 
     model: bytes
     feeds: dict[str, np.ndarray]
@@ -36,6 +38,7 @@ class Inputs:
     labelled: LabelledData | None
     threads: int
     batch: int
+    task_threads: int | None = None
 
     @classmethod
     def of(cls, model: ir.Model, measurement: Measurement, calibration: object | None = None) -> Inputs:
@@ -48,7 +51,8 @@ class Inputs:
 
     def measurement(self) -> Measurement:
         """The pipeline's checks on these inputs, without its own benchmark."""
-        return Measurement(benchmark=False, threads=self.threads, batch=self.batch, feeds=self.feeds, labelled=self.labelled)
+        return Measurement(benchmark=False, threads=self.task_threads or self.threads, batch=self.batch, feeds=self.feeds,
+                           labelled=self.labelled)
 
 
 @dataclasses.dataclass

@@ -79,3 +79,40 @@ def test_more_workers_without_ray_names_the_extra(cnn_path, tmp_path, monkeypatc
     assert main(args) == 2
     assert capsys.readouterr().err == "error: --workers 2 runs tasks on Ray, which is not installed: pip install 'onnxcompress[scale]'\n"
     assert not (tmp_path / "b.onnx").exists()
+
+
+def _judged(document: dict) -> list[tuple]:
+    """What two runs of one search must agree on: each candidate's recipe, status, size and cosine (not its timing)."""
+    return [(c["recipe"], c["status"], c.get("size_mb"), c.get("cosine")) for c in document["candidates"]]
+
+
+def test_ray_address_searches_on_that_cluster_as_the_serial_engine_does(cnn_path, calibration, tmp_path):
+    cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is not installed (pip install 'onnxcompress[scale]')")
+    common = ["-r", "prune-channels:ratio={0.25,0.5},accept_loss=true;{,quantize-static}", "--min-cosine", "0.85",
+              "--calibration", str(calibration), "--prefer", "size", *FAST]  # timings differ between runs; sizes do not
+    assert main(["search", str(cnn_path), *common, "-o", str(tmp_path / "serial.onnx"), "--json", str(tmp_path / "serial.json")]) == 0
+    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 2})  # a cluster this process did not start
+    address = cluster.address
+    try:
+        args = ["--ray-address", address, "-o", str(tmp_path / "ray.onnx"), "--json", str(tmp_path / "ray.json")]
+        assert main(["search", str(cnn_path), *common, *args]) == 0
+        import ray
+        assert not ray.is_initialized()  # the command left the cluster, and the cluster is still up
+        assert cluster.head_node.dead_processes() == []
+    finally:
+        cluster.shutdown()
+    serial, on_ray = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("serial", "ray"))
+    assert on_ray["engine"]["address"] == address and serial["engine"]["address"] is None
+    assert _judged(on_ray) == _judged(serial) and len(_judged(serial)) == 4
+    assert on_ray["best"]["recipe"] == serial["best"]["recipe"]
+    assert (tmp_path / "ray.onnx").read_bytes() == (tmp_path / "serial.onnx").read_bytes()
+
+
+def test_an_unreachable_ray_address_is_one_line_and_exit_2(cnn_path, tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'onnxcompress[scale]')")
+    out = tmp_path / "best.onnx"
+    args = ["search", str(cnn_path), "-r", "cleanup", "--min-cosine", "0.9", "-o", str(out), "--ray-address", "127.0.0.1:1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot start or reach the Ray cluster at '127.0.0.1:1': ") and err.count("\n") == 1
+    assert not out.exists()

@@ -20,6 +20,7 @@ COMMANDS = {
     "verify": lambda model, out: ["verify", model, model],
     "compare": lambda model, out: ["compare", model, "-r", "fold-constants;cleanup", "--rounds", "1"],
     "recommend": lambda model, out: ["recommend", model],
+    "search": lambda model, out: ["search", model, "-r", "fold-constants;cleanup", "--min-cosine", "0.9", "-o", out, "--rounds", "1"],
 }
 NO_ROOM = "not enough memory to run the model: ONNX Runtime could not allocate a {gb} GB buffer on this machine"
 ANSWERS = {  # bomb: the one line of the commands that run the model; None: it runs

@@ -22,6 +22,8 @@ COMMANDS = {
     "verify": lambda model, out: ["verify", model, model],
     "compare": lambda model, out: ["compare", model, "-r", "cleanup", "--rounds", "1"],
     "recommend": lambda model, out: ["recommend", model],
+    "search": lambda model, out: ["search", model, "-r", "fold-constants;cleanup;fuse", "--min-cosine", "0.9", "-o", out / "out.onnx",
+                                  "--rounds", "1"],
 }
 
 
@@ -39,7 +41,7 @@ def test_deepest_readable_nesting_goes_through_every_command(nested_if_model, co
     code = main([str(a) for a in COMMANDS[command](model, tmp_path)])
     assert code == 0, capsys.readouterr().err
     assert hashlib.sha256((tmp_path / "m.onnx").read_bytes()).hexdigest() == before
-    if command == "run":
+    if command in ("run", "search"):
         assert len(io.load(tmp_path / "out.onnx").graph) == 1
 
 

@@ -63,10 +63,10 @@ class Fuse(CompressionPass):
             self.context.details[family.NAME] = count
             self.note(f"{family.NAME}: {count} fused")
             total += count
-        if total:
+        if total:  # else nothing died: a whole-graph sweep on every model costs 10 s a million nodes
             common.CommonSubexpressionEliminationPass()(model)  # rewrites can leave twin shape chains
             model.graph.sort()  # onnxscript inserts a rewrite after the node it matched at, before any later input it reads
-        common.RemoveUnusedNodesPass()(model)
+            common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, modified=converted or total > 0)
 
     def _convert_opset(self, model: ir.Model) -> bool:

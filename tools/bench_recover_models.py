@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import bench, io, runtime
+from onnxcompress import bench, io, runtime, stats
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.markdown import table as markdown_table
 from onnxcompress.pipeline import Measurement, Pipeline
@@ -122,14 +122,10 @@ def run_case(case: Case, rounds: int) -> dict:
         "chain": case.chain, "chain_seconds": round(seconds, 1), "recover_seconds": round(recover.seconds, 1),
         "recover_notes": recover.notes, "recover_epochs": recover.details.get("recover", {}).get("epochs", []),
         "training_samples": len(next(iter(case.train.values()))), "held_out_samples": len(next(iter(case.test.values()))),
-        "stages": [{"name": name, "params": _params(model), "size_mb": len(io.to_proto(model).SerializeToString()) / 1e6,
+        "stages": [{"name": name, "params": stats.parameter_count(model), "size_mb": len(io.to_proto(model).SerializeToString()) / 1e6,
                     "latency_b1_ms": latency.median_ms, "latency_ratio": latency.median_ms / latencies[0].median_ms,
                     "task": case.task(model)} for name, model, latency in zip(names, models, latencies)],
     }
-
-
-def _params(model: ir.Model) -> int:
-    return sum(v.const_value.size for v in model.graph.initializers.values() if v.const_value is not None)
 
 
 def minilm_targets(result: dict) -> dict[str, bool]:

@@ -45,13 +45,14 @@ ONNX_TYPE_OF = {
 
 
 def session(
-    model: ir.Model | io.Snapshot | str | os.PathLike,
+    model: ir.Model | io.Snapshot | bytes | str | os.PathLike,
     *,
     threads: int = DEFAULT_THREADS,
     optimization: str = "all",
 ) -> ort.InferenceSession:
     """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``.
-    A ``Snapshot`` is loaded from the bytes it holds (an ``ir.Model`` is serialized first)."""
+    A ``Snapshot`` is loaded from the bytes it holds, ``bytes`` as they are (a serialized model, as trials ship them),
+    an ``ir.Model`` serialized first."""
     if not 1 <= threads <= MAX_THREADS:  # thousands of spinning ORT threads make a 2 s run take minutes
         raise UsageError(f"threads={threads} is outside 1..{MAX_THREADS} (four per core on this machine)")
     options = ort.SessionOptions()
@@ -60,8 +61,9 @@ def session(
     options.inter_op_num_threads = 1
     options.log_severity_level = 4  # ORT errors are re-raised as one-line UsageErrors; no stderr dump
     try:
-        if isinstance(model, io.Snapshot) and model.data is not None:
-            return ort.InferenceSession(model.data, options, providers=["CPUExecutionProvider"])
+        data = model if isinstance(model, bytes) else model.data if isinstance(model, io.Snapshot) else None
+        if data is not None:
+            return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         if isinstance(model, (ir.Model, io.Snapshot)):
             return _session_from_ir(model if isinstance(model, ir.Model) else model.copy(), options)
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])

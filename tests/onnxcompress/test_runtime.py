@@ -16,8 +16,11 @@ def test_run_from_ir_and_from_file_agree_at_every_level(mlp_model, mlp_path):
     assert feeds["x"].shape == (3, 16) and feeds["x"].dtype == np.float32
     expected = runtime.run(mlp_model, feeds, optimization="disable")["y"]
     for level in runtime.OPTIMIZATION_LEVELS:
-        got = runtime.run(runtime.session(mlp_path, optimization=level), feeds)["y"]
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        for source in (mlp_path, mlp_path.read_bytes()):  # a file, and a serialized model as trials ship them
+            got = runtime.run(runtime.session(source, optimization=level), feeds)["y"]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UsageError, match="cannot load the model"):
+        runtime.session(b"not a model")
 
 
 @pytest.mark.parametrize("bad", ["x", "x:1,a", ":3"])

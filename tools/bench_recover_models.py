@@ -79,7 +79,7 @@ def minilm_case(sentences: int, epochs: int) -> Case:
                 [*recipe.pruning_chain(settings.prune_ratio, epochs, settings.recover_lr), "quantize-dynamic:accept_loss=true"], task)
 
 
-def captcha_case(captchas: int, epochs: int) -> Case:
+def captcha_case(captchas: int, epochs: int, lr: float) -> Case:
     """captcha-whisperer's CRNN, 50 % of its channels, recovered on ``captchas`` rendered captchas."""
     from onnxcompress.models.hardening import captcha
 
@@ -99,7 +99,7 @@ def captcha_case(captchas: int, epochs: int) -> Case:
                 "decoded correctly": float(np.mean([a == b for a, b in zip(decoded, truth)]))}
 
     return Case(source, {"image": images["train"]}, test, {"image": images["test"][:1]},  # reconstruct: minutes on 80 unrolled LSTM Gemms
-                ["prune-channels:ratio=0.5", f"recover:epochs={epochs},lr=1e-3,accept_loss=true",
+                ["prune-channels:ratio=0.5", f"recover:epochs={epochs},lr={lr:g},accept_loss=true",
                  "quantize-static:accept_loss=true"], task)
 
 
@@ -170,10 +170,11 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=4000, help="MiniLM training sentences")
     parser.add_argument("--captchas", type=int, default=500, help="rendered training captchas")
     parser.add_argument("--epochs", type=int, default=2, help="recover epochs")
+    parser.add_argument("--captcha-lr", type=float, default=1e-3, help="the captcha model's recover learning rate")
     parser.add_argument("--rounds", type=int, default=7, help="benchmark rounds")
     args = parser.parse_args()
     results = json.loads(JSON_OUT.read_text()) if JSON_OUT.is_file() else {}
-    cases = {"minilm": lambda: minilm_case(args.sentences, args.epochs), "captcha": lambda: captcha_case(args.captchas, args.epochs)}
+    cases = {"minilm": lambda: minilm_case(args.sentences, args.epochs), "captcha": lambda: captcha_case(args.captchas, args.epochs, args.captcha_lr)}
     for name in args.only.split(","):
         results[name] = run_case(cases[name](), args.rounds)
         results[name]["targets"] = minilm_targets(results[name]) if name == "minilm" else {}

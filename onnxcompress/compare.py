@@ -9,7 +9,6 @@ two timings share a machine.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,9 +58,9 @@ def compare_recipes(
         raise UsageError("no recipes given: use -r 'PASS;PASS' (or a .toml recipe) at least once")
     m = measurement or Measurement()
     built = [("input", []), *((r, parse_recipe(r)) for r in recipes)]
-    inputs = trial.Inputs.of(model, m, calibration)
     with make_engine(workers, address) as engine:
-        shared = engine.share(dataclasses.replace(inputs, task_threads=engine.task_threads))
+        inputs = trial.Inputs.of(model, m, calibration, engine.task_threads)
+        shared = engine.share(inputs)
         trials = [future.result() for future in [engine.submit(trial.run, shared, name, passes) for name, passes in built]]
     failed = next((t for t in trials if t.failure is not None), None)
     if failed is not None:

@@ -219,7 +219,7 @@ def evaluate(
     built = [compare.parse_recipe(r) for r in recipes]  # every recipe refused before anything runs
     if measurement.labelled is None and goal.max_drop is not None:
         raise UsageError("a maximum accuracy drop needs labelled data to measure accuracy on (--labels FILE.npz)")
-    inputs = dataclasses.replace(trial.Inputs.of(model, measurement, calibration), task_threads=engine.task_threads)
+    inputs = trial.Inputs.of(model, measurement, calibration, engine.task_threads)
     shared = engine.share(inputs)
     first = engine.submit(trial.run, shared, "input", [])  # the input's own record: what drops are measured from
     if first.result().failure is not None:

@@ -41,13 +41,13 @@ class Inputs:
     task_threads: int | None = None
 
     @classmethod
-    def of(cls, model: ir.Model, measurement: Measurement, calibration: object | None = None) -> Inputs:
+    def of(cls, model: ir.Model, measurement: Measurement, calibration: object | None = None, task_threads: int | None = None) -> Inputs:
         """The inputs for trials on ``model``: ``measurement``'s feeds (or synthetic ones, as the pipeline makes them),
         and ``calibration`` in any form ``calibration.as_reader`` takes, read into memory once so that it can travel."""
         m = measurement
         feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
         batches = FeedsReader(as_reader(calibration, model).batches()) if calibration is not None else None
-        return cls(to_bytes(model), feeds, batches, m.labelled, m.threads, m.batch)
+        return cls(to_bytes(model), feeds, batches, m.labelled, m.threads, m.batch, task_threads)
 
     def measurement(self) -> Measurement:
         """The pipeline's checks on these inputs, without its own benchmark."""

@@ -6,6 +6,10 @@ Sources, read in this fixed order:
    the installed interpreter's ``stdlib`` folder (test suites and IDLE left out) — always present;
 2. the licence texts in ``/usr/share/common-licenses`` (Debian and Ubuntu systems), when present.
 
+``package_sentences`` reads the docstrings of installed third-party packages the same way: more
+training text for distillation (tens of thousands of sentences), kept apart from the corpus so that
+held-out corpus sentences stay the same whatever is installed.
+
 Text is cut into paragraphs, code-looking paragraphs (doctests, indented blocks) are dropped, and
 the rest is split into sentences by a simple rule: a ``.``, ``!`` or ``?`` followed by whitespace
 and a capital letter. Sentences are kept when they have 5–40 words, start with a capital letter,
@@ -19,10 +23,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import random
 import re
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 LICENSES_DIR = Path("/usr/share/common-licenses")
@@ -48,15 +53,18 @@ def sentences(n: int | None = None, seed: int = 0) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def all_sentences() -> tuple[str, ...]:
     """Every kept sentence, deduplicated, in source order."""
-    seen: set[str] = set()
-    kept: list[str] = []
-    for text in source_texts():
+    return tuple(distinct_clean_sentences(source_texts(), seen=set()))
+
+
+def distinct_clean_sentences(texts: Iterable[str], seen: set[str]) -> Iterator[str]:
+    """The clean sentences of ``texts`` in order, each once (case-insensitively); ``seen`` holds the lowercased ones
+    already given (it is updated)."""
+    for text in texts:
         for sentence in split_sentences(text):
             key = sentence.lower()
             if key not in seen and is_clean(sentence):
                 seen.add(key)
-                kept.append(sentence)
-    return tuple(kept)
+                yield sentence
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,9 +73,25 @@ def source_texts() -> tuple[str, ...]:
     return (*stdlib_docstrings(), *license_texts())
 
 
+def package_sentences(packages: Sequence[str], seed: int = 0) -> list[str]:
+    """The distinct sentences of the installed ``packages``' docstrings (absent packages skipped) that are not in
+    the corpus, shuffled reproducibly by ``seed``."""
+    specs = [importlib.util.find_spec(package) for package in packages]
+    roots = [Path(spec.origin).parent for spec in specs if spec is not None and spec.origin is not None]
+    texts = (text for root in roots for text in docstrings_under(root))
+    kept = list(distinct_clean_sentences(texts, seen={sentence.lower() for sentence in all_sentences()}))
+    random.Random(seed).shuffle(kept)
+    return kept
+
+
 def stdlib_docstrings() -> Iterator[str]:
     """Docstrings of the standard library's modules, classes and functions, file by file."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    return docstrings_under(Path(sysconfig.get_paths()["stdlib"]))
+
+
+def docstrings_under(root: Path) -> Iterator[str]:
+    """Docstrings of the modules, classes and functions of the ``.py`` files under ``root`` (test suites, IDLE and
+    installed packages left out), file by file in path order."""
     for path in sorted(root.rglob("*.py")):
         if SKIPPED_STDLIB_PARTS.intersection(path.relative_to(root).parts):
             continue

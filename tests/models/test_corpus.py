@@ -35,3 +35,12 @@ def test_split_and_filter_rules():
     assert not corpus.is_clean("Too short here.")
     assert not corpus.is_clean("Call foo_bar() with the value set to five.")
     assert corpus.is_clean("This is an ordinary sentence of English prose.")
+
+
+def test_package_sentences_are_clean_new_and_skip_absent_packages():
+    found = corpus.package_sentences(["numpy", "no_such_package_here"])
+    corpus_keys = {s.lower() for s in corpus.all_sentences()}
+    assert len(found) >= 500
+    assert all(corpus.is_clean(s) and s.lower() not in corpus_keys for s in found)
+    assert len({s.lower() for s in found}) == len(found)
+    assert corpus.package_sentences(["numpy"], seed=1)[:5] != found[:5]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from onnxcompress.distill import distributed, strategies
 from onnxcompress.errors import UsageError
 
 Data = tuple[Any, Any]  # (inputs: array/tensor or dict of them, labels: array/tensor or None)
+TEACHER_CACHE_SHARE = 1 / 3  # of physical memory: larger teacher outputs are recomputed every batch, not held
 
 
 @dataclasses.dataclass
@@ -72,12 +74,13 @@ def distill(
         raise UsageError("the distillation dataset is empty")
     loss_of = strategies.build(strategy, teacher, **strategy_options) if isinstance(strategy, str) else strategy
     probe = take(inputs, torch.arange(min(2, num_samples(inputs))))
-    check_output_shapes(teacher, student, probe)
+    teacher_probe = check_output_shapes(teacher, student, probe)
     loss_of.prepare(student, probe)
     optimizer = torch.optim.AdamW([*student.parameters(), *loss_of.parameters()], lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-num_samples(inputs) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    teacher_out = teacher_outputs(teacher, inputs, batch_size) if loss_of.cache_teacher else None
+    cached = loss_of.cache_teacher and fits_cache(teacher_probe, num_samples(inputs))
+    teacher_out = teacher_outputs(teacher, inputs, batch_size) if cached else None
     val_tensors = as_tensors(val) if val is not None else None
     val_teacher = teacher_outputs(teacher, val_tensors[0], batch_size) if val_tensors else None
     generator = torch.Generator().manual_seed(seed)
@@ -136,13 +139,29 @@ def evaluate(student, loss_of: strategies.Standard, inputs, labels, teacher_out,
     return total / n, accuracy
 
 
-def check_output_shapes(teacher: torch.nn.Module, student: torch.nn.Module, inputs) -> None:
-    """Raise a one-line ``UsageError`` when the student's output shape is not the teacher's."""
+def fits_cache(teacher_probe: torch.Tensor, samples: int) -> bool:
+    """Whether the teacher's outputs on ``samples`` rows (``teacher_probe``: its output on a few) fit in
+    ``TEACHER_CACHE_SHARE`` of the machine's memory: MiniLM's 12 matched hidden states at 32 tokens take 0.6 MB a sentence."""
+    return teacher_probe[0].numel() * teacher_probe.element_size() * samples <= TEACHER_CACHE_SHARE * physical_memory()
+
+
+def physical_memory() -> int:
+    """The machine's memory in bytes (8 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 8 * 2**30
+
+
+def check_output_shapes(teacher: torch.nn.Module, student: torch.nn.Module, inputs) -> torch.Tensor:
+    """The teacher's output on ``inputs``; a one-line ``UsageError`` when the student's output shape is not the teacher's."""
     with torch.no_grad():
-        t_shape = tuple(strategies.forward(teacher.eval(), inputs).shape)
+        t_out = strategies.forward(teacher.eval(), inputs)
+        t_shape = tuple(t_out.shape)
         s_shape = tuple(strategies.forward(student.eval(), inputs).shape)
     if t_shape != s_shape:
         raise UsageError(f"student output shape {s_shape} does not match the teacher's {t_shape}")
+    return t_out
 
 
 def as_tensors(data: Data) -> tuple[Any, torch.Tensor | None]:

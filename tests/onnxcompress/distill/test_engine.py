@@ -88,3 +88,25 @@ def test_unknown_strategy_and_option_are_refused(data):
         distill(teacher, _mlp(8, seed=2), (x, y), strategy="magic")
     with pytest.raises(UsageError, match="no layer named 'nope'"):
         distill(teacher, _mlp(8, seed=2), (x, y), strategy="hidden", student_layers=["nope"], teacher_layers=["1"])
+
+
+class _CountingTeacher(nn.Module):
+    """The fixture's teacher, counting the rows it is run on."""
+
+    def __init__(self, teacher: nn.Module) -> None:
+        super().__init__()
+        self.teacher, self.rows = teacher, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x)
+        return self.teacher(x)
+
+
+def test_teacher_outputs_too_large_to_hold_are_recomputed_every_batch(data, monkeypatch):
+    teacher, x, y = data
+    cached, recomputed = _CountingTeacher(teacher), _CountingTeacher(teacher)
+    held = distill(cached, _mlp(8, seed=2), (x, y), epochs=3, seed=3).history[-1].train_loss
+    monkeypatch.setattr("onnxcompress.distill.engine.TEACHER_CACHE_SHARE", 0.0)
+    fresh = distill(recomputed, _mlp(8, seed=2), (x, y), epochs=3, seed=3).history[-1].train_loss
+    assert cached.rows < 2 * len(x) and recomputed.rows >= 3 * len(x)  # once (plus the shape probe) against every epoch
+    assert fresh == pytest.approx(held, rel=1e-5)

@@ -30,6 +30,7 @@ from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
 Kind = Literal["mse", "kd", "reverse-kd"]
 EARLY_STOP_SHARE = 0.1
 SCALE_SAMPLES = 256  # samples the teacher's spread per output element is measured on
+HIDDEN_WEIGHT = 4.0  # MiniLM pruned by half, 3 epochs on 2,000 sentences: mean cosine 0.903 / 0.906 / 0.908 / 0.908 at 1/4, 1, 4, 16
 
 
 class Recover(CompressionPass):
@@ -63,6 +64,7 @@ class Recover(CompressionPass):
                                       "reverse-kd then train on these samples with hard cross-entropy beside the soft targets"] = None,
         alpha: Annotated[float, "with labels: weight of the soft targets against the hard labels (1 - alpha)"] = 0.5,
         hidden: Annotated[bool, "with kind=mse, also match the residual stream: the normalisations' outputs both graphs compute under one name and shape"] = True,
+        hidden_weight: Annotated[float, "how much the matched hidden states weigh together against the outputs in the loss (1: as much)"] = HIDDEN_WEIGHT,
         seed: Annotated[int, "seed of the sample order and the early-stopping split"] = 0,
         max_error: MaxError = None,
         max_drop: MaxDrop = None,
@@ -70,7 +72,7 @@ class Recover(CompressionPass):
     ) -> None:
         super().__init__()
         self.epochs, self.seconds, self.lr, self.batch_size, self.patience = epochs, seconds, lr, batch_size, patience
-        self.kind, self.temperature, self.teacher, self.hidden, self.seed = kind, temperature, teacher, hidden, seed
+        self.kind, self.temperature, self.teacher, self.hidden, self.hidden_weight, self.seed = kind, temperature, teacher, hidden, hidden_weight, seed
         self.labels, self.alpha = labels, alpha
         self.max_error, self.max_drop, self.accept_loss = max_error, max_drop, accept_loss
         self.check_choices()
@@ -81,6 +83,7 @@ class Recover(CompressionPass):
         self.require(batch_size >= 1, "batch_size", "at least 1")
         self.require(patience >= 1, "patience", "at least 1")
         self.require(temperature > 0, "temperature", "> 0")
+        self.require(hidden_weight > 0, "hidden_weight", "> 0")
         self.require(0 <= alpha <= 1, "alpha", "within 0..1")
         self.require(labels is None or kind != "mse", "labels", "used with kind=kd or reverse-kd (hard labels need class scores)")
 
@@ -159,7 +162,7 @@ class Recover(CompressionPass):
         if self.kind != "mse":
             scales = {self._kd_output(outputs): 1.0}
         else:
-            weights = targets.hidden_weights(outputs, hidden)
+            weights = targets.hidden_weights(outputs, hidden, self.hidden_weight)
             scales = {name: scale * weights[name] for name, scale in targets.output_scales(outputs).items()}
         if hidden:
             self.note(f"matching {len(hidden)} hidden state(s) of the residual stream beside the outputs")

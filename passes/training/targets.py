@@ -71,13 +71,13 @@ def with_outputs(model: ir.Model, names: list[str]) -> ir.Model:
     return copy
 
 
-def hidden_weights(outputs: Mapping[str, np.ndarray], hidden: list[str]) -> dict[str, float]:
-    """Per tensor, the factor its scale is multiplied by so that the ``hidden`` tensors together weigh in the
-    squared error what the model's outputs weigh (each hidden tensor an equal share), however many more
-    elements they have."""
+def hidden_weights(outputs: Mapping[str, np.ndarray], hidden: list[str], weight: float = 1.0) -> dict[str, float]:
+    """Per tensor, the factor its scale is multiplied by so that the ``hidden`` tensors together weigh ``weight``
+    times what the model's outputs weigh in the squared error (each hidden tensor an equal share), however many
+    more elements they have."""
     hidden_set = set(hidden)
     output_elements = sum(value[0].size for name, value in outputs.items() if name not in hidden_set)
-    return {name: float(np.sqrt(value[0].size * len(hidden) / output_elements)) if name in hidden_set else 1.0
+    return {name: float(np.sqrt(value[0].size * len(hidden) / (output_elements * weight))) if name in hidden_set else 1.0
             for name, value in outputs.items()}
 
 

@@ -45,6 +45,8 @@ def test_hidden_states_together_weigh_what_the_outputs_weigh():
     assert weights["y"] == 1.0
     # each hidden element's squared error is divided by weight**2: 160 elements / 80 = 2 output elements' worth each
     assert all(160 / weights[h] ** 2 == pytest.approx(4 / 2) for h in ("h1", "h2"))
+    heavier = targets.hidden_weights(outputs, ["h1", "h2"], weight=4.0)
+    assert all(160 / heavier[h] ** 2 == pytest.approx(4 * 4 / 2) for h in ("h1", "h2")) and heavier["y"] == 1.0
 
 
 def test_a_ctc_models_time_first_logits_are_matched_along_their_sample_axis():

@@ -37,7 +37,8 @@ from onnxcompress.report import Report
 from onnxcompress.spec import parse_pass
 
 Student = Literal["pruned", "layers"]
-DEFAULT_CHAIN = ("fold-constants", "cleanup", "fuse", "quantize-dynamic")
+FUSE_ATTENTION = ("fold-constants", "cleanup", "fuse:opset=23", "cleanup")  # ORT's Attention kernel: 0.23x after INT8, not 0.26x
+DEFAULT_CHAIN = (*FUSE_ATTENTION, "quantize-dynamic")
 EMBEDDING = minilm.OUTPUT_NAMES[1]
 BENCH_SEQUENCE = 128
 STAGES = {  # names of the student before and after training, per student kind
@@ -59,7 +60,7 @@ class RecipeSettings:
     prune_ratio: float = 0.5
     train_sentences: int = 4000
     test_sentences: int = 300
-    max_length: int = 64
+    max_length: int = 32  # 90 % of the corpus's sentences fit; half the training time of 64
     epochs: int = 2
     lr: float = 1e-4
     recover_lr: float = 1e-3
@@ -140,9 +141,10 @@ def padded_feeds(sentences: list[str], length: int) -> dict[str, np.ndarray]:
 
 
 def pruning_chain(ratio: float, epochs: int, lr: float) -> list[str]:
-    """The pruned student's training steps: ``ratio`` of the heads and FFN neurons removed with least-squares
-    reconstruction, then ``recover`` from the chain's input (its budget is judged by the caller, against the numbers)."""
-    return [f"prune-channels:ratio={ratio:g},reconstruct=true", f"recover:epochs={epochs},lr={lr:g},accept_loss=true"]
+    """The pruned student's training steps: ``ratio`` of the heads and FFN neurons removed, scored by |W|·‖X‖ on the
+    sentences (mean cosine 0.85 before training against 0.80 by weight norm) with least-squares reconstruction, then
+    ``recover`` from the chain's input (its budget is judged by the caller, against the numbers)."""
+    return [f"prune-channels:ratio={ratio:g},importance=activation,reconstruct=true", f"recover:epochs={epochs},lr={lr:g},accept_loss=true"]
 
 
 def run_recipe(out: Path, settings: RecipeSettings | None = None) -> RecipeResult:

@@ -38,8 +38,10 @@ CACHE = Path.home() / ".cache" / "onnxcompress-bench"
 JSON_OUT = ROOT / "tools" / "results" / "bench_recover_models.json"
 DOC_OUT = ROOT / "docs" / "benchmarks" / "bench_recover_models.md"
 HELD_OUT_SENTENCES = 250
-MINILM_TRAIN_SEQUENCE = 64
+MINILM_TEST_SEQUENCE = 64
 MINILM_BENCH_SEQUENCE = 128
+HOUSEKEEPING = ("fold-constants", "cleanup")  # exact steps left out of the stage names
+PACKAGES = ("torch", "transformers", "scipy", "sklearn", "numpy")  # docstrings: more training sentences
 CAPTCHA_HELD_OUT = 200
 
 
@@ -55,28 +57,30 @@ class Case:
     task: Callable[[ir.Model], dict[str, float]]
 
 
-def minilm_case(sentences: int, epochs: int) -> Case:
-    """all-MiniLM-L6-v2, 50 % heads + FFN, recovered on ``sentences`` corpus sentences; scored on held-out ones."""
+def minilm_case(sentences: int, package_sentences: int, epochs: int) -> Case:
+    """all-MiniLM-L6-v2, 50 % heads + FFN, recovered on ``sentences`` corpus sentences and ``package_sentences`` from
+    installed packages' docstrings; scored on held-out corpus sentences."""
     from onnxcompress.apps import minilm_recipe as recipe
     from onnxcompress.apps.embedding_fidelity import compare_embeddings
-    from onnxcompress.models import minilm
+    from onnxcompress.models import corpus, minilm
 
     CACHE.mkdir(parents=True, exist_ok=True)
     source = CACHE / "minilm.onnx"
     if not source.is_file():
         minilm.export_minilm(source)
     train_sentences, test_sentences = recipe.split_sentences(sentences, HELD_OUT_SENTENCES)
-    test = recipe.padded_feeds(test_sentences, MINILM_TRAIN_SEQUENCE)
-    train = recipe.padded_feeds(train_sentences, MINILM_TRAIN_SEQUENCE)
+    settings = recipe.RecipeSettings()
+    train_sentences += corpus.package_sentences(PACKAGES)[:package_sentences]
+    test = recipe.padded_feeds(test_sentences, MINILM_TEST_SEQUENCE)
+    train = recipe.padded_feeds(train_sentences, settings.max_length)
     reference = runtime.run(io.load(source), test)["sentence_embedding"]
 
     def task(model: ir.Model) -> dict[str, float]:
         found = compare_embeddings(reference, runtime.run(model, test)["sentence_embedding"])
         return {"mean cosine": found.mean_cosine, "min cosine": found.min_cosine, "NN agreement": found.neighbour_agreement}
 
-    settings = recipe.RecipeSettings()
     return Case(source, train, test, minilm.tokenize(test_sentences[:1], pad_to=MINILM_BENCH_SEQUENCE),
-                [*recipe.pruning_chain(settings.prune_ratio, epochs, settings.recover_lr), "quantize-dynamic:accept_loss=true"], task)
+                [*recipe.pruning_chain(settings.prune_ratio, epochs, settings.recover_lr), *recipe.FUSE_ATTENTION, "quantize-dynamic:accept_loss=true"], task)
 
 
 def captcha_case(captchas: int, epochs: int, lr: float) -> Case:
@@ -112,9 +116,10 @@ def run_case(case: Case, rounds: int) -> dict:
     start = time.perf_counter()
     chain = steps(case.chain)
     seconds = time.perf_counter() - start
-    names = ["input (FP32)", "pruned, not trained", *(" + ".join(["pruned", *[r.pass_name for r, _ in chain[2:i + 1]]])
-                                                             for i in range(2, len(chain)))]
-    models = [io.load(case.source), *[m for _, m in chain[1:]]]  # the pruned step's model is the one recover starts from
+    lossy = [i for i, (record, _) in enumerate(chain) if record.exact is False]  # prune, recover, quantize: the stages measured
+    names = ["input (FP32)", "pruned, not trained", *(" + ".join(["pruned", *(r.pass_name for r, _ in chain[lossy[0] + 1 : i + 1]
+                                                                              if r.pass_name not in HOUSEKEEPING)]) for i in lossy[1:])]
+    models = [io.load(case.source), *(chain[i][1] for i in lossy)]  # the pruned step's model is the one recover starts from
     sessions = [runtime.session(m) for m in models]
     latencies = bench.measure(sessions, [case.latency_feeds] * len(sessions), batch=1, rounds=rounds)
     recover = next(r for r, _ in chain if r.pass_name == "recover")
@@ -167,14 +172,15 @@ def doc(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="minilm,captcha", help="comma-separated: minilm, captcha (the others keep their results)")
-    parser.add_argument("--sentences", type=int, default=4000, help="MiniLM training sentences")
+    parser.add_argument("--sentences", type=int, default=8000, help="MiniLM training sentences from the corpus")
+    parser.add_argument("--package-sentences", type=int, default=5000, help="more MiniLM training sentences, from installed packages' docstrings")
     parser.add_argument("--captchas", type=int, default=500, help="rendered training captchas")
     parser.add_argument("--epochs", type=int, default=2, help="recover epochs")
     parser.add_argument("--captcha-lr", type=float, default=1e-3, help="the captcha model's recover learning rate")
     parser.add_argument("--rounds", type=int, default=7, help="benchmark rounds")
     args = parser.parse_args()
     results = json.loads(JSON_OUT.read_text()) if JSON_OUT.is_file() else {}
-    cases = {"minilm": lambda: minilm_case(args.sentences, args.epochs), "captcha": lambda: captcha_case(args.captchas, args.epochs, args.captcha_lr)}
+    cases = {"minilm": lambda: minilm_case(args.sentences, args.package_sentences, args.epochs), "captcha": lambda: captcha_case(args.captchas, args.epochs, args.captcha_lr)}
     for name in args.only.split(","):
         results[name] = run_case(cases[name](), args.rounds)
         results[name]["targets"] = minilm_targets(results[name]) if name == "minilm" else {}

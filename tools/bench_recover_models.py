@@ -12,7 +12,7 @@ targets are judged here, against the numbers); the pruned model before training 
 least-squares reconstruction) is measured beside it. Latency: ORT_ENABLE_ALL, 2 threads, batch 1, every stage side by side.
 Writes ``docs/benchmarks/bench_recover_models.md`` and ``tools/results/bench_recover_models.json``.
 
-    python tools/bench_recover_models.py [--only minilm,captcha] [--sentences 4000] [--epochs 2]
+    python tools/bench_recover_models.py [--only minilm,captcha] [--sentences 8000] [--package-sentences 5000] [--epochs 7]
 """
 
 from __future__ import annotations

@@ -467,7 +467,9 @@ class Snapshot:
         """``proto``: ``model`` already serialized (what it was deserialized from, unchanged since), kept as it is."""
         self._meta = {key: model.meta[key] for key in (SOURCE_KEY, EXTERNAL_FILES_KEY, SPARSE_KEY) if key in model.meta}
         large = proto is None and initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
-        self.proto: onnx.ModelProto | None = None if large else proto if proto is not None else to_proto(model)
+        if proto is None and not large:
+            proto = to_proto(model)
+        self.proto: onnx.ModelProto | None = proto
         self._clone = model.clone() if large else None
         self._data: bytes | None = None
 

@@ -154,7 +154,7 @@ def test_pruning_that_breaks_the_budget_is_tried_again_with_recovery():
     pytest.importorskip("torch")
     model = constant_channels(low_bias=1.0)
     rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=float_weights)
-    (dropped,) = rec.proof.dropped  # 5 epochs on 24 samples is one step each: too little here, and said so
+    (dropped,) = rec.proof.dropped  # 20 epochs on 24 samples are 20 steps: too few here, and said so
     assert dropped.spec == f"prune-channels:ratio=0.3 + {recommend.RECOVERY}"
     assert dropped.reason.startswith("recover: slice error ") and "after recovery" in dropped.reason
 

@@ -45,8 +45,9 @@ CONFIRM_ROUNDS = 7
 CONFIRM_ROUND_SECONDS = 0.2
 SLOWER_MARGIN = 0.05  # wider than the pipeline's: a few short rounds are noisier than its benchmark
 MIN_GAIN = 0.05  # the whole chain must be this much faster, in the full measurement: ties read up to ±3 % apart
-RECOVERY = "recover:epochs=20,lr=1e-3,seconds=120"  # tried after a pruning step that breaks the budget alone (needs torch and
-# data); on the demo's digits teacher the default lr 1e-4 over 5 epochs left slice error 0.81, lr 1e-3 over 20 brought 0.29 (kept)
+# Tried after a pruning step that breaks the budget alone (needs torch and data). On the demo's digits teacher
+# recover's default lr 1e-4 over 5 epochs left slice error 0.81; lr 1e-3 over 20 brought it to 0.29 (kept).
+RECOVERY = "recover:epochs=20,lr=1e-3,seconds=120"
 RECOVERY_REASON = ("the pruned model broke the fidelity budget alone: recover trains its weights back towards the input "
                    "by distillation on the calibration data, and the two held the budget together")
 

@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from onnxcompress.errors import UsageError
 
 Data = tuple[Any, Any]  # (inputs: array/tensor or dict of them, labels: array/tensor or None)
 TEACHER_CACHE_SHARE = 1 / 3  # of physical memory: larger teacher outputs are recomputed every batch, not held
+BUCKET_BATCHES = 50  # with sample lengths, batches are cut from this many batches' samples sorted by length (as group_by_length does)
 
 
 @dataclasses.dataclass
@@ -60,13 +61,15 @@ def distill(
     weight_decay: float = 1e-4,
     seconds: float | None = None,
     start_from_student: bool = False,
+    lengths: np.ndarray | None = None,
     **strategy_options: Any,
 ) -> DistillResult:
     """Train ``student`` to mimic ``teacher`` on ``data``; stop early when validation loss stalls ``patience`` epochs,
     or after the epoch in which ``seconds`` of training have passed. With ``start_from_student`` (a student that
     already does the job, being fine-tuned), the student as given competes as epoch 0 for the best validation loss,
     so training that only makes it worse is undone (``best_epoch`` 0). Under ``torchrun`` the processes share
-    every batch (``distributed``)."""
+    every batch (``distributed``). With per-sample ``lengths`` (real tokens of padded text), each batch is drawn
+    from samples of similar length, so a model that cuts its batch to the longest wastes little on padding."""
     distributed.start()
     torch.manual_seed(seed)
     inputs, labels = as_tensors(data)
@@ -76,7 +79,7 @@ def distill(
     probe = take(inputs, torch.arange(min(2, num_samples(inputs))))
     teacher_probe = check_output_shapes(teacher, student, probe)
     loss_of.prepare(student, probe)
-    optimizer = torch.optim.AdamW([*student.parameters(), *loss_of.parameters()], lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW([*student.parameters(), *loss_of.parameters()], lr=lr, weight_decay=weight_decay, fused=True)
     steps = epochs * -(-num_samples(inputs) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     cached = loss_of.cache_teacher and fits_cache(teacher_probe, num_samples(inputs))
@@ -84,6 +87,7 @@ def distill(
     val_tensors = as_tensors(val) if val is not None else None
     val_teacher = teacher_outputs(teacher, val_tensors[0], batch_size) if val_tensors else None
     generator = torch.Generator().manual_seed(seed)
+    batches = BatchOrder(num_samples(inputs), batch_size, generator, None if lengths is None else torch.as_tensor(lengths))
     history: list[EpochMetrics] = []
     start_loss = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size)[0] if val_tensors and start_from_student else float("inf")
     best = (start_loss, 0, copy.deepcopy(student.state_dict()))  # epoch 0: the student as given
@@ -91,7 +95,7 @@ def distill(
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        train_loss = _train_epoch(student, loss_of, (inputs, labels, teacher_out), batch_size, generator, optimizer, schedule)
+        train_loss = _train_epoch(student, loss_of, (inputs, labels, teacher_out), batches, optimizer, schedule)
         val_loss, val_acc = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size) if val_tensors else (None, None)
         history.append(EpochMetrics(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start))
         held = f", held-out loss {val_loss:.4f}" if val_loss is not None else ""
@@ -186,14 +190,14 @@ def take(inputs, index: torch.Tensor):
     return {k: v[index] for k, v in inputs.items()} if isinstance(inputs, Mapping) else inputs[index]
 
 
-def _train_epoch(student, loss_of, data, batch_size, generator, optimizer, schedule) -> float:
+def _train_epoch(student, loss_of, data, batches: BatchOrder, optimizer, schedule) -> float:
     """One pass over the shuffled batches; in a distributed run each rank trains on its share of every batch
     (its loss weighted by the share's size) and the summed gradients make one step on the whole batch."""
     inputs, labels, teacher_out = data
     student.train()
     total, n = 0.0, num_samples(inputs)
     trained = [*student.parameters(), *loss_of.parameters()]
-    for batch in _shuffled_batches(n, batch_size, generator):
+    for batch in batches.epoch():
         index = distributed.share(batch)
         optimizer.zero_grad()
         if len(index):
@@ -207,6 +211,22 @@ def _train_epoch(student, loss_of, data, batch_size, generator, optimizer, sched
     return total / n
 
 
-def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    return iter(torch.randperm(n, generator=generator).split(batch_size))
+@dataclasses.dataclass
+class BatchOrder:
+    """The sample indices of every batch of an epoch, shuffled by ``generator``; with ``lengths``, each batch's
+    samples are of similar length (sorted within ``BUCKET_BATCHES`` batches' worth of shuffled samples, the
+    batches then shuffled)."""
 
+    samples: int
+    batch_size: int
+    generator: torch.Generator
+    lengths: torch.Tensor | None = None
+
+    def epoch(self) -> list[torch.Tensor]:
+        """One epoch's batches."""
+        order = torch.randperm(self.samples, generator=self.generator)
+        if self.lengths is None:
+            return list(order.split(self.batch_size))
+        chunks = [chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)] for chunk in order.split(self.batch_size * BUCKET_BATCHES)]
+        batches = [batch for chunk in chunks for batch in chunk.split(self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=self.generator)]

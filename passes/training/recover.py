@@ -136,8 +136,9 @@ class Recover(CompressionPass):
 
     def _train(self, graph, teacher: ir.Model, reader):
         """Distil ``teacher`` into ``graph`` on ``reader``'s samples; the engine's result (best epoch restored)."""
+        from onnxcompress import runtime
         from onnxcompress.distill import distributed, engine, strategies
-        from onnxcompress.passes.training import targets
+        from onnxcompress.passes.training import targets, trimming
 
         if distributed.world_size() > 1:
             self.note(f"data-parallel on torch.distributed: {distributed.world_size()} processes share every batch")
@@ -166,15 +167,20 @@ class Recover(CompressionPass):
             scales = {name: scale * weights[name] for name, scale in targets.output_scales(outputs).items()}
         if hidden:
             self.note(f"matching {len(hidden)} hidden state(s) of the residual stream beside the outputs")
+        trim = trimming.detect(teacher, lambda feeds: runtime.run(teacher, feeds), train, fixed)
+        lengths = trim.lengths(train)
+        if lengths is not None:
+            self.note(f"each batch cut to its longest real sequence (mean length {lengths.mean():.1f} of {train[next(iter(trim.feeds))].shape[1]}), "
+                      "batches drawn from sentences of similar length")
         loss = strategies.ReverseKLD if self.kind == "reverse-kd" else strategies.Standard
         if labels is not None:
             self.note(f"hard labels: {total} labelled samples, soft targets weigh {self.alpha}, labels {1 - self.alpha:g}")
-        strategy = loss(targets.Teacher(teacher, scales, fixed, axes), temperature=self.temperature,
+        strategy = loss(targets.Teacher(teacher, scales, fixed, axes, trim), temperature=self.temperature,
                         alpha=1.0 if labels is None else self.alpha, kind="mse" if self.kind == "mse" else "ce")
         return engine.distill(
-            strategy.teacher, targets.Student(graph, scales, fixed, axes), (train, train_labels), strategy=strategy, epochs=self.epochs,
+            strategy.teacher, targets.Student(graph, scales, fixed, axes, trim), (train, train_labels), strategy=strategy, epochs=self.epochs,
             lr=self.lr, batch_size=batch, seed=self.seed, val=(stop, stop_labels) if aside else None, patience=self.patience,
-            seconds=self.seconds or None, start_from_student=True,
+            seconds=self.seconds or None, start_from_student=True, lengths=lengths,
         )
 
     def _labelled_samples(self, model: ir.Model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int | None, np.ndarray]:

@@ -20,6 +20,7 @@ from onnxcompress import fidelity, io, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.fidelity import SPREAD_FLOOR
 from onnxcompress.passes.training.graph_module import GraphModule
+from onnxcompress.passes.training.trimming import Trimming
 
 SCALE_FLOOR = 1e-6
 HIDDEN_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization")
@@ -114,29 +115,33 @@ class Teacher(torch.nn.Module):
     """A fixed ONNX model run in ONNX Runtime, giving its joined, scaled outputs (no gradients)."""
 
     def __init__(self, model: ir.Model, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray],
-                 axes: Mapping[str, int]) -> None:
+                 axes: Mapping[str, int], trimming: Trimming = Trimming()) -> None:
         super().__init__()
         self.session = runtime.session(model)
-        self.scales, self.fixed, self.axes = dict(scales), dict(fixed), dict(axes)
+        self.scales, self.fixed, self.axes, self.trimming = dict(scales), dict(fixed), dict(axes), trimming
 
     def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
         """The teacher's joined outputs on one batch."""
-        arrays = {**{name: tensor.numpy() for name, tensor in feeds.items()}, **self.fixed}
+        return joined(self.trimming.evaluate(self._run, feeds), self.scales, feeds, self.axes)
+
+    def _run(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         names = list(self.scales)
-        values = self.session.run(names, arrays)
-        return joined({name: torch.from_numpy(np.asarray(v)) for name, v in zip(names, values)}, self.scales, feeds, self.axes)
+        values = self.session.run(names, {**{name: tensor.numpy() for name, tensor in feeds.items()}, **self.fixed})
+        return {name: torch.from_numpy(np.asarray(value)) for name, value in zip(names, values)}
 
 
 class Student(torch.nn.Module):
     """The trainable view of the graph being recovered, giving the same joined, scaled outputs."""
 
     def __init__(self, graph: GraphModule, scales: Mapping[str, torch.Tensor | float], fixed: Mapping[str, np.ndarray],
-                 axes: Mapping[str, int]) -> None:
+                 axes: Mapping[str, int], trimming: Trimming = Trimming()) -> None:
         super().__init__()
         self.graph = graph
         self.scales, self.fixed, self.axes = dict(scales), {name: torch.as_tensor(a) for name, a in fixed.items()}, dict(axes)
+        self.trimming = trimming
 
     def forward(self, **feeds: torch.Tensor) -> torch.Tensor:
         """The student's joined outputs (and hidden states) on one batch (differentiable in the graph's weights)."""
-        return joined(self.graph.evaluate({**feeds, **self.fixed}), self.scales, feeds, self.axes)
+        values = self.trimming.evaluate(lambda cut: {name: v for name, v in self.graph.evaluate({**cut, **self.fixed}).items() if name in self.scales}, feeds)
+        return joined(values, self.scales, feeds, self.axes)
 

@@ -110,3 +110,16 @@ def test_teacher_outputs_too_large_to_hold_are_recomputed_every_batch(data, monk
     fresh = distill(recomputed, _mlp(8, seed=2), (x, y), epochs=3, seed=3).history[-1].train_loss
     assert cached.rows < 2 * len(x) and recomputed.rows >= 3 * len(x)  # once (plus the shape probe) against every epoch
     assert fresh == pytest.approx(held, rel=1e-5)
+
+
+def test_batches_drawn_by_length_hold_samples_of_similar_length_and_cover_each_once():
+    from onnxcompress.distill.engine import BatchOrder
+
+    lengths = torch.from_numpy(np.random.default_rng(0).integers(3, 33, 640))
+    batches = BatchOrder(640, 32, torch.Generator().manual_seed(0), lengths).epoch()
+    assert sorted(torch.cat(batches).tolist()) == list(range(640))
+    spread = np.mean([float(lengths[b].max() - lengths[b].min()) for b in batches])
+    shuffled = np.mean([float(lengths[b].max() - lengths[b].min()) for b in BatchOrder(640, 32, torch.Generator().manual_seed(0)).epoch()])
+    assert spread < 5 < 25 < shuffled  # sorted within 50 batches' worth: about 30 / 20 per batch, against ~29 at random
+    first, second = BatchOrder(640, 32, torch.Generator().manual_seed(0), lengths), BatchOrder(640, 32, torch.Generator().manual_seed(0), lengths)
+    assert all(torch.equal(a, b) for a, b in zip(first.epoch(), second.epoch()))  # seeded

@@ -82,10 +82,12 @@ def distill(
     optimizer = torch.optim.AdamW([*student.parameters(), *loss_of.parameters()], lr=lr, weight_decay=weight_decay, fused=True)
     steps = epochs * -(-num_samples(inputs) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    cached = loss_of.cache_teacher and fits_cache(teacher_probe, num_samples(inputs))
-    teacher_out = teacher_outputs(teacher, inputs, batch_size) if cached else None
     val_tensors = as_tensors(val) if val is not None else None
-    val_teacher = teacher_outputs(teacher, val_tensors[0], batch_size) if val_tensors else None
+    rows, val_rows = num_samples(inputs), num_samples(val_tensors[0]) if val_tensors else 0
+    cached = loss_of.cache_teacher and fits_cache(teacher_probe, rows + val_rows)
+    teacher_out = teacher_outputs(teacher, inputs, batch_size) if cached else None
+    val_cached = val_tensors is not None and fits_cache(teacher_probe, val_rows + (rows if cached else 0))
+    val_teacher = teacher_outputs(teacher, val_tensors[0], batch_size) if val_cached else None
     generator = torch.Generator().manual_seed(seed)
     batches = BatchOrder(num_samples(inputs), batch_size, generator, None if lengths is None else torch.as_tensor(lengths))
     history: list[EpochMetrics] = []
@@ -122,21 +124,29 @@ def multi_stage(teacher: torch.nn.Module, assistant: torch.nn.Module, student: t
 
 
 def teacher_outputs(teacher: torch.nn.Module, inputs, batch_size: int) -> torch.Tensor:
-    """The teacher's outputs for every row, computed once in eval mode."""
+    """The teacher's outputs for every row, computed once in eval mode into one tensor filled batch by batch
+    (joining a list of them would hold the outputs twice at the peak)."""
     teacher.eval()
+    held = None
     with torch.no_grad():
-        return torch.cat([strategies.forward(teacher, take(inputs, i)) for i in torch.arange(num_samples(inputs)).split(batch_size)])
+        for index in torch.arange(num_samples(inputs)).split(batch_size):
+            out = strategies.forward(teacher, take(inputs, index))
+            held = out.new_empty((num_samples(inputs), *out.shape[1:])) if held is None else held
+            held[index] = out
+    return held
 
 
 def evaluate(student, loss_of: strategies.Standard, inputs, labels, teacher_out, batch_size: int) -> tuple[float, float | None]:
-    """Mean output loss against the teacher's outputs and, for class labels, top-1 accuracy."""
+    """Mean output loss against the teacher's outputs (``teacher_out``, or computed batch by batch when None) and,
+    for class labels, top-1 accuracy."""
     student.eval()
     total, correct, n = 0.0, 0, num_samples(inputs)
     with torch.no_grad():
         for index in torch.arange(n).split(batch_size):
             x, y = take(inputs, index), None if labels is None else labels[index]
             out = strategies.forward(student, x)
-            total += float(loss_of.output_loss(out, teacher_out[index], y)) * len(index)
+            known = strategies.forward(loss_of.teacher, x) if teacher_out is None else teacher_out[index]
+            total += float(loss_of.output_loss(out, known, y)) * len(index)
             if y is not None and y.dim() == 1:
                 correct += int((out.argmax(dim=1) == y).sum())
     accuracy = correct / n if labels is not None and labels.dim() == 1 else None

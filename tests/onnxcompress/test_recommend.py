@@ -172,6 +172,24 @@ def test_recovery_that_brings_pruning_within_the_budget_is_kept_with_it():
     assert f"-p prune-channels:ratio=0.3 -p {recovery} --calibration c.npz" in rec.command("m.onnx", "o.onnx", calibration="c.npz")
 
 
+def test_without_labels_pruning_is_held_to_half_the_default_slice_error(monkeypatch):
+    monkeypatch.setattr(recommend, "_can_recover", lambda step, calibration: False)
+    model = constant_channels(low_bias=0.0)  # pruning leaves slice error 0.003
+    plan = recommend.Recommendation("cnn", [], VNNI, [recommend.Step("prune-channels:ratio=0.3", "pruning", recovery=recommend.RECOVERY)], [])
+    assert [s.spec for s in recommend.prove(model, plan, calibration=ArrayReader(constant_channels_data()), timer=float_weights).steps] == [
+        "prune-channels:ratio=0.3"]
+    monkeypatch.setattr(recommend, "UNLABELLED_PRUNING_MAX_ERROR", 0.001)
+    strict = recommend.prove(model, plan, calibration=ArrayReader(constant_channels_data()), timer=float_weights)
+    (dropped,) = strict.proof.dropped
+    assert strict.steps == [] and 0.001 < dropped.fidelity["slice error"] < 0.5
+    assert dropped.reason.startswith("slice error ") and "> 0.001 at " in dropped.reason
+    assert "(the bound for pruning without labels; --labels judges top-1) against the input on 8 held-out" in dropped.reason
+    feeds = constant_channels_data(16)
+    labels = runtime.run(model, feeds)["y"].reshape(16, -1).argmax(axis=1)
+    labelled = recommend.prove(model, plan, labelled=LabelledData(feeds, labels), timer=float_weights)
+    assert [s.spec for s in labelled.steps] == ["prune-channels:ratio=0.3"]  # top-1 kept: labels decide, not the stricter error
+
+
 def test_when_everything_holds_every_step_is_kept_and_measured():
     model = constant_channels(low_bias=0.0)
     rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=float_weights)

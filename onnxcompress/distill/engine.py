@@ -82,14 +82,14 @@ def distill(
     optimizer = torch.optim.AdamW([*student.parameters(), *loss_of.parameters()], lr=lr, weight_decay=weight_decay, fused=True)
     steps = epochs * -(-num_samples(inputs) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    val_tensors = as_tensors(val) if val is not None else None
-    rows, val_rows = num_samples(inputs), num_samples(val_tensors[0]) if val_tensors else 0
-    cached = loss_of.cache_teacher and fits_cache(teacher_probe, rows + val_rows)
-    teacher_out = teacher_outputs(teacher, inputs, batch_size) if cached else None
-    val_cached = val_tensors is not None and fits_cache(teacher_probe, val_rows + (rows if cached else 0))
-    val_teacher = teacher_outputs(teacher, val_tensors[0], batch_size) if val_cached else None
     generator = torch.Generator().manual_seed(seed)
     batches = BatchOrder(num_samples(inputs), batch_size, generator, None if lengths is None else torch.as_tensor(lengths))
+    val_tensors = as_tensors(val) if val is not None else None
+    rows, val_rows = num_samples(inputs), num_samples(val_tensors[0]) if val_tensors else 0
+    held = held_dtype(teacher_probe, (rows if loss_of.cache_teacher else 0) + val_rows)
+    cached = loss_of.cache_teacher and held is not None
+    teacher_out = teacher_outputs(teacher, inputs, batches.by_length(), held) if cached else None
+    val_teacher = teacher_outputs(teacher, val_tensors[0], torch.arange(val_rows).split(batch_size), held) if val_tensors and held is not None else None
     history: list[EpochMetrics] = []
     start_loss = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size)[0] if val_tensors and start_from_student else float("inf")
     best = (start_loss, 0, copy.deepcopy(student.state_dict()))  # epoch 0: the student as given
@@ -123,17 +123,28 @@ def multi_stage(teacher: torch.nn.Module, assistant: torch.nn.Module, student: t
     return first, second
 
 
-def teacher_outputs(teacher: torch.nn.Module, inputs, batch_size: int) -> torch.Tensor:
-    """The teacher's outputs for every row, computed once in eval mode into one tensor filled batch by batch
-    (joining a list of them would hold the outputs twice at the peak)."""
+def teacher_outputs(teacher: torch.nn.Module, inputs, batches: list[torch.Tensor], dtype: torch.dtype) -> HeldOutputs:
+    """The teacher's outputs for every row (computed once in eval mode, on the row ``batches``), held in ``dtype``
+    in one tensor filled batch by batch (joining a list of them would hold the outputs twice at the peak)."""
     teacher.eval()
     held = None
     with torch.no_grad():
-        for index in torch.arange(num_samples(inputs)).split(batch_size):
+        for index in batches:
             out = strategies.forward(teacher, take(inputs, index))
-            held = out.new_empty((num_samples(inputs), *out.shape[1:])) if held is None else held
-            held[index] = out
+            held = held if held is not None else HeldOutputs(out.new_empty((num_samples(inputs), *out.shape[1:]), dtype=dtype), out.dtype)
+            held.values[index] = out.to(dtype)
     return held
+
+
+@dataclasses.dataclass
+class HeldOutputs:
+    """The teacher's outputs held for every row, read back (``outputs[rows]``) in their own ``dtype``."""
+
+    values: torch.Tensor
+    dtype: torch.dtype
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return self.values[index].to(self.dtype)
 
 
 def evaluate(student, loss_of: strategies.Standard, inputs, labels, teacher_out, batch_size: int) -> tuple[float, float | None]:
@@ -153,10 +164,16 @@ def evaluate(student, loss_of: strategies.Standard, inputs, labels, teacher_out,
     return total / n, accuracy
 
 
-def fits_cache(teacher_probe: torch.Tensor, samples: int) -> bool:
-    """Whether the teacher's outputs on ``samples`` rows (``teacher_probe``: its output on a few) fit in
-    ``TEACHER_CACHE_SHARE`` of the machine's memory: MiniLM's 12 matched hidden states at 32 tokens take 0.6 MB a sentence."""
-    return teacher_probe[0].numel() * teacher_probe.element_size() * samples <= TEACHER_CACHE_SHARE * physical_memory()
+def held_dtype(teacher_probe: torch.Tensor, samples: int) -> torch.dtype | None:
+    """The dtype the teacher's outputs on ``samples`` rows (``teacher_probe``: its output on a few) are held in:
+    their own when they fit in ``TEACHER_CACHE_SHARE`` of the machine's memory, else bfloat16 when that fits (half
+    the bytes; its 3 significant digits leave an error far below any distillation loss), else None: recomputed
+    every batch. MiniLM's 12 matched hidden states at 32 tokens take 0.6 MB a sentence in float32."""
+    elements = teacher_probe[0].numel() * samples
+    for dtype in (teacher_probe.dtype, torch.bfloat16):
+        if elements * dtype.itemsize <= TEACHER_CACHE_SHARE * physical_memory():
+            return dtype
+    return None
 
 
 def physical_memory() -> int:
@@ -231,6 +248,11 @@ class BatchOrder:
     batch_size: int
     generator: torch.Generator
     lengths: torch.Tensor | None = None
+
+    def by_length(self) -> list[torch.Tensor]:
+        """Every sample once, in batches of similar length when lengths are known (for the teacher's outputs)."""
+        order = torch.arange(self.samples) if self.lengths is None else torch.argsort(self.lengths, descending=True, stable=True)
+        return list(order.split(self.batch_size))
 
     def epoch(self) -> list[torch.Tensor]:
         """One epoch's batches."""

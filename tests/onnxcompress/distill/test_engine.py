@@ -114,6 +114,21 @@ def test_teacher_outputs_too_large_to_hold_are_recomputed_every_batch(data, monk
     assert (fresh.train_loss, fresh.val_loss) == pytest.approx((held.train_loss, held.val_loss), rel=1e-5)
 
 
+def test_teacher_outputs_that_fit_only_in_bfloat16_are_held_in_it(data, monkeypatch):
+    from onnxcompress.distill import engine
+
+    teacher, x, y = data
+    full = distill(_CountingTeacher(teacher), _mlp(8, seed=2), (x, y), epochs=3, seed=3).history[-1].train_loss
+    probe = teacher(torch.as_tensor(x[:2]))
+    float32_bytes = probe[0].numel() * 4 * len(x)
+    monkeypatch.setattr(engine, "physical_memory", lambda: int(float32_bytes * 3 * 0.75))  # a third of it: 3/4 of float32's
+    assert engine.held_dtype(probe, len(x)) == torch.bfloat16
+    counted = _CountingTeacher(teacher)
+    half = distill(counted, _mlp(8, seed=2), (x, y), epochs=3, seed=3).history[-1].train_loss
+    assert counted.rows < 2 * len(x)  # held once, not recomputed
+    assert half == pytest.approx(full, rel=1e-2) and half != full  # bfloat16 targets: 3 significant digits
+
+
 def test_batches_drawn_by_length_hold_samples_of_similar_length_and_cover_each_once():
     from onnxcompress.distill.engine import BatchOrder
 

@@ -76,6 +76,7 @@ class Budget:
     score: Callable[[onnx.ModelProto], Score]
     damage: Callable[[onnx.ModelProto], float]
     on: str = ""
+    samples: int | None = None  # the real samples judged on (labelled or held out); None on synthetic inputs
 
     def excess(self, score: Score) -> float:
         """How far ``score`` is over the budget: the worst limit's excess relative to its bound; ≤ 0 when it holds."""
@@ -177,19 +178,21 @@ def default_budget(
         judged = Judged(model, [labelled.feeds], output)
         base = labelled.accuracy(model, runtime.DEFAULT_THREADS)
         drop = max_drop if max_drop is not None else DEFAULT_MAX_ACCURACY_DROP
-        return accuracy_budget(labelled, base, drop, judged, max_error, f"{len(labelled.labels)} labelled samples"), calibration
-    rest = calibration
+        budget = accuracy_budget(labelled, base, drop, judged, max_error, f"{len(labelled.labels)} labelled samples")
+        return dataclasses.replace(budget, samples=len(labelled.labels)), calibration
+    rest, samples = calibration, None
     if calibration is None:
         feeds, judged_on = [runtime.synthetic_inputs(model)], SYNTHETIC
     else:
         held = holdout.held_out(calibration, model)
         if held.samples:
-            rest = holdout.CalibrationPart(calibration, model)
+            rest, samples = holdout.CalibrationPart(calibration, model), held.samples
             feeds, judged_on = held.feeds, f"{held.samples} held-out calibration samples"
         else:
-            feeds, judged_on = [next(model_batches(calibration, model)).arrays()], "calibration samples (too few to hold any out)"
+            feeds, judged_on, samples = [next(model_batches(calibration, model)).arrays()], "calibration samples (too few to hold any out)", 0
     error = max_error if max_error is not None else DEFAULT_MAX_ERROR
-    return output_budget(Judged(model, feeds, output), max_error=error, max_drop=max_drop, on=judged_on), rest
+    budget = output_budget(Judged(model, feeds, output), max_error=error, max_drop=max_drop, on=judged_on)
+    return dataclasses.replace(budget, samples=samples), rest
 
 
 def check_options(pass_) -> None:

@@ -190,6 +190,15 @@ def test_without_labels_pruning_is_held_to_half_the_default_slice_error(monkeypa
     assert [s.spec for s in labelled.steps] == ["prune-channels:ratio=0.3"]  # top-1 kept: labels decide, not the stricter error
 
 
+def test_lossy_steps_judged_on_too_few_samples_are_left_out_and_exact_ones_kept():
+    model = constant_channels(low_bias=0.0)
+    rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data(8)), timer=float_weights)
+    assert [s.spec for s in rec.steps] == ["fold-constants", "cleanup", "fuse"]
+    assert [c.spec for c in rec.proof.dropped] == ["prune-channels:ratio=0.3", "quantize-static"]
+    assert all(c.reason == "lossy, and judged on only 2 held-out calibration samples: give 32 or more calibration samples "
+                           "(a quarter are held out to judge on), or --labels" for c in rec.proof.dropped)
+
+
 def test_when_everything_holds_every_step_is_kept_and_measured():
     model = constant_channels(low_bias=0.0)
     rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=float_weights)

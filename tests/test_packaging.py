@@ -23,7 +23,7 @@ PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]  # package name ->
 # packages and modules behind the torch extra (the recover pass itself imports without it and asks for it when run)
 NEEDS_TORCH = ("onnxcompress.distill", "onnxcompress.models", "onnxcompress.apps", "onnxcompress.passes.training.graph_module",
                "onnxcompress.passes.training.torch_ops", "onnxcompress.passes.training.targets",
-               "onnxcompress.passes.training.fake_quant")
+               "onnxcompress.passes.training.fake_quant", "onnxcompress.passes.training.trimming")
 HINTS = {"demo": "onnxcompress[torch]", "distill-minilm": "onnxcompress[minilm]"}
 
 

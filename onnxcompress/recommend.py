@@ -340,7 +340,7 @@ def prove(
         rest = dataclasses.replace(rec, steps=[s for s in rec.steps if s not in orphans], skipped=[*rec.skipped, *reasons])
         return prove(model, rest, calibration=calibration, labelled=labelled, timer=timer)
     changed = any(c.kept and c.speedup is not None for c in checks)  # a kept step that changed the model (and was timed)
-    input_ms, chain_ms = timer([model, current], feeds, full=True) if changed else timer([model], feeds) * 2
+    input_ms, chain_ms = least_gain(timer, model, current, feeds) if changed else timer([model], feeds) * 2
     if changed and input_ms / chain_ms < 1.0 + MIN_GAIN:
         checks.append(Check("the chain", False, f"not measurably faster than the input as a whole ({input_ms:.3g} ms -> {chain_ms:.3g} ms, "
                                                 f"under {1.0 + MIN_GAIN:.2f}x): nothing recommended", speedup=input_ms / chain_ms))
@@ -349,6 +349,15 @@ def prove(
     proof = Proof(final["judged_on"], calibration is not None or labelled is not None, final["budget"], checks,
                   final["values"], final["where"], {"input": input_ms, "chain": chain_ms}, latency_on)
     return dataclasses.replace(rec, steps=kept, proof=proof)
+
+
+def least_gain(timer: Timer, model: ir.Model, chain: ir.Model, feeds: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """The input's and the chain's latency from whichever of two full measurements, run in opposite orders, favours
+    the chain less: EfficientNet's and YOLOv8's exact chains read at least 1.05x faster in one and 1.01-1.02x
+    slower in the hardening table's bench."""
+    input_ms, chain_ms = timer([model, chain], feeds, full=True)
+    chain_again, input_again = timer([chain, model], feeds, full=True)
+    return min((input_ms, chain_ms), (input_again, chain_again), key=lambda pair: pair[0] / pair[1])
 
 
 def too_few_to_judge(step: Step, budget: fidelity_budget.Budget) -> bool:

@@ -280,15 +280,25 @@ def test_a_chain_not_measurably_faster_than_the_input_is_not_recommended():
     model = constant_channels(low_bias=0.0)
     verdicts = []
 
-    def ties_then_full(models, feeds, full=False) -> list[float]:  # every step ties; the full measurement says 4 % faster
+    def ties_then_full(models, feeds, full=False) -> list[float]:  # every step ties; the full measurement reads the first model 4 % slower
         verdicts.append(full)
         return [1.04, 1.0] if full else [1.0] * len(models)
 
     rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=ties_then_full)
-    assert verdicts[-1] is True and not any(verdicts[:-1])
+    assert verdicts[-2:] == [True, True] and not any(verdicts[:-2])  # the chain measured in full twice, in both orders
     assert rec.steps == [] and rec.command("m.onnx", "o.onnx") is None
     last = rec.proof.checks[-1]
-    assert last.spec == "the chain" and not last.kept and last.reason.startswith("not measurably faster than the input as a whole (1.04 ms -> 1 ms, under 1.05x)")
+    assert last.spec == "the chain" and not last.kept and last.reason.startswith("not measurably faster than the input as a whole (1 ms -> 1.04 ms, under 1.05x)")
+
+
+def test_the_chains_gain_is_the_lesser_of_two_full_measurements_in_opposite_orders():
+    model, chain = constant_channels(low_bias=0.0), constant_channels(low_bias=1.0)
+
+    def first_measured_reads_slower(models, feeds, full=False) -> list[float]:  # an order bias of 10 %, no real difference
+        return [1.1, 1.0]
+
+    assert recommend.least_gain(first_measured_reads_slower, model, chain, {}) == (1.0, 1.1)  # the input first: no gain
+    assert recommend.least_gain(lambda models, feeds, full=False: [2.0, 1.0] if models[0] is model else [1.0, 2.0], model, chain, {}) == (2.0, 1.0)
 
 
 def test_the_command_pins_synthetic_dims_only_when_it_has_no_data_to_check_on(mlp_model):

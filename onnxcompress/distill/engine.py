@@ -86,10 +86,11 @@ def distill(
     batches = BatchOrder(num_samples(inputs), batch_size, generator, None if lengths is None else torch.as_tensor(lengths))
     val_tensors = as_tensors(val) if val is not None else None
     rows, val_rows = num_samples(inputs), num_samples(val_tensors[0]) if val_tensors else 0
-    held = held_dtype(teacher_probe, (rows if loss_of.cache_teacher else 0) + val_rows)
-    cached = loss_of.cache_teacher and held is not None
-    teacher_out = teacher_outputs(teacher, inputs, batches.by_length(), held) if cached else None
-    val_teacher = teacher_outputs(teacher, val_tensors[0], torch.arange(val_rows).split(batch_size), held) if val_tensors and held is not None else None
+    held_as = held_dtype(teacher_probe, (rows if loss_of.cache_teacher else 0) + val_rows)
+    cached = loss_of.cache_teacher and held_as is not None
+    teacher_out = teacher_outputs(teacher, inputs, batches.by_length(), held_as) if cached else None
+    val_teacher = (teacher_outputs(teacher, val_tensors[0], torch.arange(val_rows).split(batch_size), held_as)
+                   if val_tensors and held_as is not None else None)
     history: list[EpochMetrics] = []
     start_loss = evaluate(student, loss_of, *val_tensors, val_teacher, batch_size)[0] if val_tensors and start_from_student else float("inf")
     best = (start_loss, 0, copy.deepcopy(student.state_dict()))  # epoch 0: the student as given

@@ -113,8 +113,12 @@ class Recover(CompressionPass):
         initial = {key: p.detach().clone() for key, p in graph.named_parameters()}
         history = self._train(graph, teacher, rest)
         graph.write_back()
-        after = budget.score(io.to_proto(model))
-        if after.values[0] >= before.values[0]:  # judged as the budget judges (kd's soft targets move logits, not top-1)
+        after = before if history.best_epoch == 0 else budget.score(io.to_proto(model))
+        if history.best_epoch == 0:  # the engine kept the model as given: every epoch left it further from the teacher
+            lowest = min(e.val_loss for e in history.history)
+            self.note(f"no epoch lowered the early-stopping loss below the model's own before training (best after an epoch: {lowest:.4g}): "
+                      "weights left as they were; a smaller lr may help")
+        elif after.values[0] >= before.values[0]:  # judged as the budget judges (kd's soft targets move logits, not top-1)
             self._undo(graph, initial)
             self.note(f"training did not bring the model closer to its teacher on {budget.on}: weights left as they were")
             after = before

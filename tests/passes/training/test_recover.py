@@ -70,6 +70,19 @@ def test_recover_trains_an_encoder_back_towards_its_teacher_file(tmp_path):
     assert after < 0.6 * before
 
 
+def test_training_that_never_beats_the_model_as_given_leaves_it_and_says_so(tmp_path):
+    """At MiniLM's lr 1e-3 a quarter-pruned MiniLM never got back below its own early-stopping loss in 2 epochs; the
+    note blamed the budget's judgement instead."""
+    student = damaged_encoder(tmp_path)
+    before = {name: v.const_value.numpy().copy() for name, v in student.graph.initializers.items()}
+    data = {"x": np.random.default_rng(2).standard_normal((200, 6, 16)).astype(np.float32)}
+    outcome = Recover(epochs=2, lr=10.0, teacher=str(tmp_path / "teacher.onnx"), accept_loss=True).apply(student, calibration=ArrayReader(data))
+    assert not outcome.modified and outcome.details["recover"]["best_epoch"] == 0
+    assert outcome.notes[1].startswith("no epoch lowered the early-stopping loss below the model's own before training (best after an epoch: ")
+    assert outcome.notes[1].endswith("weights left as they were; a smaller lr may help")
+    assert all(np.array_equal(student.graph.initializers[name].const_value.numpy(), array) for name, array in before.items())
+
+
 def test_pruning_in_steps_with_recovery_between_them_defers_each_budget_to_the_recovery_after_it():
     chain = [PruneChannels(ratio=0.3), Recover(epochs=10, lr=3e-3, max_error=2.0), PruneChannels(ratio=0.3), Recover(epochs=10, lr=3e-3, max_error=2.0)]
     result = Pipeline(chain, measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(256))

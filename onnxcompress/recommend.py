@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxcompress import bench, io, runtime, spec, stats
@@ -300,7 +301,7 @@ def prove(
     measurement = Measurement(benchmark=False, input_shapes=rec.input_shapes or None, feeds=feeds if calibration is not None else None,
                               labelled=labelled)
     current, checks, kept = io.clone(model), [], []
-    current_bytes = io.to_proto(current).SerializeToString()  # to tell a step that changed nothing, serialized once per kept step
+    current_bytes = computation(io.to_proto(current))  # to tell a step that changed nothing, serialized once per kept step
     for step in rec.steps:
         judge = pruning_budget if step.recovery is not None else budget  # pruning is what recovery follows
         if too_few_to_judge(step, budget):
@@ -324,7 +325,7 @@ def prove(
             unlabelled = " (the bound for pruning without labels; --labels judges top-1)" if judge is not budget else ""
             checks.append(Check(spec_, False, f"{judge.describe(score)}{unlabelled} against the input on {judge.on}", values))
             continue
-        candidate_bytes = proto.SerializeToString()
+        candidate_bytes = computation(proto)
         if candidate_bytes == current_bytes:
             checks.append(Check(spec_, False, UNCHANGED, values))
             continue
@@ -349,6 +350,15 @@ def prove(
     proof = Proof(final["judged_on"], calibration is not None or labelled is not None, final["budget"], checks,
                   final["values"], final["where"], {"input": input_ms, "chain": chain_ms}, latency_on)
     return dataclasses.replace(rec, steps=kept, proof=proof)
+
+
+def computation(proto: onnx.ModelProto) -> bytes:
+    """The model serialized without its shape annotations (``value_info``): a step that only filled those in, as
+    shape inference does, changed nothing the graph computes, so it has nothing to offer as advice."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    del bare.graph.value_info[:]
+    return bare.SerializeToString()
 
 
 def least_gain(timer: Timer, model: ir.Model, chain: ir.Model, feeds: Mapping[str, np.ndarray]) -> tuple[float, float]:

@@ -233,6 +233,23 @@ def test_steps_with_nothing_to_do_on_the_model_are_not_recommended():
     assert timed == [1] and rec.proof.speedup == 1.0  # only the input timed, for the report
 
 
+def test_a_step_that_only_fills_in_shape_annotations_has_nothing_to_do(mlp_model):
+    """fold-constants on PyTorch's dynamo export of an encoder folded nothing and only filled in the dims of 14
+    value_info entries; it was kept and printed as advice."""
+    from onnxcompress.pipeline import Measurement, Pipeline
+    from onnxcompress.spec import parse_pass
+
+    outputs = {value.name for value in mlp_model.graph.outputs}
+    for value in (v for node in mlp_model.graph for v in node.outputs if v.name not in outputs):  # dims unknown, as the export left them
+        value.shape, value.type = ir.Shape([None, None]), ir.TensorType(ir.DataType.FLOAT)
+    folded = Pipeline([parse_pass("fold-constants")], measurement=Measurement(benchmark=False)).run(io.clone(mlp_model)).model
+    before, after = io.to_proto(mlp_model), io.to_proto(folded)
+    assert before.SerializeToString() != after.SerializeToString() and recommend.computation(before) == recommend.computation(after)
+    plan = recommend.Recommendation("mlp", [], VNNI, [recommend.Step("fold-constants", "exact")], [])
+    rec = recommend.prove(mlp_model, plan, timer=float_weights)
+    assert rec.steps == [] and [c.reason for c in rec.proof.checks] == [recommend.UNCHANGED]
+
+
 def test_a_step_that_makes_the_model_slower_is_dropped():
     model = constant_channels(low_bias=0.0)
     rec = recommend.prove(model, recommend.recommend(model, VNNI), calibration=ArrayReader(constant_channels_data()), timer=int8_costs)

@@ -277,8 +277,8 @@ def prove(
     chain kept so far; its result must keep the default fidelity budget against the input (judged on
     ``labelled`` data, else on calibration samples held out of ``calibration``, else on synthetic
     inputs) and must not be slower than the chain before it (``timer``: side by side, a few rounds, so
-    within ``SLOWER_MARGIN``); a step that leaves the model as it was is left out, as advice to run it would be. A step that breaks
-    the budget alone and names a ``recovery`` (pruning: ``recover``) is run again with it, given
+    within ``SLOWER_MARGIN``); a step that leaves what the model computes as it was is left out (nothing to
+    advise). A step that breaks the budget alone and names a ``recovery`` (pruning: ``recover``) is run again with it, given
     calibration data and PyTorch, and judged and timed together with it. The whole chain
     must then be faster than the input by ``MIN_GAIN`` in the full measurement, or nothing is
     recommended: steps within noise of each other can add up to a slower model. Without

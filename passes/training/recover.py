@@ -113,16 +113,17 @@ class Recover(CompressionPass):
         initial = {key: p.detach().clone() for key, p in graph.named_parameters()}
         history = self._train(graph, teacher, rest)
         graph.write_back()
-        after = before if history.best_epoch == 0 else budget.score(io.to_proto(model))
+        after = before
         if history.best_epoch == 0:  # the engine kept the model as given: every epoch left it further from the teacher
             lowest = min(e.val_loss for e in history.history)
             self.note(f"no epoch lowered the early-stopping loss below the model's own before training (best after an epoch: {lowest:.4g}): "
                       "weights left as they were; a smaller lr may help")
-        elif after.values[0] >= before.values[0]:  # judged as the budget judges (kd's soft targets move logits, not top-1)
+        # otherwise judged as the budget judges (kd's soft targets move logits, not top-1)
+        elif (trained := budget.score(io.to_proto(model))).values[0] >= before.values[0]:
             self._undo(graph, initial)
             self.note(f"training did not bring the model closer to its teacher on {budget.on}: weights left as they were")
-            after = before
         else:
+            after = trained
             self.note(f"trained {history.best_epoch} of {len(history.history)} epochs run (best on the early-stopping samples): "
                       f"{budget.describe(before)} -> {budget.describe(after)} on {budget.on}")
         self.context.details["recover"] = {"before": budget.to_dict(before), "epochs": [vars(e) for e in history.history],

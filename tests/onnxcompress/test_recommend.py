@@ -11,7 +11,8 @@ import pytest
 from onnxcompress import bench, io, recommend, runtime
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
-from onnxcompress.pipeline import LabelledData
+from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
+from onnxcompress.spec import parse_pass
 
 from ..passes.pruning.test_prune_channels import constant_channels, constant_channels_data
 from onnxcompress.passes import REGISTRY
@@ -236,9 +237,6 @@ def test_steps_with_nothing_to_do_on_the_model_are_not_recommended():
 def test_a_step_that_only_fills_in_shape_annotations_has_nothing_to_do(mlp_model):
     """fold-constants on PyTorch's dynamo export of an encoder folded nothing and only filled in the dims of 14
     value_info entries; it was kept and printed as advice."""
-    from onnxcompress.pipeline import Measurement, Pipeline
-    from onnxcompress.spec import parse_pass
-
     outputs = {value.name for value in mlp_model.graph.outputs}
     for value in (v for node in mlp_model.graph for v in node.outputs if v.name not in outputs):  # dims unknown, as the export left them
         value.shape, value.type = ir.Shape([None, None]), ir.TensorType(ir.DataType.FLOAT)

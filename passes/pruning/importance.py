@@ -7,7 +7,8 @@ activations that weighted layers (Conv/Gemm/MatMul) read.
 Scores are computed per *element* of the channel graph and summed over a unit's elements, so a
 unit's score covers every weight slice it would remove (its filter, the next layer's input slice,
 its BatchNorm vector) — Torch-Pruning's group importance, on the ONNX graph. ``normalise`` divides
-by each group's mean so that ``scope=global`` compares groups of different scale fairly.
+by each group's mean so that ``scope=global`` compares groups of different scale fairly (``normalise=false``
+ranks the raw scores, for units that write into one shared tensor).
 """
 
 from __future__ import annotations

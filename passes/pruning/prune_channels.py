@@ -62,9 +62,13 @@ class PruneChannels(CompressionPass):
 
     def __init__(
         self,
-        ratio: Annotated[float, "fraction of units to remove, in [0, 1): of each group (scope=local) or of all removable units "
-                                "(scope=global); 0 removes none"] = 0.5,
-        scope: Annotated[Scope, "local: remove ratio of every group; global: the lowest-scoring ratio of all groups' units together"] = "local",
+        ratio: Annotated[float, "fraction of units to remove, in [0, 1): of each group (scope=local) or of each kind's removable "
+                                "units (scope=global); 0 removes none"] = 0.5,
+        scope: Annotated[Scope, "local: remove ratio of every group; global: the lowest-scoring ratio of each kind (heads, neurons, "
+                                "channels) over all its groups together, so layers keep different counts"] = "local",
+        normalise: Annotated[bool, "scope=global: divide each group's scores by their mean before ranking, so groups of different scale "
+                                   "compare fairly; false ranks the scores as they are, for units that all write into one shared "
+                                   "tensor (a transformer's heads and FFN neurons into its residual stream)"] = True,
         importance: Annotated[Importance, "how units are scored, lowest removed first: weight L2 norm (magnitude), |W|·‖X‖ (activation), "
                                           "mean |a|, 1 - share of zeros (apoz) or first-order Taylor; all but magnitude need calibration"] = "magnitude",
         round_to: Annotated[int, "each group keeps a multiple of this many units (rounded up; 8 or 16 suit fast kernels); 1: no rounding"] = 1,
@@ -84,7 +88,7 @@ class PruneChannels(CompressionPass):
         accept_loss: AcceptLoss = False,
     ) -> None:
         super().__init__()
-        self.ratio, self.scope, self.importance = ratio, scope, importance
+        self.ratio, self.scope, self.normalise, self.importance = ratio, scope, normalise, importance
         self.round_to, self.min_channels, self.exclude = round_to, min_channels, list(exclude or [])
         self.heads, self.ffn, self.layernorm, self.dead_only = heads, ffn, layernorm, dead_only
         self.bias_fold, self.reconstruct = bias_fold, reconstruct
@@ -92,6 +96,7 @@ class PruneChannels(CompressionPass):
         self.check_choices()
         fidelity_budget.check_options(self)
         self.require(0 <= ratio < 1, "ratio", "in [0, 1)")
+        self.require(normalise or scope == "global", "normalise", "false only with scope=global (local ranks within one group)")
         self.require(round_to >= 1, "round_to", "at least 1")
         self.require(min_channels >= 1, "min_channels", "at least 1")
 
@@ -130,7 +135,7 @@ class PruneChannels(CompressionPass):
         infos = group_infos(graph)
         units = [u for u in graph.units() if u.group in infos]
         frozen = self._frozen_reasons(graph, units, infos)
-        remove = self._choose(graph, units, frozen, work)
+        remove = self._choose(graph, units, frozen, work, infos)
         before = (params_before, model_macs(work))
         self.context.details["groups"] = group_report(graph, units, infos, remove, frozen)
         if not remove.any():
@@ -167,13 +172,15 @@ class PruneChannels(CompressionPass):
                 reasons[i] = "linear neurons not requested (ffn=false)"
         return reasons
 
-    def _choose(self, graph: ChannelGraph, units: list[Unit], frozen: list[str | None], model: ir.Model) -> np.ndarray:
+    def _choose(self, graph: ChannelGraph, units: list[Unit], frozen: list[str | None], model: ir.Model, infos) -> np.ndarray:
         removable = np.array([r is None for r in frozen], dtype=bool)
         if self.dead_only:
             return keep_every_tensor(graph, units, removable & importance.dead_units(graph, units), np.zeros(len(units)))
-        scores = importance.normalise(self._scores(graph, units, model), units)
+        scores = self._scores(graph, units, model)
+        scores = importance.normalise(scores, units) if self.normalise else scores
         limits = Constraints(self.ratio, self.scope, self.round_to, self.min_channels)
-        return keep_every_tensor(graph, units, choose(units, scores, removable, limits), scores)
+        kinds = np.array([infos[u.group].kind for u in units])
+        return keep_every_tensor(graph, units, choose(units, scores, removable, limits, kinds), scores)
 
     def _scores(self, graph: ChannelGraph, units: list[Unit], model: ir.Model) -> np.ndarray:
         if self.importance in CALIBRATED_SCORES:

@@ -9,6 +9,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress import io, runtime
+from onnxcompress.calibration.readers import ArrayReader
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.stats import parameter_count
@@ -127,15 +128,11 @@ def test_bad_options_are_usage_errors(options, message):
 
 
 def test_calibration_must_match_inputs(cnns):
-    from onnxcompress.calibration.readers import ArrayReader
-
     with pytest.raises(UsageError):
         PruneChannels(importance="activation").apply(io.clone(cnns["resnet"]), calibration=ArrayReader({"image": np.zeros((4, 3, 32, 32), np.float32)}))
 
 
 def test_activation_importance_prunes_with_calibration(cnns, check_pruned):
-    from onnxcompress.calibration.readers import ArrayReader
-
     original = cnns["flatten"]
     model = io.clone(original)
     reader = ArrayReader({"x": np.random.default_rng(0).random((16, 1, 32, 32), dtype=np.float32)}, batch_size=8)
@@ -163,6 +160,17 @@ def test_minilm_heads_and_ffn_removed(minilm2, minilm_feeds, check_pruned):
     expected = runtime.run(minilm2, minilm_feeds)
     cosine = np.sum(got["sentence_embedding"] * expected["sentence_embedding"], axis=1)
     assert np.all(cosine > 0.5)
+    assert run.details["macs_after"] < 0.6 * run.details["macs_before"]
+
+
+@pytest.mark.slow
+def test_minilm_global_scope_removes_half_of_the_heads_and_half_of_the_neurons(minilm2, minilm_feeds, check_pruned):
+    model = io.clone(minilm2)
+    run = PruneChannels(ratio=0.5, scope="global", normalise=False, importance="activation", accept_loss=True).apply(
+        model, calibration=ArrayReader(minilm_feeds))
+    check_pruned(minilm2, model, minilm_feeds)
+    removed = {kind: [g["removed"] for g in run.details["groups"] if g["kind"] == kind and g["removed"]] for kind in ("heads", "neurons")}
+    assert sum(removed["heads"]) == 12 and sum(removed["neurons"]) == 1536  # half of each kind over both layers
     assert run.details["macs_after"] < 0.6 * run.details["macs_before"]
 
 
@@ -206,7 +214,6 @@ def constant_channels_data(count: int = 32) -> dict[str, np.ndarray]:
 
 
 def test_a_collapse_fails_the_pass_and_leaves_the_model_alone():
-    from onnxcompress.calibration.readers import ArrayReader
 
     model = constant_channels()
     before = io.to_proto(model).SerializeToString()
@@ -219,7 +226,6 @@ def test_a_collapse_fails_the_pass_and_leaves_the_model_alone():
 
 
 def test_the_budget_is_judged_after_recovery():
-    from onnxcompress.calibration.readers import ArrayReader
 
     model = constant_channels()
     run = PruneChannels(ratio=0.5, bias_fold=True).apply(model, calibration=ArrayReader(constant_channels_data()))

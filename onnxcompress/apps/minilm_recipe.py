@@ -141,10 +141,13 @@ def padded_feeds(sentences: list[str], length: int) -> dict[str, np.ndarray]:
 
 
 def pruning_chain(ratio: float, epochs: int, lr: float) -> list[str]:
-    """The pruned student's training steps: ``ratio`` of the heads and FFN neurons removed, scored by |W|·‖X‖ on the
-    sentences (mean cosine 0.87 before training against 0.80 by weight norm, on 2,000) with least-squares reconstruction, then
-    ``recover`` from the chain's input (its budget is judged by the caller, against the numbers)."""
-    return [f"prune-channels:ratio={ratio:g},importance=activation,reconstruct=true", f"recover:epochs={epochs},lr={lr:g},accept_loss=true"]
+    """The pruned student's training steps: ``ratio`` of the heads and of the FFN neurons removed, scored by |W|·‖X‖ on
+    the sentences and ranked over all layers by their raw scores (all write into the residual stream), with least-squares
+    reconstruction, then ``recover`` from the chain's input (its budget is judged by the caller, against the numbers).
+    On 2,000 sentences: mean cosine 0.899 before training and 0.942 after 5 epochs, against 0.872 and 0.916 with each
+    layer cut by ``ratio`` and 0.80 before training by weight norm."""
+    return [f"prune-channels:ratio={ratio:g},importance=activation,reconstruct=true,scope=global,normalise=false",
+            f"recover:epochs={epochs},lr={lr:g},accept_loss=true"]
 
 
 def run_recipe(out: Path, settings: RecipeSettings | None = None) -> RecipeResult:

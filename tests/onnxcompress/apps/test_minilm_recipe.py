@@ -63,7 +63,7 @@ def test_padded_feeds_give_every_sentence_the_same_length():
 
 def test_pruning_chain_prunes_with_reconstruction_then_recovers_from_the_teacher():
     prune, recover = (parse_pass(spec) for spec in recipe.pruning_chain(0.5, 3, 1e-3))
-    assert (prune.name, prune.ratio, prune.reconstruct) == ("prune-channels", 0.5, True)
+    assert (prune.name, prune.ratio, prune.reconstruct, prune.scope, prune.normalise) == ("prune-channels", 0.5, True, "global", False)
     assert (recover.name, recover.epochs, recover.lr, recover.teacher, recover.accept_loss) == ("recover", 3, 1e-3, None, True)
 
 

@@ -10,9 +10,12 @@ its task: held-out captchas decoded as the shipped model decodes them, and as th
 Each chain runs through the ``Pipeline`` as ``run`` does (lossy steps with ``accept_loss=true``: the
 targets are judged here, against the numbers); the pruned model before training (MiniLM: with
 least-squares reconstruction) is measured beside it. Latency: ORT_ENABLE_ALL, 2 threads, batch 1, every stage side by side.
-Writes ``docs/benchmarks/bench_recover_models.md`` and ``tools/results/bench_recover_models.json``.
+Each stage's model is kept in the cache, so ``--latency-only`` can time the stages again, side by side in a
+fresh process, without the 20 minutes of training (the machine is shared: one busy foreign core moves the
+ratios). Writes ``docs/benchmarks/bench_recover_models.md`` and ``tools/results/bench_recover_models.json``.
 
     python tools/bench_recover_models.py [--only minilm,captcha] [--sentences 8000] [--package-sentences 5000] [--epochs 11]
+    python tools/bench_recover_models.py --only minilm --latency-only
 """
 
 from __future__ import annotations
@@ -107,8 +110,9 @@ def captcha_case(captchas: int, epochs: int, lr: float) -> Case:
                  "quantize-static:accept_loss=true"], task)
 
 
-def run_case(case: Case, rounds: int) -> dict:
-    """The chain, each stage's task measures and side-by-side latency (the pruned model before training included)."""
+def run_case(case: Case, rounds: int, stages: Path) -> dict:
+    """The chain, each stage's task measures and side-by-side latency (the pruned model before training included);
+    each stage's model is saved in ``stages``."""
     def steps(specs: list[str]) -> list:
         pipeline = Pipeline([parse_pass(s) for s in specs], measurement=Measurement(benchmark=False))
         return [(record, io.clone(model)) for record, model in pipeline.steps(io.load(case.source), calibration=ArrayReader(case.train))]
@@ -120,17 +124,27 @@ def run_case(case: Case, rounds: int) -> dict:
     names = ["input (FP32)", "pruned, not trained", *(" + ".join(["pruned", *(r.pass_name for r, _ in chain[lossy[0] + 1 : i + 1]
                                                                               if r.pass_name not in HOUSEKEEPING)]) for i in lossy[1:])]
     models = [io.load(case.source), *(chain[i][1] for i in lossy)]  # the pruned step's model is the one recover starts from
-    sessions = [runtime.session(m) for m in models]
-    latencies = bench.measure(sessions, [case.latency_feeds] * len(sessions), batch=1, rounds=rounds)
+    stages.mkdir(parents=True, exist_ok=True)
+    for index, model in enumerate(models):
+        io.save(model, stages / f"{index}.onnx")
     recover = next(r for r, _ in chain if r.pass_name == "recover")
-    return {
+    result = {
         "chain": case.chain, "chain_seconds": round(seconds, 1), "recover_seconds": round(recover.seconds, 1),
         "recover_notes": recover.notes, "recover_epochs": recover.details.get("recover", {}).get("epochs", []),
         "training_samples": len(next(iter(case.train.values()))), "held_out_samples": len(next(iter(case.test.values()))),
         "stages": [{"name": name, "params": stats.parameter_count(model), "size_mb": len(io.to_proto(model).SerializeToString()) / 1e6,
-                    "latency_b1_ms": latency.median_ms, "latency_ratio": latency.median_ms / latencies[0].median_ms,
-                    "task": case.task(model)} for name, model, latency in zip(names, models, latencies)],
+                    "task": case.task(model)} for name, model in zip(names, models)],
     }
+    return time_stages(result, case, stages, rounds)
+
+
+def time_stages(result: dict, case: Case, stages: Path, rounds: int) -> dict:
+    """``result`` with every stage's batch-1 latency, its saved models timed side by side."""
+    sessions = [runtime.session(io.load(stages / f"{index}.onnx")) for index in range(len(result["stages"]))]
+    latencies = bench.measure(sessions, [case.latency_feeds] * len(sessions), batch=1, rounds=rounds)
+    for stage, latency in zip(result["stages"], latencies):
+        stage.update(latency_b1_ms=latency.median_ms, latency_ratio=latency.median_ms / latencies[0].median_ms)
+    return result
 
 
 def minilm_targets(result: dict) -> dict[str, bool]:
@@ -178,11 +192,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=11, help="recover epochs (MiniLM: 11 fit the 20 minutes with room; the captchas: pass --epochs 40)")
     parser.add_argument("--captcha-lr", type=float, default=1e-3, help="the captcha model's recover learning rate")
     parser.add_argument("--rounds", type=int, default=7, help="benchmark rounds")
+    parser.add_argument("--latency-only", action="store_true", help="time the stages the last run saved again (no training)")
     args = parser.parse_args()
     results = json.loads(JSON_OUT.read_text()) if JSON_OUT.is_file() else {}
     cases = {"minilm": lambda: minilm_case(args.sentences, args.package_sentences, args.epochs), "captcha": lambda: captcha_case(args.captchas, args.epochs, args.captcha_lr)}
     for name in args.only.split(","):
-        results[name] = run_case(cases[name](), args.rounds)
+        stages = CACHE / f"{name}-stages"
+        if args.latency_only:
+            results[name] = time_stages(results[name], cases[name](), stages, args.rounds)
+        else:
+            results[name] = run_case(cases[name](), args.rounds, stages)
         results[name]["targets"] = minilm_targets(results[name]) if name == "minilm" else {}
         JSON_OUT.write_text(json.dumps(results, indent=2, default=float) + "\n")
         DOC_OUT.write_text(doc(results))

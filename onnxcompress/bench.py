@@ -10,14 +10,22 @@ Before each model's turn in a round the process sleeps ``settle_seconds``: the p
 worker threads keep spinning after its last run and take the core the next session's worker needs.
 Without the pause, switching models every 30 ms made a MobileNetV3-style net at batch 1 read
 1.1–1.8 ms instead of the 0.88 ms it takes alone; a 50 ms pause (the default) brings it back near that.
+
+Threads are pinned while timing (``pinned_cores``): the timing thread to the first core the process may use, the
+sessions' pool threads (made by ``sessions``) one to each of the next. Left to the scheduler on a 2-core VM, a
+session's pool thread at random shared the caller's core, and every run paid a fixed few milliseconds:
+all-MiniLM-L6-v2 read 16.5 ms in five sessions made in a row and 22.4-24.2 ms in the next three, which moved
+its INT8 model's ratio from 0.23x to 0.32x. Pinned, 16 sessions out of 16 read 16.4-17.0 ms. Pinning only one
+of them did not help (the pool inherits the caller's core: 57 ms).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -52,6 +60,41 @@ class Latency:
         return {**dataclasses.asdict(self), "clean": self.clean}
 
 
+def pinned_cores(threads: int) -> tuple[int, str] | None:
+    """The core the timing thread runs on and ORT's affinity string giving each of the ``threads - 1`` pool threads
+    one of the next cores (ORT numbers processors from 1); None when there are not ``threads`` cores to go round
+    (or no way to pin, off Linux): pinning then would only crowd them."""
+    if not hasattr(os, "sched_getaffinity") or threads < 2:
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < threads:
+        return None
+    return cores[0], ";".join(str(core + 1) for core in cores[1:threads])
+
+
+def sessions(models: Sequence, *, threads: int = runtime.DEFAULT_THREADS, optimization: str = "all") -> list[ort.InferenceSession]:
+    """ORT sessions of ``models`` (what ``runtime.session`` takes) for ``measure``: their pool threads pinned to the
+    cores the timing thread leaves free (``pinned_cores``)."""
+    pinned = pinned_cores(threads)
+    return [runtime.session(model, threads=threads, optimization=optimization, affinities=pinned[1] if pinned else None)
+            for model in models]
+
+
+@contextlib.contextmanager
+def timing_thread_pinned(threads: int) -> Iterator[None]:
+    """Run the block with the calling thread on the first core (``pinned_cores``), its former cores restored after."""
+    pinned = pinned_cores(threads)
+    if pinned is None:
+        yield
+        return
+    former = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {pinned[0]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, former)
+
+
 def measure(
     sessions: Sequence[ort.InferenceSession],
     feeds: Sequence[Mapping[str, np.ndarray]],
@@ -65,25 +108,27 @@ def measure(
     max_extra_rounds: int | None = None,
     settle_seconds: float = SETTLE_SECONDS,
 ) -> list[Latency]:
-    """Median latency of each session on its feeds, alternating sessions round by round.
+    """Median latency of each session (best made by ``sessions``, at the same ``threads``) on its feeds, alternating
+    sessions round by round, the calling thread pinned (``timing_thread_pinned``).
 
     Dropped rounds are retried up to ``max_extra_rounds`` extra times (default: ``2 * rounds``).
     A model that does not run on its feeds is a one-line ``UsageError`` (``runtime.run``) at its first warm-up run.
     """
-    for sess, feed in zip(sessions, feeds):
-        if warmup:
-            runtime.run(sess, feed)  # the first warm-up run
-    feeds = [runtime.ort_feeds(feed) for feed in feeds]
-    for sess, feed in zip(sessions, feeds):
-        for _ in range(warmup - 1):
-            sess.run(None, feed)
-    runs_per_round = [_runs_for(sess, feed, round_seconds) for sess, feed in zip(sessions, feeds)]
-    extra = 2 * rounds if max_extra_rounds is None else max_extra_rounds
-    clean_rounds: list[list[list[float]]] = []
-    noisy_rounds: list[list[list[float]]] = []
-    while len(clean_rounds) < rounds and len(clean_rounds) + len(noisy_rounds) < rounds + extra:
-        round_samples, foreign = _one_round(sessions, feeds, runs_per_round, settle_seconds)
-        (clean_rounds if foreign <= max_foreign_cores else noisy_rounds).append(round_samples)
+    with timing_thread_pinned(threads):
+        for sess, feed in zip(sessions, feeds):
+            if warmup:
+                runtime.run(sess, feed)  # the first warm-up run
+        feeds = [runtime.ort_feeds(feed) for feed in feeds]
+        for sess, feed in zip(sessions, feeds):
+            for _ in range(warmup - 1):
+                sess.run(None, feed)
+        runs_per_round = [_runs_for(sess, feed, round_seconds) for sess, feed in zip(sessions, feeds)]
+        extra = 2 * rounds if max_extra_rounds is None else max_extra_rounds
+        clean_rounds: list[list[list[float]]] = []
+        noisy_rounds: list[list[list[float]]] = []
+        while len(clean_rounds) < rounds and len(clean_rounds) + len(noisy_rounds) < rounds + extra:
+            round_samples, foreign = _one_round(sessions, feeds, runs_per_round, settle_seconds)
+            (clean_rounds if foreign <= max_foreign_cores else noisy_rounds).append(round_samples)
     used = clean_rounds or noisy_rounds
     return [
         _summarize([t for r in used for t in r[i]], len(clean_rounds), len(noisy_rounds), batch, threads)

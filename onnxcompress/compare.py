@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxcompress import bench, grid, runtime, spec, trial
+from onnxcompress import bench, grid, spec, trial
 from onnxcompress.engine import make_engine
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import CompressionPass
@@ -73,7 +73,7 @@ def compare_recipes(
 
 def time_side_by_side(models: Sequence[bytes], inputs: trial.Inputs, *, rounds: int) -> list[bench.Latency]:
     """Latency of each serialized model on ``inputs``' feeds, all in one alternating ``bench.measure`` run in this process."""
-    sessions = [runtime.session(data, threads=inputs.threads) for data in models]
+    sessions = bench.sessions(models, threads=inputs.threads)
     return bench.measure(sessions, [inputs.feeds] * len(sessions), batch=inputs.batch, threads=inputs.threads, rounds=rounds)
 
 

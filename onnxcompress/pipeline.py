@@ -249,7 +249,7 @@ class Pipeline:
     def _latencies(self, models: list[io.Snapshot], feeds) -> list[bench.Latency]:
         """Latency of each model, measured side by side in one run."""
         m = self.measurement
-        sessions = [runtime.session(x, threads=m.threads) for x in models]
+        sessions = bench.sessions(models, threads=m.threads)
         return bench.measure(sessions, [feeds] * len(sessions), batch=m.batch, threads=m.threads, rounds=m.rounds)
 
     @staticmethod

@@ -416,7 +416,7 @@ def side_by_side(models: Sequence[ir.Model], feeds: Mapping[str, np.ndarray], *,
     """Median latency (ms) of each model on ``feeds``, measured side by side: a few short alternating rounds,
     and when a model differs from the first by more than ``SLOWER_MARGIN`` (or ``full``), a full measurement
     (more and longer rounds, noisy ones retried) whose figures stand, so one noisy glimpse does not decide."""
-    sessions = [runtime.session(m) for m in models]
+    sessions = bench.sessions(models)
     batches = [feeds] * len(sessions)
     if not full:
         quick = [latency.median_ms for latency in bench.measure(

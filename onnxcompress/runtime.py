@@ -49,8 +49,10 @@ def session(
     *,
     threads: int = DEFAULT_THREADS,
     optimization: str = "all",
+    affinities: str | None = None,
 ) -> ort.InferenceSession:
-    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``.
+    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``;
+    ``affinities`` pins the intra-op pool's threads (ORT's ``session.intra_op_thread_affinities``, see ``bench.sessions``).
     A ``Snapshot`` is loaded from the bytes it holds, ``bytes`` as they are (a serialized model, as trials ship them),
     an ``ir.Model`` serialized first."""
     if not 1 <= threads <= MAX_THREADS:  # thousands of spinning ORT threads make a 2 s run take minutes
@@ -60,6 +62,8 @@ def session(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 4  # ORT errors are re-raised as one-line UsageErrors; no stderr dump
+    if affinities:
+        options.add_session_config_entry("session.intra_op_thread_affinities", affinities)
     try:
         data = model if isinstance(model, bytes) else model.data if isinstance(model, io.Snapshot) else None
         if data is not None:

@@ -60,7 +60,7 @@ def main() -> None:
         "ORT quantize_static U8S8 per-channel": quant.ort_static(fp32, calibration, u8s8_per_channel=True),
     }
     rows = {name: {"accuracy": accuracy(m, split)} for name, m in variants.items()}
-    sessions = [runtime.session(m) for m in variants.values()]
+    sessions = bench.sessions(list(variants.values()))
     for batch in BATCHES:
         feeds = {"image": split.x_test[:batch]}
         latencies = bench.measure(sessions, [feeds] * len(sessions), batch=batch, rounds=7)

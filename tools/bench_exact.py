@@ -131,7 +131,7 @@ def bench_model(name: str, source: Path, feeds: dict, work: Path, rounds: int) -
             continue
         rows[tool] = {"nodes": _nodes(target), "seconds": seconds, "path": target, "max_abs_err": got.max_abs_err, "exact": got.exact}
     measured = [tool for tool, row in rows.items() if "path" in row]
-    sessions = [runtime.session(rows[tool]["path"], threads=runtime.DEFAULT_THREADS) for tool in measured]
+    sessions = bench.sessions([rows[tool]["path"] for tool in measured])
     latencies = bench.measure(sessions, [feeds] * len(sessions), batch=1, rounds=rounds)
     for tool, latency in zip(measured, latencies):
         row = rows[tool]

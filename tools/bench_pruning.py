@@ -89,7 +89,7 @@ def feeds_for(name: str, source: Path) -> dict:
 def bench_model(name: str, variants: dict[str, Path], rounds: int) -> dict:
     """Size and side-by-side latency of every variant of one model."""
     feeds = feeds_for(name, variants["input"])
-    sessions = [runtime.session(path) for path in variants.values()]
+    sessions = bench.sessions(list(variants.values()))
     latencies = bench.measure(sessions, [feeds] * len(sessions), batch=1, rounds=rounds)
     base = latencies[0].median_ms
     rows = {}

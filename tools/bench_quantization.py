@@ -408,7 +408,7 @@ def measure_case(case: Case, rounds: int) -> list[dict]:
     rows = [{"variant": label, **case.quality(model), "notes": case.notes.get(label, []),
              "unfused_qdq": unfused_after_ort(io.to_proto(model)).count} for label, model in models.items()]
     for batch, feeds in case.feeds.items():
-        sessions = [runtime.session(m) for m in models.values()]
+        sessions = bench.sessions(list(models.values()))
         latencies = bench.measure(sessions, [feeds] * len(sessions), batch=batch, rounds=rounds)
         for row, latency in zip(rows, latencies):
             row[f"b{batch}_ms"] = latency.median_ms

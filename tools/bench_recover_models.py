@@ -140,7 +140,7 @@ def run_case(case: Case, rounds: int, stages: Path) -> dict:
 
 def time_stages(result: dict, case: Case, stages: Path, rounds: int) -> dict:
     """``result`` with every stage's batch-1 latency, its saved models timed side by side."""
-    sessions = [runtime.session(io.load(stages / f"{index}.onnx")) for index in range(len(result["stages"]))]
+    sessions = bench.sessions([io.load(stages / f"{index}.onnx") for index in range(len(result["stages"]))])
     latencies = bench.measure(sessions, [case.latency_feeds] * len(sessions), batch=1, rounds=rounds)
     for stage, latency in zip(result["stages"], latencies):
         stage.update(latency_b1_ms=latency.median_ms, latency_ratio=latency.median_ms / latencies[0].median_ms)

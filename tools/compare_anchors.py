@@ -238,7 +238,7 @@ def run_case(case: Case, folder: Path, rounds: int) -> list[Row]:
     expected = runtime.run(runtime.session(case.path), case.feeds)
     for row in usable:
         _describe(row, case, expected)
-    sessions = [runtime.session(r.path, threads=THREADS) for r in usable]
+    sessions = bench.sessions([r.path for r in usable], threads=THREADS)
     latencies = bench.measure(sessions, [case.feeds] * len(sessions), batch=_batch(case), threads=THREADS, rounds=rounds)
     for row, latency in zip(usable, latencies):
         row.latency, row.speedup = latency, latencies[0].median_ms / latency.median_ms

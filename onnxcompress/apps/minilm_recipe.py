@@ -218,7 +218,7 @@ def _measure(models: dict[str, ir.Model], test_feeds, bench_feeds, s: RecipeSett
              training: Report | None) -> RecipeResult:
     embeddings = {name: runtime.run(m, test_feeds, threads=s.threads)[EMBEDDING] for name, m in models.items()}
     fidelity = {name: compare_embeddings(embeddings["teacher"], e) for name, e in embeddings.items() if name != "teacher"}
-    sessions = [runtime.session(m, threads=s.threads) for m in models.values()]
+    sessions = bench.sessions(list(models.values()), threads=s.threads)
     latencies = bench.measure(sessions, [bench_feeds] * len(sessions), batch=1, threads=s.threads, rounds=s.rounds)
     latency = {name: lat.median_ms for name, lat in zip(models, latencies)}
     speedup = {name: latency["teacher"] / ms for name, ms in latency.items()}

@@ -69,7 +69,7 @@ def stage_rows(report: Report) -> list[dict[str, str]]:
 
 def _latencies(stages: list[Stage], feeds: dict[str, np.ndarray], batch: int, threads: int, rounds: int) -> list[bench.Latency]:
     batch_feeds = {k: _rows(v, batch) for k, v in feeds.items()}
-    sessions = [runtime.session(s.model, threads=threads) for s in stages]
+    sessions = bench.sessions([s.model for s in stages], threads=threads)
     return bench.measure(sessions, [batch_feeds] * len(sessions), batch=batch, threads=threads, rounds=rounds)
 
 

@@ -58,3 +58,37 @@ def test_noisy_rounds_still_give_figures_but_not_clean(mlp_model):
     (latency,) = bench.measure([sess], [feeds], batch=1, threads=1, rounds=2, round_seconds=0.01, max_foreign_cores=-1.0, max_extra_rounds=0)
     assert latency.rounds_kept == 0 and latency.rounds_dropped == 2 and not latency.clean
     assert latency.p10_ms <= latency.median_ms <= latency.p90_ms
+
+
+def test_pinned_cores_give_the_timing_thread_the_first_core_and_each_pool_thread_one_of_the_next(monkeypatch):
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {6, 4, 5})
+    assert bench.pinned_cores(3) == (4, "6;7")  # ORT numbers processors from 1
+    assert bench.pinned_cores(2) == (4, "6")
+    assert bench.pinned_cores(4) is None  # more threads than cores: left to the scheduler
+    assert bench.pinned_cores(1) is None
+
+
+def test_the_timing_thread_is_pinned_while_measuring_and_released_after():
+    import os
+
+    former = os.sched_getaffinity(0)
+    seen: list[set[int]] = []
+
+    class AffinityRecorder(RecordingSession):
+        def run(self, output_names, feed):
+            seen.append(os.sched_getaffinity(0))
+            return super().run(output_names, feed)
+
+    bench.measure([AffinityRecorder("a", [])], [{"x": np.zeros(1)}], batch=1, threads=2, rounds=1, warmup=0, round_seconds=0,
+                  max_foreign_cores=float("inf"))
+    pinned = bench.pinned_cores(2)
+    assert seen and all(cores == ({pinned[0]} if pinned else former) for cores in seen)
+    assert os.sched_getaffinity(0) == former
+
+
+def test_sessions_for_timing_compute_what_plain_sessions_do(mlp_model):
+    feeds = runtime.synthetic_inputs(mlp_model)
+    (timed,) = bench.sessions([mlp_model], threads=2)
+    expected = runtime.run(runtime.session(mlp_model, threads=2), feeds)
+    assert all(np.array_equal(runtime.run(timed, feeds)[name], value) for name, value in expected.items())
+    assert bench.measure([timed], [feeds], batch=1, threads=2, rounds=1, round_seconds=0.01)[0].median_ms > 0

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import bench, runtime
+from onnxcompress import bench
 
 ROUNDS = 5
 ROUND_SECONDS = 0.3
@@ -81,7 +81,7 @@ def _static_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 def fastest(quantized: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray]) -> tuple[str, dict[str, float]]:
     """The label of the first model in ``quantized`` (shortest prefix first) within ``TOLERANCE`` of the
     fastest on ``feeds``, and each one's median latency in ms."""
-    sessions = [runtime.session(ir.serde.deserialize_model(proto)) for proto in quantized.values()]
+    sessions = bench.sessions([ir.serde.deserialize_model(proto) for proto in quantized.values()])
     batch = len(next(iter(feeds.values())))
     latencies = bench.measure(sessions, [feeds] * len(sessions), batch=batch, rounds=ROUNDS, round_seconds=ROUND_SECONDS)
     medians = {label: latency.median_ms for label, latency in zip(quantized, latencies)}

@@ -31,7 +31,7 @@ from onnxcompress.passes.pruning import importance, recovery
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.flops import model_macs
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
-from onnxcompress.passes.pruning.groups import group_infos, group_report
+from onnxcompress.passes.pruning.groups import GroupInfo, group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
 from onnxcompress.passes.pruning.untie import retie_unchanged, untie_weights
@@ -96,7 +96,7 @@ class PruneChannels(CompressionPass):
         self.check_choices()
         fidelity_budget.check_options(self)
         self.require(0 <= ratio < 1, "ratio", "in [0, 1)")
-        self.require(normalise or scope == "global", "normalise", "false only with scope=global (local ranks within one group)")
+        self.require(normalise or scope == "global", "normalise", "true unless scope=global (local ranks within one group, where raw scores change nothing)")
         self.require(round_to >= 1, "round_to", "at least 1")
         self.require(min_channels >= 1, "min_channels", "at least 1")
 
@@ -172,7 +172,8 @@ class PruneChannels(CompressionPass):
                 reasons[i] = "linear neurons not requested (ffn=false)"
         return reasons
 
-    def _choose(self, graph: ChannelGraph, units: list[Unit], frozen: list[str | None], model: ir.Model, infos) -> np.ndarray:
+    def _choose(self, graph: ChannelGraph, units: list[Unit], frozen: list[str | None], model: ir.Model,
+                infos: dict[int, GroupInfo]) -> np.ndarray:
         removable = np.array([r is None for r in frozen], dtype=bool)
         if self.dead_only:
             return keep_every_tensor(graph, units, removable & importance.dead_units(graph, units), np.zeros(len(units)))

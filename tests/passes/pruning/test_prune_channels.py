@@ -120,7 +120,8 @@ def test_dead_only_removes_zeroed_channels_exactly(cnns, assert_exact_rewrite):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"ratio": 1.0}, "ratio"), ({"ratio": -0.1}, "ratio"), ({"importance": "gradient"}, "importance"), ({"scope": "all"}, "scope")],
+    [({"ratio": 1.0}, "ratio"), ({"ratio": -0.1}, "ratio"), ({"importance": "gradient"}, "importance"), ({"scope": "all"}, "scope"),
+     ({"normalise": False}, "normalise")],  # raw scores only matter when groups are ranked together (scope=global)
 )
 def test_bad_options_are_usage_errors(options, message):
     with pytest.raises(UsageError, match=message):
@@ -214,7 +215,6 @@ def constant_channels_data(count: int = 32) -> dict[str, np.ndarray]:
 
 
 def test_a_collapse_fails_the_pass_and_leaves_the_model_alone():
-
     model = constant_channels()
     before = io.to_proto(model).SerializeToString()
     with pytest.raises(CheckFailed) as failed:
@@ -226,7 +226,6 @@ def test_a_collapse_fails_the_pass_and_leaves_the_model_alone():
 
 
 def test_the_budget_is_judged_after_recovery():
-
     model = constant_channels()
     run = PruneChannels(ratio=0.5, bias_fold=True).apply(model, calibration=ArrayReader(constant_channels_data()))
     budget = run.details["budget"]

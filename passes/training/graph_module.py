@@ -59,8 +59,8 @@ class GraphModule(torch.nn.Module):
         return {out.name: values[out.name] for out in self.model.graph.outputs}
 
     def evaluate(self, feeds: Mapping[str, torch.Tensor | np.ndarray], watch: Iterable[str] = ()) -> dict[str, torch.Tensor]:
-        """Every value of the graph on ``feeds`` by name; each value in ``watch`` restarts as a leaf that
-        records its gradient (``.grad`` is then ∂loss/∂value)."""
+        """Every value of the graph on ``feeds`` by name; each value in ``watch`` records its gradient (``.grad`` is
+        then ∂loss/∂value) while gradients still flow through it to the values and weights it was computed from."""
         watched = set(watch)
         values: dict[str, torch.Tensor] = {**self._constants}
         values.update({self.names[key]: self._stored(key, parameter) for key, parameter in self.named_parameters()})
@@ -71,7 +71,7 @@ class GraphModule(torch.nn.Module):
             args = [values[v.name] if v is not None and v.name else None for v in node.inputs]
             result = OPS[node.op_type](node, self.opset, *args)
             for output, tensor in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
-                values[output.name] = tensor.detach().requires_grad_(True) if output.name in watched else tensor
+                values[output.name] = _recording_gradient(tensor) if output.name in watched else tensor
         return values
 
     def write_back(self) -> int:
@@ -122,6 +122,15 @@ def _initializer(graph: ir.Graph, value: ir.Value | None) -> torch.Tensor | None
     if value is None or value.name not in graph.initializers:
         return None
     return torch.from_numpy(np.array(graph.initializers[value.name].const_value.numpy()))
+
+
+def _recording_gradient(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, its gradient kept in ``.grad`` after a backward pass; one computed from nothing trainable becomes a
+    leaf that asks for one (a leaf cut from its inputs would stop the gradients of every watched value before it)."""
+    if tensor.requires_grad:
+        tensor.retain_grad()
+        return tensor
+    return tensor.detach().requires_grad_(True)
 
 
 def refuse_untrainable(model: ir.Model) -> None:

@@ -102,6 +102,28 @@ def test_trained_weights_land_in_the_graph_and_onnx_runtime_sees_them():
     assert float(np.mean(after_step**2)) < loss.item()
 
 
+MLP = """<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[N,4] x) => (float[N,3] y) {
+  a = MatMul(x, w1)
+  r = Relu(a)
+  y = MatMul(r, w2)
+}"""
+
+
+@pytest.mark.parametrize("trainable", [True, False], ids=["weights-trained", "weights-frozen"])
+def test_watched_values_record_their_gradients_and_pass_them_on_to_those_before_them(trainable):
+    module = GraphModule(text_model(MLP, {"w1": (4, 5), "w2": (5, 3)}))
+    for parameter in module.parameters():
+        parameter.requires_grad_(trainable)
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    values = module.evaluate({"x": x}, watch=["a", "r"])
+    values["y"].sum().backward()
+    w1, w2 = (module.model.graph.initializers[name].const_value.numpy() for name in ("w1", "w2"))
+    to_r = np.broadcast_to(w2.sum(axis=1), (6, 5))  # ∂Σy/∂r: every row of r meets every column of w2
+    np.testing.assert_allclose(values["r"].grad.numpy(), to_r, rtol=1e-5)
+    np.testing.assert_allclose(values["a"].grad.numpy(), to_r * (x @ w1 > 0), rtol=1e-5)  # through the Relu, not stopped at r
+
+
 def test_a_graph_with_an_op_it_cannot_run_is_declined_in_one_line():
     model = text_model(CNN.replace("h = HardSwish(c)", "h = Celu(c)"), CNN_SHAPES)
     with pytest.raises(UsageError, match=r"^cannot train this graph in PyTorch: op\(s\) Celu are not supported$"):

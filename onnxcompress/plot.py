@@ -34,7 +34,7 @@ KIND_STYLES = {  # kind: (colour, hatch, legend text)
     "input": ("0.35", "", "input"),
     "exact": ("tab:blue", "", "exact pass"),
     "lossy": ("tab:orange", "", "lossy pass"),
-    "kept": ("tab:purple", "", "pass (kind not recorded)"),
+    "stage": ("tab:purple", "", "model stage"),
     "rolled back": ("0.8", "//", "rolled back"),
 }
 TITLE_WIDTH = 110
@@ -79,10 +79,11 @@ def report_title(report: RunRecord) -> str:
 
 
 def step_kind(step: StepRecord) -> str:
-    """A ``KIND_STYLES`` key: the input, an exact or a lossy pass's kept step, or a rolled-back step."""
+    """A ``KIND_STYLES`` key: the input, an exact or a lossy pass's kept step, a rolled-back step, or a recipe's stage
+    (a whole model such as a distilled student, which no one pass made: it records no pass kind)."""
     if step.status in ("input", "rolled back"):
         return step.status
-    return {True: "exact", False: "lossy", None: "kept"}[step.exact]
+    return {True: "exact", False: "lossy", None: "stage"}[step.exact]
 
 
 def plot_tradeoff(

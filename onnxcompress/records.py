@@ -79,9 +79,12 @@ class RunRecord:
 
     @property
     def model_name(self) -> str:
-        """The input file's name, or "model" when the provenance does not say."""
+        """The input file's name; without one, the first step's when it names the model (a recipe's "teacher"), else "model"."""
         path = self.provenance.input_path if self.provenance else None
-        return PurePath(path).name if path else "model"
+        if path:
+            return PurePath(path).name
+        first = self.steps[0].pass_name if self.steps else "input"
+        return first if first != "input" else "model"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, provenance first."""

@@ -83,6 +83,12 @@ def test_kinds_of_step_are_told_apart_in_colour_and_legend():
     assert len(set(colours)) == 4 and fig.axes[0].patches[3].get_hatch() == "//"
 
 
+def test_a_recipes_stages_are_drawn_as_models_and_titled_by_the_first():
+    stages = Report([StepRecord("teacher", {}, "input", 2000, 10, 3, {}), StepRecord("student (distilled)", {}, "kept", 200, 1, 3, {})])
+    assert [t.get_text() for t in plot.report_figure(stages).legends[0].get_texts()] == ["input", "model stage"]
+    assert plot.report_title(stages) == "teacher: student (distilled)"
+
+
 def test_report_plot_is_a_png(tmp_path):
     path = plot.plot_report(_run(), tmp_path / "r.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE

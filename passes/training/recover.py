@@ -15,6 +15,7 @@ bring the model closer to the teacher is undone.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import numpy as np
@@ -158,9 +159,9 @@ class Recover(CompressionPass):
         aside = max(1, int(total * EARLY_STOP_SHARE)) if total > 1 else 0
         train = {name: a[order[aside:]] for name, a in per_sample.items()}
         stop = {name: a[order[:aside]] for name, a in per_sample.items()}
-        if aside < FEW_TO_STOP_ON:
-            self.note(f"early stopping judges on only {aside} sample(s), a tenth of the {total} given: which epoch is kept is "
-                      f"noisy; give {FEW_TO_STOP_ON * 10} or more calibration samples")
+        if 0 < aside < FEW_TO_STOP_ON:  # none aside: there is no early stopping to be noisy
+            self.note(f"early stopping judges on only {aside} sample(s), {EARLY_STOP_SHARE:.0%} of the {total} given: which epoch is "
+                      f"kept is noisy; give {math.ceil(FEW_TO_STOP_ON / EARLY_STOP_SHARE)} or more calibration samples")
         train_labels, stop_labels = (None, None) if labels is None else (labels[order[aside:]], labels[order[:aside]])
         batch = model_batch or min(self.batch_size, len(order) - aside)
         probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}

@@ -81,7 +81,7 @@ def test_too_few_early_stopping_samples_are_said_to_make_the_kept_epoch_noisy(tm
     few = [note for note in outcome.notes if note.startswith("early stopping judges on only")]
     assert bool(few) == warned
     if warned:
-        assert re.fullmatch(r"early stopping judges on only [1-7] sample\(s\), a tenth of the \d+ given: which epoch is kept is noisy; "
+        assert re.fullmatch(r"early stopping judges on only [1-7] sample\(s\), 10% of the \d+ given: which epoch is kept is noisy; "
                             r"give 80 or more calibration samples", few[0]), few[0]
 
 

@@ -35,7 +35,7 @@ def stream_activations(
     tensor_names: Sequence[str],
     *,
     optimization: str = "all",
-    threads: int = runtime.DEFAULT_THREADS,
+    threads: int | None = None,
     max_bytes: int = ACTIVATION_BYTES,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{tensor name: array}`` for every feed of ``reader`` in the model's batch (each checked against

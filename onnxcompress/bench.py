@@ -72,9 +72,10 @@ def pinned_cores(threads: int) -> tuple[int, str] | None:
     return cores[0], ";".join(str(core + 1) for core in cores[1:threads])
 
 
-def sessions(models: Sequence, *, threads: int = runtime.DEFAULT_THREADS, optimization: str = "all") -> list[ort.InferenceSession]:
+def sessions(models: Sequence, *, threads: int | None = None, optimization: str = "all") -> list[ort.InferenceSession]:
     """ORT sessions of ``models`` (what ``runtime.session`` takes) for ``measure``: their pool threads pinned to the
-    cores the timing thread leaves free (``pinned_cores``)."""
+    cores the timing thread leaves free (``pinned_cores``). None threads: ``runtime.resolve_threads``."""
+    threads = runtime.resolve_threads(threads)
     pinned = pinned_cores(threads)
     return [runtime.session(model, threads=threads, optimization=optimization, affinities=pinned[1] if pinned else None)
             for model in models]
@@ -100,7 +101,7 @@ def measure(
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
     batch: int,
-    threads: int = runtime.DEFAULT_THREADS,
+    threads: int | None = None,
     rounds: int = 7,
     round_seconds: float = 0.3,
     warmup: int = 3,
@@ -114,6 +115,7 @@ def measure(
     Dropped rounds are retried up to ``max_extra_rounds`` extra times (default: ``2 * rounds``).
     A model that does not run on its feeds is a one-line ``UsageError`` (``runtime.run``) at its first warm-up run.
     """
+    threads = runtime.resolve_threads(threads)
     with timing_thread_pinned(threads):
         for sess, feed in zip(sessions, feeds):
             if warmup:

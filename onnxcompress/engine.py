@@ -7,7 +7,9 @@ each (and one ORT thread each: ``task_threads``): with no address on a Ray runti
 with ``workers`` CPUs and shuts down when closed, with an address on that cluster. Tasks get their arguments pickled, so what they take and return
 must be plain data (models as bytes: ``trial``). Ray is an optional dependency (``onnxcompress[scale]``),
 imported only when a ``RayEngine`` is made. No engine times anything: latency is measured by the caller
-afterwards, in one process, so that two timings never share a machine.
+afterwards, in one process, so that two timings never share a machine; a pass that times inside its task
+(``quantize-static:fp32_prefix=fastest``) runs its sessions, as every ORT run of a pass, at the task's threads
+(``runtime.run_threads``).
 """
 
 from __future__ import annotations

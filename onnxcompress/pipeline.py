@@ -71,8 +71,8 @@ class LabelledData:
             raise UsageError(f"{source}: {len(labels)} labels, but inputs {wrong} do not have that many samples on their first axis")
         return cls(feeds, labels, metric)
 
-    def accuracy(self, model: ir.Model | io.Snapshot, threads: int) -> float:
-        """``metric`` (top-1 accuracy) of ``model`` on this data."""
+    def accuracy(self, model: ir.Model | io.Snapshot, threads: int | None = None) -> float:
+        """``metric`` (top-1 accuracy) of ``model`` on this data (None threads: ``runtime.resolve_threads``)."""
         logits = next(iter(runtime.run(model, self.feeds, threads=threads).values()))
         return METRICS[self.metric](logits, self.labels)
 
@@ -181,8 +181,9 @@ class Pipeline:
             progress.log(f"step {number}/{len(self.passes)}: {pass_.name}")
             start = time.perf_counter()
             recovery_follows = any(later.recovers for later in self.passes[number:])
-            outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=teacher, recovery_follows=recovery_follows,
-                                  serialized=kept.proto)
+            with runtime.run_threads(m.threads):
+                outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=teacher, recovery_follows=recovery_follows,
+                                      serialized=kept.proto)
             model = outcome.model
             seconds = time.perf_counter() - start
             state = io.Snapshot(model)

@@ -6,10 +6,12 @@ re-exported here, where every command takes it from.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,25 @@ Feeds = dict[str, np.ndarray]
 # ORT's words when a tensor cannot be had: the machine has no room for it, or ORT caps a tensor's size
 ALLOCATION_FAILURE = re.compile(r"Failed to allocate memory for requested buffer of size (\d+)")
 SIZE_CAP = re.compile(r"would require more than (\d+) bytes")
+_RUN_THREADS: contextvars.ContextVar[int] = contextvars.ContextVar("run_threads", default=DEFAULT_THREADS)
+
+
+def resolve_threads(threads: int | None = None) -> int:
+    """``threads``, or when None the ORT threads of the run in progress (``run_threads``), else ``DEFAULT_THREADS``."""
+    return _RUN_THREADS.get() if threads is None else threads
+
+
+@contextlib.contextmanager
+def run_threads(threads: int) -> Iterator[None]:
+    """Within the block, sessions made without ``threads`` get ``threads``: a pass's own runs (calibration, timing,
+    budget checks) then use the run's ``--threads``, and one ORT thread in a Ray task that holds one CPU."""
+    token = _RUN_THREADS.set(threads)
+    try:
+        yield
+    finally:
+        _RUN_THREADS.reset(token)
+
+
 # numpy types ORT's Python API does not map itself (ml_dtypes'): fed as OrtValues of their ONNX type
 ONNX_TYPE_OF = {
     np.dtype(t.numpy()): t.value
@@ -47,14 +68,16 @@ ONNX_TYPE_OF = {
 def session(
     model: ir.Model | io.Snapshot | bytes | str | os.PathLike,
     *,
-    threads: int = DEFAULT_THREADS,
+    threads: int | None = None,
     optimization: str = "all",
     affinities: str | None = None,
 ) -> ort.InferenceSession:
-    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``;
+    """An ORT CPU session; ``optimization`` is one of disable/basic/extended/all; ``threads`` from 1 to ``MAX_THREADS``
+    (None: ``resolve_threads``);
     ``affinities`` pins the intra-op pool's threads (ORT's ``session.intra_op_thread_affinities``, see ``bench.sessions``).
     A ``Snapshot`` is loaded from the bytes it holds, ``bytes`` as they are (a serialized model, as trials ship them),
     an ``ir.Model`` serialized first."""
+    threads = resolve_threads(threads)
     if not 1 <= threads <= MAX_THREADS:  # thousands of spinning ORT threads make a 2 s run take minutes
         raise UsageError(f"threads={threads} is outside 1..{MAX_THREADS} (four per core on this machine)")
     options = ort.SessionOptions()
@@ -79,7 +102,7 @@ def run(
     model: ir.Model | io.Snapshot | ort.InferenceSession,
     feeds: Mapping[str, np.ndarray],
     *,
-    threads: int = DEFAULT_THREADS,
+    threads: int | None = None,
     optimization: str = "all",
 ) -> dict[str, np.ndarray]:
     """Run once and return the outputs by name.

@@ -156,12 +156,12 @@ def output_budget(judged: Judged, *, max_error: float | None, max_drop: float | 
 
 
 def accuracy_budget(labelled, base: float, max_drop: float, judged: Judged, max_error: float | None = None, on: str = "") -> Budget:
-    """Budget on the drop from ``base`` of the top-1 accuracy on ``labelled`` (an object with ``accuracy(model,
-    threads)``) at most ``max_drop``, and the slice error on ``judged`` at most ``max_error`` when given."""
+    """Budget on the drop from ``base`` of the top-1 accuracy on ``labelled`` (an object with ``accuracy(model)``)
+    at most ``max_drop``, and the slice error on ``judged`` at most ``max_error`` when given."""
     outputs = output_budget(judged, max_error=max_error)
 
     def score(proto: onnx.ModelProto) -> Score:
-        drop = base - labelled.accuracy(ir.serde.deserialize_model(proto), runtime.DEFAULT_THREADS)
+        drop = base - labelled.accuracy(ir.serde.deserialize_model(proto))
         rest = outputs.score(proto) if outputs.limits else Score(())
         return Score((drop, *rest.values), rest.where)
 
@@ -176,7 +176,7 @@ def default_budget(
     on: ``calibration`` without its held-out samples, or ``calibration`` itself when none are held out."""
     if labelled is not None:
         judged = Judged(model, [labelled.feeds], output)
-        base = labelled.accuracy(model, runtime.DEFAULT_THREADS)
+        base = labelled.accuracy(model)
         drop = max_drop if max_drop is not None else DEFAULT_MAX_ACCURACY_DROP
         budget = accuracy_budget(labelled, base, drop, judged, max_error, f"{len(labelled.labels)} labelled samples")
         return dataclasses.replace(budget, samples=len(labelled.labels)), calibration

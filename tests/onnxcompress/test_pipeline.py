@@ -285,3 +285,19 @@ def test_the_exact_pipeline_grows_linearly_with_the_node_count():
 
     cpu_seconds(200)  # imports and first-use costs out of the way
     assert cpu_seconds(15_000) < 25 * cpu_seconds(1_500)
+
+
+def test_the_passes_own_ort_runs_use_the_runs_threads(cnn_model, monkeypatch):
+    made = runtime.session
+    threads = []
+
+    def spy(*args, **kwargs):
+        session = made(*args, **kwargs)
+        threads.append(session.get_session_options().intra_op_num_threads)
+        return session
+
+    monkeypatch.setattr(runtime, "session", spy)
+    feeds = {"x": np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)}
+    passes = [parse_pass("prune-channels:ratio=0.5,importance=activation,accept_loss=true"), parse_pass("quantize-static:fp32_prefix=fastest,accept_loss=true")]
+    Pipeline(passes, measurement=Measurement(benchmark=False, threads=1, feeds=feeds)).run(cnn_model, calibration=ArrayReader(feeds))
+    assert len(threads) > 4 and set(threads) == {1}

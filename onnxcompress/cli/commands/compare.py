@@ -12,7 +12,7 @@ from rich.table import Table
 
 from onnxcompress.cli.app import app, batch_option, console, ray_address_option, status, threads_option, workers_option
 from onnxcompress.cli.command_line import command_line
-from onnxcompress.cli.commands.run import load_labelled, open_calibration
+from onnxcompress.cli.commands.run import INPUTS_HELP, check_samples, load_labelled, open_calibration
 from onnxcompress.defaults import Metric
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def compare(
     model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
     recipes: list[str] = typer.Option([], "-r", "--recipe", help="'PASS[:k=v];PASS...' or a .toml recipe; repeat."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
-    inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs for fidelity (default: synthetic)."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=INPUTS_HELP),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
     plot_out: Path | None = typer.Option(None, "--plot", help="Write the trade-off chart (PNG) here."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the outcomes as JSON here."),
@@ -43,9 +43,8 @@ def compare(
     from onnxcompress import io, plot
     from onnxcompress.provenance import Provenance
 
-    source, measurement = load_for_comparison(model, [plot_out, json_out], threads=threads, batch=batch, rounds=rounds,
-                                              input_shape=input_shape, inputs=inputs)
-    reader = open_calibration(calibration, source) if calibration else None
+    source, measurement, reader = load_for_comparison(model, [plot_out, json_out], threads=threads, batch=batch, rounds=rounds,
+                                                      input_shape=input_shape, inputs=inputs, calibration=calibration)
     provenance = Provenance.collect(source, recipes, threads=threads, command=command_line(ctx))
     with status(f"running {len(recipes)} recipe(s)"):
         outcomes = compare_lib.compare_recipes(source, recipes, measurement=measurement, calibration=reader,
@@ -61,9 +60,11 @@ def compare(
 
 
 def load_for_comparison(model: Path, outputs: list[Path | None], *, threads: int, batch: int, rounds: int, input_shape: list[str],
-                        inputs: Path | None, labels: Path | None = None, metric: Metric = "top1") -> tuple[ir.Model, Measurement]:
-    """The model (loaded once every output path is checked against it) and how recipes on it are checked and timed:
-    ``--inputs`` or synthetic inputs (``--input-shape``), ``--labels``, ``--threads``, ``--batch``, ``--rounds``."""
+                        inputs: Path | None, calibration: Path | None, labels: Path | None = None,
+                        metric: Metric = "top1") -> tuple[ir.Model, Measurement, object | None]:
+    """The model (loaded once every output path is checked against it), how recipes on it are checked and timed
+    (``--inputs``, else the first calibration samples as ``run`` takes them, else synthetic inputs pinned by
+    ``--input-shape``; ``--labels``, ``--threads``, ``--batch``, ``--rounds``) and its calibration reader (None: no data)."""
     from onnxcompress import io, runtime
     from onnxcompress.pipeline import Measurement
 
@@ -71,15 +72,17 @@ def load_for_comparison(model: Path, outputs: list[Path | None], *, threads: int
     for out in outputs:
         if out is not None:
             io.check_output_path(out, [source])
+    reader = open_calibration(calibration, source) if calibration else None
+    feeds = io.load_arrays(inputs, source) if inputs else check_samples(reader, source, batch) if reader else None
     measurement = Measurement(
         threads=threads,
         batch=batch,
         rounds=rounds,
         input_shapes=runtime.parse_input_shapes(input_shape),
-        feeds=io.load_arrays(inputs, source) if inputs else None,
+        feeds=feeds,
         labelled=load_labelled(labels, source, metric) if labels else None,
     )
-    return source, measurement
+    return source, measurement, reader
 
 
 def print_outcomes(outcomes: list[compare_lib.Outcome]) -> None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 MAIN_COLUMNS = ("step", "size MB", "latency ms", "speedup", "cosine", "slice err", "accuracy")  # what fits 80 columns
 FULL_TABLE_WIDTH = 140  # every column of the step table, unsqueezed
+INPUTS_HELP = ".npz of inputs the outputs are checked on and timed with (default: the first --batch calibration samples, else synthetic)."
 
 
 @app.command("run")
@@ -51,7 +52,7 @@ def run_pipeline(
     labels: Path | None = typer.Option(
         None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}': accuracy per step."),
     metric: Metric = typer.Option("top1", "--metric", help="How --labels are scored: top1 (argmax of the first output)."),
-    inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs for the checks (default: synthetic)."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=INPUTS_HELP),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Shape of a synthetic input with dynamic dims: NAME:d0,d1,..."),
     threads: int = threads_option(),
     batch: int = batch_option(),

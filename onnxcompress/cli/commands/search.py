@@ -12,7 +12,7 @@ from rich.table import Table
 from onnxcompress.cli.app import app, batch_option, console, ray_address_option, status, threads_option, workers_option
 from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.compare import load_for_comparison
-from onnxcompress.cli.commands.run import open_calibration
+from onnxcompress.cli.commands.run import INPUTS_HELP
 from onnxcompress.defaults import LABELS_KEY, Metric, Prefer
 from onnxcompress.errors import CheckFailed
 
@@ -39,7 +39,7 @@ def search(
     labels: Path | None = typer.Option(None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}'."),
     metric: Metric = typer.Option("top1", "--metric", help="How --labels are scored: top1 (argmax of the first output)."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
-    inputs: Path | None = typer.Option(None, "--inputs", help=".npz of inputs the outputs are compared on (default: synthetic)."),
+    inputs: Path | None = typer.Option(None, "--inputs", help=INPUTS_HELP),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),
     workers: int = workers_option(),
     ray_address: str | None = ray_address_option(),
@@ -57,9 +57,9 @@ def search(
     candidates = grid.expand_all(recipes)
     if json_out is not None and json_out.resolve() == output.resolve():
         raise UsageError(f"-o and --json are the same file: {output}")
-    source, measurement = load_for_comparison(model, [output, json_out], threads=threads, batch=batch, rounds=rounds,
-                                              input_shape=input_shape, inputs=inputs, labels=labels, metric=metric)
-    reader = open_calibration(calibration, source) if calibration else None
+    source, measurement, reader = load_for_comparison(model, [output, json_out], threads=threads, batch=batch, rounds=rounds,
+                                                      input_shape=input_shape, inputs=inputs, calibration=calibration,
+                                                      labels=labels, metric=metric)
     provenance = Provenance.collect(source, candidates, threads=threads, command=command_line(ctx))
     where = f"on the Ray cluster at {ray_address}" if ray_address else f"on {workers} Ray workers" if workers > 1 else "here"
     with status(f"searching {len(candidates)} candidate(s) {where}"):

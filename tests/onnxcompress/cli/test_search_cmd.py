@@ -26,13 +26,13 @@ def test_search_writes_the_best_meeting_the_goal_and_every_candidate(cnn_path, c
     best, js = tmp_path / "best.onnx", tmp_path / "r.json"
     before = hashlib.sha256(cnn_path.read_bytes()).hexdigest()
     args = ["search", str(cnn_path), "-r", "prune-channels:ratio={0.25,0.5},accept_loss=true", "-r", "quantize-static",
-            "--min-cosine", "0.85", "--calibration", str(calibration), "-o", str(best), "--json", str(js), *FAST]
+            "--min-cosine", "0.92", "--calibration", str(calibration), "-o", str(best), "--json", str(js), *FAST]
     assert main(args) == 0
     document = json.loads(js.read_text())
     recipes = ["prune-channels:ratio=0.25,accept_loss=true", "prune-channels:ratio=0.5,accept_loss=true", "quantize-static"]
     assert [c["recipe"] for c in document["candidates"]] == recipes and document["provenance"]["recipe"] == recipes
-    assert document["goal"] == {"min_cosine": 0.85, "max_drop": None, "max_latency": None, "max_size_mb": None}
-    assert document["best"]["recipe"] in recipes and document["best"]["meets_goal"] and document["best"]["cosine"] >= 0.85
+    assert document["goal"] == {"min_cosine": 0.92, "max_drop": None, "max_latency": None, "max_size_mb": None}
+    assert document["best"]["recipe"] in recipes and document["best"]["meets_goal"] and document["best"]["cosine"] >= 0.92
     assert set(document["pareto"]) <= set(recipes) and document["pareto"]
     half = document["candidates"][1]
     assert half["status"] == "ok" and not half["meets_goal"] and half["misses"][0].startswith("cosine ")
@@ -116,3 +116,13 @@ def test_an_unreachable_ray_address_is_one_line_and_exit_2(cnn_path, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: cannot start or reach the Ray cluster at '127.0.0.1:1': ") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_without_inputs_candidates_are_judged_on_the_calibration_samples(cnn_path, tmp_path):
+    # far from the synthetic inputs: static INT8 calibrated here reads cosine 0.69 on synthetic ones, 0.9999 on these
+    shifted = io.save_arrays(tmp_path / "shifted.npz", {"x": np.random.default_rng(0).uniform(5, 6, (32, 3, 8, 8)).astype(np.float32)})
+    js = tmp_path / "r.json"
+    args = ["search", str(cnn_path), "-r", "quantize-static", "--min-cosine", "0.5", "--calibration", str(shifted),
+            "-o", str(tmp_path / "best.onnx"), "--json", str(js), *FAST]
+    assert main(args) == 0
+    assert json.loads(js.read_text())["candidates"][0]["cosine"] > 0.999

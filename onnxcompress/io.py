@@ -96,6 +96,7 @@ def _load(path: str | os.PathLike) -> tuple[ir.Model, onnx.ModelProto | None]:
     _check_model_proto(proto, path)
     external = _check_external_data(proto, path.parent)
     sparse = sparse_initializers.densify(proto, path.parent, array_budget())
+    _check_no_maps(proto.graph, path)
     try:
         model = deserialize(proto)
     except Exception as exc:  # onnx_ir raises several types for malformed graphs
@@ -533,6 +534,25 @@ def _check_model_proto(proto: onnx.ModelProto, path: Path) -> None:
                 )
             if opset.version < MIN_OPSET:
                 raise UsageError(f"{path}: opset {opset.version} is older than supported ({MIN_OPSET})")
+
+
+def _check_no_maps(graph: onnx.GraphProto, path: Path) -> None:
+    """Refuse a graph whose inputs, outputs or annotated values hold maps (a ``ZipMap``'s sequence of maps, as
+    skl2onnx writes a classifier's probabilities): onnx-ir, the graph library every pass works on, has no map type."""
+    names = [v.name for v in (*graph.input, *graph.output, *graph.value_info) if _holds_map(v.type)]
+    if names:
+        raise UsageError(f"{path}: {', '.join(map(repr, names))} {'holds' if len(names) == 1 else 'hold'} maps (a ZipMap's output: skl2onnx writes one unless converted "
+                         "with options {'zipmap': False}), which onnx-ir, the graph library onnxcompress works on, cannot represent")
+
+
+def _holds_map(value_type: onnx.TypeProto) -> bool:
+    """Whether ``value_type`` is a map, or a sequence or optional of one."""
+    kind = value_type.WhichOneof("value")
+    if kind == "map_type":
+        return True
+    if kind in ("sequence_type", "optional_type"):
+        return _holds_map(getattr(value_type, kind).elem_type)
+    return False
 
 
 def _check_external_data(proto: onnx.ModelProto, folder: Path) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from onnxruntime.datasets import get_example
 
 from onnxcompress import io, runtime
 from onnxcompress.errors import UsageError
@@ -301,6 +302,13 @@ def test_custom_domain_ops_load_and_save_unchanged(tmp_path):
     assert (node.domain, node.op_type) == ("com.example", "Frobnicate")
     with pytest.raises(UsageError, match="^ONNX Runtime cannot load the model: "):
         runtime.session(io.load(path))
+
+
+def test_a_model_with_map_outputs_is_refused_naming_them_and_zipmap():
+    """ORT's own scikit-learn logistic regression (a ZipMap's sequence of maps as output): onnx-ir has no map type."""
+    path = Path(get_example("logreg_iris.onnx"))
+    with pytest.raises(UsageError, match=r"^\S+logreg_iris.onnx: 'probabilities' holds maps \(a ZipMap's output: skl2onnx .*'zipmap': False"):
+        io.load(path)
 
 
 def test_write_bytes_and_arrays_round_trip(tmp_path):

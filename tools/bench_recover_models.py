@@ -94,14 +94,14 @@ def noise_agreement(embeddings: np.ndarray, mean_cosine: float, seed: int = 0) -
     """Nearest-neighbour agreement of ``embeddings`` (unit rows) with themselves plus isotropic Gaussian noise whose
     size is found by bisection so that the mean cosine to the originals is ``mean_cosine``: what agreement a student
     whose errors had no structure would keep at the cosine it reached."""
-    from onnxcompress.apps.embedding_fidelity import compare_embeddings
+    from onnxcompress.apps.embedding_fidelity import compare_embeddings, row_cosines
 
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     noise = np.random.default_rng(seed).standard_normal(unit.shape)
     low, high = 0.0, 1.0
     for _ in range(40):
         sigma = (low + high) / 2
-        low, high = (sigma, high) if compare_embeddings(unit, unit + sigma * noise).mean_cosine > mean_cosine else (low, sigma)
+        low, high = (sigma, high) if row_cosines(unit, unit + sigma * noise).mean() > mean_cosine else (low, sigma)
     return compare_embeddings(unit, unit + (low + high) / 2 * noise).neighbour_agreement
 
 

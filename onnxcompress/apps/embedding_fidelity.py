@@ -31,7 +31,7 @@ class EmbeddingFidelity:
 def compare_embeddings(teacher: np.ndarray, student: np.ndarray) -> EmbeddingFidelity:
     """Cosine per row, top-1 neighbour agreement, and Spearman ρ of the pairwise cosine similarities."""
     t, s = _unit_rows(teacher), _unit_rows(student)
-    cosines = np.sum(t * s, axis=1)
+    cosines = row_cosines(teacher, student)
     t_sim, s_sim = t @ t.T, s @ s.T
     upper = np.triu_indices(len(t), k=1)
     return EmbeddingFidelity(
@@ -41,6 +41,11 @@ def compare_embeddings(teacher: np.ndarray, student: np.ndarray) -> EmbeddingFid
         spearman=float(spearmanr(t_sim[upper], s_sim[upper]).statistic),
         sentences=len(t),
     )
+
+
+def row_cosines(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
+    """Each row's cosine between ``teacher`` and ``student`` (without the pairwise measures ``compare_embeddings`` adds)."""
+    return np.sum(_unit_rows(teacher) * _unit_rows(student), axis=1)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

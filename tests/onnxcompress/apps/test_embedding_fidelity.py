@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from onnxcompress.apps.embedding_fidelity import compare_embeddings
+from onnxcompress.apps.embedding_fidelity import compare_embeddings, row_cosines
 
 
 def test_identical_embeddings_are_perfect():
@@ -17,6 +17,7 @@ def test_hand_computed_case():
     teacher = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     student = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
     f = compare_embeddings(teacher, student)
+    assert row_cosines(teacher, 2.0 * student) == pytest.approx([1.0, 1.0, 0.0])
     assert f.mean_cosine == pytest.approx((1 + 1 + 0) / 3)
     assert f.min_cosine == pytest.approx(0.0)
     # teacher neighbours: 0→2, 1→2, 2→0 (tie with 1, argmax keeps the first); student: 0→2, 1→0, 2→0

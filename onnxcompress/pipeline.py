@@ -19,6 +19,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, checks, fidelity, io, progress, runtime, stats
 from onnxcompress.calibration import as_reader
+from onnxcompress.calibration.validation import first_samples
 from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass
@@ -114,6 +115,15 @@ class Measurement:
     labelled: LabelledData | None = None
     rounds: int = 5
 
+    def inputs_for(self, model: ir.Model, calibration: object | None = None) -> dict[str, np.ndarray]:
+        """The inputs ``model``'s outputs are checked and timed on: ``feeds``, else the first ``batch`` samples of
+        ``calibration`` (a reader: real data judges a lossy step where random values cannot), else synthetic inputs."""
+        if self.feeds is not None:
+            return dict(self.feeds)
+        if calibration is not None:
+            return first_samples(calibration, model, self.batch)[0]
+        return runtime.synthetic_inputs(model, batch=self.batch, shapes=self.input_shapes)
+
 
 class Pipeline:
     """An ordered list of passes plus the checks and measurements between them."""
@@ -169,7 +179,7 @@ class Pipeline:
         if calibration is not None:
             calibration = as_reader(calibration, model)
         m = self.measurement
-        feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
+        feeds = m.inputs_for(model, calibration)
         reference = io.Snapshot(model)
         teacher = reference.copy() if any(pass_.recovers for pass_ in self.passes) else None
         expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")

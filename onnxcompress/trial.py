@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import io, runtime
+from onnxcompress import io
 from onnxcompress.calibration import FeedsReader, as_reader
 from onnxcompress.errors import OnnxCompressError, UsageError, first_line
 from onnxcompress.passes import CompressionPass
@@ -42,12 +42,11 @@ class Inputs:
 
     @classmethod
     def of(cls, model: ir.Model, measurement: Measurement, calibration: object | None = None, task_threads: int | None = None) -> Inputs:
-        """The inputs for trials on ``model``: ``measurement``'s feeds (or synthetic ones, as the pipeline makes them),
-        and ``calibration`` in any form ``calibration.as_reader`` takes, read into memory once so that it can travel."""
+        """The inputs for trials on ``model``: those ``measurement`` checks on (``Measurement.inputs_for``), and
+        ``calibration`` in any form ``calibration.as_reader`` takes, read into memory once so that it can travel."""
         m = measurement
-        feeds = dict(m.feeds) if m.feeds is not None else runtime.synthetic_inputs(model, batch=m.batch, shapes=m.input_shapes)
         batches = FeedsReader(as_reader(calibration, model).batches()) if calibration is not None else None
-        return cls(to_bytes(model), feeds, batches, m.labelled, m.threads, m.batch, task_threads)
+        return cls(to_bytes(model), m.inputs_for(model, batches), batches, m.labelled, m.threads, m.batch, task_threads)
 
     def measurement(self) -> Measurement:
         """The pipeline's checks on these inputs, without its own benchmark."""

@@ -3,6 +3,7 @@ if the CLI reported a bug in onnxcompress (exit 70) and the test is not marked `
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,10 @@ LIGHT_MODELS_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "l
 @pytest.fixture(autouse=True)
 def no_progress_lines(monkeypatch):
     """Progress lines off in the CLI (as ``ONNXCOMPRESS_LOG=warning`` does for a script), so a test reads the
-    results and errors alone; tests of the progress lines turn them back on."""
+    results and errors alone; tests of the progress lines turn them back on. The ``onnxcompress`` logger
+    propagates again after each test (the CLI stops it; ``caplog`` reads records at the root)."""
     monkeypatch.setenv("ONNXCOMPRESS_LOG", "warning")
+    monkeypatch.setattr(logging.getLogger("onnxcompress"), "propagate", True)
 
 
 @pytest.fixture(autouse=True)

@@ -73,10 +73,12 @@ class ProgressHandler(logging.Handler):
 
 
 def show_progress(level: int) -> None:
-    """Route the ``onnxcompress`` logger's progress to stderr at ``level`` (one handler however often called)."""
+    """Route the ``onnxcompress`` logger's progress to stderr at ``level`` (one handler however often called), and
+    only there: ORT's quantizer logs to the root logger, which then gets a stderr handler that would repeat each line."""
     logger = logging.getLogger("onnxcompress")
     logger.handlers = [handler for handler in logger.handlers if not isinstance(handler, ProgressHandler)] + [ProgressHandler()]
     logger.setLevel(level)
+    logger.propagate = False
 
 
 def _default_level() -> int:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -301,3 +303,14 @@ def test_the_step_table_fits_an_80_column_terminal(mlp_path, tmp_path, capsys, m
     assert max(map(len, out.splitlines())) <= 80
     assert "│ test-scale " in out and "…" not in out  # no cell cut short
     assert "latency ms" not in out  # nothing was timed, so no empty latency column
+
+
+def test_each_progress_line_is_printed_once_after_ort_logs_to_the_root_logger(mlp_path, tmp_path):
+    """ORT's quantizer calls ``logging.info`` on the root logger, which gives the root a stderr handler
+    (``basicConfig``); progress after it must not print twice ("INFO:onnxcompress:...")."""
+    script = shutil.which("onnxcompress")
+    assert script is not None
+    args = [script, "run", str(mlp_path), "-p", "quantize-dynamic", "-p", "cleanup", "-o", str(tmp_path / "o.onnx"), "--no-bench"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "ONNXCOMPRESS_LOG": "info"})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("step 2/2: cleanup") == 1 and "INFO:" not in done.stderr

@@ -115,6 +115,7 @@ class QuantizePass(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Quantize ``model`` in place within the fidelity budget and report what was done."""
         guard.refuse_quantized(model)
+        guard.refuse_half_precision(model)
         budget = self._budget(model)  # FP32's outputs, before anything here changes the model
         NameFixPass()(model)
         seal_weights(model)

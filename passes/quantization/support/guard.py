@@ -38,6 +38,15 @@ def refuse_quantized(model: ir.Model) -> None:
         )
 
 
+def refuse_half_precision(model: ir.Model) -> None:
+    """Raise a one-line ``UsageError`` when ``model`` stores float16 or bfloat16 weights: ORT's INT8 quantizers take
+    FP32 models (on float16 ones the dynamic quantizer writes a graph ORT cannot load and the static one fails)."""
+    half = [v for v in model.graph.initializers.values() if v.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)]
+    if half:
+        raise UsageError(f"model computes in {half[0].dtype.name.lower()} ({len(half)} weights, e.g. {half[0].name!r}); "
+                         "ONNX Runtime's INT8 quantizers take FP32 models: quantize the FP32 model")
+
+
 def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` converted to at least opset 13 (returned unchanged when already there)."""
     return io.upgraded_opset(proto, QDQ_OPSET, QDQ_PURPOSE)

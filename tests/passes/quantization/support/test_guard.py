@@ -1,14 +1,21 @@
-"""Guards: already-quantized models are refused, old opsets converted or refused."""
+"""Guards: already-quantized and half-precision models are refused, old opsets converted or refused."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
 
 from onnxcompress import io
 from onnxcompress.errors import UsageError
-from onnxcompress.passes.quantization.support.guard import at_qdq_opset, quantized_nodes, refuse_quantized
+from onnxcompress.passes import QuantizeDynamic, QuantizeStatic
+from onnxcompress.passes.quantization.support.guard import (
+    at_qdq_opset,
+    quantized_nodes,
+    refuse_half_precision,
+    refuse_quantized,
+)
 
 from ..conftest import MLP_TEXT, with_weights
 
@@ -57,3 +64,28 @@ def test_unconvertible_opset_is_refused() -> None:
     proto.graph.node[0].op_type = "NoSuchOp"
     with pytest.raises(UsageError, match="opset"):
         at_qdq_opset(proto)
+
+
+HALF_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float16[N, 2] x) => (float16[N, 2] y)
+<float16[2, 2] w = {1, 2, 3, 4}>
+{
+    y = MatMul (x, w)
+}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_weights_are_refused(dtype) -> None:
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(HALF_TEXT.replace("float16", dtype)))
+    with pytest.raises(UsageError, match=rf"^model computes in {dtype} \(1 weights, e.g. 'w'\); .* quantize the FP32 model$"):
+        refuse_half_precision(model)
+
+
+@pytest.mark.parametrize("quantizer", [QuantizeDynamic, QuantizeStatic])
+def test_both_quantizers_refuse_a_float16_model_in_one_line(quantizer) -> None:
+    """Before the guard the dynamic quantizer wrote a graph ORT could not load and the static one failed inside ORT."""
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(HALF_TEXT))
+    with pytest.raises(UsageError, match="^model computes in float16"):
+        quantizer().apply(model, calibration={"x": np.ones((8, 2), np.float16)})

@@ -20,6 +20,7 @@ from onnxcompress.errors import UsageError
 from onnxcompress.passes.training import fake_quant
 from onnxcompress.passes.training.torch_ops import OPS, unsupported_ops
 
+HALF_PRECISION = (torch.float16, torch.bfloat16)  # weights of these types keep float32 copies to train: Adam's small steps vanish in them
 FIXED_INPUTS = {"BatchNormalization": (3, 4), "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}  # statistics, quantization grids
 
 
@@ -36,6 +37,7 @@ class GraphModule(torch.nn.Module):
         grids = quantized_weights(model.graph)
         self.names: dict[str, str] = {}  # parameter key -> initializer name
         self.grids: dict[str, Grid] = {}  # parameter key -> the grid a quantized weight is rounded to
+        self.half: dict[str, torch.dtype] = {}  # parameter key -> the half-precision type its initializer holds
         self._constants: dict[str, torch.Tensor] = {}
         for index, (name, value) in enumerate(model.graph.initializers.items()):
             tensor = torch.from_numpy(np.array(value.const_value.numpy()))
@@ -45,7 +47,9 @@ class GraphModule(torch.nn.Module):
                 self.register_parameter(key, torch.nn.Parameter(fake_quant.dequantize(tensor, *grids[name][:3])))
                 self.names[key] = name
             elif tensor.is_floating_point() and tensor.numel() > 1 and name not in fixed:
-                self.register_parameter(key, torch.nn.Parameter(tensor))
+                if tensor.dtype in HALF_PRECISION:  # trained in float32, handed to the graph in its own type
+                    self.half[key] = tensor.dtype
+                self.register_parameter(key, torch.nn.Parameter(tensor.float()))
                 self.names[key] = name
             else:
                 self._constants[name] = tensor
@@ -88,9 +92,10 @@ class GraphModule(torch.nn.Module):
 
 
     def _stored(self, key: str, parameter: torch.Tensor) -> torch.Tensor:
-        """What the graph holds for a parameter: its value, or for a quantized weight its integers (as floats)."""
+        """What the graph holds for a parameter: its value (in the initializer's type), or for a quantized weight its
+        integers (as floats)."""
         if key not in self.grids:
-            return parameter
+            return parameter.to(self.half[key]) if key in self.half else parameter
         scale, zero_point, axis, bounds = self.grids[key]
         return fake_quant.quantize(parameter, scale, zero_point, axis, bounds)
 

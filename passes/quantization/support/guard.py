@@ -39,9 +39,11 @@ def refuse_quantized(model: ir.Model) -> None:
 
 
 def refuse_half_precision(model: ir.Model) -> None:
-    """Raise a one-line ``UsageError`` when ``model`` stores float16 or bfloat16 weights: ORT's INT8 quantizers take
-    FP32 models (on float16 ones the dynamic quantizer writes a graph ORT cannot load and the static one fails)."""
-    half = [v for v in model.graph.initializers.values() if v.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)]
+    """Raise a one-line ``UsageError`` when ``model`` computes with float16 or bfloat16 weights: ORT's INT8 quantizers
+    take FP32 models (on float16 ones the dynamic quantizer writes a graph ORT cannot load and the static one fails).
+    Weights only stored in half precision (every reader a ``Cast``) are FP32 to the quantizers and pass."""
+    half = [v for v in model.graph.initializers.values()
+            if v.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16) and any(node.op_type != "Cast" for node, _ in v.uses())]
     if half:
         raise UsageError(f"model computes in {half[0].dtype.name.lower()} ({len(half)} weights, e.g. {half[0].name!r}); "
                          "ONNX Runtime's INT8 quantizers take FP32 models: quantize the FP32 model")

@@ -8,6 +8,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress import io
+from onnxcompress.calibration import ArrayReader
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, QuantizeStatic
 from onnxcompress.passes.quantization.support.guard import (
@@ -81,6 +82,17 @@ def test_half_precision_weights_are_refused(dtype) -> None:
     model = ir.serde.deserialize_model(onnx.parser.parse_model(HALF_TEXT.replace("float16", dtype)))
     with pytest.raises(UsageError, match=rf"^model computes in {dtype} \(1 weights, e.g. 'w'\); .* quantize the FP32 model$"):
         refuse_half_precision(model)
+
+
+def test_weights_only_stored_in_half_precision_pass() -> None:
+    """float16 storage cast to float32 before use (halving the file): the quantizers see an FP32 model."""
+    stored = HALF_TEXT.replace("float16[N, 2] x", "float[N, 2] x").replace("float16[N, 2] y", "float[N, 2] y")
+    stored = stored.replace("y = MatMul (x, w)", "w32 = Cast <to = 1> (w)\n    y = MatMul (x, w32)")
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(stored))
+    refuse_half_precision(model)
+    samples = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
+    quantized = QuantizeStatic(accept_loss=True).apply(model, calibration=ArrayReader({"x": samples})).model
+    assert quantized_nodes(quantized)
 
 
 @pytest.mark.parametrize("quantizer", [QuantizeDynamic, QuantizeStatic])

@@ -6,6 +6,8 @@ is a channel). A group's name is its first weight tensor and axis, e.g. ``conv1.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import dataclasses
 
 import numpy as np
@@ -69,3 +71,16 @@ def group_report(
             record["frozen"] += 1
             record["reason"] = record["reason"] or reason
     return list(records.values())
+
+
+def frozen_summary(records: list[dict]) -> str:
+    """The commonest reason the groups of ``records`` (``group_report``'s) are frozen, counted without the node each
+    names (``Conv 'a': weight is not a constant``), with one example node; '' when none is frozen."""
+    reasons = [r["reason"] for r in records if r["reason"]]
+    if not reasons:
+        return ""
+    causes = Counter(reason.split(": ", 1)[-1] for reason in reasons)
+    cause, count = causes.most_common(1)[0]
+    example = next(reason for reason in reasons if reason.split(": ", 1)[-1] == cause)
+    where = f", e.g. at {example.split(': ', 1)[0]}" if ": " in example else ""
+    return f"{count} of {len(records)} groups are frozen because {cause}{where}"

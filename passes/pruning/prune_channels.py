@@ -31,7 +31,7 @@ from onnxcompress.passes.pruning import importance, recovery
 from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.flops import model_macs
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
-from onnxcompress.passes.pruning.groups import GroupInfo, group_infos, group_report
+from onnxcompress.passes.pruning.groups import GroupInfo, frozen_summary, group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
 from onnxcompress.passes.pruning.untie import retie_unchanged, untie_weights
@@ -139,7 +139,8 @@ class PruneChannels(CompressionPass):
         before = (params_before, model_macs(work))
         self.context.details["groups"] = group_report(graph, units, infos, remove, frozen)
         if not remove.any():
-            self.note("nothing can be pruned: every channel is frozen or needed (see details.groups)")
+            why = frozen_summary(self.context.details["groups"])
+            self.note(f"nothing can be pruned: every channel is frozen or needed{'; ' + why if why else ''}; each group's reason is in details.groups")
             return ir.passes.PassResult(model, modified=False)
         chosen = [u for u, r in zip(units, remove) if r]
         self._recover(work, graph, chosen)

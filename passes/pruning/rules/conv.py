@@ -17,7 +17,7 @@ from onnxcompress.passes.values import rank_or_zero
 def _weight_and_group(node: ir.Node) -> tuple[ir.Value, int]:
     weight = node.inputs[1]
     if weight is None or weight.const_value is None or weight.is_graph_input():
-        raise Refused("weight is not a constant")
+        raise Refused("weight is not a constant (computed in the graph: fold-constants may store it)")
     return weight, node.attributes.get_int("group", 1)
 
 

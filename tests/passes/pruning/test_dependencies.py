@@ -8,7 +8,7 @@ import onnx_ir as ir
 from onnxcompress import runtime
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.pruning.dependencies import PROBED, build_channel_graph, infer_shapes
-from onnxcompress.passes.pruning.groups import group_infos
+from onnxcompress.passes.pruning.groups import frozen_summary, group_infos
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
 
@@ -80,6 +80,23 @@ g (float[N,4,8,8] x) => (float[N,4,8,8] y) {
     assert not result.modified
     assert any("no pruning rule for LpNormalization" in (g["reason"] or "") for g in result.details["groups"])
     assert any("nothing can be pruned" in n for n in result.notes)
+
+
+def test_nothing_prunable_names_the_commonest_reason_with_an_example(make_model):
+    """Weights cast on use (as float16 storage is) are computed in the graph: the note says so and what may help."""
+    text = HEADER + """
+g (float[N,4,8,8] x) => (float[N,4,8,8] y) {
+  c1 = Cast<to=1>(w1)
+  a = Conv(x, c1)
+  c2 = Cast<to=1>(w2)
+  y = Conv(a, c2)
+}"""
+    model = make_model(text, {"w1": (6, 4, 1, 1), "w2": (4, 6, 1, 1)})
+    result = PruneChannels(ratio=0.5)(model)
+    assert not result.modified
+    note = next(n for n in result.notes if n.startswith("nothing can be pruned"))
+    assert "groups are frozen because weight is not a constant (computed in the graph: fold-constants may store it), e.g. at Conv" in note
+    assert frozen_summary([{"reason": None}]) == ""
 
 
 def test_layernorm_axis_frozen_unless_asked(make_model, check_pruned):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 
 from onnxcompress import runtime
 from onnxcompress.passes.pruning import PruneChannels
@@ -68,34 +69,23 @@ def test_removal_rewrites_depthwise_group_and_gemm_columns(make_model, check_pru
     assert model.graph.initializers["wf"].const_value.shape == (10, 8)  # both Concat halves lost 4
 
 
-def test_op_without_rule_freezes_its_channels(make_model):
-    text = HEADER + """
-g (float[N,4,8,8] x) => (float[N,4,8,8] y) {
-  a = Conv(x, w1)
-  b = LpNormalization<axis=1>(a)
-  y = Conv(b, w2)
-}"""
+@pytest.mark.parametrize(("body", "reason"), [
+    ("a = Conv(x, w1)\n  b = LpNormalization<axis=1>(a)\n  y = Conv(b, w2)", "no pruning rule for LpNormalization"),
+    # weights cast on use (as float16 storage is) are computed in the graph
+    ("c1 = Cast<to=1>(w1)\n  a = Conv(x, c1)\n  c2 = Cast<to=1>(w2)\n  y = Conv(a, c2)",
+     "weight is not a constant (computed in the graph: fold-constants may store it)"),
+])
+def test_frozen_channels_are_explained_in_the_groups_and_the_note(make_model, body, reason):
+    text = HEADER + f"""
+g (float[N,4,8,8] x) => (float[N,4,8,8] y) {{
+  {body}
+}}"""
     model = make_model(text, {"w1": (6, 4, 1, 1), "w2": (4, 6, 1, 1)})
     result = PruneChannels(ratio=0.5)(model)
     assert not result.modified
-    assert any("no pruning rule for LpNormalization" in (g["reason"] or "") for g in result.details["groups"])
-    assert any("nothing can be pruned" in n for n in result.notes)
-
-
-def test_nothing_prunable_names_the_commonest_reason_with_an_example(make_model):
-    """Weights cast on use (as float16 storage is) are computed in the graph: the note says so and what may help."""
-    text = HEADER + """
-g (float[N,4,8,8] x) => (float[N,4,8,8] y) {
-  c1 = Cast<to=1>(w1)
-  a = Conv(x, c1)
-  c2 = Cast<to=1>(w2)
-  y = Conv(a, c2)
-}"""
-    model = make_model(text, {"w1": (6, 4, 1, 1), "w2": (4, 6, 1, 1)})
-    result = PruneChannels(ratio=0.5)(model)
-    assert not result.modified
-    note = next(n for n in result.notes if n.startswith("nothing can be pruned"))
-    assert "groups are frozen because weight is not a constant (computed in the graph: fold-constants may store it), e.g. at Conv" in note
+    assert any(reason in (g["reason"] or "") for g in result.details["groups"])
+    note = next(n for n in result.notes if n.startswith("nothing can be pruned: every channel is frozen or needed; "))
+    assert f"groups are frozen because {reason}, e.g. at " in note
     assert frozen_summary([{"reason": None}]) == ""
 
 

@@ -115,12 +115,23 @@ class Feed:
 
 def first_samples(reader, model: ir.Model, samples: int) -> tuple[dict[str, np.ndarray], str]:
     """The reader's first ``samples`` samples as feeds for ``model`` (its whole first batch when the model's batch
-    is fixed), and a description: real inputs to check and time a model on when no other inputs are given."""
-    feed = next(model_batches(reader, model))
-    if feed.model_batch is not None:
-        return feed.arrays(), f"the first calibration batch ({feed.samples} samples, the model's fixed batch)"
-    count = min(samples, feed.samples)
-    return feed.arrays(0, count), "the first calibration sample" if count == 1 else f"the first {count} calibration samples"
+    is fixed), repeated when the data has fewer (a run's ``--batch`` is timed at that batch), and a description:
+    real inputs to check and time a model on when no other inputs are given."""
+    feeds = model_batches(reader, model)
+    first = next(feeds)
+    if first.model_batch is not None:
+        return first.arrays(), f"the first calibration batch ({first.samples} samples, the model's fixed batch)"
+    taken = [first]
+    while sum(feed.samples for feed in taken) < samples and (feed := next(feeds, None)) is not None:
+        taken.append(feed)
+    joined = {name: np.concatenate([feed.per_sample[name] for feed in taken])[:samples] for name in first.per_sample}
+    count = min(samples, sum(feed.samples for feed in taken))
+    described = "the first calibration sample" if count == 1 else f"the first {count} calibration samples"
+    if count < samples:
+        rows = np.arange(samples) % count
+        joined = {name: array[rows] for name, array in joined.items()}
+        described += f", repeated to the batch of {samples}"
+    return {**joined, **first.fixed}, described
 
 
 def model_batches(reader, model: ir.Model) -> Iterator[Feed]:

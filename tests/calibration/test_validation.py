@@ -10,7 +10,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress.calibration import ArrayReader, validate_reader
-from onnxcompress.calibration.validation import FIXED, SAMPLES, UNBATCHED, feed_layout, model_batches
+from onnxcompress.calibration.validation import FIXED, SAMPLES, UNBATCHED, feed_layout, first_samples, model_batches
 from onnxcompress.errors import UsageError
 
 TWO_INPUTS = """
@@ -155,3 +155,15 @@ def test_inconsistent_data_is_refused_in_one_line(stateful_model, stateful_feeds
     with pytest.raises(UsageError) as caught:
         validate_reader(ArrayReader(feeds, model=model), model)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(("samples", "batch_size", "rows", "described"), [
+    (3, 2, [0, 1, 2], "the first 3 calibration samples"),  # across the reader's batches
+    (6, 2, [0, 1, 2, 3, 0, 1], "the first 4 calibration samples, repeated to the batch of 6"),
+    (1, 4, [0], "the first calibration sample"),
+])
+def test_first_samples_fill_the_batch_asked_for(model, samples, batch_size, rows, described):
+    feeds = _feeds(x=np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 5, 8), np.float32))
+    got, text = first_samples(ArrayReader(feeds, batch_size=batch_size), model, samples)
+    assert got["x"][:, 0, 0].tolist() == rows and got["ids"].shape == (samples, 5)
+    assert text == described

@@ -122,6 +122,28 @@ def run(
     return dict(zip(names, values))
 
 
+def at_declared_precision(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` with each float array cast to the float type ``model`` declares for that input (a float16 model
+    compared with its float32 original gets the same values, rounded); other arrays as they are."""
+    declared = {value.name: _numpy_type(value) for value in model.graph.inputs}
+    return {name: array.astype(declared[name]) if _floats(array) and _floats(declared.get(name)) and array.dtype != declared[name] else array
+            for name, array in feeds.items()}
+
+
+def _numpy_type(value: ir.Value) -> np.dtype | None:
+    """The numpy type of a tensor value, None for other values or types numpy has no name for."""
+    try:
+        return np.dtype(value.dtype.numpy()) if value.dtype is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(kind: object) -> bool:
+    """Whether ``kind`` (an array or a numpy type) holds floating-point values (ml_dtypes' bfloat16 included)."""
+    dtype = getattr(kind, "dtype", kind)
+    return dtype is not None and (np.issubdtype(dtype, np.floating) or dtype in ONNX_TYPE_OF)
+
+
 def ort_feeds(feeds: Mapping[str, object]) -> dict[str, object]:
     """``feeds`` as ORT takes them: bfloat16 and float8 arrays as OrtValues (its Python API has no numpy type for them)."""
     return {name: _ort_value(value) for name, value in feeds.items()}

@@ -214,11 +214,13 @@ def verify_against(
 ) -> VerifyResult:
     """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden).
 
-    Every output of ``model`` must be in ``expected``: one that is not fails (it would go unchecked).
+    Every output of ``model`` must be in ``expected``: one that is not fails (it would go unchecked). Float inputs are
+    cast to the float types ``model`` declares (``runtime.at_declared_precision``: a float16 model against its original).
     Tolerances and ``gates`` as in ``verify_models``. ``state``: ``model``'s snapshot when the caller has it
     (``io.load_with_snapshot``), what the checks and the session read instead of serializing ``model`` again.
     """
     check_feed_names(model, inputs)
+    inputs = runtime.at_declared_precision(model, inputs)
     results, session = _checked_session(model, threads, state)
     actual: Feeds = {}
     if session is not None:

@@ -35,6 +35,16 @@ def test_the_candidate_is_serialized_once_and_loaded_in_ort_once(verify_models, 
     assert serialized == [candidate] and sessions == [{"threads": 2, "optimization": "disable"}]
 
 
+def test_a_float16_copy_is_fed_float16_inputs_and_compared_with_its_float32_original(cnn_model):
+    """onnxruntime's own float16 converter (weights, inputs and outputs): the float32 inputs are rounded for it."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = ir.serde.deserialize_model(convert_float_to_float16(io.to_proto(cnn_model), keep_io_types=False))
+    result = verify.verify_models(cnn_model, half, rtol=0.05, atol=0.05)
+    assert result.passed, result.failures()
+    assert result.outputs[0].cosine > 0.999 and result.outputs[0].top1_agreement == 1.0
+
+
 def test_perturbed_weight_fails_and_reports_the_tolerance_that_would_pass(verify_models):
     ref, cand = io.load(verify_models["ref"]), io.load(verify_models["perturbed"])
     result = verify.verify_models(ref, cand)

@@ -121,11 +121,12 @@ def first_samples(reader, model: ir.Model, samples: int) -> tuple[dict[str, np.n
     first = next(feeds)
     if first.model_batch is not None:
         return first.arrays(), f"the first calibration batch ({first.samples} samples, the model's fixed batch)"
-    taken = [first]
-    while sum(feed.samples for feed in taken) < samples and (feed := next(feeds, None)) is not None:
+    taken, have = [first], first.samples
+    while have < samples and (feed := next(feeds, None)) is not None:
         taken.append(feed)
+        have += feed.samples
     joined = {name: np.concatenate([feed.per_sample[name] for feed in taken])[:samples] for name in first.per_sample}
-    count = min(samples, sum(feed.samples for feed in taken))
+    count = min(samples, have)
     described = "the first calibration sample" if count == 1 else f"the first {count} calibration samples"
     if count < samples:
         rows = np.arange(samples) % count

@@ -27,6 +27,7 @@ from onnxcompress.synthetic_inputs import (  # noqa: F401  (re-exported: every c
     dynamic_inputs,
     input_shapes,
     synthetic_inputs,
+    value_dtype,
 )
 
 OPTIMIZATION_LEVELS = {
@@ -125,17 +126,9 @@ def run(
 def at_declared_precision(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``feeds`` with each float array cast to the float type ``model`` declares for that input (a float16 model
     compared with its float32 original gets the same values, rounded); other arrays as they are."""
-    declared = {value.name: _numpy_type(value) for value in model.graph.inputs}
+    declared = {value.name: value_dtype(value) for value in model.graph.inputs}
     return {name: array.astype(declared[name]) if _floats(array) and _floats(declared.get(name)) and array.dtype != declared[name] else array
             for name, array in feeds.items()}
-
-
-def _numpy_type(value: ir.Value) -> np.dtype | None:
-    """The numpy type of a tensor value, None for other values or types numpy has no name for."""
-    try:
-        return np.dtype(value.dtype.numpy()) if value.dtype is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _floats(kind: object) -> bool:

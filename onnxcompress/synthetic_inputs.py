@@ -485,7 +485,7 @@ def _even_split(arg: Argument) -> np.ndarray | None:
 
 def _nonzero_divisor(arg: Argument) -> np.ndarray | None:
     """An integer divisor (Div, Mod) in [1, 10): integer division by zero is an error."""
-    dtype = _value_dtype(arg.node.inputs[arg.index])
+    dtype = value_dtype(arg.node.inputs[arg.index])
     return arg.rng.integers(1, SMALL_INTEGERS, size=arg.shape) if dtype is not None and dtype.kind in "iu" else None
 
 
@@ -632,7 +632,8 @@ def _readers(value: ir.Value) -> Iterator[tuple[ir.Node, int]]:
                 frontier.extend(node.outputs)
 
 
-def _value_dtype(value: ir.Value | None) -> np.dtype | None:
+def value_dtype(value: ir.Value | None) -> np.dtype | None:
+    """The numpy type of a tensor value, None for no value, other values or types numpy has no name for."""
     try:
         return np.dtype(value.dtype.numpy()) if value is not None and value.dtype is not None else None
     except (TypeError, ValueError):

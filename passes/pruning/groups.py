@@ -6,9 +6,8 @@ is a channel). A group's name is its first weight tensor and axis, e.g. ``conv1.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import dataclasses
+from collections import Counter
 
 import numpy as np
 
@@ -76,11 +75,9 @@ def group_report(
 def frozen_summary(records: list[dict]) -> str:
     """The commonest reason the groups of ``records`` (``group_report``'s) are frozen, counted without the node each
     names (``Conv 'a': weight is not a constant``), with one example node; '' when none is frozen."""
-    reasons = [r["reason"] for r in records if r["reason"]]
-    if not reasons:
+    split = [r["reason"].partition(": ") for r in records if r["reason"]]  # (node, ": ", cause), or (cause, "", "")
+    if not split:
         return ""
-    causes = Counter(reason.split(": ", 1)[-1] for reason in reasons)
-    cause, count = causes.most_common(1)[0]
-    example = next(reason for reason in reasons if reason.split(": ", 1)[-1] == cause)
-    where = f", e.g. at {example.split(': ', 1)[0]}" if ": " in example else ""
-    return f"{count} of {len(records)} groups are frozen because {cause}{where}"
+    cause, count = Counter(tail or head for head, _, tail in split).most_common(1)[0]
+    node = next((head for head, _, tail in split if tail == cause), None)
+    return f"{count} of {len(records)} groups are frozen because {cause}{f', e.g. at {node}' if node else ''}"

@@ -11,12 +11,13 @@ on every pass, with the held-out samples left out.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.calibration.validation import Feed, model_batches
+from onnxcompress.calibration.validation import Feed, first_samples, gathered, model_batches
 
 EVERY = 4
 MAX_HELD_OUT = 32
@@ -83,6 +84,27 @@ def held_out(reader, model: ir.Model) -> HeldOut:
         if count >= MAX_HELD_OUT:
             break
     return HeldOut(feeds, count)
+
+
+def check_samples(reader, model: ir.Model, samples: int) -> tuple[Feeds, str]:
+    """The first ``samples`` held-out samples as one feed for ``model``, repeated when fewer are held out, and a
+    description: what a run checks and times each step on when no inputs are given. Held-out samples are never
+    fitted on, so the check reads how a step does on data it did not see. Data too small to hold any out gives
+    its first samples."""
+    parts = _held_parts(reader, model)
+    first = next(parts, None)
+    if first is None:
+        feeds, described = first_samples(reader, model, samples)
+        return feeds, f"{described} (too few samples to hold any out)"
+    return gathered(itertools.chain([first], parts), samples, "held-out")
+
+
+def _held_parts(reader, model: ir.Model) -> Iterator[Feed]:
+    """The held-out samples of each feed of ``reader`` that holds some, as feeds."""
+    for feed, held in _marked(reader, model):
+        if held.any():
+            per_sample = {name: array[held] for name, array in feed.per_sample.items()}
+            yield Feed(per_sample, feed.fixed, int(held.sum()), feed.model_batch)
 
 
 def _joined(previous: Feeds, part: Feeds, feed: Feed) -> Feeds | None:

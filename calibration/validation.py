@@ -115,24 +115,41 @@ class Feed:
 
 def first_samples(reader, model: ir.Model, samples: int) -> tuple[dict[str, np.ndarray], str]:
     """The reader's first ``samples`` samples as feeds for ``model`` (its whole first batch when the model's batch
-    is fixed), repeated when the data has fewer (a run's ``--batch`` is timed at that batch), and a description:
-    real inputs to check and time a model on when no other inputs are given."""
-    feeds = model_batches(reader, model)
-    first = next(feeds)
+    is fixed), repeated when the data has fewer, and a description: real inputs to check and time a model on when
+    no held-out samples are there to take (``holdout.check_samples``)."""
+    return gathered(model_batches(reader, model), samples)
+
+
+def gathered(parts: Iterable[Feed], samples: int, kind: str = "") -> tuple[dict[str, np.ndarray], str]:
+    """The first ``samples`` samples of ``parts`` as one feed (the first part whole when the model's batch is fixed),
+    repeated to ``samples`` when they hold fewer (a run's ``--batch`` is timed at that batch), and a description
+    (``kind``: which calibration samples, e.g. ``held-out``). Parts whose samples cannot join the first's (other
+    shapes or fixed arrays, as text padded per reader batch has) are passed over."""
+    kind = f"{kind} " if kind else ""
+    parts = iter(parts)
+    first = next(parts)
     if first.model_batch is not None:
-        return first.arrays(), f"the first calibration batch ({first.samples} samples, the model's fixed batch)"
+        return first.arrays(), f"the first {kind}calibration batch ({first.samples} samples, the model's fixed batch)"
     taken, have = [first], first.samples
-    while have < samples and (feed := next(feeds, None)) is not None:
-        taken.append(feed)
-        have += feed.samples
-    joined = {name: np.concatenate([feed.per_sample[name] for feed in taken])[:samples] for name in first.per_sample}
+    while have < samples and (part := next(parts, None)) is not None:
+        if _joinable(first, part):
+            taken.append(part)
+            have += part.samples
+    joined = {name: np.concatenate([part.per_sample[name] for part in taken])[:samples] for name in first.per_sample}
     count = min(samples, have)
-    described = "the first calibration sample" if count == 1 else f"the first {count} calibration samples"
+    described = f"the first {kind}calibration sample" if count == 1 else f"the first {count} {kind}calibration samples"
     if count < samples:
         rows = np.arange(samples) % count
         joined = {name: array[rows] for name, array in joined.items()}
         described += f", repeated to the batch of {samples}"
     return {**joined, **first.fixed}, described
+
+
+def _joinable(first: Feed, part: Feed) -> bool:
+    """Whether ``part``'s samples can be fed in one run with ``first``'s: same arrays, sample shapes and fixed arrays."""
+    return (first.per_sample.keys() == part.per_sample.keys() and first.fixed.keys() == part.fixed.keys()
+            and all(first.per_sample[n].shape[1:] == a.shape[1:] for n, a in part.per_sample.items())
+            and all(np.array_equal(first.fixed[n], a) for n, a in part.fixed.items()))
 
 
 def model_batches(reader, model: ir.Model) -> Iterator[Feed]:

@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, checks, fidelity, io, progress, runtime, stats
 from onnxcompress.calibration import as_reader
-from onnxcompress.calibration.validation import first_samples
+from onnxcompress.calibration.holdout import check_samples
 from onnxcompress.defaults import LABELS_KEY, Metric
 from onnxcompress.errors import CheckFailed, UsageError
 from onnxcompress.passes import CompressionPass
@@ -116,12 +116,13 @@ class Measurement:
     rounds: int = 5
 
     def inputs_for(self, model: ir.Model, calibration: object | None = None) -> dict[str, np.ndarray]:
-        """The inputs ``model``'s outputs are checked and timed on: ``feeds``, else the first ``batch`` samples of
-        ``calibration`` (a reader: real data judges a lossy step where random values cannot), else synthetic inputs."""
+        """The inputs ``model``'s outputs are checked and timed on: ``feeds``, else the first ``batch`` held-out samples
+        of ``calibration`` (a reader: real data no step fitted on judges a lossy step where random values cannot), else
+        synthetic inputs."""
         if self.feeds is not None:
             return dict(self.feeds)
         if calibration is not None:
-            return first_samples(calibration, model, self.batch)[0]
+            return check_samples(calibration, model, self.batch)[0]
         return runtime.synthetic_inputs(model, batch=self.batch, shapes=self.input_shapes)
 
 

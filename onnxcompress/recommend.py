@@ -32,7 +32,7 @@ import onnx_ir as ir
 from onnxcompress import bench, io, runtime, spec, stats
 from onnxcompress.cpu import CpuFeatures, cpu_features
 from onnxcompress.calibration import as_reader
-from onnxcompress.calibration.validation import first_samples
+from onnxcompress.calibration.holdout import check_samples
 from onnxcompress.errors import CheckFailed, UsageError, first_line
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
@@ -404,10 +404,10 @@ def _run_step(specs: Sequence[str], model: ir.Model, measurement: Measurement, c
 
 
 def latency_feeds(model: ir.Model, calibration: Any, shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], str]:
-    """The inputs each step is checked and timed on, and a description: the first calibration sample (the
-    first model batch when the model's batch is fixed), else synthetic inputs at ``shapes``."""
+    """The inputs each step is checked and timed on, and a description: the first held-out calibration
+    sample (``holdout.check_samples``), else synthetic inputs at ``shapes``."""
     if calibration is not None:
-        return first_samples(calibration, model, 1)
+        return check_samples(calibration, model, 1)
     described = f" at {runtime.describe_shapes(shapes)}" if shapes else ""
     return dict(runtime.synthetic_inputs(model, shapes=shapes or None)), f"synthetic inputs{described}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 
 from onnxcompress.calibration import ArrayReader, holdout
 
@@ -69,3 +70,21 @@ def test_reading_stops_once_enough_samples_are_held() -> None:
 
     holdout.held_out(Counting(numbered(10_000), batch_size=16, model=model), model)
     assert sum(seen) <= holdout.MAX_HELD_OUT * holdout.EVERY + 16
+
+
+@pytest.mark.parametrize(("count", "batch", "ids", "described"), [
+    (30, 3, [3, 7, 11], "the first 3 held-out calibration samples"),
+    (8, 4, [3, 7, 3, 7], "the first 2 held-out calibration samples, repeated to the batch of 4"),
+    (3, 2, [0, 1], "the first 2 calibration samples (too few samples to hold any out)"),
+])
+def test_checks_run_on_samples_no_pass_fitted_on(count, batch, ids, described) -> None:
+    model = relu("N")
+    feeds, text = holdout.check_samples(ArrayReader(numbered(count), batch_size=5, model=model), model, batch)
+    assert sample_ids([feeds]) == ids and float(feeds["s"]) == 2.0
+    assert text == described
+
+
+def test_a_fixed_batch_is_checked_on_its_first_held_out_chunk() -> None:
+    model = relu("2")
+    feeds, text = holdout.check_samples(ArrayReader(numbered(20), batch_size=3, model=model), model, 1)
+    assert sample_ids([feeds]) == [6, 7] and text == "the first held-out calibration batch (2 samples, the model's fixed batch)"

@@ -167,3 +167,19 @@ def test_first_samples_fill_the_batch_asked_for(model, samples, batch_size, rows
     got, text = first_samples(ArrayReader(feeds, batch_size=batch_size), model, samples)
     assert got["x"][:, 0, 0].tolist() == rows and got["ids"].shape == (samples, 5)
     assert text == described
+
+
+class PaddedPerBatch:
+    """A text reader padding each batch to its own longest sequence: batches of 2 samples at lengths 5, 7, 5."""
+
+    input_names = ["x", "ids"]
+
+    def batches(self):
+        for start, seq in ((0, 5), (2, 7), (4, 5)):
+            yield _feeds(2, seq, x=np.full((2, seq, 8), 0, np.float32) + np.arange(start, start + 2, dtype=np.float32)[:, None, None])
+
+
+def test_first_samples_pass_over_batches_of_another_length(model):
+    got, text = first_samples(PaddedPerBatch(), model, 4)  # joining the length-7 batch cannot be done
+    assert got["x"][:, 0, 0].tolist() == [0, 1, 4, 5] and got["x"].shape == (4, 5, 8) and got["ids"].shape == (4, 5)
+    assert text == "the first 4 calibration samples"

@@ -212,7 +212,7 @@ def test_when_everything_holds_every_step_that_changes_the_model_is_kept_and_mea
     assert [s.spec for s in rec.steps] == ["prune-channels:ratio=0.3", "quantize-static"]
     assert lossy_drops(rec) == [] and all(c.fidelity["slice error"] <= 0.5 for c in rec.proof.checks)
     assert all(c.speedup is not None for c in rec.proof.checks if c.kept)
-    assert rec.proof.budget == {"slice error": 0.5} and rec.proof.latency_on == "the first calibration sample"
+    assert rec.proof.budget == {"slice error": 0.5} and rec.proof.latency_on == "the first held-out calibration sample"
     pruned = next(c for c in rec.proof.checks if c.spec.startswith("prune"))
     assert pruned.speedup > 1.0 and pruned.fidelity["slice error"] < 0.05
 

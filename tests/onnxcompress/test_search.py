@@ -20,14 +20,14 @@ def calibration() -> dict[str, np.ndarray]:
 
 
 def test_search_finds_a_candidate_meeting_a_cosine_goal_and_skips_what_only_adds_loss(cnn_model, calibration):
-    result = search.search(cnn_model, [GRID, "quantize-static"], search.Goal(min_cosine=0.92), calibration=calibration,
+    result = search.search(cnn_model, [GRID, "quantize-static"], search.Goal(min_cosine=0.85), calibration=calibration,
                            timer=_timer(None))  # the CLI's test times them for real
     by_recipe = {c.recipe: c for c in result.candidates}
     assert len(by_recipe) == 7 and len(cnn_model.graph) == 4  # the input model is untouched
-    assert result.best is not None and result.best.meets_goal and result.best.cosine >= 0.92
-    assert by_recipe["prune-channels:ratio=0.25,accept_loss=true"].meets_goal  # removes 1 of 4 filters: cosine 0.93 on the first calibration sample
+    assert result.best is not None and result.best.meets_goal and result.best.cosine >= 0.85
+    assert by_recipe["prune-channels:ratio=0.25,accept_loss=true"].meets_goal  # removes 1 of 4 filters: cosine 0.91 on the first held-out calibration sample (half: 0.77)
     half = by_recipe["prune-channels:ratio=0.5,accept_loss=true"]
-    assert half.status == "ok" and half.misses == [f"cosine {half.cosine:.6f} < 0.92"]
+    assert half.status == "ok" and half.misses == [f"cosine {half.cosine:.6f} < 0.85"]
     skipped = {r for r, c in by_recipe.items() if c.status == "skipped"}
     assert skipped == {"prune-channels:ratio=0.5,accept_loss=true;quantize-static", "prune-channels:ratio=0.75,accept_loss=true",
                        "prune-channels:ratio=0.75,accept_loss=true;quantize-static"}

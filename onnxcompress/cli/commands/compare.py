@@ -63,7 +63,7 @@ def load_for_comparison(model: Path, outputs: list[Path | None], *, threads: int
                         inputs: Path | None, calibration: Path | None, labels: Path | None = None,
                         metric: Metric = "top1") -> tuple[ir.Model, Measurement, object | None]:
     """The model (loaded once every output path is checked against it), how recipes on it are checked and timed
-    (``--inputs``, else the first calibration samples as ``run`` takes them, else synthetic inputs pinned by
+    (``--inputs``, else the first held-out calibration samples as ``run`` takes them, else synthetic inputs pinned by
     ``--input-shape``; ``--labels``, ``--threads``, ``--batch``, ``--rounds``) and its calibration reader (None: no data)."""
     from onnxcompress import io, runtime
     from onnxcompress.pipeline import Measurement

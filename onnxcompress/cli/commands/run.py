@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 MAIN_COLUMNS = ("step", "size MB", "latency ms", "speedup", "cosine", "slice err", "accuracy")  # what fits 80 columns
 FULL_TABLE_WIDTH = 140  # every column of the step table, unsqueezed
-INPUTS_HELP = ".npz of inputs the outputs are checked on and timed with (default: the first --batch calibration samples, else synthetic)."
+INPUTS_HELP = ".npz of inputs the outputs are checked on and timed with (default: the first --batch held-out calibration samples, which no step fits on, else synthetic)."
 
 
 @app.command("run")
@@ -102,12 +102,12 @@ def writes_files() -> bool:
 
 
 def check_samples(reader, model: ir.Model, batch: int) -> dict:
-    """The first ``batch`` calibration samples: without ``--inputs`` the checks run on real data rather than
-    synthetic inputs (said on stderr when the model has dynamic dims, as for synthetic inputs)."""
+    """The first ``batch`` held-out calibration samples (``holdout.check_samples``): without ``--inputs`` the checks
+    run on real data no step fitted on rather than synthetic inputs (said on stderr when the model has dynamic dims, as for synthetic inputs)."""
     from onnxcompress import runtime
-    from onnxcompress.calibration.validation import first_samples
+    from onnxcompress.calibration import holdout
 
-    feeds, described = first_samples(reader, model, batch)
+    feeds, described = holdout.check_samples(reader, model, batch)
     if runtime.dynamic_inputs(model):
         err_console.print(f"checks and timings on {described} (--inputs FILE.npz to choose others)", highlight=False, markup=False)
     return feeds

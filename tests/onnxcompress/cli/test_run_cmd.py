@@ -169,7 +169,7 @@ def test_without_inputs_the_checks_run_on_calibration_samples(tmp_path, capsys):
     assert main(args) == 2  # synthetic inputs at a guessed length do not run it
     capsys.readouterr()
     assert main([*args, "--calibration", str(calibration)]) == 0
-    assert "checks and timings on the first calibration sample" in capsys.readouterr().err
+    assert "checks and timings on the first held-out calibration sample" in capsys.readouterr().err
     steps = json.loads((report / "report.json").read_text())["steps"]
     assert steps[0]["details"]["input_shapes"] == {"x": [1, 8]}
 

@@ -26,13 +26,13 @@ def test_search_writes_the_best_meeting_the_goal_and_every_candidate(cnn_path, c
     best, js = tmp_path / "best.onnx", tmp_path / "r.json"
     before = hashlib.sha256(cnn_path.read_bytes()).hexdigest()
     args = ["search", str(cnn_path), "-r", "prune-channels:ratio={0.25,0.5},accept_loss=true", "-r", "quantize-static",
-            "--min-cosine", "0.92", "--calibration", str(calibration), "-o", str(best), "--json", str(js), *FAST]
+            "--min-cosine", "0.85", "--calibration", str(calibration), "-o", str(best), "--json", str(js), *FAST]
     assert main(args) == 0
     document = json.loads(js.read_text())
     recipes = ["prune-channels:ratio=0.25,accept_loss=true", "prune-channels:ratio=0.5,accept_loss=true", "quantize-static"]
     assert [c["recipe"] for c in document["candidates"]] == recipes and document["provenance"]["recipe"] == recipes
-    assert document["goal"] == {"min_cosine": 0.92, "max_drop": None, "max_latency": None, "max_size_mb": None}
-    assert document["best"]["recipe"] in recipes and document["best"]["meets_goal"] and document["best"]["cosine"] >= 0.92
+    assert document["goal"] == {"min_cosine": 0.85, "max_drop": None, "max_latency": None, "max_size_mb": None}
+    assert document["best"]["recipe"] in recipes and document["best"]["meets_goal"] and document["best"]["cosine"] >= 0.85
     assert set(document["pareto"]) <= set(recipes) and document["pareto"]
     half = document["candidates"][1]
     assert half["status"] == "ok" and not half["meets_goal"] and half["misses"][0].startswith("cosine ")

@@ -24,6 +24,11 @@ varies around a large value, or that is dead, is judged by its error against tho
 not against a spread near zero that any rounding exceeds. Positions an attention mask among the
 inputs marks as padding (``padding_mask``) are left out of the relative error: what a model
 computes there is never read, and INT8 moves it far more than the real positions.
+
+Categorical outputs (integers and booleans: an ArgMax's labels, TopK's indices, a thresholded mask)
+are judged by how many of their values changed (``OutputFidelity.changed``), not as quantities: label
+3 read as 4 is as wrong as 3 read as 9, which an error against the labels' spread would not say.
+Their cosine is the share of values unchanged, and their slice error 0 (the share judges them).
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class OutputFidelity:
     shape_matches: bool
     worst_slice: SliceError = SAME
     tolerance: float = EXACT_RELATIVE_TOLERANCE
+    changed: float | None = None  # a categorical output's share of values that differ from the reference's
 
     @property
     def exact(self) -> bool:
@@ -105,6 +111,16 @@ class Fidelity:
         return max((o.worst_slice.error for o in self.outputs), default=0.0)
 
     @property
+    def changed(self) -> float:
+        """Largest share of changed values of any categorical output (0 when there is none)."""
+        return max((o.changed for o in self.outputs if o.changed is not None), default=0.0)
+
+    def most_changed(self) -> str:
+        """The categorical output with the largest share of changed values, quoted (empty when there is none)."""
+        worst = max((o for o in self.outputs if o.changed is not None), key=lambda o: o.changed, default=None)
+        return "" if worst is None else repr(worst.name)
+
+    @property
     def exact(self) -> bool:
         """Every output within the exact-pass tolerance."""
         return all(o.exact for o in self.outputs)
@@ -118,9 +134,9 @@ class Fidelity:
         return max(self.outputs, key=lambda o: o.worst_slice.error, default=None)
 
     def where(self) -> str:
-        """Where the largest relative error is: ``'output0' axis 1 index 34``."""
+        """Where the largest relative error is: ``'output0' axis 1 index 34`` (empty when there is none)."""
         worst = self.worst_slice()
-        return "" if worst is None else f"{worst.name!r} {worst.worst_slice.where()}"
+        return "" if worst is None or not worst.worst_slice.error else f"{worst.name!r} {worst.worst_slice.where()}"
 
     def to_dict(self) -> dict:
         """JSON-ready summary."""
@@ -130,6 +146,7 @@ class Fidelity:
             "cosine": self.cosine,
             "exact": self.exact,
             "worst_slice": None if worst is None else {"output": worst.name, **worst.worst_slice.to_dict()},
+            "changed": self.changed,
         }
 
 
@@ -221,7 +238,9 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
         return OutputFidelity(name, float("inf"), 1.0, 0.0, False, BROKEN)
     cand = np.asarray(cand)
     tolerance = exact_tolerance(ref.dtype, precision)
-    if ref.dtype == np.bool_ or not (np.issubdtype(ref.dtype, np.number) or _epsilon(ref.dtype)):
+    if ref.dtype.kind in "biu":
+        return _categorical(name, ref, cand, mask, tolerance)
+    if not (np.issubdtype(ref.dtype, np.number) or _epsilon(ref.dtype)):
         return _equality(name, bool(np.array_equal(ref, cand)), tolerance)
     r = ref.astype(np.float64)
     c = cand.astype(np.float64)
@@ -231,6 +250,16 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
     scale = max(float(np.max(np.abs(r[finite]), initial=0.0)), 1.0) if r.size else 1.0
     worst = slice_error(unpadded(np.where(finite, r, 0.0), mask), unpadded(np.where(finite, c, 0.0), mask)) if same_nonfinite else BROKEN
     return OutputFidelity(name, err, scale, _cosine(r[finite], c[finite]), True, worst, tolerance)
+
+
+def _categorical(name: str, ref: np.ndarray, cand: np.ndarray, mask: np.ndarray | None, tolerance: float) -> OutputFidelity:
+    """An integer or boolean output: its largest difference (any change breaks exactness) and the share of its
+    values that changed, padding left out; cosine is the share unchanged."""
+    differs = unpadded(ref != cand, mask)
+    changed = float(differs.mean()) if differs.size else 0.0
+    err = float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64)), initial=0.0))
+    scale = max(float(np.max(np.abs(ref.astype(np.float64)), initial=0.0)), 1.0)
+    return OutputFidelity(name, err, scale, 1.0 - changed, True, SAME, tolerance, changed)
 
 
 def _equality(name: str, equal: bool, tolerance: float = EXACT_RELATIVE_TOLERANCE) -> OutputFidelity:

@@ -118,7 +118,8 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: what it measured, per output agreement, the goal's verdict and its pipeline's steps (not the model)."""
         outputs = [] if self.fidelity is None else [
-            {"name": o.name, "cosine": o.cosine, "max_abs_err": o.max_abs_err, "slice_error": o.worst_slice.error, "exact": o.exact}
+            {"name": o.name, "cosine": o.cosine, "max_abs_err": o.max_abs_err, "slice_error": o.worst_slice.error, "changed": o.changed,
+             "exact": o.exact}
             for o in self.fidelity.outputs]
         return {
             "recipe": self.recipe,

@@ -1,19 +1,22 @@
 """The fidelity budget a lossy pass holds by default, and its verdict.
 
 A budget is one or more limits on how far a changed model may be from the model the pass was
-given (``Limit``): the drop of top-1 accuracy on labelled data, 1 − cosine of the outputs, and the
+given (``Limit``): the drop of top-1 accuracy on labelled data, 1 − cosine of the outputs, the
 outputs' slice error (``fidelity.slice_error``: the relative error of each output and of its slices,
 each against its own spread, so class scores collapsing beside box coordinates count, which a
-whole-output cosine does not see).
+whole-output cosine does not see), and the share of a categorical output's values (labels, indices,
+masks) that changed.
 
 It is judged on samples the pass was not fitted to (``default_budget``): with labelled data the
 labelled samples (top-1 drop at most ``max_drop``, default ``DEFAULT_MAX_ACCURACY_DROP``); else
 every fourth calibration sample, held out of the calibration the pass fits on
 (``calibration.holdout``), or, without calibration data, synthetic inputs, which can show a collapse
 of the outputs but not judge the model's task (slice error at most ``max_error``, default
-``DEFAULT_MAX_ERROR``, and 1 − cosine at most ``max_drop`` when given). The default ``max_error``
-lies between the error ordinary INT8 noise leaves and a collapse (a slice whose error is as large as
-its own spread).
+``DEFAULT_MAX_ERROR``, and 1 − cosine at most ``max_drop`` when given). A model with categorical
+outputs also keeps their changed share at most ``max_drop``, else ``DEFAULT_MAX_CHANGED`` (a
+categorical output's cosine is its share unchanged, so 1 − cosine is that share). The default
+``max_error`` lies between the error ordinary INT8 noise leaves and a collapse (a slice whose error
+is as large as its own spread).
 
 Over budget, ``settle`` raises ``CheckFailed`` naming the metric, its value and the budget (so
 nothing is written and the CLI exits 1), unless the pass's ``accept_loss`` accepts the loss.
@@ -35,9 +38,11 @@ from onnxcompress.calibration.validation import model_batches
 from onnxcompress.errors import CheckFailed, UsageError
 
 DEFAULT_MAX_ERROR = 0.5
+DEFAULT_MAX_CHANGED = 0.05  # of a categorical output's values: one label in 20 (one of the 32 held-out samples at most)
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 SLICE_ERROR = "slice error"
 COSINE = "1 - cosine"
+CHANGED = "changed labels"
 ACCURACY = "accuracy drop"
 SYNTHETIC = "synthetic inputs (no calibration data to hold samples out of; they cannot judge the model's task)"
 
@@ -47,7 +52,8 @@ Feeds = Mapping[str, np.ndarray]
 MaxError = Annotated[float | None, "most slice error allowed (each output and slice against its own spread); "
                                    "none: 0.5, or no limit when labelled data is given"]
 MaxDrop = Annotated[float | None, "with labelled data: most top-1 accuracy drop, an absolute fraction (0.01 = 1 point; none: 0.01); "
-                                  "without: most 1 - cosine of the outputs (none: no limit)"]
+                                  "without: most 1 - cosine of the outputs (none: no limit) and most share of a categorical "
+                                  "output's values changed, e.g. an ArgMax's labels (none: 0.05)"]
 AcceptLoss = Annotated[bool, "keep a model that breaks the fidelity budget (a note says so) instead of failing with exit 1 and writing nothing"]
 
 
@@ -64,7 +70,8 @@ class Score:
     """A changed model measured against a budget: one value per limit, and where its outputs are worst."""
 
     values: tuple[float, ...]
-    where: str = ""
+    where: str = ""  # the output and slice with the largest slice error
+    changed_at: str = ""  # the categorical output with the largest share changed
 
 
 @dataclasses.dataclass
@@ -90,8 +97,8 @@ class Budget:
         """``slice error 9.94 > 0.5 at 'output0' axis 1 index 34``: the limits broken (all when none is)."""
         pairs = list(zip(score.values, self.limits))
         broken = [(v, limit) for v, limit in pairs if not v <= limit.bound] or pairs
-        text = ", ".join(f"{limit.metric} {v:.4g} {'>' if not v <= limit.bound else '<='} {limit.bound:g}" for v, limit in broken)
-        return text + (f" at {score.where}" if score.where and any(limit.metric == SLICE_ERROR for _, limit in broken) else "")
+        return ", ".join(f"{limit.metric} {v:.4g} {'>' if not v <= limit.bound else '<='} {limit.bound:g}{_at(limit, score)}"
+                         for v, limit in broken)
 
     def to_dict(self, score: Score) -> dict[str, float]:
         """``{metric: value}`` of ``score``."""
@@ -125,6 +132,10 @@ class Judged:
             return fidelity.compare(expected, got)
         return fidelity.Fidelity([o for e, g in zip(self.expected, produced) for o in fidelity.compare(e, g).outputs])
 
+    def categorical(self) -> bool:
+        """Whether some judged output is categorical (integers or booleans: labels, indices, masks)."""
+        return any(np.asarray(array).dtype.kind in "biu" for run in self.expected for array in run.values())
+
     def _kept(self, outputs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
         if self.output is not None and self.output not in outputs:
             raise UsageError(f"fidelity_output {self.output!r} is not a model output; outputs are: {', '.join(outputs)}")
@@ -143,14 +154,25 @@ def _joined(runs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray] |
     return joined
 
 
-def output_budget(judged: Judged, *, max_error: float | None, max_drop: float | None = None, on: str = "") -> Budget:
-    """Budget on the outputs: the slice error at most ``max_error`` and 1 − cosine at most ``max_drop`` (each when given)."""
-    limits = tuple([Limit(SLICE_ERROR, max_error)] * (max_error is not None) + [Limit(COSINE, max_drop)] * (max_drop is not None))
+def _at(limit: Limit, score: Score) -> str:
+    """Where a limit's value was read: `` at 'output0' axis 1 index 34`` for the slice error, `` at 'label'`` for the
+    changed share, else nothing."""
+    where = {SLICE_ERROR: score.where, CHANGED: score.changed_at}.get(limit.metric, "")
+    return f" at {where}" if where else ""
+
+
+def output_budget(
+    judged: Judged, *, max_error: float | None, max_drop: float | None = None, max_changed: float | None = None, on: str = "",
+) -> Budget:
+    """Budget on the outputs: the slice error at most ``max_error``, 1 − cosine at most ``max_drop`` and the changed
+    share of categorical outputs at most ``max_changed`` (each when given)."""
+    bounds = {SLICE_ERROR: max_error, COSINE: max_drop, CHANGED: max_changed}
+    limits = tuple(Limit(metric, bound) for metric, bound in bounds.items() if bound is not None)
 
     def score(proto: onnx.ModelProto) -> Score:
         found = judged.fidelity(proto)
-        values = {SLICE_ERROR: found.slice_error, COSINE: 1.0 - found.cosine}
-        return Score(tuple(values[limit.metric] for limit in limits), found.where())
+        values = {SLICE_ERROR: found.slice_error, COSINE: 1.0 - found.cosine, CHANGED: found.changed}
+        return Score(tuple(values[limit.metric] for limit in limits), found.where(), found.most_changed())
 
     return Budget(limits, score, lambda proto: judged.fidelity(proto).slice_error, on)
 
@@ -163,7 +185,7 @@ def accuracy_budget(labelled, base: float, max_drop: float, judged: Judged, max_
     def score(proto: onnx.ModelProto) -> Score:
         drop = base - labelled.accuracy(ir.serde.deserialize_model(proto))
         rest = outputs.score(proto) if outputs.limits else Score(())
-        return Score((drop, *rest.values), rest.where)
+        return Score((drop, *rest.values), rest.where, rest.changed_at)
 
     return Budget((Limit(ACCURACY, max_drop), *outputs.limits), score, outputs.damage, on)
 
@@ -191,7 +213,9 @@ def default_budget(
         else:
             feeds, judged_on, samples = [next(model_batches(calibration, model)).arrays()], "calibration samples (too few to hold any out)", 0
     error = max_error if max_error is not None else DEFAULT_MAX_ERROR
-    budget = output_budget(Judged(model, feeds, output), max_error=error, max_drop=max_drop, on=judged_on)
+    judged = Judged(model, feeds, output)
+    changed = DEFAULT_MAX_CHANGED if max_drop is None and judged.categorical() else None  # else 1 − cosine judges them
+    budget = output_budget(judged, max_error=error, max_drop=max_drop, max_changed=changed, on=judged_on)
     return dataclasses.replace(budget, samples=samples), rest
 
 

@@ -28,6 +28,7 @@ def test_worst_output_is_named():
     assert result.to_dict() == {
         "max_abs_err": 1.0, "cosine": 1.0, "exact": False,
         "worst_slice": {"output": "b", "error": result.outputs[1].worst_slice.error, "axis": None, "index": None},
+        "changed": 0.0,
     }
 
 
@@ -44,12 +45,19 @@ def test_non_finite_values_must_match_in_place():
     assert fidelity.compare(ref, {"y": np.array([1.0, 0.0, np.inf], np.float32)}).max_abs_err == float("inf")
 
 
-def test_integer_and_boolean_outputs():
-    ints = {"i": np.array([1, 2, 3], np.int64)}
-    assert fidelity.compare(ints, {"i": np.array([1, 2, 4], np.int64)}).max_abs_err == 1.0
+def test_integer_and_boolean_outputs_are_judged_by_the_share_of_values_changed():
+    labels = {"label": np.array([3, 3, 3, 3], np.int64)}
+    near, far = (fidelity.compare(labels, {"label": np.array([3, 3, 3, wrong], np.int64)}) for wrong in (4, 9))
+    assert near.changed == far.changed == 0.25 and near.cosine == 0.75  # 3 read as 4 is as wrong as 3 read as 9
+    assert near.slice_error == far.slice_error == 0.0 and near.most_changed() == "'label'" and near.where() == ""
+    assert near.max_abs_err == 1.0 and not near.exact
     flags = {"b": np.array([True, False])}
     assert fidelity.compare(flags, {"b": np.array([True, False])}).exact
-    assert fidelity.compare(flags, {"b": np.array([True, True])}).cosine == 0.0
+    assert fidelity.compare(flags, {"b": np.array([True, True])}).changed == 0.5
+    padded = fidelity.compare({"t": np.array([[1, 2, 0]])}, {"t": np.array([[1, 2, 7]])}, mask=np.array([[True, True, False]]))
+    assert padded.changed == 0.0  # the change sits at a padding position
+    floats = fidelity.compare({"y": np.ones(3, np.float32)}, {"y": np.ones(3, np.float32) * 2})
+    assert floats.changed == 0.0 and floats.most_changed() == ""
 
 
 def test_an_empty_optional_output_matches_only_an_empty_optional():

@@ -71,6 +71,7 @@ def test_json_is_strict_when_values_are_not_finite():
     data = json.loads(report.to_json(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert data["steps"][1]["fidelity"] == {
         "max_abs_err": None, "cosine": None, "exact": False, "worst_slice": {"output": "y", "error": 0.0, "axis": None, "index": None},
+        "changed": 0.0,
     }
     assert data["steps"][1]["speedup"] is None
 

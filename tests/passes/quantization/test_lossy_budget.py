@@ -178,3 +178,34 @@ def test_empty_resize_constants_are_left_out_of_calibration_with_a_note() -> Non
     assert run.details["calibration"]["tensors"] == 5 and run.details["fallback"]["within_budget"]
     assert "left 1 empty tensor(s) out of calibration (e.g. 'roi'): they hold no values to take a range of" in run.notes
     assert "QuantizeLinear" in {n.op_type for n in model.graph} and runtime.run(model, {"x": x[:2]})["y"].shape == (2, 8, 16, 16)
+
+
+def tied_classifier(with_label: bool) -> ir.Model:
+    """``MLP_TEXT`` whose classes 0 and 1 lead on inputs around 3 and score almost the same (their weight columns
+    differ by 1e-3), with the ArgMax as a second output ``label`` when ``with_label``: INT8 noise flips the label."""
+    model = with_weights(MLP_TEXT)
+    hidden = np.full(16, 3.0) @ model.graph.initializers["wa"].const_value.numpy()
+    wb = model.graph.initializers["wb"]
+    weights = wb.const_value.numpy().copy()
+    weights[:, 0] = 2 * hidden / np.linalg.norm(hidden)
+    weights[:, 1] = weights[:, 0] + 1e-3 * np.random.default_rng(2).normal(size=16)
+    wb.const_value = ir.tensor(weights, name="wb")
+    if with_label:
+        argmax = ir.node("ArgMax", [model.graph.outputs[0]], attributes={"axis": 1, "keepdims": 0}, name="argmax")
+        argmax.outputs[0].name, argmax.outputs[0].dtype = "label", ir.DataType.INT64
+        model.graph.append(argmax)
+        model.graph.outputs.append(argmax.outputs[0])
+    return model
+
+
+def test_a_categorical_output_is_judged_by_the_share_of_its_values_changed() -> None:
+    x = {"x": 3 + np.random.default_rng(3).normal(size=(64, 16)).astype(np.float32)}
+    scores_only = QuantizeStatic(op_types=["MatMul"], max_fallback=0).apply(tied_classifier(False), calibration=ArrayReader(x))
+    assert scores_only.details["fallback"]["values"]["slice error"] < 0.1  # the scores barely move
+    with pytest.raises(CheckFailed, match=r"changed labels 0\.\d+ > 0\.05 at 'label' on 16 held-out"):
+        QuantizeStatic(op_types=["MatMul"], max_fallback=0).apply(tied_classifier(True), calibration=ArrayReader(x))
+    rescued = QuantizeStatic(op_types=["MatMul"]).apply(tied_classifier(True), calibration=ArrayReader(x)).details["fallback"]
+    assert rescued["kept_fp32"] == ["matmul_1"] and rescued["values"]["changed labels"] == 0.0
+    loose = QuantizeStatic(op_types=["MatMul"], max_fallback=0, max_drop=0.9).apply(tied_classifier(True), calibration=ArrayReader(x))
+    assert loose.details["fallback"]["budget"] == {"slice error": 0.5, "1 - cosine": 0.9}  # max_drop bounds the labels
+    assert 0.05 < loose.details["fallback"]["values"]["1 - cosine"] <= 0.9

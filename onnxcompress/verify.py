@@ -71,7 +71,9 @@ class Gates:
     unless they are given explicitly too (``rtol``/``atol`` not None), in which case they gate as well.
     ``min_topk_agreement`` is the mean overlap of the ``top_k`` best classes per row (``top_k=1``: top-1
     agreement) and applies to classifier-like outputs (``[batch, classes]`` floats) only; for any other
-    output it is reported as not applicable in the output's detail, never counted as met.
+    output it is reported as not applicable in the output's detail, never counted as met. An integer output
+    (labels, indices) is categorical (``fidelity``): its cosine is the share of its values unchanged, which is
+    also reported as its top-1 agreement.
     """
 
     min_cosine: float | None = None
@@ -288,6 +290,8 @@ def compare_output(
     )
     if _classifier_like(ref):
         result.top1_agreement, result.topk_agreement = _topk_agreement(ref, cand, gates.top_k)
+    elif base.changed is not None:  # labels: their share unchanged is the top-1 agreement of the scores they came from
+        result.top1_agreement = 1.0 - base.changed
     result.missed_gates = gates.missed(result)
     result.passed = (within or not tolerance_gates) and not result.missed_gates
     problems = list(result.missed_gates)

@@ -238,6 +238,15 @@ def test_top_k_sets_the_agreement_gated():
     assert top2.topk_agreement == 0.75 and top2.passed
 
 
+def test_a_label_output_is_gated_on_its_share_unchanged():
+    labels = np.array([3, 1, 4, 1, 5, 9, 2, 6], np.int64)
+    changed = labels.copy()
+    changed[5] = 8  # one label of eight: 9 read as 8 counts as much as 9 read as 0
+    result = verify.compare_output("label", labels, changed, gates=verify.Gates(min_cosine=0.9))
+    assert result.cosine == result.top1_agreement == 0.875 and not result.passed
+    assert result.detail == "cosine 0.875 < 0.9"
+
+
 def test_the_topk_gate_on_a_non_classifier_output_is_not_applicable():
     ref = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     result = verify.compare_output("features", ref, ref + 0.5, gates=verify.Gates(min_topk_agreement=0.99))

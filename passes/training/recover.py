@@ -107,7 +107,7 @@ class Recover(CompressionPass):
         if not list(graph.parameters()):
             raise UsageError("recover: the model has no float or QDQ-quantized weights to train")
         before = budget.score(io.to_proto(model))
-        if before.values[0] <= 0:  # the budget's first measure: top-1 drop with labels, else the slice error
+        if all(value <= 0 for value in before.values):  # every measure as the teacher's: slice error, changed labels, ...
             self.note(f"nothing to recover: the model does what its teacher does on {budget.on}")
             return ir.passes.PassResult(model, modified=False)
         if graph.grids:
@@ -120,8 +120,8 @@ class Recover(CompressionPass):
             lowest = min(e.val_loss for e in history.history)
             self.note(f"no epoch lowered the early-stopping loss below the model's own before training (best after an epoch: {lowest:.4g}): "
                       "weights left as they were; a smaller lr may help")
-        # otherwise judged as the budget judges (kd's soft targets move logits, not top-1)
-        elif (trained := budget.score(io.to_proto(model))).values[0] >= before.values[0]:
+        # otherwise judged as the budget judges, by its worst measure (kd's soft targets move logits, not top-1)
+        elif budget.excess(trained := budget.score(io.to_proto(model))) >= budget.excess(before):
             self._undo(graph, initial)
             self.note(f"training did not bring the model closer to its teacher on {budget.on}: weights left as they were")
         else:

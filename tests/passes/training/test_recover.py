@@ -128,6 +128,23 @@ def test_without_a_lossy_step_before_it_there_is_nothing_to_recover():
     assert step(result, "recover").notes == ["nothing to recover: the model does what its teacher does on 16 held-out calibration samples"]
 
 
+LABELS_ONLY = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,16] x) => (int64[N] label) {
+  h = Gemm<transB=1>(x, w1, b1)
+  r = Relu(h)
+  y = Gemm<transB=1>(r, w2, b2)
+  label = ArgMax<axis=1, keepdims=0>(y)
+}"""
+
+
+def test_a_model_that_outputs_only_labels_is_declined_not_called_recovered():
+    # half its hidden neurons removed change 5 of the 16 held-out labels, while its slice error (of no float output) stays 0
+    model = text_model(LABELS_ONLY, {"w1": (32, 16), "b1": (32,), "w2": (5, 32), "b2": (5,)})
+    samples = {"x": np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)}
+    with pytest.raises(UsageError, match=r"^recover: the model has no float output .* \('label' hold labels, which give no gradient"):
+        Pipeline([PruneChannels(ratio=0.5), Recover(epochs=1)], measurement=QUICK).run(model, calibration=samples)
+
+
 def test_pruning_alone_still_holds_its_own_budget():
     with pytest.raises(CheckFailed, match="^prune-channels: slice error"):
         Pipeline([PruneChannels(ratio=0.5)], measurement=QUICK).run(text_model(CNN, SHAPES), calibration=images(64))

@@ -238,7 +238,7 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
         return OutputFidelity(name, float("inf"), 1.0, 0.0, False, BROKEN)
     cand = np.asarray(cand)
     tolerance = exact_tolerance(ref.dtype, precision)
-    if ref.dtype.kind in "biu":
+    if is_categorical(ref.dtype):
         return _categorical(name, ref, cand, mask, tolerance)
     if not (np.issubdtype(ref.dtype, np.number) or _epsilon(ref.dtype)):
         return _equality(name, bool(np.array_equal(ref, cand)), tolerance)
@@ -252,13 +252,19 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
     return OutputFidelity(name, err, scale, _cosine(r[finite], c[finite]), True, worst, tolerance)
 
 
+def is_categorical(dtype: np.dtype) -> bool:
+    """Whether values of ``dtype`` are categories (integers, booleans: labels, indices, masks), not quantities."""
+    return np.dtype(dtype).kind in "biu"
+
+
 def _categorical(name: str, ref: np.ndarray, cand: np.ndarray, mask: np.ndarray | None, tolerance: float) -> OutputFidelity:
     """An integer or boolean output: its largest difference (any change breaks exactness) and the share of its
     values that changed, padding left out; cosine is the share unchanged."""
     differs = unpadded(ref != cand, mask)
     changed = float(differs.mean()) if differs.size else 0.0
-    err = float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64)), initial=0.0))
-    scale = max(float(np.max(np.abs(ref.astype(np.float64)), initial=0.0)), 1.0)
+    r = ref.astype(np.float64)
+    err = float(np.max(np.abs(r - cand.astype(np.float64)), initial=0.0))
+    scale = max(float(np.max(np.abs(r), initial=0.0)), 1.0)
     return OutputFidelity(name, err, scale, 1.0 - changed, True, SAME, tolerance, changed)
 
 

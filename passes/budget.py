@@ -134,7 +134,7 @@ class Judged:
 
     def categorical(self) -> bool:
         """Whether some judged output is categorical (integers or booleans: labels, indices, masks)."""
-        return any(np.asarray(array).dtype.kind in "biu" for run in self.expected for array in run.values())
+        return any(fidelity.is_categorical(np.asarray(array).dtype) for run in self.expected for array in run.values())
 
     def _kept(self, outputs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
         if self.output is not None and self.output not in outputs:

@@ -39,7 +39,7 @@ def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarra
         if value.dtype.kind == "f" and axis is not None:
             axes[name] = axis
     if not axes:
-        labels = [name for name, value in outputs.items() if value.dtype.kind in "biu"]
+        labels = [name for name, value in outputs.items() if fidelity.is_categorical(value.dtype)]
         hint = f" ({', '.join(map(repr, labels))} hold labels, which give no gradient: add the scores they are taken from as an output)" if labels else ""
         raise UsageError(f"recover: the model has no float output with one entry per sample to train towards{hint}")
     return {name: np.moveaxis(outputs[name], axis, 0) for name, axis in axes.items()}, axes

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.calibration.validation import Feed, first_samples, gathered, model_batches
+from onnxcompress.calibration.validation import Feed, first_samples, gathered, joinable, model_batches
 
 EVERY = 4
 MAX_HELD_OUT = 32
@@ -73,17 +73,17 @@ class HeldOut:
 def held_out(reader, model: ir.Model) -> HeldOut:
     """The held-out samples of ``reader`` (none when the data has too few samples to spare one); reading
     stops once ``MAX_HELD_OUT`` samples are held."""
-    feeds: list[Feeds] = []
+    runs: list[Feed] = []
     count = 0
-    for feed, held in _marked(reader, model):
-        if held.any():
-            part = _part(feed, held)
-            joined = _joined(feeds[-1], part, feed) if feeds and feed.model_batch is None else None
-            feeds[-1:] = [joined] if joined is not None else [*feeds[-1:], part]
-            count += int(held.sum())
+    for part in _held_parts(reader, model):
+        if runs and _fits(runs[-1], part):
+            runs[-1] = _merged(runs[-1], part)
+        else:
+            runs.append(part)
+        count += part.samples
         if count >= MAX_HELD_OUT:
             break
-    return HeldOut(feeds, count)
+    return HeldOut([run.arrays() for run in runs], count)
 
 
 def check_samples(reader, model: ir.Model, samples: int) -> tuple[Feeds, str]:
@@ -107,17 +107,15 @@ def _held_parts(reader, model: ir.Model) -> Iterator[Feed]:
             yield Feed(per_sample, feed.fixed, int(held.sum()), feed.model_batch)
 
 
-def _joined(previous: Feeds, part: Feeds, feed: Feed) -> Feeds | None:
-    """``previous`` and ``part`` as one feed when their samples have the same shapes and their fixed arrays are
-    the same and they hold at most ``RUN_SAMPLES`` samples (so held-out samples run in a few runs of bounded
-    memory, not one per reader batch); None otherwise."""
-    first = next(iter(feed.per_sample), None)
-    if first is None or len(previous[first]) + len(part[first]) > RUN_SAMPLES:
-        return None
-    for name, array in part.items():
-        if name in feed.fixed:
-            if not np.array_equal(previous[name], array):
-                return None
-        elif previous[name].shape[1:] != array.shape[1:]:
-            return None
-    return {name: array if name in feed.fixed else np.concatenate([previous[name], array]) for name, array in part.items()}
+def _fits(run: Feed, part: Feed) -> bool:
+    """Whether ``part`` can join ``run`` in one feed: a free batch, samples that ``joinable`` says can be fed
+    together, and at most ``RUN_SAMPLES`` samples in all (so held-out samples run in a few runs of bounded memory,
+    not one per reader batch)."""
+    return (part.model_batch is None and bool(part.per_sample) and joinable(run, part)
+            and run.samples + part.samples <= RUN_SAMPLES)
+
+
+def _merged(run: Feed, part: Feed) -> Feed:
+    """``run`` and ``part`` as one feed."""
+    per_sample = {name: np.concatenate([array, part.per_sample[name]]) for name, array in run.per_sample.items()}
+    return Feed(per_sample, run.fixed, run.samples + part.samples, None)

@@ -132,7 +132,7 @@ def gathered(parts: Iterable[Feed], samples: int, kind: str = "") -> tuple[dict[
         return first.arrays(), f"the first {kind}calibration batch ({first.samples} samples, the model's fixed batch)"
     taken, have = [first], first.samples
     while have < samples and (part := next(parts, None)) is not None:
-        if _joinable(first, part):
+        if joinable(first, part):
             taken.append(part)
             have += part.samples
     joined = {name: np.concatenate([part.per_sample[name] for part in taken])[:samples] for name in first.per_sample}
@@ -145,7 +145,7 @@ def gathered(parts: Iterable[Feed], samples: int, kind: str = "") -> tuple[dict[
     return {**joined, **first.fixed}, described
 
 
-def _joinable(first: Feed, part: Feed) -> bool:
+def joinable(first: Feed, part: Feed) -> bool:
     """Whether ``part``'s samples can be fed in one run with ``first``'s: same arrays, sample shapes and fixed arrays."""
     return (first.per_sample.keys() == part.per_sample.keys() and first.fixed.keys() == part.fixed.keys()
             and all(first.per_sample[n].shape[1:] == a.shape[1:] for n, a in part.per_sample.items())

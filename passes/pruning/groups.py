@@ -10,6 +10,7 @@ import dataclasses
 from collections import Counter
 
 import numpy as np
+import onnx_ir as ir
 
 from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, ChannelGraph, Slot, Unit
 
@@ -26,8 +27,28 @@ class GroupInfo:
 
 def is_weight(slot: Slot) -> bool:
     """A floating-point initializer that cannot be overridden at run time."""
-    value = slot.value
-    return value.const_value is not None and not value.is_graph_input() and value.const_value.dtype.is_floating_point()
+    return slot.value.const_value is not None and stored_weight(slot.value) is slot.value
+
+
+def stored_weight(value: ir.Value) -> ir.Value | None:
+    """The floating-point initializer holding ``value``'s numbers: ``value`` itself, or the one a ``Cast`` reads
+    (weights stored in float16 and computed in float32); None for an activation or an overridable input."""
+    producer = value.producer()
+    if value.const_value is None and producer is not None and producer.op_type == "Cast":
+        value = producer.inputs[0]
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value if value.const_value.dtype.is_floating_point() else None
+
+
+def weighted_contractions(graph: ChannelGraph) -> list[tuple[Slot, Slot]]:
+    """(activation, weight) slot pairs of every contraction that reads an activation with a weight."""
+    return [(x, w) for x, w in graph.contractions if stored_weight(w.value) is not None and stored_weight(x.value) is None]
+
+
+def weight_array(slot: Slot) -> np.ndarray:
+    """The stored numbers of a weight slot of ``weighted_contractions``."""
+    return stored_weight(slot.value).const_value.numpy()
 
 
 def group_infos(graph: ChannelGraph) -> dict[int, GroupInfo]:
@@ -74,7 +95,7 @@ def group_report(
 
 def frozen_summary(records: list[dict]) -> str:
     """The commonest reason the groups of ``records`` (``group_report``'s) are frozen, counted without the node each
-    names (``Conv 'a': weight is not a constant``), with one example node; '' when none is frozen."""
+    names (``Conv 'a': weight shape unknown``), with one example node; '' when none is frozen."""
     split = [r["reason"].partition(": ") for r in records if r["reason"]]  # (node, ": ", cause), or (cause, "", "")
     if not split:
         return ""

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import ChannelGraph, Slot, Unit
-from onnxcompress.passes.pruning.groups import is_weight
+from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
+from onnxcompress.passes.pruning.groups import is_weight, stored_weight, weight_array, weighted_contractions
 
 
 def slice_norms(array: np.ndarray, axis: int, p: int = 2) -> np.ndarray:
@@ -68,11 +68,6 @@ class ChannelStatistics:
         return self.zero_count / max(self.count, 1)
 
 
-def _weighted_contractions(graph: ChannelGraph) -> list[tuple[Slot, Slot]]:
-    """(activation, weight) slot pairs of every contraction that reads an activation with a weight."""
-    return [(x, w) for x, w in graph.contractions if is_weight(w) and not is_weight(x)]
-
-
 def channel_statistics(graph: ChannelGraph, model: ir.Model, reader) -> dict[str, ChannelStatistics]:
     """Per-channel statistics of every activation a weighted contraction reads, keyed by tensor name.
 
@@ -81,7 +76,7 @@ def channel_statistics(graph: ChannelGraph, model: ir.Model, reader) -> dict[str
     """
     from onnxcompress.calibration.activations import stream_activations
 
-    inputs = {x.value.name: x for x, _ in _weighted_contractions(graph)}
+    inputs = {x.value.name: x for x, _ in weighted_contractions(graph)}
     stats = {name: ChannelStatistics(x.size) for name, x in inputs.items()}
     for batch in stream_activations(model, reader, list(inputs)):
         for name, x in inputs.items():
@@ -93,9 +88,9 @@ def activation_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, r
     """|W|·‖X‖ per unit: each contraction's input RMS over calibration data times its weight-slice norm."""
     stats = channel_statistics(graph, model, reader)
     per_element = np.zeros(graph.element_count)
-    for x, w in _weighted_contractions(graph):
+    for x, w in weighted_contractions(graph):
         rms = stats[x.value.name].rms()
-        per_element[x.offset : x.offset + x.size] += rms * slice_norms(w.value.const_value.numpy(), w.axis)
+        per_element[x.offset : x.offset + x.size] += rms * slice_norms(weight_array(w), w.axis)
     return _per_unit(per_element, units)
 
 
@@ -119,7 +114,7 @@ def _activation_statistic_scores(
     """Sum over each unit of ``statistic`` of its channels, once per read activation tensor."""
     stats = channel_statistics(graph, model, reader)
     per_element = np.zeros(graph.element_count)
-    for x, _ in _weighted_contractions(graph):
+    for x, _ in weighted_contractions(graph):
         per_element[x.offset : x.offset + x.size] = statistic(stats[x.value.name])
     return _per_unit(per_element, units)
 
@@ -138,8 +133,8 @@ def dead_units(graph: ChannelGraph, units: list[Unit]) -> np.ndarray:
     reads = np.zeros(graph.element_count, dtype=bool)
     for x, w in graph.contractions:
         reads[x.offset : x.offset + x.size] = True
-        if is_weight(w):
-            live[w.offset : w.offset + w.size] = slice_norms(w.value.const_value.numpy(), w.axis) > 0
+        if stored_weight(w.value) is not None:
+            live[w.offset : w.offset + w.size] = slice_norms(weight_array(w), w.axis) > 0
         else:
             live[x.offset : x.offset + x.size] = True
     return np.array([reads[u.elements].any() and not live[u.elements].any() for u in units])

@@ -20,20 +20,23 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
-from onnxcompress.passes.pruning.groups import is_weight
+from onnxcompress.passes.pruning.groups import stored_weight, weight_array, weighted_contractions
 from onnxcompress.passes.pruning.rewrite import removed_indices
+from onnxcompress.passes.pruning.rules.conv import weight_shape
 
 RIDGE = 1e-3
 
 
 @dataclasses.dataclass
 class Consumer:
-    """A weighted op reading removed channels, its weight as a [K, N] matrix and its bias, if any."""
+    """A weighted op reading removed channels, its weight as a [K, N] matrix (and the initializer storing it)
+    and its bias, if any."""
 
     node: ir.Node
     x: ir.Value
     removed_rows: np.ndarray
     weight: np.ndarray
+    stored: ir.Value
     bias: ir.Value | None
     sum_x: np.ndarray | None = None
     gram: np.ndarray | None = None
@@ -54,8 +57,7 @@ def design_matrix(node: ir.Node, x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     if node.op_type != "Conv":
         return x.reshape(-1, x.shape[-1])
-    weight_shape = node.inputs[1].const_value.shape
-    kernel = tuple(weight_shape[2:])
+    kernel = weight_shape(node.inputs[1])[2:]
     strides = node.attributes.get_ints("strides", [1] * len(kernel))
     dilations = node.attributes.get_ints("dilations", [1] * len(kernel))
     pads = node.attributes.get_ints("pads", [0] * 2 * len(kernel))
@@ -100,7 +102,7 @@ def _collect(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader, *
     from onnxcompress.calibration.activations import stream_activations
 
     removed, _ = removed_indices(graph, chosen)
-    consumers = [c for x, w in graph.contractions if (c := _consumer(x, w, removed)) is not None]
+    consumers = [c for x, w in weighted_contractions(graph) if (c := _consumer(x, w, removed)) is not None]
     names = list(dict.fromkeys(c.x.name for c in consumers))
     for batch in stream_activations(model, reader, names) if consumers else ():
         for c in consumers:
@@ -110,21 +112,21 @@ def _collect(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader, *
 
 def _consumer(x, w, removed: dict) -> Consumer | None:
     gone = removed.get((id(x.value), x.axis))
-    if not gone or not is_weight(w) or is_weight(x):
+    if not gone:
         return None
     node = next((n for n, _ in w.value.uses() if x.value in n.inputs), None)
-    array = w.value.const_value.numpy().astype(np.float64)
+    array, stored = weight_array(w).astype(np.float64), stored_weight(w.value)
     if node is None or node.op_type == "Conv" and node.attributes.get_int("group", 1) != 1:
         return None
     if node.op_type == "Conv":
         per_channel = int(np.prod(array.shape[2:]))
         rows = (np.asarray(gone)[:, None] * per_channel + np.arange(per_channel)).ravel()
-        return Consumer(node, x.value, rows, array.reshape(array.shape[0], -1).T, _bias(node))
+        return Consumer(node, x.value, rows, array.reshape(array.shape[0], -1).T, stored, _bias(node))
     if node.op_type == "Gemm" and not node.attributes.get_int("transA", 0):
         matrix = array.T if node.attributes.get_int("transB", 0) else array
-        return Consumer(node, x.value, np.asarray(gone), matrix, _bias(node))
+        return Consumer(node, x.value, np.asarray(gone), matrix, stored, _bias(node))
     if node.op_type == "MatMul" and array.ndim == 2 and node.inputs[0] is x.value:
-        return Consumer(node, x.value, np.asarray(gone), array, _bias(node))
+        return Consumer(node, x.value, np.asarray(gone), array, stored, _bias(node))
     return None
 
 
@@ -153,7 +155,7 @@ def _add_to_bias(c: Consumer, delta: np.ndarray) -> None:
 
 
 def _set_weight(c: Consumer, matrix: np.ndarray) -> None:
-    weight = c.node.inputs[1]
+    weight = c.stored
     original = weight.const_value.numpy()
     if c.node.op_type == "Conv":
         array = matrix.T.reshape(original.shape)

@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
-from onnxcompress.passes.pruning.groups import is_weight
+from onnxcompress.passes.pruning.groups import weighted_contractions
 
 
 def taylor_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:
@@ -31,7 +31,7 @@ def taylor_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reade
         module = GraphModule(model)
     except UsageError as exc:
         raise UsageError(f"importance=taylor {exc}; use magnitude or activation") from None
-    inputs = {x.value.name: x for x, w in graph.contractions if is_weight(w) and not is_weight(x)}
+    inputs = {x.value.name: x for x, _ in weighted_contractions(graph)}
     totals = {name: np.zeros(x.size) for name, x in inputs.items()}
     for feed in model_batches(reader, model):
         values = module.evaluate(feed.arrays(), watch=inputs)

@@ -11,14 +11,23 @@ import onnx_ir as ir
 
 from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
-from onnxcompress.passes.values import rank_or_zero
+from onnxcompress.passes.values import rank_or_zero, static_shape
 
 
 def _weight_and_group(node: ir.Node) -> tuple[ir.Value, int]:
+    """The weight (stored, or computed from storage such as a Cast from float16) and the group count."""
     weight = node.inputs[1]
-    if weight is None or weight.const_value is None or weight.is_graph_input():
-        raise Refused("weight is not a constant (computed in the graph: fold-constants may store it)")
+    if weight is None or weight.is_graph_input():
+        raise Refused("weight is a graph input")
+    if weight_shape(weight) is None:
+        raise Refused("weight shape unknown")
     return weight, node.attributes.get_int("group", 1)
+
+
+def weight_shape(weight: ir.Value) -> tuple[int, ...] | None:
+    """A conv weight's shape when every dim is known: a stored weight's own, else the inferred one (a weight
+    cast from float16 storage)."""
+    return tuple(weight.const_value.shape) if weight.const_value is not None else static_shape(weight)
 
 
 def _couple_batch(node: ir.Node, c: Coupler) -> None:
@@ -29,8 +38,8 @@ def _couple_batch(node: ir.Node, c: Coupler) -> None:
 
 def is_depthwise(weight: ir.Value, group: int) -> bool:
     """One single-channel filter per group (channel multiplier 1)."""
-    shape = weight.const_value.shape
-    return group > 1 and shape[0] == group and shape[1] == 1
+    shape = weight_shape(weight)
+    return group > 1 and shape is not None and shape[0] == group and shape[1] == 1
 
 
 def is_depthwise_conv(node: ir.Node) -> bool:

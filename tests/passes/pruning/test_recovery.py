@@ -101,3 +101,57 @@ def test_reconstructed_weights_are_c_ordered_so_cleanup_can_hash_them():
     assert PruneChannels(ratio=0.5, reconstruct=True, accept_loss=True).apply(model, calibration=reader).modified
     assert [n for n, v in model.graph.initializers.items() if not v.const_value.numpy().flags["C_CONTIGUOUS"]] == []
     Cleanup().apply(model)
+
+
+CAST_ON_USE = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,8,8] x) => (float[N,8,8,8] y) {
+  w1 = Cast<to=1>(w1h)
+  b1 = Cast<to=1>(b1h)
+  a = Conv<pads=[1,1,1,1]>(x, w1, b1)
+  r = Relu(a)
+  w2 = Cast<to=1>(w2h)
+  y = Conv<pads=[1,1,1,1]>(r, w2)
+}"""
+
+STORED = CAST_ON_USE.replace("w1 = Cast<to=1>(w1h)", "").replace("b1 = Cast<to=1>(b1h)", "").replace(
+    "w2 = Cast<to=1>(w2h)", "").replace("x, w1, b1", "x, w1h, b1h").replace("r, w2", "r, w2h")
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "activation"])
+def test_weights_stored_in_float16_and_cast_on_use_are_pruned_like_their_float32_twin(importance, check_pruned):
+    """Weight-only float16 storage (every reader a Cast to float32): the Conv rule, the scores and the least-squares
+    refit see the stored initializer behind the Cast, slice it and keep it float16."""
+    import onnx_ir as ir
+
+    from onnxcompress.calibration.readers import ArrayReader
+
+    rng = np.random.default_rng(0)
+    weights = {name: rng.normal(size=shape).astype(np.float16)
+               for name, shape in {"w1h": (16, 3, 3, 3), "b1h": (16,), "w2h": (8, 16, 3, 3)}.items()}
+    samples = {"x": rng.random((64, 3, 8, 8), dtype=np.float32)}
+    pruned = {}
+    for text, dtype in ((CAST_ON_USE, np.float16), (STORED, np.float32)):
+        model, before = _with_weights(text, weights, dtype), _with_weights(text, weights, dtype)
+        result = PruneChannels(ratio=0.5, importance=importance, reconstruct=True, accept_loss=True).apply(
+            model, calibration=ArrayReader(samples))
+        assert result.modified
+        assert any("re-fitted 1 consumer(s)" in n for n in result.notes)
+        pruned[dtype] = (model, check_pruned(before, model, {"x": samples["x"][:4]})["y"])
+    model16, y16 = pruned[np.float16]
+    model32, y32 = pruned[np.float32]
+    shapes = {name: (v.const_value.dtype, v.const_value.shape) for name, v in model16.graph.initializers.items()}
+    assert shapes == {"w1h": (ir.DataType.FLOAT16, (8, 3, 3, 3)), "b1h": (ir.DataType.FLOAT16, (8,)),
+                      "w2h": (ir.DataType.FLOAT16, (8, 8, 3, 3))}
+    np.testing.assert_array_equal(model16.graph.initializers["b1h"].const_value.numpy().astype(np.float32),
+                                  model32.graph.initializers["b1h"].const_value.numpy())  # the same channels kept
+    np.testing.assert_allclose(y16, y32, rtol=0, atol=2e-2 * np.abs(y32).max())  # the float32 refit rounded to float16
+
+
+def _with_weights(text: str, weights: dict[str, np.ndarray], dtype) -> "ir.Model":
+    import onnx_ir as ir
+
+    model = ir.from_onnx_text(text)
+    for name, array in weights.items():
+        model.graph.register_initializer(ir.Value(name=name, const_value=ir.tensor(array.astype(dtype), name=name)))
+    return model
+

@@ -34,7 +34,7 @@ from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import GroupInfo, frozen_summary, group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
-from onnxcompress.passes.pruning.untie import retie_unchanged, untie_weights
+from onnxcompress.passes.pruning.untie import Tie, retie_unchanged, untie_weights
 from onnxcompress.stats import parameter_count
 
 Importance = Literal["magnitude", "activation", "mean_abs", "apoz", "taylor"]
@@ -143,7 +143,7 @@ class PruneChannels(CompressionPass):
             self.note(f"nothing can be pruned: every channel is frozen or needed{'; ' + why if why else ''}; each group's reason is in details.groups")
             return ir.passes.PassResult(model, modified=False)
         chosen = [u for u, r in zip(units, remove) if r]
-        self._recover(work, graph, chosen)
+        self._recover(work, graph, chosen, ties)
         apply_removal(work, graph, chosen)
         retie_unchanged(work, ties)
         after = (parameter_count(work), model_macs(work))
@@ -193,11 +193,11 @@ class PruneChannels(CompressionPass):
             return taylor_scores(graph, units, model, self.context.calibration)
         return importance.magnitude_scores(graph, units)
 
-    def _recover(self, model: ir.Model, graph: ChannelGraph, chosen: list[Unit]) -> None:
+    def _recover(self, model: ir.Model, graph: ChannelGraph, chosen: list[Unit], ties: list[Tie]) -> None:
         if self.reconstruct:
-            self.note(recovery.reconstruct(model, graph, chosen, self.context.calibration))
+            self.note(recovery.reconstruct(model, graph, chosen, self.context.calibration, ties))
         elif self.bias_fold:
-            self.note(recovery.fold_into_bias(model, graph, chosen, self.context.calibration))
+            self.note(recovery.fold_into_bias(model, graph, chosen, self.context.calibration, ties))
 
     def _hold(self, budget: fidelity_budget.Budget, pruned: ir.Model) -> None:
         """Judge ``pruned`` (recovery included) against the budget: ``CheckFailed`` over it unless ``accept_loss``."""

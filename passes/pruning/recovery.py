@@ -9,12 +9,20 @@ sample count):
 * ``fold_into_bias``: b += mean(X_removed)·W_removed — the removed channels' mean contribution.
 * ``reconstruct``: least squares re-fit of the kept rows and the bias so that X_kept·W' + b'
   matches the original X·W (the graph-level analogue of ThiNet / channel-pruning reconstruction),
-  solved from the accumulated normal equations with a small ridge term.
+  solved from the accumulated normal equations with a small ridge term that pulls towards the kept
+  rows as they are: where the data leaves the fit undetermined (a squeeze-excite block's pooled input,
+  one row per sample, against hundreds of kept channels) the weights stay instead of shrinking to 0.
+  A consumer without a bias is fitted without the intercept it could not hold.
+
+Consumers that read one weight (an unrolled LSTM's steps; one float16 tensor cast once and read twice;
+untied copies of a shared tensor, ``untie.py``) are fitted once, on all their inputs, so the weight
+stays one tensor.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -23,6 +31,7 @@ from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import stored_weight, weight_array, weighted_contractions
 from onnxcompress.passes.pruning.rewrite import removed_indices
 from onnxcompress.passes.pruning.rules.conv import weight_shape
+from onnxcompress.passes.pruning.untie import Tie
 
 RIDGE = 1e-3
 
@@ -71,31 +80,60 @@ def design_matrix(node: ir.Node, x: np.ndarray) -> np.ndarray:
     return views.transpose(order).reshape(-1, x.shape[1] * int(np.prod(kernel)))
 
 
-def fold_into_bias(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader) -> str:
-    """Add the removed channels' mean contribution to each consumer's bias; return a report line."""
+def fold_into_bias(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader, ties: Sequence[Tie] = ()) -> str:
+    """Add the removed channels' mean contribution to each consumer's bias; return a report line.
+
+    ``ties`` (``untie_weights``' pairs) name the copies of one shared weight: see ``sharing_one_weight``."""
     consumers = _collect(model, graph, chosen, reader, with_gram=False)
-    for c in consumers:
-        mean = c.sum_x / max(c.rows, 1)
-        _add_to_bias(c, mean[c.removed_rows] @ c.weight[c.removed_rows])
+    for members in sharing_one_weight(consumers, ties):
+        first = members[0]
+        mean = sum(c.sum_x for c in members) / max(sum(c.rows for c in members), 1)
+        for c in members:
+            _add_to_bias(c, mean[first.removed_rows] @ first.weight[first.removed_rows])
     return f"bias folding: {len(consumers)} consumer(s) got the removed channels' mean contribution"
 
 
-def reconstruct(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader) -> str:
-    """Least-squares re-fit of each consumer's kept weight rows and bias; return a report line."""
+def reconstruct(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader, ties: Sequence[Tie] = ()) -> str:
+    """Least-squares re-fit of each consumer's kept weight rows and bias; return a report line.
+
+    ``ties`` (``untie_weights``' pairs) name the copies of one shared weight: see ``sharing_one_weight``."""
     consumers = _collect(model, graph, chosen, reader, with_gram=True)
-    for c in consumers:
-        k = c.weight.shape[0]
-        kept = np.setdiff1d(np.arange(k + 1), c.removed_rows)
-        gram = c.gram / max(c.rows, 1)
-        target = gram[:, :k] @ c.weight
-        lhs = gram[np.ix_(kept, kept)]
-        lhs = lhs + RIDGE * np.trace(lhs) / len(kept) * np.eye(len(kept))
-        solution = np.linalg.solve(lhs, target[kept])
-        fitted = c.weight.copy()
-        fitted[kept[:-1]] = solution[:-1]
-        _set_weight(c, fitted)
-        _add_to_bias(c, solution[-1])
+    for members in sharing_one_weight(consumers, ties):
+        fitted, bias_delta = _least_squares(members)
+        for c in members:
+            _set_weight(c, fitted)
+            _add_to_bias(c, bias_delta)
     return f"reconstruct: re-fitted {len(consumers)} consumer(s) by least squares on calibration data"
+
+
+def sharing_one_weight(consumers: list[Consumer], ties: Sequence[Tie]) -> list[list[Consumer]]:
+    """Consumers grouped by the weight they read, an untied copy counting as its source: a weight read in several
+    places (an unrolled LSTM's steps, float16 storage cast once and read twice) is one parameter and gets one fit,
+    from all its readers' data, instead of one fit per reader that leaves the last writer's or grows copies."""
+    source = {id(copy): id(original) for copy, original in ties}
+    groups: dict[tuple, list[Consumer]] = {}
+    for c in consumers:
+        orientation = (c.node.op_type, c.node.attributes.get_int("transB", 0))
+        key = (source.get(id(c.stored), id(c.stored)), orientation, c.removed_rows.tobytes())
+        groups.setdefault(key, []).append(c)
+    return list(groups.values())
+
+
+def _least_squares(members: list[Consumer]) -> tuple[np.ndarray, np.ndarray]:
+    """The kept rows and bias change that best reproduce the full weight's output over every member's inputs; with
+    no bias to take it (a bare MatMul, a Conv without one) the change is 0 and the rows are fitted without it."""
+    first = members[0]
+    k = first.weight.shape[0]
+    intercept = [k] if all(c.bias is not None for c in members) else []
+    kept = np.concatenate([np.setdiff1d(np.arange(k), first.removed_rows), intercept]).astype(int)
+    gram = sum(c.gram for c in members) / max(sum(c.rows for c in members), 1)
+    unfitted = np.vstack([first.weight, np.zeros((1, first.weight.shape[1]))])[kept]  # the kept rows as they are, no change
+    ridge = RIDGE * np.trace(gram[np.ix_(kept, kept)]) / len(kept)
+    lhs = gram[np.ix_(kept, kept)] + ridge * np.eye(len(kept))
+    solution = np.linalg.solve(lhs, (gram[:, :k] @ first.weight)[kept] + ridge * unfitted)
+    fitted = first.weight.copy()
+    fitted[kept[kept < k]] = solution[: len(kept) - len(intercept)]
+    return fitted, solution[-1] if intercept else np.zeros(first.weight.shape[1])
 
 
 def _collect(model: ir.Model, graph: ChannelGraph, chosen: list[Unit], reader, *, with_gram: bool) -> list[Consumer]:

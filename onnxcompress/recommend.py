@@ -36,6 +36,7 @@ from onnxcompress.calibration.holdout import check_samples
 from onnxcompress.errors import CheckFailed, UsageError, first_line
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
+from onnxcompress.passes.remove_initializer_inputs import initializer_inputs
 from onnxcompress.passes.values import is_constant
 from onnxcompress.pipeline import Measurement, Pipeline
 
@@ -197,7 +198,16 @@ def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation
     """The recommended pipeline for ``model`` on ``cpu`` (this machine by default)."""
     cpu = cpu or cpu_features()
     family, evidence = detect_family(model)
-    return Recommendation(family, evidence, cpu, plan(family, cpu), [], dynamic_input_shapes(model))
+    return Recommendation(family, evidence, cpu, _weights_as_constants(model) + plan(family, cpu), [], dynamic_input_shapes(model))
+
+
+def _weights_as_constants(model: ir.Model) -> list[Step]:
+    """``remove-initializer-inputs`` first when weights are also graph inputs: ORT and every later pass then see constants."""
+    exposed = initializer_inputs(model.graph)
+    if not exposed:
+        return []
+    return [Step("remove-initializer-inputs", f"exact: {len(exposed)} weights are also graph inputs (IR < 4, or exported with "
+                 "keep_initializers_as_inputs=True), which ORT neither folds nor pre-packs and the other passes may not rewrite")]
 
 
 def dynamic_input_shapes(model: ir.Model) -> dict[str, tuple[int, ...]]:

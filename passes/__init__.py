@@ -5,7 +5,8 @@ from onnxcompress.passes.cleanup import Cleanup
 from onnxcompress.passes.fold_constants import FoldConstants
 from onnxcompress.passes.fusion import Fuse
 from onnxcompress.passes.pruning import PruneChannels
+from onnxcompress.passes.remove_initializer_inputs import RemoveInitializerInputs
 from onnxcompress.passes.quantization import QuantizeDynamic, QuantizeStatic, ScaleTokens, SmoothActivations, SplitOutlierChannels
 from onnxcompress.passes.training.recover import Recover
 
-__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "PassContext", "PassOutcome", "PruneChannels", "QuantizeDynamic", "QuantizeStatic", "Recover", "ScaleTokens", "SmoothActivations", "SplitOutlierChannels"]
+__all__ = ["REGISTRY", "Cleanup", "CompressionPass", "FoldConstants", "Fuse", "PassContext", "PassOutcome", "PruneChannels", "QuantizeDynamic", "QuantizeStatic", "Recover", "RemoveInitializerInputs", "ScaleTokens", "SmoothActivations", "SplitOutlierChannels"]

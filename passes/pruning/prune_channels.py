@@ -34,6 +34,7 @@ from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import GroupInfo, frozen_summary, group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
+from onnxcompress.passes.remove_initializer_inputs import initializer_inputs
 from onnxcompress.passes.pruning.untie import Tie, retie_unchanged, untie_weights
 from onnxcompress.stats import parameter_count
 
@@ -138,9 +139,9 @@ class PruneChannels(CompressionPass):
         remove = self._choose(graph, units, frozen, work, infos)
         before = (params_before, model_macs(work))
         self.context.details["groups"] = group_report(graph, units, infos, remove, frozen)
+        self._note_weights_as_inputs(work)
         if not remove.any():
-            why = frozen_summary(self.context.details["groups"])
-            self.note(f"nothing can be pruned: every channel is frozen or needed{'; ' + why if why else ''}; each group's reason is in details.groups")
+            self.note(self._why_nothing(self.context.details["groups"]))
             return ir.passes.PassResult(model, modified=False)
         chosen = [u for u, r in zip(units, remove) if r]
         self._recover(work, graph, chosen, ties)
@@ -154,6 +155,22 @@ class PruneChannels(CompressionPass):
         self._hold(budget, work)
         model.graph = work.graph
         return ir.passes.PassResult(model, modified=True)
+
+    @staticmethod
+    def _why_nothing(groups: list[dict]) -> str:
+        """Why no unit was removed: the commonest reason the groups are frozen, or that no group holds a weight."""
+        if not groups:
+            return "nothing can be pruned: no channel runs through a stored floating-point weight"
+        why = frozen_summary(groups)
+        return f"nothing can be pruned: every channel is frozen or needed{'; ' + why if why else ''}; each group's reason is in details.groups"
+
+    def _note_weights_as_inputs(self, model: ir.Model) -> None:
+        """Name the weights left alone because they are graph inputs a caller could override, and the pass that fixes it."""
+        exposed = initializer_inputs(model.graph)
+        if exposed:
+            self.note(f"{len(exposed)} weights are also graph inputs (IR < 4, or exported with keep_initializers_as_inputs=True), "
+                      f"so a caller could override them and they are not pruned (e.g. {exposed[0].name!r}): "
+                      "-p remove-initializer-inputs first makes them constants")
 
     def _validate_calibration(self, model: ir.Model) -> None:
         """Calibration data, when given, must feed this model."""

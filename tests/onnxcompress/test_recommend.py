@@ -390,3 +390,15 @@ def test_a_preparation_whose_int8_step_was_dropped_is_left_out_too():
 def test_preparations_are_kept_when_their_int8_step_follows():
     steps = [recommend.Step(s, "") for s in ("smooth", "fuse", "quantize-dynamic", "split-outliers")]
     assert [s.spec for s in recommend.unserved_preparations(steps)] == ["split-outliers"]
+
+
+def test_weights_listed_as_inputs_are_made_constants_first(mlp_model):
+    """Weights a caller could override (IR < 4, keep_initializers_as_inputs=True): ORT neither folds nor pre-packs
+    them and no pass may rewrite them, so the plan starts by making them constants; a model without them does not."""
+    from ..passes.test_remove_initializer_inputs import WEIGHTS_AS_INPUTS
+
+    exposed = recommend.recommend(ir.from_onnx_text(WEIGHTS_AS_INPUTS), VNNI)
+    assert exposed.steps[0].spec == "remove-initializer-inputs"
+    assert exposed.steps[0].reason.startswith("exact: 3 weights are also graph inputs")
+    assert [s.spec for s in exposed.steps[1:]] == [s.spec for s in recommend.recommend(mlp_model, VNNI).steps]
+    assert "remove-initializer-inputs" not in [s.spec for s in recommend.recommend(mlp_model, VNNI).steps]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from onnxcompress import Measurement, Pipeline, io
-from onnxcompress.passes import Cleanup, FoldConstants, Fuse
+from onnxcompress.passes import Cleanup, FoldConstants, Fuse, RemoveInitializerInputs
 
 
-def _run_exact_pipeline(path, feeds=None, fuse=None):
+def _run_exact_pipeline(path, feeds=None, fuse=None, first=()):
     model = io.load(path)
-    pipeline = Pipeline([FoldConstants(), Cleanup(), fuse or Fuse()], measurement=Measurement(benchmark=False, feeds=feeds))
+    pipeline = Pipeline([*first, FoldConstants(), Cleanup(), fuse or Fuse()], measurement=Measurement(benchmark=False, feeds=feeds))
     return pipeline.run(model).report.steps
 
 
@@ -27,6 +27,16 @@ def test_light_models_keep_their_outputs(light_models):
     assert len(light_models) == 9
     for path in light_models:
         _assert_kept_and_not_grown(_run_exact_pipeline(path))
+
+
+@pytest.mark.slow
+def test_light_models_weights_made_constants_keep_their_outputs_and_fold_further(light_models):
+    """The zoo's IR 3 models list every initializer as an input; as constants, the weights they build from shapes fold."""
+    for path in light_models:
+        plain, constants = _run_exact_pipeline(path), _run_exact_pipeline(path, first=[RemoveInitializerInputs()])
+        _assert_kept_and_not_grown(constants)
+        assert constants[1].details["inputs_removed"], path
+        assert constants[-1].nodes < plain[-1].nodes, path
 
 
 @pytest.mark.slow

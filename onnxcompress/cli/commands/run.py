@@ -69,6 +69,7 @@ def run_pipeline(
     io.check_output_path(output, [source])
     if report_dir:
         check_report_folder(report_dir, plot=plot.available(), inputs=[source])
+    hint_weights_as_inputs(source, passes)
     pins = runtime.parse_input_shapes(input_shape)
     reader = open_calibration(calibration, source, DataOptions(image_size, layout, mean, std, tokenizer))
     feeds = io.load_arrays(inputs, source) if inputs else check_samples(reader, source, batch) if reader else None
@@ -93,6 +94,18 @@ def run_pipeline(
         write_report(result.report, report_dir, [source])
     print_report(result.report)
     console.print(f"wrote {output}")
+
+
+def hint_weights_as_inputs(model: ir.Model, passes: list) -> None:
+    """Say on stderr when the model's weights are also graph inputs and the chain leaves them so: no pass rewrites
+    them and ORT neither folds nor pre-packs them, so most steps would find nothing to do."""
+    from onnxcompress.passes.remove_initializer_inputs import RemoveInitializerInputs, initializer_inputs
+
+    exposed = initializer_inputs(model.graph)
+    if exposed and not any(isinstance(p, RemoveInitializerInputs) for p in passes):
+        err_console.print(f"hint: {len(exposed)} weights are also graph inputs (IR < 4, or exported with keep_initializers_as_inputs=True), "
+                          "which no pass rewrites and ONNX Runtime does not fold: -p remove-initializer-inputs first makes them constants",
+                          highlight=False, markup=False)
 
 
 def writes_files() -> bool:

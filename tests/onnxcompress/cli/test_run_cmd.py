@@ -314,3 +314,20 @@ def test_each_progress_line_is_printed_once_after_ort_logs_to_the_root_logger(ml
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "ONNXCOMPRESS_LOG": "info"})
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("step 2/2: cleanup") == 1 and "INFO:" not in done.stderr
+
+
+def test_weights_listed_as_inputs_get_a_hint_unless_the_chain_makes_them_constants(tmp_path, capsys):
+    """A keep_initializers_as_inputs export: fuse alone would find nothing, and the run says why and what to add."""
+    import onnx_ir as ir
+
+    from ...passes.test_remove_initializer_inputs import WEIGHTS_AS_INPUTS
+
+    source = tmp_path / "exposed.onnx"
+    ir.save(ir.from_onnx_text(WEIGHTS_AS_INPUTS), source)
+    out = tmp_path / "out.onnx"
+    assert main(["run", str(source), "-o", str(out), "-p", "fuse", "--no-bench"]) == 0
+    hint = "hint: 3 weights are also graph inputs (IR < 4, or exported with keep_initializers_as_inputs=True)"
+    assert hint in capsys.readouterr().err.replace("\n", " ")
+    assert main(["run", str(source), "-o", str(out), "-p", "remove-initializer-inputs", "-p", "fuse", "--no-bench"]) == 0
+    assert "hint:" not in capsys.readouterr().err
+    assert [v.name for v in ir.load(out).graph.inputs] == ["x"]

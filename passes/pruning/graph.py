@@ -78,6 +78,10 @@ class ChannelGraph:
         self._slot_parent.append(len(self._ordered) - 1)
         return slot
 
+    def find(self, value: ir.Value, axis: int) -> Slot | None:
+        """The slot of ``value``'s axis if the graph has one (``slot`` without creating it)."""
+        return self._slots.get((id(value), axis))
+
     @property
     def element_count(self) -> int:
         """Number of elements over all slots (the length of per-element score arrays)."""

@@ -60,13 +60,22 @@ def group_infos(graph: ChannelGraph) -> dict[int, GroupInfo]:
         group = graph.group_of(slot)
         if slot.offset in graph.head_slots:
             heads.add(group)
-        if is_weight(slot) and not _not_a_channel(graph, slot):
-            if any(node.op_type in CONV_OPS for node, _ in slot.value.uses()):
+        if not is_weight(slot):
+            continue
+        read_as = _read_as(graph, slot)
+        if not any(_not_a_channel(graph, s) for s in read_as):
+            if any(node.op_type in CONV_OPS for s in read_as for node, _ in s.value.uses()):
                 conv.add(group)
             infos.setdefault(group, GroupInfo(f"{slot.value.name}[{slot.axis}]", "neurons"))
     for group, info in infos.items():
         info.kind = "heads" if group in heads else "channels" if group in conv else "neurons"
     return infos
+
+
+def _read_as(graph: ChannelGraph, slot: Slot) -> list[Slot]:
+    """A weight slot and, for a weight stored in float16, the same axis of each Cast reading it: what its ops see."""
+    casts = [node.outputs[0] for node, _ in slot.value.uses() if node.op_type == "Cast"]
+    return [slot, *filter(None, (graph.find(value, slot.axis) for value in casts))]
 
 
 def _not_a_channel(graph: ChannelGraph, slot: Slot) -> bool:

@@ -229,7 +229,7 @@ def _measure(models: dict[str, ir.Model], test_feeds, bench_feeds, s: RecipeSett
 def recipe_markdown(result: RecipeResult, s: RecipeSettings) -> str:
     """The fidelity and latency table, then the pruning and recovery steps (pruned student) and the pass chain's report."""
     header = ["model", "params", f"latency ms (batch 1, seq {BENCH_SEQUENCE})", "speedup vs teacher",
-              "mean cosine", "min cosine", "NN agreement", "Spearman"]
+              "mean cosine", "min cosine", "NN agreement", "NN agreement, clear neighbours", "Spearman"]
     rows = [[name, f"{result.params[name]:,}", f"{ms:.2f}", f"{result.speedup[name]:.2f}x", *_quality_cells(result.fidelity.get(name))]
             for name, ms in result.latency_ms.items()]
     lines = [s.describe(), "", *markdown.table(header, rows), ""]
@@ -241,5 +241,6 @@ def recipe_markdown(result: RecipeResult, s: RecipeSettings) -> str:
 def _quality_cells(f: EmbeddingFidelity | None) -> list[str]:
     """The fidelity cells of one model's row; the teacher (no entry) matches itself exactly."""
     if f is None:
-        return ["1"] * 4
-    return [f"{f.mean_cosine:.4f}", f"{f.min_cosine:.4f}", f"{f.neighbour_agreement:.3f}", f"{f.spearman:.4f}"]
+        return ["1"] * 5
+    return [f"{f.mean_cosine:.4f}", f"{f.min_cosine:.4f}", f"{f.neighbour_agreement:.3f}",
+            f"{f.clear_neighbour_agreement:.3f} of {f.clear_neighbours}", f"{f.spearman:.4f}"]

@@ -25,3 +25,14 @@ def test_hand_computed_case():
     # pairs (0,1),(0,2),(1,2): teacher sims 0, .707, .707; student 0, .707, -.707 → ranks (1,2.5,2.5) vs (2,3,1):
     # centred (-1,.5,.5)·(0,1,-1) = 0, so no rank correlation
     assert f.spearman == pytest.approx(0.0)
+
+
+def test_agreement_on_clear_neighbours_leaves_out_near_ties():
+    """Row 2's two closest rows are within 0.05 cosine of each other (0.712 and 0.702): a near-tie, which the student
+    flips. Rows 0-1 and 3-4 are clear pairs, which it keeps: agreement 4/5 overall, 4/4 on the clear ones."""
+    teacher = np.array([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.0, 1.0, 0.0], [0.0, 0.71, 0.70], [0.0, 0.70, 0.71]])
+    student = teacher.copy()
+    student[2] = [0.0, 0.6, 0.8]
+    f = compare_embeddings(teacher, student)
+    assert f.neighbour_agreement == pytest.approx(4 / 5)
+    assert f.clear_neighbours == 4 and f.clear_neighbour_agreement == 1.0

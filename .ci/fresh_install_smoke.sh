@@ -35,7 +35,7 @@ esac
 model="$("$PY" -c 'import onnx, pathlib; print(pathlib.Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx")')"
 step "inspect, run and verify on $(basename "$model") (shipped with the onnx wheel)"
 "$OC" inspect "$model" > /dev/null
-"$OC" run "$model" -p fold-constants -p cleanup --no-bench -o "$WORK/small.onnx" > /dev/null
+"$OC" run "$model" -p remove-initializer-inputs -p fold-constants -p cleanup --no-bench -o "$WORK/small.onnx" > /dev/null
 "$OC" verify "$model" "$WORK/small.onnx" > /dev/null
 code=0
 "$OC" bench "$model" --threads 0 2> "$WORK/usage.txt" || code=$?

@@ -113,7 +113,7 @@ def run(
     """
     sess = model if isinstance(model, ort.InferenceSession) else session(model, threads=threads, optimization=optimization)
     names = [o.name for o in sess.get_outputs()]
-    wanted = {i.name for i in sess.get_inputs()}
+    wanted = {i.name for i in (*sess.get_inputs(), *sess.get_overridable_initializers())}  # a fed default overrides it
     try:
         values = sess.run(names, ort_feeds({k: v for k, v in feeds.items() if k in wanted}))
     except Exception as exc:

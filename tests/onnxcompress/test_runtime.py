@@ -57,3 +57,15 @@ def test_threads_outside_the_machines_bound_are_refused_before_a_session(mlp_mod
 
 def test_the_most_threads_allowed_still_run(mlp_model):
     assert runtime.session(mlp_model, threads=runtime.MAX_THREADS).get_outputs()
+
+
+def test_a_fed_initializer_backed_input_overrides_its_default():
+    """ORT lists such inputs apart from the others (overridable initializers); a value the caller feeds for one, as
+    an ``--inputs`` file may, was dropped and the default used instead."""
+    import onnx_ir as ir
+
+    model = ir.from_onnx_text("""<ir_version: 8, opset_import: ["" : 17]>
+g (float[2] x, float[2] shift) => (float[2] y) <float[2] shift = {1, 1}> { y = Add(x, shift) }""")
+    x = np.zeros(2, np.float32)
+    assert runtime.run(model, {"x": x})["y"].tolist() == [1.0, 1.0]
+    assert runtime.run(model, {"x": x, "shift": np.full(2, 5.0, np.float32)})["y"].tolist() == [5.0, 5.0]

@@ -207,7 +207,8 @@ def _weights_as_constants(model: ir.Model) -> list[Step]:
     if not exposed:
         return []
     return [Step("remove-initializer-inputs", f"exact: {len(exposed)} weights are also graph inputs (IR < 4, or exported with "
-                 "keep_initializers_as_inputs=True), which ORT neither folds nor pre-packs and the other passes may not rewrite")]
+                 "keep_initializers_as_inputs=True), which ORT neither folds nor pre-packs and the other passes may not rewrite; "
+                 "they stop being inputs (exclude=NAME keeps one a caller feeds)")]
 
 
 def dynamic_input_shapes(model: ir.Model) -> dict[str, tuple[int, ...]]:

@@ -4,14 +4,18 @@ Models of IR < 4 and ``torch.onnx.export(..., keep_initializers_as_inputs=True)`
 a graph input too, which makes each weight a default the caller may override at run time. ONNX Runtime
 then neither folds nor pre-packs them, and the graph passes (pruning, fusion, folding) must leave them
 alone, since a caller could feed other values. Dropping them from the inputs makes them constants: the
-outputs stay the same for every call that does not feed them, which is how such models are run.
+outputs stay the same for every call that does not feed them, which is how such models are run. A default
+a caller is meant to override (a threshold, say) is kept as an input with ``exclude``.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import onnx_ir as ir
 
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.exclude import Candidate, noted, resolve
 from onnxcompress.passes.initializers import allow_plain_initializers
 
 
@@ -26,11 +30,22 @@ class RemoveInitializerInputs(CompressionPass):
     name = "remove-initializer-inputs"
     exact = True
 
+    def __init__(
+        self,
+        *,
+        exclude: Annotated[list[str] | None, "glob patterns (a|b) of initializer-backed inputs a caller is meant to feed, "
+                                              "kept as inputs; a pattern matching none of them is an error"] = None,
+    ) -> None:
+        super().__init__()
+        self.exclude = list(exclude or [])
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        """Drop every initializer-backed graph input, raising IR < 4 to 4 (which lets initializers be non-inputs)."""
-        exposed = initializer_inputs(model.graph)
+        """Drop every initializer-backed graph input not excluded, raising IR < 4 to 4 (which lets initializers be non-inputs)."""
+        candidates = [Candidate(v.name, (v.name,), "initializer", True) for v in initializer_inputs(model.graph)]
+        kept = set(noted(self, resolve(self.name, self.exclude, candidates), "input"))
+        exposed = [v for v in initializer_inputs(model.graph) if v.name not in kept]
         if not exposed:
-            self.note("no initializer is listed as a graph input")
+            self.note("every initializer-backed input is excluded" if kept else "no initializer is listed as a graph input")
             return ir.passes.PassResult(model, modified=False)
         for value in exposed:
             model.graph.inputs.remove(value)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from onnxcompress import runtime
 from onnxcompress.calibration import ArrayReader
+from onnxcompress.errors import UsageError
 from onnxcompress.passes import PruneChannels, RemoveInitializerInputs
 
 # IR 3 requires every initializer to be a graph input too, as keep_initializers_as_inputs=True exports write
@@ -55,3 +58,16 @@ def test_pruning_names_the_pass_and_prunes_after_it(rewrite_text):
     pruned = PruneChannels(ratio=0.5, accept_loss=True).apply(exposed, calibration=ArrayReader(calibration))
     assert pruned.modified
     assert exposed.graph.initializers["w1"].const_value.shape == (4, 4)
+
+
+def test_excluded_inputs_stay_inputs_and_an_unmatched_pattern_is_an_error(assert_exact_rewrite, rewrite_text):
+    """A default a caller is meant to feed (here b1) stays an input; the others become constants."""
+    before, after, outcome = rewrite_text(RemoveInitializerInputs(exclude=["b*"]), WEIGHTS_AS_INPUTS)
+    assert [v.name for v in after.graph.inputs] == ["x", "b1"]
+    assert outcome.notes[0] == "excluded 1 input: b1"
+    assert outcome.details["inputs_removed"] == ["w1", "w2"]
+    assert_exact_rewrite(before, after, feeds=FEEDS)
+    fed = {**FEEDS, "b1": np.full(8, -10.0, np.float32)}  # still overridable: every hidden unit switched off
+    np.testing.assert_array_equal(runtime.run(after, fed)["y"], np.zeros((3, 2), np.float32))
+    with pytest.raises(UsageError, match="remove-initializer-inputs: exclude pattern 'bias' matches no name"):
+        rewrite_text(RemoveInitializerInputs(exclude=["bias"]), WEIGHTS_AS_INPUTS)

@@ -54,16 +54,17 @@ def excluded_nodes(pass_: CompressionPass, model: ir.Model, touched: Callable[[i
     return noted(pass_, resolve(pass_.name, pass_.exclude, node_candidates(model, touched)))
 
 
-def resolve(pass_name: str, patterns: Sequence[str] | None, candidates: Sequence[Candidate]) -> list[str]:
+def resolve(pass_name: str, patterns: Sequence[str] | None, candidates: Sequence[Candidate], listing: str = INSPECT_HINT) -> list[str]:
     """Keys of the ``candidates`` the ``patterns`` match, in pattern order.
 
-    ``UsageError`` for a pattern that matches no candidate the pass would change, naming the closest names.
+    ``UsageError`` for a pattern that matches no candidate the pass would change, naming the closest names and
+    where to find them all (``listing``).
     """
     matched: list[str] = []
     for pattern in patterns or []:
         hits = [c for c in candidates if c.matches(pattern)]
         if not any(c.touched for c in hits):
-            raise UsageError(f"{pass_name}: exclude pattern {pattern!r} {_why_nothing(pass_name, pattern, hits, candidates)}")
+            raise UsageError(f"{pass_name}: exclude pattern {pattern!r} {_why_nothing(pass_name, pattern, hits, candidates, listing)}")
         matched.extend(c.key for c in hits if c.key not in matched)
     return matched
 
@@ -81,11 +82,11 @@ def shortened(names: Sequence[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
-def _why_nothing(pass_name: str, pattern: str, hits: Sequence[Candidate], candidates: Sequence[Candidate]) -> str:
+def _why_nothing(pass_name: str, pattern: str, hits: Sequence[Candidate], candidates: Sequence[Candidate], listing: str) -> str:
     """The rest of the error for a pattern that excludes nothing: what it matched instead, and the names closest to it."""
     touched = [name for c in candidates if c.touched for name in c.names]
     similar = difflib.get_close_matches(pattern, touched or [n for c in candidates for n in c.names], n=3, cutoff=0.4)
-    hint = f"similar: {', '.join(similar)} ({INSPECT_HINT})" if similar else INSPECT_HINT
+    hint = f"similar: {', '.join(similar)} ({listing})" if similar else listing
     if not hits:
         return f"matches no name; {hint}"
     kinds = "/".join(sorted({c.kind for c in hits}))

@@ -15,7 +15,7 @@ from typing import Annotated
 import onnx_ir as ir
 
 from onnxcompress.passes.base import CompressionPass
-from onnxcompress.passes.exclude import Candidate, noted, resolve
+from onnxcompress.passes.exclude import Candidate, noted, resolve, shortened
 from onnxcompress.passes.initializers import allow_plain_initializers
 
 
@@ -42,7 +42,8 @@ class RemoveInitializerInputs(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Drop every initializer-backed graph input not excluded, raising IR < 4 to 4 (which lets initializers be non-inputs)."""
         candidates = [Candidate(v.name, (v.name,), "initializer", True) for v in initializer_inputs(model.graph)]
-        kept = set(noted(self, resolve(self.name, self.exclude, candidates), "input"))
+        listing = f"the initializer-backed inputs are {shortened([c.key for c in candidates]) or 'none'}"
+        kept = set(noted(self, resolve(self.name, self.exclude, candidates, listing), "input"))
         exposed = [v for v in initializer_inputs(model.graph) if v.name not in kept]
         if not exposed:
             self.note("every initializer-backed input is excluded" if kept else "no initializer is listed as a graph input")

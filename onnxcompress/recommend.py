@@ -36,7 +36,7 @@ from onnxcompress.calibration.holdout import check_samples
 from onnxcompress.errors import CheckFailed, UsageError, first_line
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
-from onnxcompress.passes.remove_initializer_inputs import initializer_inputs
+from onnxcompress.passes.remove_initializer_inputs import initializer_inputs, weights_as_inputs
 from onnxcompress.passes.values import is_constant
 from onnxcompress.pipeline import Measurement, Pipeline
 
@@ -206,9 +206,8 @@ def _weights_as_constants(model: ir.Model) -> list[Step]:
     exposed = initializer_inputs(model.graph)
     if not exposed:
         return []
-    return [Step("remove-initializer-inputs", f"exact: {len(exposed)} weights are also graph inputs (IR < 4, or exported with "
-                 "keep_initializers_as_inputs=True), which ORT neither folds nor pre-packs and the other passes may not rewrite; "
-                 "they stop being inputs (exclude=NAME keeps one a caller feeds)")]
+    return [Step("remove-initializer-inputs", f"exact: {weights_as_inputs(exposed)}, which ORT neither folds nor pre-packs and the other passes may not "
+                 "rewrite; they stop being inputs (exclude=NAME keeps one a caller feeds)")]
 
 
 def dynamic_input_shapes(model: ir.Model) -> dict[str, tuple[int, ...]]:

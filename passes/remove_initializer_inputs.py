@@ -24,6 +24,12 @@ def initializer_inputs(graph: ir.Graph) -> list[ir.Value]:
     return [value for value in graph.inputs if value.is_initializer()]
 
 
+def weights_as_inputs(exposed: list[ir.Value]) -> str:
+    """``N weights are also graph inputs (...)`` for ``initializer_inputs``' list: how a pass, ``run`` and
+    ``recommend`` open their word on them."""
+    return f"{len(exposed)} weights are also graph inputs (IR < 4, or exported with keep_initializers_as_inputs=True)"
+
+
 class RemoveInitializerInputs(CompressionPass):
     """Turn initializers listed as graph inputs into constants, so they can be folded, fused, pruned and pre-packed."""
 

@@ -65,14 +65,17 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 def _nearest(similarity: np.ndarray) -> np.ndarray:
     """Index of each row's most similar other row."""
-    masked = similarity.copy()
-    np.fill_diagonal(masked, -np.inf)
-    return masked.argmax(axis=1)
+    return _others(similarity).argmax(axis=1)
 
 
 def _lead(similarity: np.ndarray) -> np.ndarray:
     """How much each row's most similar other row leads its second most similar."""
+    top_two = np.sort(_others(similarity), axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0]
+
+
+def _others(similarity: np.ndarray) -> np.ndarray:
+    """``similarity`` with each row's similarity to itself out of the running."""
     masked = similarity.copy()
     np.fill_diagonal(masked, -np.inf)
-    top_two = np.sort(masked, axis=1)[:, -2:]
-    return top_two[:, 1] - top_two[:, 0]
+    return masked

@@ -27,7 +27,7 @@ class GroupInfo:
 
 def is_weight(slot: Slot) -> bool:
     """A floating-point initializer that cannot be overridden at run time."""
-    return slot.value.const_value is not None and stored_weight(slot.value) is slot.value
+    return stored_weight(slot.value) is slot.value
 
 
 def stored_weight(value: ir.Value) -> ir.Value | None:

@@ -34,7 +34,7 @@ from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import GroupInfo, frozen_summary, group_infos, group_report
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
-from onnxcompress.passes.remove_initializer_inputs import initializer_inputs
+from onnxcompress.passes.remove_initializer_inputs import initializer_inputs, weights_as_inputs
 from onnxcompress.passes.pruning.untie import Tie, retie_unchanged, untie_weights
 from onnxcompress.stats import parameter_count
 
@@ -166,10 +166,8 @@ class PruneChannels(CompressionPass):
 
     def _note_weights_as_inputs(self, model: ir.Model) -> None:
         """Name the weights left alone because they are graph inputs a caller could override, and the pass that fixes it."""
-        exposed = initializer_inputs(model.graph)
-        if exposed:
-            self.note(f"{len(exposed)} weights are also graph inputs (IR < 4, or exported with keep_initializers_as_inputs=True), "
-                      f"so a caller could override them and they are not pruned (e.g. {exposed[0].name!r}): "
+        if exposed := initializer_inputs(model.graph):
+            self.note(f"{weights_as_inputs(exposed)}, so a caller could override them and they are not pruned (e.g. {exposed[0].name!r}): "
                       "-p remove-initializer-inputs first makes them constants")
 
     def _validate_calibration(self, model: ir.Model) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
-from onnxcompress.passes.pruning.groups import stored_weight, weight_array, weighted_contractions
+from onnxcompress.passes.pruning.groups import stored_weight, weighted_contractions
 from onnxcompress.passes.pruning.rewrite import removed_indices
 from onnxcompress.passes.pruning.rules.conv import weight_shape
 from onnxcompress.passes.pruning.untie import Tie
@@ -153,7 +153,8 @@ def _consumer(x, w, removed: dict) -> Consumer | None:
     if not gone:
         return None
     node = next((n for n, _ in w.value.uses() if x.value in n.inputs), None)
-    array, stored = weight_array(w).astype(np.float64), stored_weight(w.value)
+    stored = stored_weight(w.value)
+    array = stored.const_value.numpy().astype(np.float64)
     if node is None or node.op_type == "Conv" and node.attributes.get_int("group", 1) != 1:
         return None
     if node.op_type == "Conv":

@@ -99,13 +99,12 @@ def run_pipeline(
 def hint_weights_as_inputs(model: ir.Model, passes: list) -> None:
     """Say on stderr when the model's weights are also graph inputs and the chain leaves them so: no pass rewrites
     them and ORT neither folds nor pre-packs them, so most steps would find nothing to do."""
-    from onnxcompress.passes.remove_initializer_inputs import RemoveInitializerInputs, initializer_inputs
+    from onnxcompress.passes.remove_initializer_inputs import RemoveInitializerInputs, initializer_inputs, weights_as_inputs
 
     exposed = initializer_inputs(model.graph)
     if exposed and not any(isinstance(p, RemoveInitializerInputs) for p in passes):
-        err_console.print(f"hint: {len(exposed)} weights are also graph inputs (IR < 4, or exported with keep_initializers_as_inputs=True), "
-                          "which no pass rewrites and ONNX Runtime does not fold: -p remove-initializer-inputs first makes them constants",
-                          highlight=False, markup=False)
+        err_console.print(f"hint: {weights_as_inputs(exposed)}, which no pass rewrites and ONNX Runtime does not fold: "
+                          "-p remove-initializer-inputs first makes them constants", highlight=False, markup=False)
 
 
 def writes_files() -> bool:

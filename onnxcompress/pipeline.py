@@ -33,7 +33,10 @@ SLOWER_MARGIN = 0.02
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Share of samples whose largest score (one row of ``logits`` per sample) is at their label's index."""
+    """Share of samples whose largest score (one row of ``logits`` per sample) is at their label's index; a model
+    whose first output already holds one integer label per sample (an exported ``argmax``) is compared as it is."""
+    if np.issubdtype(logits.dtype, np.integer) and logits.size == len(labels):
+        return float(np.mean(logits.reshape(len(labels)) == labels))
     return float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
 
 

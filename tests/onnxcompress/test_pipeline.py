@@ -119,6 +119,19 @@ def test_max_drop_is_refused_without_labels_or_out_of_range(mlp_model, max_drop,
         Pipeline([parse_pass("test-scale")], measurement=measurement, max_drop=max_drop)
 
 
+def test_accuracy_of_a_model_that_outputs_labels_compares_them_as_they_are(mlp_model):
+    # an exported argmax gives one integer per sample: its arg-max over the batch would score every model alike
+    labelled = io.clone(mlp_model)
+    argmax = ir.node("ArgMax", [labelled.graph.outputs[0]], attributes={"axis": 1, "keepdims": 0}, name="argmax")
+    labelled.graph.append(argmax)
+    argmax.outputs[0].name, argmax.outputs[0].dtype = "label", ir.DataType.INT64
+    labelled.graph.outputs[0] = argmax.outputs[0]
+    x = np.random.default_rng(0).standard_normal((40, 16)).astype(np.float32)
+    predicted = runtime.run(mlp_model, {"x": x})["y"].argmax(axis=1)
+    labels = np.where(np.arange(40) < 30, predicted, (predicted + 1) % 8)  # a quarter wrong
+    assert LabelledData({"x": x}, labels).accuracy(labelled) == LabelledData({"x": x}, labels).accuracy(mlp_model) == 0.75
+
+
 def test_labelled_data_from_arrays_is_checked_against_the_model(mlp_model):
     x = np.zeros((4, 16), np.float32)
     data = LabelledData.from_arrays({"x": x, "labels": np.arange(4)}, mlp_model, source="l.npz")

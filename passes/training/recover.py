@@ -166,7 +166,8 @@ class Recover(CompressionPass):
         batch = model_batch or min(self.batch_size, len(order) - aside)
         probe = {**{name: a[:model_batch or SCALE_SAMPLES] for name, a in train.items()}, **fixed}
         candidates = targets.residual_stream(teacher, graph.model) if self.hidden and self.kind == "mse" else []
-        teacher = targets.with_outputs(teacher, candidates) if candidates else teacher
+        scores = self._label_scores(graph, teacher)
+        teacher = targets.with_outputs(teacher, candidates + scores) if candidates or scores else teacher
         outputs, axes = targets.trained_outputs(teacher, len(next(iter(probe.values()))), probe)
         hidden = self._same_shapes(graph, outputs, axes, candidates, {**{name: a[:model_batch or 2] for name, a in train.items()}, **fixed})
         outputs = {name: value for name, value in outputs.items() if name not in set(candidates) - set(hidden)}
@@ -205,6 +206,19 @@ class Recover(CompressionPass):
         if fed != len(data.labels):
             raise UsageError(f"{source}: {len(data.labels)} labels, but {fed} samples fit the model's batch of {model_batch}")
         return per_sample, fixed, model_batch, data.labels.astype(np.int64)
+
+    def _label_scores(self, graph, teacher: ir.Model) -> list[str]:
+        """The scores a labels-only teacher takes its labels from, which the student must compute too (named alike)."""
+        from onnxcompress.passes.training import targets
+
+        scores = targets.label_scores(teacher)
+        missing = [name for name in scores if name not in {value.name for node in graph.model.graph for value in node.outputs}]
+        if missing:
+            raise UsageError(f"recover: the model outputs labels only, and the scores they are taken from ({', '.join(missing)}) "
+                             "are not computed under the same name in the model being recovered")
+        if scores:
+            self.note(f"the model outputs labels only: training towards the scores they are taken from ({', '.join(scores)})")
+        return scores
 
     @staticmethod
     def _same_shapes(graph, outputs: dict[str, np.ndarray], axes: dict[str, int], hidden: list[str], feeds: dict[str, np.ndarray]) -> list[str]:

@@ -24,6 +24,8 @@ from onnxcompress.passes.training.trimming import Trimming
 
 SCALE_FLOOR = 1e-6
 HIDDEN_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization")
+LABEL_OPS = {"ArgMax": 0, "ArgMin": 0, "TopK": 1}  # op -> which of its outputs holds the indices taken from its first input
+PASS_THROUGH = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten")
 
 
 def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -43,6 +45,28 @@ def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarra
         hint = f" ({', '.join(map(repr, labels))} hold labels, which give no gradient: add the scores they are taken from as an output)" if labels else ""
         raise UsageError(f"recover: the model has no float output with one entry per sample to train towards{hint}")
     return {name: np.moveaxis(outputs[name], axis, 0) for name, axis in axes.items()}, axes
+
+
+def label_scores(model: ir.Model) -> list[str]:
+    """When every output of ``model`` holds labels (no float output), the float scores each is an ``ArgMax``,
+    ``ArgMin`` or ``TopK`` index of (through casts and reshapes): what recovery can train towards in their place,
+    since labels give no gradient. Empty when a float output exists or a label comes from elsewhere."""
+    if any(value.dtype is not None and value.dtype.is_floating_point() for value in model.graph.outputs):
+        return []
+    scores = []
+    for value in model.graph.outputs:
+        node = value.producer()
+        while node is not None and node.op_type in PASS_THROUGH:
+            value = node.inputs[0]
+            node = value.producer()
+        if node is None or LABEL_OPS.get(node.op_type) != value.index():
+            return []
+        source = node.inputs[0]
+        if source.dtype is not None and not source.dtype.is_floating_point():  # unknown: trained_outputs checks what runs
+            return []
+        if source.name not in scores:
+            scores.append(source.name)
+    return scores
 
 
 def sample_axis_declared(model: ir.Model, value: ir.Value) -> int | None:

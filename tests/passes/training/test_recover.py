@@ -137,12 +137,32 @@ g (float[N,16] x) => (int64[N] label) {
 }"""
 
 
-def test_a_model_that_outputs_only_labels_is_declined_not_called_recovered():
-    # half its hidden neurons removed change 5 of the 16 held-out labels, while its slice error (of no float output) stays 0
+def labels_only_model_and_samples() -> tuple[ir.Model, dict[str, np.ndarray]]:
     model = text_model(LABELS_ONLY, {"w1": (32, 16), "b1": (32,), "w2": (5, 32), "b2": (5,)})
-    samples = {"x": np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)}
-    with pytest.raises(UsageError, match=r"^recover: the model has no float output .* \('label' hold labels, which give no gradient"):
-        Pipeline([PruneChannels(ratio=0.5), Recover(epochs=1)], measurement=QUICK).run(model, calibration=samples)
+    return model, {"x": np.random.default_rng(0).standard_normal((256, 16)).astype(np.float32)}
+
+
+def test_a_model_that_outputs_only_labels_trains_towards_the_scores_its_labels_are_taken_from():
+    # half its hidden neurons removed change about a third of the held-out labels; the labels give no gradient,
+    # the logits behind the ArgMax do
+    model, samples = labels_only_model_and_samples()
+    chain = [PruneChannels(ratio=0.5), Recover(epochs=40, lr=3e-3, patience=40, accept_loss=True)]
+    result = Pipeline(chain, measurement=QUICK).run(model, calibration=samples)
+    recovered = step(result, "recover")
+    before = recovered.details["recover"]["before"]["changed labels"]
+    after = recovered.details["budget"]["values"]["changed labels"]
+    assert "the model outputs labels only: training towards the scores they are taken from (y)" in recovered.notes
+    assert after < before
+    assert [v.name for v in result.model.graph.outputs] == ["label"]  # the scores were a training target, not a new output
+
+
+def test_labels_taken_from_scores_the_pruned_model_no_longer_names_are_declined_with_one_line(tmp_path):
+    model, samples = labels_only_model_and_samples()
+    io.save(model, tmp_path / "teacher.onnx")
+    pruned = Pipeline([PruneChannels(ratio=0.5, accept_loss=True)], measurement=QUICK).run(model, calibration=samples).model
+    next(n for n in pruned.graph if n.op_type == "ArgMax").inputs[0].name = "logits"
+    with pytest.raises(UsageError, match=r"^recover: the model outputs labels only, and the scores they are taken from \(y\) are not computed"):
+        Pipeline([Recover(epochs=1, teacher=str(tmp_path / "teacher.onnx"))], measurement=QUICK).run(pruned, calibration=samples)
 
 
 def test_pruning_alone_still_holds_its_own_budget():

@@ -39,6 +39,21 @@ def test_taylor_pruning_runs(make_model, check_pruned):
     assert model.graph.initializers["wf"].const_value.shape == (5, 7)
 
 
+def test_a_model_that_outputs_labels_only_is_scored_on_the_scores_they_are_taken_from(make_model):
+    from onnxcompress.calibration.readers import ArrayReader
+
+    labels_only = CNN.replace("(float[N,5] y)", "(int64[N] label)").replace("y = Gemm<transB=1>(f, wf, bf)",
+                                                                           "y = Gemm<transB=1>(f, wf, bf)\n  label = ArgMax<axis=1, keepdims=0>(y)")
+    samples = {"x": np.random.default_rng(1).standard_normal((8, 3, 8, 8)).astype(np.float32)}
+    pruned = {}
+    for name, text in (("logits", CNN), ("labels", labels_only)):
+        model = make_model(text, SHAPES)
+        PruneChannels(ratio=0.5, importance="taylor", accept_loss=True).apply(model, calibration=ArrayReader(samples, batch_size=4))
+        pruned[name] = {key: value.const_value.numpy() for key, value in model.graph.initializers.items()}
+    assert pruned["labels"]["wf"].shape == (5, 7)
+    assert all(np.array_equal(pruned["labels"][key], pruned["logits"][key]) for key in pruned["logits"])  # the same channels kept
+
+
 def test_taylor_refuses_ops_it_cannot_interpret(make_model):
     from onnxcompress.calibration.readers import ArrayReader
 

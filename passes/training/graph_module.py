@@ -18,7 +18,7 @@ import torch
 
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.training import fake_quant
-from onnxcompress.passes.training.torch_ops import OPS, unsupported_ops
+from onnxcompress.passes.training.torch_ops import op, unsupported_ops
 
 HALF_PRECISION = (torch.float16, torch.bfloat16)  # weights of these types keep float32 copies to train: Adam's small steps vanish in them
 FIXED_INPUTS = {"BatchNormalization": (3, 4), "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}  # statistics, quantization grids
@@ -73,7 +73,7 @@ class GraphModule(torch.nn.Module):
             if node.op_type == "Constant":
                 continue
             args = [values[v.name] if v is not None and v.name else None for v in node.inputs]
-            result = OPS[node.op_type](node, self.opset, *args)
+            result = op(node)(node, self.opset, *args)
             for output, tensor in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
                 values[output.name] = _recording_gradient(tensor) if output.name in watched else tensor
         return values

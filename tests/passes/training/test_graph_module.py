@@ -158,35 +158,6 @@ def test_watched_values_record_their_gradients_and_pass_them_on_to_those_before_
     np.testing.assert_allclose(values["a"].grad.numpy(), to_r * (x @ w1 > 0), rtol=1e-5)  # through the Relu, not stopped at r
 
 
-# A scikit-learn pipeline (StandardScaler, MLPClassifier) as skl2onnx writes it with zipmap=False: label and probabilities.
-SKLEARN_MLP = """<ir_version: 8, opset_import: ["" : 17, "ai.onnx.ml" : 1]>
-g (float[N,6] x) => (int64[N] label, float[N,3] probabilities) {
-  scaled = ai.onnx.ml.Scaler<offset=[0.5, -1.0, 0.0, 2.0, 0.1, 0.0], scale=[2.0, 0.5, 1.0, 1.5, 3.0, 1.0]>(x)
-  normal = ai.onnx.ml.Normalizer<norm="NORM">(scaled)
-  h = MatMul(normal, w1)
-  r = Relu(h)
-  z = MatMul(r, w2)
-  probabilities = Softmax<axis=1>(z)
-  index = ArgMax<axis=1>(probabilities)
-  picked = ai.onnx.ml.ArrayFeatureExtractor(classes, index)
-  flat = Reshape(picked, minus_one)
-  label = Cast<to=7>(flat)
-}"""
-
-
-@pytest.mark.parametrize("norm", ["MAX", "L1", "L2"])
-def test_scikit_learn_pipelines_as_skl2onnx_writes_them_run_as_in_onnx_runtime(norm):
-    model = text_model(SKLEARN_MLP.replace("NORM", norm), {"w1": (6, 8), "w2": (8, 3)})
-    for name, array in (("classes", np.array([3, 5, 7], np.int64)), ("minus_one", np.array([-1], np.int64))):
-        model.graph.register_initializer(ir.Value(name=name, const_value=ir.tensor(array, name=name)))
-    feeds = {"x": np.random.default_rng(1).standard_normal((5, 6)).astype(np.float32)}
-    expected = run_everywhere(model, feeds)
-    with torch.no_grad():
-        got = GraphModule(model)(feeds)
-    np.testing.assert_allclose(got["probabilities"].numpy(), expected["probabilities"], rtol=1e-5, atol=1e-6)
-    assert got["label"].tolist() == expected["label"].tolist() and set(expected["label"]) <= {3, 5, 7}
-
-
 def test_a_graph_with_an_op_it_cannot_run_is_declined_in_one_line():
     model = text_model(CNN.replace("h = HardSwish(c)", "h = Celu(c)"), CNN_SHAPES)
     with pytest.raises(UsageError, match=r"^cannot train this graph in PyTorch: op\(s\) Celu are not supported$"):

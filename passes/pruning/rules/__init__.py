@@ -6,7 +6,7 @@ Reshape's shape constant), rewrites its node afterwards. Rules register by op ty
 (``base``); importing this package imports every rule module, so ``RULES`` is complete.
 """
 
-from onnxcompress.passes.pruning.rules import conv, elementwise, layout, linear, norm, pool, routing  # noqa: F401  (they register)
+from onnxcompress.passes.pruning.rules import attention, conv, elementwise, layout, linear, norm, pool, routing  # noqa: F401  (they register)
 from onnxcompress.passes.pruning.rules.base import RULES, Refused, Rule
 
 __all__ = ["RULES", "Refused", "Rule"]

@@ -8,6 +8,7 @@ never return a model with more parameters than it was given.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from onnxcompress import io, runtime
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow  # the dynamo export alone takes ~25 s on a loaded
 SEQUENCE = 8
 
 
-def _export(tmp_path_factory, dynamo: bool):
+def _export(tmp_path_factory, dynamo: bool, opset: int = 17):
     import torch
     from torch import nn
 
@@ -35,9 +36,9 @@ def _export(tmp_path_factory, dynamo: bool):
             return self.encoder(x.transpose(0, 1)).transpose(0, 1).mean(dim=1)
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("encoder") / f"encoder_{dynamo}.onnx"
+    path = tmp_path_factory.mktemp("encoder") / f"encoder_{dynamo}_{opset}.onnx"
     example = (torch.randn(2, SEQUENCE, 32),)
-    export.export_onnx(Encoder().eval(), path, example, input_names=["x"], output_names=["y"], dynamo=dynamo)
+    export.export_onnx(Encoder().eval(), path, example, input_names=["x"], output_names=["y"], dynamo=dynamo, opset=opset)
     return io.load(path)
 
 
@@ -86,3 +87,18 @@ def test_fixed_key_length_export_probed_at_its_calibration_sizes():
     removed = [g for g in outcome.details["groups"] if g["removed"]]
     assert "heads" in {g["kind"] for g in removed}
     assert parameter_count(outcome.model) < parameter_count(original)
+
+
+def test_opset_23_attention_loses_the_heads_the_unfused_export_loses(tmp_path_factory, check_pruned):
+    """At opset 23 the dynamo exporter writes each attention as one ONNX Attention node: the same heads and neurons
+    go as from the opset-17 export of the same weights (the Attention rule couples heads across Q, K, V and Y)."""
+    unfused, fused = _export(tmp_path_factory, dynamo=True), _export(tmp_path_factory, dynamo=True, opset=23)
+    assert "Attention" in {node.op_type for node in fused.graph} and "Attention" not in {node.op_type for node in unfused.graph}
+    feeds = runtime.synthetic_inputs(unfused, shapes={"x": (2, SEQUENCE, 32)})
+    pruned, groups = {}, {}
+    for name, model in (("unfused", unfused), ("fused", fused)):
+        pruned[name] = io.clone(model)
+        groups[name] = [(g["kind"], g["kept"], g["removed"]) for g in PruneChannels(ratio=0.3)(pruned[name]).details["groups"]]
+    assert groups["fused"] == groups["unfused"] and ("heads", 3, 1) in groups["fused"]
+    assert parameter_count(pruned["fused"]) < parameter_count(fused)
+    np.testing.assert_allclose(check_pruned(fused, pruned["fused"], feeds)["y"], runtime.run(pruned["unfused"], feeds)["y"], rtol=1e-4, atol=1e-5)

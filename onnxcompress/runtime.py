@@ -40,6 +40,7 @@ Feeds = dict[str, np.ndarray]
 # ORT's words when a tensor cannot be had: the machine has no room for it, or ORT caps a tensor's size
 ALLOCATION_FAILURE = re.compile(r"Failed to allocate memory for requested buffer of size (\d+)")
 SIZE_CAP = re.compile(r"would require more than (\d+) bytes")
+BROADCAST_ATTENTION_MASK = "inconsistent q_sequence_length (between attn_mask and Q)"
 _RUN_THREADS: contextvars.ContextVar[int] = contextvars.ContextVar("run_threads", default=DEFAULT_THREADS)
 
 
@@ -157,6 +158,10 @@ def _run_failure(exc: BaseException, feeds: Mapping[str, object]) -> str:
                 "buffer on this machine")
     if capped:
         return f"the model cannot run: one of its tensors would pass ONNX Runtime's {int(capped[1]) / 1e9:.1f} GB limit ({first_line(exc)})"
+    if BROADCAST_ATTENTION_MASK in str(exc):  # whatever the inputs: pinning their sizes would not help
+        return ("the model cannot run in ONNX Runtime: its CPU Attention kernel does not broadcast a mask over the queries "
+                "([.., 1, keys], which the ONNX spec allows); PyTorch's exporter writes such a padding mask at opset 23, "
+                "so export at opset 18 (the dynamo exporter's default) instead")
     if isinstance(feeds, SyntheticFeeds) and not feeds.ran:
         return f"the model does not run on synthetic inputs: {feeds.fix()} (ONNX Runtime: {first_line(exc)})"
     return f"ONNX Runtime failed to run the model: {first_line(exc)}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import ml_dtypes
 import numpy as np
+import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
@@ -39,6 +42,20 @@ def test_invalid_model_and_failing_run_are_one_line_errors(mlp_model):
     mlp_model.graph.node(0).op_type = "NoSuchOp"
     with pytest.raises(UsageError, match="cannot load the model"):
         runtime.session(mlp_model)
+
+
+def test_a_mask_broadcast_over_the_queries_of_an_attention_is_named_not_blamed_on_the_input_sizes():
+    # what torch.onnx.export(dynamo=True, opset_version=23) writes for a key-padding mask: [batch, heads, 1, keys]
+    model = onnx.parser.parse_model("""<ir_version: 10, opset_import: ["" : 23]>
+        g (float[N,2,S,4] q, float[N,1,1,S] mask) => (float[N,2,S,4] y) { y = Attention(q, q, q, mask) }""")
+    for feeds in (runtime.synthetic_inputs(ir.serde.deserialize_model(model)),
+                  {"q": np.ones((1, 2, 3, 4), np.float32), "mask": np.zeros((1, 1, 1, 3), np.float32)}):
+        try:
+            ran = runtime.run(ir.serde.deserialize_model(model), feeds)
+        except UsageError as exc:  # ONNX Runtime 1.32
+            assert re.match(r"the model cannot run in ONNX Runtime: its CPU Attention kernel does not broadcast a mask .* opset 18", str(exc))
+        else:  # a later ONNX Runtime that broadcasts the mask: nothing left to explain
+            assert ran["y"].shape == feeds["q"].shape
 
 
 def test_bfloat16_and_float8_arrays_are_fed_as_ort_values_and_others_as_they_are():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import onnx_ir as ir
 import torch
 
+from onnxcompress.passes.training.untrainable import untrainable
+
 RANGES = {
     ir.DataType.INT8: (-128, 127), ir.DataType.UINT8: (0, 255), ir.DataType.INT16: (-32768, 32767),
     ir.DataType.UINT16: (0, 65535), ir.DataType.INT32: (-(2**31), 2**31 - 1),
@@ -50,9 +52,10 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | 
 
 def bounds_of(zero_point: torch.Tensor | None, node: ir.Node) -> tuple[int, int]:
     """The integer range a ``QuantizeLinear`` saturates to: its zero point's type, else ``output_dtype``, else uint8."""
-    if zero_point is not None:
-        return TORCH_RANGES[zero_point.dtype]
-    return RANGES[ir.DataType(node.attributes.get_int("output_dtype", ir.DataType.UINT8))]
+    bounds = TORCH_RANGES.get(zero_point.dtype) if zero_point is not None else RANGES.get(ir.DataType(node.attributes.get_int("output_dtype", ir.DataType.UINT8)))
+    if bounds is None:
+        raise untrainable(f"{node.op_type} to {zero_point.dtype if zero_point is not None else 'that output_dtype'} is not supported")
+    return bounds
 
 
 def quantize_linear(node: ir.Node, opset: int, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None) -> torch.Tensor:
@@ -70,4 +73,4 @@ def dequantize_linear(node: ir.Node, opset: int, q: torch.Tensor, scale: torch.T
 def refuse_blocks(node: ir.Node) -> None:
     """Blocked quantization (``block_size``) is not simulated."""
     if node.attributes.get_int("block_size", 0):
-        raise NotImplementedError(f"{node.op_type} with block_size")
+        raise untrainable(f"{node.op_type} with block_size (blocked quantization) is not simulated")

@@ -16,9 +16,9 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from onnxcompress.errors import UsageError
 from onnxcompress.passes.training import fake_quant
-from onnxcompress.passes.training.torch_ops import op, unsupported_ops
+from onnxcompress.passes.training.torch_ops import op, to_numpy, to_torch, unsupported_ops
+from onnxcompress.passes.training.untrainable import untrainable
 
 HALF_PRECISION = (torch.float16, torch.bfloat16)  # weights of these types keep float32 copies to train: Adam's small steps vanish in them
 FIXED_INPUTS = {"BatchNormalization": (3, 4), "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}  # statistics, quantization grids
@@ -40,7 +40,7 @@ class GraphModule(torch.nn.Module):
         self.half: dict[str, torch.dtype] = {}  # parameter key -> the half-precision type its initializer holds
         self._constants: dict[str, torch.Tensor] = {}
         for index, (name, value) in enumerate(model.graph.initializers.items()):
-            tensor = torch.from_numpy(np.array(value.const_value.numpy()))
+            tensor = to_torch(value.const_value.numpy())
             key = f"p{index}"
             if name in grids and tensor.numel() > 1:  # trained as its float value, rounded to its grid on every evaluation
                 self.grids[key] = grids[name]
@@ -55,7 +55,7 @@ class GraphModule(torch.nn.Module):
                 self._constants[name] = tensor
         for node in model.graph:
             if node.op_type == "Constant":
-                self._constants[node.outputs[0].name] = torch.from_numpy(np.array(_constant_node_value(node)))
+                self._constants[node.outputs[0].name] = to_torch(_constant_node_value(node))
 
     def forward(self, feeds: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, torch.Tensor]:
         """The graph's outputs on ``feeds`` (arrays or tensors by input name)."""
@@ -68,12 +68,15 @@ class GraphModule(torch.nn.Module):
         watched = set(watch)
         values: dict[str, torch.Tensor] = {**self._constants}
         values.update({self.names[key]: self._stored(key, parameter) for key, parameter in self.named_parameters()})
-        values.update({name: torch.as_tensor(array) for name, array in feeds.items()})
+        values.update({name: to_torch(array) for name, array in feeds.items()})
         for node in self.model.graph:
             if node.op_type == "Constant":
                 continue
             args = [values[v.name] if v is not None and v.name else None for v in node.inputs]
-            result = op(node)(node, self.opset, *args)
+            try:
+                result = op(node)(node, self.opset, *args)
+            except NotImplementedError as exc:  # torch has no kernel for these operand types (uint32 arithmetic, say)
+                raise untrainable(f"{node.op_type} {node.name!r}: {str(exc).splitlines()[0]}") from None
             for output, tensor in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
                 values[output.name] = _recording_gradient(tensor) if output.name in watched else tensor
         return values
@@ -84,7 +87,7 @@ class GraphModule(torch.nn.Module):
         for key, parameter in self.named_parameters():
             value = self.model.graph.initializers[self.names[key]]
             old = value.const_value.numpy()
-            new = self._stored(key, parameter).detach().numpy().astype(old.dtype)
+            new = to_numpy(self._stored(key, parameter).detach()).astype(old.dtype)
             if not np.array_equal(old, new):
                 value.const_value = ir.tensor(new, name=value.name)
                 changed += 1
@@ -126,7 +129,7 @@ def quantized_weights(graph: ir.Graph) -> dict[str, Grid]:
 def _initializer(graph: ir.Graph, value: ir.Value | None) -> torch.Tensor | None:
     if value is None or value.name not in graph.initializers:
         return None
-    return torch.from_numpy(np.array(graph.initializers[value.name].const_value.numpy()))
+    return to_torch(graph.initializers[value.name].const_value.numpy())
 
 
 def _recording_gradient(tensor: torch.Tensor) -> torch.Tensor:
@@ -142,7 +145,7 @@ def refuse_untrainable(model: ir.Model) -> None:
     """A one-line ``UsageError`` naming the ops (or control flow) the trainable view cannot run."""
     unsupported = unsupported_ops(model.graph)
     if unsupported:
-        raise UsageError(f"cannot train this graph in PyTorch: op(s) {', '.join(unsupported)} are not supported")
+        raise untrainable(f"op(s) {', '.join(unsupported)} are not supported")
 
 
 def _fixed_initializers(graph: ir.Graph) -> set[str]:
@@ -159,4 +162,4 @@ def _constant_node_value(node: ir.Node) -> np.ndarray:
             return np.array(attribute.value, np.float32 if name == "value_float" else np.int64)
         if name in ("value_floats", "value_ints"):
             return np.array(list(attribute.value), np.float32 if name == "value_floats" else np.int64)
-    raise UsageError(f"cannot train this graph in PyTorch: Constant node {node.name!r} has no numeric value")
+    raise untrainable(f"Constant node {node.name!r} has no numeric value")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxcompress.passes.training import fake_quant
+from onnxcompress.passes.training.untrainable import untrainable
 
 Op = Callable[..., Any]
 
@@ -27,6 +28,25 @@ DTYPES = {
     ir.DataType.BFLOAT16: torch.bfloat16, ir.DataType.INT64: torch.int64, ir.DataType.INT32: torch.int32,
     ir.DataType.INT16: torch.int16, ir.DataType.INT8: torch.int8, ir.DataType.UINT8: torch.uint8, ir.DataType.BOOL: torch.bool,
 }
+
+
+def to_torch(array: object) -> torch.Tensor:
+    """A numpy array (or tensor) as a tensor of its own: bfloat16 reinterpreted from its bits, a type torch has no
+    tensor for (float8, int4, strings) declined in one line."""
+    if isinstance(array, torch.Tensor):
+        return array
+    array = np.asarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.uint16).copy()).view(torch.bfloat16)
+    try:
+        return torch.from_numpy(np.array(array))
+    except TypeError:
+        raise untrainable(f"tensors of type {array.dtype} are not supported") from None
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor's values as numpy holds them (bfloat16 widened to float32: numpy has no such type of its own)."""
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def _ints(node: ir.Node, name: str, default: Any = None) -> Any:
@@ -90,6 +110,8 @@ def gemm(node, opset, a, b, c=None):
 
 
 def batch_norm(node, opset, x, scale, bias, mean, var):
+    if _int(node, "training_mode", 0):
+        raise untrainable("BatchNormalization in training mode is not supported")
     shape = (1, -1) + (1,) * (x.dim() - 2)
     eps = _float(node, "epsilon", 1e-5)
     return (x - mean.reshape(shape)) / (var.reshape(shape) + eps).sqrt() * scale.reshape(shape) + bias.reshape(shape)
@@ -100,26 +122,57 @@ def layer_norm(node, opset, x, scale, bias=None):
     dims = tuple(range(axis, x.dim()))
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
-    y = (x - mean) / (var + _float(node, "epsilon", 1e-5)).sqrt() * scale
-    return y if bias is None else y + bias
+    inverse = (var + _float(node, "epsilon", 1e-5)).rsqrt()
+    y = (x - mean) * inverse * scale
+    return (y if bias is None else y + bias), mean, inverse
 
 
 def pool(node, opset, x):
+    """MaxPool and AveragePool with any pads (asymmetric, wider than half the kernel), dilations and ceil_mode:
+    the input is padded explicitly (ceil_mode's extra windows included), and an average divides each window's sum
+    by the elements it counts (the pads too when ``count_include_pad``, never ceil_mode's overhang)."""
     kernel = _ints(node, "kernel_shape")
     spatial = len(kernel)
-    pads = _pads(node, x, kernel)
-    strides = _ints(node, "strides", [1] * spatial)
-    ceil = bool(_int(node, "ceil_mode", 0))
+    strides, dilations = _ints(node, "strides", [1] * spatial), _ints(node, "dilations", [1] * spatial)
+    pads = list(_pads(node, x, kernel))
+    overhang = _ceil_overhang(list(x.shape[2:]), kernel, strides, dilations, pads) if _int(node, "ceil_mode", 0) else [0] * spatial
+    around = pads[:spatial] + [end + extra for end, extra in zip(pads[spatial:], overhang, strict=True)]
     if node.op_type == "MaxPool":
-        if pads[:spatial] != pads[spatial:]:
-            x, pads = _padded(x, pads, float("-inf")), [0] * 2 * spatial
+        if len(node.outputs) > 1 and node.outputs[1] is not None and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
+            raise untrainable("MaxPool's Indices output is not supported")
         function = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
-        return function(x, kernel, strides, pads[:spatial], _ints(node, "dilations", [1] * spatial), ceil)
-    include = bool(_int(node, "count_include_pad", 0))
-    if pads[:spatial] != pads[spatial:]:
-        raise NotImplementedError("AveragePool with asymmetric pads")
-    function = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
-    return function(x, kernel, strides, pads[:spatial], ceil, include)
+        lowest = float("-inf") if x.is_floating_point() else torch.iinfo(x.dtype).min
+        return function(_padded(x, around, lowest), kernel, strides, 0, dilations)
+    convolve = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
+    window = torch.ones((1, 1, *kernel), dtype=x.dtype)
+    channels = x.shape[1]
+    sums = convolve(_padded(x, around), window.expand(channels, 1, *kernel), None, strides, 0, dilations, channels)
+    counted = _padded(torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype), pads, 1.0 if _int(node, "count_include_pad", 0) else 0.0)
+    counts = convolve(_padded(counted, [0] * spatial + overhang), window, None, strides, 0, dilations)
+    return sums / counts
+
+
+def lrn(node, opset, x):
+    """LRN: each element divided by (bias + alpha / size * the sum of squares over ``size`` neighbouring channels)
+    ** beta, the window reaching floor((size - 1) / 2) channels back and the rest forward, as ONNX defines it."""
+    size = _int(node, "size", 1)
+    back = (size - 1) // 2
+    squares = F.pad(x.pow(2).unsqueeze(1), [0, 0] * (x.dim() - 2) + [back, size - 1 - back]).squeeze(1)
+    window = squares.unfold(1, size, 1).sum(dim=-1)
+    return x / (_float(node, "bias", 1.0) + _float(node, "alpha", 1e-4) / size * window).pow(_float(node, "beta", 0.75))
+
+
+def _ceil_overhang(sizes: list[int], kernel: list[int], strides: list[int], dilations: list[int], pads: list[int]) -> list[int]:
+    """How far ceil_mode's last window reaches past the padded input, per axis (0 where it does not); a window
+    that would start past the input and its leading pad is not made, as ONNX's reference drops it."""
+    spatial, overhang = len(kernel), []
+    for axis, (size, k, stride, dilation) in enumerate(zip(sizes, kernel, strides, dilations, strict=True)):
+        padded, reach = size + pads[axis] + pads[axis + spatial], (k - 1) * dilation + 1
+        count = -(-(padded - reach) // stride) + 1
+        if (count - 1) * stride >= size + pads[axis]:
+            count -= 1
+        overhang.append(max(0, (count - 1) * stride + reach - padded))
+    return overhang
 
 
 def reshape(node, opset, x, shape):
@@ -175,11 +228,19 @@ def reduce(function: Callable[..., torch.Tensor], axes_input_since: int) -> Op:
 
 
 def _amax(x, dims, keep):
-    return x.amax(dim=dims, keepdim=keep)
+    return x.amax(dim=dims, keepdim=keep) if x.numel() else _of_nothing(x, dims, keep, lowest=True)
 
 
 def _amin(x, dims, keep):
-    return x.amin(dim=dims, keepdim=keep)
+    return x.amin(dim=dims, keepdim=keep) if x.numel() else _of_nothing(x, dims, keep, lowest=False)
+
+
+def _of_nothing(x, dims, keep, *, lowest: bool) -> torch.Tensor:
+    """The max (min) over no elements: the type's least (greatest) value, as ONNX defines it."""
+    shape = [1 if d in dims else n for d, n in enumerate(x.shape) if keep or d not in dims]
+    info = torch.finfo(x.dtype) if x.is_floating_point() else torch.iinfo(x.dtype) if x.dtype != torch.bool else None
+    value = (False if lowest else True) if info is None else float("-inf" if lowest else "inf") if x.is_floating_point() else (info.min if lowest else info.max)
+    return torch.full(shape, value, dtype=x.dtype)
 
 
 def gather(node, opset, data, indices):
@@ -192,7 +253,7 @@ def gather(node, opset, data, indices):
 
 def gather_nd(node, opset, data, indices):
     if _int(node, "batch_dims", 0):
-        raise NotImplementedError("GatherND with batch_dims")
+        raise untrainable("GatherND with batch_dims is not supported")
     index = indices.long()
     return data[tuple(index[..., i] for i in range(index.shape[-1]))]
 
@@ -227,7 +288,10 @@ def concat(node, opset, *xs):
 
 
 def cast(node, opset, x):
-    return x.to(DTYPES[ir.DataType(_int(node, "to", 1))])
+    target = ir.DataType(_int(node, "to", 1))
+    if target not in DTYPES:
+        raise untrainable(f"Cast to {target.name} is not supported")
+    return x.to(DTYPES[target])
 
 
 def expand(node, opset, x, shape):
@@ -258,7 +322,7 @@ def clip(node, opset, x, low=None, high=None):
     if opset < 11:
         low, high = _float(node, "min", float("-inf")), _float(node, "max", float("inf"))
         return x.clamp(low, high)
-    return x.clamp(low, high)
+    return x if low is None and high is None else x.clamp(low, high)
 
 
 def softmax(node, opset, x):
@@ -279,27 +343,116 @@ def gelu(node, opset, x):
 
 def pad(node, opset, x, pads=None, value=None, axes=None):
     widths = _values(pads) if opset >= 11 else _ints(node, "pads")
-    if axes is not None:
-        raise NotImplementedError("Pad with axes")
+    if axes is not None:  # widths for the listed axes only: spread them over every axis
+        listed = [_axis(a, x.dim()) for a in _values(axes)]
+        full = [0] * 2 * x.dim()
+        for i, axis in enumerate(listed):
+            full[axis], full[axis + x.dim()] = widths[i], widths[i + len(listed)]
+        widths = full
     mode = node.attributes.get_string("mode", "constant")
     fill = float(value.item()) if value is not None and value.numel() else 0.0
     half = len(widths) // 2
     torch_pads = [p for i in reversed(range(half)) for p in (widths[i], widths[i + half])]
     if mode == "constant":
         return F.pad(x, torch_pads, value=fill)
-    return F.pad(x, torch_pads[: 2 * (x.dim() - 2)], mode={"reflect": "reflect", "edge": "replicate"}[mode])
+    if any(torch_pads[2 * (x.dim() - 2):]):
+        raise untrainable(f"Pad mode={mode} on the batch or channel axis is not supported")
+    return F.pad(x, torch_pads[: 2 * (x.dim() - 2)], mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
 
 
 def resize(node, opset, x, roi=None, scales=None, sizes=None):
+    """Resize, one axis at a time: nearest (every rounding), linear and cubic (``cubic_coeff_a``,
+    ``exclude_outside``) under every coordinate transformation, ``tf_crop_and_resize``'s region and fill, and
+    the ``axes`` attribute; indices past an edge read the edge, as ONNX's reference does. Declined: antialiasing
+    when shrinking, and a ``keep_aspect_ratio_policy`` other than stretch."""
     mode = node.attributes.get_string("mode", "nearest")
     transform = node.attributes.get_string("coordinate_transformation_mode", "half_pixel")
-    size = _values(sizes)[2:] if sizes is not None and sizes.numel() else None
-    factors = [float(s) for s in scales.reshape(-1).tolist()][2:] if size is None else None
-    if mode == "nearest" and transform == "asymmetric" and node.attributes.get_string("nearest_mode", "round_prefer_floor") == "floor":
-        return F.interpolate(x, size=size, scale_factor=factors, mode="nearest")
-    if mode == "linear" and transform in ("half_pixel", "pytorch_half_pixel"):
-        return F.interpolate(x, size=size, scale_factor=factors, mode="bilinear" if x.dim() == 4 else "linear", align_corners=False)
-    raise NotImplementedError(f"Resize mode={mode} coordinate_transformation_mode={transform}")
+    if node.attributes.get_string("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise untrainable("Resize with keep_aspect_ratio_policy other than stretch is not supported")
+    axes = [_axis(a, x.dim()) for a in _ints(node, "axes", list(range(x.dim())))]
+    given_sizes = _values(sizes) if sizes is not None and sizes.numel() else None
+    given_scales = None if given_sizes else [float(v) for v in scales.reshape(-1).tolist()]
+    region = [float(v) for v in roi.reshape(-1).tolist()] if roi is not None and roi.numel() else None
+    for i, axis in enumerate(axes):
+        size = x.shape[axis]
+        start, end = (region[i], region[i + len(axes)]) if region and transform == "tf_crop_and_resize" else (0.0, 1.0)
+        out = given_sizes[i] if given_sizes else int(np.floor(size * (end - start) * given_scales[i]))
+        scale = out / size if given_sizes else given_scales[i]
+        if out == size and scale == 1.0 and transform != "tf_crop_and_resize":
+            continue
+        if node.attributes.get_int("antialias", 0) and scale < 1 and mode != "nearest":
+            raise untrainable("Resize with antialias when shrinking is not supported")
+        where = _source_coordinates(transform, size, out, scale, start, end)
+        x = _resample_axis(node, mode, x, axis, where, extrapolate=transform == "tf_crop_and_resize")
+    return x
+
+
+def _source_coordinates(transform: str, size: int, out: int, scale: float, start: float, end: float) -> np.ndarray:
+    """Where in the input each of the ``out`` outputs along one axis reads from (ONNX's coordinate transforms; the
+    resized length they divide by is ``scale`` times the input's, before rounding, as in ONNX's reference)."""
+    index = np.arange(out, dtype=np.float64)
+    length = scale * size
+    if transform == "half_pixel":
+        return (index + 0.5) / scale - 0.5
+    if transform == "half_pixel_symmetric":
+        adjustment = out / (scale * size)
+        return size / 2 * (1 - adjustment) + (index + 0.5) / scale - 0.5
+    if transform == "pytorch_half_pixel":
+        return (index + 0.5) / scale - 0.5 if length > 1 else np.zeros(out)
+    if transform == "align_corners":
+        return index * (size - 1) / (length - 1) if length != 1 else np.zeros(out)
+    if transform == "asymmetric":
+        return index / scale
+    if transform == "tf_half_pixel_for_nn":
+        return (index + 0.5) / scale
+    if transform == "tf_crop_and_resize":
+        if length != 1:
+            return start * (size - 1) + index * (end - start) * (size - 1) / (length - 1)
+        return np.full(out, 0.5 * (start + end) * (size - 1))
+    raise untrainable(f"Resize coordinate_transformation_mode={transform} is not supported")
+
+
+def _resample_axis(node, mode: str, x: torch.Tensor, axis: int, where: np.ndarray, *, extrapolate: bool) -> torch.Tensor:
+    """``x`` read at ``where`` along ``axis``: the nearest element, or a weighted sum of 2 (linear) or 4 (cubic)."""
+    size = x.shape[axis]
+    if mode == "nearest":
+        rounding = node.attributes.get_string("nearest_mode", "round_prefer_floor")
+        rounded = {"round_prefer_floor": np.ceil(where - 0.5), "round_prefer_ceil": np.floor(where + 0.5),
+                   "floor": np.floor(where), "ceil": np.ceil(where)}[rounding]
+        taps, weights = rounded[:, None], np.ones((len(where), 1))
+    elif mode in ("linear", "cubic"):
+        base = np.floor(where)
+        offsets = np.array([0, 1]) if mode == "linear" else np.array([-1, 0, 1, 2])
+        taps = base[:, None] + offsets
+        weights = _linear_weights(where - base) if mode == "linear" else _cubic_weights(where - base, _float(node, "cubic_coeff_a", -0.75))
+        if mode == "cubic" and _int(node, "exclude_outside", 0):
+            weights = np.where((taps >= 0) & (taps < size), weights, 0.0)
+            weights = weights / weights.sum(axis=1, keepdims=True)
+    else:
+        raise untrainable(f"Resize mode={mode} is not supported")
+    picked = x.index_select(axis, torch.from_numpy(np.clip(taps, 0, size - 1).astype(np.int64).reshape(-1)))
+    picked = picked.reshape(*x.shape[:axis], len(where), taps.shape[1], *x.shape[axis + 1:])
+    shape = [1] * axis + [len(where), taps.shape[1]] + [1] * (x.dim() - axis - 1)
+    y = (picked * torch.from_numpy(weights).to(x.dtype).reshape(shape)).sum(dim=axis + 1)
+    if extrapolate:
+        outside = torch.from_numpy((where < 0) | (where > size - 1)).reshape(shape[:axis + 1] + shape[axis + 2:])
+        y = torch.where(outside, torch.tensor(_float(node, "extrapolation_value", 0.0), dtype=x.dtype), y)
+    return y
+
+
+def _linear_weights(fraction: np.ndarray) -> np.ndarray:
+    return np.stack([1 - fraction, fraction], axis=1)
+
+
+def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution weights of the 4 taps around a point ``t`` past the second of them."""
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
 
 
 def trilu(node, opset, x, k=None):
@@ -392,18 +545,29 @@ def variadic(function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> 
     return run
 
 
-def dropout(node, opset, x, *rest):
+def dropout(node, opset, x, ratio=None, training=None):
+    """Dropout as inference runs it (the identity); its random training mode is declined."""
+    if training is not None and bool(training.item()):
+        raise untrainable("Dropout in training mode is not supported")
     return (x, torch.ones_like(x, dtype=torch.bool)) if len(node.outputs) > 1 else x
 
 
-def argmax(node, opset, x):
-    return x.argmax(dim=_int(node, "axis", 0), keepdim=bool(_int(node, "keepdims", 1)))
+def arg_extreme(node, opset, x):
+    """ArgMax and ArgMin, the first index of the extreme value or, with ``select_last_index``, the last."""
+    axis, keep = _axis(_int(node, "axis", 0), x.dim()), bool(_int(node, "keepdims", 1))
+    function = torch.argmax if node.op_type == "ArgMax" else torch.argmin
+    if not _int(node, "select_last_index", 0):
+        return function(x, dim=axis, keepdim=keep)
+    return x.shape[axis] - 1 - function(x.flip(axis), dim=axis, keepdim=keep)
 
 
 def cumsum(node, opset, x, axis):
-    if _int(node, "exclusive", 0) or _int(node, "reverse", 0):
-        raise NotImplementedError("CumSum with exclusive or reverse")
-    return x.cumsum(dim=int(axis.item()))
+    dim = _axis(int(axis.item()), x.dim())
+    reverse = bool(_int(node, "reverse", 0))
+    ordered = x.flip(dim) if reverse else x
+    total = ordered.cumsum(dim=dim)
+    total = total - ordered if _int(node, "exclusive", 0) else total
+    return total.flip(dim) if reverse else total
 
 
 def _unary(function: Callable[[torch.Tensor], torch.Tensor]) -> Op:
@@ -416,7 +580,7 @@ def _binary(function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> O
 
 OPS: dict[str, Op] = {
     "Conv": conv, "Gemm": gemm, "MatMul": _binary(torch.matmul), "BatchNormalization": batch_norm,
-    "LayerNormalization": layer_norm, "MaxPool": pool, "AveragePool": pool,
+    "LayerNormalization": layer_norm, "MaxPool": pool, "AveragePool": pool, "LRN": lrn,
     "GlobalAveragePool": _unary(lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)),
     "GlobalMaxPool": _unary(lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True)),
     "Add": _binary(torch.add), "Sub": _binary(torch.sub), "Mul": _binary(torch.mul),
@@ -440,7 +604,7 @@ OPS: dict[str, Op] = {
     "ReduceMax": reduce(_amax, 18), "ReduceMin": reduce(_amin, 18), "Gather": gather, "GatherND": gather_nd, "Slice": slice_,
     "Split": split, "Concat": concat, "Cast": cast, "Expand": expand, "Tile": tile, "ConstantOfShape": constant_of_shape,
     "Range": range_, "Shape": shape, "Size": lambda node, opset, x: torch.tensor(x.numel(), dtype=torch.int64),
-    "Pad": pad, "Resize": resize, "Trilu": trilu, "ArgMax": argmax, "CumSum": cumsum, "Attention": attention,
+    "Pad": pad, "Resize": resize, "Trilu": trilu, "ArgMax": arg_extreme, "ArgMin": arg_extreme, "CumSum": cumsum, "Attention": attention,
     "QuantizeLinear": fake_quant.quantize_linear, "DequantizeLinear": fake_quant.dequantize_linear,
 }
 

@@ -1,7 +1,8 @@
 """Give each consumer of a shared weight its own copy before channel analysis.
 
 Exporters share identical tensors (TorchScript routes equal BatchNorm-folded biases through
-``Identity`` nodes to every Conv that has them). A shared tensor would couple the channels of every
+``Identity`` nodes to every Conv that has them), and a weight stored in float16 is read through one
+Cast that every user of it shares. A shared tensor would couple the channels of every
 layer using it into one group — wrong grouping, the classic Torch-Pruning complaint — so every use
 gets a private initializer first; copies the removal left equal to their source are tied back
 afterwards (``retie_unchanged``), so untying never adds parameters by itself.
@@ -28,30 +29,52 @@ def _shared_source(value: ir.Value | None) -> ir.Value | None:
     return value if value.shape is not None and len(value.shape) else None
 
 
+def _stored_cast(value: ir.Value | None) -> ir.Node | None:
+    """The Cast behind ``value`` (through Identity nodes) that turns a stored weight into the type it is used in
+    (float16 storage cast to float32 on use), if any."""
+    while value is not None and (producer := value.producer()) is not None and producer.op_type == "Identity":
+        value = producer.inputs[0]
+    producer = value.producer() if value is not None else None
+    if producer is None or producer.op_type != "Cast":
+        return None
+    return producer if _shared_source(producer.inputs[0]) is producer.inputs[0] else None
+
+
 Tie = tuple[ir.Value, ir.Value]
 
 
 def untie_weights(model: ir.Model) -> list[Tie]:
-    """Give every use of a shared (or Identity-forwarded) weight its own initializer; return (copy, source) pairs."""
+    """Give every use of a shared (or Identity-forwarded) weight its own initializer, and of a stored weight's Cast
+    its own Cast of its own copy; return (copy, source) pairs."""
     graph = model.graph
     copies: list[Tie] = []
     seen: set[int] = set()
     for node in list(graph):
         for index, value in enumerate(node.inputs):
-            source = _shared_source(value)
+            cast = _stored_cast(value)
+            source = _shared_source(value) if cast is None else cast.inputs[0]
             if source is None:
                 continue
-            if value is source and id(source) not in seen:
-                seen.add(id(source))
+            used_as_is = value is source if cast is None else value is cast.outputs[0]
+            if used_as_is and id(value) not in seen:
+                seen.add(id(value))
                 continue
             name = fresh_name(node, f"untied{index}")
             copy = ir.Value(name=name, shape=source.shape, type=source.type, const_value=ir.tensor(source.const_value.numpy(), name=name))
             graph.register_initializer(copy)
-            node.replace_input_with(index, copy)
+            node.replace_input_with(index, copy if cast is None else _cast_before(node, cast, copy))
             copies.append((copy, source))
     if copies:
         RemoveUnusedNodesPass()(model)
     return copies
+
+
+def _cast_before(node: ir.Node, cast: ir.Node, stored: ir.Value) -> ir.Value:
+    """A copy of ``cast`` reading ``stored``, inserted before ``node``; its output."""
+    copy = ir.node("Cast", [stored], attributes={"to": cast.attributes.get_int("to")}, name=fresh_name(node, "untied_cast"))
+    copy.outputs[0].name, copy.outputs[0].shape, copy.outputs[0].type = copy.name, stored.shape, cast.outputs[0].type
+    node.graph.insert_before(node, copy)
+    return copy.outputs[0]
 
 
 def retie_unchanged(model: ir.Model, ties: list[Tie]) -> int:

@@ -65,9 +65,37 @@ def static_int8(model):
     return QuantizeStatic(accept_loss=True).apply(model, calibration=ArrayReader({"x": images})).model
 
 
+def unet():
+    """A small U-Net as people write it, exported by PyTorch: upsampling by bilinear ``align_corners=True`` and bicubic
+    ``F.interpolate`` (Resize in two modes the view once refused as an internal error)."""
+    import tempfile
+
+    from onnxcompress.models import export
+
+    class UNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down, self.deeper = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.up, self.head = torch.nn.Conv2d(16 + 8, 8, 3, padding=1), torch.nn.Conv2d(8, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.relu(self.down(x))
+            b = torch.nn.functional.interpolate(torch.relu(self.deeper(a)), scale_factor=2, mode="bilinear", align_corners=True)
+            c = torch.relu(self.up(torch.cat([b, a], 1)))
+            return self.head(torch.nn.functional.interpolate(c, scale_factor=0.5, mode="bicubic"))
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = export.export_onnx(UNet(), f"{folder}/unet.onnx", (torch.randn(1, 3, 16, 16),), input_names=["x"], output_names=["y"])
+        model = io.load(path)
+    assert {node.attributes.get_string("mode") for node in model.graph if node.op_type == "Resize"} == {"linear", "cubic"}
+    return model
+
+
 @pytest.mark.parametrize("make", [lambda: text_model(CNN, CNN_SHAPES), lambda: text_model(ENCODER, ENCODER_SHAPES),
-                                  lambda: real_model("captcha-crnn"), lambda: static_int8(text_model(CNN, CNN_SHAPES))],
-                         ids=["cnn", "encoder", "captcha-crnn", "cnn-qdq"])
+                                  lambda: real_model("captcha-crnn"), lambda: static_int8(text_model(CNN, CNN_SHAPES)),
+                                  lambda: unet()],
+                         ids=["cnn", "encoder", "captcha-crnn", "cnn-qdq", "unet-resize"])
 def test_the_view_computes_what_onnx_runtime_computes_and_round_trips_exactly(make):
     model = make()
     feeds = runtime.synthetic_inputs(model, batch=2)

@@ -3,9 +3,10 @@
 Route: the graph runs in the trainable view (``passes.training.graph_module``, no source
 ``nn.Module`` needed), with every contraction input restarted as a leaf that records its gradient. The
 loss needs no labels: cross-entropy against the model's own predictions for 2-D outputs (logits),
-the squared norm otherwise; a model that outputs labels only is judged on the scores they are taken from. A unit's score is Σ |Σ_positions a·∂L/∂a| over its contraction inputs,
-accumulated over the calibration batches (Molchanov et al.'s criterion). A graph with an op the view
-cannot run is refused with the op's name.
+the squared norm otherwise; a model that outputs labels only is judged on the scores they are taken
+from. A unit's score is Σ |Σ_positions a·∂L/∂a| over its contraction inputs, accumulated over the
+calibration batches (Molchanov et al.'s criterion). A graph with an op the view cannot run is refused
+with the op's name.
 """
 
 from __future__ import annotations

@@ -52,9 +52,10 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | 
 
 def bounds_of(zero_point: torch.Tensor | None, node: ir.Node) -> tuple[int, int]:
     """The integer range a ``QuantizeLinear`` saturates to: its zero point's type, else ``output_dtype``, else uint8."""
-    bounds = TORCH_RANGES.get(zero_point.dtype) if zero_point is not None else RANGES.get(ir.DataType(node.attributes.get_int("output_dtype", ir.DataType.UINT8)))
+    target = zero_point.dtype if zero_point is not None else ir.DataType(node.attributes.get_int("output_dtype", ir.DataType.UINT8))
+    bounds = TORCH_RANGES.get(target) if zero_point is not None else RANGES.get(target)
     if bounds is None:
-        raise untrainable(f"{node.op_type} to {zero_point.dtype if zero_point is not None else 'that output_dtype'} is not supported")
+        raise untrainable(f"{node.op_type} to {target} is not supported")
     return bounds
 
 

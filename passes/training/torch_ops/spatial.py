@@ -10,6 +10,10 @@ import torch.nn.functional as F
 from onnxcompress.passes.training.torch_ops.attributes import attr_float, attr_int, attr_ints, int_values, positive_axis
 from onnxcompress.passes.training.untrainable import untrainable
 
+CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}  # by spatial rank
+MAX_POOLS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+AVERAGE_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
 
 def conv_pads(node: ir.Node, x: torch.Tensor, kernel: list[int]) -> list[int]:
     """ONNX ``pads`` (begins, then ends), worked out from the input's size under ``auto_pad=SAME_*``."""
@@ -40,9 +44,8 @@ def conv(node, opset, x, w, b=None):
     pads = conv_pads(node, x, list(w.shape[2:]))
     symmetric = pads[:spatial] == pads[spatial:]
     x = x if symmetric else padded(x, pads)
-    function = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
-    return function(x, w, b, attr_ints(node, "strides", [1] * spatial), pads[:spatial] if symmetric else 0,
-                    attr_ints(node, "dilations", [1] * spatial), group)
+    return CONVOLUTIONS[spatial](x, w, b, attr_ints(node, "strides", [1] * spatial), pads[:spatial] if symmetric else 0,
+                                 attr_ints(node, "dilations", [1] * spatial), group)
 
 
 def pool(node, opset, x):
@@ -58,9 +61,8 @@ def pool(node, opset, x):
     if node.op_type == "MaxPool":
         if len(node.outputs) > 1 and node.outputs[1] is not None and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
             raise untrainable("MaxPool's Indices output is not supported")
-        function = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
         lowest = float("-inf") if x.is_floating_point() else torch.iinfo(x.dtype).min
-        return function(padded(x, around, lowest), kernel, strides, 0, dilations)
+        return MAX_POOLS[spatial](padded(x, around, lowest), kernel, strides, 0, dilations)
     counted = padded(torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype), pads, 1.0 if attr_int(node, "count_include_pad", 0) else 0.0)
     counted = padded(counted, [0] * spatial + overhang)
     return _window_means(padded(x, around), kernel, strides, dilations) / _window_means(counted, kernel, strides, dilations)
@@ -70,9 +72,9 @@ def _window_means(x: torch.Tensor, kernel: list[int], strides: list[int], dilati
     """The mean of each pooling window over every element it spans (torch's own pooling without dilations, about
     1.4x faster to train through; a depthwise convolution of ones with them)."""
     if all(d == 1 for d in dilations):
-        return {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(kernel)](x, kernel, strides)
+        return AVERAGE_POOLS[len(kernel)](x, kernel, strides)
     window = torch.full((x.shape[1], 1, *kernel), 1.0 / float(np.prod(kernel)), dtype=x.dtype)
-    return {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(kernel)](x, window, None, strides, 0, dilations, x.shape[1])
+    return CONVOLUTIONS[len(kernel)](x, window, None, strides, 0, dilations, x.shape[1])
 
 
 def lrn(node, opset, x):

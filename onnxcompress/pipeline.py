@@ -32,15 +32,27 @@ if TYPE_CHECKING:
 SLOWER_MARGIN = 0.02
 
 
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Share of samples whose largest score (one row of ``logits`` per sample) is at their label's index; a model
-    whose first output already holds one integer label per sample (an exported ``argmax``) is compared as it is."""
-    if np.issubdtype(logits.dtype, np.integer) and logits.size == len(labels):
-        return float(np.mean(logits.reshape(len(labels)) == labels))
-    return float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
+def top1(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.0) -> float:
+    """Share of samples whose largest score (one row of ``scores`` per sample) is at their label's index. One value
+    per sample is a prediction of its own: an integer is a label as it is (an exported ``argmax``), a float is a
+    binary classifier's score, class 1 above ``threshold``."""
+    if scores.size == len(labels):
+        flat = scores.reshape(len(labels))
+        predicted = flat if np.issubdtype(scores.dtype, np.integer) else (flat > threshold).astype(np.int64)
+        return float(np.mean(predicted == labels))
+    return float(np.mean(np.argmax(scores.reshape(len(labels), -1), axis=1) == labels))
 
 
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"top1": top1}
+def binary_threshold(model: ir.Model) -> float:
+    """Where a one-score binary classifier's first output turns to class 1: 0.5 for a probability (a Sigmoid's
+    output, through casts and reshapes), 0 for a logit."""
+    from onnxcompress.passes.values import behind_reshapes
+
+    producer = behind_reshapes(model.graph.outputs[0]).producer() if model.graph.outputs else None
+    return 0.5 if producer is not None and producer.op_type == "Sigmoid" else 0.0
+
+
+METRICS: dict[str, Callable[..., float]] = {"top1": top1}
 
 
 @dataclasses.dataclass
@@ -50,6 +62,7 @@ class LabelledData:
     feeds: dict[str, np.ndarray]
     labels: np.ndarray
     metric: Metric = "top1"
+    threshold: float = 0.0  # a one-score binary classifier's class boundary (``binary_threshold``)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -73,12 +86,12 @@ class LabelledData:
         wrong = {name: array.shape for name, array in feeds.items() if array.ndim == 0 or array.shape[0] != len(labels)}
         if wrong:
             raise UsageError(f"{source}: {len(labels)} labels, but inputs {wrong} do not have that many samples on their first axis")
-        return cls(feeds, labels, metric)
+        return cls(feeds, labels, metric, binary_threshold(model))
 
     def accuracy(self, model: ir.Model | io.Snapshot, threads: int | None = None) -> float:
         """``metric`` (top-1 accuracy) of ``model`` on this data (None threads: ``runtime.resolve_threads``)."""
-        logits = next(iter(runtime.run(model, self.feeds, threads=threads).values()))
-        return METRICS[self.metric](logits, self.labels)
+        scores = next(iter(runtime.run(model, self.feeds, threads=threads).values()))
+        return METRICS[self.metric](scores, self.labels, self.threshold)
 
 
 @dataclasses.dataclass(frozen=True)

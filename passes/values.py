@@ -61,3 +61,13 @@ def same_dim(a: int | ir.SymbolicDim | None, b: int | ir.SymbolicDim | None) -> 
     if isinstance(a, int) or isinstance(b, int):
         return a == b
     return a is not None and b is not None and a.value is not None and a.value == b.value
+
+
+RESHAPING = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten")  # move or retype values, compute nothing
+
+
+def behind_reshapes(value: ir.Value) -> ir.Value:
+    """The value ``value`` is a cast or reshape of (through any number of ``RESHAPING`` ops): what computed it."""
+    while (producer := value.producer()) is not None and producer.op_type in RESHAPING:
+        value = producer.inputs[0]
+    return value

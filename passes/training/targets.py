@@ -19,13 +19,13 @@ import torch
 from onnxcompress import fidelity, io, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.fidelity import SPREAD_FLOOR
+from onnxcompress.passes.values import behind_reshapes
 from onnxcompress.passes.training.graph_module import GraphModule
 from onnxcompress.passes.training.trimming import Trimming
 
 SCALE_FLOOR = 1e-6
 HIDDEN_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization")
 LABEL_OPS = {"ArgMax": 0, "ArgMin": 0, "TopK": 1}  # op -> which of its outputs holds the indices taken from its first input
-PASS_THROUGH = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten")
 
 
 def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -54,11 +54,9 @@ def label_scores(model: ir.Model) -> list[str]:
     if any(value.dtype is not None and value.dtype.is_floating_point() for value in model.graph.outputs):
         return []
     scores = []
-    for value in model.graph.outputs:
+    for output in model.graph.outputs:
+        value = behind_reshapes(output)
         node = value.producer()
-        while node is not None and node.op_type in PASS_THROUGH:
-            value = node.inputs[0]
-            node = value.producer()
         if node is None or LABEL_OPS.get(node.op_type) != value.index():
             return []
         source = node.inputs[0]

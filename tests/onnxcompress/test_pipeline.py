@@ -132,6 +132,22 @@ def test_accuracy_of_a_model_that_outputs_labels_compares_them_as_they_are(mlp_m
     assert LabelledData({"x": x}, labels).accuracy(labelled) == LabelledData({"x": x}, labels).accuracy(mlp_model) == 0.75
 
 
+@pytest.mark.parametrize("sigmoid", [False, True], ids=["logit", "probability"])
+def test_accuracy_of_a_one_score_binary_classifier_thresholds_its_score(sigmoid):
+    # one float per sample: its arg-max over one column is always 0, which scored every model as the share of class 0
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,4] x) => (float[N,1] score) { logit = MatMul(x, w) SCORE }"""
+    text = text.replace("SCORE", "score = Sigmoid(logit)" if sigmoid else "score = Identity(logit)")
+    model = ir.from_onnx_text(text)
+    model.graph.register_initializer(ir.Value(name="w", const_value=ir.tensor(np.array([[1.0], [-1.0], [0.5], [0.0]], np.float32), name="w")))
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    positive = (x @ np.array([1.0, -1.0, 0.5, 0.0], np.float32)) > 0
+    labels = np.where(np.arange(50) < 40, positive, ~positive).astype(np.int64)  # a fifth wrong
+    data = LabelledData.from_arrays({"x": x, "labels": labels}, model)
+    assert data.threshold == (0.5 if sigmoid else 0.0)
+    assert data.accuracy(model) == pytest.approx(0.8)
+
+
 def test_labelled_data_from_arrays_is_checked_against_the_model(mlp_model):
     x = np.zeros((4, 16), np.float32)
     data = LabelledData.from_arrays({"x": x, "labels": np.arange(4)}, mlp_model, source="l.npz")

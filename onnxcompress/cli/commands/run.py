@@ -15,7 +15,7 @@ from onnxcompress import records
 from onnxcompress.cli.app import app, batch_option, calibration_option, console, err_console, threads_option
 from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.bench import input_shapes, print_input_shapes
-from onnxcompress.defaults import LABELS_KEY, Metric
+from onnxcompress.defaults import LABELS_KEY, METRIC_HELP, Metric
 from onnxcompress.errors import UsageError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def run_pipeline(
         None, "--max-drop", min=0.0, max=1.0, help="Roll back a lossy step losing more accuracy than this (needs --labels)."),
     labels: Path | None = typer.Option(
         None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}': accuracy per step."),
-    metric: Metric = typer.Option("top1", "--metric", help="How --labels are scored: top1 (argmax of the first output)."),
+    metric: Metric = typer.Option("top1", "--metric", help=METRIC_HELP),
     inputs: Path | None = typer.Option(None, "--inputs", help=INPUTS_HELP),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Shape of a synthetic input with dynamic dims: NAME:d0,d1,..."),
     threads: int = threads_option(),

@@ -13,7 +13,7 @@ from onnxcompress.cli.app import app, batch_option, console, ray_address_option,
 from onnxcompress.cli.command_line import command_line
 from onnxcompress.cli.commands.compare import load_for_comparison
 from onnxcompress.cli.commands.run import INPUTS_HELP
-from onnxcompress.defaults import LABELS_KEY, Metric, Prefer
+from onnxcompress.defaults import LABELS_KEY, METRIC_HELP, Metric, Prefer
 from onnxcompress.errors import CheckFailed
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def search(
     prefer: Prefer = typer.Option("latency", "--prefer", help="Which candidate meeting the goal is best: the fastest, the smallest or the most faithful."),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="Run every candidate, even those only adding loss to one that missed the goal."),
     labels: Path | None = typer.Option(None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}'."),
-    metric: Metric = typer.Option("top1", "--metric", help="How --labels are scored: top1 (argmax of the first output)."),
+    metric: Metric = typer.Option("top1", "--metric", help=METRIC_HELP),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration data (.npz or folder)."),
     inputs: Path | None = typer.Option(None, "--inputs", help=INPUTS_HELP),
     input_shape: list[str] = typer.Option([], "--input-shape", help="Pin dynamic dims: NAME:d0,d1,..."),

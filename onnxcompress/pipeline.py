@@ -36,11 +36,22 @@ def top1(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.0) -> floa
     """Share of samples whose largest score (one row of ``scores`` per sample) is at their label's index. One value
     per sample is a prediction of its own: an integer is a label as it is (an exported ``argmax``), a float is a
     binary classifier's score, class 1 above ``threshold``."""
+    if scores.size == len(labels) and np.issubdtype(scores.dtype, np.integer):
+        return float(np.mean(scores.reshape(len(labels)) == labels))
     if scores.size == len(labels):
-        flat = scores.reshape(len(labels))
-        predicted = flat if np.issubdtype(scores.dtype, np.integer) else (flat > threshold).astype(np.int64)
-        return float(np.mean(predicted == labels))
+        _check_classes(labels, 2, "one score per sample: a binary classifier")
+        return float(np.mean((scores.reshape(len(labels)) > threshold).astype(np.int64) == labels))
+    per_sample = scores.size // len(labels)
+    _check_classes(labels, per_sample, f"{per_sample} scores per sample")
     return float(np.mean(np.argmax(scores.reshape(len(labels), -1), axis=1) == labels))
+
+
+def _check_classes(labels: np.ndarray, classes: int, what: str) -> None:
+    """A one-line ``UsageError`` when a label is no class the model's first output scores (accuracy would be
+    computed, and mean nothing)."""
+    if labels.min() < 0 or labels.max() >= classes:
+        raise UsageError(f"--labels: labels run from {labels.min()} to {labels.max()}, but the model's first output has {what} "
+                         f"(classes 0 to {classes - 1}); the labels must be class indices of the first output")
 
 
 def binary_threshold(model: ir.Model) -> float:

@@ -127,8 +127,9 @@ def test_accuracy_of_a_model_that_outputs_labels_compares_them_as_they_are(mlp_m
     argmax.outputs[0].name, argmax.outputs[0].dtype = "label", ir.DataType.INT64
     labelled.graph.outputs[0] = argmax.outputs[0]
     x = np.random.default_rng(0).standard_normal((40, 16)).astype(np.float32)
-    predicted = runtime.run(mlp_model, {"x": x})["y"].argmax(axis=1)
-    labels = np.where(np.arange(40) < 30, predicted, (predicted + 1) % 8)  # a quarter wrong
+    scores = runtime.run(mlp_model, {"x": x})["y"]
+    predicted = scores.argmax(axis=1)
+    labels = np.where(np.arange(40) < 30, predicted, (predicted + 1) % scores.shape[1])  # a quarter wrong
     assert LabelledData({"x": x}, labels).accuracy(labelled) == LabelledData({"x": x}, labels).accuracy(mlp_model) == 0.75
 
 
@@ -146,6 +147,13 @@ def test_accuracy_of_a_one_score_binary_classifier_thresholds_its_score(sigmoid)
     data = LabelledData.from_arrays({"x": x, "labels": labels}, model)
     assert data.threshold == (0.5 if sigmoid else 0.0)
     assert data.accuracy(model) == pytest.approx(0.8)
+
+
+def test_labels_that_are_no_class_of_the_first_output_are_refused_in_one_line(mlp_model):
+    x = np.zeros((4, 16), np.float32)
+    classes = runtime.run(mlp_model, {"x": x})["y"].shape[1]
+    with pytest.raises(UsageError, match=rf"^--labels: labels run from 0 to {classes}, but the model's first output has {classes} scores per sample"):
+        LabelledData({"x": x}, np.array([0, 1, 2, classes])).accuracy(mlp_model)
 
 
 def test_labelled_data_from_arrays_is_checked_against_the_model(mlp_model):

@@ -39,7 +39,7 @@ class Recover(CompressionPass):
     """Distil the chain's input model into this one on calibration data, training the graph's float weights.
 
     ``kind=mse`` matches every float output, each scaled by the teacher's spread (logits, embeddings,
-    boxes alike); ``kind=kd`` is Hinton's soft-target loss at ``temperature`` on a classifier's one
+    boxes alike; a model that outputs labels only, the scores they are taken from); ``kind=kd`` is Hinton's soft-target loss at ``temperature`` on a classifier's one
     ``[samples, classes]`` output, ``kind=reverse-kd`` the reverse (mode-seeking) KL on it; with
     ``labels=PATH`` both train on those labelled samples, ``alpha`` soft + ``1 - alpha`` hard. Declined: the
     library's attribution strategy, which needs the teacher's input gradients (the teacher runs in ORT).
@@ -58,7 +58,8 @@ class Recover(CompressionPass):
         lr: Annotated[float, "AdamW learning rate (cosine decay over the epochs); fine-tuning wants a small one"] = 1e-4,
         batch_size: Annotated[int, "samples per training step (the model's own batch when it is fixed)"] = 32,
         patience: Annotated[int, "stop after this many epochs without a lower early-stopping loss"] = 3,
-        kind: Annotated[Kind, "mse: every float output, scaled by the teacher's spread; kd: soft-target KL on one [samples, classes] "
+        kind: Annotated[Kind, "mse: every float output (of a labels-only model, the scores behind the labels), scaled by the teacher's "
+                              "spread; kd: soft-target KL on one [samples, classes] "
                               "output; reverse-kd: KL(student || teacher) on it (mode-seeking)"] = "mse",
         temperature: Annotated[float, "softening temperature of kind=kd and reverse-kd"] = 4.0,
         teacher: Annotated[str | None, "ONNX file to distil from (none: the model the chain started from)"] = None,

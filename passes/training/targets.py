@@ -19,7 +19,7 @@ import torch
 from onnxcompress import fidelity, io, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.fidelity import SPREAD_FLOOR
-from onnxcompress.passes.values import behind_reshapes
+from onnxcompress.passes.values import behind_reshapes, is_constant
 from onnxcompress.passes.training.graph_module import GraphModule
 from onnxcompress.passes.training.trimming import Trimming
 
@@ -49,14 +49,18 @@ def trained_outputs(model: ir.Model, samples: int, probe: Mapping[str, np.ndarra
 
 def label_scores(model: ir.Model) -> list[str]:
     """When every output of ``model`` holds labels (no float output), the float scores each is an ``ArgMax``,
-    ``ArgMin`` or ``TopK`` index of (through casts and reshapes): what recovery can train towards in their place,
-    since labels give no gradient. Empty when a float output exists or a label comes from elsewhere."""
+    ``ArgMin`` or ``TopK`` index of (through casts, reshapes and a lookup in a class table): what recovery can train
+    towards in their place, since labels give no gradient. Empty when a float output exists or a label comes from
+    elsewhere."""
     if any(value.dtype is not None and value.dtype.is_floating_point() for value in model.graph.outputs):
         return []
     scores = []
     for output in model.graph.outputs:
         value = behind_reshapes(output)
         node = value.producer()
+        if node is not None and node.op_type == "ArrayFeatureExtractor" and is_constant(node.inputs[0]):  # a class table
+            value = behind_reshapes(node.inputs[1])  # looked up at the indices: skl2onnx's labels
+            node = value.producer()
         if node is None or LABEL_OPS.get(node.op_type) != value.index():
             return []
         source = node.inputs[0]

@@ -156,6 +156,30 @@ def test_a_model_that_outputs_only_labels_trains_towards_the_scores_its_labels_a
     assert [v.name for v in result.model.graph.outputs] == ["label"]  # the scores were a training target, not a new output
 
 
+# The same classifier as skl2onnx writes one: the arg-max looked up in a table of class names.
+CLASS_TABLE = """<ir_version: 8, opset_import: ["" : 17, "ai.onnx.ml" : 1]>
+g (float[N,16] x) => (int64[N] label) {
+  h = Gemm<transB=1>(x, w1, b1)
+  r = Relu(h)
+  y = Gemm<transB=1>(r, w2, b2)
+  index = ArgMax<axis=1>(y)
+  picked = ai.onnx.ml.ArrayFeatureExtractor(classes, index)
+  label = Reshape(picked, minus_one)
+}"""
+
+
+def test_labels_looked_up_in_a_class_table_train_towards_the_scores_behind_the_lookup():
+    _, samples = labels_only_model_and_samples()
+    table = text_model(CLASS_TABLE, {"w1": (32, 16), "b1": (32,), "w2": (5, 32), "b2": (5,)})
+    for name, array in (("classes", np.array([10, 20, 30, 40, 50], np.int64)), ("minus_one", np.array([-1], np.int64))):
+        table.graph.register_initializer(ir.Value(name=name, const_value=ir.tensor(array, name=name)))
+    result = Pipeline([PruneChannels(ratio=0.5), Recover(epochs=40, lr=3e-3, patience=40, accept_loss=True)], measurement=QUICK).run(
+        table, calibration=samples)
+    recovered = step(result, "recover")
+    assert "the model outputs labels only: training towards the scores they are taken from (y)" in recovered.notes
+    assert recovered.details["budget"]["values"]["changed labels"] < recovered.details["recover"]["before"]["changed labels"]
+
+
 def test_labels_taken_from_scores_the_pruned_model_no_longer_names_are_declined_with_one_line(tmp_path):
     model, samples = labels_only_model_and_samples()
     io.save(model, tmp_path / "teacher.onnx")

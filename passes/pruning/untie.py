@@ -17,14 +17,20 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxcompress.passes.pruning.rules.constants import fresh_name
 
 
-def _shared_source(value: ir.Value | None) -> ir.Value | None:
-    """The floating-point initializer behind ``value`` (through Identity nodes), if any."""
+def _behind_identities(value: ir.Value | None) -> ir.Value | None:
+    """The value ``value`` forwards (through any number of Identity nodes, stopping at a constant)."""
     while value is not None and value.const_value is None:
         producer = value.producer()
         if producer is None or producer.op_type != "Identity":
-            return None
+            break
         value = producer.inputs[0]
-    if value is None or value.is_graph_input() or not value.const_value.dtype.is_floating_point():
+    return value
+
+
+def _shared_source(value: ir.Value | None) -> ir.Value | None:
+    """The floating-point initializer behind ``value`` (through Identity nodes), if any."""
+    value = _behind_identities(value)
+    if value is None or value.const_value is None or value.is_graph_input() or not value.const_value.dtype.is_floating_point():
         return None
     return value if value.shape is not None and len(value.shape) else None
 
@@ -32,8 +38,7 @@ def _shared_source(value: ir.Value | None) -> ir.Value | None:
 def _stored_cast(value: ir.Value | None) -> ir.Node | None:
     """The Cast behind ``value`` (through Identity nodes) that turns a stored weight into the type it is used in
     (float16 storage cast to float32 on use), if any."""
-    while value is not None and (producer := value.producer()) is not None and producer.op_type == "Identity":
-        value = producer.inputs[0]
+    value = _behind_identities(value)
     producer = value.producer() if value is not None else None
     if producer is None or producer.op_type != "Cast":
         return None

@@ -52,8 +52,9 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | 
 
 def bounds_of(zero_point: torch.Tensor | None, node: ir.Node) -> tuple[int, int]:
     """The integer range a ``QuantizeLinear`` saturates to: its zero point's type, else ``output_dtype``, else uint8."""
-    target = zero_point.dtype if zero_point is not None else ir.DataType(node.attributes.get_int("output_dtype", ir.DataType.UINT8))
-    bounds = TORCH_RANGES.get(target) if zero_point is not None else RANGES.get(target)
+    ranges, target = (TORCH_RANGES, zero_point.dtype) if zero_point is not None else (
+        RANGES, ir.DataType(node.attributes.get_int("output_dtype", ir.DataType.UINT8)))
+    bounds = ranges.get(target)
     if bounds is None:
         raise untrainable(f"{node.op_type} to {target} is not supported")
     return bounds

@@ -39,11 +39,12 @@ class Recover(CompressionPass):
     """Distil the chain's input model into this one on calibration data, training the graph's float weights.
 
     ``kind=mse`` matches every float output, each scaled by the teacher's spread (logits, embeddings,
-    boxes alike; a model that outputs labels only, the scores they are taken from); ``kind=kd`` is Hinton's soft-target loss at ``temperature`` on a classifier's one
-    ``[samples, classes]`` output, ``kind=reverse-kd`` the reverse (mode-seeking) KL on it; with
-    ``labels=PATH`` both train on those labelled samples, ``alpha`` soft + ``1 - alpha`` hard. Declined: the
-    library's attribution strategy, which needs the teacher's input gradients (the teacher runs in ORT).
-    Needs the ``torch`` extra and calibration data.
+    boxes alike; a model that outputs labels only, the scores they are taken from); ``kind=kd`` is
+    Hinton's soft-target loss at ``temperature`` on a classifier's one ``[samples, classes]`` output,
+    ``kind=reverse-kd`` the reverse (mode-seeking) KL on it; with ``labels=PATH`` both train on those
+    labelled samples, ``alpha`` soft + ``1 - alpha`` hard. Declined: the library's attribution strategy,
+    which needs the teacher's input gradients (the teacher runs in ORT). Needs the ``torch`` extra and
+    calibration data.
     """
 
     name = "recover"
@@ -213,7 +214,8 @@ class Recover(CompressionPass):
         from onnxcompress.passes.training import targets
 
         scores = targets.label_scores(teacher)
-        missing = [name for name in scores if name not in {value.name for node in graph.model.graph for value in node.outputs}]
+        computed = {value.name for node in graph.model.graph for value in node.outputs} if scores else set()
+        missing = [name for name in scores if name not in computed]
         if missing:
             raise UsageError(f"recover: the model outputs labels only, and the scores they are taken from ({', '.join(missing)}) "
                              "are not computed under the same name in the model being recovered")

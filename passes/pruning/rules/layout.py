@@ -1,4 +1,4 @@
-"""Layout ops: Transpose, Squeeze/Unsqueeze, Shape, and the reshapes (Flatten, Reshape).
+"""Layout ops: Transpose, Squeeze/Unsqueeze, Shape, Expand, and the reshapes (Flatten, Reshape).
 
 A reshape is matched axis group by axis group (equal products) after a prefix ending at the last
 run-time batch/sequence axis; the prefix's axes may merge or split among themselves (its static ones
@@ -17,10 +17,11 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import Coupler
+from onnxcompress.passes.pruning.graph import PROBED, Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
-from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant
-from onnxcompress.passes.values import constant, rank_or_zero
+from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant, set_entries
+from onnxcompress.passes.pruning.rules.elementwise import couple_broadcast
+from onnxcompress.passes.values import constant, rank_or_zero, same_dim
 
 
 def _axes(node: ir.Node, r: int) -> list[int]:
@@ -73,24 +74,37 @@ class ShapeRule(Rule):
             c.handle(node.inputs[0], axis)
 
 
+class ExpandRule(Rule):
+    """Expand: the input's axes couple with the output's under broadcasting (an axis expanded from 1, such as GQA's
+    copies of a key head, is not a channel). A changed axis's target-shape entry becomes 1 (keep the input's size),
+    also when the target shape is computed at run time from ``Shape`` pieces."""
+
+    ops = ("Expand",)
+
+    def couple(self, node: ir.Node, c: Coupler) -> None:
+        x, shape, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        if shape.shape is None or len(shape.shape) != 1 or not isinstance(shape.shape[0], int):
+            raise Refused("target-shape length unknown")
+        couple_broadcast(c, x, y)
+
+    def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
+        y, length = node.outputs[0], node.inputs[1].shape[0]
+        changed = [axis for axis in range(rank_or_zero(y)) if removed.get((id(y), axis))]
+        entries = {axis - (rank_or_zero(y) - length): 1 for axis in changed if axis >= rank_or_zero(y) - length}
+        if entries:
+            set_entries(node, 1, entries)
+
+
 def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
     """Couple a reshape's axes group by group; return the output axes whose size may change."""
     if x.shape is None or y.shape is None:
         raise Refused("shapes unknown")
     din, dout = list(x.shape), list(y.shape)
-    lead_in, lead_out = _dynamic_prefix(din), _dynamic_prefix(dout)
-    if not all(isinstance(d, int) for d in din[lead_in:] + dout[lead_out:]):
-        raise Refused("only a prefix of run-time axes is supported")
-    if math.prod(din[lead_in:]) != math.prod(dout[lead_out:]) or 0 in din[lead_in:]:
-        raise Refused("static sizes of input and output do not match")
-    for value, dims, lead in ((x, din, lead_in), (y, dout, lead_out)):
-        for axis in range(lead):
-            if isinstance(dims[axis], int):
-                c.freeze(value, axis, "static axis among run-time axes")
-            else:
-                c.handle(value, axis)
+    groups = _groups_between_runtime_axes(x, y)
+    if groups is None:
+        groups = _groups_after_runtime_prefix(c, x, y)
     changing = []
-    for ins, outs in _product_groups(din, dout, lead_in, lead_out):
+    for ins, outs in groups:
         ins = [a for a in ins if din[a] != 1]
         outs = [a for a in outs if dout[a] != 1]
         if len(ins) == 1 and len(outs) == 1:
@@ -107,6 +121,50 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
             continue
         changing.append(outs[0])
     return changing
+
+
+def _groups_between_runtime_axes(x: ir.Value, y: ir.Value) -> list[tuple[list[int], list[int]]] | None:
+    """The static axis groups when each run-time axis of ``x`` stays one run-time axis of ``y``, in order, and the
+    static axes between two of them hold as many elements on both sides (GQA's ``[B, KV, rep, S, D]`` ->
+    ``[B, KV·rep, S, D]``); None otherwise."""
+    din, dout = list(x.shape), list(y.shape)
+    runtime_in = [a for a, d in enumerate(din) if not isinstance(d, int)]
+    runtime_out = [a for a, d in enumerate(dout) if not isinstance(d, int)]
+    if len(runtime_in) != len(runtime_out) or not all(_same_runtime_dim(x, a, y, b) for a, b in zip(runtime_in, runtime_out)):
+        return None
+    groups = []
+    for start_in, end_in, start_out, end_out in zip([0] + [a + 1 for a in runtime_in], runtime_in + [len(din)],
+                                                    [0] + [b + 1 for b in runtime_out], runtime_out + [len(dout)]):
+        if math.prod(din[start_in:end_in]) != math.prod(dout[start_out:end_out]) or 0 in din[start_in:end_in]:
+            return None
+        groups += _product_groups(din[:end_in], dout[:end_out], start_in, start_out)
+    return groups
+
+
+def _same_runtime_dim(x: ir.Value, a: int, y: ir.Value, b: int) -> bool:
+    """Whether run-time axis ``a`` of ``x`` and ``b`` of ``y`` had the same size in both probe runs (the same
+    symbolic dim when the model was not probed)."""
+    probed_x, probed_y = x.meta.get(PROBED), y.meta.get(PROBED)
+    if probed_x is not None and probed_y is not None:
+        return all(px[a] == py[b] for px, py in zip(probed_x, probed_y))
+    return same_dim(x.shape[a], y.shape[b])
+
+
+def _groups_after_runtime_prefix(c: Coupler, x: ir.Value, y: ir.Value) -> list[tuple[list[int], list[int]]]:
+    """The static axis groups after a prefix ending at the last run-time axis, whose static axes are frozen."""
+    din, dout = list(x.shape), list(y.shape)
+    lead_in, lead_out = _dynamic_prefix(din), _dynamic_prefix(dout)
+    if not all(isinstance(d, int) for d in din[lead_in:] + dout[lead_out:]):
+        raise Refused("only a prefix of run-time axes is supported")
+    if math.prod(din[lead_in:]) != math.prod(dout[lead_out:]) or 0 in din[lead_in:]:
+        raise Refused("static sizes of input and output do not match")
+    for value, dims, lead in ((x, din, lead_in), (y, dout, lead_out)):
+        for axis in range(lead):
+            if isinstance(dims[axis], int):
+                c.freeze(value, axis, "static axis among run-time axes")
+            else:
+                c.handle(value, axis)
+    return _product_groups(din, dout, lead_in, lead_out)
 
 
 def _dynamic_prefix(dims: list) -> int:

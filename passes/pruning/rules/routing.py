@@ -68,7 +68,8 @@ class SplitRule(Rule):
 
 
 class SliceRule(Rule):
-    """Slice with constant parameters; a sliced axis must have step 1."""
+    """Slice: an axis it does not slice passes through; a sliced axis couples by position when its parameters are
+    constants and its step is 1 (RoPE's halves of a head, cut at a computed middle, leave the head axis free)."""
 
     ops = ("Slice",)
 
@@ -78,6 +79,9 @@ class SliceRule(Rule):
             params = _slice_params(node, axis)
             if params is None:
                 c.same(x, axis, y, axis)
+            elif params == COMPUTED:
+                c.freeze(x, axis, "slice parameters are not constant")
+                c.freeze(y, axis, "slice parameters are not constant")
             elif params[1] != 1 or not isinstance(y.shape[axis], int):
                 c.freeze(x, axis, "strided or dynamic slice")
                 c.freeze(y, axis, "strided or dynamic slice")
@@ -86,6 +90,8 @@ class SliceRule(Rule):
 
     def rewrite(self, node: ir.Node, removed: Removed) -> None:
         x, y = node.inputs[0], node.outputs[0]
+        if not any(removed.get((id(x), axis)) for axis in _slice_axes(node)):
+            return  # only axes it does not slice lost elements (computed starts/ends stay as they are)
         starts, ends = constant(node.inputs[1]).copy(), constant(node.inputs[2]).copy()
         for k, axis in enumerate(_slice_axes(node)):
             gone = removed.get((id(x), axis), [])
@@ -99,21 +105,31 @@ class SliceRule(Rule):
 
 
 def _slice_axes(node: ir.Node) -> list[int]:
+    """The axes ``node`` slices: its ``axes`` input, or the first len(starts) axes (Refused when not known)."""
     r = rank_or_zero(node.inputs[0])
-    given = constant(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
-    count = constant(node.inputs[1]).size
-    return [int(a) % r for a in (given if given is not None else np.arange(count))]
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        given = constant(node.inputs[3])
+        if given is None:
+            raise Refused("slice axes are not constant")
+        return [int(a) % r for a in given.ravel()]
+    starts = node.inputs[1]
+    if starts.shape is None or len(starts.shape) != 1 or not isinstance(starts.shape[0], int):
+        raise Refused("slice axes are not known")
+    return list(range(starts.shape[0]))
+
+
+COMPUTED = (0, 0)  # _slice_params of an axis sliced at positions computed at run time
 
 
 def _slice_params(node: ir.Node, axis: int) -> tuple[int, int] | None:
-    """(start, step) when ``axis`` is sliced; None when it is not."""
+    """(start, step) when ``axis`` is sliced; None when it is not; ``COMPUTED`` when its positions are not constant."""
     if node.attributes.get("starts") is not None:
         raise Refused("Slice-1 attributes")
-    if any(constant(v) is None for v in node.inputs[1:] if v is not None):
-        raise Refused("slice parameters are not constant")
     axes = _slice_axes(node)
     if axis not in axes:
         return None
+    if any(constant(v) is None for v in node.inputs[1:] if v is not None):
+        return COMPUTED
     k = axes.index(axis)
     steps = constant(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
     return int(constant(node.inputs[1])[k]), 1 if steps is None else int(steps[k])

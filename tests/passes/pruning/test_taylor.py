@@ -57,8 +57,8 @@ def test_a_model_that_outputs_labels_only_is_scored_on_the_scores_they_are_taken
 def test_taylor_refuses_ops_it_cannot_interpret(make_model):
     from onnxcompress.calibration.readers import ArrayReader
 
-    text = CNN.replace("h = HardSwish(c)", "h = Celu(c)")
+    text = CNN.replace("h = HardSwish(c)", "h = Hardmax(c)")
     model = make_model(text, SHAPES)
     pruner = PruneChannels(ratio=0.5, importance="taylor")
-    with pytest.raises(UsageError, match="importance=taylor cannot train this graph in PyTorch: op.s. Celu are not supported; use magnitude"):
+    with pytest.raises(UsageError, match="importance=taylor cannot train this graph in PyTorch: op.s. Hardmax are not supported; use magnitude"):
         pruner.apply(io.clone(model), calibration=ArrayReader({"x": np.zeros((2, 3, 8, 8), np.float32)}))

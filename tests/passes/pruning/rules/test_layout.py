@@ -1,0 +1,66 @@
+"""Layout rules on small ONNX-text models: channels pass through Expand and through the axes a Slice leaves alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress import io
+from onnxcompress.passes.pruning import PruneChannels
+
+EXPAND = """<ir_version: 10, opset_import: ["" : 18]>
+g (float[N,8] x) => (float[N,2] y) {
+  h = MatMul(x, w1)
+  axes = Constant<value = int64[1] {2}>()
+  hu = Unsqueeze(h, axes)
+  target = Constant<value = int64[3] {1, 4, 3}>()
+  he = Expand(hu, target)
+  hs = ReduceSum<keepdims = 0>(he, axes)
+  y = MatMul(hs, w2)
+}"""
+
+COMPUTED_SLICE = """<ir_version: 10, opset_import: ["" : 18]>
+g (float[N,8] x) => (float[N,2] y) {
+  h = MatMul(x, w1)
+  heads = Constant<value = int64[3] {0, 2, 4}>()
+  hh = Reshape(h, heads)
+  shape = Shape(hh)
+  last = Constant<value = int64[1] {2}>()
+  width = Gather<axis = 0>(shape, last)
+  middle = Div(width, last)
+  zero = Constant<value = int64[1] {0}>()
+  half = Slice(hh, zero, middle, last)
+  summed = ReduceSum<keepdims = 0>(half, last)
+  y = MatMul(summed, w2)
+}"""
+
+
+def _zero_rows(model: ir.Model, name: str, rows: list[int]) -> None:
+    value = model.graph.initializers[name]
+    array = value.const_value.numpy().copy()
+    array[rows] = 0.0
+    value.const_value = ir.tensor(array, name=name)
+
+
+def _pruned_dead(original: ir.Model) -> tuple[ir.Model, list[int]]:
+    model = io.clone(original)
+    run = PruneChannels(dead_only=True)(model)
+    return model, [g["removed"] for g in run.details["groups"] if g["removed"]]
+
+
+def test_expand_passes_channels_and_its_target_shape_follows(make_model, assert_exact_rewrite):
+    original = make_model(EXPAND, {"w1": (8, 4), "w2": (4, 2)})
+    _zero_rows(original, "w2", [1])
+    model, removed = _pruned_dead(original)
+    assert removed == [1]
+    assert model.graph.initializers["w1"].const_value.shape == (8, 3)
+    assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)})
+
+
+def test_a_slice_at_a_computed_middle_leaves_the_head_axis_removable(make_model, assert_exact_rewrite):
+    original = make_model(COMPUTED_SLICE, {"w1": (8, 8), "w2": (2, 2)})
+    _zero_rows(original, "w2", [1])
+    model, removed = _pruned_dead(original)
+    assert removed == [1]
+    assert model.graph.initializers["w1"].const_value.shape == (8, 4)  # head 1's four features
+    assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)})

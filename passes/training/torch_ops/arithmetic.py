@@ -73,6 +73,13 @@ def _of_nothing(x, dims, keep, *, lowest: bool) -> torch.Tensor:
     return torch.full(shape, value, dtype=x.dtype)
 
 
+def prod(x, dims, keep):
+    """ReduceProd's reduction (torch multiplies along one axis at a time)."""
+    for d in dims:
+        x = x.prod(dim=d, keepdim=True)
+    return x if keep else x.squeeze(dims) if dims else x
+
+
 def clip(node, opset, x, low=None, high=None):
     """Clip between its bounds (attributes before opset 11, inputs from it; either may be absent)."""
     if opset < 11:
@@ -140,3 +147,49 @@ def cumsum(node, opset, x, axis):
     total = ordered.cumsum(dim=dim)
     total = total - ordered if attr_int(node, "exclusive", 0) else total
     return total.flip(dim) if reverse else total
+
+
+def prelu(node, opset, x, slope):
+    """PRelu: ``slope * x`` where x < 0, the slope broadcast to x."""
+    return torch.where(x < 0, slope * x, x)
+
+
+def selu(node, opset, x):
+    """Selu with its ``alpha`` and ``gamma``."""
+    alpha, gamma = attr_float(node, "alpha", 1.67326319217681884765625), attr_float(node, "gamma", 1.05070102214813232421875)
+    return gamma * torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
+
+
+def celu(node, opset, x):
+    """Celu with its ``alpha``."""
+    return F.celu(x, attr_float(node, "alpha", 1.0))
+
+
+def thresholded_relu(node, opset, x):
+    """ThresholdedRelu: x where x > ``alpha``, else 0."""
+    return torch.where(x > attr_float(node, "alpha", 1.0), x, torch.zeros_like(x))
+
+
+def shrink(node, opset, x):
+    """Shrink: x ∓ ``bias`` outside [-``lambd``, ``lambd``], 0 inside."""
+    bias, lambd = attr_float(node, "bias", 0.0), attr_float(node, "lambd", 0.5)
+    return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))
+
+
+def is_inf(node, opset, x):
+    """IsInf, of either sign or only the ones ``detect_positive``/``detect_negative`` ask for."""
+    positive, negative = attr_int(node, "detect_positive", 1), attr_int(node, "detect_negative", 1)
+    return (torch.isposinf(x) & bool(positive)) | (torch.isneginf(x) & bool(negative))
+
+
+def mean(node, opset, first, *rest):
+    """Mean of any number of inputs, broadcast."""
+    total = first
+    for x in rest:
+        total = total + x
+    return total / (len(rest) + 1)
+
+
+def einsum(node, opset, *operands):
+    """Einsum by its ``equation``."""
+    return torch.einsum(node.attributes.get_string("equation").replace(" ", ""), *operands)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from onnxcompress.passes.training import fake_quant
 from onnxcompress.passes.training.torch_ops.arithmetic import (
-    amax, amin, arg_extreme, batch_norm, clip, cumsum, dropout, gelu, gemm, layer_norm, log_softmax, mod, reduce, softmax, variadic,
+    amax, amin, arg_extreme, batch_norm, celu, clip, cumsum, dropout, einsum, gelu, gemm, is_inf, layer_norm, log_softmax, mean, mod,
+    prelu, prod, reduce, selu, shrink, softmax, thresholded_relu, variadic,
 )
 from onnxcompress.passes.training.torch_ops.attention import attention
 from onnxcompress.passes.training.torch_ops.attributes import Op, attr_float, binary, unary
@@ -50,6 +51,15 @@ OPS: dict[str, Op] = {
     "Split": split, "Concat": concat, "Cast": cast, "Expand": expand, "Tile": tile, "ConstantOfShape": constant_of_shape,
     "Range": range_, "Shape": shape, "Size": lambda node, opset, x: torch.tensor(x.numel(), dtype=torch.int64),
     "Pad": pad, "Resize": resize, "Trilu": trilu, "ArgMax": arg_extreme, "ArgMin": arg_extreme, "CumSum": cumsum, "Attention": attention,
+    "PRelu": prelu, "Selu": selu, "Celu": celu, "ThresholdedRelu": thresholded_relu, "Shrink": shrink,
+    "Mish": unary(F.mish), "Softsign": unary(F.softsign), "Sign": unary(torch.sign), "Round": unary(torch.round),
+    "Sin": unary(torch.sin), "Cos": unary(torch.cos), "Tan": unary(torch.tan), "Asin": unary(torch.asin), "Acos": unary(torch.acos),
+    "Atan": unary(torch.atan), "Sinh": unary(torch.sinh), "Cosh": unary(torch.cosh), "Asinh": unary(torch.asinh),
+    "Acosh": unary(torch.acosh), "Atanh": unary(torch.atanh), "IsNaN": unary(torch.isnan), "IsInf": is_inf,
+    "Xor": binary(torch.logical_xor), "Mean": mean, "Einsum": einsum,
+    "ReduceProd": reduce(prod, 18), "ReduceL1": reduce(lambda x, d, k: x.abs().sum(dim=d, keepdim=k), 18),
+    "ReduceLogSum": reduce(lambda x, d, k: x.sum(dim=d, keepdim=k).log(), 18),
+    "ReduceLogSumExp": reduce(lambda x, d, k: x.logsumexp(dim=d, keepdim=k) if x.numel() else x.exp().sum(dim=d, keepdim=k).log(), 18),
     "QuantizeLinear": fake_quant.quantize_linear, "DequantizeLinear": fake_quant.dequantize_linear,
 }
 

@@ -206,8 +206,8 @@ def test_outside_a_chain_it_needs_a_teacher_file():
 
 
 def test_an_untrainable_op_is_declined_in_one_line():
-    model = text_model(CNN.replace("h = HardSwish(c)", "h = Celu(c)"), SHAPES)
-    with pytest.raises(UsageError, match=r"^cannot train this graph in PyTorch: op\(s\) Celu are not supported$"):
+    model = text_model(CNN.replace("h = HardSwish(c)", "h = Hardmax(c)"), SHAPES)
+    with pytest.raises(UsageError, match=r"^cannot train this graph in PyTorch: op\(s\) Hardmax are not supported$"):
         Pipeline([Recover()], measurement=QUICK).run(model, calibration=images(16))
 
 

@@ -43,6 +43,9 @@ from onnxcompress.pipeline import Measurement, Pipeline
 FAMILIES = ("cnn", "mobile-cnn", "transformer-encoder", "decoder", "mlp", "other")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp", "i8mm")
 DECODER_NAME = re.compile(r"past|present|cache", re.IGNORECASE)
+POSITION_COMPARISONS = ("Less", "LessOrEqual", "Greater", "GreaterOrEqual")
+POSITION_CARRIERS = ("Unsqueeze", "Squeeze", "Reshape", "Cast", "Expand", "Slice", "Add", "Sub", "Identity")
+RANGE_DEPTH = 6
 PROOF_ROUNDS = 3
 PROOF_ROUND_SECONDS = 0.05
 CONFIRM_ROUNDS = 7
@@ -152,14 +155,32 @@ class Recommendation:
         }
 
 
+def compares_positions(node: ir.Node) -> bool:
+    """Whether ``node`` compares two position ranges (key index <= query index): a causal mask built without ``Trilu``,
+    as transformers writes it for Llama-style decoders."""
+    return node.op_type in POSITION_COMPARISONS and all(v is not None and _from_range(v) for v in node.inputs)
+
+
+def _from_range(value: ir.Value, depth: int = 0) -> bool:
+    """Whether ``value`` is a ``Range`` seen through a few reshapes, casts and offsets."""
+    producer = value.producer()
+    if producer is None or depth > RANGE_DEPTH:
+        return False
+    if producer.op_type == "Range":
+        return True
+    return producer.op_type in POSITION_CARRIERS and _from_range(producer.inputs[0], depth + 1)
+
+
 def detect_family(model: ir.Model) -> tuple[str, list[str]]:
     """The model family and the facts that decided it."""
     ops = stats.model_stats(model).op_histogram
     names = [v.name or "" for v in (*model.graph.inputs, *model.graph.outputs)]
     attention = attention_blocks(model)
-    if ops.get("Trilu") or any(DECODER_NAME.search(n) for n in names):
+    causal = sum(map(compares_positions, model.graph))
+    if ops.get("Trilu") or causal or any(DECODER_NAME.search(n) for n in names):
         cache = [n for n in names if DECODER_NAME.search(n)]
-        return "decoder", [f"causal mask (Trilu x{ops.get('Trilu', 0)})" if ops.get("Trilu") else f"key/value cache I/O {cache[:3]}"]
+        mask = f"causal mask (Trilu x{ops['Trilu']})" if ops.get("Trilu") else f"causal mask (positions compared x{causal})"
+        return "decoder", [mask if ops.get("Trilu") or causal else f"key/value cache I/O {cache[:3]}"]
     if attention:
         norms = ops.get("LayerNormalization", 0) + ops.get("ReduceMean", 0)
         return "transformer-encoder", [f"attention: Softmax over activation products x{attention}, MatMul x{ops.get('MatMul', 0)}",

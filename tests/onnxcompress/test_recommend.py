@@ -40,6 +40,19 @@ dec (float[N, 8, 8] s) => (float[N, 8, 8] p) {
 }
 """
 
+CAUSAL_MASK_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+causal (float[N, 8, 8] s, int64 length) => (float[N, 8, 8] p) <int64 zero = {0}, int64 one = {1}, int64[1] axis = {0}> {
+  keys = Range(zero, length, one)
+  queries = Range(zero, length, one)
+  column = Unsqueeze(queries, axis)
+  allowed = LessOrEqual(keys, column)
+  hidden = Not(allowed)
+  masked = Where(hidden, s, s)
+  p = Softmax <axis = -1> (masked)
+}
+"""
+
 MOBILE_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
 mobile (float[N, 4, 8, 8] x) => (float[N, 8, 8, 8] y) <float[4, 1, 3, 3] dw = {0.0}, float[8, 4, 1, 1] pw = {0.0}> {
@@ -65,6 +78,13 @@ def test_families_are_recognised(cnn_model, mlp_model):
     assert recommend.detect_family(ir.from_onnx_text(ENCODER_TEXT))[0] == "transformer-encoder"
     family, evidence = recommend.detect_family(ir.from_onnx_text(DECODER_TEXT))
     assert family == "decoder" and "Trilu" in evidence[0]
+
+
+def test_a_causal_mask_built_from_compared_positions_means_decoder():
+    # transformers writes Llama's and GPT-2's causal masks as key index <= query index over two Ranges, not Trilu
+    family, evidence = recommend.detect_family(ir.from_onnx_text(CAUSAL_MASK_TEXT))
+    assert family == "decoder" and evidence == ["causal mask (positions compared x1)"]
+    assert recommend.detect_family(ir.from_onnx_text(ENCODER_TEXT))[0] == "transformer-encoder"
 
 
 def test_depthwise_convs_mean_a_mobile_cnn_and_grouped_ones_do_not():

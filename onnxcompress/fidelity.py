@@ -34,6 +34,7 @@ Their cosine is the share of values unchanged, and their slice error 0 (the shar
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -250,6 +251,19 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray | None, precision:
     scale = max(float(np.max(np.abs(r[finite]), initial=0.0)), 1.0) if r.size else 1.0
     worst = slice_error(unpadded(np.where(finite, r, 0.0), mask), unpadded(np.where(finite, c, 0.0), mask)) if same_nonfinite else BROKEN
     return OutputFidelity(name, err, scale, _cosine(r[finite], c[finite]), True, worst, tolerance)
+
+
+CLASS_SCORES = re.compile(r"logit|prob", re.IGNORECASE)  # output names of class scores: logits, probabilities, probs
+TOP1 = " top-1"
+
+
+def class_choices(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The class each row of a class-score output picks (``'logits top-1'``: its arg-max over the last axis), for
+    outputs named like class scores with the classes last (``[N, C]``, a language model's ``[N, S, V]``): what a
+    classifier or a decoder is used for, which a small relative error of the scores may still change."""
+    return {f"{name}{TOP1}": array.argmax(axis=-1) for name, array in outputs.items()
+            if isinstance(array, np.ndarray) and array.dtype.kind == "f" and array.ndim in (2, 3) and array.shape[-1] >= 2
+            and array.size and CLASS_SCORES.search(name)}
 
 
 def is_categorical(dtype: np.dtype) -> bool:

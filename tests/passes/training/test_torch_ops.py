@@ -89,3 +89,20 @@ def test_scikit_learn_pipelines_as_skl2onnx_writes_them_run_as_in_onnx_runtime(n
         got = GraphModule(model)(feeds)
     np.testing.assert_allclose(got["probabilities"].numpy(), expected["probabilities"], rtol=1e-5, atol=1e-6)
     assert got["label"].tolist() == expected["label"].tolist() and set(expected["label"]) <= {3, 5, 7}
+
+
+# PyTorch's dynamo export pools EfficientNet's last 7x7 map with a 640x640 kernel and ceil_mode; a kernel this wide
+# would ask for hundreds of GB if its overhang were padded onto the input.
+WIDE_POOL = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8, 7, 7] x) => (float[N, 8, 1, 1] y) {{
+  y = {op}<kernel_shape = [65536, 65536], strides = [65536, 65536], ceil_mode = 1, pads = [0, 0, 0, 0]>(x)
+}}"""
+
+
+@pytest.mark.parametrize("pool", ["AveragePool", "MaxPool"])
+def test_a_pool_wider_than_its_input_pools_the_input_as_onnx_runtime_does(pool):
+    model = ir.from_onnx_text(WIDE_POOL.format(op=pool))
+    x = np.random.default_rng(0).standard_normal((2, 8, 7, 7)).astype(np.float32)
+    with torch.no_grad():
+        got = GraphModule(model)({"x": x})["y"].numpy()
+    np.testing.assert_allclose(got, run_everywhere(model, {"x": x})["y"], rtol=1e-5, atol=1e-6)

@@ -24,14 +24,7 @@ def _export(tmp_path_factory, dynamo: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from onnxcompress.models import export
-
-    class Logits(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    from onnxcompress.models.hardening.hf import CausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=4 * HEAD_DIM, intermediate_size=96, num_hidden_layers=1,
@@ -43,7 +36,7 @@ def _export(tmp_path_factory, dynamo: bool):
     ids = torch.randint(0, 64, (2, 8))
     path = tmp_path_factory.mktemp("llama") / f"llama_{dynamo}.onnx"
     axes = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}, "logits": {1: "sequence"}}
-    export.export_onnx(Logits(llama), path, (ids, torch.ones_like(ids)), input_names=["input_ids", "attention_mask"],
+    export.export_onnx(CausalLM(llama), path, (ids, torch.ones_like(ids)), input_names=["input_ids", "attention_mask"],
                        output_names=["logits"], dynamo=dynamo, dynamic_axes=axes)
     return io.load(path)
 

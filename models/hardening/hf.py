@@ -161,7 +161,19 @@ def efficientnet():
     from onnxcompress.models.vision import with_batch_statistics
 
     config = EfficientNetConfig(width_coefficient=0.5, depth_coefficient=0.5, image_size=IMAGE_SIZE, hidden_dim=640, num_labels=CLASSES)
-    return ImageClassifier(with_batch_statistics(_seeded_model(lambda: EfficientNetForImageClassification(config)), (3, IMAGE_SIZE, IMAGE_SIZE)))
+    model = _unit_batchnorm_scales(_seeded_model(lambda: EfficientNetForImageClassification(config)))
+    return ImageClassifier(with_batch_statistics(model, (3, IMAGE_SIZE, IMAGE_SIZE)))
+
+
+def _unit_batchnorm_scales(model: nn.Module) -> nn.Module:
+    """``model`` with BatchNorm scales 1 and shifts 0, as PyTorch initialises them: transformers draws them like
+    weights (std 0.02), and three per block shrank EfficientNet's activations 1e5-fold a block (logits near 1e-33)."""
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.weight.fill_(1.0)
+                layer.bias.zero_()
+    return model
 
 
 def sentence_feeds(split: str, count: int) -> Feeds:
@@ -224,5 +236,6 @@ ENTRIES: list[Entry] = [
     *exported.entries(
         "hf-efficientnet", "transformers EfficientNetForImageClassification (B0 at 0.5 width/depth, random seeded)", efficientnet,
         inputs=pixel_feeds, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=IMAGE_REQUIRES,
+        revision=2,  # BatchNorm scales 1 (logits near 1e-33 before)
     ),
 ]

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io
@@ -40,18 +42,32 @@ class Ranges(dict):
 def estimate_ranges(
     model: ir.Model, reader, tensor_names: Sequence[str], method: str = "minmax", **options: Any
 ) -> Ranges:
-    """Stream ``reader`` through ``model`` and estimate a ``(lo, hi)`` range for each named tensor."""
+    """Stream ``reader`` through ``model`` and estimate a ``(lo, hi)`` range for each named tensor.
+
+    The estimators see finite values only; a tensor that held -inf (+inf), such as an attention mask, gets
+    -inf (+inf) as that end of its range, so that no quantizer takes it for a tensor of zeros."""
     estimators = {name: make_estimator(method, **options) for name in tensor_names}
+    infinite = {name: [False, False] for name in tensor_names}
     for activations in stream_activations(model, reader, list(estimators)):
         for name, array in activations.items():
             estimators[name].update(array)
+            _note_infinities(infinite[name], np.asarray(array))
     ranges = {}
     for name, estimator in estimators.items():
         try:
-            ranges[name] = estimator.range()
+            lo, hi = estimator.range()
         except UsageError as exc:
             raise UsageError(f"cannot estimate the range of {name!r}: {exc}") from None
+        low_inf, high_inf = infinite[name]
+        ranges[name] = (-math.inf if low_inf else lo, math.inf if high_inf else hi)
     return Ranges(ranges, method=method, options=options, model_hash=model_hash(model))
+
+
+def _note_infinities(seen: list[bool], array: np.ndarray) -> None:
+    """Set ``seen`` to whether -inf and +inf have been seen, given ``array`` too."""
+    if array.dtype.kind == "f":
+        seen[0] = seen[0] or bool(np.isneginf(array).any())
+        seen[1] = seen[1] or bool(np.isposinf(array).any())
 
 
 def model_hash(model: ir.Model) -> str:

@@ -20,7 +20,8 @@ from onnxcompress.passes.quantization.support.integer_friendly import fold_batch
 from onnxcompress.passes.quantization.quantize_pass import (
     Exclude, FidelityOutput, MaxFallback, PerChannel, QuantizePass, ReduceRange, WeightType,
 )
-from onnxcompress.passes.quantization.support.ranges import Method, activation_ranges
+from onnxcompress.passes.quantization.support.ranges import Method, activation_ranges, unbounded_ranges
+from onnxcompress.passes.quantization.support.selection import nodes_touching
 from onnxcompress.passes.quantization.support.target import ElementType, resolve_target
 
 
@@ -135,13 +136,19 @@ class QuantizeStatic(QuantizePass):
         if empty:
             self.note(f"left {len(empty)} empty tensor(s) out of calibration (e.g. {empty[0]!r}): they hold no values to take a range of")
         run = activation_ranges(rewritten, self.context.calibration, names, method=self.method, ranges_file=self.ranges_file)
+        unbounded = unbounded_ranges(run.ranges)
+        in_float = nodes_touching(rewritten_proto, unbounded)
+        if unbounded:
+            self.context.details["unbounded_tensors"] = unbounded
+            self.note(f"kept {len(in_float)} node(s) in float around {len(unbounded)} tensor(s) that reach infinity "
+                      f"(e.g. {unbounded[0]!r}, an attention mask's -inf), which no INT8 scale holds")
         self.context.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
         self.note(f"{target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
         self.note(f"ranges of {len(run.ranges)} tensors from {run.source} ({run.seconds:.1f} s, peak +{run.peak_rss_mb:.0f} MB RSS)")
 
         def quantize(chosen: ort_bridge.Selection) -> onnx.ModelProto:
             source = rewritten_proto if chosen == selection else ort_bridge.with_shapes(io.to_proto(with_hard_activations(model, chosen)[0]))
-            return ort_bridge.quantize_qdq(source, run.ranges, target, per_channel=self.per_channel, selection=chosen)
+            return ort_bridge.quantize_qdq(source, run.ranges, target, per_channel=self.per_channel, selection=chosen.without(in_float))
 
         return quantize
 

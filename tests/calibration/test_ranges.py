@@ -130,3 +130,18 @@ def test_ranges_with_inputs_given_once(tmp_path, stateful_model, stateful_feeds,
     shifted = scaled + feeds["state"][feeds["step"]]
     for name, expected in {"scaled": scaled, "shifted": shifted, "y": shifted + feeds["bias"]}.items():
         assert ranges[name] == pytest.approx((expected.min(), expected.max()), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_a_tensor_that_reaches_infinity_keeps_that_end_of_its_range(method):
+    # an attention mask of 0 and -inf: its finite values alone would read (0, 0), a tensor of zeros
+    model = ir.from_onnx_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y) { y = Log(x) }
+        """
+    )
+    x = np.random.default_rng(0).uniform(0.5, 2.0, (8, 4)).astype(np.float32)
+    x[::2, 1] = 0.0
+    lo, hi = estimate_ranges(model, ArrayReader({"x": x}), ["y"], method)["y"]
+    assert lo == -np.inf and 0.0 < hi < 1.0

@@ -44,6 +44,12 @@ class Selection:
         """True when the node named ``name`` is quantized under this selection (if its op type is)."""
         return name not in self.exclude and (not self.only or name in self.only)
 
+    def without(self, names: Sequence[str]) -> Selection:
+        """This selection with the nodes ``names`` kept in float."""
+        if not names:
+            return self
+        return dataclasses.replace(self, exclude=[*self.exclude, *names], only=[n for n in self.only if n not in names])
+
 
 def with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` at a QDQ-capable opset, with inferred value types (what ORT's quantizers read)."""

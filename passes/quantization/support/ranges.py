@@ -58,6 +58,12 @@ def activation_ranges(model: ir.Model, reader, tensor_names: Sequence[str], *, m
     return CalibrationRun(dict(ranges), f"{method} estimator", seconds, peak.mb)
 
 
+def unbounded_ranges(ranges: dict[str, tuple[float, float]]) -> list[str]:
+    """The tensors whose range reaches an infinity or NaN (a mask of -inf added to attention scores): quantized,
+    their scale is infinite or 1 and the mask is lost."""
+    return sorted(name for name, (lo, hi) in ranges.items() if not (np.isfinite(lo) and np.isfinite(hi)))
+
+
 def u8_scale_and_zero_point(lo, hi) -> tuple[np.ndarray, np.ndarray]:
     """Asymmetric U8 scale and zero point of ranges ``[lo, hi]`` (arrays or scalars) widened to hold 0,
     as ORT's ``DynamicQuantizeLinear`` derives them; scale 1 for an empty range."""

@@ -32,6 +32,12 @@ def standard_attention_nodes(proto: onnx.ModelProto) -> list[str]:
     return [node.name for node in proto.graph.node if node.op_type == "Attention" and node.domain in ("", "ai.onnx")]
 
 
+def nodes_touching(proto: onnx.ModelProto, tensors: Sequence[str]) -> list[str]:
+    """Names of the nodes that read or write any of ``tensors``."""
+    wanted = set(tensors)
+    return [node.name for node in proto.graph.node if wanted.intersection(node.input) or wanted.intersection(node.output)]
+
+
 def is_float_branch(name: str) -> bool:
     """True for a node that a rewrite meant to stay in FP32 (its name ends in ``FLOAT_BRANCH_SUFFIX``)."""
     return name.endswith(FLOAT_BRANCH_SUFFIX)

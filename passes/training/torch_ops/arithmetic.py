@@ -40,6 +40,25 @@ def layer_norm(node, opset, x, scale, bias=None):
     return (y if bias is None else y + bias), mean, inverse
 
 
+def instance_norm(node, opset, x, scale, bias):
+    """InstanceNormalization: each sample's channel over its spatial axes, then ``scale`` and ``bias`` per channel."""
+    return F.instance_norm(x, weight=scale, bias=bias, eps=attr_float(node, "epsilon", 1e-5))
+
+
+def group_norm(node, opset, x, scale, bias):
+    """GroupNormalization over ``num_groups`` groups of channels; ``scale`` and ``bias`` per channel (opset 21) or
+    per group (opset 18)."""
+    groups = attr_int(node, "num_groups", 1)
+    grouped = x.reshape(x.shape[0], groups, -1)
+    mean = grouped.mean(dim=-1, keepdim=True)
+    var = ((grouped - mean) ** 2).mean(dim=-1, keepdim=True)
+    normal = ((grouped - mean) / (var + attr_float(node, "epsilon", 1e-5)).sqrt()).reshape(x.shape)
+    if scale.shape[0] != x.shape[1]:  # opset 18: one scale and bias per group
+        scale, bias = scale.repeat_interleave(x.shape[1] // groups), bias.repeat_interleave(x.shape[1] // groups)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return normal * scale.reshape(shape) + bias.reshape(shape)
+
+
 def reduce(function: Callable[..., torch.Tensor], axes_input_since: int) -> Op:
     """A Reduce* op whose axes moved from attribute to input at opset ``axes_input_since``."""
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from onnxcompress.passes.training import fake_quant
 from onnxcompress.passes.training.torch_ops.arithmetic import (
-    amax, amin, arg_extreme, batch_norm, celu, clip, cumsum, dropout, einsum, gelu, gemm, is_inf, layer_norm, log_softmax, mean, mod,
+    amax, amin, arg_extreme, batch_norm, celu, clip, cumsum, dropout, einsum, gelu, gemm, group_norm, instance_norm, is_inf, layer_norm, log_softmax, mean, mod,
     prelu, prod, reduce, selu, shrink, softmax, thresholded_relu, variadic,
 )
 from onnxcompress.passes.training.torch_ops.attention import attention
@@ -26,7 +26,7 @@ from onnxcompress.passes.training.torch_ops.spatial import conv, lrn, pad, pool
 
 OPS: dict[str, Op] = {
     "Conv": conv, "Gemm": gemm, "MatMul": binary(torch.matmul), "BatchNormalization": batch_norm,
-    "LayerNormalization": layer_norm, "MaxPool": pool, "AveragePool": pool, "LRN": lrn,
+    "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm, "MaxPool": pool, "AveragePool": pool, "LRN": lrn,
     "GlobalAveragePool": unary(lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)),
     "GlobalMaxPool": unary(lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True)),
     "Add": binary(torch.add), "Sub": binary(torch.sub), "Mul": binary(torch.mul),

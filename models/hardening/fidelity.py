@@ -89,6 +89,20 @@ def detections(output: str, box_rows: int = 4, top: int = 50) -> Fidelity:
     return judge
 
 
+def mask_iou(output: str) -> Fidelity:
+    """Segmenter: the mean over classes of the IoU between the reference's and the candidate's per-pixel classes (the
+    arg-max over axis 1 of ``[N, classes, H, W]`` scores), with the share of pixels given the same class beside it."""
+
+    def judge(feeds: Feeds, reference: Outputs, candidate: Outputs) -> TaskFidelity:
+        ref, cand = np.argmax(reference[output], axis=1), np.argmax(candidate[output], axis=1)
+        ious = [np.sum((ref == c) & (cand == c)) / np.sum((ref == c) | (cand == c))
+                for c in range(reference[output].shape[1]) if np.any((ref == c) | (cand == c))]
+        return TaskFidelity("mean IoU of the per-pixel classes", {"mean_iou": float(np.mean(ious))},
+                            {"pixel_agreement": float(np.mean(ref == cand))})
+
+    return judge
+
+
 def _unit_rows(array: np.ndarray) -> np.ndarray:
     rows = np.asarray(array, np.float64).reshape(len(array), -1)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)

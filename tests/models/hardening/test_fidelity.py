@@ -84,3 +84,17 @@ def test_detections_see_moved_boxes():
     result = fidelity.detections("out")({}, {"out": output}, {"out": moved})
     assert result.metrics["class_agreement"] == 1.0
     assert result.metrics["box_iou"] < 0.7
+
+
+def test_mask_iou_averages_the_classes_and_sees_a_small_class_lost():
+    reference = np.zeros((1, 3, 4, 4), np.float32)
+    reference[0, 0] = 1.0  # background everywhere ...
+    reference[0, 1, :2] = 2.0  # ... class 1 on the top half ...
+    reference[0, 2, 3, 3] = 3.0  # ... and class 2 on one pixel
+    candidate = reference.copy()
+    candidate[0, 2, 3, 3] = 0.0  # that pixel becomes background
+    judged = fidelity.mask_iou("logits")({}, {"logits": reference}, {"logits": candidate})
+    # classes 0, 1, 2: IoU 7/8, 1, 0; one pixel in 16 changed
+    assert judged.score == pytest.approx((7 / 8 + 1 + 0) / 3)
+    assert judged.shown["pixel_agreement"] == pytest.approx(15 / 16)
+    assert fidelity.mask_iou("logits")({}, {"logits": reference}, {"logits": reference}).score == 1.0

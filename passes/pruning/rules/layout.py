@@ -1,8 +1,10 @@
 """Layout ops: Transpose, Squeeze/Unsqueeze, Shape, Expand, and the reshapes (Flatten, Reshape).
 
-A reshape is matched axis group by axis group (equal products) after a prefix ending at the last
-run-time batch/sequence axis; the prefix's axes may merge or split among themselves (its static ones
-are frozen), as ``[S, B, N, H]`` → ``[S·B, N·H]`` keeps its static tail's layout whatever the prefix
+A reshape is matched axis group by axis group (equal products). When each run-time axis stays one
+run-time axis of the same size, the static axes between them are grouped too (GQA's
+``[B, KV, rep, S, D]`` → ``[B, KV·rep, S, D]``); otherwise only after a prefix ending at the last
+run-time batch/sequence axis, whose axes may merge or split among themselves (its static ones are
+frozen), as ``[S, B, N, H]`` → ``[S·B, N·H]`` keeps its static tail's layout whatever the prefix
 does when both tails hold as many elements. A kept axis couples one-to-one; a merge (Flatten into a
 linear layer, attention head merge) couples outer index c with inner elements [c·S, (c+1)·S); a split
 (attention head split) couples the other way round and freezes the inner axis. Reshape's target-shape

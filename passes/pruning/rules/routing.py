@@ -82,7 +82,7 @@ class SliceRule(Rule):
             elif params == COMPUTED:
                 c.freeze(x, axis, "slice parameters are not constant")
                 c.freeze(y, axis, "slice parameters are not constant")
-            elif params[1] != 1 or not isinstance(y.shape[axis], int):
+            elif params[1] != 1 or not isinstance(y.shape[axis], int) or not isinstance(x.shape[axis], int):
                 c.freeze(x, axis, "strided or dynamic slice")
                 c.freeze(y, axis, "strided or dynamic slice")
             else:

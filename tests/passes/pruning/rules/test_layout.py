@@ -1,4 +1,5 @@
-"""Layout rules on small ONNX-text models: channels pass through Expand and through the axes a Slice leaves alone."""
+"""Layout and routing rules on small ONNX-text models: channels pass through Expand, through the axes a Slice leaves
+alone, and beside a slice of a run-time axis."""
 
 from __future__ import annotations
 
@@ -64,3 +65,23 @@ def test_a_slice_at_a_computed_middle_leaves_the_head_axis_removable(make_model,
     assert removed == [1]
     assert model.graph.initializers["w1"].const_value.shape == (8, 4)  # head 1's four features
     assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)})
+
+
+FIRST_POSITIONS = """<ir_version: 10, opset_import: ["" : 18]>
+g (float[N,S,8] x) => (float[N,4,2] y) {
+  h = MatMul(x, w1)
+  zero = Constant<value = int64[1] {0}>()
+  four = Constant<value = int64[1] {4}>()
+  one = Constant<value = int64[1] {1}>()
+  first = Slice(h, zero, four, one)
+  y = MatMul(first, w2)
+}"""
+
+
+def test_a_constant_slice_of_a_run_time_axis_leaves_the_channels_removable(make_model, assert_exact_rewrite):
+    # Whisper's decoder (dynamo export) takes its first positions so: this stopped pruning with an internal error
+    original = make_model(FIRST_POSITIONS, {"w1": (8, 4), "w2": (4, 2)})
+    _zero_rows(original, "w2", [2])
+    model, removed = _pruned_dead(original)
+    assert removed == [1]
+    assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((3, 6, 8)).astype(np.float32)})

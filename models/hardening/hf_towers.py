@@ -3,11 +3,12 @@ people put behind search, captioning and speech (CLIP's text and image towers, T
 vision models whose attention is not ViT's (Swin's shifted windows, SegFormer's reduced keys and its per-pixel
 classes).
 
+T5 and BART with their decoders (cross-attention over the encoder's states) stand for the encoder-decoders.
 Each one brought a different graph to the passes: CLIP's text tower pools at the highest token id (``ArgMax``
 into ``Gather``) behind a causal mask of -inf, T5 adds a relative-position bias and RMS-normalises without a
 mean, wav2vec2's convolutional front end normalises by groups, Swin rolls and pads its windows, SegFormer
-upsamples its class map. Task measures: retrieval for the encoders, top-1 for Swin, per-pixel class IoU for
-SegFormer.
+upsamples its class map. Task measures: retrieval for the encoders, top-1 for Swin and for the encoder-decoders'
+next tokens, per-pixel class IoU for SegFormer.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from onnxcompress.models.hardening import audio, exported, fidelity, text
+from onnxcompress.models.hardening import audio, exported, fidelity, hf, text
 from onnxcompress.models.hardening.entry import Entry, Feeds, split_seed
 from onnxcompress.models.hardening.hf import IMAGE_REQUIRES, REQUIRES, TEXT_REQUIRES, ImageClassifier, seeded_model, pixel_feeds
 from onnxcompress.models.hardening.pooling import mean_pool
 
 SMALL = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
 TEXT_AXES = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}
+SEQ2SEQ_AXES = {**TEXT_AXES, "decoder_input_ids": {1: "target"}, "logits": {1: "target"}}
+TARGET_TOKENS = 8
 
 
 class Field(nn.Module):
@@ -127,6 +130,43 @@ def segformer():
     return ImageClassifier(seeded_model(lambda: SegformerForSemanticSegmentation(config)))
 
 
+class Seq2Seq(nn.Module):
+    """An encoder-decoder without a KV cache: source tokens and the target's first tokens -> next-token ``logits``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits over the vocabulary at every target position."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+
+
+def t5():
+    """T5 v1.1 with its decoder (gated GELU, 2 + 2 layers, d=128)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=text.VOCAB_SIZE, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4,
+                      feed_forward_proj="gated-gelu", decoder_start_token_id=text.PAD_ID)
+    return Seq2Seq(seeded_model(lambda: T5ForConditionalGeneration(config)))
+
+
+def bart():
+    """BART (2 + 2 layers, d=128)."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(vocab_size=text.VOCAB_SIZE, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, max_position_embeddings=64,
+                        pad_token_id=text.PAD_ID, bos_token_id=text.CLS_ID, eos_token_id=text.SEP_ID, decoder_start_token_id=text.SEP_ID)
+    return Seq2Seq(seeded_model(lambda: BartForConditionalGeneration(config)))
+
+
+def source_and_target(split: str, count: int) -> Feeds:
+    """Tokenised sentences as the source and their first ``TARGET_TOKENS`` tokens as the decoder's input."""
+    feeds = text.sentences(split, count)
+    return {**feeds, "decoder_input_ids": feeds["input_ids"][:, :TARGET_TOKENS].copy()}
+
+
 def waveforms(split: str, count: int) -> Feeds:
     """``input_values``: speech-like clips, 2 s at 16 kHz, normalised to zero mean and unit variance as wav2vec2 expects."""
     rng = np.random.default_rng(6000 + split_seed(split))
@@ -144,6 +184,12 @@ ENTRIES: list[Entry] = [
     *exported.entries("hf-t5-encoder", "transformers T5EncoderModel (v1.1 gated GELU, 2 layers, d=128, random seeded), mean-pooled",
                       t5_encoder, inputs=text.sentences, output_names=["sentence_embedding"],
                       fidelity=fidelity.embeddings("sentence_embedding"), requires=TEXT_REQUIRES, dynamic_axes=TEXT_AXES),
+    *exported.entries("hf-t5", "transformers T5ForConditionalGeneration (v1.1, 2 + 2 layers, d=128, random seeded), no KV cache", t5,
+                      inputs=source_and_target, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=TEXT_REQUIRES,
+                      dynamic_axes=SEQ2SEQ_AXES, samples=hf.LM_SAMPLES),
+    *exported.entries("hf-bart", "transformers BartForConditionalGeneration (2 + 2 layers, d=128, random seeded), no KV cache", bart,
+                      inputs=source_and_target, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=TEXT_REQUIRES,
+                      dynamic_axes=SEQ2SEQ_AXES, samples=hf.LM_SAMPLES),
     *exported.entries("hf-wav2vec2", "transformers Wav2Vec2Model (2 s at 16 kHz, 2 layers, d=128, random seeded), mean-pooled",
                       wav2vec2, inputs=waveforms, output_names=["utterance_embedding"],
                       fidelity=fidelity.embeddings("utterance_embedding"), requires=REQUIRES),

@@ -4,7 +4,7 @@ vision models whose attention is not ViT's (Swin's shifted windows, SegFormer's 
 classes).
 
 T5 and BART with their decoders (cross-attention over the encoder's states) stand for the encoder-decoders.
-Each one brought a different graph to the passes: CLIP's text tower pools at the highest token id (``ArgMax``
+Each one brought a different graph to the passes: CLIP's text tower pools at its end-of-text token (``ArgMax``
 into ``Gather``) behind a causal mask of -inf, T5 adds a relative-position bias and RMS-normalises without a
 mean, wav2vec2's convolutional front end normalises by groups, Swin rolls and pads its windows, SegFormer
 upsamples its class map. Task measures: retrieval for the encoders, top-1 for Swin and for the encoder-decoders'
@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from onnxcompress.models.hardening import audio, exported, fidelity, hf, text
+from onnxcompress.models.hardening import audio, exported, fidelity, text
 from onnxcompress.models.hardening.entry import Entry, Feeds, split_seed
-from onnxcompress.models.hardening.hf import IMAGE_REQUIRES, REQUIRES, TEXT_REQUIRES, ImageClassifier, seeded_model, pixel_feeds
+from onnxcompress.models.hardening.hf import (
+    IMAGE_REQUIRES, LM_SAMPLES, REQUIRES, TEXT_REQUIRES, ImageClassifier, pixel_feeds, seeded_model,
+)
 from onnxcompress.models.hardening.pooling import mean_pool
 
 SMALL = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -186,10 +188,10 @@ ENTRIES: list[Entry] = [
                       fidelity=fidelity.embeddings("sentence_embedding"), requires=TEXT_REQUIRES, dynamic_axes=TEXT_AXES),
     *exported.entries("hf-t5", "transformers T5ForConditionalGeneration (v1.1, 2 + 2 layers, d=128, random seeded), no KV cache", t5,
                       inputs=source_and_target, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=TEXT_REQUIRES,
-                      dynamic_axes=SEQ2SEQ_AXES, samples=hf.LM_SAMPLES),
+                      dynamic_axes=SEQ2SEQ_AXES, samples=LM_SAMPLES),
     *exported.entries("hf-bart", "transformers BartForConditionalGeneration (2 + 2 layers, d=128, random seeded), no KV cache", bart,
                       inputs=source_and_target, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=TEXT_REQUIRES,
-                      dynamic_axes=SEQ2SEQ_AXES, samples=hf.LM_SAMPLES),
+                      dynamic_axes=SEQ2SEQ_AXES, samples=LM_SAMPLES),
     *exported.entries("hf-wav2vec2", "transformers Wav2Vec2Model (2 s at 16 kHz, 2 layers, d=128, random seeded), mean-pooled",
                       wav2vec2, inputs=waveforms, output_names=["utterance_embedding"],
                       fidelity=fidelity.embeddings("utterance_embedding"), requires=REQUIRES),

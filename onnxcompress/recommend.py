@@ -34,6 +34,7 @@ from onnxcompress.cpu import CpuFeatures, cpu_features
 from onnxcompress.calibration import as_reader
 from onnxcompress.calibration.holdout import check_samples
 from onnxcompress.errors import CheckFailed, UsageError, first_line
+from onnxcompress.fidelity import CLASS_SCORES
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 from onnxcompress.passes.remove_initializer_inputs import initializer_inputs, weights_as_inputs
@@ -157,7 +158,8 @@ class Recommendation:
 
 def compares_positions(node: ir.Node) -> bool:
     """Whether ``node`` compares two position ranges (key index <= query index): a causal mask built without ``Trilu``,
-    as transformers writes it for Llama-style decoders."""
+    as transformers writes it for Llama-style decoders (a decoder when the model also outputs ``logits``: CLIP's text
+    tower masks so too and is an encoder)."""
     return node.op_type in POSITION_COMPARISONS and all(v is not None and _from_range(v) for v in node.inputs)
 
 
@@ -176,7 +178,7 @@ def detect_family(model: ir.Model) -> tuple[str, list[str]]:
     ops = stats.model_stats(model).op_histogram
     names = [v.name or "" for v in (*model.graph.inputs, *model.graph.outputs)]
     attention = attention_blocks(model)
-    causal = sum(map(compares_positions, model.graph))
+    causal = sum(map(compares_positions, model.graph)) if any(CLASS_SCORES.search(o.name or "") for o in model.graph.outputs) else 0
     if ops.get("Trilu") or causal or any(DECODER_NAME.search(n) for n in names):
         cache = [n for n in names if DECODER_NAME.search(n)]
         mask = f"causal mask (Trilu x{ops['Trilu']})" if ops.get("Trilu") else f"causal mask (positions compared x{causal})"

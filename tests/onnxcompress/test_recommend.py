@@ -42,14 +42,14 @@ dec (float[N, 8, 8] s) => (float[N, 8, 8] p) {
 
 CAUSAL_MASK_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
-causal (float[N, 8, 8] s, int64 length) => (float[N, 8, 8] p) <int64 zero = {0}, int64 one = {1}, int64[1] axis = {0}> {
+causal (float[N, 8, 8] s, int64 length) => (float[N, 8, 8] logits) <int64 zero = {0}, int64 one = {1}, int64[1] axis = {0}> {
   keys = Range(zero, length, one)
   queries = Range(zero, length, one)
   column = Unsqueeze(queries, axis)
   allowed = LessOrEqual(keys, column)
   hidden = Not(allowed)
   masked = Where(hidden, s, s)
-  p = Softmax <axis = -1> (masked)
+  logits = Softmax <axis = -1> (masked)
 }
 """
 
@@ -85,6 +85,8 @@ def test_a_causal_mask_built_from_compared_positions_means_decoder():
     family, evidence = recommend.detect_family(ir.from_onnx_text(CAUSAL_MASK_TEXT))
     assert family == "decoder" and evidence == ["causal mask (positions compared x1)"]
     assert recommend.detect_family(ir.from_onnx_text(ENCODER_TEXT))[0] == "transformer-encoder"
+    # a causal encoder (CLIP's text tower) outputs embeddings, not next-token logits
+    assert recommend.detect_family(ir.from_onnx_text(CAUSAL_MASK_TEXT.replace("logits", "text_embeds")))[0] != "decoder"
 
 
 def test_depthwise_convs_mean_a_mobile_cnn_and_grouped_ones_do_not():

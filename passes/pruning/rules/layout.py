@@ -246,8 +246,7 @@ def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
 def _rewrite_shape_entry(node: ir.Node, axis: int, size: int) -> None:
     holder, index, position = _shape_entry(node, axis)
     known = constant(holder.inputs[index])
-    array = known.copy() if known is not None else np.zeros(1, dtype=np.int64)  # a computed piece of a static dim
-    if array.reshape(-1)[position] == -1:
-        return
-    array.reshape(-1)[position] = size
-    replace_input_with_constant(holder, index, np.asarray(array), fresh_name(holder, f"pruned_shape{index}"))
+    if known is None:  # a computed one-element piece of a static dim
+        replace_input_with_constant(holder, index, np.array([size], dtype=np.int64), fresh_name(holder, f"pruned_shape{index}"))
+    elif known.reshape(-1)[position] != -1:
+        set_entries(holder, index, {position: size})

@@ -75,25 +75,31 @@ class SliceRule(Rule):
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
         x, y = node.inputs[0], node.outputs[0]
+        if node.attributes.get("starts") is not None:
+            raise Refused("Slice-1 attributes")
+        sliced = _slice_axes(node)
+        positions_known = all(constant(v) is not None for v in node.inputs[1:] if v is not None)
         for axis in range(rank_or_zero(x)):
-            params = _slice_params(node, axis)
-            if params is None:
+            if axis not in sliced:
                 c.same(x, axis, y, axis)
-            elif params == COMPUTED:
-                c.freeze(x, axis, "slice parameters are not constant")
-                c.freeze(y, axis, "slice parameters are not constant")
-            elif params[1] != 1 or not isinstance(y.shape[axis], int) or not isinstance(x.shape[axis], int):
-                c.freeze(x, axis, "strided or dynamic slice")
-                c.freeze(y, axis, "strided or dynamic slice")
-            else:
-                c.mapped(y, axis, x, axis, _normalized_start(params[0], x.shape[axis]) + np.arange(y.shape[axis]))
+                continue
+            reason = "slice parameters are not constant"
+            if positions_known:
+                start, step = _slice_params(node, sliced, axis)
+                if step == 1 and isinstance(y.shape[axis], int) and isinstance(x.shape[axis], int):
+                    c.mapped(y, axis, x, axis, _normalized_start(start, x.shape[axis]) + np.arange(y.shape[axis]))
+                    continue
+                reason = "strided or dynamic slice"
+            c.freeze(x, axis, reason)
+            c.freeze(y, axis, reason)
 
     def rewrite(self, node: ir.Node, removed: Removed) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        if not any(removed.get((id(x), axis)) for axis in _slice_axes(node)):
+        sliced = _slice_axes(node)
+        if not any(removed.get((id(x), axis)) for axis in sliced):
             return  # only axes it does not slice lost elements (computed starts/ends stay as they are)
         starts, ends = constant(node.inputs[1]).copy(), constant(node.inputs[2]).copy()
-        for k, axis in enumerate(_slice_axes(node)):
+        for k, axis in enumerate(sliced):
             gone = removed.get((id(x), axis), [])
             if not gone or not isinstance(x.shape[axis], int):
                 continue
@@ -118,19 +124,9 @@ def _slice_axes(node: ir.Node) -> list[int]:
     return list(range(starts.shape[0]))
 
 
-COMPUTED = (0, 0)  # _slice_params of an axis sliced at positions computed at run time
-
-
-def _slice_params(node: ir.Node, axis: int) -> tuple[int, int] | None:
-    """(start, step) when ``axis`` is sliced; None when it is not; ``COMPUTED`` when its positions are not constant."""
-    if node.attributes.get("starts") is not None:
-        raise Refused("Slice-1 attributes")
-    axes = _slice_axes(node)
-    if axis not in axes:
-        return None
-    if any(constant(v) is None for v in node.inputs[1:] if v is not None):
-        return COMPUTED
-    k = axes.index(axis)
+def _slice_params(node: ir.Node, sliced: list[int], axis: int) -> tuple[int, int]:
+    """(start, step) of ``axis``, one of the ``sliced`` axes, from the node's constant parameters."""
+    k = sliced.index(axis)
     steps = constant(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
     return int(constant(node.inputs[1])[k]), 1 if steps is None else int(steps[k])
 

@@ -65,9 +65,11 @@ def estimate_ranges(
 
 def _note_infinities(seen: list[bool], array: np.ndarray) -> None:
     """Set ``seen`` to whether -inf and +inf have been seen, given ``array`` too."""
-    if array.dtype.kind == "f":
-        seen[0] = seen[0] or bool(np.isneginf(array).any())
-        seen[1] = seen[1] or bool(np.isposinf(array).any())
+    if array.dtype.kind != "f" or all(seen):
+        return
+    infinite = array[np.isinf(array)]
+    seen[0] = seen[0] or bool((infinite < 0).any())
+    seen[1] = seen[1] or bool((infinite > 0).any())
 
 
 def model_hash(model: ir.Model) -> str:

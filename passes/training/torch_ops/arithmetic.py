@@ -49,14 +49,9 @@ def group_norm(node, opset, x, scale, bias):
     """GroupNormalization over ``num_groups`` groups of channels; ``scale`` and ``bias`` per channel (opset 21) or
     per group (opset 18)."""
     groups = attr_int(node, "num_groups", 1)
-    grouped = x.reshape(x.shape[0], groups, -1)
-    mean = grouped.mean(dim=-1, keepdim=True)
-    var = ((grouped - mean) ** 2).mean(dim=-1, keepdim=True)
-    normal = ((grouped - mean) / (var + attr_float(node, "epsilon", 1e-5)).sqrt()).reshape(x.shape)
     if scale.shape[0] != x.shape[1]:  # opset 18: one scale and bias per group
         scale, bias = scale.repeat_interleave(x.shape[1] // groups), bias.repeat_interleave(x.shape[1] // groups)
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    return normal * scale.reshape(shape) + bias.reshape(shape)
+    return F.group_norm(x, groups, scale, bias, attr_float(node, "epsilon", 1e-5))
 
 
 def reduce(function: Callable[..., torch.Tensor], axes_input_since: int) -> Op:
@@ -201,12 +196,9 @@ def is_inf(node, opset, x):
     return (torch.isposinf(x) & bool(positive)) | (torch.isneginf(x) & bool(negative))
 
 
-def mean(node, opset, first, *rest):
-    """Mean of any number of inputs, broadcast."""
-    total = first
-    for x in rest:
-        total = total + x
-    return total / (len(rest) + 1)
+def mean(node, opset, *operands):
+    """Mean of any number of inputs, broadcast: their Sum over their count."""
+    return variadic(torch.add)(node, opset, *operands) / len(operands)
 
 
 def einsum(node, opset, *operands):

@@ -28,6 +28,17 @@ ORIGINAL_NAMES = "onnxcompress.original_names"
 _TAG = "onnxcompress.names."  # one key per node while rules run; zero-padded so keys sort in graph order
 
 
+def unused_name(graph: ir.Graph, stem: str) -> str:
+    """``stem``, or ``stem_1``, ``stem_2``… if a value or node of ``graph`` (not its subgraphs) is already named so."""
+    taken = {*graph.initializers, *(v.name for v in graph.inputs), *(n.name for n in graph)}
+    taken.update(v.name for n in graph for v in n.outputs)
+    name, suffix = stem, 0
+    while name in taken:
+        suffix += 1
+        name = f"{stem}_{suffix}"
+    return name
+
+
 def original_names(node: ir.Node) -> list[str]:
     """Names of the nodes a rewrite replaced by ``node`` (first the one whose name it took); empty if none."""
     recorded = node.metadata_props.get(ORIGINAL_NAMES)

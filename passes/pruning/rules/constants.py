@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.passes.names import unused_name
 from onnxcompress.passes.values import constant
 
 
@@ -23,14 +24,7 @@ def new_initializer(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
 
 def fresh_name(node: ir.Node, stem: str) -> str:
     """A tensor name derived from ``node`` that is not used in its graph yet."""
-    graph = node.graph
-    taken = set(graph.initializers) | {v.name for n in graph for v in n.outputs} | {v.name for v in graph.inputs}
-    base = f"{node.name or node.op_type}_{stem}"
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    return name
+    return unused_name(node.graph, f"{node.name or node.op_type}_{stem}")
 
 
 def set_entries(node: ir.Node, index: int, entries: dict[int, int]) -> None:

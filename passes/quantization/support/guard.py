@@ -12,6 +12,7 @@ import onnx_ir as ir
 
 from onnxcompress import io
 from onnxcompress.errors import UsageError
+from onnxcompress.passes.upcast import half_precision_weights
 
 QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 QDQ_PURPOSE = "per-channel quantization"
@@ -42,11 +43,11 @@ def refuse_half_precision(model: ir.Model) -> None:
     """Raise a one-line ``UsageError`` when ``model`` computes with float16 or bfloat16 weights: ORT's INT8 quantizers
     take FP32 models (on float16 ones the dynamic quantizer writes a graph ORT cannot load and the static one fails).
     Weights only stored in half precision (every reader a ``Cast``) are FP32 to the quantizers and pass."""
-    half = [v for v in model.graph.initializers.values()
-            if v.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16) and any(node.op_type != "Cast" for node, _ in v.uses())]
+    half = half_precision_weights(model)
     if half:
         raise UsageError(f"model computes in {half[0].dtype.name.lower()} ({len(half)} weights, e.g. {half[0].name!r}); "
-                         "ONNX Runtime's INT8 quantizers take FP32 models: quantize the FP32 model")
+                         "ONNX Runtime's INT8 quantizers take FP32 models: put `-p upcast` before this step "
+                         "(float32 inside, the interface kept), or quantize the FP32 model")
 
 
 def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:

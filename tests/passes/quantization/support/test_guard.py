@@ -80,7 +80,7 @@ g (float16[N, 2] x) => (float16[N, 2] y)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_weights_are_refused(dtype) -> None:
     model = ir.serde.deserialize_model(onnx.parser.parse_model(HALF_TEXT.replace("float16", dtype)))
-    with pytest.raises(UsageError, match=rf"^model computes in {dtype} \(1 weights, e.g. 'w'\); .* quantize the FP32 model$"):
+    with pytest.raises(UsageError, match=rf"^model computes in {dtype} \(1 weights, e.g. 'w'\); .*`-p upcast` before this step .* quantize the FP32 model$"):
         refuse_half_precision(model)
 
 

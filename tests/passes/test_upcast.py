@@ -1,0 +1,172 @@
+"""upcast: a half-precision model computes in float32 behind its own interface, exactly at both ORT levels."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import io, runtime, walk
+from onnxcompress.errors import UsageError
+from onnxcompress.passes import QuantizeDynamic, Upcast
+from onnxcompress.passes.quantization.support.guard import quantized_nodes
+from onnxcompress.passes.upcast import HALF_TYPES
+
+HALF = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float16[N, 4] x, bool flag) => (float16[N, 4] y, float16[N, 4] z)
+<float16[4, 4] w = {W}>
+{
+    c = Constant <value = float16[1] {HALF}> ()
+    shape = Shape (x)
+    ones = ConstantOfShape <value = float16[1] {ONE}> (shape)
+    m = MatMul (x, w)
+    h = Mul (m, c)
+    wide = Cast <to = 1> (h)
+    back = Cast <to = TO> (wide)
+    y = Add (back, ones)
+    z = If (flag) <
+        then_branch = t () => (float16[N, 4] out) { out = Relu (y) },
+        else_branch = e () => (float16[N, 4] out) { out = Neg (y) }
+    >
+}
+"""
+
+STORED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2] x) => (float[N, 2] y)
+<float16[2, 2] w = {15360, 16384, 16896, 17408}>
+{
+    w32 = Cast <to = 1> (w)
+    y = MatMul (x, w32)
+}
+"""
+
+
+WEIGHTS = np.arange(1, 17, dtype=np.float32).reshape(4, 4)
+
+
+def _parse(text: str) -> ir.Model:
+    return ir.serde.deserialize_model(onnx.parser.parse_model(text))
+
+
+def _half(dtype=np.float16) -> ir.Model:
+    """HALF in ``dtype`` (float16 or bfloat16); the text format spells their constants by their bits."""
+    def bits(*values: float) -> str:
+        return ", ".join(str(b) for b in np.array(values, dtype=np.float32).astype(dtype).view(np.uint16))
+
+    to = ir.DataType.from_numpy(np.dtype(dtype)).value
+    text = HALF.replace("{W}", "{" + bits(*WEIGHTS.ravel()) + "}").replace("{HALF}", "{" + bits(0.5) + "}")
+    text = text.replace("{ONE}", "{" + bits(1.0) + "}").replace("TO", str(to))
+    return _parse(text.replace("float16", np.dtype(dtype).name))
+
+
+def _feeds(dtype=np.float16) -> dict[str, np.ndarray]:
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4)).astype(dtype)
+    return {"x": x, "flag": np.array(True)}
+
+
+def _half_types_inside(model: ir.Model) -> list[str]:
+    """Names of values, weights and cast targets still in half precision, graph inputs and outputs left out."""
+    graph = model.graph
+    interface = {*graph.inputs, *graph.outputs}
+    found = [v.name for v in graph.initializers.values() if v.dtype in HALF_TYPES]
+    for node in walk.nodes(graph):
+        found += [v.name for v in node.outputs if v.dtype in HALF_TYPES and v not in interface]
+        if node.op_type == "Cast" and node.attributes.get_int("to") in HALF_TYPES and node.outputs[0] not in interface:
+            found.append(node.name)
+        found += [f"{node.name}.{a.name}" for a in node.attributes.values()
+                  if a.type == ir.AttributeType.TENSOR and a.value.dtype in HALF_TYPES]
+    return found
+
+
+def test_a_float16_model_computes_in_float32_behind_its_own_interface(assert_exact_rewrite) -> None:
+    before = _half()
+    after = io.clone(before)
+    run = Upcast()(after)
+    assert run.modified and _half_types_inside(after) == []
+    assert [v.dtype for v in (*after.graph.inputs, *after.graph.outputs)] == [v.dtype for v in (*before.graph.inputs, *before.graph.outputs)]
+    assert [v.name for v in after.graph.outputs] == ["y", "z"]
+    assert run.details["interface_casts"] == 3  # x in; y and z out
+    assert run.details["casts_removed"] == 2  # h to float32 and back to float16: both float32 to float32 now
+    assert_exact_rewrite(before, after, _feeds())
+
+
+def test_io_float32_retypes_the_interface_too() -> None:
+    model = _half()
+    Upcast(io="float32")(model)
+    assert [v.dtype for v in (*model.graph.inputs, *model.graph.outputs)] == [
+        ir.DataType.FLOAT, ir.DataType.BOOL, ir.DataType.FLOAT, ir.DataType.FLOAT]
+    assert _half_types_inside(model) == [] and not [n for n in model.graph if n.op_type == "Cast"]
+    expected = runtime.run(_half(), _feeds(), optimization="disable")
+    got = runtime.run(model, _feeds(np.float32), optimization="disable")
+    for name in ("y", "z"):
+        np.testing.assert_allclose(got[name], expected[name].astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_a_bfloat16_model_gets_float32_kernels() -> None:
+    """ORT's CPU provider has no bfloat16 MatMul, Relu or Neg: with its interface made float32 too, the model runs."""
+    model = _half(ml_dtypes.bfloat16)
+    with pytest.raises(UsageError, match="NOT_IMPLEMENTED"):
+        runtime.session(model)
+    Upcast(io="float32")(model)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4)).astype(np.float32)
+    got = runtime.run(model, {"x": x, "flag": np.array(False)})["z"]
+    rounded = x.astype(ml_dtypes.bfloat16).astype(np.float32)  # the old interface rounds nothing now
+    np.testing.assert_allclose(got, -((x @ WEIGHTS) * 0.5 + 1), rtol=1e-6)
+    assert not np.allclose(got, -((rounded @ WEIGHTS) * 0.5 + 1), rtol=1e-6)
+
+
+def test_weights_only_stored_in_float16_lose_their_casts(assert_exact_rewrite) -> None:
+    before = _parse(STORED)
+    after = io.clone(before)
+    Upcast()(after)
+    assert after.graph.initializers["w"].dtype == ir.DataType.FLOAT
+    assert [n.op_type for n in after.graph] == ["MatMul"]
+    assert_exact_rewrite(before, after)
+
+
+def test_a_float32_model_is_left_as_it_is() -> None:
+    model = _parse(STORED.replace("float16[2, 2] w", "float[2, 2] w"))
+    run = Upcast()(model)
+    assert not run.modified and run.notes == ["nothing computes in float16 or bfloat16"]
+
+
+def test_a_float16_model_quantizes_after_upcast() -> None:
+    """The INT8 quantizers refuse a float16 model; after upcast dynamic INT8 runs and the float16 interface stays."""
+    model = _half()
+    Upcast()(model)
+    quantized = QuantizeDynamic(accept_loss=True).apply(model).model
+    assert quantized_nodes(quantized)
+    assert quantized.graph.inputs[0].dtype == ir.DataType.FLOAT16
+    assert runtime.run(quantized, _feeds())["y"].dtype == np.float16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_a_half_precision_llama_upcasts_exactly_and_quantizes(dynamo, tmp_path, assert_exact_rewrite) -> None:
+    """A transformers Llama after ``model.half()`` (rotary embeddings, RMSNorm, a causal mask), from both exporters."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from onnxcompress.models import export
+    from onnxcompress.models.hardening.hf import CausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=64)
+    ids = torch.randint(0, 64, (2, 8))
+    path = export.export_onnx(CausalLM(LlamaForCausalLM(config).eval().half()), tmp_path / "llama.onnx",
+                              (ids, torch.ones_like(ids)), input_names=["input_ids", "attention_mask"],
+                              output_names=["logits"], dynamo=dynamo,
+                              dynamic_axes={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}, "logits": {1: "sequence"}})
+    before = io.load(path)
+    assert before.graph.outputs[0].dtype == ir.DataType.FLOAT16
+    after = io.clone(before)
+    Upcast()(after)
+    assert _half_types_inside(after) == [] and after.graph.outputs[0].dtype == ir.DataType.FLOAT16
+    ids = np.random.default_rng(0).integers(0, 64, (3, 11))
+    assert_exact_rewrite(before, after, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    assert quantized_nodes(QuantizeDynamic(accept_loss=True).apply(after).model)

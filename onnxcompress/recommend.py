@@ -38,6 +38,7 @@ from onnxcompress.fidelity import CLASS_SCORES
 from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 from onnxcompress.passes.remove_initializer_inputs import initializer_inputs, weights_as_inputs
+from onnxcompress.passes.upcast import half_precision_weights
 from onnxcompress.passes.values import is_constant
 from onnxcompress.pipeline import Measurement, Pipeline
 
@@ -221,7 +222,8 @@ def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation
     """The recommended pipeline for ``model`` on ``cpu`` (this machine by default)."""
     cpu = cpu or cpu_features()
     family, evidence = detect_family(model)
-    return Recommendation(family, evidence, cpu, _weights_as_constants(model) + plan(family, cpu), [], dynamic_input_shapes(model))
+    steps = _weights_as_constants(model) + _float32_inside(model) + plan(family, cpu)
+    return Recommendation(family, evidence, cpu, steps, [], dynamic_input_shapes(model))
 
 
 def _weights_as_constants(model: ir.Model) -> list[Step]:
@@ -231,6 +233,16 @@ def _weights_as_constants(model: ir.Model) -> list[Step]:
         return []
     return [Step("remove-initializer-inputs", f"exact: {weights_as_inputs(exposed)}, which ORT neither folds nor pre-packs and the other passes may not "
                  "rewrite; they stop being inputs (exclude=NAME keeps one a caller feeds)")]
+
+
+def _float32_inside(model: ir.Model) -> list[Step]:
+    """``upcast`` first when the model computes in float16 or bfloat16: the INT8 steps take float32 graphs."""
+    half = half_precision_weights(model)
+    if not half:
+        return []
+    return [Step("upcast", f"exact: the model computes in {half[0].dtype.name.lower()} ({len(half)} weights), which ORT's "
+                 "INT8 quantizers refuse and its CPU provider runs by casting around most nodes; float32 inside, "
+                 "the model's inputs and outputs kept as they are")]
 
 
 def dynamic_input_shapes(model: ir.Model) -> dict[str, tuple[int, ...]]:

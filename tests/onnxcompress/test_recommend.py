@@ -424,3 +424,33 @@ def test_weights_listed_as_inputs_are_made_constants_first(mlp_model):
     assert exposed.steps[0].reason.startswith("exact: 3 weights are also graph inputs")
     assert [s.spec for s in exposed.steps[1:]] == [s.spec for s in recommend.recommend(mlp_model, VNNI).steps]
     assert "remove-initializer-inputs" not in [s.spec for s in recommend.recommend(mlp_model, VNNI).steps]
+
+
+def _in_float16(model: ir.Model) -> ir.Model:
+    """``model`` with its weights, inputs, outputs and values in float16, as ``model.half()`` exports it."""
+    for value in model.graph.initializers.values():
+        value.const_value = ir.tensor(value.const_value.numpy().astype(np.float16), name=value.name)
+        value.dtype = ir.DataType.FLOAT16
+    for value in (*model.graph.inputs, *model.graph.outputs, *(v for node in model.graph for v in node.outputs)):
+        if value.dtype == ir.DataType.FLOAT:
+            value.dtype = ir.DataType.FLOAT16
+    return model
+
+
+def half_costs(models, feeds, **_) -> list[float]:
+    """A stand-in latency: float weights count once, float16 ones twice (the CPU casts around them)."""
+    half = [sum(v.const_value.size for v in m.graph.initializers.values() if v.const_value.dtype == ir.DataType.FLOAT16)
+            for m in models]
+    return [weights + 2.0 * count for weights, count in zip(float_weights(models, feeds), half)]
+
+
+def test_a_float16_model_is_upcast_first_and_then_quantized(mlp_model):
+    """The INT8 quantizers refuse a model that computes in float16: the plan starts by making it float32 inside."""
+    half = _in_float16(io.clone(mlp_model))
+    plan = recommend.recommend(half, VNNI)
+    assert plan.steps[0].spec == "upcast" and plan.steps[0].reason.startswith("exact: the model computes in float16 (3 weights)")
+    assert "upcast" not in [s.spec for s in recommend.recommend(mlp_model, VNNI).steps]
+    rec = recommend.prove(half, plan, timer=half_costs)
+    as_float32 = recommend.prove(mlp_model, recommend.recommend(mlp_model, VNNI), timer=half_costs)
+    assert [s.spec for s in rec.steps] == ["upcast", *(s.spec for s in as_float32.steps)]
+    assert rec.steps[-1].spec == "quantize-dynamic"

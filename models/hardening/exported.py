@@ -30,9 +30,14 @@ def entries(
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     samples: Mapping[str, int] | None = None,
     revision: int = 1,
+    half: bool = False,
 ) -> list[Entry]:
     """``name-legacy`` and ``name-dynamo``: ``module()`` exported with dynamic batch (and ``dynamic_axes``),
-    traced on two held-out samples."""
+    traced on two held-out samples; ``half``: after ``module.half()``, as models made for GPUs are shipped (its
+    float inputs are then float16 too)."""
+    if half:
+        module, inputs = functools.partial(_half_module, module), functools.partial(_half_inputs, inputs)
+        source = f"{source}; .half()"
     return [
         Entry(
             name=f"{name}-{exporter}",
@@ -46,6 +51,14 @@ def entries(
         )
         for exporter, dynamo in EXPORTERS.items()
     ]
+
+
+def _half_module(module: Callable[[], object]) -> object:
+    return module().half()
+
+
+def _half_inputs(inputs: Callable[[str, int], Feeds], split: str, count: int) -> Feeds:
+    return {name: array.astype("float16") if array.dtype.kind == "f" else array for name, array in inputs(split, count).items()}
 
 
 def _export(module, inputs, output_names, dynamic_axes, dynamo: bool, path: Path) -> Path:

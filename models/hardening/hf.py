@@ -197,12 +197,12 @@ TEXT_REQUIRES = (*REQUIRES, *text.TOKENIZER_PACKAGES)
 IMAGE_REQUIRES = (*REQUIRES, "scikit-learn", "matplotlib", "pillow")
 LM_SAMPLES = dict.fromkeys(SPLITS, 16)  # 16 x 32 positions x 30,522 logits is already 62 MB per split
 
-def _causal_lm(name: str, description: str, build) -> list[Entry]:
-    """A decoder's two exports, judged by next-token agreement on tokenised sentences."""
+def _causal_lm(name: str, description: str, build, *, half: bool = False) -> list[Entry]:
+    """A decoder's two exports, judged by next-token agreement on tokenised sentences (``half``: in float16)."""
     return exported.entries(
         name, description, build, inputs=text.sentences, output_names=["logits"],
         fidelity=fidelity.next_token("logits", "attention_mask"), requires=TEXT_REQUIRES,
-        dynamic_axes={**TEXT_AXES, "logits": {1: "sequence"}}, samples=LM_SAMPLES,
+        dynamic_axes={**TEXT_AXES, "logits": {1: "sequence"}}, samples=LM_SAMPLES, half=half,
     )
 
 
@@ -220,6 +220,7 @@ ENTRIES: list[Entry] = [
     *_causal_lm("hf-gpt2", "transformers GPT2LMHeadModel (2 layers, d=128, random seeded), no KV cache", gpt2),
     *_causal_lm("hf-llama", "transformers LlamaForCausalLM (2 layers, d=128, 8 query / 2 key-value heads, random seeded), "
                 "no KV cache", llama),
+    *_causal_lm("hf-llama-fp16", "transformers LlamaForCausalLM as hf-llama, in float16 (weights and logits)", llama, half=True),
     *exported.entries(
         "hf-whisper-encoder", "transformers WhisperEncoder (2 layers, d=128, 80 mel x 2 s, random seeded)", whisper_encoder,
         inputs=mel_feeds, output_names=["last_hidden_state", "utterance_embedding"],
@@ -232,6 +233,11 @@ ENTRIES: list[Entry] = [
     *exported.entries(
         "hf-convnext", "transformers ConvNextForImageClassification (depths 1-1-2-1, 32-256 wide, random seeded)", convnext,
         inputs=pixel_feeds, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=IMAGE_REQUIRES,
+    ),
+    *exported.entries(
+        "hf-convnext-fp16", "transformers ConvNextForImageClassification as hf-convnext, in float16 (weights, pixels, logits)",
+        convnext, inputs=pixel_feeds, output_names=["logits"], fidelity=fidelity.top1("logits"), requires=IMAGE_REQUIRES,
+        half=True,
     ),
     *exported.entries(
         "hf-efficientnet", "transformers EfficientNetForImageClassification (B0 at 0.5 width/depth, random seeded)", efficientnet,

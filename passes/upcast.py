@@ -129,14 +129,16 @@ def _upcast_tensors(value: ir.Value) -> bool:
 
 
 def _upcast_attributes(node: ir.Node) -> int:
-    """Make ``node``'s half-precision type attributes (``to``, ``dtype``) and tensor attributes (``Constant``'s
-    ``value``) float32; how many changed."""
+    """Make ``node``'s half-precision type attributes (``to``, ``dtype``, ``Optional``'s ``type``) and tensor
+    attributes (``Constant``'s ``value``) float32; how many changed."""
     changed = 0
     for name, attribute in list(node.attributes.items()):
         if attribute.type == ir.AttributeType.INT and name in ("to", "dtype") and attribute.value in HALF_TYPES:
             node.attributes[name] = ir.AttrInt64(name, ir.DataType.FLOAT)
         elif attribute.type == ir.AttributeType.TENSOR and attribute.value.dtype in HALF_TYPES:
             node.attributes[name] = ir.AttrTensor(name, _as_float32(attribute.value))
+        elif attribute.type == ir.AttributeType.TYPE_PROTO and _float32(attribute.value.type) != attribute.value.type:
+            node.attributes[name] = ir.AttrTypeProto(name, ir.TypeAndShape(_float32(attribute.value.type), attribute.value.shape))
         else:
             continue
         changed += 1

@@ -21,7 +21,7 @@ from onnx.backend.test.case.node import collect_testcases
 
 from onnxcompress import runtime
 from onnxcompress.errors import CheckFailed, UsageError
-from onnxcompress.passes import Cleanup, FoldConstants, Fuse
+from onnxcompress.passes import Cleanup, FoldConstants, Fuse, Upcast
 from onnxcompress.pipeline import Measurement, Pipeline
 
 
@@ -55,16 +55,19 @@ def _reproduces(case, model: ir.Model) -> bool:
     return True
 
 
-def _optimized(model: onnx.ModelProto, feeds: dict[str, object]) -> ir.Model:
-    """``model`` after the exact passes, checked by the pipeline on ``feeds`` (``CheckFailed`` if one broke it)."""
+def _optimized(model: onnx.ModelProto, feeds: dict[str, object], passes: list | None = None) -> ir.Model:
+    """``model`` after ``passes`` (the exact ones by default), checked by the pipeline on ``feeds`` (``CheckFailed``
+    if one broke it)."""
     measurement = Measurement(benchmark=False, threads=1, feeds=feeds)
-    return Pipeline([FoldConstants(), Cleanup(), Fuse()], measurement=measurement).run(ir.from_proto(model)).model
+    passes = passes if passes is not None else [FoldConstants(), Cleanup(), Fuse()]
+    return Pipeline(passes, measurement=measurement).run(ir.from_proto(model)).model
 
 
-@pytest.mark.slow
-def test_every_case_ort_runs_survives_the_exact_pipeline():
+@pytest.fixture(scope="module")
+def runnable_cases() -> tuple[list, collections.Counter]:
+    """The cases ORT (optimizer disabled) reproduces, and how many were left out and why: generated once."""
     counts: collections.Counter[str] = collections.Counter()
-    broken: list[str] = []
+    runnable = []
     for case in collect_testcases():
         if not case.data_sets:
             counts["no data"] += 1
@@ -73,20 +76,46 @@ def test_every_case_ort_runs_survives_the_exact_pipeline():
             runs = _reproduces(case, ir.from_proto(case.model))
         except (UsageError, TypeError, ValueError, RuntimeError):
             runs = False
-        if not runs:
-            counts["ORT-unsupported"] += 1
-            continue
-        counts["run"] += 1
-        try:
-            kept = _reproduces(case, _optimized(case.model, _feeds(case, case.data_sets[0][0])))
-        except (UsageError, CheckFailed) as exc:
-            kept, case.name = False, f"{case.name} ({exc})"
-        counts["kept"] += kept
-        if not kept:
-            broken.append(case.name)
-    print(f"node corpus: kept {counts['kept']}/{counts['run']} run, {counts['ORT-unsupported']} ORT-unsupported, {counts['no data']} without data")
+        counts["run" if runs else "ORT-unsupported"] += 1
+        if runs:
+            runnable.append(case)
+    return runnable, counts
+
+
+def _survives(case, passes: list | None = None) -> bool:
+    """The case's data sets come out as expected after ``passes`` (the exact ones by default), run as the pipeline
+    runs them on the first data set's inputs (an invalid graph or an exact pass that changes an output: broken)."""
+    try:
+        return _reproduces(case, _optimized(case.model, _feeds(case, case.data_sets[0][0]), passes))
+    except (UsageError, CheckFailed) as exc:
+        case.name = f"{case.name} ({exc})"
+        return False
+
+
+@pytest.mark.slow
+def test_every_case_ort_runs_survives_the_exact_pipeline(runnable_cases):
+    cases, counts = runnable_cases
+    broken = [case.name for case in cases if not _survives(case)]
+    print(f"node corpus: kept {len(cases) - len(broken)}/{counts['run']} run, {counts['ORT-unsupported']} ORT-unsupported, "
+          f"{counts['no data']} without data")
     assert counts["run"] > 1000
     assert broken == []
+
+
+@pytest.mark.slow
+def test_every_half_precision_case_ort_runs_survives_upcast(runnable_cases):
+    """Cases with float16 or bfloat16 tensors (values, weights, cast targets) compute in float32 after ``upcast``,
+    their interface kept, and still give the expected outputs."""
+    half = [case for case in runnable_cases[0] if _has_half_precision(case.model)]
+    broken = [case.name for case in half if not _survives(case, [Upcast()])]
+    assert len(half) > 30
+    assert broken == []
+
+
+def _has_half_precision(model: onnx.ModelProto) -> bool:
+    """Whether some tensor type or tensor of ``model`` is float16 or bfloat16 (read from its text form)."""
+    text = str(model)
+    return any(f"{field}: {kind}" in text for field in ("elem_type", "data_type") for kind in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16))
 
 
 def test_mvn_whose_function_body_onnx_cannot_infer_passes_the_structure_check():

@@ -170,3 +170,18 @@ def test_a_half_precision_llama_upcasts_exactly_and_quantizes(dynamo, tmp_path, 
     ids = np.random.default_rng(0).integers(0, 64, (3, 11))
     assert_exact_rewrite(before, after, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
     assert quantized_nodes(QuantizeDynamic(accept_loss=True).apply(after).model)
+
+
+def test_an_optional_of_float16_sequences_is_retyped_in_its_node_and_its_value() -> None:
+    sequence = onnx.helper.make_sequence_type_proto(onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT16, [5]))
+    optional = onnx.helper.make_optional_type_proto(sequence)
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Optional", [], ["empty"], type=sequence),
+                                    onnx.helper.make_node("OptionalHasElement", ["empty"], ["has"])], "g", [],
+                                   [onnx.helper.make_tensor_value_info("has", onnx.TensorProto.BOOL, [])],
+                                   value_info=[onnx.helper.make_value_info("empty", optional)])
+    model = ir.from_proto(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]))
+    Upcast()(model)
+    node = model.graph[0]
+    assert node.attributes["type"].value.type == ir.SequenceType(ir.TensorType(ir.DataType.FLOAT))
+    assert node.outputs[0].type == ir.OptionalType(ir.SequenceType(ir.TensorType(ir.DataType.FLOAT)))
+    assert runtime.run(model, {})["has"] == np.array(False)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import ml_dtypes
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
 
-from onnxcompress import io, runtime, walk
+from onnxcompress import fidelity, io, runtime, walk
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import QuantizeDynamic, Upcast
 from onnxcompress.passes.quantization.support.guard import quantized_nodes
-from onnxcompress.passes.upcast import HALF_TYPES
+from onnxcompress.passes.upcast import HALF_TYPES, half_precision_weights
 
 HALF = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -144,10 +146,9 @@ def test_a_float16_model_quantizes_after_upcast() -> None:
     assert runtime.run(quantized, _feeds())["y"].dtype == np.float16
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
-def test_a_half_precision_llama_upcasts_exactly_and_quantizes(dynamo, tmp_path, assert_exact_rewrite) -> None:
-    """A transformers Llama after ``model.half()`` (rotary embeddings, RMSNorm, a causal mask), from both exporters."""
+def _llama(path, dynamo: bool, *, half: bool) -> ir.Model:
+    """A one-layer transformers Llama (rotary embeddings, RMSNorm, a causal mask) exported by ``dynamo`` or not,
+    after ``model.half()`` when ``half``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -157,19 +158,52 @@ def test_a_half_precision_llama_upcasts_exactly_and_quantizes(dynamo, tmp_path, 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
                          num_key_value_heads=2, max_position_embeddings=64)
+    llama = LlamaForCausalLM(config).eval()
     ids = torch.randint(0, 64, (2, 8))
-    path = export.export_onnx(CausalLM(LlamaForCausalLM(config).eval().half()), tmp_path / "llama.onnx",
-                              (ids, torch.ones_like(ids)), input_names=["input_ids", "attention_mask"],
-                              output_names=["logits"], dynamo=dynamo,
-                              dynamic_axes={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}, "logits": {1: "sequence"}})
-    before = io.load(path)
+    axes = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}, "logits": {1: "sequence"}}
+    export.export_onnx(CausalLM(llama.half() if half else llama), path, (ids, torch.ones_like(ids)),
+                       input_names=["input_ids", "attention_mask"], output_names=["logits"], dynamo=dynamo, dynamic_axes=axes)
+    return io.load(path)
+
+
+def _token_feeds() -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(0).integers(0, 64, (3, 11))
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_a_half_precision_llama_upcasts_exactly_and_quantizes(dynamo, tmp_path, assert_exact_rewrite) -> None:
+    """A transformers Llama exported after ``model.half()``, from both exporters."""
+    before = _llama(tmp_path / "llama.onnx", dynamo, half=True)
     assert before.graph.outputs[0].dtype == ir.DataType.FLOAT16
     after = io.clone(before)
     Upcast()(after)
     assert _half_types_inside(after) == [] and after.graph.outputs[0].dtype == ir.DataType.FLOAT16
-    ids = np.random.default_rng(0).integers(0, 64, (3, 11))
-    assert_exact_rewrite(before, after, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    assert_exact_rewrite(before, after, _token_feeds())
     assert quantized_nodes(QuantizeDynamic(accept_loss=True).apply(after).model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_onnxruntimes_float16_conversion_is_undone_exactly(dynamo, tmp_path) -> None:
+    """ONNX Runtime's own converter (``convert_float_to_float16(keep_io_types=True)``: float32 interface, float16
+    inside behind Casts) is how most float16 ONNX models are made."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns for every weight it rounds
+        converted = convert_float_to_float16(io.to_proto(_llama(tmp_path / "llama.onnx", dynamo, half=False)), keep_io_types=True)
+    before = ir.from_proto(converted)
+    assert half_precision_weights(before)
+    after = io.clone(before)
+    Upcast()(after)
+    assert _half_types_inside(after) == [] and not half_precision_weights(after)
+    precision = fidelity.model_precision(before)  # float16 inside: the pipeline's exact-pass tolerance is float16's
+    assert precision == np.float16
+    expected = runtime.run(before, _token_feeds(), optimization="disable")
+    for level in ("disable", "all"):
+        assert fidelity.compare(expected, runtime.run(after, _token_feeds(), optimization=level), precision=precision).exact
 
 
 def test_an_optional_of_float16_sequences_is_retyped_in_its_node_and_its_value() -> None:

@@ -1,19 +1,18 @@
-"""``upcast``: a model that computes in float16 or bfloat16 computes in float32, its interface kept by default.
+"""``upcast``: a model that computes in float16 or bfloat16 computes in float32, its interface kept.
 
 Models exported after ``model.half()``, or with bfloat16 weights, are made for GPUs. On a CPU they are a dead end:
 ONNX Runtime's INT8 quantizers take FP32 graphs, its CPU provider has few half-precision kernels, and a half-precision
 graph gives pruning's least-squares fits and ``recover`` coarse arithmetic. This pass turns every half-precision
 weight, constant, value type, ``Cast`` target and ``dtype`` attribute into float32, in subgraphs and functions too,
-and drops the casts that become no-ops (float16 storage cast to float32 on use). By default the model's own float16
-inputs and outputs stay as they were, each behind a ``Cast``, so it is a drop-in replacement; ``io=float32`` changes
-them too. Float32 holds every float16 and bfloat16 value exactly, so the outputs change only by the roundings to half
-precision the graph no longer makes inside.
+and drops the casts that become no-ops (float16 storage cast to float32 on use). The model's own half-precision
+inputs and outputs stay as they were, each behind a ``Cast``: a drop-in replacement, which every later check of the
+chain feeds as it fed the input. Float32 holds every float16 and bfloat16 value exactly, so the outputs change only
+by the roundings to half precision the graph no longer makes inside.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
 
 import onnx_ir as ir
 
@@ -23,7 +22,6 @@ from onnxcompress.passes.names import unused_name
 from onnxcompress.passes.shapes import infer_shapes
 
 HALF_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
-Interface = Literal["keep", "float32"]
 
 
 def half_precision_weights(model: ir.Model) -> list[ir.Value]:
@@ -39,19 +37,10 @@ class Upcast(CompressionPass):
     name = "upcast"
     exact = True
 
-    def __init__(
-        self,
-        *,
-        io: Annotated[Interface, "keep: half-precision inputs and outputs stay, each behind a Cast (a drop-in "
-                                 "replacement); float32: they become float32 too (callers then feed float32)"] = "keep",
-    ) -> None:
-        super().__init__()
-        self.io = io
-
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        """Retype every half-precision tensor of the model to float32, keep or retype its interface, drop no-op casts."""
+        """Retype every half-precision tensor of the model to float32 but its interface, drop the no-op casts."""
         graph = model.graph
-        kept = {} if self.io == "float32" else {id(v): v for v in (*graph.inputs, *graph.outputs) if v.dtype in HALF_TYPES}
+        kept = {id(v): v for v in (*graph.inputs, *graph.outputs) if v.dtype in HALF_TYPES}
         retyped = sum(_retype(value) for value in _values(model) if id(value) not in kept)
         converted = sum(_upcast_tensors(value) for value in _values(model) if id(value) not in kept)
         targets = sum(_upcast_attributes(node) for node in _nodes(model))
@@ -63,7 +52,7 @@ class Upcast(CompressionPass):
         dropped = _drop_noop_casts(model)
         self.context.details.update(values_retyped=retyped, weights_upcast=converted, attributes_upcast=targets,
                                     casts_removed=dropped, interface_casts=interface)
-        kept_note = f"; {interface} half-precision inputs and outputs kept, each behind a Cast" if interface else ""
+        kept_note = f"; {interface} cast(s) keep the half-precision inputs and outputs as they were" if interface else ""
         self.note(f"{retyped} values ({converted} weights or constants) and {targets} cast targets or dtypes now "
                   f"float32, {dropped} no-op casts removed{kept_note}")
         return ir.passes.PassResult(model, modified=True)
@@ -191,16 +180,34 @@ def _cast_outputs(graph: ir.Graph, kept: dict[int, ir.Value]) -> int:
 
 
 def _drop_noop_casts(model: ir.Model) -> int:
-    """Remove ``Cast`` nodes whose input already has the target type (readers read the input); a cast that
-    produces a graph output stays. How many went."""
+    """Remove ``Cast`` nodes whose input already has the target type: readers read the input, and a graph output
+    the cast gave is given by the input's producer under the output's name (unless the input is an outer value, a
+    graph input or output, or a constant, which then keeps its cast). How many went."""
     removed = 0
     for node in list(_nodes(model)):
         if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or node.inputs[0] is None:
             continue
         source, output = node.inputs[0], node.outputs[0]
-        if source.dtype is None or source.dtype != node.attributes.get_int("to") or output.is_graph_output():
+        if source.dtype is None or source.dtype != node.attributes.get_int("to"):
+            continue
+        if output.is_graph_output() and not _hand_output(node.graph, output, source):
             continue
         output.replace_all_uses_with(source)
         node.graph.remove(node, safe=True)
         removed += 1
     return removed
+
+
+def _hand_output(graph: ir.Graph, output: ir.Value, source: ir.Value) -> bool:
+    """Make ``source`` the graph output ``output`` is, under its name, when a node of ``graph`` computes it and it is
+    no graph input or output itself; whether it was done."""
+    producer = source.producer()
+    if producer is None or producer.graph is not graph or source.is_graph_output() or source.is_graph_input():
+        return False
+    for index, value in enumerate(graph.outputs):
+        if value is output:
+            graph.outputs[index] = source
+    name = output.name
+    output.name = None
+    source.name = name
+    return True

@@ -15,6 +15,7 @@ from onnxcompress.passes.training.torch_ops.arithmetic import (
 )
 from onnxcompress.passes.training.torch_ops.attention import attention
 from onnxcompress.passes.training.torch_ops.attributes import Op, attr_float, binary, unary
+from onnxcompress.passes.training.torch_ops.contrib import CONTRIB_OPS
 from onnxcompress.passes.training.torch_ops.ml import ML_OPS
 from onnxcompress.passes.training.torch_ops.resize import resize
 from onnxcompress.passes.training.torch_ops.shapes import (
@@ -64,7 +65,7 @@ OPS: dict[str, Op] = {
 }
 
 
-DOMAINS: dict[str, dict[str, Op]] = {"": OPS, "ai.onnx": OPS, "ai.onnx.ml": ML_OPS}
+DOMAINS: dict[str, dict[str, Op]] = {"": OPS, "ai.onnx": OPS, "ai.onnx.ml": ML_OPS, "com.microsoft": CONTRIB_OPS}
 
 
 def op(node: ir.Node) -> Op | None:

@@ -106,3 +106,96 @@ def test_a_pool_wider_than_its_input_pools_the_input_as_onnx_runtime_does(pool):
     with torch.no_grad():
         got = GraphModule(model)({"x": x})["y"].numpy()
     np.testing.assert_allclose(got, run_everywhere(model, {"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+# com.microsoft ops as ONNX Runtime's transformer optimizer writes them: each against ONNX Runtime itself.
+CONTRIB = """<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+g ({inputs}) => ({outputs}) {{
+  {body}
+}}"""
+HIDDEN, HEADS, BATCH, SEQUENCE = 16, 4, 3, 5
+CONTRIB_CASES = {
+    "skip-layer-norm": ("float[B, S, 16] x, float[B, S, 16] s", "float[B, S, 16] y, float[B, S, 16] total",
+                        "y, mean, inv, total = com.microsoft.SkipLayerNormalization <epsilon = 1e-5> (x, s, gamma, beta, bias)",
+                        {"gamma": (16,), "beta": (16,), "bias": (16,)}),
+    "skip-layer-norm-plain": ("float[B, S, 16] x, float[B, S, 16] s", "float[B, S, 16] y",
+                              "y = com.microsoft.SkipLayerNormalization (x, s, gamma)", {"gamma": (16,)}),
+    "skip-rms-norm": ("float[B, S, 16] x, float[B, S, 16] s", "float[B, S, 16] y, float[B, S, 16] total",
+                      "y, mean, inv, total = com.microsoft.SkipSimplifiedLayerNormalization (x, s, gamma, bias)",
+                      {"gamma": (16,), "bias": (16,)}),
+    "fused-matmul": ("float[B, 16, S] x", "float[B, S, 8] y",
+                     "y = com.microsoft.FusedMatMul <transA = 1, transB = 1, alpha = 0.5> (x, w)", {"w": (8, 16)}),
+    "gelus": ("float[B, S, 16] x", "float[B, S, 16] y",
+              "a = com.microsoft.FastGelu (x, bias)\n  b = com.microsoft.BiasGelu (a, bias)\n  c = com.microsoft.Gelu (b)\n"
+              "  d = com.microsoft.QuickGelu (c)\n  y = com.microsoft.FastGelu (d)",
+              {"bias": (16,)}),
+}
+
+
+def _float_feeds(model: ir.Model) -> dict[str, np.ndarray]:
+    """Random values for the model's float inputs, its symbolic dims at ``B`` = BATCH and ``S`` = SEQUENCE."""
+    rng = np.random.default_rng(3)
+    sizes = {"B": BATCH, "S": SEQUENCE}
+    return {value.name: rng.standard_normal([sizes.get(str(d), d) for d in value.shape]).astype(np.float32)
+            for value in model.graph.inputs if value.dtype == ir.DataType.FLOAT}
+
+
+def _matches_onnx_runtime(model: ir.Model, feeds: dict[str, np.ndarray]) -> None:
+    expected = run_everywhere(model, feeds)
+    with torch.no_grad():
+        got = GraphModule(model)(feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(as_array(got[name]), value, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("case", CONTRIB_CASES, ids=str)
+def test_onnxruntime_fused_ops_compute_what_onnx_runtime_computes(case):
+    inputs, outputs, body, weights = CONTRIB_CASES[case]
+    model = text_model(CONTRIB.format(inputs=inputs, outputs=outputs, body=body), weights)
+    _matches_onnx_runtime(model, _float_feeds(model))
+
+
+ATTENTION_MASKS = {  # mask_index forms ORT's Attention takes, each hiding some keys of some samples
+    "none": None,
+    "lengths": np.array([5, 3, 1], np.int32),
+    "ends-and-starts": np.array([5, 4, 3, 0, 1, 2], np.int32),
+    "raw-2d": np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 1, 1, 0]], np.int32),
+    "raw-3d": (np.random.default_rng(4).random((3, 5, 5)) > 0.3).astype(np.int32),
+}
+
+
+@pytest.mark.parametrize("mask", ATTENTION_MASKS, ids=str)
+@pytest.mark.parametrize("variant", ["plain", "causal", "sizes-scale-bias"], ids=str)
+def test_onnxruntime_attention_computes_what_onnx_runtime_computes(mask, variant):
+    attributes = {"plain": "num_heads = 4", "causal": "num_heads = 4, unidirectional = 1",
+                  "sizes-scale-bias": "num_heads = 4, qkv_hidden_sizes = [16, 16, 8], scale = 0.3"}[variant]
+    width = 40 if variant == "sizes-scale-bias" else 48
+    masked = ATTENTION_MASKS[mask]
+    mask_input = "" if masked is None else f", int32[{','.join(str(d) for d in masked.shape)}] m"
+    extra = ", float[1, 4, 5, 5] ab" if variant == "sizes-scale-bias" else ""
+    arguments = f"x, w, b, {'m' if masked is not None else ''}{', , ab' if extra else ''}".rstrip(", ")  # ab: input 5
+    body = f"y = com.microsoft.Attention <{attributes}> ({arguments})"
+    model = text_model(CONTRIB.format(inputs=f"float[B, S, 16] x{mask_input}{extra}", outputs="float[B, S, Y] y", body=body),
+                       {"w": (HIDDEN, width), "b": (width,)})
+    feeds = _float_feeds(model)
+    if masked is not None:
+        feeds["m"] = masked
+    _matches_onnx_runtime(model, feeds)
+
+
+@pytest.mark.parametrize("mask", ["right-padded", "left-padded", "none"], ids=str)
+def test_onnxruntime_embedding_layer_norm_computes_what_onnx_runtime_computes(mask):
+    masks = {"right-padded": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.int32),
+             "left-padded": np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]], np.int32)}
+    with_mask = mask in masks
+    text = CONTRIB.format(
+        inputs="int32[B, S] ids, int32[B, S] segments" + (", int32[B, S] m" if with_mask else ""),
+        outputs="float[B, S, 16] y" + (", int32[B] index" if with_mask else "") + ", float[B, S, 16] total",
+        body=("y, index, total = " if with_mask else "y, , total = ")
+        + f"com.microsoft.EmbedLayerNormalization <epsilon = 1e-5> (ids, segments, words, positions, kinds, gamma, beta{', m' if with_mask else ''})")
+    model = text_model(text, {"words": (20, HIDDEN), "positions": (8, HIDDEN), "kinds": (2, HIDDEN), "gamma": (HIDDEN,), "beta": (HIDDEN,)})
+    rng = np.random.default_rng(6)
+    feeds = {"ids": rng.integers(0, 20, (BATCH, SEQUENCE)).astype(np.int32), "segments": rng.integers(0, 2, (BATCH, SEQUENCE)).astype(np.int32)}
+    if with_mask:
+        feeds["m"] = masks[mask]
+    _matches_onnx_runtime(model, feeds)

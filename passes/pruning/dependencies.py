@@ -19,7 +19,7 @@ from onnxcompress.calibration.activations import expose_tensors
 
 from onnxcompress.passes.pruning.attention_layout import normalise_attention
 from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, PROBED, ChannelGraph, Coupler
-from onnxcompress.passes.pruning.rules import RULES, Refused
+from onnxcompress.passes.pruning.rules import Refused, rule_for
 from onnxcompress.passes.values import rank_or_zero
 
 PROBE_SIZES = (2, 3)
@@ -43,18 +43,21 @@ def infer_shapes(model: ir.Model, example: Mapping[str, Sequence[int]] | None = 
     if probes is None:
         return
     values = {v.name: v for node in model.graph for v in node.outputs}
-    for name, first in probes[0].items():
-        second = probes[1][name]
+    for name, (first, dtype) in probes[0].items():
+        second = probes[1][name][0]
         value = values.get(name)
         if value is None or len(first) != len(second):
             continue
+        if value.type is None and dtype is not None:  # an op shape inference does not know (com.microsoft)
+            value.type = ir.TensorType(ir.DataType.from_numpy(dtype))
         value.meta[PROBED] = (first, second)
         old = list(value.shape) if value.shape is not None and len(value.shape) == len(first) else [None] * len(first)
         value.shape = ir.Shape([a if a == b else (d if not isinstance(d, int) else None) for a, b, d in zip(first, second, old)])
 
 
-def _probe_runs(model: ir.Model, example: Mapping[str, Sequence[int]] | None) -> list[dict[str, tuple[int, ...]]] | None:
-    """The shapes of the two probe runs, or None when the model runs at neither the probe sizes nor the example's."""
+def _probe_runs(model: ir.Model, example: Mapping[str, Sequence[int]] | None) -> list[dict[str, tuple[tuple[int, ...], np.dtype | None]]] | None:
+    """The shapes (and element types) of the two probe runs, or None when the model runs at neither the probe sizes
+    nor the example's."""
     for sizes in (None, example) if example is not None else (None,):
         try:
             return [_probe_shapes(model, size, sizes) for size in PROBE_SIZES]
@@ -63,9 +66,9 @@ def _probe_runs(model: ir.Model, example: Mapping[str, Sequence[int]] | None) ->
     return None
 
 
-def _probe_shapes(model: ir.Model, size: int, example: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
-    """Shapes of every node output when run-time input dims are ``size`` (batch) or ``size + 14`` (others; the
-    ``example``'s size there when given)."""
+def _probe_shapes(model: ir.Model, size: int, example: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype | None]]:
+    """Shape and element type of every node output when run-time input dims are ``size`` (batch) or ``size + 14``
+    (others; the ``example``'s size there when given)."""
     def dim(name: str, axis: int, d) -> int:
         if isinstance(d, int):
             return d
@@ -81,7 +84,7 @@ def _probe_shapes(model: ir.Model, size: int, example: Mapping[str, Sequence[int
     names = [v.name for node in model.graph for v in node.outputs if v.name]
     feeds = runtime.synthetic_inputs(model, shapes=shapes)
     results = runtime.run(expose_tensors(model, names), feeds, optimization="disable")
-    return {name: np.shape(array) for name, array in results.items()}
+    return {name: (np.shape(array), getattr(array, "dtype", None)) for name, array in results.items()}
 
 
 def build_channel_graph(model: ir.Model, *, layernorm: bool = False) -> ChannelGraph:
@@ -92,7 +95,7 @@ def build_channel_graph(model: ir.Model, *, layernorm: bool = False) -> ChannelG
     main = model.graph
     for node in main:
         coupler = Coupler(graph, node, layernorm=layernorm)
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        rule = rule_for(node)
         if rule is None:
             coupler.freeze_unmentioned(f"no pruning rule for {node.op_type}")
             continue

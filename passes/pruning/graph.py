@@ -208,7 +208,11 @@ class Coupler:
     def split_heads(self, x: ir.Value, x_axis: int, y: ir.Value, y_axis: int) -> None:
         """Couple a feature axis with the head axis it is split into (head h ↔ its block of features)."""
         self.blocks(y, y_axis, x, x_axis)
-        slot = self.graph.slot(y, y_axis)
+        self.mark_heads(y, y_axis)
+
+    def mark_heads(self, value: ir.Value, axis: int) -> None:
+        """Record that the units of an axis are attention heads (their groups are reported as ``heads``)."""
+        slot = self.graph.slot(value, axis)
         if slot is not None:
             self.graph.head_slots.add(slot.offset)
 

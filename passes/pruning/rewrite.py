@@ -12,7 +12,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes.pruning.graph import ChannelGraph, Slot, Unit
-from onnxcompress.passes.pruning.rules import RULES
+from onnxcompress.passes.pruning.rules import rule_for
 
 Removed = dict[tuple[int, int], list[int]]
 
@@ -35,7 +35,7 @@ def apply_removal(model: ir.Model, graph: ChannelGraph, units: list[Unit]) -> Re
     touched = {key[0] for key in removed}
     for node in list(model.graph):
         if any(id(v) in touched for v in (*node.inputs, *node.outputs) if v is not None):
-            RULES[node.op_type].rewrite(node, removed)
+            rule_for(node).rewrite(node, removed)
     for key, indices in removed.items():
         _shrink(slots[key], indices)
     return removed

@@ -1,12 +1,13 @@
-"""One coupling rule per ONNX op type; ops without a rule freeze every channel they touch.
+"""One coupling rule per ONNX op type (and per com.microsoft op ONNX Runtime's optimizer writes); ops without a
+rule freeze every channel they touch.
 
 A rule couples the elements of its node's input and output axes in a ``Coupler`` and, when a
 removal changes something that is not a sliced tensor (a Conv's ``group``, a Split's sizes, a
-Reshape's shape constant), rewrites its node afterwards. Rules register by op type in ``RULES``
-(``base``); importing this package imports every rule module, so ``RULES`` is complete.
+Reshape's shape constant), rewrites its node afterwards. Rules register by domain and op type in ``RULES``
+(``base``, read through ``rule_for``); importing this package imports every rule module, so ``RULES`` is complete.
 """
 
-from onnxcompress.passes.pruning.rules import attention, conv, elementwise, layout, linear, norm, pool, routing  # noqa: F401  (they register)
-from onnxcompress.passes.pruning.rules.base import RULES, Refused, Rule
+from onnxcompress.passes.pruning.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, routing  # noqa: F401  (they register)
+from onnxcompress.passes.pruning.rules.base import RULES, Refused, Rule, rule_for
 
-__all__ = ["RULES", "Refused", "Rule"]
+__all__ = ["RULES", "Refused", "Rule", "rule_for"]

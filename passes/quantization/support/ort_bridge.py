@@ -52,10 +52,32 @@ class Selection:
 
 
 def with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` at a QDQ-capable opset, with inferred value types (what ORT's quantizers read)."""
+    """``proto`` at a QDQ-capable opset, with inferred value types (what ORT's quantizers read and calibrate by).
+
+    onnx's inference stops at ops it has no schema for (the com.microsoft ops of ORT's transformer optimizer),
+    leaving what follows them untyped, so never calibrated, and ORT's quantizer then fails on a bias whose input
+    has no scale; ORT's symbolic shape inference knows those ops and types the rest."""
     from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
 
-    return save_and_reload_model_with_shape_infer(at_qdq_opset(proto))
+    inferred = save_and_reload_model_with_shape_infer(at_qdq_opset(proto))
+    return _symbolic_shapes(inferred) if _untyped_outputs(inferred) else inferred
+
+
+def _untyped_outputs(proto: onnx.ModelProto) -> list[str]:
+    """Node outputs of the main graph that no input, value_info or output types."""
+    typed = {v.name for v in (*proto.graph.input, *proto.graph.value_info, *proto.graph.output)}
+    return [name for node in proto.graph.node for name in node.output if name and name not in typed]
+
+
+def _symbolic_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` through ORT's symbolic shape inference, or as it is when that cannot follow it."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        with quiet():
+            return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    except Exception:  # its own limits (an op it has no rule for, a shape it cannot merge): onnx's types stand
+        return proto
 
 
 def tensors_to_calibrate(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:

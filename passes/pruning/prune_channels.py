@@ -32,6 +32,7 @@ from onnxcompress.passes.pruning.dependencies import build_channel_graph, infer_
 from onnxcompress.passes.pruning.flops import model_macs
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import GroupInfo, frozen_summary, group_infos, group_report
+from onnxcompress.passes.pruning.lookup_shapes import shapes_without_lookups
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
 from onnxcompress.passes.remove_initializer_inputs import initializer_inputs, weights_as_inputs
@@ -129,6 +130,7 @@ class PruneChannels(CompressionPass):
         work = io.clone(model)
         LiftConstantsToInitializersPass()(work)  # weights in Constant nodes (TorchScript exports) become prunable initializers
         params_before = parameter_count(work)
+        self.context.details["lookup_shapes_rewritten"] = shapes_without_lookups(work)
         ties = untie_weights(work)
         infer_shapes(work, example=self._example_shapes(work))
         graph = build_channel_graph(work, layernorm=self.layernorm)

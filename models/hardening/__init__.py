@@ -3,8 +3,9 @@ inputs and a task-level fidelity each (see ``docs/benchmarks/hardening.md`` and 
 
 Sources, one module each: ``captcha`` and ``tumor`` (trained models shipped in PyPI wheels),
 ``torch_encoder`` (PyTorch's ``nn.TransformerEncoder``), ``hf`` (transformers architectures from small
-configs), ``detector`` (a YOLO-style head) and ``yolov8`` (a YOLOv8n-shaped detector); exported ones in both exporters' spellings
-(``exported``). ``entry`` says what an entry is, ``fidelity`` how answers are compared, ``cache`` where
+configs; ``hf_towers`` the towers and encoder-decoders), ``ort_optimized`` (four of those after ONNX Runtime's
+transformer optimizer), ``detector`` (a YOLO-style head) and ``yolov8`` (a YOLOv8n-shaped detector); exported ones in
+both exporters' spellings (``exported``). ``entry`` says what an entry is, ``fidelity`` how answers are compared, ``cache`` where
 exports are kept; ``photos``, ``text`` and ``audio`` make the inputs.
 """
 

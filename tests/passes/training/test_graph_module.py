@@ -56,21 +56,6 @@ def real_model(name: str):
     return io.load(entry(name).model())
 
 
-def onnxruntime_optimized(name: str, heads: int, hidden: int):
-    """A corpus model through ONNX Runtime's transformer optimizer, as Optimum's optimized exports ship: fused
-    com.microsoft Attention, EmbedLayerNormalization, SkipLayerNormalization and BiasGelu."""
-    import tempfile
-
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    optimized = optimize_model(str(entry(name).model()), model_type="bert", num_heads=heads, hidden_size=hidden)
-    with tempfile.TemporaryDirectory() as folder:
-        optimized.save_model_to_file(f"{folder}/optimized.onnx")
-        model = io.load(f"{folder}/optimized.onnx")
-    assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu"} <= {n.op_type for n in model.graph}
-    return model
-
-
 def static_int8(model):
     """``model`` through quantize-static on random images (its QDQ graph: INT8 weights read by DequantizeLinear)."""
     from onnxcompress.calibration import ArrayReader
@@ -110,7 +95,7 @@ def unet():
 @pytest.mark.parametrize("make", [lambda: text_model(CNN, CNN_SHAPES), lambda: text_model(ENCODER, ENCODER_SHAPES),
                                   lambda: real_model("captcha-crnn"), lambda: static_int8(text_model(CNN, CNN_SHAPES)),
                                   lambda: unet(), lambda: real_model("hf-llama-legacy"), lambda: real_model("hf-llama-dynamo"),
-                                  lambda: onnxruntime_optimized("hf-bert-legacy", heads=4, hidden=128)],
+                                  lambda: real_model("hf-bert-legacy-ortopt")],
                          ids=["cnn", "encoder", "captcha-crnn", "cnn-qdq", "unet-resize", "llama-legacy", "llama-dynamo", "bert-ort-optimized"])
 def test_the_view_computes_what_onnx_runtime_computes_and_round_trips_exactly(make):
     model = make()

@@ -48,6 +48,10 @@ DECODER_NAME = re.compile(r"past|present|cache", re.IGNORECASE)
 POSITION_COMPARISONS = ("Less", "LessOrEqual", "Greater", "GreaterOrEqual")
 POSITION_CARRIERS = ("Unsqueeze", "Squeeze", "Reshape", "Cast", "Expand", "Slice", "Add", "Sub", "Identity")
 RANGE_DEPTH = 6
+# LayerNorm as exporters write it (whole or decomposed around ReduceMean) and as ORT's transformer optimizer fuses it
+# (op histogram keys: other domains' ops are named with theirs)
+NORMALISATIONS = ("LayerNormalization", "ReduceMean", "SimplifiedLayerNormalization", "com.microsoft::SkipLayerNormalization",
+                  "com.microsoft::EmbedLayerNormalization", "com.microsoft::SkipSimplifiedLayerNormalization")
 PROOF_ROUNDS = 3
 PROOF_ROUND_SECONDS = 0.05
 CONFIRM_ROUNDS = 7
@@ -185,7 +189,7 @@ def detect_family(model: ir.Model) -> tuple[str, list[str]]:
         mask = f"causal mask (Trilu x{ops['Trilu']})" if ops.get("Trilu") else f"causal mask (positions compared x{causal})"
         return "decoder", [mask if ops.get("Trilu") or causal else f"key/value cache I/O {cache[:3]}"]
     if attention:
-        norms = ops.get("LayerNormalization", 0) + ops.get("ReduceMean", 0)
+        norms = sum(ops.get(op, 0) for op in NORMALISATIONS)
         return "transformer-encoder", [f"attention: Softmax over activation products x{attention}, MatMul x{ops.get('MatMul', 0)}",
                                        f"normalisation ops x{norms}"]
     if ops.get("Conv"):

@@ -454,3 +454,13 @@ def test_a_float16_model_is_upcast_first_and_then_quantized(mlp_model):
     as_float32 = recommend.prove(mlp_model, recommend.recommend(mlp_model, VNNI), timer=half_costs)
     assert [s.spec for s in rec.steps] == ["upcast", *(s.spec for s in as_float32.steps)]
     assert rec.steps[-1].spec == "quantize-dynamic"
+
+
+def test_an_encoder_after_onnxruntimes_optimizer_is_an_encoder_with_its_fused_norms_counted():
+    fused = """<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+enc (float[N, 8, 16] x, int32[N] lengths) => (float[N, 8, 16] y) <float[16, 48] w = {0.0}, float[16] g = {0.0}> {
+  a = com.microsoft.Attention <num_heads = 2> (x, w, , lengths)
+  y = com.microsoft.SkipLayerNormalization (a, x, g)
+}"""
+    family, evidence = recommend.detect_family(ir.from_onnx_text(fused))
+    assert family == "transformer-encoder" and evidence[1] == "normalisation ops x1"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import walk
@@ -103,8 +104,6 @@ def _retype(value: ir.Value) -> bool:
 
 
 def _as_float32(tensor: ir.TensorProtocol) -> ir.Tensor:
-    import numpy as np
-
     return ir.tensor(np.asarray(tensor.numpy(), dtype=np.float32), name=tensor.name)
 
 

@@ -36,6 +36,15 @@ def skip_simplified_layer_norm(node, opset, x, skip, gamma, bias=None):
     return total * inverse * gamma, None, inverse, total
 
 
+def rms_norm(node, opset, x, scale):
+    """RMSNormalization (ONNX opset 23) and ORT's SimplifiedLayerNormalization (registered in the default domain):
+    ``x`` over its axes from ``axis`` on divided by their root mean square, times ``scale``; also the inverse."""
+    axis = attr_int(node, "axis", -1)
+    dims = tuple(range(axis % x.dim(), x.dim()))
+    inverse = x.float().pow(2).mean(dim=dims, keepdim=True).add(attr_float(node, "epsilon", 1e-5)).rsqrt()
+    return (x.float() * inverse).to(x.dtype) * scale, inverse
+
+
 def _skip_sum(x, skip, bias):
     total = x + skip
     return total if bias is None else total + bias

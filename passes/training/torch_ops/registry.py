@@ -15,7 +15,7 @@ from onnxcompress.passes.training.torch_ops.arithmetic import (
 )
 from onnxcompress.passes.training.torch_ops.attention import attention
 from onnxcompress.passes.training.torch_ops.attributes import Op, attr_float, binary, unary
-from onnxcompress.passes.training.torch_ops.contrib import CONTRIB_OPS
+from onnxcompress.passes.training.torch_ops.contrib import CONTRIB_OPS, rms_norm
 from onnxcompress.passes.training.torch_ops.ml import ML_OPS
 from onnxcompress.passes.training.torch_ops.resize import resize
 from onnxcompress.passes.training.torch_ops.shapes import (
@@ -62,6 +62,7 @@ OPS: dict[str, Op] = {
     "ReduceLogSum": reduce(lambda x, d, k: x.sum(dim=d, keepdim=k).log(), 18),
     "ReduceLogSumExp": reduce(lambda x, d, k: x.logsumexp(dim=d, keepdim=k) if x.numel() else x.exp().sum(dim=d, keepdim=k).log(), 18),
     "QuantizeLinear": fake_quant.quantize_linear, "DequantizeLinear": fake_quant.dequantize_linear,
+    "RMSNormalization": rms_norm, "SimplifiedLayerNormalization": rms_norm,  # the latter: ORT's, in the default domain
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from onnxcompress import runtime  # noqa: E402
 from onnxcompress.errors import UsageError  # noqa: E402
 from onnxcompress.passes.training.graph_module import GraphModule  # noqa: E402
 from onnxcompress.passes.training.torch_ops import op, to_numpy  # noqa: E402
@@ -199,3 +200,15 @@ def test_onnxruntime_embedding_layer_norm_computes_what_onnx_runtime_computes(ma
     if with_mask:
         feeds["m"] = masks[mask]
     _matches_onnx_runtime(model, feeds)
+
+
+def test_onnxruntimes_simplified_layer_norm_computes_what_onnx_runtime_computes():
+    """ORT's RMSNorm, which its optimizer writes in the default domain (onnx's checker knows no such op there)."""
+    text = CONTRIB.format(inputs="float[B, S, 16] x", outputs="float[B, S, 16] y",
+                          body="y = SimplifiedLayerNormalization <epsilon = 1e-6> (x, gamma)")
+    model = text_model(text, {"gamma": (HIDDEN,)})
+    feeds = _float_feeds(model)
+    with torch.no_grad():
+        got = GraphModule(model)(feeds)["y"].numpy()
+    for level in ("disable", "all"):
+        np.testing.assert_allclose(got, runtime.run(model, feeds, optimization=level)["y"], rtol=1e-5, atol=1e-5)

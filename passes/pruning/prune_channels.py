@@ -149,6 +149,7 @@ class PruneChannels(CompressionPass):
         self._recover(work, graph, chosen, ties)
         apply_removal(work, graph, chosen)
         retie_unchanged(work, ties)
+        work.graph.sort()  # the attention-layout rewrite puts a Transpose after a Shape that reads it (PyTorch's legacy MHA)
         after = (parameter_count(work), model_macs(work))
         self._report(before, after)
         if after[0] >= before[0]:

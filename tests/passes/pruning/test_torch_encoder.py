@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxcompress import io, runtime
+from onnxcompress import checks, io, runtime
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.stats import parameter_count
 
@@ -87,6 +87,7 @@ def test_fixed_key_length_export_probed_at_its_calibration_sizes():
     removed = [g for g in outcome.details["groups"] if g["removed"]]
     assert "heads" in {g["kind"] for g in removed}
     assert parameter_count(outcome.model) < parameter_count(original)
+    assert checks.graph_problems(outcome.model) == []  # its attention rewrite once left a Transpose after its reader
 
 
 def test_opset_23_attention_loses_the_heads_the_unfused_export_loses(tmp_path_factory, check_pruned):

@@ -18,6 +18,7 @@ import onnx_ir as ir
 import torch
 
 from onnxcompress import fidelity
+from onnxcompress.errors import UsageError
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -67,8 +68,8 @@ class Trimming:
 
 def detect(model: ir.Model, run: Run, samples: Mapping[str, np.ndarray], fixed: Mapping[str, np.ndarray]) -> Trimming:
     """How batches of ``samples`` can be cut, found by running ``model`` (``run``, with the ``fixed`` inputs) on
-    two of them one position shorter; no trimming when no sample is padded, or the model declares a fixed
-    sequence length on an input that would be cut."""
+    two of them one position shorter; no trimming when no sample is padded, the model declares a fixed sequence
+    length on an input that would be cut, or it does not run one position shorter."""
     mask = next((name for name, array in samples.items() if fidelity.padding_mask({name: array}) is not None), None)
     if mask is None:
         return Trimming()
@@ -78,7 +79,10 @@ def detect(model: ir.Model, run: Run, samples: Mapping[str, np.ndarray], fixed: 
         return Trimming()
     probe = {name: array[:2] for name, array in samples.items()}
     full = run({**probe, **fixed})
-    shorter = run({**{name: array[:, :-1] if name in feeds else array for name, array in probe.items()}, **fixed})
+    try:
+        shorter = run({**{name: array[:, :-1] if name in feeds else array for name, array in probe.items()}, **fixed})
+    except UsageError:  # declared dynamic, but runs at the data's length only (a length fixed in a Reshape's constant)
+        return Trimming()
     outputs = {name: axes for name, value in full.items()
                if (axes := tuple(axis for axis in range(np.ndim(value)) if np.shape(shorter[name])[axis] == np.shape(value)[axis] - 1))}
     return Trimming(feeds, outputs)

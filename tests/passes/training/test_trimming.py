@@ -50,6 +50,23 @@ def test_no_trimming_where_it_cannot_apply(model, samples):
     assert not trim.feeds and trim.lengths(samples) is None
 
 
+# Declared dynamic, yet runs at 4 positions only: the length is fixed in a Reshape's constant (PyTorch's legacy export
+# of nn.MultiheadAttention fixes its key length so).
+FIXED_IN_A_CONSTANT = """<ir_version: 8, opset_import: ["" : 18]>
+fixed (int64[N,T] attention_mask) => (float[N,4] y) {
+  shape = Constant<value = int64[2] {-1, 4}>()
+  m = Cast<to = 1>(attention_mask)
+  y = Reshape(m, shape)
+}"""
+
+
+def test_a_length_fixed_inside_the_graph_is_not_cut():
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(FIXED_IN_A_CONSTANT))
+    samples = {"attention_mask": echo_samples()["attention_mask"]}
+    trim = trimming.detect(model, lambda feeds: runtime.run(model, feeds), samples, {})
+    assert not trim.feeds
+
+
 def test_minilm_cut_to_its_longest_sentence_matches_the_padded_batch_in_teacher_and_student(minilm_onnx, minilm_feeds):
     model = io.load(minilm_onnx)
     teacher = targets.with_outputs(model, targets.residual_stream(model, model)[:2])

@@ -32,12 +32,23 @@ def batch_norm(node, opset, x, scale, bias, mean, var):
 def layer_norm(node, opset, x, scale, bias=None):
     """LayerNormalization over the axes from ``axis`` on, with its Mean and InvStdDev outputs."""
     axis = positive_axis(attr_int(node, "axis", -1), x.dim())
-    dims = tuple(range(axis, x.dim()))
-    mean = x.mean(dim=dims, keepdim=True)
-    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
-    inverse = (var + attr_float(node, "epsilon", 1e-5)).rsqrt()
-    y = (x - mean) * inverse * scale
+    normal, mean, inverse = standardised(x, tuple(range(axis, x.dim())), attr_float(node, "epsilon", 1e-5))
+    y = normal * scale
     return (y if bias is None else y + bias), mean, inverse
+
+
+def standardised(x: torch.Tensor, dims: tuple[int, ...], epsilon: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x`` centred and divided by its standard deviation over ``dims`` (a LayerNorm before its scale), with the mean
+    and the inverse standard deviation: what every spelling of LayerNorm computes."""
+    mean = x.mean(dim=dims, keepdim=True)
+    inverse = ((x - mean) ** 2).mean(dim=dims, keepdim=True).add(epsilon).rsqrt()
+    return (x - mean) * inverse, mean, inverse
+
+
+def root_mean_squared(x: torch.Tensor, dims: tuple[int, ...], epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` divided by its root mean square over ``dims`` (an RMSNorm before its scale), with the inverse."""
+    inverse = x.pow(2).mean(dim=dims, keepdim=True).add(epsilon).rsqrt()
+    return x * inverse, inverse
 
 
 def instance_norm(node, opset, x, scale, bias):

@@ -17,7 +17,7 @@ def attention(node, opset, q, k, v, mask=None, past_key=None, past_value=None, n
     three_d = q.dim() == 3
     if three_d:
         kv_heads = attr_int(node, "kv_num_heads", 0)
-        q, k, v = _split_heads(q, attr_int(node, "q_num_heads", 0)), _split_heads(k, kv_heads), _split_heads(v, kv_heads)
+        q, k, v = split_heads(q, attr_int(node, "q_num_heads", 0)), split_heads(k, kv_heads), split_heads(v, kv_heads)
     if past_key is not None:
         k, v = torch.cat([past_key, k], dim=2), torch.cat([past_value, v], dim=2)
     present_key, present_value = k, v
@@ -40,7 +40,7 @@ def attention(node, opset, q, k, v, mask=None, past_key=None, past_value=None, n
     return y, present_key, present_value, {0: scores, 1: scores, 2: with_bias, 3: weights}[mode]
 
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """``[batch, sequence, heads * size]`` -> ``[batch, heads, sequence, size]``."""
     return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from onnxcompress.passes.training.torch_ops.attributes import Op, attr_float, attr_int, attr_ints
+from onnxcompress.passes.training.torch_ops.arithmetic import root_mean_squared, standardised
+from onnxcompress.passes.training.torch_ops.attention import split_heads
+from onnxcompress.passes.training.torch_ops.attributes import Op, attr_float, attr_int, attr_ints, positive_axis
 from onnxcompress.passes.training.untrainable import untrainable
 
 EPSILON = 1e-12  # the contrib normalisations' default
@@ -22,9 +24,8 @@ def skip_layer_norm(node, opset, x, skip, gamma, beta=None, bias=None):
     """SkipLayerNormalization: LayerNorm over the last axis of ``x + skip (+ bias)``; also its mean, inverse standard
     deviation and the sum itself."""
     total = _skip_sum(x, skip, bias)
-    mean = total.mean(dim=-1, keepdim=True)
-    inverse = ((total - mean) ** 2).mean(dim=-1, keepdim=True).add(attr_float(node, "epsilon", EPSILON)).rsqrt()
-    y = (total - mean) * inverse * gamma
+    normal, mean, inverse = standardised(total, (-1,), attr_float(node, "epsilon", EPSILON))
+    y = normal * gamma
     return (y if beta is None else y + beta), mean, inverse, total
 
 
@@ -32,17 +33,16 @@ def skip_simplified_layer_norm(node, opset, x, skip, gamma, bias=None):
     """SkipSimplifiedLayerNormalization: RMSNorm over the last axis of ``x + skip (+ bias)``; the mean output is
     not computed (left empty)."""
     total = _skip_sum(x, skip, bias)
-    inverse = total.pow(2).mean(dim=-1, keepdim=True).add(attr_float(node, "epsilon", EPSILON)).rsqrt()
-    return total * inverse * gamma, None, inverse, total
+    normal, inverse = root_mean_squared(total, (-1,), attr_float(node, "epsilon", EPSILON))
+    return normal * gamma, None, inverse, total
 
 
 def rms_norm(node, opset, x, scale):
     """RMSNormalization (ONNX opset 23) and ORT's SimplifiedLayerNormalization (registered in the default domain):
     ``x`` over its axes from ``axis`` on divided by their root mean square, times ``scale``; also the inverse."""
-    axis = attr_int(node, "axis", -1)
-    dims = tuple(range(axis % x.dim(), x.dim()))
-    inverse = x.float().pow(2).mean(dim=dims, keepdim=True).add(attr_float(node, "epsilon", 1e-5)).rsqrt()
-    return (x.float() * inverse).to(x.dtype) * scale, inverse
+    axis = positive_axis(attr_int(node, "axis", -1), x.dim())
+    normal, inverse = root_mean_squared(x.float(), tuple(range(axis, x.dim())), attr_float(node, "epsilon", 1e-5))
+    return normal.to(x.dtype) * scale, inverse
 
 
 def _skip_sum(x, skip, bias):
@@ -57,9 +57,8 @@ def embed_layer_norm(node, opset, input_ids, segment_ids, word, position, segmen
     total = word[input_ids.long()] + position[ids.long()].expand(input_ids.shape[0], -1, -1)
     if segment_ids is not None and segment is not None:
         total = total + segment[segment_ids.long()]
-    mean = total.mean(dim=-1, keepdim=True)
-    inverse = ((total - mean) ** 2).mean(dim=-1, keepdim=True).add(attr_float(node, "epsilon", EPSILON)).rsqrt()
-    y = (total - mean) * inverse * gamma + beta
+    normal, _, _ = standardised(total, (-1,), attr_float(node, "epsilon", EPSILON))
+    y = normal * gamma + beta
     kept = mask.sum(dim=1) if mask is not None else torch.zeros(input_ids.shape[0], dtype=torch.int64)
     return y, kept.to(torch.int32), total
 
@@ -74,7 +73,7 @@ def attention(node, opset, x, weights, bias=None, mask_index=None, past=None, at
     heads = attr_int(node, "num_heads", 1)
     projected = x @ weights if bias is None else x @ weights + bias
     sizes = attr_ints(node, "qkv_hidden_sizes", None) or [weights.shape[1] // 3] * 3
-    q, k, v = (_heads(t, heads) for t in projected.split(list(sizes), dim=-1))
+    q, k, v = (split_heads(t, heads) for t in projected.split(list(sizes), dim=-1))
     scale = node.attributes.get_float("scale", None)
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
     if attention_bias is not None:
@@ -86,11 +85,6 @@ def attention(node, opset, x, weights, bias=None, mask_index=None, past=None, at
         added = torch.where(later, torch.tensor(torch.finfo(scores.dtype).min, dtype=scores.dtype), added)
     y = (scores + added).softmax(dim=-1) @ v
     return y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1), None
-
-
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """``[batch, sequence, heads * size]`` -> ``[batch, heads, sequence, size]``."""
-    return t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
 
 
 def _kept_keys(mask_index, batch: int, keys: int) -> torch.Tensor:

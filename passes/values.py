@@ -12,6 +12,11 @@ import onnx_ir as ir
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
 
 
+def input_at(node: ir.Node, index: int) -> ir.Value | None:
+    """The node's input ``index``, or None when it is omitted (an empty name, or fewer inputs)."""
+    return node.inputs[index] if index < len(node.inputs) else None
+
+
 def is_constant(value: ir.Value | None) -> bool:
     """Whether the value is a true constant (an initializer or a Constant node's output, not an
     overridable graph input); its data is not read."""

@@ -26,7 +26,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxcompress.passes.fusion.attention_heads import unflattened_keys
 from onnxcompress.passes.pruning.graph import PROBED
 from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant
-from onnxcompress.passes.values import constant, rank_or_zero
+from onnxcompress.passes.values import constant, input_at, rank_or_zero
 
 PACKED = 3  # Q, K and V in one projection
 PACKED_SPLIT = (3, 1, 2, 0, 4)
@@ -64,7 +64,7 @@ def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
 
 
 def _axes(node: ir.Node, node_rank: int) -> list[int] | None:
-    given = constant(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    given = constant(input_at(node, 1))
     axes = given.ravel().tolist() if given is not None else node.attributes.get_ints("axes", None)
     return None if axes is None or node_rank == 0 else sorted(int(a) % node_rank for a in axes)
 

@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
 from onnxcompress.passes.pruning.rules.elementwise import BroadcastRule, UnaryRule
-from onnxcompress.passes.values import static_shape
+from onnxcompress.passes.values import input_at, static_shape
 
 CONTRIB = "com.microsoft"
 PAST, ATTENTION_BIAS = 4, 5  # input positions
@@ -45,7 +45,7 @@ class PackedAttentionRule(Rule):
     ops = ("Attention",)
 
     def couple(self, node: ir.Node, c: Coupler) -> None:
-        x, weights, bias = _input(node, 0), _input(node, 1), _input(node, 2)
+        x, weights, bias = input_at(node, 0), input_at(node, 1), input_at(node, 2)
         y = node.outputs[0]
         heads, (hq, hk, hv) = node.attributes.get_int("num_heads", 0), _sections(node, weights)
         _refuse_what_it_cannot_follow(node, heads, hq, hk, hv)
@@ -59,13 +59,13 @@ class PackedAttentionRule(Rule):
         c.mapped(weights, 1, y, 2, np.concatenate([column_heads, np.arange(hv)]))
         c.mapped(y, 2, y, 2, np.arange(hv) // v_size * v_size)  # a head's output channels go together
         c.mark_heads(y, 2)
-        attention_bias = _input(node, ATTENTION_BIAS)
+        attention_bias = input_at(node, ATTENTION_BIAS)
         if attention_bias is not None and static_shape(attention_bias) and static_shape(attention_bias)[1] == heads:
             c.mapped(attention_bias, 1, y, 2, np.arange(heads) * v_size)
 
     def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
         """Lower ``num_heads`` (and the sections of ``qkv_hidden_sizes``) by the heads removed."""
-        heads, (hq, hk, hv) = node.attributes.get_int("num_heads", 0), _sections(node, _input(node, 1))
+        heads, (hq, hk, hv) = node.attributes.get_int("num_heads", 0), _sections(node, input_at(node, 1))
         gone = len(removed.get((id(node.outputs[0]), 2), [])) // (hv // heads)
         if not gone:
             return
@@ -73,10 +73,6 @@ class PackedAttentionRule(Rule):
         node.attributes["num_heads"] = ir.AttrInt64("num_heads", left)
         if "qkv_hidden_sizes" in node.attributes:
             node.attributes["qkv_hidden_sizes"] = ir.AttrInt64s("qkv_hidden_sizes", [s // heads * left for s in (hq, hk, hv)])
-
-
-def _input(node: ir.Node, index: int) -> ir.Value | None:
-    return node.inputs[index] if index < len(node.inputs) else None
 
 
 def _sections(node: ir.Node, weights: ir.Value) -> tuple[int, int, int]:
@@ -91,7 +87,7 @@ def _sections(node: ir.Node, weights: ir.Value) -> tuple[int, int, int]:
 
 
 def _refuse_what_it_cannot_follow(node: ir.Node, heads: int, hq: int, hk: int, hv: int) -> None:
-    if _input(node, PAST) is not None or any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
+    if input_at(node, PAST) is not None or any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
         raise Refused("a past state or a read present output")
     if node.attributes.get_int("do_rotary", 0):
         raise Refused("rotary embeddings")

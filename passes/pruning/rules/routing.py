@@ -13,7 +13,7 @@ import onnx_ir as ir
 from onnxcompress.passes.pruning.graph import Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
 from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant
-from onnxcompress.passes.values import constant, rank_or_zero
+from onnxcompress.passes.values import constant, input_at, rank_or_zero
 
 Removed = dict[tuple[int, int], list[int]]
 
@@ -127,7 +127,7 @@ def _slice_axes(node: ir.Node) -> list[int]:
 def _slice_params(node: ir.Node, sliced: list[int], axis: int) -> tuple[int, int]:
     """(start, step) of ``axis``, one of the ``sliced`` axes, from the node's constant parameters."""
     k = sliced.index(axis)
-    steps = constant(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    steps = constant(input_at(node, 4))
     return int(constant(node.inputs[1])[k]), 1 if steps is None else int(steps[k])
 
 

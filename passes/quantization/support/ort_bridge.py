@@ -65,8 +65,13 @@ def with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _untyped_outputs(proto: onnx.ModelProto) -> list[str]:
     """Node outputs of the main graph that no input, value_info or output types."""
-    typed = {v.name for v in (*proto.graph.input, *proto.graph.value_info, *proto.graph.output)}
+    typed = {v.name for v in _typed_values(proto)}
     return [name for node in proto.graph.node for name in node.output if name and name not in typed]
+
+
+def _typed_values(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The main graph's inputs, value_info and outputs: every value with a recorded type and shape."""
+    return [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
 
 
 def _symbolic_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -96,8 +101,7 @@ def empty_activations(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[s
 
 def _activations(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
     """Float tensors, other than initializers, read or written by nodes of ``op_types``, in graph order."""
-    typed = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
-    floats = {v.name for v in typed if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    floats = {v.name for v in _typed_values(proto) if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     weights = {t.name for t in proto.graph.initializer}
     wanted: dict[str, None] = {}
     for node in proto.graph.node:
@@ -110,8 +114,7 @@ def _activations(proto: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
 
 def empty_tensors(proto: onnx.ModelProto) -> set[str]:
     """Tensors of no elements: an inferred shape with a 0 dimension, or a ``Constant`` whose value is empty."""
-    typed = [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]
-    shaped = {v.name for v in typed if any(d.HasField("dim_value") and d.dim_value == 0 for d in v.type.tensor_type.shape.dim)}
+    shaped = {v.name for v in _typed_values(proto) if any(d.HasField("dim_value") and d.dim_value == 0 for d in v.type.tensor_type.shape.dim)}
     constants = {
         node.output[0] for node in proto.graph.node
         if node.op_type == "Constant" and any(a.name == "value" and 0 in a.t.dims for a in node.attribute)

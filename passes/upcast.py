@@ -41,7 +41,7 @@ class Upcast(CompressionPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Retype every half-precision tensor of the model to float32 but its interface, drop the no-op casts."""
         graph = model.graph
-        kept = {id(v): v for v in (*graph.inputs, *graph.outputs) if v.dtype in HALF_TYPES}
+        kept = {id(v) for v in (*graph.inputs, *graph.outputs) if v.dtype in HALF_TYPES}
         retyped = sum(_retype(value) for value in _values(model) if id(value) not in kept)
         converted = sum(_upcast_tensors(value) for value in _values(model) if id(value) not in kept)
         targets = sum(_upcast_attributes(node) for node in _nodes(model))
@@ -140,7 +140,7 @@ def _cast(value: ir.Value, to: ir.DataType, name: str) -> ir.Node:
     return node
 
 
-def _cast_inputs(graph: ir.Graph, kept: dict[int, ir.Value]) -> int:
+def _cast_inputs(graph: ir.Graph, kept: set[int]) -> int:
     """Put a ``Cast`` to float32 after each half-precision graph input in ``kept``; its readers read the cast."""
     count = 0
     for value in graph.inputs:
@@ -159,7 +159,7 @@ def _cast_inputs(graph: ir.Graph, kept: dict[int, ir.Value]) -> int:
     return count
 
 
-def _cast_outputs(graph: ir.Graph, kept: dict[int, ir.Value]) -> int:
+def _cast_outputs(graph: ir.Graph, kept: set[int]) -> int:
     """Give each half-precision graph output in ``kept`` a ``Cast`` back to its type under its own name (the value
     it came from is renamed and made float32); an output that is a graph input stays as it is."""
     casts: dict[int, ir.Value] = {}

@@ -28,9 +28,10 @@ def shapes_without_lookups(model: ir.Model) -> int:
         if lookup is None:
             continue
         table, ids = lookup.inputs[0], lookup.inputs[1]
-        ids_shape = ir.node("Shape", [ids], name=unused_name(graph, f"{node.name or 'shape'}_of_indices"))
+        stem = node.name or "shape"
+        ids_shape = ir.node("Shape", [ids], name=unused_name(graph, f"{stem}_of_indices"))
         rows = add_initializer(graph, f"{table.name}_row_shape", np.array(table.const_value.shape[1:], dtype=np.int64))
-        joined = ir.node("Concat", [ids_shape.outputs[0], rows], attributes={"axis": 0}, name=unused_name(graph, f"{node.name or 'shape'}_joined"))
+        joined = ir.node("Concat", [ids_shape.outputs[0], rows], attributes={"axis": 0}, name=unused_name(graph, f"{stem}_joined"))
         joined.outputs[0].type = ir.TensorType(ir.DataType.INT64)
         graph.insert_before(node, [ids_shape, joined])
         node.outputs[0].replace_all_uses_with(joined.outputs[0])

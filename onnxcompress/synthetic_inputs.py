@@ -3,9 +3,12 @@
 A model's signature gives each input's type and part of its shape; the graph says the rest. Each
 rule below reads one thing from the graph:
 
-- sizes: a dimension named like one already chosen takes the same size; the first axis (and the
+- sizes: a dimension named like one already chosen takes the same size, and one named by arithmetic on
+  others (``past_sequence_length + sequence_length``, as exporters write a key-value cache's mask) their
+  result; the first axis (and the
   batch axis of a recurrent state, ``[layers, batch, hidden]``) is the batch; the height and width
-  of an image-like input (``[N, C, H, W]`` or ``[N, H, W, C]`` with 1-4 channels) are ``IMAGE_SIDE``
+  of an image-like input (``[N, C, H, W]`` or ``[N, H, W, C]`` with 1-4 channels; not a cache, whose
+  ``[N, heads, T, D]`` may have as few heads) are ``IMAGE_SIDE``
   rounded up to the graph's total stride; any other dynamic dimension is a sequence of
   ``SEQUENCE_LENGTH``;
 - values by type: strings are short ASCII words, sequences hold two tensors, optionals a tensor;
@@ -29,9 +32,11 @@ and says to pass ``--inputs``.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import math
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -54,6 +59,7 @@ WORDS = ("alpha", "bravo", "delta", "echo", "golf", "hotel", "kilo", "lima", "os
 MASK_NAME = re.compile(r"mask", re.IGNORECASE)
 SEGMENT_NAME = re.compile(r"token_type|segment", re.IGNORECASE)
 STATE_NAME = re.compile(r"state|past|cache|^[hc]0?$|^[hc]_?in$", re.IGNORECASE)
+DIM_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
 PASS_THROUGH = {"Cast", "CastLike", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"}
 STRIDED = {"Conv", "MaxPool", "AveragePool", "LpPool"}
 
@@ -145,12 +151,12 @@ def input_shapes(model: ir.Model, *, batch: int = 1, shapes: Mapping[str, tuple[
     symbols = _pinned_symbols(inputs, pins)
     sizes = _Sizes(model.graph)
     chosen = {}
-    for value in inputs:
+    for value in sorted(inputs, key=has_dim_arithmetic):  # the dims an expression names are chosen before it
         if value.name in pins:
             chosen[value.name] = tuple(pins[value.name])
         else:
             chosen[value.name] = _default_shape(value, batch, symbols, sizes)
-    return chosen
+    return {value.name: chosen[value.name] for value in inputs}
 
 
 def dynamic_inputs(model: ir.Model) -> list[str]:
@@ -176,6 +182,33 @@ def _symbol(dim: object) -> str | None:
     return name if isinstance(name, str) and name and name != "?" else None
 
 
+def has_dim_arithmetic(value: ir.Value) -> bool:
+    """Whether a dim of ``value`` is named by arithmetic on other dims (``past_sequence_length + sequence_length``)."""
+    return value.shape is not None and any(
+        _symbol(dim) and isinstance(_parsed(_symbol(dim)), ast.BinOp) for dim in value.shape)
+
+
+def _parsed(symbol: str) -> ast.expr | None:
+    """A dim's name as a Python expression, None when it is not one (``batch size``, ``N?``)."""
+    try:
+        return ast.parse(symbol, mode="eval").body
+    except SyntaxError:
+        return None
+
+
+def _dim_arithmetic(expression: ast.expr | None, symbols: Mapping[str, int]) -> int | None:
+    """The value of a dim named by ``+ - * //`` on integers and dims already chosen, None when it is not known."""
+    if isinstance(expression, ast.Name):
+        return symbols.get(expression.id)
+    if isinstance(expression, ast.Constant) and type(expression.value) is int:
+        return expression.value
+    if isinstance(expression, ast.BinOp) and type(expression.op) in DIM_ARITHMETIC:
+        left, right = _dim_arithmetic(expression.left, symbols), _dim_arithmetic(expression.right, symbols)
+        if left is not None and right is not None and (right or not isinstance(expression.op, ast.FloorDiv)):
+            return DIM_ARITHMETIC[type(expression.op)](left, right)
+    return None
+
+
 def _pinned_symbols(inputs: list[ir.Value], pins: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
     """Sizes of the named dynamic dims of pinned inputs, so every input sharing the name follows the pin."""
     symbols = {}
@@ -199,11 +232,17 @@ def _default_shape(value: ir.Value, batch: int, symbols: dict[str, int], sizes: 
         if _is_static(dim):
             dims.append(int(dim))
             continue
-        size = symbols.get(_symbol(dim)) or _dynamic_size(value, axis, batch, sizes)
+        size = symbols.get(_symbol(dim)) or _dim_size(_symbol(dim), symbols) or _dynamic_size(value, axis, batch, sizes)
         if _symbol(dim):
             symbols[_symbol(dim)] = size
         dims.append(size)
     return tuple(dims)
+
+
+def _dim_size(symbol: str | None, symbols: Mapping[str, int]) -> int | None:
+    """The size arithmetic on chosen dims gives a dim (``past_sequence_length + sequence_length``), when positive."""
+    size = _dim_arithmetic(_parsed(symbol), symbols) if symbol else None
+    return size if size is not None and size > 0 else None
 
 
 class _Sizes:
@@ -246,7 +285,7 @@ def _batch_axis(value: ir.Value) -> int:
 def _image_axes(value: ir.Value) -> tuple[int, ...]:
     """The height and width axes of an image-like rank-4 input (1-4 channels first or last), else none."""
     shape = value.shape
-    if len(shape) != 4:
+    if len(shape) != 4 or _is_state(value):
         return ()
     if _is_static(shape[1]) and shape[1] in IMAGE_CHANNELS:
         return (2, 3)
@@ -337,6 +376,17 @@ def _is_state(value: ir.Value) -> bool:
     graph = value.graph
     outputs = graph.outputs if graph is not None else []
     return any(o.name != name and (o.name or "").startswith(name) and _same_shape(o, value) for o in outputs)
+
+
+def starting_state(value: ir.Value, batch: int) -> np.ndarray | None:
+    """The value a sequence starts from at a state or cache input (None for any other input): zeros with ``batch``
+    on its batch axis and every other dynamic axis empty, as a key-value cache is before the first token and a
+    recurrent state before the first step; what text calibration feeds beside the tokens."""
+    if not _is_state(value) or value.shape is None or value.dtype is None:
+        return None
+    batch_axis = _batch_axis(value)
+    shape = [batch if axis == batch_axis else (int(dim) if _is_static(dim) else 0) for axis, dim in enumerate(value.shape)]
+    return np.zeros(shape, _numpy_dtype(value, value.dtype))
 
 
 def _same_shape(a: ir.Value, b: ir.Value) -> bool:

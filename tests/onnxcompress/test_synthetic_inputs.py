@@ -351,3 +351,42 @@ def test_a_static_signature_reads_nothing_from_the_graph_and_a_dynamic_image_sid
     dynamic = ir.from_onnx_text('<ir_version: 8, opset_import: ["" : 17]> g (float[N, 3, H, W] x) => (float[N, 3, H, W] y) { y = Relu(x) }')
     runtime.input_shapes(dynamic)
     assert read == ["_total_strides"]  # the image sides need the strides, once; nothing needs the kernel width
+
+
+CACHE_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+step (float[B, S, 8] new, float[B, 2, P, 4] past_key, int64[B, T] attention_mask) => (float[B, 2, T, 4] present) {
+  split = Constant <value = int64[4] {0, 0, 2, 4}> ()
+  heads = Reshape(new, split)
+  perm = Transpose <perm = [0, 2, 1, 3]> (heads)
+  cat = Concat <axis = 2> (past_key, perm)
+  f = Cast <to = 1> (attention_mask)
+  axes = Constant <value = int64[2] {1, 3}> ()
+  m = Unsqueeze(f, axes)
+  present = Mul(cat, m)
+}
+"""
+
+
+def _cache_model() -> ir.Model:
+    """A decoder step's cache: 2 heads (as few channels as an image has) and a mask over ``P + S`` positions."""
+    model = _model(CACHE_TEXT)
+    model.graph.inputs[2].shape = ir.Shape(["B", "P + S"])
+    return model
+
+
+def test_a_cache_is_no_image_and_a_dim_named_by_arithmetic_is_its_result():
+    model = _cache_model()
+    feeds = runtime.synthetic_inputs(model)
+    length = synthetic_inputs.SEQUENCE_LENGTH
+    assert feeds["past_key"].shape == (1, 2, length, 4) and not feeds["past_key"].any()
+    assert feeds["attention_mask"].shape == (1, 2 * length)
+    assert runtime.run(model, feeds)["present"].shape == (1, 2, 2 * length, 4)
+    pinned = runtime.synthetic_inputs(model, shapes={"past_key": (2, 2, 5, 4), "new": (2, 3, 8)})
+    assert pinned["attention_mask"].shape == (2, 8)
+
+
+def test_a_cache_starts_empty_with_the_batch_on_its_batch_axis():
+    past, mask = _cache_model().graph.inputs[1:]
+    assert synthetic_inputs.starting_state(past, 3).shape == (3, 2, 0, 4)
+    assert synthetic_inputs.starting_state(mask, 3) is None

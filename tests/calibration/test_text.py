@@ -50,3 +50,21 @@ def test_errors(tmp_path, tokenizer_dir):
         TextReader(tmp_path / "missing.txt", tokenizer_dir)
     with pytest.raises(UsageError, match=r"^text inputs \['pixel_values'\] are unknown"):
         TextReader(["x"], tokenizer_dir, input_names=["pixel_values"])
+
+
+def test_a_cached_decoder_gets_its_first_step_positions_and_empty_caches(tokenizer_dir):
+    import onnx_ir as ir
+
+    model = ir.from_onnx_text("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        step (int64[B, S] input_ids, int64[B, S] position_ids, int64[B, T] attention_mask, float[B, 2, P, 4] past_key)
+            => (int64[B, S] ids, float[B, 2, P, 4] present) {
+          ids = Add(input_ids, position_ids)
+          present = Identity(past_key)
+        }""")
+    reader = TextReader.for_model(["one two three", "one"], tokenizer_dir, model, batch_size=2)
+    (batch,) = list(reader.batches())
+    assert reader.input_names == ["input_ids", "position_ids", "attention_mask", "past_key"]
+    np.testing.assert_array_equal(batch["position_ids"], [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    assert batch["past_key"].shape == (2, 2, 0, 4) and batch["past_key"].dtype == np.float32
+    assert reader.describe().endswith("1 cache or state input(s) as at a sequence's start (empty)")

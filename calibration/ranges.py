@@ -45,15 +45,21 @@ def estimate_ranges(
     """Stream ``reader`` through ``model`` and estimate a ``(lo, hi)`` range for each named tensor.
 
     The estimators see finite values only; a tensor that held -inf (+inf), such as an attention mask, gets
-    -inf (+inf) as that end of its range, so that no quantizer takes it for a tensor of zeros."""
+    -inf (+inf) as that end of its range, so that no quantizer takes it for a tensor of zeros. A tensor that
+    held no values at all (a key-value cache at a sequence's first step) gets no range."""
     estimators = {name: make_estimator(method, **options) for name in tensor_names}
     infinite = {name: [False, False] for name in tensor_names}
+    held_values = set()
     for activations in stream_activations(model, reader, list(estimators)):
         for name, array in activations.items():
             estimators[name].update(array)
             _note_infinities(infinite[name], np.asarray(array))
+            if np.size(array):
+                held_values.add(name)
     ranges = {}
     for name, estimator in estimators.items():
+        if name not in held_values:
+            continue
         try:
             lo, hi = estimator.range()
         except UsageError as exc:

@@ -137,11 +137,16 @@ class QuantizeStatic(QuantizePass):
             self.note(f"left {len(empty)} empty tensor(s) out of calibration (e.g. {empty[0]!r}): they hold no values to take a range of")
         run = activation_ranges(rewritten, self.context.calibration, names, method=self.method, ranges_file=self.ranges_file)
         unbounded = unbounded_ranges(run.ranges)
-        in_float = nodes_touching(rewritten_proto, unbounded)
+        unseen = sorted(set(names) - set(run.ranges))
+        in_float = nodes_touching(rewritten_proto, [*unbounded, *unseen])
         if unbounded:
             self.context.details["unbounded_tensors"] = unbounded
-            self.note(f"kept {len(in_float)} node(s) in float around {len(unbounded)} tensor(s) that reach infinity "
-                      f"(e.g. {unbounded[0]!r}, an attention mask's -inf), which no INT8 scale holds")
+            self.note(f"kept {len(nodes_touching(rewritten_proto, unbounded))} node(s) in float around {len(unbounded)} tensor(s) "
+                      f"that reach infinity (e.g. {unbounded[0]!r}, an attention mask's -inf), which no INT8 scale holds")
+        if unseen:
+            self.context.details["unseen_tensors"] = unseen
+            self.note(f"kept {len(nodes_touching(rewritten_proto, unseen))} node(s) in float around {len(unseen)} tensor(s) "
+                      f"that held no values in calibration (e.g. {unseen[0]!r}, a cache empty at a sequence's first step)")
         self.context.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
         self.note(f"{target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")
         self.note(f"ranges of {len(run.ranges)} tensors from {run.source} ({run.seconds:.1f} s, peak +{run.peak_rss_mb:.0f} MB RSS)")

@@ -145,3 +145,19 @@ def test_a_tensor_that_reaches_infinity_keeps_that_end_of_its_range(method):
     x[::2, 1] = 0.0
     lo, hi = estimate_ranges(model, ArrayReader({"x": x}), ["y"], method)["y"]
     assert lo == -np.inf and 0.0 < hi < 1.0
+
+
+def test_a_tensor_that_held_no_values_gets_no_range():
+    # a key-value cache at a sequence's first step: [batch, heads, 0, head_dim] holds nothing to take a range of
+    model = ir.from_onnx_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 2, P, 4] past, float[N, 2, S, 4] new) => (float[N, 2, T, 4] present) {
+            present = Concat <axis = 2> (past, new)
+        }
+        """
+    )
+    rng = np.random.default_rng(0)
+    reader = ArrayReader({"past": np.zeros((3, 2, 0, 4), np.float32), "new": rng.standard_normal((3, 2, 5, 4), dtype=np.float32)})
+    ranges = estimate_ranges(model, reader, ["past", "present"])
+    assert "past" not in ranges and ranges["present"][0] < 0 < ranges["present"][1]

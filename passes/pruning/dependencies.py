@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcompress import runtime
+from onnxcompress import runtime, synthetic_inputs
 from onnxcompress.errors import UsageError
 from onnxcompress.calibration.activations import expose_tensors
 
@@ -79,8 +79,8 @@ def _probe_shapes(model: ir.Model, size: int, example: Mapping[str, Sequence[int
     shapes = {
         v.name: tuple(dim(v.name, axis, d) for axis, d in enumerate(v.shape))
         for v in model.graph.inputs
-        if v.shape is not None and v.name not in model.graph.initializers
-    }
+        if v.shape is not None and v.name not in model.graph.initializers and not synthetic_inputs.has_dim_arithmetic(v)
+    }  # a dim named by arithmetic (a cached model's ``past_sequence_length + sequence_length``) follows the others
     names = [v.name for node in model.graph for v in node.outputs if v.name]
     feeds = runtime.synthetic_inputs(model, shapes=shapes)
     results = runtime.run(expose_tensors(model, names), feeds, optimization="disable")

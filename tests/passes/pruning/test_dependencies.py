@@ -163,3 +163,23 @@ def test_a_model_fixed_to_its_datas_length_is_probed_at_that_length(make_model):
     assert PROBED not in h.meta
     infer_shapes(model, example={"x": (4, 8, 4)})
     assert list(h.shape)[1:] == [8, 6] and h.meta[PROBED] == ((2, 8, 6), (3, 8, 6))
+
+
+CACHED = HEADER + """
+g (float[N,S,4] x, float[N,P,4] past, float[N,T] mask) => (float[N,T,4] present) {
+  new = MatMul(x, w)
+  cat = Concat<axis=1>(past, new)
+  axes = Constant<value=int64[1] {2}>()
+  weights = Unsqueeze(mask, axes)
+  present = Mul(cat, weights)
+}"""
+
+
+def test_a_dim_named_by_arithmetic_follows_the_probed_dims_it_names(make_model):
+    """A decoder exported with its cache declares its mask over ``past_sequence_length + sequence_length``: the
+    probes gave it a length of its own, the model failed at both sizes, and nothing was probed."""
+    model = make_model(CACHED, {"w": (4, 4)})
+    model.graph.inputs[2].shape = ir.Shape(["N", "P + S"])
+    infer_shapes(model)
+    cat = model.graph.node(1).outputs[0]
+    assert cat.meta[PROBED] == ((2, 32, 4), (3, 34, 4))

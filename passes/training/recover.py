@@ -255,7 +255,8 @@ class Recover(CompressionPass):
 
 def training_samples(reader, model: ir.Model) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int | None]:
     """The reader's samples joined per input (``per_sample``), the inputs fed whole (``fixed``), and the model's
-    batch when it is fixed; samples of different shapes are refused in one line."""
+    batch when it is fixed; token rows padded per reader batch (a text file's sentences) are padded to the
+    longest, other samples of different shapes are refused in one line."""
     parts: dict[str, list[np.ndarray]] = {}
     fixed: dict[str, np.ndarray] = {}
     model_batch = None
@@ -264,7 +265,16 @@ def training_samples(reader, model: ir.Model) -> tuple[dict[str, np.ndarray], di
             parts.setdefault(name, []).append(array)
         fixed, model_batch = feed.fixed, feed.model_batch
     try:
-        return {name: np.concatenate(arrays) for name, arrays in parts.items()}, fixed, model_batch
+        return {name: np.concatenate(padded_tokens(arrays)) for name, arrays in parts.items()}, fixed, model_batch
     except ValueError:
         shapes = sorted({a.shape[1:] for arrays in parts.values() for a in arrays})
         raise UsageError(f"recover: calibration samples must share one shape to be batched, found {shapes[:3]}") from None
+
+
+def padded_tokens(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Integer ``[samples, tokens]`` batches of different lengths right-padded with zeros to the longest, as a
+    tokenizer pads (mask 0); any other arrays as they are."""
+    if len({a.shape for a in arrays}) == 1 or not all(a.ndim == 2 and a.dtype.kind in "iub" for a in arrays):
+        return arrays
+    longest = max(a.shape[1] for a in arrays)
+    return [np.pad(a, ((0, 0), (0, longest - a.shape[1]))) for a in arrays]

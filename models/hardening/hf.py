@@ -67,6 +67,25 @@ class CausalLM(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
+class CausalLMWithCache(nn.Module):
+    """A transformers decoder with its key-value cache as flat inputs and outputs, as Optimum exports one:
+    ``(input_ids, attention_mask, position_ids, past key 0, past value 0, ...)`` -> ``(logits, present key 0, ...)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        """Logits at the new positions and every layer's keys and values over the past and new positions."""
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache()
+        for layer in range(len(past) // 2):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+        return (out.logits, *(tensor for layer in out.past_key_values.layers for tensor in (layer.keys, layer.values)))
+
+
 class AudioEncoder(nn.Module):
     """A Whisper encoder -> ``(last_hidden_state, utterance_embedding)`` (mean over frames)."""
 

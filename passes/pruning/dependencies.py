@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcompress import runtime, synthetic_inputs
 from onnxcompress.errors import UsageError
@@ -20,6 +19,7 @@ from onnxcompress.calibration.activations import expose_tensors
 from onnxcompress.passes.pruning.attention_layout import normalise_attention
 from onnxcompress.passes.pruning.graph import NOT_A_CHANNEL, PROBED, ChannelGraph, Coupler
 from onnxcompress.passes.pruning.rules import Refused, rule_for
+from onnxcompress.passes.shapes import infer_shapes as whole_model_shapes
 from onnxcompress.passes.values import rank_or_zero
 
 PROBE_SIZES = (2, 3)
@@ -38,7 +38,7 @@ def infer_shapes(model: ir.Model, example: Mapping[str, Sequence[int]] | None = 
     of ``nn.MultiheadAttention``, which fixes the key length in a constant: the probes then keep its
     sizes and vary the batch axis only.
     """
-    ShapeInferencePass()(model)
+    whole_model_shapes(model)
     probes = _probe_runs(model, example)
     if probes is None:
         return

@@ -221,7 +221,7 @@ class Pipeline:
             recovery_follows = any(later.recovers for later in self.passes[number:])
             with runtime.run_threads(m.threads):
                 outcome = pass_.apply(model, calibration=calibration, labelled=m.labelled, teacher=teacher, recovery_follows=recovery_follows,
-                                      serialized=kept.proto)
+                                      serialized=kept.proto, inputs=feeds)
             model = outcome.model
             seconds = time.perf_counter() - start
             state = io.Snapshot(model)

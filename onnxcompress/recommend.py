@@ -222,12 +222,13 @@ def attention_blocks(model: ir.Model) -> int:
     return blocks
 
 
-def recommend(model: ir.Model, cpu: CpuFeatures | None = None) -> Recommendation:
-    """The recommended pipeline for ``model`` on ``cpu`` (this machine by default)."""
+def recommend(model: ir.Model, cpu: CpuFeatures | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None) -> Recommendation:
+    """The recommended pipeline for ``model`` on ``cpu`` (this machine by default), to be checked at ``shapes`` (an
+    input's whole shape, as ``--input-shape`` pins it; dims it names hold for other inputs too)."""
     cpu = cpu or cpu_features()
     family, evidence = detect_family(model)
     steps = _weights_as_constants(model) + _float32_inside(model) + plan(family, cpu)
-    return Recommendation(family, evidence, cpu, steps, [], dynamic_input_shapes(model))
+    return Recommendation(family, evidence, cpu, steps, [], dynamic_input_shapes(model, shapes))
 
 
 def _weights_as_constants(model: ir.Model) -> list[Step]:
@@ -249,10 +250,11 @@ def _float32_inside(model: ir.Model) -> list[Step]:
                  "the model's inputs and outputs kept as they are")]
 
 
-def dynamic_input_shapes(model: ir.Model) -> dict[str, tuple[int, ...]]:
-    """The shapes synthetic inputs measure the model's dynamic inputs at; none when an input has no shape to start from."""
+def dynamic_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
+    """The shapes synthetic inputs measure the model's dynamic inputs at (``shapes`` pinned); none when an input has
+    no shape to start from."""
     try:
-        chosen = runtime.input_shapes(model)
+        chosen = runtime.input_shapes(model, shapes=shapes)
     except UsageError:
         return {}
     return {name: chosen[name] for name in runtime.dynamic_inputs(model)}
@@ -338,11 +340,12 @@ def prove(
     if calibration is not None:
         calibration = as_reader(calibration, model)
     try:
-        budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled)
-        prunes_unlabelled = labelled is None and any(step.recovery is not None for step in rec.steps)
-        pruning_budget = (fidelity_budget.default_budget(model, calibration=calibration, max_error=UNLABELLED_PRUNING_MAX_ERROR)[0]
-                          if prunes_unlabelled else budget)
         feeds, latency_on = latency_feeds(model, calibration, rec.input_shapes)
+        inputs = feeds if calibration is None else None  # without data, judged at the shapes measured
+        budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled, inputs=inputs)
+        prunes_unlabelled = labelled is None and any(step.recovery is not None for step in rec.steps)
+        pruning_budget = (fidelity_budget.default_budget(model, calibration=calibration, max_error=UNLABELLED_PRUNING_MAX_ERROR,
+                                                         inputs=inputs)[0] if prunes_unlabelled else budget)
     except UsageError as exc:
         if calibration is not None or labelled is not None:
             raise
@@ -458,7 +461,7 @@ def latency_feeds(model: ir.Model, calibration: Any, shapes: Mapping[str, tuple[
     if calibration is not None:
         return check_samples(calibration, model, 1)
     described = f" at {runtime.describe_shapes(shapes)}" if shapes else ""
-    return dict(runtime.synthetic_inputs(model, shapes=shapes or None)), f"synthetic inputs{described}"
+    return runtime.synthetic_inputs(model, shapes=shapes or None), f"synthetic inputs{described}"
 
 
 def side_by_side(models: Sequence[ir.Model], feeds: Mapping[str, np.ndarray], *, full: bool = False) -> list[float]:

@@ -35,6 +35,9 @@ from onnxcompress import walk
 from onnxcompress.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
     import onnx
 
 REGISTRY: dict[str, type[CompressionPass]] = {}
@@ -51,7 +54,9 @@ class PassContext:
     of the chain recovers what this one loses (so a lossy pass leaves its budget to that step).
     ``serialized`` is the model as the run received it, already serialized (``io.to_proto``; the pipeline's
     snapshot of the step before), or None: what a pass that serializes the model before changing it (for
-    whole-model shape inference) may read instead, and only until it changes the model.
+    whole-model shape inference) may read instead, and only until it changes the model. ``inputs`` are the inputs
+    the run checks the model on (the pipeline's: synthetic at its ``--input-shape`` sizes, or ``--inputs``), what a
+    pass judges its fidelity on when no calibration data is given; None: synthetic inputs at default sizes.
     """
 
     calibration: Any = None
@@ -59,6 +64,7 @@ class PassContext:
     teacher: ir.Model | None = None
     recovery_follows: bool = False
     serialized: onnx.ModelProto | None = None
+    inputs: Mapping[str, np.ndarray] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -126,9 +132,11 @@ class CompressionPass(ir.passes.InPlacePass):
     def apply(
         self, model_or_result: ir.Model | ir.passes.PassResult, /, *, calibration: Any = None, labelled: Any = None,
         teacher: ir.Model | None = None, recovery_follows: bool = False, serialized: onnx.ModelProto | None = None,
+        inputs: Mapping[str, np.ndarray] | None = None,
     ) -> PassOutcome:
         """Run the pass on the model (in place) with this run's calibration and labelled data, and the chain's
-        ``teacher``, ``recovery_follows`` and the model ``serialized`` (see ``PassContext``; the ``Pipeline`` fills them in).
+        ``teacher``, ``recovery_follows``, the model ``serialized`` and the run's ``inputs`` (see ``PassContext``; the
+        ``Pipeline`` fills them in).
 
         This is the one way to give a pass data: ``Smooth().apply(model, calibration=reader)``.
         A pass that cannot run without calibration data raises a ``UsageError`` before it starts.
@@ -136,7 +144,7 @@ class CompressionPass(ir.passes.InPlacePass):
         self.check_calibration(calibration)
         model = model_or_result.model if isinstance(model_or_result, ir.passes.PassResult) else model_or_result
         annotated = [v for v in _intermediate_values(model.graph) if v.shape is not None or v.type is not None]
-        context = PassContext(calibration, labelled, teacher, recovery_follows, serialized)
+        context = PassContext(calibration, labelled, teacher, recovery_follows, serialized, inputs)
         token = _RUNNING.set((self, context))
         try:
             result = super().__call__(model)

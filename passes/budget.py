@@ -46,6 +46,7 @@ COSINE = "1 - cosine"
 CHANGED = "changed labels"
 ACCURACY = "accuracy drop"
 SYNTHETIC = "synthetic inputs (no calibration data to hold samples out of; they cannot judge the model's task)"
+GIVEN_INPUTS = "the run's --inputs (no calibration data to hold samples out of)"
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -195,10 +196,11 @@ def accuracy_budget(labelled, base: float, max_drop: float, judged: Judged, max_
 
 def default_budget(
     model: ir.Model, *, calibration: Any = None, labelled: Any = None,
-    max_error: float | None = None, max_drop: float | None = None, output: str | None = None,
+    max_error: float | None = None, max_drop: float | None = None, output: str | None = None, inputs: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Budget, Any]:
     """The budget a lossy pass holds on ``model`` (read before it changes), and the calibration reader left to fit
-    on: ``calibration`` without its held-out samples, or ``calibration`` itself when none are held out."""
+    on: ``calibration`` without its held-out samples, or ``calibration`` itself when none are held out. Without
+    calibration data it is judged on ``inputs`` (the run's, ``PassContext.inputs``), else on synthetic inputs."""
     if labelled is not None:
         judged = Judged(model, [labelled.feeds], output)
         base = labelled.accuracy(model)
@@ -207,7 +209,8 @@ def default_budget(
         return dataclasses.replace(budget, samples=len(labelled.labels)), calibration
     rest, samples = calibration, None
     if calibration is None:
-        feeds, judged_on = [runtime.synthetic_inputs(model)], SYNTHETIC
+        feeds = [inputs if inputs is not None else runtime.synthetic_inputs(model)]
+        judged_on = SYNTHETIC if isinstance(feeds[0], runtime.SyntheticFeeds) else GIVEN_INPUTS
     else:
         held = holdout.held_out(calibration, model)
         if held.samples:

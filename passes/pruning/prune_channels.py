@@ -126,7 +126,7 @@ class PruneChannels(CompressionPass):
         self._validate_calibration(model)
         budget, self.context.calibration = fidelity_budget.default_budget(
             model, calibration=self.context.calibration, labelled=self.context.labelled,
-            max_error=self.max_error, max_drop=self.max_drop)
+            max_error=self.max_error, max_drop=self.max_drop, inputs=self.context.inputs)
         work = io.clone(model)
         LiftConstantsToInitializersPass()(work)  # weights in Constant nodes (TorchScript exports) become prunable initializers
         params_before = parameter_count(work)

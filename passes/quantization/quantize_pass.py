@@ -141,17 +141,17 @@ class QuantizePass(CompressionPass):
         return ir.passes.PassResult(model, modified=True)
 
     def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:
-        """Inputs to judge fidelity on: the first calibration feed in the model's own batch, else synthetic inputs."""
+        """Inputs to judge fidelity on: the first calibration feed in the model's own batch, else the run's inputs."""
         if self.context.calibration is not None:
             return next(model_batches(self.context.calibration, model)).arrays()
-        return runtime.synthetic_inputs(model)
+        return self.context.inputs if self.context.inputs is not None else runtime.synthetic_inputs(model)
 
     def _budget(self, model: ir.Model) -> fidelity_budget.Budget:
         """The fidelity budget of this run, on FP32's outputs; holds calibration samples out of this run's
         calibration data (``self.context.calibration`` becomes the rest)."""
         budget, self.context.calibration = fidelity_budget.default_budget(
             model, calibration=self.context.calibration, labelled=self.context.labelled,
-            max_error=self.max_error, max_drop=self.max_drop, output=self.fidelity_output)
+            max_error=self.max_error, max_drop=self.max_drop, inputs=self.context.inputs, output=self.fidelity_output)
         return budget
 
     def _within_budget(

@@ -104,7 +104,7 @@ class Recover(CompressionPass):
 
         teacher = self._teacher()
         budget, rest = fidelity_budget.default_budget(teacher, calibration=self.context.calibration, labelled=self.context.labelled,
-                                                      max_error=self.max_error, max_drop=self.max_drop)
+                                                      max_error=self.max_error, max_drop=self.max_drop, inputs=self.context.inputs)
         graph = GraphModule(model)
         if not list(graph.parameters()):
             raise UsageError("recover: the model has no float or QDQ-quantized weights to train")

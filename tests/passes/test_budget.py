@@ -39,3 +39,40 @@ def test_class_scores_that_pick_other_classes_break_the_budget_where_their_error
     assert values["slice error"] < 0.5  # within the default bound: judged by the scores alone, it would pass
     if not holds:
         assert values["changed labels"] == 0.5 and f"at '{name} top-1'" in budget.describe(score)
+
+
+def _values(count: int, seed: int) -> str:
+    return ", ".join(f"{v:.3f}" for v in np.random.default_rng(seed).uniform(-1, 1, count))
+
+
+FIXED_SIDE = f"""<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, H, W] x) => (float[N, 2] y)
+    <float[4, 3, 1, 1] w = {{{_values(12, 0)}}}, int64[2] flat = {{0, 16}}, float[16, 2] head = {{{_values(32, 1)}}}> {{
+  c = Conv(x, w)
+  f = Reshape(c, flat)
+  y = MatMul(f, head)
+}}"""
+
+
+@pytest.mark.parametrize("command", ["run", "recommend"])
+def test_without_calibration_a_lossy_pass_is_judged_at_the_runs_input_shapes(tmp_path, command, capsys):
+    # the model runs at 2x2 only (its head reads 4 x 2 x 2 values): the passes built synthetic inputs of their own at
+    # 224x224 for their budget, so a run pinned with --input-shape still failed in ONNX Runtime
+    from onnxcompress.cli import main
+
+    path = io.save(ir.from_onnx_text(FIXED_SIDE), tmp_path / "fixed.onnx")
+    extra = ["-o", str(tmp_path / "out.onnx"), "-p", "quantize-dynamic", "--no-bench"] if command == "run" else []
+    assert main([command, str(path), "--input-shape", "x:1,3,2,2", *extra]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX Runtime failed" not in out
+    assert "fidelity budget held on synthetic inputs" in out if command == "run" else "at --input-shape x:1,3,2,2" in out
+
+
+def test_without_calibration_a_lossy_pass_is_judged_on_the_runs_inputs_and_says_so(tmp_path, capsys):
+    from onnxcompress.cli import main
+
+    path = io.save(ir.from_onnx_text(FIXED_SIDE), tmp_path / "fixed.onnx")
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, x=np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32))
+    assert main(["run", str(path), "-o", str(tmp_path / "out.onnx"), "-p", "quantize-dynamic", "--inputs", str(inputs), "--no-bench"]) == 0
+    assert "fidelity budget held on the run's --inputs" in capsys.readouterr().out

@@ -35,9 +35,11 @@ def recommend(
     labels: Path | None = typer.Option(
         None, "--labels", help=f".npz of the model's inputs by name and class labels under '{LABELS_KEY}': the chain must keep top-1."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the recommendation and what was measured as JSON."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="Shape of a synthetic input with dynamic dims, checked and "
+                                          "measured at without --calibration: NAME:d0,d1,..."),
 ) -> None:
     """Recognise the model family and the CPU, check the candidate chain on the model, and print what holds."""
-    from onnxcompress import io, spec
+    from onnxcompress import io, runtime, spec
     from onnxcompress import recommend as recommend_lib
     from onnxcompress.pipeline import Measurement, Pipeline
 
@@ -51,7 +53,8 @@ def recommend(
     data_options = DataOptions(image_size, layout, mean, std, tokenizer)
     reader = open_calibration(calibration, source, data_options)
     labelled = load_labelled(labels, source, "top1") if labels else None
-    rec = recommend_lib.prove(source, recommend_lib.recommend(source), calibration=reader, labelled=labelled)
+    pins = runtime.parse_input_shapes(input_shape)
+    rec = recommend_lib.prove(source, recommend_lib.recommend(source, shapes=pins), calibration=reader, labelled=labelled)
     command = rec.command(model, output or model.with_name(model.stem + ".opt.onnx"), calibration=calibration, labels=labels)
     command = command + data_options.flags() if command and calibration else command
     print_recommendation(rec, model, command, on_data=reader is not None)

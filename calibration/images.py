@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnxcompress import io
 from onnxcompress.calibration.validation import model_inputs, shape_label
 from onnxcompress.errors import UsageError
+from onnxcompress.synthetic_inputs import image_axes, input_shapes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 ARRAY_SUFFIXES = {".npy"}
@@ -37,6 +38,7 @@ class ImageFolderReader:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         batch_size: int = 32,
+        size_chosen: bool = False,
     ) -> None:
         layout = _layout(layout)
         if channels not in (1, 3):
@@ -47,6 +49,7 @@ class ImageFolderReader:
         self.files = image_files(self.folder)
         self.input_names = [input_name]
         self.size, self.channels, self.layout, self.batch_size = tuple(size), channels, layout, batch_size
+        self.size_chosen = size_chosen  # the model leaves its height and width dynamic: ``size`` is a choice
         self.mean = _per_channel(mean, 0.0, channels, "mean")
         self.std = _per_channel(std, 1.0, channels, "std")
         if np.any(self.std == 0):
@@ -58,32 +61,39 @@ class ImageFolderReader:
     ) -> ImageFolderReader:
         """A reader shaped for the model's single image input ([N, C, H, W] or [N, H, W, C], C = 1 or 3).
 
-        ``layout`` (NCHW or NHWC, any case) and ``size`` (height, width) default to what the input declares;
-        give them when it leaves them dynamic. ``options`` (``mean``, ``std``, ``batch_size``) go to the reader.
+        ``layout`` (NCHW or NHWC, any case) and ``size`` (height, width) default to what the input declares, and
+        where it leaves them dynamic (Optimum's ``[batch_size, num_channels, height, width]``) to what synthetic
+        inputs take there: the input channels of the ``Conv`` reading it, a 224 side rounded up to the graph's
+        stride. ``options`` (``mean``, ``std``, ``batch_size``) go to the reader.
         """
         inputs = model_inputs(model)
         if len(inputs) != 1 or inputs[0].shape is None or len(inputs[0].shape) != 4:
             raise UsageError("an image folder can only calibrate a model with one 4-D image input")
         value = inputs[0]
-        dims = list(value.shape)
+        declared = list(value.shape)
+        image_like = bool(image_axes(value))  # synthetic inputs know its channels and sides
+        dims = [d if isinstance(d, int) or not image_like else chosen for d, chosen in zip(declared, input_shapes(model)[value.name])]
         layout = _layout(layout) if layout is not None else "NCHW" if dims[1] in (1, 3) else "NHWC" if dims[3] in (1, 3) else None
         if layout is None:
-            raise UsageError(f"input {value.name!r} of shape {shape_label(dims)} has no axis of 1 or 3 channels; give the layout (--layout nchw|nhwc)")
+            raise UsageError(f"input {value.name!r} of shape {shape_label(declared)} has no axis of 1 or 3 channels; give the layout (--layout nchw|nhwc)")
         channels = dims[1] if layout == "NCHW" else dims[3]
         channels = channels if isinstance(channels, int) else 3
         if channels not in (1, 3):
-            raise UsageError(f"input {value.name!r} of shape {shape_label(dims)} has {channels} channels in layout {layout}; images give 1 or 3")
-        size = tuple(size) if size is not None else tuple(dims[2:4] if layout == "NCHW" else dims[1:3])
+            raise UsageError(f"input {value.name!r} of shape {shape_label(declared)} has {channels} channels in layout {layout}; images give 1 or 3")
+        sides = slice(2, 4) if layout == "NCHW" else slice(1, 3)
+        chosen = size is None and not all(isinstance(d, int) for d in declared[sides])
+        size = tuple(size) if size is not None else tuple(dims[sides])
         if not all(isinstance(d, int) for d in size):
-            raise UsageError(f"input {value.name!r} of shape {shape_label(dims)} has a dynamic height or width; give the image size (--image-size H,W)")
-        return cls(folder, input_name=value.name, size=size, channels=channels, layout=layout, **options)
+            raise UsageError(f"input {value.name!r} of shape {shape_label(declared)} has a dynamic height or width; give the image size (--image-size H,W)")
+        return cls(folder, input_name=value.name, size=size, channels=channels, layout=layout, size_chosen=chosen, **options)
 
     def describe(self) -> str:
         """How the images are turned into the model's input, in one line (the CLI says it on stderr)."""
         scaling = "scaled to [0, 1]" + (
             f", minus mean {_values_text(self.mean)}, divided by std {_values_text(self.std)}" if self.normalised
             else " without mean/std normalisation")
-        return f"{len(self.files)} images from {self.folder}, resized to {self.size[0]}x{self.size[1]}, {scaling}, {self.layout}"
+        chosen = " (the model's height and width are dynamic: --image-size H,W to choose)" if self.size_chosen else ""
+        return f"{len(self.files)} images from {self.folder}, resized to {self.size[0]}x{self.size[1]}{chosen}, {scaling}, {self.layout}"
 
     @property
     def normalised(self) -> bool:

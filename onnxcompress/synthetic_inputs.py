@@ -5,7 +5,8 @@ rule below reads one thing from the graph:
 
 - sizes: a dimension named like one already chosen takes the same size, and one named by arithmetic on
   others (``past_sequence_length + sequence_length``, as exporters write a key-value cache's mask) their
-  result; the first axis (and the
+  result; a dynamic channel axis (Optimum's ``[batch_size, num_channels, height, width]``) the input channels of
+  the ``Conv`` reading it; the first axis (and the
   batch axis of a recurrent state, ``[layers, batch, hidden]``) is the batch; the height and width
   of an image-like input (``[N, C, H, W]`` or ``[N, H, W, C]`` with 1-4 channels; not a cache, whose
   ``[N, heads, T, D]`` may have as few heads) are ``IMAGE_SIDE``
@@ -264,12 +265,14 @@ class _Sizes:
 
 
 def _dynamic_size(value: ir.Value, axis: int, batch: int, sizes: _Sizes) -> int:
-    """The size of one dynamic dimension: the batch, an image side, or a sequence length."""
+    """The size of one dynamic dimension: the batch, the channels a Conv reads, an image side, or a sequence length."""
     if axis == _batch_axis(value):
         return batch
-    image_axes = _image_axes(value)
-    if axis in image_axes:
-        stride = sizes.strides[image_axes.index(axis)]
+    if axis == 1 and _conv_channels(value) is not None:
+        return _conv_channels(value)
+    axes = image_axes(value)
+    if axis in axes:
+        stride = sizes.strides[axes.index(axis)]
         return math.ceil(IMAGE_SIDE / stride) * stride
     return max(SEQUENCE_LENGTH, sizes.widest_kernel)
 
@@ -282,16 +285,28 @@ def _batch_axis(value: ir.Value) -> int:
     return 0
 
 
-def _image_axes(value: ir.Value) -> tuple[int, ...]:
+def image_axes(value: ir.Value) -> tuple[int, ...]:
     """The height and width axes of an image-like rank-4 input (1-4 channels first or last), else none."""
     shape = value.shape
     if len(shape) != 4 or _is_state(value):
         return ()
-    if _is_static(shape[1]) and shape[1] in IMAGE_CHANNELS:
+    if (shape[1] if _is_static(shape[1]) else _conv_channels(value)) in IMAGE_CHANNELS:
         return (2, 3)
     if _is_static(shape[3]) and shape[3] in IMAGE_CHANNELS:
         return (1, 2)
     return ()
+
+
+def _conv_channels(value: ir.Value) -> int | None:
+    """The input channels of the ``Conv`` reading ``value`` first (through casts and reshapes), None without one: the
+    size a dynamic channel axis must have."""
+    for node, index in _readers(value):
+        if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and index == 0 and not _is_state(value):
+            weight = _constant(node.inputs[1]) if len(node.inputs) > 1 else None
+            group = node.attributes.get("group")
+            if weight is not None and weight.ndim >= 3:
+                return int(weight.shape[1]) * (group.as_int() if group is not None else 1)
+    return None
 
 
 def _total_strides(graph: ir.Graph) -> tuple[int, int]:

@@ -94,3 +94,21 @@ def test_for_model_says_when_no_mean_or_std_is_applied_and_refuses_a_layout_with
     assert reader.describe().endswith("resized to 4x6, scaled to [0, 1] without mean/std normalisation, NHWC")
     with pytest.raises(UsageError, match=r"^input 'pixels' of shape \(N, 4, 6, 3\) has 4 channels in layout NCHW; images give 1 or 3$"):
         ImageFolderReader.for_model(folder, ir.from_onnx_text(NHWC_MODEL), layout="nchw")
+
+
+CONV_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+net (float[batch_size, num_channels, height, width] pixel_values) => (float[batch_size, 2, H, W] out)
+    <float[2, 3, 2, 2] w = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0}> {
+  out = Conv <strides = [2, 2]> (pixel_values, w)
+}
+"""
+
+
+def test_an_input_all_dynamic_takes_the_channels_its_conv_reads_and_an_image_side(folder):
+    # Optimum declares [batch_size, num_channels, height, width]: the folder was refused ("no axis of 1 or 3 channels")
+    reader = ImageFolderReader.for_model(folder, ir.from_onnx_text(CONV_MODEL))
+    (batch,) = list(reader.batches())
+    assert reader.layout == "NCHW" and batch["pixel_values"].shape == (3, 3, 224, 224)
+    assert "resized to 224x224 (the model's height and width are dynamic: --image-size H,W to choose)" in reader.describe()
+    assert "to choose" not in ImageFolderReader.for_model(folder, ir.from_onnx_text(CONV_MODEL), size=(8, 12)).describe()

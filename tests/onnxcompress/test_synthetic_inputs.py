@@ -390,3 +390,16 @@ def test_a_cache_starts_empty_with_the_batch_on_its_batch_axis():
     past, mask = _cache_model().graph.inputs[1:]
     assert synthetic_inputs.starting_state(past, 3).shape == (3, 2, 0, 4)
     assert synthetic_inputs.starting_state(mask, 3) is None
+
+
+def test_a_dynamic_channel_axis_takes_the_channels_its_conv_reads():
+    model = _model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        net (float[batch_size, num_channels, height, width] pixel_values) => (float[batch_size, 4, H, W] out)
+            <float[4, 1, 3, 3] w = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 1,
+                                    1, 0, 0, 0, 1, 0, 0, 0, 1}> {
+          out = Conv <group = 2, strides = [2, 2]> (pixel_values, w)
+        }""")
+    feeds = runtime.synthetic_inputs(model)
+    assert feeds["pixel_values"].shape == (1, 2, 224, 224)  # 1 channel per group x 2 groups, an image side
+    runtime.run(model, feeds)

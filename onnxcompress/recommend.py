@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import bench, io, runtime, spec, stats
+from onnxcompress import bench, generation, io, runtime, spec, stats
 from onnxcompress.cpu import CpuFeatures, cpu_features
 from onnxcompress.calibration import as_reader
 from onnxcompress.calibration.holdout import check_samples
@@ -341,6 +341,8 @@ def prove(
         calibration = as_reader(calibration, model)
     try:
         feeds, latency_on = latency_feeds(model, calibration, rec.input_shapes)
+        next_step = generation.next_step_feeds(model, feeds)
+        latency_on += "; and one token after it, fed the caches it returned (what generation repeats)" if next_step else ""
         inputs = feeds if calibration is None else None  # without data, judged at the shapes measured
         budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled, inputs=inputs)
         prunes_unlabelled = labelled is None and any(step.recovery is not None for step in rec.steps)
@@ -385,6 +387,10 @@ def prove(
         if before / after < 1.0 - SLOWER_MARGIN:
             checks.append(Check(spec_, False, f"made the model slower: {before:.3g} ms -> {after:.3g} ms", values, before / after))
             continue
+        slower_step = _slower_next_step(timer, current, candidate, next_step)
+        if slower_step:
+            checks.append(Check(spec_, False, slower_step, values, before / after))
+            continue
         checks.append(Check(spec_, True, step.reason, values, before / after))
         kept += [dataclasses.replace(step, recovery=None), *([Step(step.recovery, RECOVERY_REASON)] if len(specs) > 1 else [])]
         current, current_bytes = candidate, candidate_bytes
@@ -394,14 +400,36 @@ def prove(
         rest = dataclasses.replace(rec, steps=[s for s in rec.steps if s not in orphans], skipped=[*rec.skipped, *reasons])
         return prove(model, rest, calibration=calibration, labelled=labelled, timer=timer)
     input_ms, chain_ms = least_gain(timer, model, current, feeds) if kept else timer([model], feeds) * 2
+    latency = {"input": input_ms, "chain": chain_ms}
+    if kept and next_step:
+        latency["input next token"], latency["chain next token"] = least_gain(timer, model, current, next_step)
     if kept and input_ms / chain_ms < 1.0 + MIN_GAIN:
         checks.append(Check("the chain", False, f"not measurably faster than the input as a whole ({input_ms:.3g} ms -> {chain_ms:.3g} ms, "
                                                 f"under {1.0 + MIN_GAIN:.2f}x): nothing recommended", speedup=input_ms / chain_ms))
-        kept, current, chain_ms = [], model, input_ms
+        kept, current, latency = [], model, {"input": input_ms, "chain": input_ms}
+    elif kept and next_step and latency["input next token"] / latency["chain next token"] < 1.0 - SLOWER_MARGIN:
+        before, after = latency["input next token"], latency["chain next token"]
+        checks.append(Check("the chain", False, f"slower on a generation step, one token fed its caches ({before:.3g} ms -> {after:.3g} ms), "
+                                                "what generation repeats: nothing recommended", speedup=before / after))
+        kept, current, latency = [], model, {"input": input_ms, "chain": input_ms}
     final = budget.report(budget.score(io.to_proto(current)))
     proof = Proof(final["judged_on"], calibration is not None or labelled is not None, final["budget"], checks,
-                  final["values"], final["where"], {"input": input_ms, "chain": chain_ms}, latency_on)
+                  final["values"], final["where"], latency, latency_on)
     return dataclasses.replace(rec, steps=kept, proof=proof)
+
+
+def _slower_next_step(timer: Timer, current: ir.Model, candidate: ir.Model, next_step: Mapping[str, np.ndarray] | None) -> str | None:
+    """Why ``candidate`` is no better than ``current`` on a cached decoder's generation step (slower, or failing on
+    it), None when it holds or there is no such step."""
+    if next_step is None:
+        return None
+    try:
+        before, after = timer([current, candidate], next_step)
+    except UsageError as exc:
+        return f"fails on a generation step (one token fed its caches): {first_line(exc)}"
+    if before / after < 1.0 - SLOWER_MARGIN:
+        return f"made a generation step slower (one token fed its caches): {before:.3g} ms -> {after:.3g} ms"
+    return None
 
 
 def computation(proto: onnx.ModelProto) -> bytes:

@@ -90,8 +90,11 @@ def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command
         console.print(f"  [dim]skipped {line}[/dim]", highlight=False)
     if proof is not None:
         values = ", ".join(f"{metric} {value:.3g}" for metric, value in proof.fidelity.items())
-        console.print(f"measured: the chain against the input: {values}; latency {proof.latency_ms['input']:.3g} ms -> "
-                      f"{proof.latency_ms['chain']:.3g} ms ({proof.speedup:.2f}x)", highlight=False, markup=False)
+        ms = proof.latency_ms
+        step = (f"; a generation step {ms['input next token']:.3g} ms -> {ms['chain next token']:.3g} ms "
+                f"({ms['input next token'] / ms['chain next token']:.2f}x)" if "chain next token" in ms else "")
+        console.print(f"measured: the chain against the input: {values}; latency {ms['input']:.3g} ms -> "
+                      f"{ms['chain']:.3g} ms ({proof.speedup:.2f}x){step}", highlight=False, markup=False)
         if not proof.task_checked:
             console.print("not checked: fidelity on the model's task. Without --calibration (and --labels) the chain was judged on "
                           "synthetic inputs, which cannot judge it, and steps needing calibration data were not run; give "

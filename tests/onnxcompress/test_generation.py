@@ -1,0 +1,87 @@
+"""A cached decoder's next generation step: its feeds, and ``recommend`` keeping no step that makes it slower."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxcompress import generation, recommend, runtime
+from onnxcompress.calibration import ArrayReader
+from onnxcompress.cpu import CpuFeatures
+
+VOCAB, WIDTH = 16, 8
+
+
+def _values(count: int, seed: int) -> str:
+    return ", ".join(f"{v:.3f}" for v in np.random.default_rng(seed).uniform(-1, 1, count))
+
+
+DECODER = f"""
+<ir_version: 8, opset_import: ["" : 17]>
+step (int64[B, S] input_ids, int64[B, T] attention_mask, int64[B, S] position_ids, float[B, P, {WIDTH}] past_key_values.0.key)
+    => (float[B, S, {VOCAB}] logits, float[B, T, {WIDTH}] present.0.key)
+    <float[{VOCAB}, {WIDTH}] table = {{{_values(VOCAB * WIDTH, 0)}}}, float[{WIDTH}, {VOCAB}] head = {{{_values(WIDTH * VOCAB, 1)}}}> {{
+  tokens = Gather(table, input_ids)
+  present.0.key = Concat <axis = 1> (past_key_values.0.key, tokens)
+  context = ReduceMean <axes = [1]> (present.0.key)
+  mixed = Add(tokens, context)
+  logits = MatMul(mixed, head)
+}}
+"""
+
+
+def decoder() -> ir.Model:
+    """A one-layer stand-in for a cached decoder: each token mixed with the mean of the cache and itself."""
+    model = ir.from_onnx_text(DECODER.replace("past_key_values.0.key", "past_key_values_0_key").replace("present.0.key", "present_0_key"))
+    model.graph.inputs[3].name, model.graph.outputs[1].name = "past_key_values.0.key", "present.0.key"
+    model.graph.inputs[1].shape = ir.Shape(["B", "P + S"])
+    return model
+
+
+def first_steps(samples: int, length: int = 5) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(2).integers(0, VOCAB, (samples, length))
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.tile(np.arange(length), (samples, 1)),
+            "past_key_values.0.key": np.zeros((samples, 0, WIDTH), np.float32)}
+
+
+def test_the_next_step_is_one_token_at_the_next_position_fed_the_caches_the_first_returned():
+    model = decoder()
+    assert generation.cache_outputs(model) == {"past_key_values.0.key": "present.0.key"}
+    first = first_steps(3)
+    step = generation.next_step_feeds(model, first)
+    np.testing.assert_array_equal(step["input_ids"], first["input_ids"][:1, -1:])
+    assert step["attention_mask"].shape == (1, 6) and step["position_ids"].tolist() == [[5]]
+    np.testing.assert_array_equal(step["past_key_values.0.key"], runtime.run(model, {k: v[:1] for k, v in first.items()})["present.0.key"])
+    assert runtime.run(model, step)["present.0.key"].shape == (1, 6, WIDTH)
+
+
+def test_only_a_first_step_of_a_cached_decoder_has_a_next_one(mlp_model):
+    model = decoder()
+    filled = {**first_steps(1), "past_key_values.0.key": np.ones((1, 2, WIDTH), np.float32)}
+    assert generation.next_step_feeds(model, filled) is None
+    assert generation.cache_outputs(mlp_model) == {} and generation.next_step_feeds(mlp_model, runtime.synthetic_inputs(mlp_model)) is None
+
+
+def _quantized(model: ir.Model) -> bool:
+    return any(node.op_type.startswith("DynamicQuantize") or "Integer" in node.op_type for node in model.graph)
+
+
+@pytest.mark.parametrize("next_token_slower", [True, False])
+def test_recommend_keeps_no_step_that_makes_a_generation_step_slower(next_token_slower):
+    # a tiny cached Llama: dynamic INT8 ran its prompt 1.42x faster and each next token 0.81x as fast; it was kept
+    def timer(models, feeds, full=False) -> list[float]:
+        next_token = feeds["input_ids"].shape[1] == 1
+        return [(3.0 if next_token and next_token_slower else 0.5) if _quantized(m) else 1.0 for m in models]
+
+    vnni = CpuFeatures("x86_64", frozenset({"avx2", "avx512_vnni"}))
+    plan = recommend.Recommendation("decoder", [], vnni, [recommend.Step("quantize-dynamic", "lossy")], [])
+    rec = recommend.prove(decoder(), plan, calibration=ArrayReader(first_steps(64)), timer=timer)
+    (check,) = rec.proof.checks
+    if next_token_slower:
+        assert not check.kept and check.reason.startswith("made a generation step slower (one token fed its caches): 1 ms -> 3 ms")
+        assert rec.steps == []
+    else:
+        assert check.kept and [s.spec for s in rec.steps] == ["quantize-dynamic"]
+        assert rec.proof.latency_ms["input next token"] / rec.proof.latency_ms["chain next token"] == 2.0
+    assert "and one token after it, fed the caches it returned" in rec.proof.latency_on

@@ -28,7 +28,7 @@ STATIC_OP_TYPES = (
 )
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Attention", "Gather")
 STATIC_EXTRA_OPTIONS = {"ActivationSymmetric": False, "WeightSymmetric": True}
-DYNAMIC_EXTRA_OPTIONS = {"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT}
+DYNAMIC_EXTRA_OPTIONS = {"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT, "EnableSubgraph": True}
 Ranges = Mapping[str, tuple[float, float]]
 
 

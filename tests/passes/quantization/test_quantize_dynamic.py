@@ -135,3 +135,40 @@ def test_gemm_is_split_so_it_can_be_quantized() -> None:
     assert checks.graph_problems(model) == []
     for optimization in ("disable", "all"):
         assert fidelity.compare(reference, runtime.run(model, inputs, optimization=optimization)).cosine > 0.99
+
+
+# Optimum's merged decoders (decoder_model_merged.onnx): one If choosing the first step or a cached one, each
+# branch reading the outer graph's weights; the main graph holds nothing to quantize.
+MERGED_TEXT = """
+<ir_version: 10, opset_import: ["" : 20]>
+merged (bool use_cache_branch, float[N, 4, 16] x) => (float[N, 4, 16] y)
+<float[16, 32] w1 = {0.0}, float[32, 16] w2 = {0.0}>
+{
+    y = If (use_cache_branch) <
+        then_branch = cached () => (float[N, 4, 16] a) {
+            h = MatMul (x, w1)
+            r = Relu (h)
+            a = MatMul (r, w2)
+        },
+        else_branch = first () => (float[N, 4, 16] b) {
+            h = MatMul (x, w1)
+            t = Tanh (h)
+            b = MatMul (t, w2)
+        }
+    >
+}
+"""
+
+
+def test_dynamic_quantizes_the_weights_both_branches_of_a_merged_decoder_read() -> None:
+    model = with_weights(MERGED_TEXT)
+    x = feeds((2, 4, 16))["x"]
+    references = {branch: runtime.run(model, {"use_cache_branch": np.array(branch), "x": x}) for branch in (True, False)}
+    QuantizeDynamic()(model)
+    if_node = next(node for node in model.graph if node.op_type == "If")
+    for branch, name in ((True, "then_branch"), (False, "else_branch")):
+        ops = [node.op_type for node in if_node.attributes[name].value]
+        assert ops.count("MatMulInteger") == 2 and "MatMul" not in ops
+        for optimization in ("disable", "all"):
+            got = runtime.run(model, {"use_cache_branch": np.array(branch), "x": x}, optimization=optimization)
+            assert fidelity.compare(references[branch], got).cosine > 0.99

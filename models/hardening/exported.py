@@ -31,10 +31,13 @@ def entries(
     samples: Mapping[str, int] | None = None,
     revision: int = 1,
     half: bool = False,
+    exporters: Sequence[str] = tuple(EXPORTERS),
+    trace: Callable[[str, int], Feeds] | None = None,
 ) -> list[Entry]:
-    """``name-legacy`` and ``name-dynamo``: ``module()`` exported with dynamic batch (and ``dynamic_axes``),
-    traced on two held-out samples; ``half``: after ``module.half()``, as models made for GPUs are shipped (its
-    float inputs are then float16 too)."""
+    """``name-legacy`` and ``name-dynamo`` (those of ``exporters``): ``module()`` exported with dynamic batch (and
+    ``dynamic_axes``), traced on two held-out samples; ``half``: after ``module.half()``, as models made for GPUs
+    are shipped (its float inputs are then float16 too); ``trace``: the inputs traced on, when not ``inputs`` (a
+    cached decoder's first steps have empty caches, whose length the legacy exporter would fix at 0)."""
     if half:
         module, inputs = functools.partial(_half_module, module), functools.partial(_half_inputs, inputs)
         source = f"{source}; .half()"
@@ -43,13 +46,14 @@ def entries(
             name=f"{name}-{exporter}",
             source=f"{source}; torch.onnx.export(dynamo={dynamo})",
             requires=(*EXPORT_PACKAGES, *requires),
-            make=functools.partial(_export, module, inputs, output_names, dynamic_axes, dynamo),
+            make=functools.partial(_export, module, trace or inputs, output_names, dynamic_axes, dynamo),
             inputs=inputs,
             fidelity=fidelity,
             revision=revision,
             **({"samples": dict(samples)} if samples else {}),
         )
         for exporter, dynamo in EXPORTERS.items()
+        if exporter in exporters
     ]
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -145,6 +147,15 @@ def llama():
     return CausalLM(seeded_model(lambda: LlamaForCausalLM(config)))
 
 
+def llama_with_cache():
+    """The hf-llama decoder with its KV cache as flat inputs and outputs, as Optimum exports LMs."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=text.VOCAB_SIZE, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128, attn_implementation="eager")
+    return CausalLMWithCache(seeded_model(lambda: LlamaForCausalLM(config)))
+
+
 def whisper_encoder():
     """A Whisper encoder (2 layers, d=128) over 80 mel bins x 2 s."""
     from transformers import WhisperConfig
@@ -200,6 +211,24 @@ def sentence_feeds(split: str, count: int) -> Feeds:
     return text.sentences(split, count, token_types=True)
 
 
+def first_step_feeds(split: str, count: int) -> Feeds:
+    """Tokenised sentences as generation's first step feeds a cached decoder: positions 0..n-1, every cache empty."""
+    feeds = text.sentences(split, count)
+    ids = feeds["input_ids"]
+    caches = {name: np.zeros((count, LLAMA_KV_HEADS, 0, LLAMA_HEAD_DIM), np.float32) for name in LLAMA_CACHE_INPUTS}
+    return {**feeds, "position_ids": np.broadcast_to(np.arange(ids.shape[1]), ids.shape).copy(), **caches}
+
+
+def later_step_feeds(split: str, count: int) -> Feeds:
+    """First-step feeds with 3 cached positions before them: what a cached decoder is traced on."""
+    feeds = first_step_feeds(split, count)
+    cached = 3
+    caches = {name: np.random.default_rng(split_seed(split)).standard_normal((count, LLAMA_KV_HEADS, cached, LLAMA_HEAD_DIM), np.float32)
+              for name in LLAMA_CACHE_INPUTS}
+    mask = np.concatenate([np.ones((count, cached), np.int64), feeds["attention_mask"]], axis=1)
+    return {**feeds, "attention_mask": mask, "position_ids": feeds["position_ids"] + cached, **caches}
+
+
 def pixel_feeds(split: str, count: int) -> Feeds:
     """``pixel_values``: ImageNet-normalised photo crops at 224."""
     return {"pixel_values": photos.imagenet_batch(count, IMAGE_SIZE, seed=4000 + split_seed(split))}
@@ -214,7 +243,13 @@ TEXT_ENCODER_OUTPUTS = ["last_hidden_state", "sentence_embedding"]
 REQUIRES = ("transformers",)
 TEXT_REQUIRES = (*REQUIRES, *text.TOKENIZER_PACKAGES)
 IMAGE_REQUIRES = (*REQUIRES, "scikit-learn", "matplotlib", "pillow")
-LM_SAMPLES = dict.fromkeys(SPLITS, 16)  # 16 x 32 positions x 30,522 logits is already 62 MB per split
+LM_SAMPLES = dict.fromkeys(SPLITS, 16)
+LLAMA_KV_HEADS, LLAMA_HEAD_DIM, LLAMA_LAYERS = 2, 16, 2
+LLAMA_CACHE_INPUTS = [f"past_key_values.{layer}.{kind}" for layer in range(LLAMA_LAYERS) for kind in ("key", "value")]
+CACHE_AXES = {"attention_mask": {1: "past_sequence_length + sequence_length"}, "position_ids": {1: "sequence_length"},
+              **{name: {2: "past_sequence_length"} for name in LLAMA_CACHE_INPUTS},
+              **{name.replace("past_key_values", "present"): {2: "past_sequence_length + sequence_length"} for name in LLAMA_CACHE_INPUTS}}
+  # 16 x 32 positions x 30,522 logits is already 62 MB per split
 
 def _causal_lm(name: str, description: str, build, *, half: bool = False) -> list[Entry]:
     """A decoder's two exports, judged by next-token agreement on tokenised sentences (``half``: in float16)."""
@@ -239,6 +274,14 @@ ENTRIES: list[Entry] = [
     *_causal_lm("hf-gpt2", "transformers GPT2LMHeadModel (2 layers, d=128, random seeded), no KV cache", gpt2),
     *_causal_lm("hf-llama", "transformers LlamaForCausalLM (2 layers, d=128, 8 query / 2 key-value heads, random seeded), "
                 "no KV cache", llama),
+    *exported.entries(
+        "hf-llama-kv", "transformers LlamaForCausalLM as hf-llama, with its KV cache as inputs and outputs (Optimum's "
+        "past_key_values.N.key -> present.N.key), fed first steps", llama_with_cache,
+        inputs=first_step_feeds, output_names=["logits", *(n.replace("past_key_values", "present") for n in LLAMA_CACHE_INPUTS)],
+        fidelity=fidelity.next_token("logits", "attention_mask"), requires=TEXT_REQUIRES,
+        dynamic_axes={**TEXT_AXES, "input_ids": {1: "sequence_length"}, "logits": {1: "sequence_length"}, **CACHE_AXES},
+        samples=LM_SAMPLES, exporters=("legacy",), trace=later_step_feeds,
+    ),
     *_causal_lm("hf-llama-fp16", "transformers LlamaForCausalLM as hf-llama, in float16 (weights and logits)", llama, half=True),
     *exported.entries(
         "hf-whisper-encoder", "transformers WhisperEncoder (2 layers, d=128, 80 mel x 2 s, random seeded)", whisper_encoder,

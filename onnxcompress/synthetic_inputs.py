@@ -268,8 +268,9 @@ def _dynamic_size(value: ir.Value, axis: int, batch: int, sizes: _Sizes) -> int:
     """The size of one dynamic dimension: the batch, the channels a Conv reads, an image side, or a sequence length."""
     if axis == _batch_axis(value):
         return batch
-    if axis == 1 and _conv_channels(value) is not None:
-        return _conv_channels(value)
+    channels = _conv_channels(value) if axis == 1 else None
+    if channels is not None:
+        return channels
     axes = image_axes(value)
     if axis in axes:
         stride = sizes.strides[axes.index(axis)]
@@ -300,8 +301,10 @@ def image_axes(value: ir.Value) -> tuple[int, ...]:
 def _conv_channels(value: ir.Value) -> int | None:
     """The input channels of the ``Conv`` reading ``value`` first (through casts and reshapes), None without one: the
     size a dynamic channel axis must have."""
+    if _is_state(value):
+        return None
     for node, index in _readers(value):
-        if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and index == 0 and not _is_state(value):
+        if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and index == 0:
             weight = _constant(node.inputs[1]) if len(node.inputs) > 1 else None
             group = node.attributes.get("group")
             if weight is not None and weight.ndim >= 3:

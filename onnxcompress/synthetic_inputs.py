@@ -5,7 +5,8 @@ rule below reads one thing from the graph:
 
 - sizes: a dimension named like one already chosen takes the same size, and one named by arithmetic on
   others (``past_sequence_length + sequence_length``, as exporters write a key-value cache's mask) their
-  result; a dynamic channel axis (Optimum's ``[batch_size, num_channels, height, width]``) the input channels of
+  result, as does a mask's length beside a cache when it is named on its own (the dynamo exporter's ``s53``);
+  a dynamic channel axis (Optimum's ``[batch_size, num_channels, height, width]``) the input channels of
   the ``Conv`` reading it; the first axis (and the
   batch axis of a recurrent state, ``[layers, batch, hidden]``) is the batch; the height and width
   of an image-like input (``[N, C, H, W]`` or ``[N, H, W, C]`` with 1-4 channels; not a cache, whose
@@ -151,12 +152,14 @@ def input_shapes(model: ir.Model, *, batch: int = 1, shapes: Mapping[str, tuple[
         raise UsageError(f"--input-shape names unknown inputs {sorted(unknown)}; inputs are {[v.name for v in model.graph.inputs]}")
     symbols = _pinned_symbols(inputs, pins)
     sizes = _Sizes(model.graph)
-    chosen = {}
-    for value in sorted(inputs, key=has_dim_arithmetic):  # the dims an expression names are chosen before it
+    chosen: dict[str, tuple[int, ...]] = {}
+    for value in sorted(inputs, key=lambda v: follows_other_inputs(v, inputs)):  # what it follows is chosen first
         if value.name in pins:
             chosen[value.name] = tuple(pins[value.name])
         else:
-            chosen[value.name] = _default_shape(value, batch, symbols, sizes)
+            shape = _default_shape(value, batch, symbols, sizes)
+            length = _cache_mask_length(value, inputs, chosen)
+            chosen[value.name] = shape if length is None else (*shape[:-1], length)
     return {value.name: chosen[value.name] for value in inputs}
 
 
@@ -181,6 +184,45 @@ def _symbol(dim: object) -> str | None:
     """The name of a dynamic dimension, when it has one other inputs can share."""
     name = getattr(dim, "value", None)
     return name if isinstance(name, str) and name and name != "?" else None
+
+
+def follows_other_inputs(value: ir.Value, inputs: list[ir.Value]) -> bool:
+    """Whether a dynamic dim of ``value`` follows from other inputs' dims: named by arithmetic on them, or the length
+    of a mask beside a cache (the cached and the new positions)."""
+    return has_dim_arithmetic(value) or _beside_a_cache(value, inputs)
+
+
+def _beside_a_cache(value: ir.Value, inputs: list[ir.Value]) -> bool:
+    """An integer or boolean mask ``[batch, length]`` whose length no other input shares, in a model with a cache."""
+    if not MASK_NAME.search(value.name or "") or value.shape is None or len(value.shape) != 2 or _is_static(value.shape[1]):
+        return False
+    if value.dtype is None or value.dtype.numpy().kind not in "iub":
+        return False
+    others = [v for v in inputs if v is not value]
+    shared = _symbol(value.shape[1]) is not None and any(
+        v.shape is not None and any(_symbol(d) == _symbol(value.shape[1]) for d in v.shape) for v in others)
+    return not shared and any(_cache_length_axis(v) is not None for v in others)
+
+
+def _cache_length_axis(value: ir.Value) -> int | None:
+    """The dynamic axis of a cache input other than its batch (the cached positions), None for other inputs."""
+    if not _is_state(value) or value.shape is None:
+        return None
+    return next((axis for axis, dim in enumerate(value.shape) if not _is_static(dim) and axis != _batch_axis(value)), None)
+
+
+def _cache_mask_length(value: ir.Value, inputs: list[ir.Value], chosen: Mapping[str, tuple[int, ...]]) -> int | None:
+    """A mask beside a cache covers the cached and the new positions: the cache's length plus axis 1 of the new
+    tokens (``input_ids``, or their embeddings), as chosen; None for any other input."""
+    if not _beside_a_cache(value, inputs):
+        return None
+    caches = [(v, _cache_length_axis(v)) for v in inputs if _cache_length_axis(v) is not None and v.name in chosen]
+    tokens = [v for v in inputs if v is not value and not MASK_NAME.search(v.name or "") and not _is_state(v)
+              and v.shape is not None and len(v.shape) >= 2 and not _is_static(v.shape[1]) and v.name in chosen]
+    if not caches or not tokens:
+        return None
+    cache, axis = caches[0]
+    return chosen[cache.name][axis] + chosen[tokens[0].name][1]
 
 
 def has_dim_arithmetic(value: ir.Value) -> bool:

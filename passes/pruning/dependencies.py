@@ -76,11 +76,11 @@ def _probe_shapes(model: ir.Model, size: int, example: Mapping[str, Sequence[int
             return size
         return int(example[name][axis]) if example is not None and name in example else size + 14
 
+    inputs = synthetic_inputs.fed_inputs(model.graph)
     shapes = {
         v.name: tuple(dim(v.name, axis, d) for axis, d in enumerate(v.shape))
-        for v in model.graph.inputs
-        if v.shape is not None and v.name not in model.graph.initializers and not synthetic_inputs.has_dim_arithmetic(v)
-    }  # a dim named by arithmetic (a cached model's ``past_sequence_length + sequence_length``) follows the others
+        for v in inputs if v.shape is not None and not synthetic_inputs.follows_other_inputs(v, inputs)
+    }  # a cached model's mask (``past_sequence_length + sequence_length``) follows the others' dims
     names = [v.name for node in model.graph for v in node.outputs if v.name]
     feeds = runtime.synthetic_inputs(model, shapes=shapes)
     results = runtime.run(expose_tensors(model, names), feeds, optimization="disable")

@@ -403,3 +403,14 @@ def test_a_dynamic_channel_axis_takes_the_channels_its_conv_reads():
     feeds = runtime.synthetic_inputs(model)
     assert feeds["pixel_values"].shape == (1, 2, 224, 224)  # 1 channel per group x 2 groups, an image side
     runtime.run(model, feeds)
+
+
+def test_a_mask_beside_a_cache_named_on_its_own_covers_the_cached_and_the_new_positions():
+    # PyTorch's dynamo exporter names the mask's length a dim of its own ("s53"): it got 128 beside a cache of 128
+    model = _cache_model()
+    model.graph.inputs[2].shape = ir.Shape(["B", "s53"])
+    feeds = runtime.synthetic_inputs(model)
+    length = synthetic_inputs.SEQUENCE_LENGTH
+    assert feeds["attention_mask"].shape == (1, 2 * length)
+    runtime.run(model, feeds)
+    assert runtime.synthetic_inputs(model, shapes={"past_key": (1, 2, 3, 4)})["attention_mask"].shape == (1, 3 + length)

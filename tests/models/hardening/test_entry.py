@@ -71,6 +71,4 @@ def test_the_registry_names_every_entry_once_and_both_exporters():
     with pytest.raises(KeyError, match="known"):
         entry("nope")
     exported = [name for name in ENTRIES if name.endswith("-legacy")]
-    legacy_only = {"hf-llama-kv-legacy"}  # the dynamo exporter cannot turn its cache's dynamic_axes into dynamic_shapes
-    assert exported and all(name.replace("-legacy", "-dynamo") in ENTRIES for name in exported if name not in legacy_only)
-    assert all(name.replace("-legacy", "-dynamo") not in ENTRIES for name in legacy_only)
+    assert exported and all(name.replace("-legacy", "-dynamo") in ENTRIES for name in exported)

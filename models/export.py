@@ -11,6 +11,7 @@ models exported by other tools).
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -68,7 +69,7 @@ def _export_dynamo(module, staged: Path, example_inputs, names, axes, opset: int
     """Dynamo exporter, at opset 18 or later."""
     program = torch.onnx.export(
         module, example_inputs,
-        dynamic_shapes=_dynamo_shapes(names["input_names"], axes),
+        dynamic_shapes=_dynamo_shapes(module, names["input_names"], axes),
         opset_version=max(opset, DYNAMO_MIN_OPSET), dynamo=True, **names,
     )
     program.save(str(staged))
@@ -88,10 +89,22 @@ def _dynamic_axes(
     return axes
 
 
-def _dynamo_shapes(input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]]) -> tuple:
-    """The dynamo exporter's ``dynamic_shapes``: one dict per positional input, one Dim per label."""
+def _dynamo_shapes(module: torch.nn.Module, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]]) -> tuple:
+    """The dynamo exporter's ``dynamic_shapes``: one dict per positional input (those a ``*args`` takes grouped in
+    one tuple, as torch.export sees them), one Dim per label; a label that is not a name (``past_sequence_length +
+    sequence_length``, a cached decoder's mask) is left for torch.export to derive (``Dim.AUTO``, which names it)."""
     dims: dict[str, torch.export.Dim] = {}
-    return tuple(
-        {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.get(name, {}).items()}
-        for name in input_names
-    )
+
+    def dim(label: str):
+        return dims.setdefault(label, torch.export.Dim(label)) if label.isidentifier() else torch.export.Dim.AUTO
+
+    specs = [{axis: dim(label) for axis, label in axes.get(name, {}).items()} for name in input_names]
+    named = _named_positional(module)
+    return tuple(specs) if named is None else (*specs[:named], tuple(specs[named:]))
+
+
+def _named_positional(module: torch.nn.Module) -> int | None:
+    """How many named positional parameters ``module.forward`` has before its ``*args``; None without one."""
+    parameters = list(inspect.signature(module.forward).parameters.values())
+    varargs = [i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_POSITIONAL]
+    return varargs[0] if varargs else None

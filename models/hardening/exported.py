@@ -31,13 +31,12 @@ def entries(
     samples: Mapping[str, int] | None = None,
     revision: int = 1,
     half: bool = False,
-    exporters: Sequence[str] = tuple(EXPORTERS),
     trace: Callable[[str, int], Feeds] | None = None,
 ) -> list[Entry]:
-    """``name-legacy`` and ``name-dynamo`` (those of ``exporters``): ``module()`` exported with dynamic batch (and
-    ``dynamic_axes``), traced on two held-out samples; ``half``: after ``module.half()``, as models made for GPUs
-    are shipped (its float inputs are then float16 too); ``trace``: the inputs traced on, when not ``inputs`` (a
-    cached decoder's first steps have empty caches, whose length the legacy exporter would fix at 0)."""
+    """``name-legacy`` and ``name-dynamo``: ``module()`` exported with dynamic batch (and ``dynamic_axes``), traced on
+    two held-out samples; ``half``: after ``module.half()``, as models made for GPUs are shipped (its float inputs are
+    then float16 too); ``trace``: the inputs traced on, when not ``inputs`` (a cached decoder's first steps have
+    empty caches, whose length the legacy exporter would fix at 0)."""
     if half:
         module, inputs = functools.partial(_half_module, module), functools.partial(_half_inputs, inputs)
         source = f"{source}; .half()"
@@ -53,7 +52,6 @@ def entries(
             **({"samples": dict(samples)} if samples else {}),
         )
         for exporter, dynamo in EXPORTERS.items()
-        if exporter in exporters
     ]
 
 

@@ -276,11 +276,12 @@ ENTRIES: list[Entry] = [
                 "no KV cache", llama),
     *exported.entries(
         "hf-llama-kv", "transformers LlamaForCausalLM as hf-llama, with its KV cache as inputs and outputs (Optimum's "
-        "past_key_values.N.key -> present.N.key), fed first steps", llama_with_cache,
+        "past_key_values.N.key -> present.N.key; the dynamo export names the mask's length a dim of its own), fed first "
+        "steps", llama_with_cache,
         inputs=first_step_feeds, output_names=["logits", *(n.replace("past_key_values", "present") for n in LLAMA_CACHE_INPUTS)],
         fidelity=fidelity.next_token("logits", "attention_mask"), requires=TEXT_REQUIRES,
         dynamic_axes={**TEXT_AXES, "input_ids": {1: "sequence_length"}, "logits": {1: "sequence_length"}, **CACHE_AXES},
-        samples=LM_SAMPLES, exporters=("legacy",), trace=later_step_feeds,
+        samples=LM_SAMPLES, trace=later_step_feeds,
     ),
     *_causal_lm("hf-llama-fp16", "transformers LlamaForCausalLM as hf-llama, in float16 (weights and logits)", llama, half=True),
     *exported.entries(

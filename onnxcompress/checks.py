@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import io, shape_rules
+from onnxcompress import io, shape_rules, walk
 from onnxcompress.errors import first_line
 
 
@@ -53,7 +53,8 @@ def _checked(proto: onnx.ModelProto) -> tuple[list[str], onnx.ModelProto | None]
         problems.append(f"checker: {first_line(exc)}")
     if _only_standard_domains(proto):
         try:
-            return problems, onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+            data_prop = not walk.names_repeat(walk.proto_graphs(proto.graph))  # see walk.names_repeat
+            return problems, onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=data_prop)
         except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
             problems.append(f"shape inference: {first_line(exc)}")
     return problems, None

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import io, sparse_initializers, walk
+from onnxcompress import io, walk
 
 Dims = tuple[int | None, ...] | None
 
@@ -35,8 +35,11 @@ def shape_problems(model: ir.Model, *, proto: onnx.ModelProto | None = None, inf
         return []
     if inferred is None:
         inferred = _inferred(proto if proto is not None else io.to_proto(model))
-    graphs = [inferred.graph] if all(node.graph is model.graph for node in nodes) else list(sparse_initializers.graphs(inferred))
-    shapes = Shapes(graphs, {value.name for node in nodes for value in node.inputs if value is not None})
+    if all(node.graph is model.graph for node in nodes):
+        pairs = [(model.graph, inferred.graph)]
+    else:
+        pairs = list(zip(walk.graphs(model.graph), walk.proto_graphs(inferred.graph)))
+    shapes = Shapes(pairs, {value.name for node in nodes for value in node.inputs if value is not None})
     problems = []
     for node in nodes:
         for problem in _rule(node)(node, shapes):
@@ -45,25 +48,28 @@ def shape_problems(model: ir.Model, *, proto: onnx.ModelProto | None = None, inf
 
 
 class Shapes:
-    """Static dimensions of the graph values named ``names`` as ``graphs`` of the inferred proto have them (an
-    initializer's tensor, else their inputs, value_info and outputs), else as the value itself declares them."""
+    """Static dimensions of the graph values named ``names`` as the inferred proto has them (an initializer's
+    tensor, else their inputs, value_info and outputs), each graph's from its own proto graph (``pairs``: the IR
+    graph and its inferred proto graph; the branches of an exported ``If`` name their values alike; a value no graph
+    holds is looked up by name in any), else as the value itself declares them."""
 
-    def __init__(self, graphs: list[onnx.GraphProto], names: set[str]) -> None:
-        self._found: dict[str, Dims] = {}
-        for graph in graphs:
-            for info in (*graph.input, *graph.value_info, *graph.output):
+    def __init__(self, pairs: list[tuple[ir.Graph, onnx.GraphProto]], names: set[str]) -> None:
+        self._found: dict[tuple[int | None, str], Dims] = {}
+        for graph, proto in pairs:
+            for info in (*proto.input, *proto.value_info, *proto.output):
                 if info.name in names:
-                    self._found[info.name] = _proto_dims(info)
-            for tensor in graph.initializer:
+                    self._found[id(graph), info.name] = self._found[None, info.name] = _proto_dims(info)
+            for tensor in proto.initializer:
                 if tensor.name in names:
-                    self._found[tensor.name] = tuple(tensor.dims)
+                    self._found[id(graph), tensor.name] = self._found[None, tensor.name] = tuple(tensor.dims)
 
     def dims(self, value: ir.Value | None) -> Dims:
         """Static dimensions of ``value`` (None for a symbolic one), or None when the rank is unknown."""
         if value is None:
             return None
-        if value.name in self._found:
-            return self._found[value.name]
+        key = (id(value.graph) if value.graph is not None else None, value.name)
+        if key in self._found:
+            return self._found[key]
         shape = value.const_value.shape if value.const_value is not None else value.shape
         if shape is None:
             return None
@@ -172,7 +178,7 @@ def _rule(node: ir.Node) -> Rule | None:
 def _inferred(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` with onnx's (lenient) shape inference applied, so intermediate shapes are known."""
     try:
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        return onnx.shape_inference.infer_shapes(proto, data_prop=not walk.names_repeat(walk.proto_graphs(proto.graph)))
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
         return proto  # the structural check reports inference errors; the rules use what is declared
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import onnx
 import onnx_ir as ir
 
 
@@ -31,3 +32,22 @@ def nodes(graph: ir.Graph | ir.Function) -> Iterator[ir.Node]:
     """Every node of ``graph`` and of its subgraphs, graph by graph (not the order of a recursive walk)."""
     for current in graphs(graph):
         yield from current
+
+
+def proto_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph in it in ``graphs``' order (breadth first), so each pairs with its IR graph."""
+    found = [graph]
+    for current in found:
+        for node in current.node:
+            for attribute in node.attribute if node.attribute else ():
+                found.extend([attribute.g] if attribute.HasField("g") else [])
+                found.extend(attribute.graphs)
+    return found
+
+
+def names_repeat(graphs: list[onnx.GraphProto]) -> bool:
+    """Whether two graphs compute a value of the same name (the branches of an exported ``If``): onnx's data
+    propagation keys values by name across subgraphs and gives one branch's shapes to the other's, so it is left
+    off on such a model."""
+    names = [name for graph in graphs for node in graph.node for name in node.output if name]
+    return len(graphs) > 1 and len(names) != len(set(names))

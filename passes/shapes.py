@@ -30,34 +30,17 @@ def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> None:
     graphs = walk.graphs(model.graph)
     try:
         proto = proto if proto is not None else ir.serde.serialize_model(model)
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=not _names_repeat(graphs))
+        data_prop = len(graphs) == 1 or not walk.names_repeat(walk.proto_graphs(proto.graph))
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=data_prop)
     except Exception as exc:  # onnx raises several types (as ShapeInferencePass, leave the model as it was)
         logger.info("shape inference failed, shapes left as they were: %s", exc)
         return
-    for graph, inferred_graph in zip(graphs, _graphs(inferred.graph) if len(graphs) > 1 else [inferred.graph]):
+    for graph, inferred_graph in zip(graphs, walk.proto_graphs(inferred.graph) if len(graphs) > 1 else [inferred.graph]):
         found = {info.name: info for info in (*inferred_graph.value_info, *inferred_graph.output)}
         for value in (*graph.inputs, *graph.outputs, *(output for node in graph for output in node.outputs)):
             info = None if _known(value) else found.get(value.name)
             if info is not None and info.type.HasField("tensor_type"):
                 _merge(value, info)
-
-
-def _names_repeat(graphs: list[ir.Graph]) -> bool:
-    """Whether two graphs compute a value of the same name (the branches of an exported ``If``): onnx's data
-    propagation keys values by name across subgraphs and gives one branch's shapes to the other's."""
-    names = [value.name for graph in graphs for node in graph for value in node.outputs]
-    return len(graphs) > 1 and len(names) != len(set(names))
-
-
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """``graph`` and its subgraphs in ``walk.graphs``' order (breadth first), so each pairs with its IR graph."""
-    found = [graph]
-    for current in found:
-        for node in current.node:
-            for attribute in node.attribute:
-                found.extend([attribute.g] if attribute.HasField("g") else [])
-                found.extend(attribute.graphs)
-    return found
 
 
 def _known(value: ir.Value) -> bool:

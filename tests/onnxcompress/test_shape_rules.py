@@ -162,3 +162,25 @@ def test_the_rules_read_the_shapes_strict_inference_found_and_a_graph_without_th
     inferred.clear()
     relu = ir.from_onnx_text('<ir_version: 8, opset_import: ["" : 17]> g (float[2] x) => (float[2] y) { y = Relu(x) }')
     assert shape_rules.shape_problems(relu) == [] and inferred == []
+
+
+def test_branches_naming_their_values_alike_are_each_judged_on_their_own_shapes():
+    # Optimum's merged decoders: the rules read a value's shape by name across all graphs (and onnx's data
+    # propagation leaks shapes between branches), so a valid BART decoder failed "inputs have different ranks"
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (bool c) => (int64[2] y) {
+      y = If (c) <then_branch = t () => (int64[2] r) {
+                      k = Constant <value = int64 {1}> ()
+                      axes = Constant <value = int64[1] {0}> ()
+                      u = Unsqueeze (k, axes)
+                      r = Concat <axis = 0> (u, u)
+                  },
+                  else_branch = e () => (int64[2] r2) {
+                      k = Constant <value = int64[1] {1}> ()
+                      one = Constant <value = int64[1] {1}> ()
+                      r2 = Concat <axis = 0> (k, one)
+                  }>
+    }
+    """
+    assert checks.structure_problems(ir.from_onnx_text(text)) == {checks.CHECKER: [], checks.CHANNEL_RULES: []}

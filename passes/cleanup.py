@@ -1,10 +1,11 @@
 """``cleanup``: remove what does not contribute to the outputs, without touching the signature.
 
 Composed from ``onnx_ir.passes.common`` (common subexpressions, duplicate initializers by content
-hash, dead nodes, unused functions and opsets). Two steps are ours: identity elimination, because
+hash, dead nodes, unused functions and opsets). Three steps are ours: identity elimination, because
 onnx_ir's renames ``x`` to ``y`` in ``y = Identity(x)`` even when both are outputs of a subgraph,
 leaving a Scan body with two outputs of one name (3 of the 1,497 node-corpus cases ORT runs broke);
-and removing initializer-backed graph inputs nothing reads, the optional inputs of IR < 4 models.
+removing initializer-backed graph inputs nothing reads, the optional inputs of IR < 4 models; and removing
+subgraph initializers nothing reads (onnx_ir clears the main graph's only; ORT warns once per such initializer).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import onnx_ir.passes.common as common
 
 from onnxcompress import walk
 from onnxcompress.passes.base import CompressionPass
+from onnxcompress.passes.initializers import drop_unused_in_subgraphs
 from onnxcompress.quiet import quiet
 
 
@@ -30,6 +32,7 @@ class Cleanup(CompressionPass):
         with quiet(common.initializer_deduplication.__name__):
             self._run_common_passes(model)
         _drop_unused_initializer_inputs(model.graph)
+        drop_unused_in_subgraphs(model.graph)
         removed = {key: before[key] - after for key, after in _census(model).items()}
         self.context.details.update({f"{key}_removed": count for key, count in removed.items()})
         self.note(", ".join(f"removed {count} {key}" for key, count in removed.items()))

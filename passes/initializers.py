@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress import walk
+
 FIRST_IR_WITH_PLAIN_INITIALIZERS = 4
 
 
@@ -24,6 +26,19 @@ def drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
     """Remove ``value`` from the graph's initializers once nothing reads it (a rewrite replaced it)."""
     if value is not None and not value.uses() and not value.is_graph_input() and value.name in graph.initializers:
         del graph.initializers[value.name]
+
+
+def drop_unused_in_subgraphs(graph: ir.Graph) -> int:
+    """Remove the initializers of ``graph``'s subgraphs that nothing reads and return how many went: a rewrite inside
+    an ``If`` branch leaves the constants it replaced there (onnx_ir's ``RemoveUnusedNodesPass`` clears the main
+    graph's only), and ONNX Runtime warns once per such initializer when it loads the model."""
+    dropped = 0
+    for subgraph in walk.graphs(graph)[1:]:
+        for value in list(subgraph.initializers.values()):
+            if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
+                del subgraph.initializers[value.name]
+                dropped += 1
+    return dropped
 
 
 def allow_plain_initializers(model: ir.Model) -> bool:

@@ -27,6 +27,7 @@ from onnxcompress import io, walk
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
 from onnxcompress.passes.fusion import attention, bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
+from onnxcompress.passes.initializers import drop_unused_in_subgraphs
 from onnxcompress.passes.names import apply_keeping_names
 from onnxcompress.passes.shapes import infer_shapes
 
@@ -67,6 +68,7 @@ class Fuse(CompressionPass):
             common.CommonSubexpressionEliminationPass()(model)  # rewrites can leave twin shape chains
             model.graph.sort()  # onnxscript inserts a rewrite after the node it matched at, before any later input it reads
             common.RemoveUnusedNodesPass()(model)
+            drop_unused_in_subgraphs(model.graph)
         return ir.passes.PassResult(model, modified=converted or total > 0)
 
     def _convert_opset(self, model: ir.Model) -> bool:

@@ -189,7 +189,7 @@ def _symbol(dim: object) -> str | None:
 def follows_other_inputs(value: ir.Value, inputs: list[ir.Value]) -> bool:
     """Whether a dynamic dim of ``value`` follows from other inputs' dims: named by arithmetic on them, or the length
     of a mask beside a cache (the cached and the new positions)."""
-    return has_dim_arithmetic(value) or _beside_a_cache(value, inputs)
+    return _has_dim_arithmetic(value) or _beside_a_cache(value, inputs)
 
 
 def _beside_a_cache(value: ir.Value, inputs: list[ir.Value]) -> bool:
@@ -225,7 +225,7 @@ def _cache_mask_length(value: ir.Value, inputs: list[ir.Value], chosen: Mapping[
     return chosen[cache.name][axis] + chosen[tokens[0].name][1]
 
 
-def has_dim_arithmetic(value: ir.Value) -> bool:
+def _has_dim_arithmetic(value: ir.Value) -> bool:
     """Whether a dim of ``value`` is named by arithmetic on other dims (``past_sequence_length + sequence_length``)."""
     return value.shape is not None and any(
         _symbol(dim) and isinstance(_parsed(_symbol(dim)), ast.BinOp) for dim in value.shape)

@@ -49,5 +49,7 @@ def names_repeat(graphs: list[onnx.GraphProto]) -> bool:
     """Whether two graphs compute a value of the same name (the branches of an exported ``If``): onnx's data
     propagation keys values by name across subgraphs and gives one branch's shapes to the other's, so it is left
     off on such a model."""
+    if len(graphs) < 2:
+        return False  # the checks ask on every step: a model without subgraphs is not walked again
     names = [name for graph in graphs for node in graph.node for name in node.output if name]
-    return len(graphs) > 1 and len(names) != len(set(names))
+    return len(names) != len(set(names))

@@ -22,23 +22,20 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
-def drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
-    """Remove ``value`` from the graph's initializers once nothing reads it (a rewrite replaced it)."""
-    if value is not None and not value.uses() and not value.is_graph_input() and value.name in graph.initializers:
-        del graph.initializers[value.name]
+def drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> bool:
+    """Remove ``value`` from the graph's initializers once nothing reads it (a rewrite replaced it) and it is neither
+    a graph input nor an output (an ``If`` branch may return a constant as it is); whether it went."""
+    if value is None or value.uses() or value.is_graph_input() or value.is_graph_output() or value.name not in graph.initializers:
+        return False
+    del graph.initializers[value.name]
+    return True
 
 
 def drop_unused_in_subgraphs(graph: ir.Graph) -> int:
     """Remove the initializers of ``graph``'s subgraphs that nothing reads and return how many went: a rewrite inside
     an ``If`` branch leaves the constants it replaced there (onnx_ir's ``RemoveUnusedNodesPass`` clears the main
     graph's only), and ONNX Runtime warns once per such initializer when it loads the model."""
-    dropped = 0
-    for subgraph in walk.graphs(graph)[1:]:
-        for value in list(subgraph.initializers.values()):
-            if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
-                del subgraph.initializers[value.name]
-                dropped += 1
-    return dropped
+    return sum(drop_if_unused(subgraph, value) for subgraph in walk.graphs(graph)[1:] for value in list(subgraph.initializers.values()))
 
 
 def allow_plain_initializers(model: ir.Model) -> bool:

@@ -138,14 +138,15 @@ class QuantizeStatic(QuantizePass):
         run = activation_ranges(rewritten, self.context.calibration, names, method=self.method, ranges_file=self.ranges_file)
         unbounded = unbounded_ranges(run.ranges)
         unseen = sorted(set(names) - set(run.ranges))
-        in_float = nodes_touching(rewritten_proto, [*unbounded, *unseen])
+        around_infinite, around_unseen = nodes_touching(rewritten_proto, unbounded), nodes_touching(rewritten_proto, unseen)
+        in_float = list(dict.fromkeys([*around_infinite, *around_unseen]))
         if unbounded:
             self.context.details["unbounded_tensors"] = unbounded
-            self.note(f"kept {len(nodes_touching(rewritten_proto, unbounded))} node(s) in float around {len(unbounded)} tensor(s) "
+            self.note(f"kept {len(around_infinite)} node(s) in float around {len(unbounded)} tensor(s) "
                       f"that reach infinity (e.g. {unbounded[0]!r}, an attention mask's -inf), which no INT8 scale holds")
         if unseen:
             self.context.details["unseen_tensors"] = unseen
-            self.note(f"kept {len(nodes_touching(rewritten_proto, unseen))} node(s) in float around {len(unseen)} tensor(s) "
+            self.note(f"kept {len(around_unseen)} node(s) in float around {len(unseen)} tensor(s) "
                       f"that held no values in calibration (e.g. {unseen[0]!r}, a cache empty at a sequence's first step)")
         self.context.details.update(target=target.describe(), method=self.method, ranges_file=self.ranges_file, calibration=run.to_dict())
         self.note(f"{target.describe()}, {'per-channel' if self.per_channel else 'per-tensor'} weights")

@@ -31,6 +31,7 @@ import onnx_ir as ir
 
 from onnxcompress import bench, generation, io, runtime, spec, stats
 from onnxcompress.cpu import CpuFeatures, cpu_features
+from onnxcompress.synthetic_inputs import check_pinned_names
 from onnxcompress.calibration import as_reader
 from onnxcompress.calibration.holdout import check_samples
 from onnxcompress.errors import CheckFailed, UsageError, first_line
@@ -249,7 +250,8 @@ def _float32_inside(model: ir.Model) -> list[Step]:
 
 def dynamic_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
     """The shapes synthetic inputs measure the model's dynamic inputs at (``shapes`` pinned); none when an input has
-    no shape to start from."""
+    no shape to start from; pins naming no input are refused in one line."""
+    check_pinned_names(model, shapes or {})
     try:
         chosen = runtime.input_shapes(model, shapes=shapes)
     except UsageError:

@@ -147,9 +147,7 @@ def input_shapes(model: ir.Model, *, batch: int = 1, shapes: Mapping[str, tuple[
     """The shape synthetic inputs give each fed input: pinned by ``shapes``, else the signature's with dynamic dims chosen."""
     pins = dict(shapes or {})
     inputs = fed_inputs(model.graph)
-    unknown = set(pins) - {v.name for v in model.graph.inputs}
-    if unknown:
-        raise UsageError(f"--input-shape names unknown inputs {sorted(unknown)}; inputs are {[v.name for v in model.graph.inputs]}")
+    check_pinned_names(model, pins)
     symbols = _pinned_symbols(inputs, pins)
     sizes = _Sizes(model.graph)
     chosen: dict[str, tuple[int, ...]] = {}
@@ -161,6 +159,13 @@ def input_shapes(model: ir.Model, *, batch: int = 1, shapes: Mapping[str, tuple[
             length = _cache_mask_length(value, inputs, chosen)
             chosen[value.name] = shape if length is None else (*shape[:-1], length)
     return {value.name: chosen[value.name] for value in inputs}
+
+
+def check_pinned_names(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse, in one line, ``--input-shape`` pins naming inputs ``model`` does not have."""
+    unknown = set(shapes) - {v.name for v in model.graph.inputs}
+    if unknown:
+        raise UsageError(f"--input-shape names unknown inputs {sorted(unknown)}; inputs are {[v.name for v in model.graph.inputs]}")
 
 
 def dynamic_inputs(model: ir.Model) -> list[str]:

@@ -95,3 +95,16 @@ def test_the_printed_command_reads_an_image_folder_as_recommend_did(cnn_path, tm
     assert "minus mean 0.5,0.5,0.5, divided by std 0.25,0.25,0.25" in captured.err
     command = captured.out.split("run it with:")[1].strip()
     assert f"--calibration {folder}" in command and command.endswith("--mean 0.5 --std 0.25")
+
+
+@pytest.mark.parametrize(("pin", "message"), [
+    ("nope:1,3", "error: --input-shape names unknown inputs ['nope']; inputs are ['x']"),
+    ("x:a,b", "error: bad --input-shape 'x:a,b': expected NAME:d0,d1,... with integers"),
+])
+def test_a_bad_input_shape_is_one_line_and_exit_2(tmp_path, capsys, pin, message):
+    # recommend's own --input-shape: an unknown name was swallowed with the shapeless-input case and the run went on
+    path = io.save(with_random_weights(CNN_TEXT), tmp_path / "cnn.onnx")
+    before = path.read_bytes()
+    assert main(["recommend", str(path), "--input-shape", pin]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+    assert path.read_bytes() == before

@@ -9,17 +9,20 @@ the caches the step before returned. The second kind is what generation repeats,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import runtime
+from onnxcompress import io, runtime
 from onnxcompress.synthetic_inputs import fed_inputs, starting_state
 
 CACHE_NAMES = (("past_key_values", "present"), ("past", "present"))
 POSITIONS = "position_ids"
 MASK = "attention_mask"
+NEXT_TOKEN = " (next token)"  # names an output of the next step where both steps' outputs are judged
+MAX_NEXT_STEPS = 32  # next steps a budget judges beside the first steps (one per held-out sample)
 
 
 def cache_outputs(model: ir.Model) -> dict[str, str]:
@@ -38,8 +41,8 @@ def cache_outputs(model: ir.Model) -> dict[str, str]:
 
 def next_step_feeds(model: ir.Model, first: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     """The feeds of the step after ``first`` (one sample, its caches empty) for a cached decoder: the sample's last
-    token again at the next position, attending to everything before, with the caches ``model`` returned; None
-    for any other model or feeds (caches already filled, no ``input_ids``)."""
+    token again at the next position, attending to what the first step attended to and itself, with the caches
+    ``model`` returned; None for any other model or feeds (caches already filled, no ``input_ids``)."""
     pairs = cache_outputs(model)
     if not pairs or "input_ids" not in first or any(np.size(first[name]) for name in pairs):
         return None
@@ -48,7 +51,34 @@ def next_step_feeds(model: ir.Model, first: Mapping[str, np.ndarray]) -> dict[st
     length = sample["input_ids"].shape[1]
     feeds = {name: array[:, -1:] for name, array in sample.items() if name not in pairs}
     if MASK in sample:
-        feeds[MASK] = np.ones((1, length + 1), sample[MASK].dtype)
+        feeds[MASK] = np.concatenate([sample[MASK], np.ones((1, 1), sample[MASK].dtype)], axis=1)
     if POSITIONS in sample:
         feeds[POSITIONS] = np.full((1, 1), length, sample[POSITIONS].dtype)
     return {**feeds, **{name: outputs[output] for name, output in pairs.items()}}
+
+
+def next_steps(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[dict[str, np.ndarray]]:
+    """The next step (``next_step_feeds``) of each sample of ``runs`` (first steps of a cached decoder, several samples
+    each), up to ``limit`` of them; empty for any other model or feeds."""
+    if not cache_outputs(model):
+        return []
+    samples = ({name: np.asarray(array)[i:i + 1] for name, array in run.items()} for run in runs for i in range(_samples(run)))
+    found = (next_step_feeds(model, sample) for sample in samples)
+    return list(itertools.islice((feeds for feeds in found if feeds is not None), limit))
+
+
+def _samples(run: Mapping[str, np.ndarray]) -> int:
+    ids = run.get("input_ids")
+    return 0 if ids is None or np.ndim(ids) != 2 else ids.shape[0]
+
+
+def next_step_expected(model: ir.Model, feeds: Mapping[str, np.ndarray], threads: int | None = None,
+                       reference: io.Snapshot | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """The feeds of the step after ``feeds`` (``next_step_feeds``) and ``model``'s outputs there at ORT's optimizer
+    disabled (run on ``reference``, its snapshot, when given), what a rewrite's next step is judged against: one
+    that mishandles a filled cache keeps every output of a first step, whose caches are empty. None when ``feeds``
+    have no next step."""
+    next_feeds = next_step_feeds(model, feeds)
+    if next_feeds is None:
+        return None
+    return next_feeds, runtime.run(reference or model, next_feeds, threads=threads, optimization="disable")

@@ -2,7 +2,8 @@
 
 Each step: run the pass (timed), check the graph (``checks.structure_problems``, as ``verify``
 does, and an ORT session with its optimizer disabled, so ORT cannot hide a malformed rewrite), compare outputs with
-the input model (an *exact* pass that changes them stops the run with an error naming it), record
+the input model's (a cached decoder's on its first step and on the token after it; an *exact* pass that changes
+them stops the run with an error naming it), record
 stats, benchmark side by side with the input, and roll the step back when it made latency worse
 (``reject_slower``) or broke the accuracy budget (``max_drop``).
 """
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import bench, checks, fidelity, io, progress, runtime, stats
+from onnxcompress import bench, checks, fidelity, generation, io, progress, runtime, stats
 from onnxcompress.calibration import as_reader
 from onnxcompress.calibration.holdout import check_samples
 from onnxcompress.defaults import LABELS_KEY, Metric
@@ -118,6 +119,40 @@ class Judge:
         return fidelity.compare(reference, candidate, precision=self.precision, mask=self.mask)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedFeeds:
+    """One set of inputs every step is run on, the input model's outputs there and how they are compared;
+    ``suffix`` names its outputs in the record (`` (next token)`` for a cached decoder's generation step)."""
+
+    feeds: runtime.Feeds
+    expected: runtime.Feeds
+    judge: Judge
+    suffix: str = ""
+
+
+def checked_feeds(model: ir.Model, reference: io.Snapshot, feeds: runtime.Feeds, threads: int) -> list[CheckedFeeds]:
+    """What every step is checked on: ``feeds``, and for a cached decoder fed its first step also the token after
+    it (``generation.next_step_expected``)."""
+    precision = fidelity.model_precision(model)
+    checked = [CheckedFeeds(feeds, runtime.run(reference, feeds, threads=threads, optimization="disable"),
+                            Judge(precision, fidelity.padding_mask(feeds)))]
+    next_step = generation.next_step_expected(model, feeds, threads, reference)
+    if next_step is not None:
+        checked.append(CheckedFeeds(*next_step, Judge(precision, fidelity.padding_mask(next_step[0])), generation.NEXT_TOKEN))
+    return checked
+
+
+def run_checked(state: io.Snapshot, checked: Sequence[CheckedFeeds], threads: int) -> list[runtime.Feeds]:
+    """``state``'s outputs on each set of checked inputs (its optimizer disabled)."""
+    return [runtime.run(state, c.feeds, threads=threads, optimization="disable") for c in checked]
+
+
+def compare_checked(checked: Sequence[CheckedFeeds], reference: Sequence[runtime.Feeds], candidate: Sequence[runtime.Feeds]) -> fidelity.Fidelity:
+    """Every output on every set of checked inputs, the later sets' outputs named with their suffix."""
+    return fidelity.Fidelity([dataclasses.replace(o, name=o.name + c.suffix) for c, ref, got in zip(checked, reference, candidate)
+                              for o in c.judge.compare(ref, got).outputs])
+
+
 @dataclasses.dataclass
 class PipelineResult:
     """The final model (of the kind ``onnxcompress.run`` was given: an ``onnx.ModelProto`` for one), the record of
@@ -210,9 +245,9 @@ class Pipeline:
         feeds = m.inputs_for(model, calibration)
         reference = io.Snapshot(model)
         teacher = reference.copy() if any(pass_.recovers for pass_ in self.passes) else None
-        expected = runtime.run(reference, feeds, threads=m.threads, optimization="disable")
-        judge = Judge(fidelity.model_precision(model), fidelity.padding_mask(feeds))
-        baseline, _ = self._record("input", {}, "input", model, reference, 0.0, reference, feeds, expected, judge, outputs=expected)
+        checked = checked_feeds(model, reference, feeds, m.threads)
+        expected = [c.expected for c in checked]
+        baseline, _ = self._record("input", {}, "input", model, reference, 0.0, reference, checked, outputs=expected)
         yield baseline, model, reference
         before, last, kept = expected, baseline, reference
         for number, pass_ in enumerate(self.passes, 1):
@@ -229,11 +264,11 @@ class Pipeline:
             if not unchanged:
                 self._check_structure(pass_, model, state, reference)
             previous = kept if self.reject_slower else None
-            record, outputs = self._record(pass_.name, pass_.options(), "kept", model, state, seconds, reference, feeds, expected, judge,
+            record, outputs = self._record(pass_.name, pass_.options(), "kept", model, state, seconds, reference, checked,
                                            previous, outputs=before if unchanged else None)
             record.notes, record.details = list(outcome.notes), {**outcome.details, **record.details}
             record.exact = pass_.exact
-            self._check_exactness(pass_, judge.compare(before, outputs))
+            self._check_exactness(pass_, compare_checked(checked, before, outputs))
             reason = self._rollback_reason(record, baseline)
             if reason:
                 model = kept.copy()
@@ -245,13 +280,14 @@ class Pipeline:
         if m.benchmark and not self._times_each_step and self.passes:
             self._time_input_and_final(baseline, last, reference, kept, feeds)
 
-    def _record(self, name, options, status, model, state, seconds, reference, feeds, expected, judge, previous=None,
-                outputs=None) -> tuple[StepRecord, runtime.Feeds]:
-        """The step's record (fidelity vs the input) and the model's outputs on ``feeds`` (run on ``state``, the
-        model's snapshot, unless the caller knows them already: ``outputs``)."""
+    def _record(self, name, options, status, model, state, seconds, reference, checked, previous=None,
+                outputs=None) -> tuple[StepRecord, list[runtime.Feeds]]:
+        """The step's record (fidelity vs the input) and the model's outputs on each of the ``checked`` inputs (run on
+        ``state``, the model's snapshot, unless the caller knows them already: ``outputs``)."""
         m = self.measurement
         st = stats.model_stats(model, state.proto)
-        got = outputs if outputs is not None else runtime.run(state, feeds, threads=m.threads, optimization="disable")
+        got = outputs if outputs is not None else run_checked(state, checked, m.threads)
+        feeds = checked[0].feeds
         record = StepRecord(
             pass_name=name,
             options=options,
@@ -261,7 +297,7 @@ class Pipeline:
             nodes=st.nodes,
             op_histogram=st.op_histogram,
             seconds=seconds,
-            fidelity=judge.compare(expected, got),
+            fidelity=compare_checked(checked, [c.expected for c in checked], got),
         )
         if m.labelled is not None:
             record.accuracy = m.labelled.accuracy(state, m.threads)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import checks, fidelity, io, runtime
+from onnxcompress import checks, fidelity, generation, io, runtime
 from onnxcompress.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from onnxcompress.errors import UsageError
 
@@ -200,7 +200,8 @@ def verify_models(
     feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(reference)
     check_feed_names(reference, feeds)
     expected = runtime.run(reference, feeds, threads=threads, optimization="disable")
-    return verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads)
+    next_step = generation.next_step_expected(reference, feeds, threads)
+    return verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads, next_step=next_step)
 
 
 def verify_against(
@@ -213,6 +214,7 @@ def verify_against(
     gates: Gates | None = None,
     threads: int = runtime.DEFAULT_THREADS,
     state: io.Snapshot | None = None,
+    next_step: tuple[Feeds, Feeds] | None = None,
 ) -> VerifyResult:
     """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden).
 
@@ -220,20 +222,32 @@ def verify_against(
     cast to the float types ``model`` declares (``runtime.at_declared_precision``: a float16 model against its original).
     Tolerances and ``gates`` as in ``verify_models``. ``state``: ``model``'s snapshot when the caller has it
     (``io.load_with_snapshot``), what the checks and the session read instead of serializing ``model`` again.
+    ``next_step``: a cached decoder's next generation step, its feeds and expected outputs
+    (``generation.next_step_expected``), compared the same way, its outputs named with ``generation.NEXT_TOKEN``.
     """
     check_feed_names(model, inputs)
-    inputs = runtime.at_declared_precision(model, inputs)
     results, session = _checked_session(model, threads, state)
+    outputs = _compared_outputs(model, session, inputs, expected, results, rtol=rtol, atol=atol, gates=gates)
+    unchecked = "no expected values (missing from the golden file or the reference outputs)"
+    outputs += [_failed_output(v.name, unchecked) for v in model.graph.outputs if v.name not in expected]
+    if next_step is not None:
+        later = _compared_outputs(model, session, *next_step, results, rtol=rtol, atol=atol, gates=gates, run_check=f"run{generation.NEXT_TOKEN}")
+        outputs += [dataclasses.replace(o, name=o.name + generation.NEXT_TOKEN) for o in later]
+    return VerifyResult.judged(results, outputs, rtol=rtol, atol=atol, gates=gates)
+
+
+def _compared_outputs(model: ir.Model, session: ort.InferenceSession | None, inputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+                      results: list[CheckResult], *, rtol: float | None, atol: float | None, gates: Gates | None,
+                      run_check: str = "run (ORT_DISABLE_ALL)") -> list[OutputResult]:
+    """Each expected output compared with ``model``'s on ``inputs`` (cast to its declared float types); a run that
+    fails is a failed ``run_check`` in ``results`` and leaves every output missing."""
     actual: Feeds = {}
     if session is not None:
         try:
-            actual = runtime.run(session, inputs)
+            actual = runtime.run(session, runtime.at_declared_precision(model, inputs))
         except UsageError as exc:
-            results.append(CheckResult("run (ORT_DISABLE_ALL)", False, str(exc)))
-    outputs = [compare_output(name, ref, actual.get(name), rtol=rtol, atol=atol, gates=gates) for name, ref in expected.items()]
-    unchecked = "no expected values (missing from the golden file or the reference outputs)"
-    outputs += [_failed_output(v.name, unchecked) for v in model.graph.outputs if v.name not in expected]
-    return VerifyResult.judged(results, outputs, rtol=rtol, atol=atol, gates=gates)
+            results.append(CheckResult(run_check, False, str(exc)))
+    return [compare_output(name, ref, actual.get(name), rtol=rtol, atol=atol, gates=gates) for name, ref in expected.items()]
 
 
 def structure_checks(model: ir.Model) -> list[CheckResult]:

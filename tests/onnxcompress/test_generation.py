@@ -39,6 +39,14 @@ def decoder() -> ir.Model:
     return model
 
 
+def forget_cache(model: ir.Model) -> ir.Model:
+    """``model`` (a ``decoder()``) mixing each token with the mean of the new tokens only, not of the cache and them:
+    a first step, its cache empty, cannot tell it from the decoder."""
+    mean = next(node for node in model.graph if node.op_type == "ReduceMean")
+    mean.replace_input_with(0, mean.inputs[0].producer().inputs[1])
+    return model
+
+
 def first_steps(samples: int, length: int = 5) -> dict[str, np.ndarray]:
     ids = np.random.default_rng(2).integers(0, VOCAB, (samples, length))
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.tile(np.arange(length), (samples, 1)),
@@ -54,6 +62,14 @@ def test_the_next_step_is_one_token_at_the_next_position_fed_the_caches_the_firs
     assert step["attention_mask"].shape == (1, 6) and step["position_ids"].tolist() == [[5]]
     np.testing.assert_array_equal(step["past_key_values.0.key"], runtime.run(model, {k: v[:1] for k, v in first.items()})["present.0.key"])
     assert runtime.run(model, step)["present.0.key"].shape == (1, 6, WIDTH)
+
+
+def test_a_decoder_that_forgets_its_cache_is_told_apart_only_on_the_next_step():
+    model, forgetful, first = decoder(), forget_cache(decoder()), first_steps(1)
+    np.testing.assert_array_equal(runtime.run(forgetful, first)["logits"], runtime.run(model, first)["logits"])
+    step, expected = generation.next_step_expected(model, first)
+    assert step["attention_mask"].shape == (1, 6) and set(expected) == {"logits", "present.0.key"}
+    assert not np.allclose(runtime.run(forgetful, step)["logits"], expected["logits"], atol=1e-3)
 
 
 def test_only_a_first_step_of_a_cached_decoder_has_a_next_one(mlp_model):

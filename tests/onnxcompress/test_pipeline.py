@@ -19,6 +19,8 @@ from onnxcompress.passes import Cleanup, CompressionPass, FoldConstants, Fuse, Q
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.spec import parse_pass
 
+from .test_generation import decoder, first_steps, forget_cache
+
 QUICK = Measurement(benchmark=False)
 
 
@@ -345,3 +347,22 @@ def test_without_feeds_the_steps_are_checked_on_the_first_calibration_samples(cn
     shifted = {"x": np.random.default_rng(0).uniform(5, 6, (32, 3, 8, 8)).astype(np.float32)}
     result = Pipeline([parse_pass("quantize-static")], measurement=Measurement(benchmark=False)).run(cnn_model, calibration=shifted)
     assert result.report.steps[1].fidelity.cosine > 0.999
+
+
+class ForgetCache(CompressionPass):
+    """``forget_cache`` as a pass that claims to be exact."""
+
+    name = "test-forget-cache"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(forget_cache(model), modified=True)
+
+
+def test_a_cached_decoder_is_checked_on_the_token_after_its_first_step_too():
+    feeds = first_steps(1)
+    with pytest.raises(CheckFailed, match=r"exact pass 'test-forget-cache' changed output 'logits \(next token\)'"):
+        Pipeline([ForgetCache()], measurement=Measurement(benchmark=False, feeds=feeds)).run(decoder())
+    kept = Pipeline([parse_pass("test-noop")], measurement=Measurement(benchmark=False, feeds=feeds)).run(decoder())
+    names = [o.name for o in kept.report.steps[1].fidelity.outputs]
+    assert names == ["logits", "present.0.key", "logits (next token)", "present.0.key (next token)"]
+    assert kept.report.steps[1].fidelity.exact

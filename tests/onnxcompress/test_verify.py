@@ -10,6 +10,8 @@ from onnxcompress import io, runtime, verify
 from onnxcompress.cli import main
 from onnxcompress.errors import UsageError
 
+from .test_generation import decoder, first_steps, forget_cache
+
 
 def test_exact_copy_passes_every_check_and_output(verify_models):
     result = verify.verify_models(io.load(verify_models["ref"]), io.load(verify_models["copy"]))
@@ -280,3 +282,12 @@ def test_json_form_carries_the_gates_and_what_each_output_missed(int8_models):
     assert document["gates"] == {"min_cosine": None, "min_snr_db": 90, "min_topk_agreement": None, "top_k": verify.TOP_K}
     assert document["tolerance_gates"] is False and document["passed"] is False
     assert document["outputs"][0]["missed_gates"][0].endswith("dB < 90 dB")
+
+
+def test_a_cached_decoder_is_verified_on_the_token_after_its_first_step():
+    feeds = first_steps(1)
+    forgetful = verify.verify_models(decoder(), forget_cache(decoder()), feeds)
+    assert not forgetful.passed
+    assert [o.name for o in forgetful.outputs if not o.passed] == ["logits (next token)"]  # its cache is still right
+    assert [o.name for o in forgetful.outputs] == ["logits", "present.0.key", "logits (next token)", "present.0.key (next token)"]
+    assert verify.verify_models(decoder(), decoder(), feeds).passed

@@ -63,7 +63,7 @@ def verify_command(
     An output passes on --rtol/--atol when no --min-* gate is given; with gates, when it meets every gate
     given (and --rtol/--atol only if those are given too).
     """
-    from onnxcompress import io, runtime, verify
+    from onnxcompress import generation, io, runtime, verify
     from onnxcompress.cli.commands.run import DataOptions, check_samples, open_calibration
     from onnxcompress.junit import junit_xml
 
@@ -91,8 +91,9 @@ def verify_command(
             result = _bisect(loaded[0], bisect, feeds, rtol, atol, gates, reader, threads)
         else:
             which = -1 if (golden or len(loaded) == 2) else 0
+            next_step = generation.next_step_expected(loaded[0], feeds, threads, states[0]) if len(loaded) == 2 else None
             result = verify.verify_against(loaded[which], feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads,
-                                           state=states[which])
+                                           state=states[which], next_step=next_step)
     _print_result(result)
     if json_out:
         record = {**result.to_dict(), "input_shapes": input_shapes(feeds)}

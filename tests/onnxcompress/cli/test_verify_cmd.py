@@ -12,6 +12,8 @@ import pytest
 from onnxcompress import io, verify
 from onnxcompress.cli import main
 
+from ..test_generation import decoder, first_steps, forget_cache
+
 
 def run_cli(argv: list, capsys) -> tuple[int, str, str]:
     """Exit code, stdout and stderr of the CLI run in-process."""
@@ -202,3 +204,13 @@ def test_gates_out_of_range_exit_2_with_one_line(verify_models, capsys, option, 
 def test_calibration_without_bisect_exits_2(int8_models, capsys):
     code, _, err = run_cli(["verify", int8_models["ref"], int8_models["int8"], "--calibration", int8_models["calibration"]], capsys)
     assert (code, err) == (2, "error: --calibration feeds the passes of --bisect RECIPE; use --inputs for the data to compare on\n")
+
+
+def test_two_cached_decoders_are_compared_on_the_token_after_the_given_first_step_too(tmp_path, capsys):
+    io.save(decoder(), tmp_path / "ref.onnx")
+    io.save(forget_cache(decoder()), tmp_path / "cand.onnx")
+    io.save_arrays(tmp_path / "first.npz", first_steps(1))
+    code, _, err = run_cli(["verify", tmp_path / "ref.onnx", tmp_path / "cand.onnx", "--inputs", tmp_path / "first.npz"], capsys)
+    assert code == 1 and err.startswith("error: verification failed (1 failure(s)); first: output 'logits (next token)': max abs error")
+    code, out, _ = run_cli(["verify", tmp_path / "ref.onnx", tmp_path / "ref.onnx", "--inputs", tmp_path / "first.npz"], capsys)
+    assert code == 0 and "logits (next token)" in out

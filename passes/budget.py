@@ -26,14 +26,14 @@ nothing is written and the CLI exits 1), unless the pass's ``accept_loss`` accep
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress import fidelity, runtime
+from onnxcompress import fidelity, generation, runtime
 from onnxcompress.calibration import holdout
 from onnxcompress.calibration.validation import model_batches
 from onnxcompress.errors import CheckFailed, UsageError
@@ -121,28 +121,34 @@ class Budget:
 class Judged:
     """Feeds a changed model is judged on (one or more runs in the model's batch) and the reference's outputs on them.
 
-    Padding positions (``fidelity.padding_mask``) are dropped from the outputs; the runs' outputs are
-    joined along their first axis when their other axes agree, else each run is compared on its own.
+    A cached decoder's first steps (its caches empty) bring the next step of each sample with them
+    (``generation.next_steps``; their outputs named with ``generation.NEXT_TOKEN``): the step generation repeats,
+    where a filled cache is read. Padding positions (``fidelity.padding_mask``) are dropped from the outputs;
+    each output is joined over the runs along its first axis where its other axes agree (``_paired``).
     """
 
     def __init__(self, reference: ir.Model, feeds: Sequence[Feeds], output: str | None = None) -> None:
-        self.feeds = [dict(f) for f in feeds]
+        first = [dict(f) for f in feeds]
+        later = generation.next_steps(reference, first)
+        self.feeds = first + later
+        self.suffixes = [""] * len(first) + [generation.NEXT_TOKEN] * len(later)
         self.masks = [fidelity.padding_mask(f) for f in self.feeds]
         self.output = output
-        self.expected = [self._kept(runtime.run(reference, f), mask) for f, mask in zip(self.feeds, self.masks)]
+        self.expected = self._outputs(reference)
 
     def fidelity(self, proto: onnx.ModelProto) -> fidelity.Fidelity:
         """How the outputs of ``proto`` compare with the reference's on these feeds."""
-        model = ir.serde.deserialize_model(proto)
-        produced = [self._kept(runtime.run(model, f), mask) for f, mask in zip(self.feeds, self.masks)]
-        expected, got = _joined(self.expected), _joined(produced)
-        if expected is not None and got is not None:
-            return fidelity.compare(expected, got)
-        return fidelity.Fidelity([o for e, g in zip(self.expected, produced) for o in fidelity.compare(e, g).outputs])
+        produced = self._outputs(ir.serde.deserialize_model(proto))
+        return fidelity.Fidelity([o for e, g in _paired(self.expected, produced) for o in fidelity.compare(e, g).outputs])
 
     def categorical(self) -> bool:
         """Whether some judged output is categorical (integers or booleans: labels, indices, masks)."""
         return any(fidelity.is_categorical(np.asarray(array).dtype) for run in self.expected for array in run.values())
+
+    def _outputs(self, model: ir.Model) -> list[dict[str, np.ndarray]]:
+        """``model``'s judged outputs on each run, padding dropped, a next step's named as such."""
+        return [{name + suffix: array for name, array in self._kept(runtime.run(model, f), mask).items()}
+                for f, mask, suffix in zip(self.feeds, self.masks, self.suffixes)]
 
     def _kept(self, outputs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> dict[str, np.ndarray]:
         if self.output is not None and self.output not in outputs:
@@ -152,15 +158,21 @@ class Judged:
         return {**kept, **fidelity.class_choices(kept)}
 
 
-def _joined(runs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
-    """The runs' outputs concatenated along their first axis, or None when some output's other axes differ between runs."""
-    joined = {}
-    for name in runs[0]:
-        arrays = [run[name] for run in runs]
-        if len({a.shape[1:] for a in arrays}) > 1 or arrays[0].ndim == 0:
-            return None if len(arrays) > 1 else {name: arrays[0] for name in runs[0]}
-        joined[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    return joined
+def _paired(expected: Sequence[Mapping[str, np.ndarray]], produced: Sequence[Mapping[str, np.ndarray]]) -> Iterator[tuple[Feeds, Feeds]]:
+    """Each output's reference and candidate values over the runs, concatenated along the first axis where the runs'
+    other axes agree (one comparison over every sample, not the worst of a few), else run by run (and wherever the
+    candidate's shapes differ from the reference's, which the comparison then reports)."""
+    for name in dict.fromkeys(name for run in expected for name in run):
+        groups: dict[tuple | None, list[tuple[np.ndarray, np.ndarray | None]]] = {}
+        for ref_run, got_run in zip(expected, produced):
+            if name in ref_run:
+                ref = ref_run[name]
+                groups.setdefault(ref.shape[1:] if ref.ndim else None, []).append((ref, got_run.get(name)))
+        for shape, pairs in groups.items():
+            if shape is not None and all(got is not None and got.shape == ref.shape for ref, got in pairs):
+                yield {name: np.concatenate([ref for ref, _ in pairs])}, {name: np.concatenate([got for _, got in pairs])}
+            else:
+                yield from (({name: ref}, {name: got} if got is not None else {}) for ref, got in pairs)
 
 
 def _at(limit: Limit, score: Score) -> str:

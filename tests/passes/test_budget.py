@@ -89,3 +89,12 @@ def test_a_budget_held_on_too_few_samples_says_so(samples, warned):
     assert bool(notes) == warned
     if warned:
         assert notes[0].startswith(f"judged on only {samples // 4} real samples") and "give 32 or more calibration samples" in notes[0]
+
+
+def test_a_cached_decoders_budget_judges_the_next_token_of_every_held_out_sample():
+    from ..onnxcompress.test_generation import decoder, first_steps, forget_cache
+
+    budget, _ = default_budget(decoder(), calibration=ArrayReader(first_steps(64)))
+    assert budget.holds(budget.score(io.to_proto(decoder())))
+    score = budget.score(io.to_proto(forget_cache(decoder())))  # its first steps are exact
+    assert not budget.holds(score) and "at 'logits (next token)" in budget.describe(score)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from onnxcompress import walk
 from onnxcompress.passes.quantization.support.ort_bridge import Selection
 
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
@@ -19,17 +20,18 @@ FLOAT_BRANCH_SUFFIX = "/outliers"
 def select(proto: onnx.ModelProto, op_types: Sequence[str], excluded: Sequence[str]) -> Selection:
     """The selection for ``op_types`` (checked when the pass was built) minus the ``excluded`` nodes, FP32 branches
     and standard Attention nodes."""
-    names = [node.name for node in proto.graph.node]
+    names = [node.name for graph in walk.proto_graphs(proto.graph) for node in graph.node]
     return Selection(op_types=list(op_types), exclude=[*excluded, *(n for n in names if is_float_branch(n)), *standard_attention_nodes(proto)])
 
 
 def standard_attention_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Names of ONNX's own ``Attention`` nodes (opset 23), which ORT's quantizers must not touch.
+    """Names of ONNX's own ``Attention`` nodes (opset 23), in subgraphs too, which ORT's quantizers must not touch.
 
     They key on the op type alone and would rewrite one into the contrib ``QAttention``, which has
     other inputs and cannot load; its Q/K/V projections are MatMuls and are quantized as such.
     """
-    return [node.name for node in proto.graph.node if node.op_type == "Attention" and node.domain in ("", "ai.onnx")]
+    return [node.name for graph in walk.proto_graphs(proto.graph) for node in graph.node
+            if node.op_type == "Attention" and node.domain in ("", "ai.onnx")]
 
 
 def nodes_touching(proto: onnx.ModelProto, tensors: Sequence[str]) -> list[str]:

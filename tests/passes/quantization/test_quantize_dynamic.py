@@ -172,3 +172,41 @@ def test_dynamic_quantizes_the_weights_both_branches_of_a_merged_decoder_read() 
         for optimization in ("disable", "all"):
             got = runtime.run(model, {"use_cache_branch": np.array(branch), "x": x}, optimization=optimization)
             assert fidelity.compare(references[branch], got).cosine > 0.99
+
+
+# ``fuse:opset=23`` on Whisper's merged decoder put ONNX's own Attention in both branches; ORT's quantizer turned
+# them into the contrib QAttention (it keys on the op type alone), and the model no longer loaded ("Required
+# attribute 'num_heads' is missing"): the main graph's standard Attention nodes were kept out of its reach, not a subgraph's.
+MERGED_ATTENTION_TEXT = """
+<ir_version: 10, opset_import: ["" : 23]>
+merged (bool use_cache_branch, float[N, 2, 4, 8] x) => (float[N, 2, 4, 8] y)
+<float[8, 8] wq = {0.0}, float[8, 8] wk = {0.0}>
+{
+    y = If (use_cache_branch) <
+        then_branch = cached () => (float[N, 2, 4, 8] a) {
+            q = MatMul (x, wq)
+            k = MatMul (x, wk)
+            a = Attention (q, k, x)
+        },
+        else_branch = first () => (float[N, 2, 4, 8] b) {
+            q2 = MatMul (x, wq)
+            b = Attention (q2, x, x)
+        }
+    >
+}
+"""
+
+
+def test_dynamic_leaves_standard_attention_inside_a_merged_decoders_branches_to_onnx() -> None:
+    model = with_weights(MERGED_ATTENTION_TEXT)
+    x = np.random.default_rng(4).normal(size=(2, 2, 4, 8)).astype(np.float32)
+    references = {branch: runtime.run(model, {"use_cache_branch": np.array(branch), "x": x}) for branch in (True, False)}
+    QuantizeDynamic()(model)
+    if_node = next(node for node in model.graph if node.op_type == "If")
+    for branch, name in ((True, "then_branch"), (False, "else_branch")):
+        nodes = list(if_node.attributes[name].value)
+        assert [(n.domain, n.op_type) for n in nodes if "Attention" in n.op_type] == [("", "Attention")]
+        assert "MatMulInteger" in [n.op_type for n in nodes]
+        for optimization in ("disable", "all"):
+            got = runtime.run(model, {"use_cache_branch": np.array(branch), "x": x}, optimization=optimization)
+            assert fidelity.compare(references[branch], got).cosine > 0.99

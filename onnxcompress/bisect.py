@@ -68,7 +68,7 @@ def bisect_passes(
     feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(model)
     verify.check_feed_names(model, feeds)
     expected = runtime.run(model, feeds, threads=threads, optimization="disable")
-    next_step = generation.next_step_expected(model, feeds, threads)
+    beside = generation.expected_beside(model, feeds, threads)
     pipeline = Pipeline(passes, measurement=Measurement(benchmark=False, threads=threads, feeds=feeds))
     loop = pipeline.steps(io.clone(model), calibration=calibration)
     next(loop)  # the input's own record
@@ -80,7 +80,7 @@ def bisect_passes(
             message = str(exc) if isinstance(exc, OnnxCompressError) else f"{type(exc).__name__}: {exc}"
             steps.append(BisectStep(pass_.name, None, first_line(message)))
             break
-        result = verify.verify_against(working, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads, next_step=next_step)
+        result = verify.verify_against(working, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads, beside=beside)
         steps.append(BisectStep(pass_.name, result))
         if not result.passed:
             break

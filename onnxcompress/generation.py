@@ -1,10 +1,13 @@
-"""A cached decoder's next generation step: the feeds of one new token after a first step, from the model's own caches.
+"""A cached decoder's next generation step, and a merged decoder's other branch: what a check runs beside a first step.
 
 A decoder exported with its key-value cache (Optimum's ``past_key_values.N.key`` in, ``present.N.key`` out) runs
 twice in generation: a first step over the prompt with empty caches, then one token at a time, each step fed
 the caches the step before returned. The second kind is what generation repeats, so a chain is timed on it too
-(``recommend``). A cache input is paired with the output named like it with ``present`` for ``past_key_values``
-(or ``past``) and of the same rank.
+(``recommend``), and every check of a first step also runs the token after it, where a filled cache is read. A
+cache input is paired with the output named like it with ``present`` for ``past_key_values`` (or ``past``) and of
+the same rank. A merged decoder (Optimum's ``decoder_model_merged.onnx``) holds both steps in the two branches of
+an ``If`` switched by ``use_cache_branch``: fed its first branch, a check runs the next token through the other;
+fed the cache branch, the same feeds through the first.
 """
 
 from __future__ import annotations
@@ -16,22 +19,28 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io, runtime
-from onnxcompress.synthetic_inputs import fed_inputs, starting_state
+from onnxcompress.synthetic_inputs import fed_inputs
 
 CACHE_NAMES = (("past_key_values", "present"), ("past", "present"))
-POSITIONS = "position_ids"
+POSITIONS = ("position_ids", "cache_position")
 MASK = "attention_mask"
+BRANCH = "use_cache_branch"  # a merged decoder's switch (Optimum's): true runs the branch that reads the caches
 NEXT_TOKEN = " (next token)"  # names an output of the next step where both steps' outputs are judged
+NO_CACHE_BRANCH = " (no-cache branch)"  # names an output of a merged decoder's other branch
 MAX_NEXT_STEPS = 32  # next steps a budget judges beside the first steps (one per held-out sample)
+
+Feeds = dict[str, np.ndarray]
 
 
 def cache_outputs(model: ir.Model) -> dict[str, str]:
-    """Each cache input of ``model`` and the output returning its next value; empty unless every cache has one."""
+    """Each cache input of ``model`` (named like ``past_key_values``) and the output returning its next value, of the
+    same rank; empty unless every cache has one."""
     outputs = {value.name: value for value in model.graph.outputs}
-    caches = [value for value in fed_inputs(model.graph) if starting_state(value, 1) is not None]
     pairs = {}
-    for value in caches:
+    for value in fed_inputs(model.graph):
         names = [value.name.replace(old, new) for old, new in CACHE_NAMES if old in value.name]
+        if not names:
+            continue
         found = next((outputs[name] for name in names if name in outputs), None)
         if found is None or found.shape is None or value.shape is None or len(found.shape) != len(value.shape):
             return {}
@@ -39,46 +48,83 @@ def cache_outputs(model: ir.Model) -> dict[str, str]:
     return pairs
 
 
-def next_step_feeds(model: ir.Model, first: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """The feeds of the step after ``first`` (one sample, its caches empty) for a cached decoder: the sample's last
-    token again at the next position, attending to what the first step attended to and itself, with the caches
-    ``model`` returned; None for any other model or feeds (caches already filled, no ``input_ids``)."""
-    pairs = cache_outputs(model)
-    if not pairs or "input_ids" not in first or any(np.size(first[name]) for name in pairs):
+def next_step_feeds(model: ir.Model, first: Mapping[str, np.ndarray]) -> Feeds | None:
+    """The feeds of the step after ``first`` (one sample, its caches empty or, in a merged decoder, not read) for a
+    cached decoder: the sample's last token again at the next position, attending to what the first step attended
+    to and itself, with the caches ``model`` returned; the other inputs (an encoder's states and mask) as they were.
+    None for any other model or feeds (caches already filled, no ``input_ids``)."""
+    if not starts_sequence(model, first):
         return None
-    sample = {name: np.asarray(array)[:1] for name, array in first.items()}
+    pairs = cache_outputs(model)
+    sample = _sample(first, 0)
     outputs = runtime.run(model, sample)
     length = sample["input_ids"].shape[1]
-    feeds = {name: array[:, -1:] for name, array in sample.items() if name not in pairs}
+    per_token = _per_token_inputs(model)
+    feeds = {name: array[:, -1:] if name in per_token else array for name, array in sample.items() if name not in pairs}
     if MASK in sample:
         feeds[MASK] = np.concatenate([sample[MASK], np.ones((1, 1), sample[MASK].dtype)], axis=1)
-    if POSITIONS in sample:
-        feeds[POSITIONS] = np.full((1, 1), length, sample[POSITIONS].dtype)
+    for name in POSITIONS:
+        if name in sample:
+            feeds[name] = np.full(sample[name].shape[:-1] + (1,), length, sample[name].dtype)
+    if BRANCH in sample:
+        feeds[BRANCH] = np.ones_like(sample[BRANCH])
     return {**feeds, **{name: outputs[output] for name, output in pairs.items()}}
 
 
-def next_steps(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[dict[str, np.ndarray]]:
-    """The next step (``next_step_feeds``) of each sample of ``runs`` (first steps of a cached decoder, several samples
-    each), up to ``limit`` of them; empty for any other model or feeds."""
-    if not cache_outputs(model):
-        return []
-    samples = ({name: np.asarray(array)[i:i + 1] for name, array in run.items()} for run in runs for i in range(_samples(run)))
-    found = (next_step_feeds(model, sample) for sample in samples)
-    return list(itertools.islice((feeds for feeds in found if feeds is not None), limit))
+def _first_step(feeds: Mapping[str, np.ndarray], pairs: Mapping[str, str]) -> bool:
+    """Whether ``feeds`` start a sequence: a merged decoder told not to read its caches, or every cache empty."""
+    if BRANCH in feeds:
+        return not np.asarray(feeds[BRANCH]).any()
+    return not any(np.size(feeds[name]) for name in pairs)
 
 
-def _samples(run: Mapping[str, np.ndarray]) -> int:
-    ids = run.get("input_ids")
-    return 0 if ids is None or np.ndim(ids) != 2 else ids.shape[0]
+def _per_token_inputs(model: ir.Model) -> set[str]:
+    """The inputs with one value per token of ``input_ids`` (its sequence dim as their last): ``token_type_ids``."""
+    ids = next((value for value in model.graph.inputs if value.name == "input_ids"), None)
+    if ids is None or ids.shape is None or len(ids.shape) != 2:
+        return {"input_ids"}
+    tokens = ids.shape[1]
+    return {value.name for value in model.graph.inputs if value.shape is not None and len(value.shape) == 2 and value.shape[1] == tokens}
 
 
-def next_step_expected(model: ir.Model, feeds: Mapping[str, np.ndarray], threads: int | None = None,
-                       reference: io.Snapshot | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
-    """The feeds of the step after ``feeds`` (``next_step_feeds``) and ``model``'s outputs there at ORT's optimizer
-    disabled (run on ``reference``, its snapshot, when given), what a rewrite's next step is judged against: one
-    that mishandles a filled cache keeps every output of a first step, whose caches are empty. None when ``feeds``
-    have no next step."""
+def checks_beside(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[tuple[str, Feeds]]:
+    """The other inputs a check of ``model`` on ``feeds`` runs it on, each with the suffix naming its outputs: after a
+    cached decoder's first step, the next token (``next_step_feeds``), where a filled cache is read; beside a merged
+    decoder's cache branch, the same feeds through its other branch. A rewrite that breaks what one step or branch
+    runs keeps every output of the other."""
     next_feeds = next_step_feeds(model, feeds)
-    if next_feeds is None:
-        return None
-    return next_feeds, runtime.run(reference or model, next_feeds, threads=threads, optimization="disable")
+    if next_feeds is not None:
+        return [(NEXT_TOKEN, next_feeds)]
+    if BRANCH in feeds and np.asarray(feeds[BRANCH]).all():
+        return [(NO_CACHE_BRANCH, {**feeds, BRANCH: np.zeros_like(feeds[BRANCH])})]
+    return []
+
+
+def runs_beside(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[tuple[str, Feeds]]:
+    """``checks_beside`` for runs of several samples (a budget's held-out batches): a merged decoder's other branch of
+    each run, and the next token of each sample of a first step, up to ``limit`` of them."""
+    samples = (_sample(run, i) for run in runs if starts_sequence(model, run) for i in range(len(run["input_ids"])))
+    branches = [found for run in runs if not starts_sequence(model, run) for found in checks_beside(model, run)]
+    return branches + [(NEXT_TOKEN, next_step_feeds(model, sample)) for sample in itertools.islice(samples, limit)]
+
+
+def starts_sequence(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``feeds`` are a cached decoder's first step, which ``next_step_feeds`` continues."""
+    pairs = cache_outputs(model)
+    return bool(pairs) and "input_ids" in feeds and _first_step(feeds, pairs)
+
+
+def _sample(run: Mapping[str, np.ndarray], index: int) -> Feeds:
+    """Sample ``index`` of ``run``: row ``index`` of every input batched as ``input_ids`` is, the others (a merged
+    decoder's switch) as they are."""
+    batch = len(run["input_ids"])
+    arrays = {name: np.asarray(array) for name, array in run.items()}
+    return {name: a[index:index + 1] if a.ndim and a.shape[0] == batch and name != BRANCH else a for name, a in arrays.items()}
+
+
+def expected_beside(model: ir.Model, feeds: Mapping[str, np.ndarray], threads: int | None = None,
+                    reference: io.Snapshot | None = None) -> list[tuple[str, Feeds, Feeds]]:
+    """``checks_beside`` with ``model``'s outputs on each at ORT's optimizer disabled (run on ``reference``, its snapshot,
+    when given): what a rewrite's next step or other branch is judged against."""
+    return [(suffix, beside, runtime.run(reference or model, beside, threads=threads, optimization="disable"))
+            for suffix, beside in checks_beside(model, feeds)]

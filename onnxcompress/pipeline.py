@@ -131,15 +131,13 @@ class CheckedFeeds:
 
 
 def checked_feeds(model: ir.Model, reference: io.Snapshot, feeds: runtime.Feeds, threads: int) -> list[CheckedFeeds]:
-    """What every step is checked on: ``feeds``, and for a cached decoder fed its first step also the token after
-    it (``generation.next_step_expected``)."""
+    """What every step is checked on: ``feeds``, and beside them a cached decoder's next token or a merged decoder's
+    other branch (``generation.expected_beside``)."""
     precision = fidelity.model_precision(model)
     checked = [CheckedFeeds(feeds, runtime.run(reference, feeds, threads=threads, optimization="disable"),
                             Judge(precision, fidelity.padding_mask(feeds)))]
-    next_step = generation.next_step_expected(model, feeds, threads, reference)
-    if next_step is not None:
-        checked.append(CheckedFeeds(*next_step, Judge(precision, fidelity.padding_mask(next_step[0])), generation.NEXT_TOKEN))
-    return checked
+    return checked + [CheckedFeeds(beside, expected, Judge(precision, fidelity.padding_mask(beside)), suffix)
+                      for suffix, beside, expected in generation.expected_beside(model, feeds, threads, reference)]
 
 
 def run_checked(state: io.Snapshot, checked: Sequence[CheckedFeeds], threads: int) -> list[runtime.Feeds]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -200,8 +200,8 @@ def verify_models(
     feeds = dict(inputs) if inputs is not None else runtime.synthetic_inputs(reference)
     check_feed_names(reference, feeds)
     expected = runtime.run(reference, feeds, threads=threads, optimization="disable")
-    next_step = generation.next_step_expected(reference, feeds, threads)
-    return verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads, next_step=next_step)
+    beside = generation.expected_beside(reference, feeds, threads)
+    return verify_against(candidate, feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads, beside=beside)
 
 
 def verify_against(
@@ -214,7 +214,7 @@ def verify_against(
     gates: Gates | None = None,
     threads: int = runtime.DEFAULT_THREADS,
     state: io.Snapshot | None = None,
-    next_step: tuple[Feeds, Feeds] | None = None,
+    beside: Sequence[tuple[str, Feeds, Feeds]] = (),
 ) -> VerifyResult:
     """Check ``model``'s structure, run it on ``inputs`` and compare with ``expected`` (a golden).
 
@@ -222,17 +222,17 @@ def verify_against(
     cast to the float types ``model`` declares (``runtime.at_declared_precision``: a float16 model against its original).
     Tolerances and ``gates`` as in ``verify_models``. ``state``: ``model``'s snapshot when the caller has it
     (``io.load_with_snapshot``), what the checks and the session read instead of serializing ``model`` again.
-    ``next_step``: a cached decoder's next generation step, its feeds and expected outputs
-    (``generation.next_step_expected``), compared the same way, its outputs named with ``generation.NEXT_TOKEN``.
+    ``beside``: a cached decoder's next token or a merged decoder's other branch, each its suffix, feeds and expected
+    outputs (``generation.expected_beside``), compared the same way, their outputs named with the suffix.
     """
     check_feed_names(model, inputs)
     results, session = _checked_session(model, threads, state)
     outputs = _compared_outputs(model, session, inputs, expected, results, rtol=rtol, atol=atol, gates=gates)
     unchecked = "no expected values (missing from the golden file or the reference outputs)"
     outputs += [_failed_output(v.name, unchecked) for v in model.graph.outputs if v.name not in expected]
-    if next_step is not None:
-        later = _compared_outputs(model, session, *next_step, results, rtol=rtol, atol=atol, gates=gates, run_check=f"run{generation.NEXT_TOKEN}")
-        outputs += [dataclasses.replace(o, name=o.name + generation.NEXT_TOKEN) for o in later]
+    for suffix, feeds, wanted in beside:
+        later = _compared_outputs(model, session, feeds, wanted, results, rtol=rtol, atol=atol, gates=gates, run_check=f"run{suffix}")
+        outputs += [dataclasses.replace(o, name=o.name + suffix) for o in later]
     return VerifyResult.judged(results, outputs, rtol=rtol, atol=atol, gates=gates)
 
 

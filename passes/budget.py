@@ -121,17 +121,17 @@ class Budget:
 class Judged:
     """Feeds a changed model is judged on (one or more runs in the model's batch) and the reference's outputs on them.
 
-    A cached decoder's first steps (its caches empty) bring the next step of each sample with them
-    (``generation.next_steps``; their outputs named with ``generation.NEXT_TOKEN``): the step generation repeats,
-    where a filled cache is read. Padding positions (``fidelity.padding_mask``) are dropped from the outputs;
+    A cached decoder's first steps (its caches empty) bring the next token of each sample with them, and a merged
+    decoder's runs their other branch (``generation.runs_beside``; their outputs named with its suffix): the step
+    generation repeats, where a filled cache is read. Padding positions (``fidelity.padding_mask``) are dropped from the outputs;
     each output is joined over the runs along its first axis where its other axes agree (``_paired``).
     """
 
     def __init__(self, reference: ir.Model, feeds: Sequence[Feeds], output: str | None = None) -> None:
-        first = [dict(f) for f in feeds]
-        later = generation.next_steps(reference, first)
-        self.feeds = first + later
-        self.suffixes = [""] * len(first) + [generation.NEXT_TOKEN] * len(later)
+        given = [dict(f) for f in feeds]
+        beside = generation.runs_beside(reference, given)
+        self.feeds = given + [run for _, run in beside]
+        self.suffixes = [""] * len(given) + [suffix for suffix, _ in beside]
         self.masks = [fidelity.padding_mask(f) for f in self.feeds]
         self.output = output
         self.expected = self._outputs(reference)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from onnxcompress import generation, recommend, runtime
+from onnxcompress import generation, recommend, runtime, verify
 from onnxcompress.calibration import ArrayReader
 from onnxcompress.cpu import CpuFeatures
 
@@ -39,6 +39,45 @@ def decoder() -> ir.Model:
     return model
 
 
+MERGED = f"""
+<ir_version: 8, opset_import: ["" : 17]>
+merged (int64[B, S] input_ids, float[B, P, {WIDTH}] past_key_values_0_key, bool[1] use_cache_branch)
+    => (float[B, S, {VOCAB}] logits, float[B, T, {WIDTH}] present_0_key)
+    <float[{VOCAB}, {WIDTH}] table = {{{_values(VOCAB * WIDTH, 0)}}}, float[{WIDTH}, {VOCAB}] head = {{{_values(WIDTH * VOCAB, 1)}}}> {{
+  tokens = Gather(table, input_ids)
+  logits, present_0_key = If (use_cache_branch) <
+    then_branch = cached () => (float[B, S, {VOCAB}] cached_logits, float[B, T, {WIDTH}] cached_present) {{
+      cached_present = Concat <axis = 1> (past_key_values_0_key, tokens)
+      cached_context = ReduceMean <axes = [1]> (cached_present)
+      cached_mixed = Add(tokens, cached_context)
+      cached_logits = MatMul(cached_mixed, head)
+    }},
+    else_branch = fresh () => (float[B, S, {VOCAB}] fresh_logits, float[B, S, {WIDTH}] fresh_present) {{
+      fresh_present = Identity(tokens)
+      fresh_context = ReduceMean <axes = [1]> (tokens)
+      fresh_mixed = Add(tokens, fresh_context)
+      fresh_logits = MatMul(fresh_mixed, head)
+    }}
+  >
+}}
+"""
+
+
+def merged_decoder() -> ir.Model:
+    """``decoder()`` as Optimum merges one: its first step and its later steps in the two branches of an ``If``."""
+    model = ir.from_onnx_text(MERGED)
+    model.graph.inputs[1].name, model.graph.outputs[1].name = "past_key_values.0.key", "present.0.key"
+    return model
+
+
+def break_first_branch(model: ir.Model) -> ir.Model:
+    """``model`` (a ``merged_decoder()``) whose branch without a cache mixes nothing in: its cache branch is intact."""
+    fresh = next(node for node in model.graph if node.op_type == "If").attributes["else_branch"].as_graph()
+    mixed = next(node for node in fresh if node.op_type == "Add")
+    mixed.replace_input_with(1, mixed.inputs[0])
+    return model
+
+
 def forget_cache(model: ir.Model) -> ir.Model:
     """``model`` (a ``decoder()``) mixing each token with the mean of the new tokens only, not of the cache and them:
     a first step, its cache empty, cannot tell it from the decoder."""
@@ -67,9 +106,29 @@ def test_the_next_step_is_one_token_at_the_next_position_fed_the_caches_the_firs
 def test_a_decoder_that_forgets_its_cache_is_told_apart_only_on_the_next_step():
     model, forgetful, first = decoder(), forget_cache(decoder()), first_steps(1)
     np.testing.assert_array_equal(runtime.run(forgetful, first)["logits"], runtime.run(model, first)["logits"])
-    step, expected = generation.next_step_expected(model, first)
-    assert step["attention_mask"].shape == (1, 6) and set(expected) == {"logits", "present.0.key"}
+    ((suffix, step, expected),) = generation.expected_beside(model, first)
+    assert suffix == " (next token)" and step["attention_mask"].shape == (1, 6) and set(expected) == {"logits", "present.0.key"}
     assert not np.allclose(runtime.run(forgetful, step)["logits"], expected["logits"], atol=1e-3)
+
+
+@pytest.mark.parametrize("branch", [False, True])
+def test_a_merged_decoder_is_checked_through_both_branches(branch):
+    # Optimum's merged decoders: a first step checked alone left the cache branch unchecked, synthetic inputs (the
+    # cache branch, caches filled) the first branch
+    model = merged_decoder()
+    feeds = {"input_ids": np.array([[1, 2, 3], [4, 5, 6]]), "past_key_values.0.key": np.ones((2, 4, WIDTH), np.float32),
+             "use_cache_branch": np.array([branch])}
+    ((suffix, other),) = generation.checks_beside(model, feeds)
+    assert other["use_cache_branch"].tolist() == [not branch]
+    if branch:
+        assert suffix == " (no-cache branch)" and all(np.array_equal(other[k], feeds[k]) for k in ("input_ids", "past_key_values.0.key"))
+    else:  # the caches given are not read: the next token is fed the ones the first branch returned
+        assert suffix == " (next token)" and other["input_ids"].tolist() == [[3]]
+        np.testing.assert_array_equal(other["past_key_values.0.key"], runtime.run(model, {**feeds, "input_ids": feeds["input_ids"][:1]})["present.0.key"][:1])
+    assert [s for s, _ in generation.runs_beside(model, [feeds])] == [suffix] * (1 if branch else 2)  # one next token per sample
+    checked = verify.verify_models(model, break_first_branch(merged_decoder()), feeds)
+    failed = [o.name for o in checked.outputs if not o.passed]
+    assert failed == (["logits (no-cache branch)"] if branch else ["logits"])
 
 
 def test_only_a_first_step_of_a_cached_decoder_has_a_next_one(mlp_model):

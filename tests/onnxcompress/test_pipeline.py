@@ -19,7 +19,7 @@ from onnxcompress.passes import Cleanup, CompressionPass, FoldConstants, Fuse, Q
 from onnxcompress.pipeline import LabelledData, Measurement, Pipeline
 from onnxcompress.spec import parse_pass
 
-from .test_generation import decoder, first_steps, forget_cache
+from .test_generation import break_first_branch, decoder, first_steps, forget_cache, merged_decoder
 
 QUICK = Measurement(benchmark=False)
 
@@ -366,3 +366,18 @@ def test_a_cached_decoder_is_checked_on_the_token_after_its_first_step_too():
     names = [o.name for o in kept.report.steps[1].fidelity.outputs]
     assert names == ["logits", "present.0.key", "logits (next token)", "present.0.key (next token)"]
     assert kept.report.steps[1].fidelity.exact
+
+
+class BreakFirstBranch(CompressionPass):
+    """``break_first_branch`` as a pass that claims to be exact."""
+
+    name = "test-break-first-branch"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(break_first_branch(model), modified=True)
+
+
+def test_a_merged_decoder_fed_its_cache_branch_is_checked_through_the_other_branch_too():
+    # synthetic inputs feed a merged decoder's cache branch, its caches filled: its first-step branch went unchecked
+    with pytest.raises(CheckFailed, match=r"exact pass 'test-break-first-branch' changed output 'logits \(no-cache branch\)'"):
+        Pipeline([BreakFirstBranch()], measurement=Measurement(benchmark=False)).run(merged_decoder())

@@ -91,9 +91,9 @@ def verify_command(
             result = _bisect(loaded[0], bisect, feeds, rtol, atol, gates, reader, threads)
         else:
             which = -1 if (golden or len(loaded) == 2) else 0
-            next_step = generation.next_step_expected(loaded[0], feeds, threads, states[0]) if len(loaded) == 2 else None
+            beside = generation.expected_beside(loaded[0], feeds, threads, states[0]) if len(loaded) == 2 else []
             result = verify.verify_against(loaded[which], feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads,
-                                           state=states[which], next_step=next_step)
+                                           state=states[which], beside=beside)
     _print_result(result)
     if json_out:
         record = {**result.to_dict(), "input_shapes": input_shapes(feeds)}

@@ -75,11 +75,13 @@ Timer = Callable[..., list[float]]  # (models, feeds, *, full=False) -> median m
 @dataclasses.dataclass
 class Step:
     """One recommended pass spec and why; ``recovery``: a pass spec that may follow it when the step alone
-    breaks the fidelity budget (``recover`` after pruning), proven together with it."""
+    breaks the fidelity budget (``recover`` after pruning), proven together with it; ``without_data``: the step
+    tried instead when it needs calibration data and none was given (dynamic INT8 without GPTQ's rounding)."""
 
     spec: str
     reason: str
     recovery: str | None = None
+    without_data: Step | None = None
 
 
 @dataclasses.dataclass
@@ -302,7 +304,11 @@ def _lossy_steps(family: str, cpu: CpuFeatures) -> list[Step]:
                  "all-MiniLM-L6-v2: nearest-neighbour agreement at batch 8 0.946 -> 0.958 for 0.02-0.03x of FP32's time"),
             Step("quantize-dynamic:gptq=true", f"{family}: weights dominate (MatMul/Gemm), activations quantized at run time, "
                  f"weights rounded with error feedback; {int8}. On all-MiniLM-L6-v2, after split-outliers, smooth and "
-                 "scale-tokens, embedding cosine 0.9995 against 0.993 for plain dynamic INT8"),
+                 "scale-tokens, embedding cosine 0.9995 against 0.993 for plain dynamic INT8",
+                 without_data=Step("quantize-dynamic", f"{family}: weights dominate (MatMul/Gemm), activations quantized at run "
+                                   f"time; {int8}. Plain dynamic INT8, as no calibration data was given: with it, weights "
+                                   "rounded with error feedback after split-outliers, smooth and scale-tokens (all-MiniLM-L6-v2: "
+                                   "embedding cosine 0.9995 against 0.993)")),
         ]
     if family == "mlp":
         return [Step("quantize-dynamic", f"{family}: weights dominate (MatMul/Gemm), dynamic INT8 needs no calibration; {int8}")]
@@ -356,6 +362,7 @@ def prove(
     current, checks, kept = io.clone(model), [], []
     current_bytes = computation(io.to_proto(current))  # to tell a step that changed nothing, serialized once per kept step
     for step in rec.steps:
+        step = _for_data(step, calibration)
         judge = pruning_budget if step.recovery is not None else budget  # pruning is what recovery follows
         if too_few_to_judge(step, budget):
             checks.append(Check(step.spec, False, f"lossy, and judged on only {budget.on}: give {4 * fidelity_budget.MIN_JUDGED_SAMPLES} or more "
@@ -467,6 +474,13 @@ def unserved_preparations(steps: Sequence[Step]) -> list[Step]:
     """The steps that exist to improve a later pass (``CompressionPass.prepares``) with no such pass after them."""
     names = [spec.parse_pass(s.spec).name for s in steps]
     return [s for i, s in enumerate(steps) if (served := spec.parse_pass(s.spec).prepares) and not set(served) & set(names[i + 1:])]
+
+
+def _for_data(step: Step, calibration: Any) -> Step:
+    """``step``, or the step it names to try instead when it needs calibration data and there is none."""
+    if calibration is None and step.without_data is not None and spec.parse_pass(step.spec).calibration_need() is not None:
+        return step.without_data
+    return step
 
 
 def _can_recover(step: Step, calibration: Any) -> bool:

@@ -46,18 +46,20 @@ def is_float_branch(name: str) -> bool:
 
 
 def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[str]:
-    """Names of the weighted layers (Conv/MatMul/Gemm/Attention with a constant weight) the selection quantizes.
+    """Names of the weighted layers (Conv/MatMul/Gemm/Attention with a constant weight) the selection quantizes,
+    in subgraphs too (a merged decoder's are all in its ``If`` branches), each name once.
 
     A MatMul of two activations (attention scores) is not a candidate: no quantizer here touches it,
     so keeping it "in FP32" would spend the fallback on a no-op.
     """
-    weights = {init.name for init in proto.graph.initializer}
-    return [
+    graphs = walk.proto_graphs(proto.graph)
+    weights = {init.name for graph in graphs for init in graph.initializer}
+    return list(dict.fromkeys(
         node.name
-        for node in proto.graph.node
+        for graph in graphs for node in graph.node
         if node.op_type in WEIGHTED_OPS and node.op_type in selection.op_types and node.name not in selection.exclude
         and len(node.input) > 1 and node.input[1] in weights
-    ]
+    ))
 
 
 def output_tail(proto: onnx.ModelProto, selection: Selection) -> list[str]:
@@ -86,7 +88,11 @@ def output_tail(proto: onnx.ModelProto, selection: Selection) -> list[str]:
 
 
 def weight_sizes(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
-    """Elements in each named node's initializer inputs: the cost (in FP32 work) of keeping it unquantized."""
-    sizes = {init.name: int(np.prod(init.dims)) for init in proto.graph.initializer}
-    wanted = set(names)
-    return {node.name: sum(sizes.get(i, 0) for i in node.input) for node in proto.graph.node if node.name in wanted}
+    """Elements in each named node's initializer inputs (of every node so named, in subgraphs too): the cost (in FP32
+    work) of keeping it unquantized."""
+    graphs = walk.proto_graphs(proto.graph)
+    sizes = {init.name: int(np.prod(init.dims)) for graph in graphs for init in graph.initializer}
+    costs = dict.fromkeys(names, 0)
+    for node in (node for graph in graphs for node in graph.node if node.name in costs):
+        costs[node.name] += sum(sizes.get(i, 0) for i in node.input)
+    return costs

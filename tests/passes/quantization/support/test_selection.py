@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from onnxcompress.passes.quantization.support.ort_bridge import Selection
-from onnxcompress.passes.quantization.support.selection import FLOAT_BRANCH_SUFFIX, fallback_candidates, select
+from onnxcompress.passes.quantization.support.selection import FLOAT_BRANCH_SUFFIX, fallback_candidates, select, weight_sizes
 
 ATTENTION_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -38,3 +38,33 @@ def test_selection_leaves_out_the_excluded_nodes_and_fp32_branches() -> None:
     proto = named(ATTENTION_TEXT)
     proto.graph.node[3].name = f"up{FLOAT_BRANCH_SUFFIX}"
     assert select(proto, ["MatMul"], ["matmul_0"]).exclude == ["matmul_0", f"up{FLOAT_BRANCH_SUFFIX}"]
+
+
+MERGED_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+merged (bool use_cache_branch, float[N, 8] x) => (float[N, 8] y)
+<float[8, 8] w = {0.0}, float[8, 8] v = {0.0}>
+{
+    y = If (use_cache_branch) <
+        then_branch = cached () => (float[N, 8] a) {
+            h = MatMul (x, w)
+            a = MatMul (h, v)
+        },
+        else_branch = first () => (float[N, 8] b) {
+            b = MatMul (x, w)
+        }
+    >
+}
+"""
+
+
+def test_a_merged_decoders_layers_in_its_branches_can_go_back_to_fp32() -> None:
+    # the fallback had no candidate in a merged decoder (every layer in a branch): "over budget with 0 layers kept in FP32"
+    proto = onnx.parser.parse_model(MERGED_TEXT)
+    branches = proto.graph.node[0].attribute
+    for attribute in branches:
+        for index, node in enumerate(attribute.g.node):
+            node.name = f"{attribute.name}_{index}"
+    candidates = fallback_candidates(proto, Selection(op_types=["MatMul"]))
+    assert candidates == ["then_branch_0", "then_branch_1", "else_branch_0"]
+    assert weight_sizes(proto, candidates) == {name: 64 for name in candidates}

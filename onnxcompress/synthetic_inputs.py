@@ -446,9 +446,12 @@ def _is_state(value: ir.Value) -> bool:
 def starting_state(value: ir.Value, batch: int) -> np.ndarray | None:
     """The value a sequence starts from at a state or cache input (None for any other input): zeros with ``batch``
     on its batch axis and every other dynamic axis empty, as a key-value cache is before the first token and a
-    recurrent state before the first step; what text calibration feeds beside the tokens."""
+    recurrent state before the first step; what text calibration feeds beside the tokens. An input of a fixed shape
+    keeps it (a merged decoder's ``use_cache_branch`` ``[1]``, false: the branch a sequence starts in)."""
     if not _is_state(value) or value.shape is None or value.dtype is None:
         return None
+    if all(_is_static(dim) for dim in value.shape):
+        return np.zeros([int(dim) for dim in value.shape], _numpy_dtype(value, value.dtype))
     batch_axis = _batch_axis(value)
     shape = [batch if axis == batch_axis else (int(dim) if _is_static(dim) else 0) for axis, dim in enumerate(value.shape)]
     return np.zeros(shape, _numpy_dtype(value, value.dtype))

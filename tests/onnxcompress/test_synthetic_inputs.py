@@ -392,6 +392,13 @@ def test_a_cache_starts_empty_with_the_batch_on_its_batch_axis():
     assert synthetic_inputs.starting_state(mask, 3) is None
 
 
+def test_a_merged_decoders_switch_starts_false_in_its_own_shape():
+    # text calibration gave use_cache_branch [1] a batch axis ([32] falses): the model then read as one of a fixed batch of 1
+    switch = ir.Value(name="use_cache_branch", shape=ir.Shape([1]), type=ir.TensorType(ir.DataType.BOOL))
+    state = synthetic_inputs.starting_state(switch, 32)
+    assert state.shape == (1,) and state.dtype == np.bool_ and not state.any()
+
+
 def test_a_dynamic_channel_axis_takes_the_channels_its_conv_reads():
     model = _model("""
         <ir_version: 8, opset_import: ["" : 17]>

@@ -89,6 +89,11 @@ class OutputFidelity:
         """Within the exact-pass tolerance: max abs error ≤ ``tolerance`` × output scale."""
         return self.shape_matches and self.max_abs_err <= self.tolerance * self.scale
 
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return {"name": self.name, "max_abs_err": self.max_abs_err, "cosine": self.cosine, "exact": self.exact,
+                "slice_error": self.worst_slice.error, "changed": self.changed}
+
 
 @dataclasses.dataclass
 class Fidelity:
@@ -140,7 +145,7 @@ class Fidelity:
         return "" if worst is None or not worst.worst_slice.error else f"{worst.name!r} {worst.worst_slice.where()}"
 
     def to_dict(self) -> dict:
-        """JSON-ready summary."""
+        """JSON-ready: the worst case, then each output (a cached decoder's next token among them) on its own."""
         worst = self.worst_slice()
         return {
             "max_abs_err": self.max_abs_err,
@@ -148,6 +153,7 @@ class Fidelity:
             "exact": self.exact,
             "worst_slice": None if worst is None else {"output": worst.name, **worst.worst_slice.to_dict()},
             "changed": self.changed,
+            "outputs": [o.to_dict() for o in self.outputs],
         }
 
 

@@ -29,6 +29,9 @@ def test_worst_output_is_named():
         "max_abs_err": 1.0, "cosine": 1.0, "exact": False,
         "worst_slice": {"output": "b", "error": result.outputs[1].worst_slice.error, "axis": None, "index": None},
         "changed": 0.0,
+        "outputs": [{"name": "a", "max_abs_err": 0.0, "cosine": 1.0, "exact": True, "slice_error": 0.0, "changed": None},
+                    {"name": "b", "max_abs_err": 1.0, "cosine": 1.0, "exact": False, "slice_error": result.outputs[1].worst_slice.error,
+                     "changed": None}],
     }
 
 

@@ -72,6 +72,7 @@ def test_json_is_strict_when_values_are_not_finite():
     assert data["steps"][1]["fidelity"] == {
         "max_abs_err": None, "cosine": None, "exact": False, "worst_slice": {"output": "y", "error": 0.0, "axis": None, "index": None},
         "changed": 0.0,
+        "outputs": [{"name": "y", "max_abs_err": None, "cosine": None, "exact": False, "slice_error": 0.0, "changed": None}],
     }
     assert data["steps"][1]["speedup"] is None
 

@@ -66,10 +66,10 @@ def decoder(tmp_path_factory):
     return path
 
 
-def generate(model, sentences: list[str], tokenizer_dir, prompt: int = 4) -> list[np.ndarray]:
+def generate(model, sentences: list[str], tokenizer_dir, prompt: int = 4, merged: bool = False) -> list[np.ndarray]:
     """The logits of each step as generation runs a cached model, fed each sentence's own tokens (so two models
     see the same ones): a first step on its first ``prompt`` tokens with empty caches, then one token at a time
-    with the caches the model returned."""
+    with the caches the model returned (a ``merged`` decoder: its first branch, then its cache branch)."""
     reader = TextReader.for_model(sentences, tokenizer_dir, io.load(model), batch_size=1)
     logits = []
     for batch in reader.batches():
@@ -77,7 +77,8 @@ def generate(model, sentences: list[str], tokenizer_dir, prompt: int = 4) -> lis
         feeds = {**batch, "input_ids": batch["input_ids"][:, :prompt], "attention_mask": batch["attention_mask"][:, :prompt],
                  "position_ids": batch["position_ids"][:, :prompt]}
         for position in range(prompt, prompt + tokens.shape[1] + 1):
-            out = runtime.run(model, feeds)
+            switch = {"use_cache_branch": np.array([position > prompt])} if merged else {}
+            out = runtime.run(model, {**feeds, **switch})
             logits.append(out["logits"][0, -1])
             if position == prompt + tokens.shape[1]:
                 break
@@ -146,3 +147,54 @@ def test_prune_and_recover_train_on_sentences_padded_per_batch(decoder, sentence
     assert _run(decoder, tmp_path, sentences_file, tokenizer_dir, "prune-channels:ratio=0.3,accept_loss=true",
                 "recover:epochs=1,accept_loss=true") == 0
     assert len(generate(tmp_path / "out.onnx", SENTENCES[:1], tokenizer_dir)) == len(generate(decoder, SENTENCES[:1], tokenizer_dir))
+
+
+# The same decoder merged as Optimum ships seq2seq decoders (decoder_model_merged.onnx): the first step and the
+# cached steps in the two branches of one If on use_cache_branch, every weight in the outer graph.
+
+
+@pytest.fixture(scope="module")
+def merged(decoder, tmp_path_factory):
+    """``decoder`` merged (``models.merged.merge_decoder``)."""
+    import onnx
+
+    from onnxcompress.models.merged import merge_decoder
+
+    path = tmp_path_factory.mktemp("merged") / "decoder_model_merged.onnx"
+    onnx.save(merge_decoder(onnx.load(decoder)), path)
+    return path
+
+
+def test_a_merged_decoder_is_checked_through_both_branches_and_fuses_exactly(merged, tmp_path, assert_exact_rewrite, capsys):
+    # synthetic inputs feed the cache branch (caches filled): the first-step branch went unchecked
+    out = tmp_path / "fused.onnx"
+    assert main(["run", str(merged), "-o", str(out), "-p", "fuse:opset=23", "--no-bench", "--report", str(tmp_path / "report")]) == 0
+    import json
+
+    outputs = [o["name"] for o in json.loads((tmp_path / "report" / "report.json").read_text())["steps"][-1]["fidelity"]["outputs"]]
+    assert "logits" in outputs and "logits (no-cache branch)" in outputs
+    feeds = runtime.synthetic_inputs(io.load(merged))
+    for branch in (True, False):
+        assert_exact_rewrite(io.load(merged), io.load(out), {**feeds, "use_cache_branch": np.array([branch])})
+
+
+def test_a_merged_decoder_quantizes_dynamically_in_its_branches_and_generation_follows(merged, decoder, sentences_file, tokenizer_dir, tmp_path):
+    # text calibration fed use_cache_branch a batch axis ([32] falses), so the model read as one of a fixed batch of 1;
+    # the FP32 fallback had no candidates (every layer in a branch); one changed next token of 16 broke the 5 % share
+    assert _run(merged, tmp_path, sentences_file, tokenizer_dir, "quantize-dynamic") == 0
+    import json
+
+    details = json.loads((tmp_path / "report" / "report.json").read_text())["steps"][-1]["details"]
+    assert details["fallback"]["within_budget"]
+    expected = generate(merged, SENTENCES[:3], tokenizer_dir, merged=True)
+    np.testing.assert_allclose(np.array(expected), np.array(generate(decoder, SENTENCES[:3], tokenizer_dir)), atol=1e-4)  # merged as it was
+    got = generate(tmp_path / "out.onnx", SENTENCES[:3], tokenizer_dir, merged=True)
+    errors = [np.abs(a - b).max() / np.abs(a).max() for a, b in zip(expected, got)]
+    assert max(errors) < 0.1  # every step, through both branches
+
+
+def test_static_int8_declines_a_merged_decoder_in_one_line(merged, sentences_file, tokenizer_dir, tmp_path, capsys):
+    assert _run(merged, tmp_path, sentences_file, tokenizer_dir, "quantize-static") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: all ") and "inside If/Loop branches" in last and last.endswith("quantize-dynamic quantizes them there")
+    assert not (tmp_path / "out.onnx").exists()

@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress import io, runtime
+from onnxcompress.errors import UsageError
 from onnxcompress.synthetic_inputs import fed_inputs
 
 CACHE_NAMES = (("past_key_values", "present"), ("past", "present"))
@@ -96,8 +97,18 @@ def checks_beside(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[tupl
     if next_feeds is not None:
         return [(NEXT_TOKEN, next_feeds)]
     if BRANCH in feeds and np.asarray(feeds[BRANCH]).all():
-        return [(NO_CACHE_BRANCH, {**feeds, BRANCH: np.zeros_like(feeds[BRANCH])})]
+        other = {**feeds, BRANCH: np.zeros_like(feeds[BRANCH])}
+        return [(NO_CACHE_BRANCH, other)] if _runs(model, other) else []
     return []
+
+
+def _runs(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``model`` runs on ``feeds`` (a branch may want inputs of other sizes than the other branch took)."""
+    try:
+        runtime.run(model, feeds, optimization="disable")
+    except UsageError:
+        return False
+    return True
 
 
 def runs_beside(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[tuple[str, Feeds]]:
@@ -109,9 +120,15 @@ def runs_beside(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit
 
 
 def starts_sequence(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``feeds`` are a cached decoder's first step, which ``next_step_feeds`` continues."""
+    """Whether ``feeds`` are a cached decoder's first step, which ``next_step_feeds`` continues (not when the
+    model fixes how many tokens it takes: one token would not fit)."""
     pairs = cache_outputs(model)
-    return bool(pairs) and "input_ids" in feeds and _first_step(feeds, pairs)
+    return bool(pairs) and "input_ids" in feeds and _first_step(feeds, pairs) and _takes_one_token(model)
+
+
+def _takes_one_token(model: ir.Model) -> bool:
+    ids = next((value for value in model.graph.inputs if value.name == "input_ids"), None)
+    return ids is not None and ids.shape is not None and len(ids.shape) == 2 and not (isinstance(ids.shape[1], int) and ids.shape[1] != 1)
 
 
 def _sample(run: Mapping[str, np.ndarray], index: int) -> Feeds:

@@ -131,6 +131,23 @@ def test_a_merged_decoder_is_checked_through_both_branches(branch):
     assert failed == (["logits (no-cache branch)"] if branch else ["logits"])
 
 
+def test_nothing_is_run_beside_feeds_the_model_cannot_take():
+    # a decoder exported with a fixed sequence length cannot take one token: the pipeline failed in ONNX Runtime
+    fixed = decoder()
+    fixed.graph.inputs[0].shape, fixed.graph.inputs[2].shape = ir.Shape([1, 5]), ir.Shape([1, 5])
+    assert generation.checks_beside(fixed, first_steps(1)) == []
+    # a branch that cannot take the sizes the other took
+    switch = ir.from_onnx_text(f"""
+<ir_version: 8, opset_import: ["" : 17]>
+g (bool[1] use_cache_branch, float[N, M] x) => (float[N, M] y) <float[4, 4] w = {{{_values(16, 3)}}}> {{
+  y = If (use_cache_branch) <then_branch = a () => (float[N, M] ya) {{ ya = Identity(x) }},
+                             else_branch = b () => (float[N, M] yb) {{ yb = MatMul(x, w) }}>
+}}""")
+    feeds = {"use_cache_branch": np.array([True]), "x": np.ones((2, 3), np.float32)}
+    assert generation.checks_beside(switch, feeds) == []
+    assert [s for s, _ in generation.checks_beside(switch, {**feeds, "x": np.ones((2, 4), np.float32)})] == [" (no-cache branch)"]
+
+
 def test_only_a_first_step_of_a_cached_decoder_has_a_next_one(mlp_model):
     model = decoder()
     filled = {**first_steps(1), "past_key_values.0.key": np.ones((1, 2, WIDTH), np.float32)}

@@ -22,6 +22,7 @@ from onnxcompress.synthetic_inputs import starting_state
 
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 TEXT_INPUTS = (*ENCODING_FIELDS, "position_ids")
+ENCODER_PREFIX = "encoder_"  # a seq2seq decoder's inputs from its encoder (Optimum's names)
 
 
 class TextReader:
@@ -40,6 +41,9 @@ class TextReader:
         states: Sequence[ir.Value] = (),
     ) -> None:
         unknown = [n for n in input_names if n not in TEXT_INPUTS]
+        if any(name.startswith(ENCODER_PREFIX) for name in [*unknown, *(v.name for v in states)]):
+            raise UsageError("the model is a decoder reading an encoder's outputs (encoder_hidden_states, encoder_attention_mask), "
+                             "which sentences alone cannot feed: run the encoder on them and give every input as --calibration FILE.npz")
         if unknown:
             raise UsageError(f"text inputs {unknown} are unknown; choose from {list(TEXT_INPUTS)} (or a cache or state input)")
         if batch_size < 1:

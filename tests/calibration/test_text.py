@@ -52,6 +52,20 @@ def test_errors(tmp_path, tokenizer_dir):
         TextReader(["x"], tokenizer_dir, input_names=["pixel_values"])
 
 
+def test_a_decoder_reading_an_encoders_outputs_is_refused_naming_the_way(tokenizer_dir):
+    # Optimum's BART decoder: "text inputs ['encoder_attention_mask'] are unknown", its encoder_hidden_states fed as an
+    # empty state
+    import onnx_ir as ir
+
+    model = ir.from_onnx_text("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        step (int64[B, E] encoder_attention_mask, int64[B, S] input_ids, float[B, E, 8] encoder_hidden_states) => (float[B, S, 8] y) {
+            y = Identity(encoder_hidden_states)
+        }""")
+    with pytest.raises(UsageError, match=r"^the model is a decoder reading an encoder's outputs .* give every input as --calibration FILE.npz$"):
+        TextReader.for_model(["x"], tokenizer_dir, model)
+
+
 def test_a_cached_decoder_gets_its_first_step_positions_and_empty_caches(tokenizer_dir):
     import onnx_ir as ir
 

@@ -49,34 +49,26 @@ def cache_outputs(model: ir.Model) -> dict[str, str]:
     return pairs
 
 
-def next_step_feeds(model: ir.Model, first: Mapping[str, np.ndarray]) -> Feeds | None:
-    """The feeds of the step after ``first`` (one sample, its caches empty or, in a merged decoder, not read) for a
-    cached decoder: the sample's last token again at the next position, attending to what the first step attended
-    to and itself, with the caches ``model`` returned; the other inputs (an encoder's states and mask) as they were.
-    None for any other model or feeds (caches already filled, no ``input_ids``)."""
-    if not starts_sequence(model, first):
+def next_step_feeds(model: ir.Model, step: Mapping[str, np.ndarray]) -> Feeds | None:
+    """The feeds of the step after ``step`` (its first sample) for a cached decoder: the sample's last token again at
+    the next position, attending to what ``step`` attended to and itself, with the caches ``model`` returned on it
+    (through a merged decoder's cache branch); the other inputs (an encoder's states and mask) as they were. None for
+    any other model or feeds (no ``input_ids``, a fixed number of tokens)."""
+    if not continues(model, step):
         return None
     pairs = cache_outputs(model)
-    sample = _sample(first, 0)
+    sample = _sample(step, 0)
     outputs = runtime.run(model, sample)
-    length = sample["input_ids"].shape[1]
     per_token = _per_token_inputs(model)
     feeds = {name: array[:, -1:] if name in per_token else array for name, array in sample.items() if name not in pairs}
     if MASK in sample:
         feeds[MASK] = np.concatenate([sample[MASK], np.ones((1, 1), sample[MASK].dtype)], axis=1)
     for name in POSITIONS:
         if name in sample:
-            feeds[name] = np.full(sample[name].shape[:-1] + (1,), length, sample[name].dtype)
+            feeds[name] = sample[name][..., -1:] + 1
     if BRANCH in sample:
         feeds[BRANCH] = np.ones_like(sample[BRANCH])
     return {**feeds, **{name: outputs[output] for name, output in pairs.items()}}
-
-
-def _first_step(feeds: Mapping[str, np.ndarray], pairs: Mapping[str, str]) -> bool:
-    """Whether ``feeds`` start a sequence: a merged decoder told not to read its caches, or every cache empty."""
-    if BRANCH in feeds:
-        return not np.asarray(feeds[BRANCH]).any()
-    return not any(np.size(feeds[name]) for name in pairs)
 
 
 def _per_token_inputs(model: ir.Model) -> set[str]:
@@ -89,17 +81,18 @@ def _per_token_inputs(model: ir.Model) -> set[str]:
 
 
 def checks_beside(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[tuple[str, Feeds]]:
-    """The other inputs a check of ``model`` on ``feeds`` runs it on, each with the suffix naming its outputs: after a
-    cached decoder's first step, the next token (``next_step_feeds``), where a filled cache is read; beside a merged
-    decoder's cache branch, the same feeds through its other branch. A rewrite that breaks what one step or branch
-    runs keeps every output of the other."""
+    """The other inputs a check of ``model`` on ``feeds`` runs it on, each with the suffix naming its outputs: a cached
+    decoder's next token (``next_step_feeds``: one token reading the cache, what generation repeats; after a first
+    step, the only run that reads a filled cache), and beside a merged decoder's cache branch the same feeds through
+    its other branch. A rewrite that breaks what one step or branch runs keeps every output of the other."""
+    found = []
     next_feeds = next_step_feeds(model, feeds)
     if next_feeds is not None:
-        return [(NEXT_TOKEN, next_feeds)]
+        found.append((NEXT_TOKEN, next_feeds))
     if BRANCH in feeds and np.asarray(feeds[BRANCH]).all():
         other = {**feeds, BRANCH: np.zeros_like(feeds[BRANCH])}
-        return [(NO_CACHE_BRANCH, other)] if _runs(model, other) else []
-    return []
+        found += [(NO_CACHE_BRANCH, other)] if _runs(model, other) else []
+    return found
 
 
 def _runs(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
@@ -113,17 +106,16 @@ def _runs(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
 
 def runs_beside(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[tuple[str, Feeds]]:
     """``checks_beside`` for runs of several samples (a budget's held-out batches): a merged decoder's other branch of
-    each run, and the next token of each sample of a first step, up to ``limit`` of them."""
-    samples = (_sample(run, i) for run in runs if starts_sequence(model, run) for i in range(len(run["input_ids"])))
-    branches = [found for run in runs if not starts_sequence(model, run) for found in checks_beside(model, run)]
+    each run, and the next token of each sample, up to ``limit`` of them."""
+    branches = [found for run in runs for found in checks_beside(model, run) if found[0] == NO_CACHE_BRANCH]
+    samples = (_sample(run, i) for run in runs if continues(model, run) for i in range(len(run["input_ids"])))
     return branches + [(NEXT_TOKEN, next_step_feeds(model, sample)) for sample in itertools.islice(samples, limit)]
 
 
-def starts_sequence(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``feeds`` are a cached decoder's first step, which ``next_step_feeds`` continues (not when the
-    model fixes how many tokens it takes: one token would not fit)."""
-    pairs = cache_outputs(model)
-    return bool(pairs) and "input_ids" in feeds and _first_step(feeds, pairs) and _takes_one_token(model)
+def continues(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``model`` is a cached decoder that ``next_step_feeds`` can continue from ``feeds`` (not when it fixes
+    how many tokens it takes: one token would not fit)."""
+    return bool(cache_outputs(model)) and "input_ids" in feeds and _takes_one_token(model)
 
 
 def _takes_one_token(model: ir.Model) -> bool:

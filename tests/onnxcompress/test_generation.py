@@ -118,14 +118,15 @@ def test_a_merged_decoder_is_checked_through_both_branches(branch):
     model = merged_decoder()
     feeds = {"input_ids": np.array([[1, 2, 3], [4, 5, 6]]), "past_key_values.0.key": np.ones((2, 4, WIDTH), np.float32),
              "use_cache_branch": np.array([branch])}
-    ((suffix, other),) = generation.checks_beside(model, feeds)
-    assert other["use_cache_branch"].tolist() == [not branch]
+    beside = dict(generation.checks_beside(model, feeds))
+    assert list(beside) == [" (next token)", " (no-cache branch)"] if branch else [" (next token)"]
+    step = beside[" (next token)"]  # through the cache branch, fed the caches the given step returned
+    np.testing.assert_array_equal(step["past_key_values.0.key"], runtime.run(model, {k: v[:1] if k != "use_cache_branch" else v for k, v in feeds.items()})["present.0.key"])
+    assert step["use_cache_branch"].tolist() == [True] and step["input_ids"].tolist() == [[3]]
     if branch:
-        assert suffix == " (no-cache branch)" and all(np.array_equal(other[k], feeds[k]) for k in ("input_ids", "past_key_values.0.key"))
-    else:  # the caches given are not read: the next token is fed the ones the first branch returned
-        assert suffix == " (next token)" and other["input_ids"].tolist() == [[3]]
-        np.testing.assert_array_equal(other["past_key_values.0.key"], runtime.run(model, {**feeds, "input_ids": feeds["input_ids"][:1]})["present.0.key"][:1])
-    assert [s for s, _ in generation.runs_beside(model, [feeds])] == [suffix] * (1 if branch else 2)  # one next token per sample
+        other = beside[" (no-cache branch)"]
+        assert other["use_cache_branch"].tolist() == [False] and all(np.array_equal(other[k], feeds[k]) for k in ("input_ids", "past_key_values.0.key"))
+    assert [s for s, _ in generation.runs_beside(model, [feeds])] == [" (no-cache branch)"] * branch + [" (next token)"] * 2  # one per sample
     checked = verify.verify_models(model, break_first_branch(merged_decoder()), feeds)
     failed = [o.name for o in checked.outputs if not o.passed]
     assert failed == (["logits (no-cache branch)"] if branch else ["logits"])
@@ -148,10 +149,14 @@ g (bool[1] use_cache_branch, float[N, M] x) => (float[N, M] y) <float[4, 4] w = 
     assert [s for s, _ in generation.checks_beside(switch, {**feeds, "x": np.ones((2, 4), np.float32)})] == [" (no-cache branch)"]
 
 
-def test_only_a_first_step_of_a_cached_decoder_has_a_next_one(mlp_model):
+def test_a_filled_cache_goes_on_from_where_it_ends_and_only_a_cached_decoder_has_a_next_step(mlp_model):
+    # synthetic inputs fill the caches (128 positions) and feed 128 new tokens: recommend timed only that, never the
+    # one token generation repeats
     model = decoder()
-    filled = {**first_steps(1), "past_key_values.0.key": np.ones((1, 2, WIDTH), np.float32)}
-    assert generation.next_step_feeds(model, filled) is None
+    filled = {**first_steps(1), "attention_mask": np.ones((1, 7), np.int64), "past_key_values.0.key": np.ones((1, 2, WIDTH), np.float32)}
+    step = generation.next_step_feeds(model, filled)
+    assert step["past_key_values.0.key"].shape == (1, 7, WIDTH) and step["attention_mask"].shape == (1, 8)
+    assert step["position_ids"].tolist() == [[5]] and runtime.run(model, step)["present.0.key"].shape == (1, 8, WIDTH)
     assert generation.cache_outputs(mlp_model) == {} and generation.next_step_feeds(mlp_model, runtime.synthetic_inputs(mlp_model)) is None
 
 
@@ -159,8 +164,9 @@ def _quantized(model: ir.Model) -> bool:
     return any(node.op_type.startswith("DynamicQuantize") or "Integer" in node.op_type for node in model.graph)
 
 
+@pytest.mark.parametrize("calibrated", [True, False])  # without data, synthetic inputs fill the caches
 @pytest.mark.parametrize("next_token_slower", [True, False])
-def test_recommend_keeps_no_step_that_makes_a_generation_step_slower(next_token_slower):
+def test_recommend_keeps_no_step_that_makes_a_generation_step_slower(next_token_slower, calibrated):
     # a tiny cached Llama: dynamic INT8 ran its prompt 1.42x faster and each next token 0.81x as fast; it was kept
     def timer(models, feeds, full=False) -> list[float]:
         next_token = feeds["input_ids"].shape[1] == 1
@@ -168,7 +174,7 @@ def test_recommend_keeps_no_step_that_makes_a_generation_step_slower(next_token_
 
     vnni = CpuFeatures("x86_64", frozenset({"avx2", "avx512_vnni"}))
     plan = recommend.Recommendation("decoder", [], vnni, [recommend.Step("quantize-dynamic", "lossy")], [])
-    rec = recommend.prove(decoder(), plan, calibration=ArrayReader(first_steps(64)), timer=timer)
+    rec = recommend.prove(decoder(), plan, calibration=ArrayReader(first_steps(64)) if calibrated else None, timer=timer)
     (check,) = rec.proof.checks
     if next_token_slower:
         assert not check.kept and check.reason.startswith("made a generation step slower (one token fed its caches): 1 ms -> 3 ms")

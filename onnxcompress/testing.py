@@ -70,7 +70,7 @@ def assert_matches_golden(
     """Assert ``model`` reproduces a golden file written by ``verify --save-golden``."""
     __tracebackhide__ = True
     inputs, expected = verify.load_golden(golden)
-    result = verify.verify_against(_model(model), inputs, expected, rtol=rtol, atol=atol, gates=gates)
+    result = verify.verify_against(_model(model), inputs, expected, rtol=rtol, atol=atol, gates=gates, beside=verify.golden_beside(golden))
     _raise_on_failure(result)
     return result
 

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 TOP_K = 5
-INPUT_PREFIX = "input:"
-OUTPUT_PREFIX = "output:"
+INPUT_KIND, OUTPUT_KIND = "input", "output"  # a golden file's arrays: input:NAME, output (next token):NAME
+GOLDEN_SUFFIXES = ("", generation.NEXT_TOKEN, generation.NO_CACHE_BRANCH)
 Feeds = dict[str, np.ndarray]
 T = TypeVar("T")
 
@@ -351,19 +351,23 @@ def save_golden(
     inputs: Mapping[str, np.ndarray],
     outputs: Mapping[str, np.ndarray],
     *,
+    beside: Sequence[tuple[str, Feeds, Feeds]] = (),
     models: Iterable[ir.Model] = (),
 ) -> None:
-    """Store the inputs used and the reference outputs in one .npz (``input:NAME``/``output:NAME``).
+    """Store the inputs used and the reference outputs in one .npz (``input:NAME``/``output:NAME``), and each run
+    ``beside`` them (a cached decoder's next token: ``input (next token):NAME``/``output (next token):NAME``).
 
     Written with ``io.save_arrays``, so never over the files ``models`` were loaded from.
     """
-    arrays = {INPUT_PREFIX + k: np.asarray(v) for k, v in inputs.items()}
-    arrays |= {OUTPUT_PREFIX + k: np.asarray(v) for k, v in outputs.items()}
+    arrays: dict[str, np.ndarray] = {}
+    for suffix, feeds, expected in [("", inputs, outputs), *beside]:
+        arrays |= {f"{INPUT_KIND}{suffix}:{k}": np.asarray(v) for k, v in feeds.items()}
+        arrays |= {f"{OUTPUT_KIND}{suffix}:{k}": np.asarray(v) for k, v in expected.items()}
     io.save_arrays(path, arrays, inputs=models)
 
 
 def load_golden(path: str | os.PathLike, model: ir.Model | None = None) -> tuple[Feeds, Feeds]:
-    """The inputs and expected outputs a golden file holds.
+    """The inputs and expected outputs a golden file holds (the runs beside them: ``golden_beside``).
 
     The file's headers are checked before anything is inflated (``io.array_headers``); with
     ``model``, its inputs must be the model's (names and ranks) and every output one of the model's.
@@ -371,7 +375,7 @@ def load_golden(path: str | os.PathLike, model: ir.Model | None = None) -> tuple
     """
     headers = io.array_headers(path)
     inputs, outputs = _split_golden(headers)
-    if not outputs or len(inputs) + len(outputs) != len(headers):
+    if not outputs or any(_golden_kind(key) is None for key in headers):
         raise UsageError(f"{path}: not a golden file (expected only input:NAME and output:NAME arrays)")
     if model is not None:
         io.check_input_arrays({name: header.shape for name, header in inputs.items()}, model, path)
@@ -382,11 +386,28 @@ def load_golden(path: str | os.PathLike, model: ir.Model | None = None) -> tuple
     return _split_golden(io.load_arrays(path))
 
 
-def _split_golden(arrays: Mapping[str, T]) -> tuple[dict[str, T], dict[str, T]]:
-    """``input:NAME`` and ``output:NAME`` entries, each by bare name."""
+def golden_beside(path: str | os.PathLike) -> list[tuple[str, Feeds, Feeds]]:
+    """The runs a golden file holds beside its main inputs: each suffix, its inputs and expected outputs."""
+    arrays = io.load_arrays(path)
+    suffixes = dict.fromkeys(kind[1] for key in arrays if (kind := _golden_kind(key)) is not None and kind[1])
+    return [(suffix, *_split_golden(arrays, suffix)) for suffix in suffixes]
+
+
+def _golden_kind(key: str) -> tuple[str, str] | None:
+    """``("input", " (next token)")`` for ``input (next token):NAME``; None for a key of no golden kind."""
+    head, colon, _ = key.partition(":")
+    for kind in (INPUT_KIND, OUTPUT_KIND):
+        if colon and head.startswith(kind) and head[len(kind):] in GOLDEN_SUFFIXES:
+            return kind, head[len(kind):]
+    return None
+
+
+def _split_golden(arrays: Mapping[str, T], suffix: str = "") -> tuple[dict[str, T], dict[str, T]]:
+    """``input{suffix}:NAME`` and ``output{suffix}:NAME`` entries, each by bare name."""
+    inputs, outputs = f"{INPUT_KIND}{suffix}:", f"{OUTPUT_KIND}{suffix}:"
     return (
-        {k[len(INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)},
-        {k[len(OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(OUTPUT_PREFIX)},
+        {k[len(inputs):]: v for k, v in arrays.items() if k.startswith(inputs)},
+        {k[len(outputs):]: v for k, v in arrays.items() if k.startswith(outputs)},
     )
 
 

@@ -75,6 +75,7 @@ def verify_command(
     reader = open_calibration(calibration, loaded[0], DataOptions(image_size, layout, mean, std, tokenizer))
     if golden:
         feeds, expected = verify.load_golden(golden, loaded[0])
+        beside = verify.golden_beside(golden)
     else:
         if inputs:
             feeds = io.load_arrays(inputs, loaded[0])
@@ -83,15 +84,16 @@ def verify_command(
         verify.check_feed_names(loaded[0], feeds)
         print_input_shapes(getattr(feeds, "dynamic", {}))
         expected = runtime.run(states[0], feeds, threads=threads, optimization="disable")
+        beside = [] if bisect else generation.expected_beside(loaded[0], feeds, threads, states[0])  # bisect runs its own
     if save_golden:
-        verify.save_golden(save_golden, feeds, expected, models=loaded)
-        console.print(f"wrote golden {save_golden} ({len(feeds)} input(s), {len(expected)} output(s))")
+        verify.save_golden(save_golden, feeds, expected, beside=beside, models=loaded)
+        also = "".join(f", and the run{suffix}" for suffix, _, _ in beside)
+        console.print(f"wrote golden {save_golden} ({len(feeds)} input(s), {len(expected)} output(s){also})")
     with status("verifying"):
         if bisect:
             result = _bisect(loaded[0], bisect, feeds, rtol, atol, gates, reader, threads)
         else:
             which = -1 if (golden or len(loaded) == 2) else 0
-            beside = generation.expected_beside(loaded[0], feeds, threads, states[0]) if len(loaded) == 2 else []
             result = verify.verify_against(loaded[which], feeds, expected, rtol=rtol, atol=atol, gates=gates, threads=threads,
                                            state=states[which], beside=beside)
     _print_result(result)

@@ -214,3 +214,21 @@ def test_two_cached_decoders_are_compared_on_the_token_after_the_given_first_ste
     assert code == 1 and err.startswith("error: verification failed (1 failure(s)); first: output 'logits (next token)': max abs error")
     code, out, _ = run_cli(["verify", tmp_path / "ref.onnx", tmp_path / "ref.onnx", "--inputs", tmp_path / "first.npz"], capsys)
     assert code == 0 and "logits (next token)" in out
+
+
+def test_a_golden_of_a_cached_decoder_holds_its_next_token_and_judges_it(tmp_path, capsys):
+    # a golden held the first step only: a candidate that forgets its cache reproduced it
+    io.save(decoder(), tmp_path / "ref.onnx")
+    io.save(forget_cache(decoder()), tmp_path / "cand.onnx")
+    io.save_arrays(tmp_path / "first.npz", first_steps(1))
+    golden = tmp_path / "golden.npz"
+    code, out, _ = run_cli(["verify", tmp_path / "ref.onnx", "--inputs", tmp_path / "first.npz", "--save-golden", golden], capsys)
+    assert code == 0 and "and the run (next token)" in out
+    assert {key for key in np.load(golden) if "(next token)" in key} >= {"input (next token):past_key_values.0.key", "output (next token):logits"}
+    assert run_cli(["verify", tmp_path / "ref.onnx", "--golden", golden], capsys)[0] == 0
+    code, _, err = run_cli(["verify", tmp_path / "cand.onnx", "--golden", golden], capsys)
+    assert code == 1 and "first: output 'logits (next token)'" in err
+    from onnxcompress import testing
+
+    with pytest.raises(AssertionError, match=r"logits \(next token\)"):
+        testing.assert_matches_golden(tmp_path / "cand.onnx", golden)

@@ -315,7 +315,7 @@ def _dynamic_size(value: ir.Value, axis: int, batch: int, sizes: _Sizes) -> int:
     """The size of one dynamic dimension: the batch, the channels a Conv reads, an image side, or a sequence length."""
     if axis == _batch_axis(value):
         return batch
-    channels = _conv_channels(value) if axis == 1 else None
+    channels = _conv_channels(value) if axis == 1 else _head_size(value, axis)
     if channels is not None:
         return channels
     axes = image_axes(value)
@@ -357,6 +357,33 @@ def _conv_channels(value: ir.Value) -> int | None:
             if weight is not None and weight.ndim >= 3:
                 return int(weight.shape[1]) * (group.as_int() if group is not None else 1)
     return None
+
+
+def _head_size(value: ir.Value, axis: int) -> int | None:
+    """The head size a cache's dynamic last axis must have when ONNX Runtime's ``GroupQueryAttention`` reads it
+    (ORT GenAI's models name it ``kv_cache_dim``): the query projection's width over the heads it packs, None
+    for any other axis or reader."""
+    if axis != len(value.shape) - 1:
+        return None
+    for node, index in _readers(value):
+        if node.op_type == "GroupQueryAttention" and node.domain == "com.microsoft" and index in (3, 4):
+            heads, kv_heads = (node.attributes[name].as_int() if name in node.attributes else 0 for name in ("num_heads", "kv_num_heads"))
+            packed = len(node.inputs) < 2 or node.inputs[1] is None  # query, key and value in one projection
+            width = _projected_width(node.inputs[0])
+            parts = heads + 2 * kv_heads if packed else heads
+            return width // parts if width and parts and width % parts == 0 else None
+    return None
+
+
+def _projected_width(value: ir.Value) -> int | None:
+    """The last dim of a ``MatMul`` by a constant weight that computes ``value`` (through a bias ``Add``)."""
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Add":
+        producer = next((v.producer() for v in producer.inputs if v is not None and v.producer() is not None), None)
+    if producer is None or producer.op_type != "MatMul":
+        return None
+    weight = _constant(producer.inputs[1])
+    return int(weight.shape[-1]) if weight is not None and weight.ndim >= 2 else None
 
 
 def _total_strides(graph: ir.Graph) -> tuple[int, int]:
@@ -453,7 +480,8 @@ def starting_state(value: ir.Value, batch: int) -> np.ndarray | None:
     if all(_is_static(dim) for dim in value.shape):
         return np.zeros([int(dim) for dim in value.shape], _numpy_dtype(value, value.dtype))
     batch_axis = _batch_axis(value)
-    shape = [batch if axis == batch_axis else (int(dim) if _is_static(dim) else 0) for axis, dim in enumerate(value.shape)]
+    shape = [batch if axis == batch_axis else (int(dim) if _is_static(dim) else _head_size(value, axis) or 0)
+             for axis, dim in enumerate(value.shape)]
     return np.zeros(shape, _numpy_dtype(value, value.dtype))
 
 

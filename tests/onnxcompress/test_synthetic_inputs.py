@@ -421,3 +421,21 @@ def test_a_mask_beside_a_cache_named_on_its_own_covers_the_cached_and_the_new_po
     assert feeds["attention_mask"].shape == (1, 2 * length)
     runtime.run(model, feeds)
     assert runtime.synthetic_inputs(model, shapes={"past_key": (1, 2, 3, 4)})["attention_mask"].shape == (1, 3 + length)
+
+
+def test_a_cache_read_by_group_query_attention_gets_the_head_size_its_projection_packs():
+    # ORT GenAI's models name the cache's last axis kv_cache_dim: it got 128, and GroupQueryAttention failed (head size 32)
+    rng = np.random.default_rng(0)
+    model = ir.from_onnx_text("""
+<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+g (float[B, S, 8] x, float[B, 1, P, kv_cache_dim] past_key_values.0.key, float[B, 1, P, kv_cache_dim] past_key_values.0.value,
+   int32[B] seqlens_k, int32[1] total_sequence_length)
+  => (float[B, S, 8] y, float[B, 1, T, kv_cache_dim] present.0.key, float[B, 1, T, kv_cache_dim] present.0.value) <float[8, 16] w = {0.0}> {
+  qkv = MatMul(x, w)
+  y, present.0.key, present.0.value = com.microsoft.GroupQueryAttention <num_heads = 2, kv_num_heads = 1> (qkv, , , past_key_values.0.key, past_key_values.0.value, seqlens_k, total_sequence_length)
+}""".replace("past_key_values.0.", "past_").replace("present.0.", "present_"))
+    model.graph.initializers["w"].const_value = ir.tensor(rng.standard_normal((8, 16)).astype(np.float32), name="w")
+    past = model.graph.inputs[1]
+    feeds = runtime.synthetic_inputs(model)
+    assert feeds[past.name].shape[-1] == 4  # 16 wide: 2 query heads and 1 key and 1 value head of 4
+    assert synthetic_inputs.starting_state(past, 3).shape == (3, 1, 0, 4)

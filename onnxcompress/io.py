@@ -384,7 +384,10 @@ def upgraded_opset(proto: onnx.ModelProto, version: int, purpose: str) -> onnx.M
         del converted.graph.value_info[:]  # the converter keeps types its adapters made stale (Dropout's mask turns bool)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported adapters
-        raise UsageError(f"{purpose} needs opset >= {version}; converting from opset {current} failed: {first_line(exc)}") from None
+        unknown = sorted({n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)})
+        reason = (f"the ONNX domain holds {', '.join(unknown[:3])}, which ONNX Runtime registers there but ONNX does not "
+                  "define, and onnx's version converter cannot convert" if unknown else first_line(exc))
+        raise UsageError(f"{purpose} needs opset >= {version}; converting from opset {current} failed: {reason}") from None
     return converted
 
 
@@ -397,8 +400,15 @@ def raise_opset(model: ir.Model, version: int, purpose: str) -> bool:
 
 
 def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
-    """Make ``model`` (in place) hold the graph, functions and versions of ``proto`` (sorted, unused nodes dropped); keep its metadata."""
+    """Make ``model`` (in place) hold the graph, functions and versions of ``proto`` (sorted, unused nodes dropped); keep its
+    metadata and the shapes it declares for its inputs and outputs (ORT's quantizers merge symbolic dims and renamed an
+    ORT GenAI model's ``total_sequence_length`` outputs ``past_sequence_length``)."""
+    declared = {v.name: v.shape for v in (*model.graph.inputs, *model.graph.outputs) if v.shape is not None}
     new = deserialize(proto)
+    for value in (*new.graph.inputs, *new.graph.outputs):
+        shape = declared.get(value.name)
+        if shape is not None and value.shape is not None and len(shape) == len(value.shape):
+            value.shape = shape.copy()
     model.graph = new.graph
     model.ir_version = new.ir_version
     model.functions.clear()

@@ -555,3 +555,22 @@ def test_load_with_snapshot_keeps_the_files_proto_and_inlines_external_data(tmp_
     assert [v.name for v in model.graph.inputs] == [i.name for i in state.proto.graph.input]
     _, external = io.load_with_snapshot(tmp_path / "x.onnx")
     assert serialized == [1] and all(t.data_location == onnx.TensorProto.DEFAULT and t.raw_data for t in external.proto.graph.initializer)
+
+
+def test_replacing_a_models_contents_keeps_the_shapes_it_declares_for_its_interface():
+    # ORT's quantizers merge symbolic dims: an ORT GenAI model's present.N.key [batch, 2, total_sequence_length, 32]
+    # came back as [batch, 2, past_sequence_length, 32]
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[B, {dim}] x) => (float[B, {dim}] y) {{ y = Relu(x) }}"""
+    model = ir.from_onnx_text(text.format(dim="total"))
+    io.replace_contents(model, onnx.parser.parse_model(text.format(dim="past")))
+    assert [str(v.shape) for v in (*model.graph.inputs, *model.graph.outputs)] == ["[B,total]", "[B,total]"]
+
+
+def test_an_opset_conversion_over_ops_onnx_runtime_puts_in_the_onnx_domain_names_them():
+    # ORT GenAI's models hold SimplifiedLayerNormalization in the ONNX domain: the converter's own message was an
+    # assertion from its C++ source with an unfilled '%s'
+    proto = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, 4] x, float[4] s) => (float[2, 4] y) { y = SimplifiedLayerNormalization(x, s) }""")
+    with pytest.raises(UsageError, match=r"converting from opset 17 failed: the ONNX domain holds SimplifiedLayerNormalization, which ONNX Runtime"):
+        io.upgraded_opset(proto, 23, "fuse:opset")

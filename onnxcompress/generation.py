@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -21,6 +22,9 @@ import onnx_ir as ir
 from onnxcompress import io, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.synthetic_inputs import fed_inputs
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 CACHE_NAMES = (("past_key_values", "present"), ("past", "present"))
 POSITIONS = ("position_ids", "cache_position")
@@ -49,16 +53,17 @@ def cache_outputs(model: ir.Model) -> dict[str, str]:
     return pairs
 
 
-def next_step_feeds(model: ir.Model, step: Mapping[str, np.ndarray]) -> Feeds | None:
+def next_step_feeds(model: ir.Model, step: Mapping[str, np.ndarray], session: ort.InferenceSession | None = None) -> Feeds | None:
     """The feeds of the step after ``step`` (its first sample) for a cached decoder: the sample's last token again at
     the next position, attending to what ``step`` attended to and itself, with the caches ``model`` returned on it
-    (through a merged decoder's cache branch); the other inputs (an encoder's states and mask) as they were. None for
-    any other model or feeds (no ``input_ids``, a fixed number of tokens)."""
+    (run in ``session`` when given, one of ``model``); the other inputs (an encoder's states and mask) as they were,
+    through a merged decoder's cache branch. None for any other model or feeds (no ``input_ids``, a fixed number of
+    tokens)."""
     if not continues(model, step):
         return None
     pairs = cache_outputs(model)
     sample = _sample(step, 0)
-    outputs = runtime.run(model, sample)
+    outputs = runtime.run(session or model, sample)
     per_token = _per_token_inputs(model)
     feeds = {name: array[:, -1:] if name in per_token else array for name, array in sample.items() if name not in pairs}
     if MASK in sample:
@@ -85,31 +90,40 @@ def checks_beside(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[tupl
     decoder's next token (``next_step_feeds``: one token reading the cache, what generation repeats; after a first
     step, the only run that reads a filled cache), and beside a merged decoder's cache branch the same feeds through
     its other branch. A rewrite that breaks what one step or branch runs keeps every output of the other."""
-    found = []
-    next_feeds = next_step_feeds(model, feeds)
-    if next_feeds is not None:
-        found.append((NEXT_TOKEN, next_feeds))
-    if BRANCH in feeds and np.asarray(feeds[BRANCH]).all():
-        other = {**feeds, BRANCH: np.zeros_like(feeds[BRANCH])}
-        found += [(NO_CACHE_BRANCH, other)] if _runs(model, other) else []
-    return found
-
-
-def _runs(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``model`` runs on ``feeds`` (a branch may want inputs of other sizes than the other branch took)."""
-    try:
-        runtime.run(model, feeds, optimization="disable")
-    except UsageError:
-        return False
-    return True
+    return [*_next_tokens(model, [feeds], 1), *_other_branches(model, [feeds])]
 
 
 def runs_beside(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[tuple[str, Feeds]]:
     """``checks_beside`` for runs of several samples (a budget's held-out batches): a merged decoder's other branch of
     each run, and the next token of each sample, up to ``limit`` of them."""
-    branches = [found for run in runs for found in checks_beside(model, run) if found[0] == NO_CACHE_BRANCH]
-    samples = (_sample(run, i) for run in runs if continues(model, run) for i in range(len(run["input_ids"])))
-    return branches + [(NEXT_TOKEN, next_step_feeds(model, sample)) for sample in itertools.islice(samples, limit)]
+    return [*_other_branches(model, runs), *_next_tokens(model, runs, limit)]
+
+
+def _next_tokens(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int) -> list[tuple[str, Feeds]]:
+    """The next token of each sample of ``runs``, up to ``limit``, their caches computed in one session."""
+    samples = list(itertools.islice((_sample(run, i) for run in runs if continues(model, run) for i in range(len(run["input_ids"]))), limit))
+    if not samples:
+        return []
+    session = runtime.session(model, optimization="disable")
+    return [(NEXT_TOKEN, next_step_feeds(model, sample, session)) for sample in samples]
+
+
+def _other_branches(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]]) -> list[tuple[str, Feeds]]:
+    """Each run fed a merged decoder's cache branch, through its other branch, where that branch takes the same sizes."""
+    flipped = [{**run, BRANCH: np.zeros_like(run[BRANCH])} for run in runs if BRANCH in run and np.asarray(run[BRANCH]).all()]
+    if not flipped:
+        return []
+    session = runtime.session(model, optimization="disable")
+    return [(NO_CACHE_BRANCH, run) for run in flipped if _runs(session, run)]
+
+
+def _runs(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``session`` runs on ``feeds`` (a branch may want inputs of other sizes than the other branch took)."""
+    try:
+        runtime.run(session, feeds)
+    except UsageError:
+        return False
+    return True
 
 
 def continues(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:

@@ -146,8 +146,10 @@ class Judged:
         return any(fidelity.is_categorical(np.asarray(array).dtype) for run in self.expected for array in run.values())
 
     def _outputs(self, model: ir.Model) -> list[dict[str, np.ndarray]]:
-        """``model``'s judged outputs on each run (``_kept``)."""
-        return [self._kept(runtime.run(model, f), mask, suffix) for f, mask, suffix in zip(self.feeds, self.masks, self.suffixes)]
+        """``model``'s judged outputs on each run (``_kept``), in one session (a decoder's next tokens are dozens of runs,
+        and the FP32 fallback judges many candidates)."""
+        session = runtime.session(model)
+        return [self._kept(runtime.run(session, f), mask, suffix) for f, mask, suffix in zip(self.feeds, self.masks, self.suffixes)]
 
     def _kept(self, outputs: Mapping[str, np.ndarray], mask: np.ndarray | None, suffix: str) -> dict[str, np.ndarray]:
         """The judged outputs, padding dropped, named with the run's ``suffix`` (a next step's), and the class each

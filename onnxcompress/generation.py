@@ -12,8 +12,9 @@ fed the cache branch, the same feeds through the first.
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +36,7 @@ NO_CACHE_BRANCH = " (no-cache branch)"  # names an output of a merged decoder's 
 MAX_NEXT_STEPS = 32  # next steps a budget judges beside the first steps (one per held-out sample)
 
 Feeds = dict[str, np.ndarray]
+Opener = Callable[[], "ort.InferenceSession"]  # a session made on first use (``opener``)
 
 
 def cache_outputs(model: ir.Model) -> dict[str, str]:
@@ -85,36 +87,39 @@ def _per_token_inputs(model: ir.Model) -> set[str]:
     return {value.name for value in model.graph.inputs if value.shape is not None and len(value.shape) == 2 and value.shape[1] == tokens}
 
 
-def checks_beside(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[tuple[str, Feeds]]:
+def checks_beside(model: ir.Model, feeds: Mapping[str, np.ndarray], opened: Opener | None = None) -> list[tuple[str, Feeds]]:
     """The other inputs a check of ``model`` on ``feeds`` runs it on, each with the suffix naming its outputs: a cached
     decoder's next token (``next_step_feeds``: one token reading the cache, what generation repeats; after a first
     step, the only run that reads a filled cache), and beside a merged decoder's cache branch the same feeds through
-    its other branch. A rewrite that breaks what one step or branch runs keeps every output of the other."""
-    return [*_next_tokens(model, [feeds], 1), *_other_branches(model, [feeds])]
+    its other branch. A rewrite that breaks what one step or branch runs keeps every output of the other. ``opened``:
+    the session of ``model`` to run it in (``opener``), made when first needed."""
+    opened = opened or opener(model)
+    return [*_next_tokens(model, [feeds], 1, opened), *_other_branches([feeds], opened)]
 
 
 def runs_beside(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[tuple[str, Feeds]]:
     """``checks_beside`` for runs of several samples (a budget's held-out batches): a merged decoder's other branch of
     each run, and the next token of each sample, up to ``limit`` of them."""
-    return [*_other_branches(model, runs), *_next_tokens(model, runs, limit)]
+    opened = opener(model)
+    return [*_other_branches(runs, opened), *_next_tokens(model, runs, limit, opened)]
 
 
-def _next_tokens(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int) -> list[tuple[str, Feeds]]:
-    """The next token of each sample of ``runs``, up to ``limit``, their caches computed in one session."""
-    samples = list(itertools.islice((_sample(run, i) for run in runs if continues(model, run) for i in range(len(run["input_ids"]))), limit))
-    if not samples:
-        return []
-    session = runtime.session(model, optimization="disable")
-    return [(NEXT_TOKEN, next_step_feeds(model, sample, session)) for sample in samples]
+def opener(source: ir.Model | io.Snapshot, threads: int | None = None) -> Opener:
+    """A session of ``source`` at ORT's optimizer disabled, made on the first call and kept: a model that is no
+    decoder never pays for one, and a decoder's checks share it."""
+    return functools.cache(lambda: runtime.session(source, threads=threads, optimization="disable"))
 
 
-def _other_branches(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]]) -> list[tuple[str, Feeds]]:
+def _next_tokens(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int, opened: Opener) -> list[tuple[str, Feeds]]:
+    """The next token of each sample of ``runs``, up to ``limit``."""
+    samples = itertools.islice((_sample(run, i) for run in runs if continues(model, run) for i in range(len(run["input_ids"]))), limit)
+    return [(NEXT_TOKEN, next_step_feeds(model, sample, opened())) for sample in samples]
+
+
+def _other_branches(runs: Sequence[Mapping[str, np.ndarray]], opened: Opener) -> list[tuple[str, Feeds]]:
     """Each run fed a merged decoder's cache branch, through its other branch, where that branch takes the same sizes."""
     flipped = [{**run, BRANCH: np.zeros_like(run[BRANCH])} for run in runs if BRANCH in run and np.asarray(run[BRANCH]).all()]
-    if not flipped:
-        return []
-    session = runtime.session(model, optimization="disable")
-    return [(NO_CACHE_BRANCH, run) for run in flipped if _runs(session, run)]
+    return [(NO_CACHE_BRANCH, run) for run in flipped if _runs(opened(), run)]
 
 
 def _runs(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> bool:
@@ -148,6 +153,6 @@ def _sample(run: Mapping[str, np.ndarray], index: int) -> Feeds:
 def expected_beside(model: ir.Model, feeds: Mapping[str, np.ndarray], threads: int | None = None,
                     reference: io.Snapshot | None = None) -> list[tuple[str, Feeds, Feeds]]:
     """``checks_beside`` with ``model``'s outputs on each at ORT's optimizer disabled (run on ``reference``, its snapshot,
-    when given): what a rewrite's next step or other branch is judged against."""
-    return [(suffix, beside, runtime.run(reference or model, beside, threads=threads, optimization="disable"))
-            for suffix, beside in checks_beside(model, feeds)]
+    when given, in the one session the checks use): what a rewrite's next step or other branch is judged against."""
+    opened = opener(reference or model, threads)
+    return [(suffix, beside, runtime.run(opened(), beside)) for suffix, beside in checks_beside(model, feeds, opened)]

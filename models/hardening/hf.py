@@ -243,13 +243,13 @@ TEXT_ENCODER_OUTPUTS = ["last_hidden_state", "sentence_embedding"]
 REQUIRES = ("transformers",)
 TEXT_REQUIRES = (*REQUIRES, *text.TOKENIZER_PACKAGES)
 IMAGE_REQUIRES = (*REQUIRES, "scikit-learn", "matplotlib", "pillow")
-LM_SAMPLES = dict.fromkeys(SPLITS, 16)
+LM_SAMPLES = dict.fromkeys(SPLITS, 16)  # 16 x 32 positions x 30,522 logits is already 62 MB per split
 LLAMA_KV_HEADS, LLAMA_HEAD_DIM, LLAMA_LAYERS = 2, 16, 2
 LLAMA_CACHE_INPUTS = [f"past_key_values.{layer}.{kind}" for layer in range(LLAMA_LAYERS) for kind in ("key", "value")]
 CACHE_AXES = {"attention_mask": {1: "past_sequence_length + sequence_length"}, "position_ids": {1: "sequence_length"},
               **{name: {2: "past_sequence_length"} for name in LLAMA_CACHE_INPUTS},
               **{name.replace("past_key_values", "present"): {2: "past_sequence_length + sequence_length"} for name in LLAMA_CACHE_INPUTS}}
-  # 16 x 32 positions x 30,522 logits is already 62 MB per split
+
 
 def _causal_lm(name: str, description: str, build, *, half: bool = False) -> list[Entry]:
     """A decoder's two exports, judged by next-token agreement on tokenised sentences (``half``: in float16)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -129,6 +129,20 @@ def _runs(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> boo
     except UsageError:
         return False
     return True
+
+
+def unchecked_beside(model: ir.Model, feeds: Mapping[str, np.ndarray], suffixes: Collection[str]) -> list[str]:
+    """One line for each run a check of ``model`` on ``feeds`` would want beside them but cannot make, given the
+    ``suffixes`` of those it makes (``checks_beside``): a cached decoder's next token when it fixes how many tokens it
+    takes, a merged decoder's other branch when that branch does not run on the same feeds."""
+    notes = []
+    if cache_outputs(model) and "input_ids" in feeds and NEXT_TOKEN not in suffixes:
+        notes.append("the next token is not checked, only this step: the model takes a fixed number of tokens, so one "
+                     "token cannot be fed after it")
+    if BRANCH in feeds and np.asarray(feeds[BRANCH]).all() and NO_CACHE_BRANCH not in suffixes:
+        notes.append(f"the branch without the cache is not checked, only the one {BRANCH} selects: it does not run on "
+                     "these inputs; give inputs with it false to check that branch")
+    return notes
 
 
 def continues(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> bool:

@@ -246,6 +246,7 @@ class Pipeline:
         checked = checked_feeds(model, reference, feeds, m.threads)
         expected = [c.expected for c in checked]
         baseline, _ = self._record("input", {}, "input", model, reference, 0.0, reference, checked, outputs=expected)
+        baseline.notes = generation.unchecked_beside(model, feeds, [c.suffix for c in checked])
         yield baseline, model, reference
         before, last, kept = expected, baseline, reference
         for number, pass_ in enumerate(self.passes, 1):

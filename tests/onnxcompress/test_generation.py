@@ -132,11 +132,17 @@ def test_a_merged_decoder_is_checked_through_both_branches(branch):
     assert failed == (["logits (no-cache branch)"] if branch else ["logits"])
 
 
-def test_nothing_is_run_beside_feeds_the_model_cannot_take():
+def _unchecked(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[str]:
+    return generation.unchecked_beside(model, feeds, [suffix for suffix, _ in generation.checks_beside(model, feeds)])
+
+
+def test_nothing_is_run_beside_feeds_the_model_cannot_take_and_the_check_says_so():
     # a decoder exported with a fixed sequence length cannot take one token: the pipeline failed in ONNX Runtime
     fixed = decoder()
     fixed.graph.inputs[0].shape, fixed.graph.inputs[2].shape = ir.Shape([1, 5]), ir.Shape([1, 5])
     assert generation.checks_beside(fixed, first_steps(1)) == []
+    (note,) = _unchecked(fixed, first_steps(1))  # it went unchecked without a word
+    assert note.startswith("the next token is not checked") and _unchecked(decoder(), first_steps(1)) == []
     # a branch that cannot take the sizes the other took
     switch = ir.from_onnx_text(f"""
 <ir_version: 8, opset_import: ["" : 17]>
@@ -146,7 +152,11 @@ g (bool[1] use_cache_branch, float[N, M] x) => (float[N, M] y) <float[4, 4] w = 
 }}""")
     feeds = {"use_cache_branch": np.array([True]), "x": np.ones((2, 3), np.float32)}
     assert generation.checks_beside(switch, feeds) == []
-    assert [s for s, _ in generation.checks_beside(switch, {**feeds, "x": np.ones((2, 4), np.float32)})] == [" (no-cache branch)"]
+    (note,) = _unchecked(switch, feeds)
+    assert note.startswith("the branch without the cache is not checked")
+    runnable = {**feeds, "x": np.ones((2, 4), np.float32)}
+    assert [s for s, _ in generation.checks_beside(switch, runnable)] == [" (no-cache branch)"] and _unchecked(switch, runnable) == []
+    assert _unchecked(switch, {**feeds, "use_cache_branch": np.array([False])}) == []  # the branch without the cache is the one fed
 
 
 def test_a_filled_cache_goes_on_from_where_it_ends_and_only_a_cached_decoder_has_a_next_step(mlp_model):

@@ -365,7 +365,15 @@ def test_a_cached_decoder_is_checked_on_the_token_after_its_first_step_too():
     kept = Pipeline([parse_pass("test-noop")], measurement=Measurement(benchmark=False, feeds=feeds)).run(decoder())
     names = [o.name for o in kept.report.steps[1].fidelity.outputs]
     assert names == ["logits", "present.0.key", "logits (next token)", "present.0.key (next token)"]
-    assert kept.report.steps[1].fidelity.exact
+    assert kept.report.steps[1].fidelity.exact and kept.report.steps[0].notes == []
+
+
+def test_a_cached_decoder_whose_next_token_cannot_be_checked_is_said_so_on_the_input_step():
+    fixed = decoder()
+    fixed.graph.inputs[0].shape, fixed.graph.inputs[2].shape = ir.Shape([1, 5]), ir.Shape([1, 5])
+    kept = Pipeline([parse_pass("test-noop")], measurement=Measurement(benchmark=False, feeds=first_steps(1))).run(fixed)
+    (note,) = kept.report.steps[0].notes
+    assert "next token is not checked" in note and [o.name for o in kept.report.steps[1].fidelity.outputs] == ["logits", "present.0.key"]
 
 
 class BreakFirstBranch(CompressionPass):

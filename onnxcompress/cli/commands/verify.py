@@ -85,6 +85,9 @@ def verify_command(
         print_input_shapes(getattr(feeds, "dynamic", {}))
         expected = runtime.run(states[0], feeds, threads=threads, optimization="disable")
         beside = [] if bisect else generation.expected_beside(loaded[0], feeds, threads, states[0])  # bisect runs its own
+        if not bisect:
+            for note in generation.unchecked_beside(loaded[0], feeds, [suffix for suffix, _, _ in beside]):
+                console.print(f"[dim]{note}[/dim]", highlight=False)
     if save_golden:
         verify.save_golden(save_golden, feeds, expected, beside=beside, models=loaded)
         also = "".join(f", and the run{suffix}" for suffix, _, _ in beside)

@@ -7,6 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 from onnxcompress import io, verify
@@ -213,7 +214,12 @@ def test_two_cached_decoders_are_compared_on_the_token_after_the_given_first_ste
     code, _, err = run_cli(["verify", tmp_path / "ref.onnx", tmp_path / "cand.onnx", "--inputs", tmp_path / "first.npz"], capsys)
     assert code == 1 and err.startswith("error: verification failed (1 failure(s)); first: output 'logits (next token)': max abs error")
     code, out, _ = run_cli(["verify", tmp_path / "ref.onnx", tmp_path / "ref.onnx", "--inputs", tmp_path / "first.npz"], capsys)
-    assert code == 0 and "logits (next token)" in out
+    assert code == 0 and "logits (next token)" in out and "not checked" not in out
+    fixed = decoder()  # a fixed token count: no next token can be fed, and verify says what it left out
+    fixed.graph.inputs[0].shape, fixed.graph.inputs[2].shape = ir.Shape([1, 5]), ir.Shape([1, 5])
+    io.save(fixed, tmp_path / "fixed.onnx")
+    code, out, _ = run_cli(["verify", tmp_path / "fixed.onnx", tmp_path / "fixed.onnx", "--inputs", tmp_path / "first.npz"], capsys)
+    assert code == 0 and "the next token is not checked" in out and "(next token)" not in out
 
 
 def test_a_golden_of_a_cached_decoder_holds_its_next_token_and_judges_it(tmp_path, capsys):

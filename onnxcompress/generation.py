@@ -34,6 +34,8 @@ BRANCH = "use_cache_branch"  # a merged decoder's switch (Optimum's): true runs 
 NEXT_TOKEN = " (next token)"  # names an output of the next step where both steps' outputs are judged
 NO_CACHE_BRANCH = " (no-cache branch)"  # names an output of a merged decoder's other branch
 MAX_NEXT_STEPS = 32  # next steps a budget judges beside the first steps (one per held-out sample)
+RUNS = {NEXT_TOKEN: "a generation step (one token fed its caches)",  # each run beside a fed step, for messages
+        NO_CACHE_BRANCH: "the branch without the cache (a prompt's first step)"}
 
 Feeds = dict[str, np.ndarray]
 Opener = Callable[[], "ort.InferenceSession"]  # a session made on first use (``opener``)

@@ -346,8 +346,8 @@ def prove(
         calibration = as_reader(calibration, model)
     try:
         feeds, latency_on = latency_feeds(model, calibration, rec.input_shapes)
-        next_step = generation.next_step_feeds(model, feeds)
-        latency_on += "; and one token after it, fed the caches it returned (what generation repeats)" if next_step else ""
+        beside = generation.checks_beside(model, feeds)
+        latency_on += "".join(f"; and {generation.RUNS[suffix]}" for suffix, _ in beside)
         inputs = feeds if calibration is None else None  # without data, judged at the shapes measured
         budget, _ = fidelity_budget.default_budget(model, calibration=calibration, labelled=labelled, inputs=inputs)
         prunes_unlabelled = labelled is None and any(step.recovery is not None for step in rec.steps)
@@ -393,7 +393,7 @@ def prove(
         if before / after < 1.0 - SLOWER_MARGIN:
             checks.append(Check(spec_, False, f"made the model slower: {before:.3g} ms -> {after:.3g} ms", values, before / after))
             continue
-        slower_step = _slower_next_step(timer, current, candidate, next_step)
+        slower_step = _slower_beside(timer, current, candidate, beside)
         if slower_step:
             checks.append(Check(spec_, False, slower_step, values, before / after))
             continue
@@ -407,8 +407,8 @@ def prove(
         return prove(model, rest, calibration=calibration, labelled=labelled, timer=timer)
     input_ms, chain_ms = least_gain(timer, model, current, feeds) if kept else timer([model], feeds) * 2
     latency = {"input": input_ms, "chain": chain_ms}
-    if kept and next_step:
-        latency["input next token"], latency["chain next token"] = least_gain(timer, model, current, next_step)
+    for suffix, run in beside if kept else ():
+        latency[f"input{suffix}"], latency[f"chain{suffix}"] = least_gain(timer, model, current, run)
     refusal = _chain_refusal(latency) if kept else None
     if refusal is not None:
         checks.append(refusal)
@@ -420,30 +420,31 @@ def prove(
 
 
 def _chain_refusal(latency: Mapping[str, float]) -> Check | None:
-    """Why the kept chain as a whole is not recommended (not ``MIN_GAIN`` faster, or slower on a cached decoder's
-    generation step), None when it is."""
+    """Why the kept chain as a whole is not recommended (not ``MIN_GAIN`` faster, or slower on a run beside the fed
+    step: a cached decoder's generation step, a merged decoder's other branch), None when it is."""
     input_ms, chain_ms = latency["input"], latency["chain"]
     if input_ms / chain_ms < 1.0 + MIN_GAIN:
         return Check("the chain", False, f"not measurably faster than the input as a whole ({input_ms:.3g} ms -> {chain_ms:.3g} ms, "
                                          f"under {1.0 + MIN_GAIN:.2f}x): nothing recommended", speedup=input_ms / chain_ms)
-    before, after = latency.get("input next token"), latency.get("chain next token")
-    if before is not None and before / after < 1.0 - SLOWER_MARGIN:
-        return Check("the chain", False, f"slower on a generation step, one token fed its caches ({before:.3g} ms -> {after:.3g} ms), "
-                                         "what generation repeats: nothing recommended", speedup=before / after)
+    for suffix, what in generation.RUNS.items():
+        before, after = latency.get(f"input{suffix}"), latency.get(f"chain{suffix}")
+        if before is not None and before / after < 1.0 - SLOWER_MARGIN:
+            return Check("the chain", False, f"slower on {what} ({before:.3g} ms -> {after:.3g} ms): nothing recommended",
+                         speedup=before / after)
     return None
 
 
-def _slower_next_step(timer: Timer, current: ir.Model, candidate: ir.Model, next_step: Mapping[str, np.ndarray] | None) -> str | None:
-    """Why ``candidate`` is no better than ``current`` on a cached decoder's generation step (slower, or failing on
-    it), None when it holds or there is no such step."""
-    if next_step is None:
-        return None
-    try:
-        before, after = timer([current, candidate], next_step)
-    except UsageError as exc:
-        return f"fails on a generation step (one token fed its caches): {first_line(exc)}"
-    if before / after < 1.0 - SLOWER_MARGIN:
-        return f"made a generation step slower (one token fed its caches): {before:.3g} ms -> {after:.3g} ms"
+def _slower_beside(timer: Timer, current: ir.Model, candidate: ir.Model, beside: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> str | None:
+    """Why ``candidate`` is no better than ``current`` on a run beside the fed step (``generation.checks_beside``: a
+    cached decoder's generation step, a merged decoder's other branch), slower or failing there; None when it holds."""
+    for suffix, run in beside:
+        what = generation.RUNS[suffix]
+        try:
+            before, after = timer([current, candidate], run)
+        except UsageError as exc:
+            return f"fails on {what}: {first_line(exc)}"
+        if before / after < 1.0 - SLOWER_MARGIN:
+            return f"made {what} slower: {before:.3g} ms -> {after:.3g} ms"
     return None
 
 

@@ -171,7 +171,7 @@ def test_a_filled_cache_goes_on_from_where_it_ends_and_only_a_cached_decoder_has
 
 
 def _quantized(model: ir.Model) -> bool:
-    return any(node.op_type.startswith("DynamicQuantize") or "Integer" in node.op_type for node in model.graph)
+    return any(node.op_type.startswith("DynamicQuantize") or "Integer" in node.op_type for node in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
 @pytest.mark.parametrize("calibrated", [True, False])  # without data, synthetic inputs fill the caches
@@ -187,9 +187,27 @@ def test_recommend_keeps_no_step_that_makes_a_generation_step_slower(next_token_
     rec = recommend.prove(decoder(), plan, calibration=ArrayReader(first_steps(64)) if calibrated else None, timer=timer)
     (check,) = rec.proof.checks
     if next_token_slower:
-        assert not check.kept and check.reason.startswith("made a generation step slower (one token fed its caches): 1 ms -> 3 ms")
+        assert not check.kept and check.reason.startswith("made a generation step (one token fed its caches) slower: 1 ms -> 3 ms")
         assert rec.steps == []
     else:
         assert check.kept and [s.spec for s in rec.steps] == ["quantize-dynamic"]
-        assert rec.proof.latency_ms["input next token"] / rec.proof.latency_ms["chain next token"] == 2.0
-    assert "and one token after it, fed the caches it returned" in rec.proof.latency_on
+        assert rec.proof.latency_ms["input (next token)"] / rec.proof.latency_ms["chain (next token)"] == 2.0
+    assert "; and a generation step (one token fed its caches)" in rec.proof.latency_on
+
+
+@pytest.mark.parametrize("prompt_slower", [True, False])
+def test_recommend_keeps_no_step_that_makes_a_merged_decoders_other_branch_slower(prompt_slower):
+    # synthetic inputs feed a merged decoder's cache branch: the branch reading a prompt was never timed
+    def timer(models, feeds, full=False) -> list[float]:
+        prompt = not feeds["use_cache_branch"].all()
+        return [(3.0 if prompt and prompt_slower else 0.5) if _quantized(m) else 1.0 for m in models]
+
+    vnni = CpuFeatures("x86_64", frozenset({"avx2", "avx512_vnni"}))
+    plan = recommend.Recommendation("decoder", [], vnni, [recommend.Step("quantize-dynamic", "lossy")], [])
+    rec = recommend.prove(merged_decoder(), plan, timer=timer)
+    (check,) = rec.proof.checks
+    assert "; and the branch without the cache (a prompt's first step)" in rec.proof.latency_on
+    if prompt_slower:
+        assert not check.kept and check.reason == "made the branch without the cache (a prompt's first step) slower: 1 ms -> 3 ms"
+    else:
+        assert check.kept and rec.proof.latency_ms["input (no-cache branch)"] / rec.proof.latency_ms["chain (no-cache branch)"] == 2.0

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from onnxcompress import generation
 from onnxcompress.cli.app import app, calibration_option, console
 from onnxcompress.cli.commands.run import DataOptions, check_samples, load_labelled, open_calibration, print_report
 from onnxcompress.defaults import LABELS_KEY
@@ -91,8 +92,8 @@ def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command
     if proof is not None:
         values = ", ".join(f"{metric} {value:.3g}" for metric, value in proof.fidelity.items())
         ms = proof.latency_ms
-        step = (f"; a generation step {ms['input next token']:.3g} ms -> {ms['chain next token']:.3g} ms "
-                f"({ms['input next token'] / ms['chain next token']:.2f}x)" if "chain next token" in ms else "")
+        step = "".join(f"; {what} {ms['input' + suffix]:.3g} ms -> {ms['chain' + suffix]:.3g} ms ({ms['input' + suffix] / ms['chain' + suffix]:.2f}x)"
+                       for suffix, what in generation.RUNS.items() if "chain" + suffix in ms)
         console.print(f"measured: the chain against the input: {values}; latency {ms['input']:.3g} ms -> "
                       f"{ms['chain']:.3g} ms ({proof.speedup:.2f}x){step}", highlight=False, markup=False)
         if not proof.task_checked:

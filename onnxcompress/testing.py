@@ -69,8 +69,8 @@ def assert_matches_golden(
 ) -> verify.VerifyResult:
     """Assert ``model`` reproduces a golden file written by ``verify --save-golden``."""
     __tracebackhide__ = True
-    inputs, expected = verify.load_golden(golden)
-    result = verify.verify_against(_model(model), inputs, expected, rtol=rtol, atol=atol, gates=gates, beside=verify.golden_beside(golden))
+    inputs, expected, beside = verify.read_golden(golden)
+    result = verify.verify_against(_model(model), inputs, expected, rtol=rtol, atol=atol, gates=gates, beside=beside)
     _raise_on_failure(result)
     return result
 

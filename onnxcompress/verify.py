@@ -367,7 +367,14 @@ def save_golden(
 
 
 def load_golden(path: str | os.PathLike, model: ir.Model | None = None) -> tuple[Feeds, Feeds]:
-    """The inputs and expected outputs a golden file holds (the runs beside them: ``golden_beside``).
+    """The inputs and expected outputs a golden file holds (``read_golden`` also gives the runs beside them)."""
+    inputs, outputs, _ = read_golden(path, model)
+    return inputs, outputs
+
+
+def read_golden(path: str | os.PathLike, model: ir.Model | None = None) -> tuple[Feeds, Feeds, list[tuple[str, Feeds, Feeds]]]:
+    """The inputs and expected outputs a golden file holds, and the runs beside them (each suffix, its inputs and
+    expected outputs: a cached decoder's next token), the file read once.
 
     The file's headers are checked before anything is inflated (``io.array_headers``); with
     ``model``, its inputs must be the model's (names and ranks) and every output one of the model's.
@@ -383,14 +390,9 @@ def load_golden(path: str | os.PathLike, model: ir.Model | None = None) -> tuple
         unknown = sorted(set(outputs) - set(names))
         if unknown:
             raise UsageError(f"{path}: outputs {unknown} are not outputs of the model; it has {names}")
-    return _split_golden(io.load_arrays(path))
-
-
-def golden_beside(path: str | os.PathLike) -> list[tuple[str, Feeds, Feeds]]:
-    """The runs a golden file holds beside its main inputs: each suffix, its inputs and expected outputs."""
     arrays = io.load_arrays(path)
     suffixes = dict.fromkeys(kind[1] for key in arrays if (kind := _golden_kind(key)) is not None and kind[1])
-    return [(suffix, *_split_golden(arrays, suffix)) for suffix in suffixes]
+    return (*_split_golden(arrays), [(suffix, *_split_golden(arrays, suffix)) for suffix in suffixes])
 
 
 def _golden_kind(key: str) -> tuple[str, str] | None:

@@ -74,8 +74,7 @@ def verify_command(
         io.check_output_path(out, loaded)
     reader = open_calibration(calibration, loaded[0], DataOptions(image_size, layout, mean, std, tokenizer))
     if golden:
-        feeds, expected = verify.load_golden(golden, loaded[0])
-        beside = verify.golden_beside(golden)
+        feeds, expected, beside = verify.read_golden(golden, loaded[0])
     else:
         if inputs:
             feeds = io.load_arrays(inputs, loaded[0])

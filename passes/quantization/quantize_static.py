@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxcompress import io
 from onnxcompress.passes.budget import AcceptLoss, MaxDrop, MaxError
-from onnxcompress.passes.quantization.support import float_prefix, guard, ort_bridge
+from onnxcompress.passes.quantization.support import float_prefix, ort_bridge
 from onnxcompress.passes.quantization.support.channel_gate import tile_channel_gates
 from onnxcompress.passes.quantization.support.depthwise_padding import pad_depthwise_channels
 from onnxcompress.passes.quantization.support.fallback import Quantize
@@ -21,7 +21,7 @@ from onnxcompress.passes.quantization.quantize_pass import (
     Exclude, FidelityOutput, MaxFallback, PerChannel, QuantizePass, ReduceRange, WeightType,
 )
 from onnxcompress.passes.quantization.support.ranges import Method, activation_ranges, unbounded_ranges
-from onnxcompress.passes.quantization.support.selection import nodes_touching
+from onnxcompress.passes.quantization.support.selection import nodes_touching, refuse_layers_only_in_subgraphs
 from onnxcompress.passes.quantization.support.target import ElementType, resolve_target
 
 
@@ -100,7 +100,7 @@ class QuantizeStatic(QuantizePass):
         """BatchNorms folded and two-input Sums made Adds (``integer_friendly``), depthwise convs padded to
         ORT's fast channel grid (``depthwise_padding``) and per-channel gates tiled for ORT's int8 Mul
         (``channel_gate``); hard activations wait for ``prepare``. A model whose layers are all in subgraphs is refused."""
-        guard.refuse_layers_only_in_subgraphs(model, op_types)
+        refuse_layers_only_in_subgraphs(model, op_types)
         folded = fold_batch_norms(model) if {"Conv", "Gemm"} & set(op_types) else 0
         turned = sums_as_adds(model) if "Add" in op_types else 0
         self.context.details.update(batch_norms_folded=folded, sums_as_adds=turned)

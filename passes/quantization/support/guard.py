@@ -53,14 +53,3 @@ def refuse_half_precision(model: ir.Model) -> None:
 def at_qdq_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` converted to at least opset 13 (returned unchanged when already there)."""
     return io.upgraded_opset(proto, QDQ_OPSET, QDQ_PURPOSE)
-
-
-def refuse_layers_only_in_subgraphs(model: ir.Model, op_types: list[str]) -> None:
-    """Raise a one-line ``UsageError`` when every node of ``op_types`` that takes a weight (Conv/MatMul/Gemm) is inside
-    an ``If`` or ``Loop`` body (a merged decoder holds all of them in its branches): ORT's static (QDQ) quantizer
-    quantizes the main graph only, so the pass would change nothing and say so only in a note."""
-    weighted = set(op_types) & {"Conv", "MatMul", "Gemm"}
-    inside = [node for node in ir.traversal.RecursiveGraphIterator(model.graph) if node.op_type in weighted and node.graph is not model.graph]
-    if inside and not any(node.op_type in weighted for node in model.graph):
-        raise UsageError(f"all {len(inside)} {'/'.join(sorted({n.op_type for n in inside}))} nodes are inside If/Loop branches (a merged "
-                         "decoder's), which ONNX Runtime's static INT8 quantizer does not enter; quantize-dynamic quantizes them there")

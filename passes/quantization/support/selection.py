@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxcompress import walk
+from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.support.ort_bridge import Selection
 
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
@@ -96,3 +98,14 @@ def weight_sizes(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]
     for node in (node for graph in graphs for node in graph.node if node.name in costs):
         costs[node.name] += sum(sizes.get(i, 0) for i in node.input)
     return costs
+
+
+def refuse_layers_only_in_subgraphs(model: ir.Model, op_types: list[str]) -> None:
+    """Raise a one-line ``UsageError`` when every node of ``op_types`` that takes a weight (``WEIGHTED_OPS``) is inside
+    an ``If`` or ``Loop`` body (a merged decoder holds all of them in its branches): ORT's static (QDQ) quantizer
+    quantizes the main graph only, so the pass would change nothing and say so only in a note."""
+    weighted = set(op_types) & set(WEIGHTED_OPS)
+    inside = [node for node in ir.traversal.RecursiveGraphIterator(model.graph) if node.op_type in weighted and node.graph is not model.graph]
+    if inside and not any(node.op_type in weighted for node in model.graph):
+        raise UsageError(f"all {len(inside)} {'/'.join(sorted({n.op_type for n in inside}))} nodes are inside If/Loop branches (a merged "
+                         "decoder's), which ONNX Runtime's static INT8 quantizer does not enter; quantize-dynamic quantizes them there")

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import onnx
+import pytest
 
+from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.support.ort_bridge import Selection
-from onnxcompress.passes.quantization.support.selection import FLOAT_BRANCH_SUFFIX, fallback_candidates, select, weight_sizes
+from onnxcompress.passes.quantization.support.selection import (
+    FLOAT_BRANCH_SUFFIX,
+    fallback_candidates,
+    refuse_layers_only_in_subgraphs,
+    select,
+    weight_sizes,
+)
+
+from ....onnxcompress.test_generation import decoder, merged_decoder
 
 ATTENTION_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -68,3 +78,13 @@ def test_a_merged_decoders_layers_in_its_branches_can_go_back_to_fp32() -> None:
     candidates = fallback_candidates(proto, Selection(op_types=["MatMul"]))
     assert candidates == ["then_branch_0", "then_branch_1", "else_branch_0"]
     assert weight_sizes(proto, candidates) == {name: 64 for name in candidates}
+
+
+
+def test_a_model_whose_weighted_layers_are_all_in_branches_is_refused_in_one_line():
+    # a merged decoder's layers are all in its If branches, which ORT's static quantizer does not enter: it exited 0
+    # having quantized nothing
+    with pytest.raises(UsageError, match=r"^all 2 MatMul nodes are inside If/Loop branches .*quantize-dynamic quantizes them there$"):
+        refuse_layers_only_in_subgraphs(merged_decoder(), ["MatMul", "Add"])
+    refuse_layers_only_in_subgraphs(merged_decoder(), ["Conv"])  # no layer of those types: nothing to refuse
+    refuse_layers_only_in_subgraphs(decoder(), ["MatMul"])  # its layers are in the main graph

@@ -205,6 +205,27 @@ class Coupler:
         if sx is not None and sw is not None:
             self.graph.contractions.append((sx, sw))
 
+    def grouped_contract(self, x: ir.Value, x_axis: int, w: ir.Value, w_axis: int, groups: int) -> None:
+        """``contract`` for a grouped convolution's input: each of ``groups`` equal blocks of channels is read by its
+        group's filters through the same weight slices, so position j of every block goes with slice j."""
+        sx, sw = self.graph.slot(x, x_axis), self.graph.slot(w, w_axis)
+        if sx is None or sw is None or sx.size != groups * sw.size:
+            self._mention(x, x_axis, w, w_axis)
+            self._freeze_pair(sx, sw, "channels are not the groups times the weight's slices")
+            return
+        self.mapped(x, x_axis, w, w_axis, np.arange(sx.size) % sw.size)
+        self.graph.contractions.append((sx, sw))
+
+    def equal_blocks(self, value: ir.Value, axis: int, blocks: int) -> None:
+        """Couple position j of each of ``blocks`` equal blocks of an axis: a grouped convolution's filters, every
+        group keeping as many as the others."""
+        slot = self.graph.slot(value, axis)
+        if slot is None or slot.size % blocks:
+            self._mention(value, axis, value, axis)
+            self._freeze_pair(slot, None, "filters are not a static multiple of the groups")
+            return
+        self.mapped(value, axis, value, axis, np.arange(slot.size) % (slot.size // blocks))
+
     def split_heads(self, x: ir.Value, x_axis: int, y: ir.Value, y_axis: int) -> None:
         """Couple a feature axis with the head axis it is split into (head h ↔ its block of features)."""
         self.blocks(y, y_axis, x, x_axis)

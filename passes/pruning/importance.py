@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
+from onnxcompress.passes.pruning.graph import ChannelGraph, Slot, Unit
 from onnxcompress.passes.pruning.groups import is_weight, stored_weight, weight_array, weighted_contractions
 
 
@@ -90,8 +90,17 @@ def activation_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, r
     per_element = np.zeros(graph.element_count)
     for x, w in weighted_contractions(graph):
         rms = stats[x.value.name].rms()
-        per_element[x.offset : x.offset + x.size] += rms * slice_norms(weight_array(w), w.axis)
+        per_element[x.offset : x.offset + x.size] += rms * read_norms(x, w)
     return _per_unit(per_element, units)
+
+
+def read_norms(x: Slot, w: Slot) -> np.ndarray:
+    """The norm of the weight slice reading each channel of ``x``: its own slice, or in a grouped convolution (``x``
+    the groups times the slices) that slice of its group's filters."""
+    array = weight_array(w)
+    if x.size == w.size:
+        return slice_norms(array, w.axis)
+    return np.concatenate([slice_norms(filters, w.axis) for filters in np.split(array, x.size // w.size, axis=0)])
 
 
 def mean_abs_scores(graph: ChannelGraph, units: list[Unit], model: ir.Model, reader) -> np.ndarray:

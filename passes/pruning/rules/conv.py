@@ -2,7 +2,10 @@
 
 Plain convolutions (``group=1``) separate the input-channel group from the output-channel group.
 Depthwise convolutions (``group`` = channels, one filter each) tie input, output, weight and bias
-together and get ``group`` rewritten; other grouped convolutions are refused.
+together and get ``group`` rewritten. Other grouped convolutions (RegNet's, ResNeXt's) keep their groups:
+position j of every group's input channels goes together (they share weight slice j), and so does
+filter j of every group, so each group keeps as many of each as the others. Grouped transposed
+convolutions are refused.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ class ConvRule(Rule):
             c.same(weight, 0, x, 1)
             c.handle(weight, 1)
         else:
-            raise Refused(f"grouped convolution (group={group}) that is not depthwise")
+            c.grouped_contract(x, 1, weight, 1, group)
+            c.equal_blocks(weight, 0, group)
         c.same(weight, 0, y, 1)
         if bias is not None:
             c.same(weight, 0, bias, 0)
@@ -105,7 +109,7 @@ class ConvTransposeRule(Rule):
 
 
 def _rewrite_group(node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
-    """A depthwise convolution keeps one group per remaining channel."""
+    """A depthwise convolution keeps one group per remaining channel (other grouped ones keep their groups)."""
     group = node.attributes.get_int("group", 1)
-    if group > 1:
+    if is_depthwise(node.inputs[1], group):
         node.attributes["group"] = ir.AttrInt64("group", group - len(removed.get((id(node.outputs[0]), 1), [])))

@@ -7,6 +7,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxcompress import runtime
+from onnxcompress.calibration import ArrayReader
 from onnxcompress.passes.pruning import PruneChannels
 from onnxcompress.passes.pruning.dependencies import PROBED, build_channel_graph, infer_shapes
 from onnxcompress.passes.pruning.groups import frozen_summary, group_infos
@@ -183,3 +184,48 @@ def test_a_dim_named_by_arithmetic_follows_the_probed_dims_it_names(make_model):
     infer_shapes(model)
     cat = model.graph.node(1).outputs[0]
     assert cat.meta[PROBED] == ((2, 32, 4), (3, 34, 4))
+
+
+GROUPED = HEADER + """
+g (float[N,4,8,8] x) => (float[N,4,8,8] y) {
+  a = Conv(x, w1)
+  ar = Relu(a)
+  b = Conv<pads=[1,1,1,1], group=3>(ar, w2, b2)
+  br = Relu(b)
+  y = Conv(br, w3)
+}"""
+GROUPED_SHAPES = {"w1": (12, 4, 1, 1), "w2": (12, 4, 3, 3), "b2": (12,), "w3": (4, 12, 1, 1)}
+
+
+def _grouped_with_dead_positions(make_model) -> ir.Model:
+    """RegNet's bottleneck: a grouped 3x3 conv (3 groups of 4) between 1x1 convs; input position 1 and output position 2
+    of every group read or give nothing, so removing them changes no output."""
+    model = make_model(GROUPED, GROUPED_SHAPES)
+    arrays = {name: model.graph.initializers[name].const_value.numpy().copy() for name in ("w1", "w2", "b2", "w3")}
+    arrays["w1"][[1, 5, 9]] = 0
+    arrays["w2"][:, 1] = 0
+    arrays["w2"][[2, 6, 10]] = 0
+    arrays["b2"][[2, 6, 10]] = 0
+    arrays["w3"][:, [2, 6, 10]] = 0
+    for name, array in arrays.items():
+        model.graph.initializers[name].const_value = ir.tensor(array, name=name)
+    return model
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "activation", "taylor"])
+def test_a_grouped_convolution_removes_the_same_position_of_every_group(make_model, check_pruned, importance):
+    # RegNet's and ResNeXt's grouped 3x3 convs were refused ("grouped convolution (group=3) that is not depthwise"):
+    # RegNetX-200MF pruned 5 of its 98 groups
+    _, _, sizes = _groups(make_model(GROUPED, GROUPED_SHAPES))
+    assert sizes["w1[0]"] == 4 and sizes["w2[0]"] == 4  # 4 positions per group, each a unit of 3 channels
+    model = _grouped_with_dead_positions(make_model)
+    feeds = runtime.synthetic_inputs(model, batch=2)
+    before = runtime.run(model, feeds, optimization="disable")
+    calibration = ArrayReader({"x": np.random.default_rng(1).standard_normal((8, 4, 8, 8)).astype(np.float32)}, batch_size=4)
+    assert PruneChannels(ratio=0.25, importance=importance).apply(model, calibration=calibration).modified
+    after = check_pruned(_grouped_with_dead_positions(make_model), model, feeds)
+    np.testing.assert_allclose(after["y"], before["y"], rtol=1e-5, atol=1e-5)
+    grouped = next(n for n in model.graph if n.op_type == "Conv" and n.attributes.get_int("group", 1) > 1)
+    assert grouped.attributes.get_int("group") == 3
+    shapes = {name: model.graph.initializers[name].const_value.shape for name in ("w1", "w2", "b2", "w3")}
+    assert shapes == {"w1": (9, 4, 1, 1), "w2": (9, 3, 3, 3), "b2": (9,), "w3": (4, 9, 1, 1)}

@@ -226,9 +226,15 @@ class Coupler:
             return
         self.mapped(value, axis, value, axis, np.arange(slot.size) % (slot.size // blocks))
 
-    def split_heads(self, x: ir.Value, x_axis: int, y: ir.Value, y_axis: int) -> None:
-        """Couple a feature axis with the head axis it is split into (head h ↔ its block of features)."""
-        self.blocks(y, y_axis, x, x_axis)
+    def split_heads(self, x: ir.Value, x_axis: int, y: ir.Value, y_axis: int, inner: int | None = None) -> None:
+        """Couple a feature axis with the head axis it is split into (head h ↔ its block of features). ``inner``: the
+        elements of the axes after the head axis in the split, when axes before it (a stacked q/k/v selector) repeat
+        the heads: head h is then every block of ``inner`` features at h modulo the heads."""
+        if inner is None:
+            self.blocks(y, y_axis, x, x_axis)
+        else:
+            sx = self.graph.slot(x, x_axis)
+            self.mapped(x, x_axis, y, y_axis, None if sx is None else (np.arange(sx.size) // inner) % y.shape[y_axis])
         self.mark_heads(y, y_axis)
 
     def mark_heads(self, value: ir.Value, axis: int) -> None:

@@ -111,6 +111,14 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
         outs = [a for a in outs if dout[a] != 1]
         if len(ins) == 1 and len(outs) == 1:
             c.same(x, ins[0], y, outs[0])
+        elif len(ins) == 1 and len(outs) > 2 and _selects_pieces(y, outs[0]):
+            heads = outs[1]  # [3, H, D]: q, k and v stacked before their heads (timm's attention)
+            c.split_heads(x, ins[0], y, heads, inner=math.prod(dout[a] for a in outs[2:]))
+            c.freeze(y, outs[0], "selects stacked pieces (q, k, v)")
+            for inner in outs[2:]:
+                c.freeze(y, inner, "inner axis of a split")
+            changing.append(heads)
+            continue
         elif len(ins) == 1 and outs:
             c.split_heads(x, ins[0], y, outs[0])
             for inner in outs[1:]:
@@ -123,6 +131,23 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
             continue
         changing.append(outs[0])
     return changing
+
+
+def _selects_pieces(value: ir.Value, axis: int) -> bool:
+    """Whether every reader of ``axis`` of ``value`` (through Transposes) takes it apart into separate tensors: a Split
+    along it or a Gather of one index on it, as attention unstacks its q, k and v."""
+    uses = value.uses()
+    for node, _ in uses:
+        if node.op_type == "Transpose":
+            perm = node.attributes.get_ints("perm", list(reversed(range(rank_or_zero(value)))))
+            if not _selects_pieces(node.outputs[0], perm.index(axis)):
+                return False
+        elif node.op_type == "Split":
+            if node.attributes.get_int("axis", 0) % rank_or_zero(value) != axis:
+                return False
+        elif node.op_type != "Gather" or node.attributes.get_int("axis", 0) % rank_or_zero(value) != axis or rank_or_zero(node.inputs[1]):
+            return False
+    return bool(uses)
 
 
 def _groups_between_runtime_axes(x: ir.Value, y: ir.Value) -> list[tuple[list[int], list[int]]] | None:

@@ -85,3 +85,38 @@ def test_a_constant_slice_of_a_run_time_axis_leaves_the_channels_removable(make_
     model, removed = _pruned_dead(original)
     assert removed == [1]
     assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((3, 6, 8)).astype(np.float32)})
+
+
+STACKED_QKV = """<ir_version: 10, opset_import: ["" : 18]>
+g (float[N,S,8] x) => (float[N,S,8] y) {
+  qkv = MatMul(x, wqkv)
+  stacked = Constant<value = int64[5] {0, 0, 3, 2, 4}>()
+  split = Reshape(qkv, stacked)
+  heads_first = Transpose<perm = [2, 0, 3, 1, 4]>(split)
+  q1, k1, v1 = Split<axis = 0, num_outputs = 3>(heads_first)
+  zero = Constant<value = int64[1] {0}>()
+  q = Squeeze(q1, zero)
+  k = Squeeze(k1, zero)
+  v = Squeeze(v1, zero)
+  kt = Transpose<perm = [0, 1, 3, 2]>(k)
+  scores = MatMul(q, kt)
+  weights = Softmax<axis = -1>(scores)
+  o = MatMul(weights, v)
+  ot = Transpose<perm = [0, 2, 1, 3]>(o)
+  merged = Constant<value = int64[3] {0, 0, 8}>()
+  om = Reshape(ot, merged)
+  y = MatMul(om, wo)
+}"""
+
+
+def test_heads_split_after_a_stacked_q_k_v_axis_are_removable(make_model, assert_exact_rewrite):
+    # timm's attention (ViT, DeiT, Swin, EVA) reshapes one qkv projection to [B, N, 3, H, D] and unstacks it: the split
+    # took the stacked axis for the heads, coupled every feature of q into one unit, and froze every head of DeiT
+    original = make_model(STACKED_QKV, {"wqkv": (8, 24), "wo": (8, 8)})
+    _zero_rows(original, "wo", [4, 5, 6, 7])  # head 1 gives nothing
+    model, removed = _pruned_dead(original)
+    assert removed == [1]
+    kept = original.graph.initializers["wqkv"].const_value.numpy()[:, [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19]]
+    np.testing.assert_array_equal(model.graph.initializers["wqkv"].const_value.numpy(), kept)  # head 0's q, k and v
+    assert model.graph.initializers["wo"].const_value.shape == (4, 8)
+    assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((3, 5, 8)).astype(np.float32)})

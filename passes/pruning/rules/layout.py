@@ -23,7 +23,7 @@ from onnxcompress.passes.pruning.graph import PROBED, Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
 from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant, set_entries
 from onnxcompress.passes.pruning.rules.elementwise import couple_broadcast
-from onnxcompress.passes.values import constant, rank_or_zero, same_dim
+from onnxcompress.passes.values import constant, input_at, rank_or_zero, same_dim
 
 
 def _axes(node: ir.Node, r: int) -> list[int]:
@@ -134,20 +134,28 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
 
 
 def _selects_pieces(value: ir.Value, axis: int) -> bool:
-    """Whether every reader of ``axis`` of ``value`` (through Transposes) takes it apart into separate tensors: a Split
-    along it or a Gather of one index on it, as attention unstacks its q, k and v."""
+    """Whether every reader of ``axis`` of ``value`` (through Transposes) takes it apart into separate tensors, as
+    attention unstacks its q, k and v: a Split along it, a Gather of one index on it, a Slice of it alone."""
     uses = value.uses()
     for node, _ in uses:
         if node.op_type == "Transpose":
             perm = node.attributes.get_ints("perm", list(reversed(range(rank_or_zero(value)))))
             if not _selects_pieces(node.outputs[0], perm.index(axis)):
                 return False
-        elif node.op_type == "Split":
-            if node.attributes.get_int("axis", 0) % rank_or_zero(value) != axis:
-                return False
-        elif node.op_type != "Gather" or node.attributes.get_int("axis", 0) % rank_or_zero(value) != axis or rank_or_zero(node.inputs[1]):
+        elif _unstacking_axis(node, rank_or_zero(value)) != axis:
             return False
     return bool(uses)
+
+
+def _unstacking_axis(node: ir.Node, rank: int) -> int | None:
+    """The axis ``node`` takes pieces of (Split, a Gather of one index, a Slice of one constant axis), else None."""
+    if node.op_type == "Split" or node.op_type == "Gather" and rank_or_zero(node.inputs[1]) == 0:
+        return node.attributes.get_int("axis", 0) % rank
+    if node.op_type == "Slice":
+        starts = node.inputs[1].shape
+        axes = constant(input_at(node, 3)) if input_at(node, 3) is not None else np.arange(starts[0]) if starts and isinstance(starts[0], int) else None
+        return int(axes[0]) % rank if axes is not None and axes.size == 1 else None
+    return None
 
 
 def _groups_between_runtime_axes(x: ir.Value, y: ir.Value) -> list[tuple[list[int], list[int]]] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 
 from onnxcompress import io
 from onnxcompress.passes.pruning import PruneChannels
@@ -109,10 +110,21 @@ g (float[N,S,8] x) => (float[N,S,8] y) {
 }"""
 
 
-def test_heads_split_after_a_stacked_q_k_v_axis_are_removable(make_model, assert_exact_rewrite):
+SLICED = """  one = Constant<value = int64[1] {1}>()
+  two = Constant<value = int64[1] {2}>()
+  three = Constant<value = int64[1] {3}>()
+  origin = Constant<value = int64[1] {0}>()
+  q1 = Slice(heads_first, origin, one, origin)
+  k1 = Slice(heads_first, one, two, origin)
+  v1 = Slice(heads_first, two, three, origin)"""
+
+
+@pytest.mark.parametrize("unstack", ["split", "slice"])  # the legacy exporter's unbind, and the dynamo exporter's
+def test_heads_split_after_a_stacked_q_k_v_axis_are_removable(make_model, assert_exact_rewrite, unstack):
     # timm's attention (ViT, DeiT, Swin, EVA) reshapes one qkv projection to [B, N, 3, H, D] and unstacks it: the split
     # took the stacked axis for the heads, coupled every feature of q into one unit, and froze every head of DeiT
-    original = make_model(STACKED_QKV, {"wqkv": (8, 24), "wo": (8, 8)})
+    text = STACKED_QKV if unstack == "split" else STACKED_QKV.replace("  q1, k1, v1 = Split<axis = 0, num_outputs = 3>(heads_first)", SLICED)
+    original = make_model(text, {"wqkv": (8, 24), "wo": (8, 8)})
     _zero_rows(original, "wo", [4, 5, 6, 7])  # head 1 gives nothing
     model, removed = _pruned_dead(original)
     assert removed == [1]

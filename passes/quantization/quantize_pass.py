@@ -137,8 +137,17 @@ class QuantizePass(CompressionPass):
         self._report_unfused(quantized)
         io.replace_contents(model, quantized)
         if not guard.quantized_nodes(model):
-            self.note(f"quantized nothing: no {'/'.join(op_types)} node here has a stored weight to quantize")
+            self.note(self._nothing_quantized(proto, selection, op_types))
         return ir.passes.PassResult(model, modified=True)
+
+    @staticmethod
+    def _nothing_quantized(proto: onnx.ModelProto, selection: Selection, op_types: list[str]) -> str:
+        """Why no node came out quantized: no layer had a stored weight, or the fallback kept every one in FP32."""
+        layers = fallback_candidates(proto, selection)
+        if not layers:
+            return f"quantized nothing: no {'/'.join(op_types)} node here has a stored weight to quantize"
+        return (f"quantized nothing: the {len(layers)} layer(s) it could quantize ({layers[0]!r} first) were all kept in "
+                "FP32 to hold the fidelity budget")
 
     def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:
         """Inputs to judge fidelity on: the first calibration feed in the model's own batch, else the run's inputs."""

@@ -209,3 +209,14 @@ def test_a_categorical_output_is_judged_by_the_share_of_its_values_changed() -> 
     loose = QuantizeStatic(op_types=["MatMul"], max_fallback=0, max_drop=0.9).apply(tied_classifier(True), calibration=ArrayReader(x))
     assert loose.details["fallback"]["budget"] == {"slice error": 0.5, "1 - cosine": 0.9}  # max_drop bounds the labels
     assert 0.05 < loose.details["fallback"]["values"]["1 - cosine"] <= 0.9
+
+
+def test_a_run_whose_fallback_keeps_every_layer_in_fp32_says_so() -> None:
+    # EfficientNet-B0's only MatMul/Gemm (its classifier) was kept in FP32, and the note said no node had a stored
+    # weight to quantize
+    model = with_weights(MLP_TEXT)
+    x = np.random.default_rng(5).normal(size=(32, 16)).astype(np.float32)
+    run = QuantizeDynamic(max_error=1e-9).apply(model, calibration=ArrayReader({"x": x}))
+    assert run.details["fallback"]["within_budget"] and len(run.details["fallback"]["kept_fp32"]) >= 2
+    (note,) = [n for n in run.notes if n.startswith("quantized nothing")]
+    assert note.startswith("quantized nothing: the ") and note.endswith("were all kept in FP32 to hold the fidelity budget")

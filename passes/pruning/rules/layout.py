@@ -7,7 +7,9 @@ run-time batch/sequence axis, whose axes may merge or split among themselves (it
 frozen), as ``[S, B, N, H]`` → ``[S·B, N·H]`` keeps its static tail's layout whatever the prefix
 does when both tails hold as many elements. A kept axis couples one-to-one; a merge (Flatten into a
 linear layer, attention head merge) couples outer index c with inner elements [c·S, (c+1)·S); a split
-(attention head split) couples the other way round and freezes the inner axis. Reshape's target-shape
+(attention head split) couples the other way round and freezes the inner axis; when every reader takes
+a split's first axis apart (q, k and v stacked before their heads, as timm's attention has them), the heads are
+the next axis and the stacked one is frozen alone. Reshape's target-shape
 entry of a changed axis must be a constant (directly, or a constant piece of a Concat built from
 ``Shape`` pieces, or a computed piece of a static dim): it is rewritten; otherwise the axis is frozen.
 """

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from onnxcompress import generation
 from onnxcompress.cli.app import app, calibration_option, console
 from onnxcompress.cli.commands.run import DataOptions, check_samples, load_labelled, open_calibration, print_report
 from onnxcompress.defaults import LABELS_KEY
@@ -76,6 +75,8 @@ def recommend(
 def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command: str | None, *, on_data: bool = False) -> None:
     """Family, evidence, CPU, what was checked, the steps kept and dropped with reasons, and the command to run
     (``on_data``: the command checks on calibration samples, so the synthetic inputs' dims do not matter)."""
+    from onnxcompress import generation
+
     console.print(f"[bold]{model}[/bold]: {rec.family} ({'; '.join(rec.evidence)})", highlight=False)
     console.print(f"cpu: {rec.cpu.arch}, int8 support: {rec.cpu.int8_level}", highlight=False)
     proof = rec.proof

@@ -83,8 +83,9 @@ def verify_command(
         verify.check_feed_names(loaded[0], feeds)
         print_input_shapes(getattr(feeds, "dynamic", {}))
         expected = runtime.run(states[0], feeds, threads=threads, optimization="disable")
-        beside = [] if bisect else generation.expected_beside(loaded[0], feeds, threads, states[0])  # bisect runs its own
+        beside = []  # bisect runs its own
         if not bisect:
+            beside = generation.expected_beside(loaded[0], feeds, threads, states[0])
             for note in generation.unchecked_beside(loaded[0], feeds, [suffix for suffix, _, _ in beside]):
                 console.print(f"[dim]{note}[/dim]", highlight=False)
     if save_golden:

@@ -25,7 +25,8 @@ from onnxcompress.passes.pruning.graph import PROBED, Coupler
 from onnxcompress.passes.pruning.rules.base import Refused, Rule
 from onnxcompress.passes.pruning.rules.constants import fresh_name, replace_input_with_constant, set_entries
 from onnxcompress.passes.pruning.rules.elementwise import couple_broadcast
-from onnxcompress.passes.values import constant, input_at, rank_or_zero, same_dim
+from onnxcompress.passes.pruning.rules.routing import slice_axes
+from onnxcompress.passes.values import constant, rank_or_zero, same_dim
 
 
 def _axes(node: ir.Node, r: int) -> list[int]:
@@ -153,10 +154,12 @@ def _unstacking_axis(node: ir.Node, rank: int) -> int | None:
     """The axis ``node`` takes pieces of (Split, a Gather of one index, a Slice of one constant axis), else None."""
     if node.op_type == "Split" or node.op_type == "Gather" and rank_or_zero(node.inputs[1]) == 0:
         return node.attributes.get_int("axis", 0) % rank
-    if node.op_type == "Slice":
-        starts = node.inputs[1].shape
-        axes = constant(input_at(node, 3)) if input_at(node, 3) is not None else np.arange(starts[0]) if starts and isinstance(starts[0], int) else None
-        return int(axes[0]) % rank if axes is not None and axes.size == 1 else None
+    if node.op_type == "Slice" and len(node.inputs) > 1:  # Slice-1 keeps its axes in attributes: not read here
+        try:
+            axes = slice_axes(node)
+        except Refused:  # axes not known
+            return None
+        return axes[0] if len(axes) == 1 else None
     return None
 
 

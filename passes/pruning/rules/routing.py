@@ -77,7 +77,7 @@ class SliceRule(Rule):
         x, y = node.inputs[0], node.outputs[0]
         if node.attributes.get("starts") is not None:
             raise Refused("Slice-1 attributes")
-        sliced = _slice_axes(node)
+        sliced = slice_axes(node)
         positions_known = all(constant(v) is not None for v in node.inputs[1:] if v is not None)
         for axis in range(rank_or_zero(x)):
             if axis not in sliced:
@@ -95,7 +95,7 @@ class SliceRule(Rule):
 
     def rewrite(self, node: ir.Node, removed: Removed) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        sliced = _slice_axes(node)
+        sliced = slice_axes(node)
         if not any(removed.get((id(x), axis)) for axis in sliced):
             return  # only axes it does not slice lost elements (computed starts/ends stay as they are)
         starts, ends = constant(node.inputs[1]).copy(), constant(node.inputs[2]).copy()
@@ -110,7 +110,7 @@ class SliceRule(Rule):
         replace_input_with_constant(node, 2, ends, fresh_name(node, "pruned_ends"))
 
 
-def _slice_axes(node: ir.Node) -> list[int]:
+def slice_axes(node: ir.Node) -> list[int]:
     """The axes ``node`` slices: its ``axes`` input, or the first len(starts) axes (Refused when not known)."""
     r = rank_or_zero(node.inputs[0])
     if len(node.inputs) > 3 and node.inputs[3] is not None:

@@ -109,6 +109,7 @@ class Proof:
     where: str
     latency_ms: dict[str, float]
     latency_on: str
+    unseen: str | None = None  # a lossy chain's changed labels held at 0 on too few samples to be sure (``budget.unseen_changes``)
 
     @property
     def dropped(self) -> list[Check]:
@@ -413,9 +414,11 @@ def prove(
     if refusal is not None:
         checks.append(refusal)
         kept, current, latency = [], model, {"input": input_ms, "chain": input_ms}
-    final = budget.report(budget.score(io.to_proto(current)))
+    score = budget.score(io.to_proto(current))
+    final = budget.report(score)
+    lossy = any(not spec.parse_pass(s.spec).exact for s in kept)
     proof = Proof(final["judged_on"], calibration is not None or labelled is not None, final["budget"], checks,
-                  final["values"], final["where"], latency, latency_on)
+                  final["values"], final["where"], latency, latency_on, fidelity_budget.unseen_changes(budget, score) if lossy else None)
     return dataclasses.replace(rec, steps=kept, proof=proof)
 
 

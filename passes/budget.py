@@ -52,6 +52,8 @@ GIVEN_INPUTS = "the run's --inputs (no calibration data to hold samples out of)"
 # images kept top-1 on only 6; on a cached Llama (16 sentences), it held 3.4 % next tokens changed on the 4 held out
 # and changed 10.2 % on 16 others.
 MIN_JUDGED_SAMPLES = 8
+UNSEEN_ODDS = 20  # a changed-labels share of 0 is qualified while a model changing many more would show none 1 time in this many
+UNSEEN_SLACK = 2  # ... more than this many times the bound's share (32 held-out samples hide 9 %, within twice 5 %)
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -258,6 +260,27 @@ def too_few_samples(budget: Budget) -> bool:
     return budget.samples is not None and budget.samples < MIN_JUDGED_SAMPLES
 
 
+def unseen_changes(budget: Budget, score: Score) -> str | None:
+    """Why a changed-labels share of 0 proves less than it seems: on the few samples judged, a model changing the labels
+    of more than twice the bound's share of samples would still show none 1 time in ``UNSEEN_ODDS`` (8 samples show
+    none of a 31 % share that often). None when ``budget`` has no such limit, some label changed (one change on few
+    samples breaks the bound), fewer samples are judged than a verdict needs at all (``too_few_samples``) or enough."""
+    limit = next((limit for limit in budget.limits if limit.metric == CHANGED), None)
+    if limit is None or not budget.samples or too_few_samples(budget) or budget.to_dict(score)[CHANGED] > 0:
+        return None
+    unseen = unseen_share(budget.samples)
+    if unseen <= UNSEEN_SLACK * limit.bound:
+        return None
+    return (f"no label changed on the {budget.samples} samples judged, but a model changing them on {unseen:.0%} of samples would "
+            f"show none 1 time in {UNSEEN_ODDS}; give {4 * holdout.MAX_HELD_OUT} or more calibration samples ({holdout.MAX_HELD_OUT} "
+            f"are then held out: {unseen_share(holdout.MAX_HELD_OUT):.0%}), or --labels")
+
+
+def unseen_share(samples: int) -> float:
+    """The share of ``samples`` a model may change and still change none of them 1 time in ``UNSEEN_ODDS``."""
+    return 1.0 - UNSEEN_ODDS ** (-1.0 / samples)
+
+
 def leave_to_recovery(pass_, budget: Budget, score: Score) -> None:
     """Record ``score`` on ``pass_`` without judging it: a ``recover`` step later in the chain holds the budget."""
     pass_.context.details["budget"] = {**budget.report(score), "left_to": "recover"}
@@ -272,6 +295,9 @@ def settle(pass_, budget: Budget, score: Score, *, accept_loss: bool, effort: st
         if too_few_samples(budget):
             pass_.note(f"judged on only {budget.samples} real samples: too few to be sure the model still does its task; "
                        f"give {4 * MIN_JUDGED_SAMPLES} or more calibration samples (a quarter are held out to judge on), or --labels")
+        unseen = unseen_changes(budget, score)
+        if unseen:
+            pass_.note(unseen)
         return True
     broken = f"{pass_.name}: {budget.describe(score)} on {budget.on}{effort}"
     if not accept_loss:

@@ -8,7 +8,7 @@ import pytest
 
 from onnxcompress import io
 from onnxcompress.calibration import ArrayReader
-from onnxcompress.passes.budget import default_budget
+from onnxcompress.passes.budget import CHANGED, Budget, Limit, Score, default_budget, unseen_changes
 
 SCORES = """<ir_version: 8, opset_import: ["" : 17]>
 g (float[N, 4] x) => (float[N, 4] {name}) <float[4] scale = {{{scale}}}> {{
@@ -89,6 +89,30 @@ def test_a_budget_held_on_too_few_samples_says_so(samples, warned):
     assert bool(notes) == warned
     if warned:
         assert notes[0].startswith(f"judged on only {samples // 4} real samples") and "give 32 or more calibration samples" in notes[0]
+
+
+@pytest.mark.parametrize(("samples", "unseen"), [(8, "31%"), (16, "17%"), (24, "12%"), (29, None), (32, None), (4, None)])
+def test_no_label_changed_on_too_few_samples_to_tell_the_bound_apart_says_how_many_changes_could_hide(samples, unseen):
+    # quantize-static on a RegNet kept top-1 on all 8 held-out samples and changed it on 4 of 32 others
+    budget = Budget((Limit(CHANGED, 0.05),), score=lambda proto: Score((0.0,)), damage=lambda proto: 0.0, samples=samples)
+    note = unseen_changes(budget, Score((0.0,)))
+    if unseen is None:  # from 29 samples on, what hides is within twice the 5 % bound; under 8 the pass says it judged too few
+        assert note is None
+    else:
+        assert f"changing them on {unseen} of samples would show none 1 time in 20" in note
+        assert note.endswith("give 128 or more calibration samples (32 are then held out: 9%), or --labels")
+    assert unseen_changes(budget, Score((1 / 64,))) is None  # a change seen: the share itself is the evidence
+
+
+@pytest.mark.parametrize(("samples", "qualified"), [(32, True), (128, False)])
+def test_a_lossy_pass_held_on_few_samples_with_no_label_changed_notes_what_it_cannot_see(samples, qualified):
+    from onnxcompress.passes import QuantizeDynamic
+
+    classifier = FIXED_SIDE.replace("float[N, 2] y)", "float[N, 2] logits)").replace("  y = MatMul", "  logits = MatMul")
+    x = np.random.default_rng(0).standard_normal((samples, 3, 2, 2)).astype(np.float32)
+    outcome = QuantizeDynamic().apply(ir.from_onnx_text(classifier), calibration=ArrayReader({"x": x}))
+    assert any("fidelity budget held" in note for note in outcome.notes)
+    assert any(note.startswith(f"no label changed on the {samples // 4} samples judged") for note in outcome.notes) == qualified
 
 
 def test_a_cached_decoders_budget_judges_the_next_token_of_every_held_out_sample():

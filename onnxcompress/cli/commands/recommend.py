@@ -97,6 +97,8 @@ def print_recommendation(rec: recommend_lib.Recommendation, model: Path, command
                        for suffix, what in generation.RUNS.items() if "chain" + suffix in ms)
         console.print(f"measured: the chain against the input: {values}; latency {ms['input']:.3g} ms -> "
                       f"{ms['chain']:.3g} ms ({proof.speedup:.2f}x){step}", highlight=False, markup=False)
+        if proof.unseen:
+            console.print(f"not proven: {proof.unseen}", highlight=False, markup=False)
         if not proof.task_checked:
             console.print("not checked: fidelity on the model's task. Without --calibration (and --labels) the chain was judged on "
                           "synthetic inputs, which cannot judge it, and steps needing calibration data were not run; give "

@@ -96,14 +96,14 @@ def checks_beside(model: ir.Model, feeds: Mapping[str, np.ndarray], opened: Open
     its other branch. A rewrite that breaks what one step or branch runs keeps every output of the other. ``opened``:
     the session of ``model`` to run it in (``opener``), made when first needed."""
     opened = opened or opener(model)
-    return [*_next_tokens(model, [feeds], 1, opened), *_other_branches([feeds], opened)]
+    return [*_next_tokens(model, [feeds], 1, opened), *((suffix, run) for suffix, run, _ in _other_branches([feeds], opened))]
 
 
 def runs_beside(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limit: int = MAX_NEXT_STEPS) -> list[tuple[str, Feeds]]:
     """``checks_beside`` for runs of several samples (a budget's held-out batches): a merged decoder's other branch of
     each run, and the next token of each sample, up to ``limit`` of them."""
     opened = opener(model)
-    return [*_other_branches(runs, opened), *_next_tokens(model, runs, limit, opened)]
+    return [*((suffix, run) for suffix, run, _ in _other_branches(runs, opened)), *_next_tokens(model, runs, limit, opened)]
 
 
 def opener(source: ir.Model | io.Snapshot, threads: int | None = None) -> Opener:
@@ -118,19 +118,21 @@ def _next_tokens(model: ir.Model, runs: Sequence[Mapping[str, np.ndarray]], limi
     return [(NEXT_TOKEN, next_step_feeds(model, sample, opened())) for sample in samples]
 
 
-def _other_branches(runs: Sequence[Mapping[str, np.ndarray]], opened: Opener) -> list[tuple[str, Feeds]]:
-    """Each run fed a merged decoder's cache branch, through its other branch, where that branch takes the same sizes."""
+def _other_branches(runs: Sequence[Mapping[str, np.ndarray]], opened: Opener) -> list[tuple[str, Feeds, Feeds]]:
+    """Each run fed a merged decoder's cache branch, through its other branch, where that branch takes the same sizes,
+    with its outputs there (it is run to learn whether it runs, and those are what a check expects)."""
     flipped = [{**run, BRANCH: np.zeros_like(run[BRANCH])} for run in runs if BRANCH in run and np.asarray(run[BRANCH]).all()]
-    return [(NO_CACHE_BRANCH, run) for run in flipped if _runs(opened(), run)]
+    ran = [(run, _outputs(opened(), run)) for run in flipped]
+    return [(NO_CACHE_BRANCH, run, outputs) for run, outputs in ran if outputs is not None]
 
 
-def _runs(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> bool:
-    """Whether ``session`` runs on ``feeds`` (a branch may want inputs of other sizes than the other branch took)."""
+def _outputs(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> Feeds | None:
+    """``session``'s outputs on ``feeds``, None when it does not run on them (a branch may want inputs of other sizes
+    than the other branch took)."""
     try:
-        runtime.run(session, feeds)
+        return runtime.run(session, feeds)
     except UsageError:
-        return False
-    return True
+        return None
 
 
 def unchecked_beside(model: ir.Model, feeds: Mapping[str, np.ndarray], suffixes: Collection[str]) -> list[str]:
@@ -169,6 +171,8 @@ def _sample(run: Mapping[str, np.ndarray], index: int) -> Feeds:
 def expected_beside(model: ir.Model, feeds: Mapping[str, np.ndarray], threads: int | None = None,
                     reference: io.Snapshot | None = None) -> list[tuple[str, Feeds, Feeds]]:
     """``checks_beside`` with ``model``'s outputs on each at ORT's optimizer disabled (run on ``reference``, its snapshot,
-    when given, in the one session the checks use): what a rewrite's next step or other branch is judged against."""
+    when given, in the one session the checks use): what a rewrite's next step or other branch is judged against. The
+    other branch's are those it gave when run to learn whether it runs."""
     opened = opener(reference or model, threads)
-    return [(suffix, beside, runtime.run(opened(), beside)) for suffix, beside in checks_beside(model, feeds, opened)]
+    tokens = [(suffix, step, runtime.run(opened(), step)) for suffix, step in _next_tokens(model, [feeds], 1, opened)]
+    return [*tokens, *_other_branches([feeds], opened)]

@@ -132,6 +132,20 @@ def test_a_merged_decoder_is_checked_through_both_branches(branch):
     assert failed == (["logits (no-cache branch)"] if branch else ["logits"])
 
 
+def test_a_merged_decoders_other_branch_is_run_once_for_what_it_is_expected_to_give(monkeypatch):
+    # it was run once to learn that it runs and again for its expected outputs
+    model, runs = merged_decoder(), []
+    feeds = {"input_ids": np.array([[1, 2, 3]]), "past_key_values.0.key": np.ones((1, 4, WIDTH), np.float32),
+             "use_cache_branch": np.array([True])}
+    run = runtime.run
+    monkeypatch.setattr(generation.runtime, "run", lambda source, given, **kw: runs.append(given["use_cache_branch"].tolist()) or run(source, given, **kw))
+    beside = {suffix: (step, expected) for suffix, step, expected in generation.expected_beside(model, feeds)}
+    assert runs.count([False]) == 1
+    other, expected = beside[" (no-cache branch)"]
+    monkeypatch.setattr(generation.runtime, "run", run)
+    np.testing.assert_array_equal(expected["logits"], runtime.run(model, other, optimization="disable")["logits"])
+
+
 def _unchecked(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[str]:
     return generation.unchecked_beside(model, feeds, [suffix for suffix, _ in generation.checks_beside(model, feeds)])
 

@@ -2,9 +2,9 @@
 
 Nothing is downloaded: each model is ``ModelClass(config)``. Random weights make "the task" the
 FP32 reference's own answers, which is what the corpus judges anyway (agreement with the
-reference). Text: BERT and DistilBERT sentence encoders (masked mean pooling, as sentence-transformers
-ships them), a GPT-2 decoder and a Llama decoder (grouped-query attention, rotary embeddings, gated MLP, as
-today's small open LMs are built), both without a KV cache; vision: ViT, ConvNeXt and EfficientNet (what timm
+reference). Text: BERT, DistilBERT and DeBERTa-v2 sentence encoders (masked mean pooling, as sentence-transformers
+ships them), a GPT-2 decoder, and Llama and Qwen2 decoders (grouped-query attention, rotary embeddings, gated MLP, as
+today's small open LMs are built), all without a KV cache; vision: ViT, ConvNeXt and EfficientNet (what timm
 would have given: timm imports torchvision, which cannot be installed beside this torch); audio: a
 Whisper encoder on log-mel features of speech-like clips. CNNs with BatchNorm get statistics from
 random inputs (``vision.with_batch_statistics``), else their untrained activations vanish and every
@@ -129,6 +129,14 @@ def distilbert():
     return TextEncoder(seeded_model(lambda: DistilBertModel(config)))
 
 
+def deberta():
+    """DeBERTa-v2 (2 layers, d=128: disentangled attention over relative positions) as a sentence encoder."""
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    config = DebertaV2Config(vocab_size=text.VOCAB_SIZE, attn_implementation="eager", **TINY)
+    return TextEncoder(seeded_model(lambda: DebertaV2Model(config)))
+
+
 def gpt2():
     """A GPT-2 decoder (2 layers, d=128) with its LM head, no KV cache."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -145,6 +153,16 @@ def llama():
                          num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128, use_cache=False,
                          attn_implementation="eager")
     return CausalLM(seeded_model(lambda: LlamaForCausalLM(config)))
+
+
+def qwen2():
+    """A Qwen2 decoder (2 layers, d=128, 8 query heads sharing 2 key/value heads, biased q/k/v projections), no KV cache."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=text.VOCAB_SIZE, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128, use_cache=False,
+                         attn_implementation="eager")
+    return CausalLM(seeded_model(lambda: Qwen2ForCausalLM(config)))
 
 
 def llama_with_cache():
@@ -271,7 +289,14 @@ ENTRIES: list[Entry] = [
         inputs=text.sentences, output_names=TEXT_ENCODER_OUTPUTS, fidelity=fidelity.embeddings("sentence_embedding"),
         requires=TEXT_REQUIRES, dynamic_axes=TEXT_AXES,
     ),
+    *exported.entries(
+        "hf-deberta", "transformers DebertaV2Model (2 layers, d=128, random seeded), mean-pooled", deberta,
+        inputs=text.sentences, output_names=TEXT_ENCODER_OUTPUTS, fidelity=fidelity.embeddings("sentence_embedding"),
+        requires=TEXT_REQUIRES, dynamic_axes=TEXT_AXES,
+    ),
     *_causal_lm("hf-gpt2", "transformers GPT2LMHeadModel (2 layers, d=128, random seeded), no KV cache", gpt2),
+    *_causal_lm("hf-qwen2", "transformers Qwen2ForCausalLM (2 layers, d=128, 8 query / 2 key-value heads, q/k/v biases, "
+                "random seeded), no KV cache", qwen2),
     *_causal_lm("hf-llama", "transformers LlamaForCausalLM (2 layers, d=128, 8 query / 2 key-value heads, random seeded), "
                 "no KV cache", llama),
     *exported.entries(

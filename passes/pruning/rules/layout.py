@@ -80,9 +80,10 @@ class ShapeRule(Rule):
 
 
 class ExpandRule(Rule):
-    """Expand: the input's axes couple with the output's under broadcasting (an axis expanded from 1, such as GQA's
-    copies of a key head, is not a channel). A changed axis's target-shape entry becomes 1 (keep the input's size),
-    also when the target shape is computed at run time from ``Shape`` pieces."""
+    """Expand: the input's axes couple with the output's under broadcasting. An axis expanded from 1 holds copies
+    (GQA's or MQA's copies of a key head, one per query head): any of them can go, whatever goes beside it. A changed
+    axis's target-shape entry becomes 1 where the input's axis changed with it (keep the input's size) and the copies
+    kept where it was expanded, also when the target shape is computed at run time from ``Shape`` pieces."""
 
     ops = ("Expand",)
 
@@ -91,13 +92,23 @@ class ExpandRule(Rule):
         if shape.shape is None or len(shape.shape) != 1 or not isinstance(shape.shape[0], int):
             raise Refused("target-shape length unknown")
         couple_broadcast(c, x, y)
+        for axis in _expanded_axes(x, y):
+            c.handle(y, axis)
 
     def rewrite(self, node: ir.Node, removed: dict[tuple[int, int], list[int]]) -> None:
-        y, length = node.outputs[0], node.inputs[1].shape[0]
-        changed = [axis for axis in range(rank_or_zero(y)) if removed.get((id(y), axis))]
-        entries = {axis - (rank_or_zero(y) - length): 1 for axis in changed if axis >= rank_or_zero(y) - length}
+        x, y, length = node.inputs[0], node.outputs[0], node.inputs[1].shape[0]
+        expanded, offset = set(_expanded_axes(x, y)), rank_or_zero(y) - length
+        entries = {axis - offset: y.shape[axis] - len(gone) if axis in expanded else 1
+                   for axis in range(rank_or_zero(y)) if (gone := removed.get((id(y), axis))) and axis >= offset}
         if entries:
             set_entries(node, 1, entries)
+
+
+def _expanded_axes(x: ir.Value, y: ir.Value) -> list[int]:
+    """The axes of ``y`` that Expand broadcast from a 1 of ``x`` to a known larger size."""
+    offset = rank_or_zero(y) - rank_or_zero(x)
+    return [axis + offset for axis in range(rank_or_zero(x))
+            if x.shape[axis] == 1 and isinstance(y.shape[axis + offset], int) and y.shape[axis + offset] > 1]
 
 
 def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:

@@ -132,3 +132,47 @@ def test_heads_split_after_a_stacked_q_k_v_axis_are_removable(make_model, assert
     np.testing.assert_array_equal(model.graph.initializers["wqkv"].const_value.numpy(), kept)  # head 0's q, k and v
     assert model.graph.initializers["wo"].const_value.shape == (4, 8)
     assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((3, 5, 8)).astype(np.float32)})
+
+
+MULTI_QUERY = """<ir_version: 10, opset_import: ["" : 18]>
+g (float[N,T,8] x) => (float[N,T,8] y) {
+  q = MatMul(x, wq)
+  qshape = Constant<value = int64[4] {0, 0, 4, 2}>()
+  qh = Reshape(q, qshape)
+  qt = Transpose<perm = [0, 2, 1, 3]>(qh)
+  kvshape = Constant<value = int64[4] {0, 0, 1, 2}>()
+  k = MatMul(x, wk)
+  kh = Reshape(k, kvshape)
+  kt = Transpose<perm = [0, 2, 1, 3]>(kh)
+  v = MatMul(x, wv)
+  vh = Reshape(v, kvshape)
+  vt = Transpose<perm = [0, 2, 1, 3]>(vh)
+  group = Constant<value = int64[1] {2}>()
+  copies = Constant<value = int64[5] {1, 1, 4, 1, 1}>()
+  merged = Constant<value = int64[4] {0, 4, -1, 2}>()
+  ku = Unsqueeze(kt, group)
+  ke = Expand(ku, copies)
+  kr = Reshape(ke, merged)
+  vu = Unsqueeze(vt, group)
+  ve = Expand(vu, copies)
+  vr = Reshape(ve, merged)
+  kT = Transpose<perm = [0, 1, 3, 2]>(kr)
+  s = MatMul(qt, kT)
+  p = Softmax<axis = -1>(s)
+  a = MatMul(p, vr)
+  at = Transpose<perm = [0, 2, 1, 3]>(a)
+  outshape = Constant<value = int64[3] {0, 0, 8}>()
+  o = Reshape(at, outshape)
+  y = MatMul(o, wo)
+}"""
+
+
+def test_a_query_head_reading_the_one_key_value_head_through_expand_is_removable(make_model, assert_exact_rewrite):
+    # Gemma's multi-query attention: its heads were frozen, "Expand: not a channel axis of this op"
+    original = make_model(MULTI_QUERY, {"wq": (8, 8), "wk": (8, 2), "wv": (8, 2), "wo": (8, 8)})
+    _zero_rows(original, "wo", [2, 3])  # query head 1 writes nothing
+    model, removed = _pruned_dead(original)
+    assert removed == [1]
+    assert model.graph.initializers["wq"].const_value.shape == (8, 6) and model.graph.initializers["wo"].const_value.shape == (6, 8)
+    assert model.graph.initializers["wk"].const_value.shape == (8, 2)  # the one key-value head stays
+    assert_exact_rewrite(original, model, {"x": np.random.default_rng(1).standard_normal((2, 5, 8)).astype(np.float32)})

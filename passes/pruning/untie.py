@@ -86,12 +86,14 @@ def retie_unchanged(model: ir.Model, ties: list[Tie]) -> int:
     """Tie copies of one source that are still equal (to the source or to each other) back into one; return how many.
 
     A source whose every use was forwarded through ``Identity`` is gone after untying, so an equal
-    earlier copy stands in for it.
+    earlier copy stands in for it; a copy made of such an Identity's own copy counts as a copy of the first source.
     """
     graph = model.graph
     kept: dict[int, list[ir.Value]] = {}
     tied = 0
+    sources = {id(copy): source for copy, source in ties}
     for copy, source in ties:
+        source = _first_source(source, sources)
         candidates = kept.setdefault(id(source), [source] if _registered(graph, source) else [])
         if not _registered(graph, copy):
             continue
@@ -105,6 +107,14 @@ def retie_unchanged(model: ir.Model, ties: list[Tie]) -> int:
     if tied:
         RemoveUnusedNodesPass()(model)
     return tied
+
+
+def _first_source(value: ir.Value, sources: dict[int, ir.Value]) -> ir.Value:
+    """The weight ``value`` was copied from, through copies of copies (``sources``: each copy's source, by id; an
+    Identity-forwarded use is untied twice: the Identity's input, then its reader's)."""
+    while id(value) in sources:
+        value = sources[id(value)]
+    return value
 
 
 def _registered(graph: ir.Graph, value: ir.Value) -> bool:

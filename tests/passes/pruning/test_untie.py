@@ -55,3 +55,35 @@ def stored_behind(value: ir.Value) -> ir.Value:
     while value.const_value is None:
         value = value.producer().inputs[0]
     return value
+
+
+# One norm weight read by three Muls through Identity nodes (Gemma's layers' equal RMSNorm weights, deduplicated by
+# the exporter), beside an MLP with a neuron that writes nothing.
+SHARED_THROUGH_IDENTITIES = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,8] x) => (float[N,8] y) {
+  g1 = Identity(g)
+  g2 = Identity(g)
+  g3 = Identity(g)
+  a = Mul(x, g1)
+  h = MatMul(a, w1)
+  r = Relu(h)
+  m = MatMul(r, w2)
+  b = Mul(m, g2)
+  y = Mul(b, g3)
+}"""
+
+
+def test_copies_of_a_weight_forwarded_through_identities_are_tied_back_when_unchanged(make_model, check_pruned):
+    # Gemma: removing FFN neurons left four copies of the norm weight its layers share (+384 parameters)
+    before = make_model(SHARED_THROUGH_IDENTITIES, {"g": (8,), "w1": (8, 4), "w2": (4, 8)})
+    model = make_model(SHARED_THROUGH_IDENTITIES, {"g": (8,), "w1": (8, 4), "w2": (4, 8)})
+    for m in (before, model):
+        w2 = m.graph.initializers["w2"]
+        array = w2.const_value.numpy().copy()
+        array[1] = 0.0
+        w2.const_value = ir.tensor(array, name="w2")
+    run = PruneChannels(dead_only=True)(model)
+    assert [g["removed"] for g in run.details["groups"] if g["removed"]] == [1]
+    sizes = sorted(v.const_value.size for v in model.graph.initializers.values())
+    assert sizes == [8, 24, 24]  # one norm weight, w1 [8, 3], w2 [3, 8]
+    check_pruned(before, model, {"x": np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)})

@@ -163,9 +163,9 @@ def test_a_transformer_without_calibration_data_gets_plain_dynamic_int8(mlp_mode
 @pytest.mark.parametrize(("samples", "unseen"), [(32, True), (128, False)])
 def test_a_lossy_chain_with_no_label_changed_on_few_samples_is_marked_not_proven(samples, unseen):
     # RegNet's recommended static INT8 kept top-1 on the 8 held-out samples and changed it on 4 of 32 others
-    from ..passes.test_budget import FIXED_SIDE
+    from ..passes.test_budget import FIXED_CLASSIFIER
 
-    classifier = ir.from_onnx_text(FIXED_SIDE.replace("float[N, 2] y)", "float[N, 2] logits)").replace("  y = MatMul", "  logits = MatMul"))
+    classifier = ir.from_onnx_text(FIXED_CLASSIFIER)
     plan = recommend.Recommendation("mlp", [], VNNI, [recommend.Step("quantize-dynamic", "int8")], [])
     data = ArrayReader({"x": np.random.default_rng(0).standard_normal((samples, 3, 2, 2)).astype(np.float32)})
     rec = recommend.prove(classifier, plan, calibration=data, timer=float_weights)

@@ -52,6 +52,7 @@ g (float[N, 3, H, W] x) => (float[N, 2] y)
   f = Reshape(c, flat)
   y = MatMul(f, head)
 }}"""
+FIXED_CLASSIFIER = FIXED_SIDE.replace("float[N, 2] y)", "float[N, 2] logits)").replace("  y = MatMul", "  logits = MatMul")  # judged by top-1
 
 
 @pytest.mark.parametrize("command", ["run", "recommend"])
@@ -108,9 +109,8 @@ def test_no_label_changed_on_too_few_samples_to_tell_the_bound_apart_says_how_ma
 def test_a_lossy_pass_held_on_few_samples_with_no_label_changed_notes_what_it_cannot_see(samples, qualified):
     from onnxcompress.passes import QuantizeDynamic
 
-    classifier = FIXED_SIDE.replace("float[N, 2] y)", "float[N, 2] logits)").replace("  y = MatMul", "  logits = MatMul")
     x = np.random.default_rng(0).standard_normal((samples, 3, 2, 2)).astype(np.float32)
-    outcome = QuantizeDynamic().apply(ir.from_onnx_text(classifier), calibration=ArrayReader({"x": x}))
+    outcome = QuantizeDynamic().apply(ir.from_onnx_text(FIXED_CLASSIFIER), calibration=ArrayReader({"x": x}))
     assert any("fidelity budget held" in note for note in outcome.notes)
     assert any(note.startswith(f"no label changed on the {samples // 4} samples judged") for note in outcome.notes) == qualified
 

@@ -6,6 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
+from onnxcompress import io
 from onnxcompress.calibration.readers import ArrayReader
 from onnxcompress.passes.pruning import PruneChannels
 
@@ -76,12 +77,11 @@ g (float[N,8] x) => (float[N,8] y) {
 def test_copies_of_a_weight_forwarded_through_identities_are_tied_back_when_unchanged(make_model, check_pruned):
     # Gemma: removing FFN neurons left four copies of the norm weight its layers share (+384 parameters)
     before = make_model(SHARED_THROUGH_IDENTITIES, {"g": (8,), "w1": (8, 4), "w2": (4, 8)})
-    model = make_model(SHARED_THROUGH_IDENTITIES, {"g": (8,), "w1": (8, 4), "w2": (4, 8)})
-    for m in (before, model):
-        w2 = m.graph.initializers["w2"]
-        array = w2.const_value.numpy().copy()
-        array[1] = 0.0
-        w2.const_value = ir.tensor(array, name="w2")
+    w2 = before.graph.initializers["w2"]
+    array = w2.const_value.numpy().copy()
+    array[1] = 0.0
+    w2.const_value = ir.tensor(array, name="w2")
+    model = io.clone(before)
     run = PruneChannels(dead_only=True)(model)
     assert [g["removed"] for g in run.details["groups"] if g["removed"]] == [1]
     sizes = sorted(v.const_value.size for v in model.graph.initializers.values())

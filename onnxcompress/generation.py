@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress import io, runtime
+from onnxcompress import fidelity, io, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.synthetic_inputs import fed_inputs
 
@@ -58,11 +58,11 @@ def cache_outputs(model: ir.Model) -> dict[str, str]:
 
 
 def next_step_feeds(model: ir.Model, step: Mapping[str, np.ndarray], session: ort.InferenceSession | None = None) -> Feeds | None:
-    """The feeds of the step after ``step`` (its first sample) for a cached decoder: the sample's last token again at
-    the next position, attending to what ``step`` attended to and itself, with the caches ``model`` returned on it
-    (run in ``session`` when given, one of ``model``); the other inputs (an encoder's states and mask) as they were,
-    through a merged decoder's cache branch. None for any other model or feeds (no ``input_ids``, a fixed number of
-    tokens)."""
+    """The feeds of the step after ``step`` (its first sample) for a cached decoder: the token ``model`` picks after
+    the sample (``_picked_token``) at the next position, attending to what ``step`` attended to and itself, with the
+    caches ``model`` returned on it (run in ``session`` when given, one of ``model``); the other inputs (an encoder's
+    states and mask) as they were, through a merged decoder's cache branch. None for any other model or feeds (no
+    ``input_ids``, a fixed number of tokens)."""
     if not continues(model, step):
         return None
     pairs = cache_outputs(model)
@@ -70,6 +70,7 @@ def next_step_feeds(model: ir.Model, step: Mapping[str, np.ndarray], session: or
     outputs = runtime.run(session or model, sample)
     per_token = _per_token_inputs(model)
     feeds = {name: array[:, -1:] if name in per_token else array for name, array in sample.items() if name not in pairs}
+    feeds["input_ids"] = _picked_token(outputs, sample["input_ids"])
     if MASK in sample:
         feeds[MASK] = np.concatenate([sample[MASK], np.ones((1, 1), sample[MASK].dtype)], axis=1)
     for name in POSITIONS:
@@ -78,6 +79,14 @@ def next_step_feeds(model: ir.Model, step: Mapping[str, np.ndarray], session: or
     if BRANCH in sample:
         feeds[BRANCH] = np.ones_like(sample[BRANCH])
     return {**feeds, **{name: outputs[output] for name, output in pairs.items()}}
+
+
+def _picked_token(outputs: Mapping[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+    """The token greedy generation feeds after ``ids`` (one sample's tokens): the one the scores of its last position
+    pick, from an output named like class scores with a row per token (``fidelity.class_choices``); without one, the
+    last token again. A token the model would not choose would check the next step on text it never sees."""
+    picked = next((choice for choice in fidelity.class_choices(outputs).values() if choice.shape == ids.shape), ids)
+    return picked[:, -1:].astype(ids.dtype)
 
 
 def _per_token_inputs(model: ir.Model) -> set[str]:

@@ -97,9 +97,14 @@ def test_the_next_step_is_one_token_at_the_next_position_fed_the_caches_the_firs
     assert generation.cache_outputs(model) == {"past_key_values.0.key": "present.0.key"}
     first = first_steps(3)
     step = generation.next_step_feeds(model, first)
-    np.testing.assert_array_equal(step["input_ids"], first["input_ids"][:1, -1:])
+    ran = runtime.run(model, {k: v[:1] for k, v in first.items()})
+    picked = ran["logits"][0, -1].argmax()  # the token greedy generation feeds next
+    assert picked != first["input_ids"][0, -1] and step["input_ids"].tolist() == [[picked]]
     assert step["attention_mask"].shape == (1, 6) and step["position_ids"].tolist() == [[5]]
-    np.testing.assert_array_equal(step["past_key_values.0.key"], runtime.run(model, {k: v[:1] for k, v in first.items()})["present.0.key"])
+    np.testing.assert_array_equal(step["past_key_values.0.key"], ran["present.0.key"])
+    unscored = decoder()
+    unscored.graph.outputs[0].name = "states"  # no class scores to pick a token by: the last token again
+    np.testing.assert_array_equal(generation.next_step_feeds(unscored, first)["input_ids"], first["input_ids"][:1, -1:])
     assert runtime.run(model, step)["present.0.key"].shape == (1, 6, WIDTH)
 
 
@@ -121,8 +126,9 @@ def test_a_merged_decoder_is_checked_through_both_branches(branch):
     beside = dict(generation.checks_beside(model, feeds))
     assert list(beside) == [" (next token)", " (no-cache branch)"] if branch else [" (next token)"]
     step = beside[" (next token)"]  # through the cache branch, fed the caches the given step returned
-    np.testing.assert_array_equal(step["past_key_values.0.key"], runtime.run(model, {k: v[:1] if k != "use_cache_branch" else v for k, v in feeds.items()})["present.0.key"])
-    assert step["use_cache_branch"].tolist() == [True] and step["input_ids"].tolist() == [[3]]
+    ran = runtime.run(model, {k: v[:1] if k != "use_cache_branch" else v for k, v in feeds.items()})
+    np.testing.assert_array_equal(step["past_key_values.0.key"], ran["present.0.key"])
+    assert step["use_cache_branch"].tolist() == [True] and step["input_ids"].tolist() == [[ran["logits"][0, -1].argmax()]]
     if branch:
         other = beside[" (no-cache branch)"]
         assert other["use_cache_branch"].tolist() == [False] and all(np.array_equal(other[k], feeds[k]) for k in ("input_ids", "past_key_values.0.key"))

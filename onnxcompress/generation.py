@@ -83,10 +83,12 @@ def next_step_feeds(model: ir.Model, step: Mapping[str, np.ndarray], session: or
 
 def _picked_token(outputs: Mapping[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
     """The token greedy generation feeds after ``ids`` (one sample's tokens): the one the scores of its last position
-    pick, from an output named like class scores with a row per token (``fidelity.class_choices``); without one, the
-    last token again. A token the model would not choose would check the next step on text it never sees."""
-    picked = next((choice for choice in fidelity.class_choices(outputs).values() if choice.shape == ids.shape), ids)
-    return picked[:, -1:].astype(ids.dtype)
+    pick, from an output named like class scores with a row per token or for the last token only
+    (``fidelity.class_choices``); without one, the last token again. A token the model would not choose would check
+    the next step on text it never sees."""
+    rows = {ids.shape, (1, 1), (1,)}
+    picked = next((choice for choice in fidelity.class_choices(outputs).values() if choice.shape in rows), ids)
+    return picked.reshape(1, -1)[:, -1:].astype(ids.dtype)
 
 
 def _per_token_inputs(model: ir.Model) -> set[str]:

@@ -31,9 +31,9 @@ step (int64[B, S] input_ids, int64[B, T] attention_mask, int64[B, S] position_id
 """
 
 
-def decoder() -> ir.Model:
+def decoder(text: str = DECODER) -> ir.Model:
     """A one-layer stand-in for a cached decoder: each token mixed with the mean of the cache and itself."""
-    model = ir.from_onnx_text(DECODER.replace("past_key_values.0.key", "past_key_values_0_key").replace("present.0.key", "present_0_key"))
+    model = ir.from_onnx_text(text.replace("past_key_values.0.key", "past_key_values_0_key").replace("present.0.key", "present_0_key"))
     model.graph.inputs[3].name, model.graph.outputs[1].name = "past_key_values.0.key", "present.0.key"
     model.graph.inputs[1].shape = ir.Shape(["B", "P + S"])
     return model
@@ -102,10 +102,21 @@ def test_the_next_step_is_one_token_at_the_next_position_fed_the_caches_the_firs
     assert picked != first["input_ids"][0, -1] and step["input_ids"].tolist() == [[picked]]
     assert step["attention_mask"].shape == (1, 6) and step["position_ids"].tolist() == [[5]]
     np.testing.assert_array_equal(step["past_key_values.0.key"], ran["present.0.key"])
+    for last in ("[1]", ""):  # scores for the last position only, as some exports give them: [B, 1, V] or [B, V]
+        last_only = _last_position_scores(last)
+        assert runtime.run(last_only, first)["logits"].shape == ((3, 1, VOCAB) if last else (3, VOCAB))
+        assert generation.next_step_feeds(last_only, first)["input_ids"].tolist() == [[picked]]
     unscored = decoder()
     unscored.graph.outputs[0].name = "states"  # no class scores to pick a token by: the last token again
     np.testing.assert_array_equal(generation.next_step_feeds(unscored, first)["input_ids"], first["input_ids"][:1, -1:])
     assert runtime.run(model, step)["present.0.key"].shape == (1, 6, WIDTH)
+
+
+def _last_position_scores(index: str) -> ir.Model:
+    """``decoder()`` giving the scores of the last position only, picked by a Gather of index shape ``index``."""
+    text = DECODER.replace(f"float[B, S, {VOCAB}] logits", "float logits")
+    text = text.replace("logits = MatMul(mixed, head)", "scores = MatMul(mixed, head)\n  logits = Gather <axis = 1> (scores, last)")
+    return decoder(text.replace("> {", f", int64{index} last = {{-1}}> {{", 1))
 
 
 def test_a_decoder_that_forgets_its_cache_is_told_apart_only_on_the_next_step():

@@ -101,8 +101,9 @@ class FoldConstants(CompressionPass):
         """The folder's ``should_fold`` for one run, asked before it evaluates a node: it refuses nodes in
         ``bodies`` and anything over the budget (naming those in ``kept``).
 
-        ``ConstantOfShape`` within the budget is folded (onnxscript keeps it by default); other ops
-        within it follow onnxscript's rules. An output whose size cannot be told beforehand is not
+        ``ConstantOfShape`` within the budget is folded (onnxscript keeps it by default), and so is a node reading
+        a constant too large for onnxscript's rules when every reader of it is folded too (``_frees_large_inputs``);
+        other ops within it follow onnxscript's rules. An output whose size cannot be told beforehand is not
         folded when the op can grow its inputs (``GROWING_OPS``).
         """
 
@@ -115,7 +116,9 @@ class FoldConstants(CompressionPass):
             if size > self._budget_bytes() and size > _freed_bytes(node):
                 kept.append(f"{node.op_type} {node.name or node.outputs[0].name!r} ({_mib(size)})")
                 return False
-            return True if _is_onnx(node) and node.op_type == "ConstantOfShape" else None
+            if _is_onnx(node) and node.op_type == "ConstantOfShape":
+                return True
+            return True if _frees_large_inputs(node, bodies) else None
 
         return should_fold
 
@@ -270,6 +273,22 @@ def _freed_bytes(node: ir.Node) -> float:
         for v in node.inputs
         if v is not None and v.const_value is not None and len(v.uses()) == 1 and not v.is_graph_input()
     )
+
+
+def _frees_large_inputs(node: ir.Node, bodies: set[ir.Graph]) -> bool:
+    """Whether ``node`` reads a constant over onnxscript's input limit whose every reader computes from constants alone
+    outside ``bodies``, so that folding them all leaves it unread: PyTorch's dynamo export slices an LSTM's weights
+    into gate blocks and concatenates them in ONNX's order, which onnxscript keeps computed, as it keeps any op but a
+    Transpose reading a large constant that has other readers (it could copy it)."""
+    if not _is_onnx(node) or node.op_type in folding.DEFAULT_CONSTANT_FOLD_BLACKLIST:
+        return False
+    large = [v for v in node.inputs if v is not None and v.const_value is not None and v.const_value.size > folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT]
+    return bool(large) and all(not v.is_graph_input() and all(_reads_constants_only(use.node, bodies) for use in v.uses()) for v in large)
+
+
+def _reads_constants_only(node: ir.Node, bodies: set[ir.Graph]) -> bool:
+    """Whether every input of ``node`` is a constant and ``node`` is outside ``bodies`` (so it may be folded)."""
+    return node.graph not in bodies and all(v is None or v.const_value is not None for v in node.inputs)
 
 
 def _subgraphs(model: ir.Model) -> set[ir.Graph]:

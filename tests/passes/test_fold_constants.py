@@ -100,6 +100,38 @@ def test_initializer_that_is_a_graph_input_is_not_folded(assert_exact_rewrite, f
     assert_exact_rewrite(before, after)
 
 
+# PyTorch's dynamo export of an LSTM: its weight cut into gate blocks and put together in ONNX's gate order, over
+# onnxscript's input limit (8,192 elements), so onnxscript kept the blocks computed and the LSTM unquantizable.
+GATE_BLOCKS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 40] x) => (float[N, 256] y) <float[256, 40] w = {WEIGHT}> {
+    axis = Constant<value = int64[1] {0}>()
+    s0 = Constant<value = int64[1] {0}>()
+    s1 = Constant<value = int64[1] {64}>()
+    s2 = Constant<value = int64[1] {128}>()
+    s3 = Constant<value = int64[1] {192}>()
+    s4 = Constant<value = int64[1] {256}>()
+    i = Slice(w, s0, s1, axis)
+    f = Slice(w, s1, s2, axis)
+    c = Slice(w, s2, s3, axis)
+    o = Slice(w, s3, s4, axis)
+    reordered = Concat<axis = 0>(i, o, f, c)
+    y = Gemm<transB = 1>(x, reordered)
+}
+""".replace("WEIGHT", ", ".join(f"{v:.4f}" for v in np.random.default_rng(0).normal(size=256 * 40)))
+
+
+def test_a_large_weight_cut_and_put_together_again_is_folded_when_nothing_else_reads_it(assert_exact_rewrite, folded):
+    before, after, _ = folded(GATE_BLOCKS)
+    assert _ops(after) == ["Gemm"] and "w" not in after.graph.initializers
+    assert_exact_rewrite(before, after)
+    # read by a layer too, the weight would stay beside its folded copy: onnxscript's rule keeps the blocks computed
+    also_read = GATE_BLOCKS.replace("    y = Gemm<transB = 1>(x, reordered)", "    a = Gemm<transB = 1>(x, reordered)\n    b = Gemm<transB = 1>(x, w)\n    y = Add(a, b)")
+    before, after, _ = folded(also_read)
+    assert _ops(after).count("Slice") == 4 and "w" in after.graph.initializers
+    assert_exact_rewrite(before, after)
+
+
 def test_negative_budget_is_a_usage_error(folded):
     with pytest.raises(UsageError, match="max_folded_mb"):
         folded(CONSTANT_SUBGRAPH, max_folded_mb=-1.0)

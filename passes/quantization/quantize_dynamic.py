@@ -1,4 +1,4 @@
-"""``quantize-dynamic``: INT8 weights for MatMul/Gemm (and Attention), activations quantized at run time."""
+"""``quantize-dynamic``: INT8 weights for MatMul/Gemm/LSTM (and Attention), activations quantized at run time."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from onnxcompress.passes.quantization.support.target import QuantTarget, resolve
 
 
 class QuantizeDynamic(QuantizePass):
-    """Dynamic INT8 of MatMul/Gemm/Attention weights, per-channel by default; works after ``fuse``.
+    """Dynamic INT8 of MatMul/Gemm/Attention/LSTM weights, per-channel by default; works after ``fuse``.
 
     Built on ORT's IntegerOps quantizer. ``quantize_dynamic`` itself crashes on graphs holding ORT
     contrib ops ("Unable to find data type for weight_name"); we set its ``DefaultTensorType``.
@@ -47,7 +47,7 @@ class QuantizeDynamic(QuantizePass):
         per_channel: PerChannel = True,
         weight_type: WeightType = None,
         reduce_range: ReduceRange = None,
-        op_types: Annotated[list[str] | None, "op types to quantize (a|b); none: MatMul, Gemm, Attention and embedding Gathers"] = None,
+        op_types: Annotated[list[str] | None, "op types to quantize (a|b); none: MatMul, Gemm, Attention, LSTM and embedding Gathers"] = None,
         exclude: Exclude = None,
         gptq: Annotated[bool, "round MatMul weights with error feedback on calibration activations (GPTQ) instead of to nearest; "
                               "needs int8 weights"] = False,
@@ -94,7 +94,7 @@ class QuantizeDynamic(QuantizePass):
         return sorted({*IntegerOpsRegistry, "Gemm"})
 
     def default_op_types(self) -> list[str]:
-        """MatMul, Gemm and (fused) Attention, where dynamic INT8 pays on CPU, and embedding Gathers.
+        """MatMul, Gemm, (fused) Attention and LSTM, where dynamic INT8 pays on CPU, and embedding Gathers.
 
         Gather tables are stored as row-wise INT8 for size (``embedding.py``), at the same latency.
         """

@@ -34,7 +34,7 @@ from onnxcompress.passes.exclude import excluded_nodes, of_type
 from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization.support import fallback, guard
 from onnxcompress.passes.quantization.support.ort_bridge import Selection, with_shapes
-from onnxcompress.passes.quantization.support.selection import fallback_candidates, output_tail, select, weight_sizes
+from onnxcompress.passes.quantization.support.selection import fallback_candidates, output_tail, select, weight_inputs, weight_sizes
 from onnxcompress.passes.quantization.support.target import ElementType
 from onnxcompress.passes.quantization.support.unfused import unfused_after_ort
 
@@ -125,7 +125,7 @@ class QuantizePass(CompressionPass):
         op_types = self.op_types or self.default_op_types()
         computed = computed_weights(model, op_types)
         if computed:
-            self.note(f"{len(computed)} Conv/Gemm weights are computed in the graph, not stored (e.g. {computed[0]!r}): "
+            self.note(f"{len(computed)} Conv/Gemm/LSTM weights are computed in the graph, not stored (e.g. {computed[0]!r}): "
                       "ORT's quantizers treat only stored weights as weights; run fold-constants first")
         excluded = excluded_nodes(self, model, of_type(*op_types))
         self.prepare_graph(model, op_types, excluded)
@@ -215,11 +215,13 @@ def seal_weights(model: ir.Model) -> None:
 
 
 def computed_weights(model: ir.Model, op_types: list[str]) -> list[str]:
-    """Conv/Gemm nodes (of ``op_types``) whose weight is computed by other nodes rather than stored."""
+    """Conv/Gemm/LSTM nodes (of ``op_types``) with a weight computed by other nodes rather than stored (a MatMul's
+    second input is often an activation)."""
     return [
         node.name for node in model.graph
-        if node.op_type in ("Conv", "Gemm") and node.op_type in op_types
-        and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].const_value is None
+        if node.op_type in ("Conv", "Gemm", "LSTM") and node.op_type in op_types
+        and any(i < len(node.inputs) and node.inputs[i] is not None and node.inputs[i].const_value is None
+                for i in weight_inputs(node.op_type))
     ]
 
 

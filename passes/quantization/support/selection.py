@@ -14,7 +14,15 @@ from onnxcompress import walk
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.quantization.support.ort_bridge import Selection
 
-WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention")
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm", "Attention", "LSTM")
+# Inputs that must be stored weights for a node to be quantized: input 1, and an LSTM's recurrent weight too
+# (ORT's LSTM rule leaves the node in float unless both are initializers).
+STORED_WEIGHT_INPUTS = {"LSTM": (1, 2)}
+
+
+def weight_inputs(op_type: str) -> tuple[int, ...]:
+    """Indices of the inputs of a ``WEIGHTED_OPS`` node that ORT's quantizers need stored (``STORED_WEIGHT_INPUTS``)."""
+    return STORED_WEIGHT_INPUTS.get(op_type, (1,))
 # Nodes a rewrite put on purpose in an FP32 branch (``split-outliers``): never quantized, never smoothed.
 FLOAT_BRANCH_SUFFIX = "/outliers"
 
@@ -48,7 +56,7 @@ def is_float_branch(name: str) -> bool:
 
 
 def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[str]:
-    """Names of the weighted layers (Conv/MatMul/Gemm/Attention with a constant weight) the selection quantizes,
+    """Names of the weighted layers (Conv/MatMul/Gemm/Attention/LSTM with a constant weight) the selection quantizes,
     in subgraphs too (a merged decoder's are all in its ``If`` branches), each name once.
 
     A MatMul of two activations (attention scores) is not a candidate: no quantizer here touches it,
@@ -60,7 +68,7 @@ def fallback_candidates(proto: onnx.ModelProto, selection: Selection) -> list[st
         node.name
         for graph in graphs for node in graph.node
         if node.op_type in WEIGHTED_OPS and node.op_type in selection.op_types and node.name not in selection.exclude
-        and len(node.input) > 1 and node.input[1] in weights
+        and all(i < len(node.input) and node.input[i] in weights for i in weight_inputs(node.op_type))
     ))
 
 

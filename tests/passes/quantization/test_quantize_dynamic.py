@@ -10,6 +10,8 @@ from onnxruntime.quantization import quantize_dynamic
 from onnxcompress import checks, fidelity, runtime
 from onnxcompress.errors import UsageError
 from onnxcompress.passes import Fuse, QuantizeDynamic
+from onnxcompress.passes.quantization.support.ort_bridge import Selection
+from onnxcompress.passes.quantization.support.selection import fallback_candidates
 
 from .conftest import with_weights
 
@@ -135,6 +137,41 @@ def test_gemm_is_split_so_it_can_be_quantized() -> None:
     assert checks.graph_problems(model) == []
     for optimization in ("disable", "all"):
         assert fidelity.compare(reference, runtime.run(model, inputs, optimization=optimization)).cosine > 0.99
+
+
+# A recurrent classifier as PyTorch and tf2onnx export one: an LSTM over the sequence, its last hidden state read by a head.
+LSTM_TEXT = """
+<ir_version: 10, opset_import: ["" : 20]>
+rnn (float[T, N, 16] x) => (float[N, 10] y)
+<float[1, 128, 16] w = {0.0}, float[1, 128, 32] r = {0.0}, float[1, 256] b = {0.0}, float[32, 10] head = {0.0}>
+{
+    seq, last = LSTM <hidden_size = 32> (x, w, r, b)
+    axes = Constant <value = int64[1] {0}> ()
+    h = Squeeze (last, axes)
+    y = MatMul (h, head)
+}
+"""
+
+
+def test_dynamic_quantizes_an_lstms_weights_by_default() -> None:
+    # an LSTM's weights were left in float: a 2-layer LSTM of 512 from PyTorch ran as fast and as large as before
+    model = with_weights(LSTM_TEXT)
+    x = feeds((12, 3, 16))
+    reference = runtime.run(model, x)
+    lstm = next(node.name for node in model.graph if node.op_type == "LSTM")
+    assert lstm in fallback_candidates(ir.serde.serialize_model(model), Selection(QuantizeDynamic().default_op_types()))
+    QuantizeDynamic()(model)
+    ops = [n.op_type for n in model.graph]
+    assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops
+    assert {model.graph.initializers[name].dtype for name in ("w_quantized", "r_quantized")} == {ir.DataType.INT8}
+    for optimization in ("disable", "all"):
+        assert fidelity.compare(reference, runtime.run(model, x, optimization=optimization)).cosine > 0.99
+    # its recurrent weight computed in the graph (PyTorch's dynamo export reorders the gates): ORT leaves it in float
+    computed = with_weights(LSTM_TEXT.replace("(x, w, r, b)", "(x, w, rr, b)").replace(
+        "    axes =", "    one = Constant <value = float {1.0}> ()\n    rr = Mul (r, one)\n    axes =", 1))
+    assert fallback_candidates(ir.serde.serialize_model(computed), Selection(["LSTM"])) == []
+    run = QuantizeDynamic()(computed)
+    assert "LSTM" in [n.op_type for n in computed.graph] and any("computed in the graph" in line for line in run.notes)
 
 
 # Optimum's merged decoders (decoder_model_merged.onnx): one If choosing the first step or a cached one, each

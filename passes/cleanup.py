@@ -1,7 +1,7 @@
 """``cleanup``: remove what does not contribute to the outputs, without touching the signature.
 
 Composed from ``onnx_ir.passes.common`` (common subexpressions, duplicate initializers by content
-hash, dead nodes, unused functions and opsets). Three steps are ours: identity elimination, because
+hash, which needs each held contiguous, dead nodes, unused functions and opsets). Three steps are ours: identity elimination, because
 onnx_ir's renames ``x`` to ``y`` in ``y = Identity(x)`` even when both are outputs of a subgraph,
 leaving a Scan body with two outputs of one name (3 of the 1,497 node-corpus cases ORT runs broke);
 removing initializer-backed graph inputs nothing reads, the optional inputs of IR < 4 models; and removing
@@ -15,7 +15,7 @@ import onnx_ir.passes.common as common
 
 from onnxcompress import walk
 from onnxcompress.passes.base import CompressionPass
-from onnxcompress.passes.initializers import drop_unused_in_subgraphs
+from onnxcompress.passes.initializers import drop_unused_in_subgraphs, store_contiguous
 from onnxcompress.quiet import quiet
 
 
@@ -29,6 +29,7 @@ class Cleanup(CompressionPass):
         """Run the composed clean-up and record how many nodes, initializers and inputs went."""
         before = _census(model)
         _bypass_identities(model.graph)
+        store_contiguous(model.graph)
         with quiet(common.initializer_deduplication.__name__):
             self._run_common_passes(model)
         _drop_unused_initializer_inputs(model.graph)

@@ -1,5 +1,5 @@
 """Adding a constant to a graph: one helper for every pass that writes new weights, scales or tables,
-and the IR version that lets initializers be plain constants rather than graph inputs."""
+dropping and storing them, and the IR version that lets initializers be plain constants rather than graph inputs."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def drop_unused_in_subgraphs(graph: ir.Graph) -> int:
     an ``If`` branch leaves the constants it replaced there (onnx_ir's ``RemoveUnusedNodesPass`` clears the main
     graph's only), and ONNX Runtime warns once per such initializer when it loads the model."""
     return sum(drop_if_unused(subgraph, value) for subgraph in walk.graphs(graph)[1:] for value in list(subgraph.initializers.values()))
+
+
+def store_contiguous(graph: ir.Graph) -> int:
+    """Hold every initializer of ``graph`` and its subgraphs that is a strided numpy view (a ``Transpose`` the constant
+    folder evaluated) as a contiguous copy, and return how many were: onnx_ir's deduplication hashes the array as it
+    is held and fails on a view ("ndarray is not C-contiguous")."""
+    views = [value for g in walk.graphs(graph) for value in g.initializers.values()
+             if isinstance(getattr(value.const_value, "raw", None), np.ndarray) and not value.const_value.raw.flags.c_contiguous]
+    for value in views:
+        value.const_value = ir.tensor(np.ascontiguousarray(value.const_value.raw), name=value.const_value.name)
+    return len(views)
 
 
 def allow_plain_initializers(model: ir.Model) -> bool:

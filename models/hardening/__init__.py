@@ -2,7 +2,7 @@
 inputs and a task-level fidelity each (see ``docs/benchmarks/hardening.md`` and ``tools/hardening_table.py``).
 
 Sources, one module each: ``captcha`` and ``tumor`` (trained models shipped in PyPI wheels),
-``torch_encoder`` (PyTorch's ``nn.TransformerEncoder``), ``hf`` (transformers architectures from small
+``torch_encoder`` (PyTorch's ``nn.TransformerEncoder``), ``torch_lstm`` (its ``nn.LSTM``), ``hf`` (transformers architectures from small
 configs; ``hf_towers`` the towers and encoder-decoders), ``ort_optimized`` (four of those after ONNX Runtime's
 transformer optimizer), ``detector`` (a YOLO-style head) and ``yolov8`` (a YOLOv8n-shaped detector); exported ones in
 both exporters' spellings (``exported``). ``entry`` says what an entry is, ``fidelity`` how answers are compared, ``cache`` where

@@ -10,6 +10,8 @@ the sentence embeddings.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -41,19 +43,26 @@ class SentenceEncoder(nn.Module):
         return mean_pool(hidden, attention_mask)
 
 
-def encoder() -> SentenceEncoder:
-    """The seeded sentence encoder in eval mode."""
+def sentence_encoder_entries(name: str, source: str, module: type[nn.Module]) -> list[Entry]:
+    """Both exports of ``module`` seeded and in eval mode: a sentence encoder taking batch-first ``input_ids`` and
+    ``attention_mask`` ``[batch, sequence]`` and giving ``sentence_embedding``, judged on corpus sentences by
+    nearest neighbours and mean cosine."""
+    return exported.entries(
+        name,
+        source,
+        functools.partial(_seeded, module),
+        inputs=text.sentences,
+        output_names=["sentence_embedding"],
+        fidelity=fidelity.embeddings("sentence_embedding"),
+        requires=text.TOKENIZER_PACKAGES,
+        dynamic_axes={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}},
+    )
+
+
+def _seeded(module: type[nn.Module]) -> nn.Module:
     with seeded(SEED):
-        return SentenceEncoder().eval()
+        return module().eval()
 
 
-ENTRIES: list[Entry] = exported.entries(
-    "torch-encoder",
-    "torch.nn.TransformerEncoder (2 layers, d=128, 4 heads, sequence-first, GELU, mean-pooled)",
-    encoder,
-    inputs=text.sentences,
-    output_names=["sentence_embedding"],
-    fidelity=fidelity.embeddings("sentence_embedding"),
-    requires=text.TOKENIZER_PACKAGES,
-    dynamic_axes={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}},
-)
+ENTRIES: list[Entry] = sentence_encoder_entries(
+    "torch-encoder", "torch.nn.TransformerEncoder (2 layers, d=128, 4 heads, sequence-first, GELU, mean-pooled)", SentenceEncoder)

@@ -68,12 +68,20 @@ grouped (float[N, 4, 8, 8] x) => (float[N, 4, 8, 8] y) <float[4, 2, 3, 3] w = {0
 }
 """
 
+RECURRENT_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+rnn (float[T, N, 4] x) => (float[T, 1, N, 8] y) <float[1, 32, 4] w = {0.0}, float[1, 32, 8] r = {0.0}> {
+  y = LSTM <hidden_size = 8> (x, w, r)
+}
+"""
+
 VNNI = CpuFeatures("x86_64", frozenset({"avx2", "avx512_vnni"}))
 OLD_X86 = CpuFeatures("x86_64", frozenset({"sse4_2"}))
 
 
 def test_families_are_recognised(cnn_model, mlp_model):
     assert recommend.detect_family(cnn_model)[0] == "cnn"
+    assert recommend.detect_family(ir.from_onnx_text(RECURRENT_TEXT)) == ("recurrent", ["LSTM x1"])
     assert recommend.detect_family(mlp_model)[0] == "mlp"
     assert recommend.detect_family(ir.from_onnx_text(ENCODER_TEXT))[0] == "transformer-encoder"
     family, evidence = recommend.detect_family(ir.from_onnx_text(DECODER_TEXT))
@@ -113,7 +121,7 @@ def test_cnn_plan_prunes_then_quantizes_statically():
     assert "VNNI" in recommend.plan("cnn", VNNI)[-1].reason
 
 
-@pytest.mark.parametrize("family", ["transformer-encoder", "decoder", "mlp"])
+@pytest.mark.parametrize("family", ["transformer-encoder", "decoder", "recurrent", "mlp"])
 def test_weight_heavy_families_get_dynamic_int8_without_pruning(family):
     specs = [s.spec for s in recommend.plan(family, VNNI)]
     assert specs[-1].split(":")[0] == "quantize-dynamic" and not any(s.startswith("prune") for s in specs)

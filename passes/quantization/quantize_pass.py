@@ -34,7 +34,9 @@ from onnxcompress.passes.exclude import excluded_nodes, of_type
 from onnxcompress.passes.initializers import allow_plain_initializers
 from onnxcompress.passes.quantization.support import fallback, guard
 from onnxcompress.passes.quantization.support.ort_bridge import Selection, with_shapes
-from onnxcompress.passes.quantization.support.selection import fallback_candidates, output_tail, select, weight_inputs, weight_sizes
+from onnxcompress.passes.quantization.support.selection import (
+    WEIGHTED_OPS, fallback_candidates, output_tail, select, weight_inputs, weight_sizes,
+)
 from onnxcompress.passes.quantization.support.target import ElementType
 from onnxcompress.passes.quantization.support.unfused import unfused_after_ort
 
@@ -142,11 +144,13 @@ class QuantizePass(CompressionPass):
 
     @staticmethod
     def _nothing_quantized(proto: onnx.ModelProto, selection: Selection, op_types: list[str]) -> str:
-        """Why no node came out quantized: no layer had a stored weight, or the fallback kept every one in FP32."""
+        """Why no layer came out quantized: none had a stored weight, or the fallback kept every one in FP32 (embedding
+        tables stored as int8 rows are no layer: their own note says so)."""
         layers = fallback_candidates(proto, selection)
         if not layers:
-            return f"quantized nothing: no {'/'.join(op_types)} node here has a stored weight to quantize"
-        return (f"quantized nothing: the {len(layers)} layer(s) it could quantize ({layers[0]!r} first) were all kept in "
+            weighted = "/".join(op for op in op_types if op in WEIGHTED_OPS)
+            return f"quantized no layer: no {weighted} node here has a stored weight to quantize"
+        return (f"quantized no layer: the {len(layers)} layer(s) it could quantize ({layers[0]!r} first) were all kept in "
                 "FP32 to hold the fidelity budget")
 
     def evaluation_feeds(self, model: ir.Model) -> Mapping[str, np.ndarray]:

@@ -218,5 +218,5 @@ def test_a_run_whose_fallback_keeps_every_layer_in_fp32_says_so() -> None:
     x = np.random.default_rng(5).normal(size=(32, 16)).astype(np.float32)
     run = QuantizeDynamic(max_error=1e-9).apply(model, calibration=ArrayReader({"x": x}))
     assert run.details["fallback"]["within_budget"] and len(run.details["fallback"]["kept_fp32"]) >= 2
-    (note,) = [n for n in run.notes if n.startswith("quantized nothing")]
-    assert note.startswith("quantized nothing: the ") and note.endswith("were all kept in FP32 to hold the fidelity budget")
+    (note,) = [n for n in run.notes if n.startswith("quantized no layer")]
+    assert note.startswith("quantized no layer: the ") and note.endswith("were all kept in FP32 to hold the fidelity budget")

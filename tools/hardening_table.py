@@ -58,6 +58,7 @@ RECOMMEND = "recommend"
 NO_STEP = "no step kept"  # what recommend prints when its proof keeps nothing
 CHECK_SAMPLES = 2
 PRUNE_PARAMS = re.compile(r"^prune-channels: params ([\d,]+) -> ([\d,]+)")
+PRUNE_DECLINED = "prune-channels: declined:"  # the removal would have grown the model, which was left unchanged
 USAGE_EXIT, CHECK_EXIT = 2, 1
 CRASH_MARKERS = ("ONNXCOMPRESS_DEBUG", "Traceback", "internal error", "cannot load the model", "failed to run the model")
 
@@ -247,7 +248,9 @@ def _cell_text(cell: dict) -> str:
 def pruned_and_grew(cell: dict) -> bool:
     """A pruning step whose output has more parameters than its input, read from the step's own note
     (``params A -> B``) or, for a prune-only chain, from the output (folding and quantization may add
-    constants; pruning must never add parameters)."""
+    constants; pruning must never add parameters). A step that declined its removal for that left the model as it was."""
+    if any(note.startswith(PRUNE_DECLINED) for note in cell.get("notes", [])):
+        return False
     for note in cell.get("notes", []):
         match = PRUNE_PARAMS.search(note)
         if match:

@@ -76,3 +76,14 @@ def behind_reshapes(value: ir.Value) -> ir.Value:
     while (producer := value.producer()) is not None and producer.op_type in RESHAPING:
         value = producer.inputs[0]
     return value
+
+
+def channel_vector(operand: np.ndarray, out_rank: int, channels: int) -> np.ndarray | None:
+    """The vector of one value per channel (axis 1 of an output of ``out_rank`` dims and ``channels`` channels) that
+    ``operand`` amounts to when broadcast against that output (a bias added, a scale multiplied), or None when it is not one."""
+    if operand.ndim > out_rank:
+        return None
+    padded = (1,) * (out_rank - operand.ndim) + operand.shape
+    if padded[1] not in (1, channels) or any(d != 1 for i, d in enumerate(padded) if i != 1):
+        return None
+    return np.broadcast_to(operand.reshape(-1), (channels,)).copy()

@@ -7,11 +7,11 @@ an ``Add`` whose bias broadcasts to more than ``[M, N]`` (or a Conv bias shaped 
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxcompress.passes.values import FLOAT_TYPES, constant, rank, static_shape
+from onnxcompress.passes.fusion._conv_operand import per_channel_problem
+from onnxcompress.passes.values import FLOAT_TYPES, channel_vector, constant, rank, static_shape
 
 NAME = "bias-add"
 MIN_OPSET = 7
@@ -26,22 +26,13 @@ class ConvBiasAdd(pattern.RewriteRuleClassBase):
 
     def check(self, context, x, w, bias, conv_out, **_) -> pattern.MatchResult:
         result = pattern.MatchResult()
-        weights, added = constant(w), constant(bias)
-        if weights is None or added is None:
-            return result.fail("weights or added bias are not constants")
-        if added.dtype != weights.dtype:
-            return result.fail("bias dtype differs from the weights'")
-        if _channel_vector(added, weights.ndim, weights.shape[0]) is None:
-            return result.fail(f"bias of shape {added.shape} is not one value per output channel")
-        conv = conv_out.producer()
-        if len(conv.inputs) > 2 and conv.inputs[2] is not None and constant(conv.inputs[2]) is None:
-            return result.fail("the conv's own bias is not a constant")
-        return result
+        problem = per_channel_problem(w, bias, conv_out, "added bias")
+        return result.fail(problem) if problem else result
 
     def rewrite(self, op, x, w, bias, conv_out, **_):
         conv = conv_out.producer()
         weights = constant(w)
-        total = _channel_vector(constant(bias), weights.ndim, weights.shape[0])
+        total = channel_vector(constant(bias), weights.ndim, weights.shape[0])
         if len(conv.inputs) > 2 and conv.inputs[2] is not None:
             total = total + constant(conv.inputs[2])
         fused = op.initializer(ir.tensor(total.astype(weights.dtype)), name=f"{w.name}_fused_bias")
@@ -69,16 +60,6 @@ class MatMulAddToGemm(pattern.RewriteRuleClassBase):
 
     def rewrite(self, op, a, b, c, **_):
         return op.Gemm(a, b, c)
-
-
-def _channel_vector(added: np.ndarray, out_rank: int, channels: int) -> np.ndarray | None:
-    """The per-channel vector an added tensor amounts to, or None when it is not one."""
-    if added.ndim > out_rank:
-        return None
-    padded = (1,) * (out_rank - added.ndim) + added.shape
-    if padded[1] not in (1, channels) or any(d != 1 for i, d in enumerate(padded) if i != 1):
-        return None
-    return np.broadcast_to(added.reshape(-1), (channels,)).copy()
 
 
 RULES = [ConvBiasAdd.rule(), MatMulAddToGemm.rule()]

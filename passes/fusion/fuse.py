@@ -26,17 +26,18 @@ from onnxscript.rewriter import pattern
 from onnxcompress import io, walk
 from onnxcompress.errors import UsageError
 from onnxcompress.passes.base import CompressionPass
-from onnxcompress.passes.fusion import attention, bias_add, conv_bn, gelu, layer_norm, reshape_dims, unsqueeze_chain
+from onnxcompress.passes.fusion import attention, bias_add, conv_bn, conv_scale, gelu, layer_norm, reshape_dims, unsqueeze_chain
 from onnxcompress.passes.initializers import drop_unused_in_subgraphs
 from onnxcompress.passes.names import apply_keeping_names
 from onnxcompress.passes.shapes import infer_shapes
 
-# attention after reshape-dims: it needs the head-split Reshapes' shapes as constants
-FAMILIES = (conv_bn, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain, attention)
+# attention after reshape-dims: it needs the head-split Reshapes' shapes as constants; conv-scale before bias-add, which
+# takes the Add it leaves after the Conv
+FAMILIES = (conv_bn, conv_scale, bias_add, layer_norm, gelu, reshape_dims, unsqueeze_chain, attention)
 
 
 class Fuse(CompressionPass):
-    """Fuse Conv+BatchNorm, bias Adds, MatMul+Add→Gemm, LayerNorm, GELU, attention, Reshape shape and Unsqueeze chains."""
+    """Fuse Conv+BatchNorm, per-channel scales and bias Adds after Conv, MatMul+Add→Gemm, LayerNorm, GELU, attention, Reshape shape and Unsqueeze chains."""
 
     name = "fuse"
     exact = True

@@ -40,7 +40,7 @@ from onnxcompress.passes import budget as fidelity_budget
 from onnxcompress.passes.pruning.rules.conv import is_depthwise_conv
 from onnxcompress.passes.remove_initializer_inputs import initializer_inputs, weights_as_inputs
 from onnxcompress.passes.upcast import half_precision_weights
-from onnxcompress.passes.values import is_constant
+from onnxcompress.passes.values import RESHAPING, is_constant
 from onnxcompress.pipeline import Measurement, Pipeline
 
 FAMILIES = ("cnn", "mobile-cnn", "transformer-encoder", "decoder", "recurrent", "mlp", "other")
@@ -208,12 +208,14 @@ def detect_family(model: ir.Model) -> tuple[str, list[str]]:
     return "other", [f"top ops: {', '.join(list(ops)[:5]) or 'none'}"]
 
 
-SCORE_OPS = frozenset({"Add", "Mul", "Div", "Sub", "Where", "Cast"})  # scale, mask and casts between scores and Softmax
+# scale, mask, casts and reshapes between scores and Softmax (tf2onnx writes Keras' attention einsum as a MatMul between
+# Reshapes, Squeezed before the scale)
+SCORE_OPS = frozenset({"Add", "Mul", "Div", "Sub", "Where", *RESHAPING})
 
 
 def attention_blocks(model: ir.Model) -> int:
     """Attention blocks: ``Attention`` ops, and Softmaxes over the product of two activations (Q·Kᵀ, reached
-    through a scale or mask); a classifier's Softmax over a dense layer (a stored weight) is not one."""
+    through a scale, a mask or reshapes); a classifier's Softmax over a dense layer (a stored weight) is not one."""
     blocks = sum(node.op_type == "Attention" for node in model.graph)
     for node in model.graph:
         if node.op_type != "Softmax":

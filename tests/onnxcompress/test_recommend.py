@@ -88,6 +88,14 @@ def test_families_are_recognised(cnn_model, mlp_model):
     assert family == "decoder" and "Trilu" in evidence[0]
 
 
+def test_attention_scores_reshaped_before_the_softmax_are_attention():
+    # tf2onnx writes Keras' attention einsum as a MatMul between Reshapes, Squeezed before the scale: it was an "mlp"
+    # and got no transformer step
+    einsum = ENCODER_TEXT.replace("  s = MatMul(q, kt)\n", "  m = MatMul(q, kt)\n  shape = Constant <value = int64[4] {-1, 1, 8, 8}> ()\n"
+                                  "  r4 = Reshape(m, shape)\n  axes = Constant <value = int64[1] {1}> ()\n  s = Squeeze(r4, axes)\n")
+    assert recommend.detect_family(ir.from_onnx_text(einsum))[0] == "transformer-encoder"
+
+
 def test_a_causal_mask_built_from_compared_positions_means_decoder():
     # transformers writes Llama's and GPT-2's causal masks as key index <= query index over two Ranges, not Trilu
     family, evidence = recommend.detect_family(ir.from_onnx_text(CAUSAL_MASK_TEXT))

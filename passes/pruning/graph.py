@@ -109,6 +109,11 @@ class ChannelGraph:
         for i in range(slot.size) if indices is None else indices:
             self.frozen.setdefault(slot.offset + i, reason)
 
+    def all_frozen(self, slot: Slot) -> bool:
+        """Whether every element of ``slot`` is coupled to a frozen element so far (its unit cannot go)."""
+        roots = {self._find(element) for element in self.frozen}
+        return all(self._find(slot.offset + i) in roots for i in range(slot.size))
+
     def group_of(self, slot: Slot) -> int:
         """The group (component of coupled slots) a slot belongs to."""
         return self._find_slot(self._index(slot.offset))
@@ -197,6 +202,13 @@ class Coupler:
         for i, j in enumerate(mapping.tolist()):
             if j >= 0:
                 self.graph.union(sa.offset + i, sb.offset + j)
+
+    def periods(self, merged: ir.Value, merged_axis: int, inner: ir.Value, inner_axis: int) -> None:
+        """Couple element k of a merged axis with element k mod S of the inner axis merged into it (S its size): a
+        channel inside a merge whose outer axes are no channels (a bidirectional LSTM's directions before its
+        features)."""
+        si = self.graph.slot(inner, inner_axis)
+        self.mapped(merged, merged_axis, inner, inner_axis, None if si is None else np.arange(merged.shape[merged_axis]) % si.size)
 
     def contract(self, x: ir.Value, x_axis: int, w: ir.Value, w_axis: int) -> None:
         """Couple an axis that is summed away (Conv/Gemm/MatMul reduction) and record the pair."""

@@ -33,6 +33,7 @@ from onnxcompress.passes.pruning.flops import model_macs
 from onnxcompress.passes.pruning.graph import ChannelGraph, Unit
 from onnxcompress.passes.pruning.groups import GroupInfo, frozen_summary, group_infos, group_report
 from onnxcompress.passes.pruning.lookup_shapes import shapes_without_lookups
+from onnxcompress.passes.pruning.zero_states import drop_zero_initial_states
 from onnxcompress.passes.pruning.rewrite import apply_removal
 from onnxcompress.passes.pruning.selection import Constraints, choose, keep_every_tensor
 from onnxcompress.passes.remove_initializer_inputs import initializer_inputs, weights_as_inputs
@@ -131,6 +132,7 @@ class PruneChannels(CompressionPass):
         LiftConstantsToInitializersPass()(work)  # weights in Constant nodes (TorchScript exports) become prunable initializers
         params_before = parameter_count(work)
         self.context.details["lookup_shapes_rewritten"] = shapes_without_lookups(work)
+        self.context.details["zero_states_dropped"] = drop_zero_initial_states(work)
         ties = untie_weights(work)
         infer_shapes(work, example=self._example_shapes(work))
         graph = build_channel_graph(work, layernorm=self.layernorm)

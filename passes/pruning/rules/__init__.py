@@ -7,7 +7,7 @@ Reshape's shape constant), rewrites its node afterwards. Rules register by domai
 (``base``, read through ``rule_for``); importing this package imports every rule module, so ``RULES`` is complete.
 """
 
-from onnxcompress.passes.pruning.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, routing  # noqa: F401  (they register)
+from onnxcompress.passes.pruning.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, recurrent, routing  # noqa: F401  (they register)
 from onnxcompress.passes.pruning.rules.base import RULES, Refused, Rule, rule_for
 
 __all__ = ["RULES", "Refused", "Rule", "rule_for"]

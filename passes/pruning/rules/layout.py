@@ -137,6 +137,9 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
             c.split_heads(x, ins[0], y, outs[0])
             for inner in outs[1:]:
                 c.freeze(y, inner, "inner axis of a split")
+        elif len(outs) == 1 and len(ins) == 2 and _no_channel(c, x, ins[0]):
+            c.periods(y, outs[0], x, ins[1])
+            c.freeze(x, ins[0], "outer axis of a merge")
         elif len(outs) == 1 and ins:
             c.blocks(x, ins[0], y, outs[0])
             for inner in ins[1:]:
@@ -145,6 +148,13 @@ def couple_reshape(c: Coupler, x: ir.Value, y: ir.Value) -> list[int]:
             continue
         changing.append(outs[0])
     return changing
+
+
+def _no_channel(c: Coupler, x: ir.Value, axis: int) -> bool:
+    """Whether every element of ``x``'s ``axis`` is already frozen (a direction axis): the merge's channel, if any,
+    is then the axis inside it."""
+    slot = c.graph.slot(x, axis)
+    return slot is not None and c.graph.all_frozen(slot)
 
 
 def _selects_pieces(value: ir.Value, axis: int) -> bool:

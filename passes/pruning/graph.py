@@ -59,6 +59,7 @@ class ChannelGraph:
         self._parent: list[int] = []
         self._slot_parent: list[int] = []
         self.frozen: dict[int, str] = {}
+        self._frozen_roots: set[int] = set()  # roots of components holding a frozen element (``all_frozen``)
         self.contractions: list[tuple[Slot, Slot]] = []
         self.head_slots: set[int] = set()
 
@@ -100,6 +101,8 @@ class ChannelGraph:
         ra, rb = self._find(a), self._find(b)
         if ra != rb:
             self._parent[rb] = ra
+            if rb in self._frozen_roots:
+                self._frozen_roots.add(ra)
         sa, sb = self._find_slot(self._index(a)), self._find_slot(self._index(b))
         if sa != sb:
             self._slot_parent[sb] = sa
@@ -108,11 +111,11 @@ class ChannelGraph:
         """Forbid removing the given elements (default: all) of ``slot``, recording why."""
         for i in range(slot.size) if indices is None else indices:
             self.frozen.setdefault(slot.offset + i, reason)
+            self._frozen_roots.add(self._find(slot.offset + i))
 
     def all_frozen(self, slot: Slot) -> bool:
         """Whether every element of ``slot`` is coupled to a frozen element so far (its unit cannot go)."""
-        roots = {self._find(element) for element in self.frozen}
-        return all(self._find(slot.offset + i) in roots for i in range(slot.size))
+        return all(self._find(slot.offset + i) in self._frozen_roots for i in range(slot.size))
 
     def group_of(self, slot: Slot) -> int:
         """The group (component of coupled slots) a slot belongs to."""
@@ -207,8 +210,8 @@ class Coupler:
         """Couple element k of a merged axis with element k mod S of the inner axis merged into it (S its size): a
         channel inside a merge whose outer axes are no channels (a bidirectional LSTM's directions before its
         features)."""
-        si = self.graph.slot(inner, inner_axis)
-        self.mapped(merged, merged_axis, inner, inner_axis, None if si is None else np.arange(merged.shape[merged_axis]) % si.size)
+        sm, si = self.graph.slot(merged, merged_axis), self.graph.slot(inner, inner_axis)
+        self.mapped(merged, merged_axis, inner, inner_axis, None if sm is None or si is None else np.arange(sm.size) % si.size)
 
     def contract(self, x: ir.Value, x_axis: int, w: ir.Value, w_axis: int) -> None:
         """Couple an axis that is summed away (Conv/Gemm/MatMul reduction) and record the pair."""

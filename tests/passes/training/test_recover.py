@@ -276,3 +276,30 @@ def test_hard_labels_train_the_class_scores_and_wrong_ones_do_not(tmp_path):
 def test_label_options_that_cannot_work_are_refused(options, message):
     with pytest.raises(UsageError, match=message):
         Recover(**options)
+
+
+# A batch-first sequence classifier around an ONNX LSTM (as PyTorch exports one: transposed in and out).
+LSTM_CLASSIFIER = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 6, 8] x) => (float[N, 4] y) {
+    t = Transpose<perm = [1, 0, 2]>(x)
+    seq, last = LSTM<hidden_size = 16>(t, w, r, b)
+    axes = Constant<value = int64[1] {0}>()
+    h = Squeeze(last, axes)
+    y = MatMul(h, head)
+}
+"""
+LSTM_SHAPES = {"w": (1, 64, 8), "r": (1, 64, 16), "b": (1, 128), "head": (16, 4)}
+
+
+def test_recover_trains_a_pruned_lstm_back():
+    # the trainable view had no LSTM: recover declined every recurrent model ("op(s) LSTM are not supported")
+    chain = [PruneChannels(ratio=0.5), Recover(epochs=30, lr=3e-3, patience=30, max_error=1.0)]
+    data = {"x": np.random.default_rng(3).standard_normal((256, 6, 8)).astype(np.float32)}
+    result = Pipeline(chain, measurement=QUICK).run(text_model(LSTM_CLASSIFIER, LSTM_SHAPES), calibration=data)
+    pruned, recovered = step(result, "prune-channels"), step(result, "recover")
+    assert next(n for n in result.model.graph if n.op_type == "LSTM").attributes.get_int("hidden_size") == 8
+    before = pruned.details["budget"]["values"]["slice error"]  # half the units of a random LSTM: 0.84 back to 0.58
+    assert recovered.details["budget"]["values"]["slice error"] < 0.75 * before
+    epochs = recovered.details["recover"]["epochs"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]

@@ -17,7 +17,7 @@ from onnxcompress.passes.training.torch_ops.attention import attention
 from onnxcompress.passes.training.torch_ops.attributes import Op, attr_float, binary, unary
 from onnxcompress.passes.training.torch_ops.contrib import CONTRIB_OPS, rms_norm
 from onnxcompress.passes.training.torch_ops.ml import ML_OPS
-from onnxcompress.passes.training.torch_ops.recurrent import lstm
+from onnxcompress.passes.training.torch_ops.recurrent import gru, lstm, rnn
 from onnxcompress.passes.training.torch_ops.resize import resize
 from onnxcompress.passes.training.torch_ops.shapes import (
     cast, concat, constant_of_shape, expand, flatten, gather, gather_nd, range_, reshape, shape, slice_, split, squeeze, tile, transpose,
@@ -58,7 +58,7 @@ OPS: dict[str, Op] = {
     "Sin": unary(torch.sin), "Cos": unary(torch.cos), "Tan": unary(torch.tan), "Asin": unary(torch.asin), "Acos": unary(torch.acos),
     "Atan": unary(torch.atan), "Sinh": unary(torch.sinh), "Cosh": unary(torch.cosh), "Asinh": unary(torch.asinh),
     "Acosh": unary(torch.acosh), "Atanh": unary(torch.atanh), "IsNaN": unary(torch.isnan), "IsInf": is_inf,
-    "Xor": binary(torch.logical_xor), "Mean": mean, "Einsum": einsum, "LSTM": lstm,
+    "Xor": binary(torch.logical_xor), "Mean": mean, "Einsum": einsum, "LSTM": lstm, "GRU": gru, "RNN": rnn,
     "ReduceProd": reduce(prod, 18), "ReduceL1": reduce(lambda x, d, k: x.abs().sum(dim=d, keepdim=k), 18),
     "ReduceLogSum": reduce(lambda x, d, k: x.sum(dim=d, keepdim=k).log(), 18),
     "ReduceLogSumExp": reduce(lambda x, d, k: x.logsumexp(dim=d, keepdim=k) if x.numel() else x.exp().sum(dim=d, keepdim=k).log(), 18),

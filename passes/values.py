@@ -6,6 +6,8 @@ One reading for every pass family, so fusion, pruning and quantization agree on 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import onnx_ir as ir
 
@@ -71,9 +73,10 @@ def same_dim(a: int | ir.SymbolicDim | None, b: int | ir.SymbolicDim | None) -> 
 RESHAPING = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten")  # move or retype values, compute nothing
 
 
-def behind_reshapes(value: ir.Value) -> ir.Value:
-    """The value ``value`` is a cast or reshape of (through any number of ``RESHAPING`` ops): what computed it."""
-    while (producer := value.producer()) is not None and producer.op_type in RESHAPING:
+def behind_reshapes(value: ir.Value, ops: Collection[str] = RESHAPING) -> ir.Value:
+    """The value ``value`` is a cast or reshape of (through any number of ``ops``, ``RESHAPING`` by default, each
+    passing on values of its first input): what computed it."""
+    while (producer := value.producer()) is not None and producer.op_type in ops:
         value = producer.inputs[0]
     return value
 

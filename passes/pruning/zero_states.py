@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from onnxcompress.passes.values import RESHAPING, constant, input_at
+from onnxcompress.passes.values import RESHAPING, behind_reshapes, constant, input_at
 
 STATE_INPUTS = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}  # initial_h (and an LSTM's initial_c)
 SELECTING = ("Slice", "Expand", *RESHAPING)  # ops whose output holds only values of their first input
@@ -34,12 +34,11 @@ def drop_zero_initial_states(model: ir.Model) -> int:
 def _is_zeros(value: ir.Value) -> bool:
     """Whether ``value`` holds zeros only: a constant of zeros or a zero-filled ``ConstantOfShape``, seen through
     slices, expansions and reshapes (PyTorch's dynamo export expands a scalar zero)."""
-    while (array := constant(value)) is None:
-        producer = value.producer()
-        if producer is not None and producer.op_type == "ConstantOfShape":
-            fill = producer.attributes.get("value")
-            return fill is None or not fill.as_tensor().numpy().any()
-        if producer is None or producer.op_type not in SELECTING or producer.inputs[0] is None:
-            return False
-        value = producer.inputs[0]
-    return not array.any()
+    source = behind_reshapes(value, SELECTING)
+    array, producer = constant(source), source.producer()
+    if array is not None:
+        return not array.any()
+    if producer is None or producer.op_type != "ConstantOfShape":
+        return False
+    fill = producer.attributes.get("value")
+    return fill is None or not fill.as_tensor().numpy().any()
